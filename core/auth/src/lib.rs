@@ -1,0 +1,2 @@
+//! Authentication and authorisation: password files and ACLs.
+#![warn(missing_docs)]

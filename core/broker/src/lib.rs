@@ -1,0 +1,2 @@
+//! uringmq: the broker.
+#![warn(missing_docs)]

@@ -1,0 +1,16 @@
+//! MQTT 3.1, 3.1.1 and 5.0 packet codec.
+//!
+//! Pure code: no I/O, no runtime. Decoding is incremental and zero-copy (topics and payloads are
+//! slices of the read buffer); every malformed input is a typed [`DecodeError`] naming the rule of
+//! the specification it breaks, never a panic.
+#![warn(missing_docs)]
+
+pub mod packet;
+pub mod properties;
+pub mod reason;
+pub mod string;
+
+pub use packet::*;
+pub use properties::*;
+pub use reason::ReasonCode;
+pub use string::ByteStr;

@@ -1,0 +1,2 @@
+//! The MQTT session state machine: pure and deterministic (time is an argument), no I/O.
+#![warn(missing_docs)]

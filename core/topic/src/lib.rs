@@ -1,0 +1,2 @@
+//! MQTT topic names, filters, the subscription index and the retained store.
+#![warn(missing_docs)]
