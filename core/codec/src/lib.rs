@@ -5,11 +5,13 @@
 //! the specification it breaks, never a panic.
 #![warn(missing_docs)]
 
+pub mod error;
 pub mod packet;
 pub mod properties;
 pub mod reason;
 pub mod string;
 
+pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use properties::*;
 pub use reason::ReasonCode;
