@@ -5,14 +5,20 @@
 //! the specification it breaks, never a panic.
 #![warn(missing_docs)]
 
+pub mod decode;
 pub mod error;
 pub mod packet;
 pub mod properties;
+mod property_codec;
+mod reader;
 pub mod reason;
 pub mod string;
+pub mod varint;
 
+pub use decode::Decoder;
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use properties::*;
 pub use reason::ReasonCode;
 pub use string::ByteStr;
+pub use varint::decode_variable_int;

@@ -136,7 +136,11 @@ pub struct Ack {
 impl Ack {
     /// A successful acknowledgement with no properties.
     pub fn new(packet_id: u16) -> Self {
-        Ack { packet_id, reason_code: ReasonCode::SUCCESS, properties: AckProperties::default() }
+        Ack {
+            packet_id,
+            reason_code: ReasonCode::SUCCESS,
+            properties: AckProperties::default(),
+        }
     }
 }
 

@@ -67,11 +67,11 @@ impl ReasonCode {
     pub const fn to_v3_connack(self) -> u8 {
         match self.0 {
             0x00 => 0,
-            0x84 => 1, // unacceptable protocol version
-            0x85 => 2, // identifier rejected
+            0x84 => 1,                                    // unacceptable protocol version
+            0x85 => 2,                                    // identifier rejected
             0x88 | 0x89 | 0x8B | 0x9C | 0x9D | 0x9F => 3, // server unavailable
-            0x86 => 4, // bad user name or password
-            _ => 5,    // not authorized
+            0x86 => 4,                                    // bad user name or password
+            _ => 5,                                       // not authorized
         }
     }
 
