@@ -1,2 +1,11 @@
-//! uringmq: the broker.
+//! uringmq: a thread-per-core MQTT 3.1, 3.1.1 and 5.0 broker on monoio.
+//!
+//! See ARCHITECTURE.md at the repository root for the shards, the cross-core mesh and the path of a
+//! PUBLISH. [`Broker`] is the embedding API shared by the binary and the Python bindings.
 #![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+
+pub use api::*;
+pub use config::*;

@@ -1,0 +1,116 @@
+//! The embedding API: what the binary, the Python bindings and the end-to-end tests use to run a
+//! broker in-process. CONTRACT: the Python bindings are written against these signatures; change
+//! them only together with `python/src`.
+
+use crate::config::{Config, ConfigError};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+use uringmq_auth::{Authenticator, Authorizer};
+use uringmq_codec::{PublishProperties, QoS};
+
+/// Optional pluggable checks. A hook whose `is_blocking()` is true (a Python callback) is called on
+/// a hook thread, never on a core.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Decides CONNECT (after the password file, if any).
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Decides PUBLISH, SUBSCRIBE and delivery (after the ACL file, if any).
+    pub authorizer: Option<Arc<dyn Authorizer>>,
+}
+
+/// Why a broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A bad setting.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound (address in use, permission...).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error (`kind() == AddrInUse` for a port conflict).
+        source: std::io::Error,
+    },
+    /// A core's runtime could not be built (e.g. io_uring required but blocked).
+    #[error("cannot start the runtime: {0}")]
+    Runtime(String),
+}
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The broker is stopped.
+    #[error("the broker is not running")]
+    NotRunning,
+    /// Invalid topic name or filter.
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
+    /// The broker did not answer in time.
+    #[error("the broker did not answer in time")]
+    Timeout,
+}
+
+/// A message published from the embedding program (no socket involved).
+#[derive(Clone, Debug, Default)]
+pub struct InjectedMessage {
+    /// Topic name (no wildcards).
+    pub topic: String,
+    /// Payload, shared with every subscriber.
+    pub payload: Bytes,
+    /// QoS of the message (subscribers get the minimum of this and their subscription's QoS).
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// v5 properties passed to subscribers (content type, response topic, user properties...).
+    pub properties: PublishProperties,
+}
+
+/// A message delivered to an in-process subscription.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Topic name.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS as delivered (minimum of message and subscription).
+    pub qos: QoS,
+    /// Retain flag as delivered (set for retained messages sent on subscribe).
+    pub retain: bool,
+    /// v5 properties of the message.
+    pub properties: PublishProperties,
+}
+
+/// Broker counters, summed over cores.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Open client connections.
+    pub connections: u64,
+    /// Sessions (connected and offline persistent).
+    pub sessions: u64,
+    /// Subscriptions (ordinary and shared).
+    pub subscriptions: u64,
+    /// Retained messages.
+    pub retained: u64,
+    /// PUBLISH packets received from clients (and injected).
+    pub messages_in: u64,
+    /// PUBLISH packets sent to clients (and in-process subscribers).
+    pub messages_out: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// QoS 0 messages dropped because a connection's outbound buffer was full.
+    pub dropped_qos0: u64,
+    /// Messages dropped because a session queue was full.
+    pub dropped_queue_full: u64,
+    /// Messages dropped because their message expiry interval passed.
+    pub expired: u64,
+    /// Connections refused or closed for a protocol violation.
+    pub protocol_errors: u64,
+    /// CONNECTs refused by authentication.
+    pub auth_failures: u64,
+}

@@ -1,0 +1,364 @@
+//! Broker settings: one struct shared by the config file, the command line and the Python bindings.
+//!
+//! Every key has a default, so an empty file is a valid config (the fixture case: loopback only,
+//! anonymous allowed). Unknown keys are errors that name the key.
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+/// Which io driver the cores use. Decided once for all cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// io_uring when the kernel allows it, else epoll. `MONOIO_FORCE_LEGACY_DRIVER=1` forces epoll.
+    #[default]
+    Auto,
+    /// io_uring only; starting fails where it is blocked.
+    IoUring,
+    /// epoll (monoio's legacy driver).
+    Epoll,
+}
+
+/// How a `$share` group picks the member that gets a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedStrategy {
+    /// Each member in turn, across all cores.
+    #[default]
+    RoundRobin,
+    /// A member chosen at random.
+    Random,
+    /// Prefer a member on the publisher's core, round-robin there; other cores only if none.
+    Local,
+}
+
+/// Transport of a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Plain MQTT over TCP.
+    #[default]
+    Tcp,
+    /// MQTT over TLS (rustls).
+    Tls,
+    /// MQTT over WebSocket.
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+/// An extra listener (`[[listener]]` tables). The top-level `bind`/`port` is the default listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name used in logs and by auth rules; defaults to `transport:port`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Address to bind.
+    #[serde(default = "default_bind")]
+    pub bind: IpAddr,
+    /// Port (0 picks a free one).
+    pub port: u16,
+    /// Transport.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Connection limit of this listener (0 = only the global limit).
+    #[serde(default)]
+    pub max_connections: usize,
+    /// WebSocket path (ws/wss only).
+    #[serde(default = "default_ws_path")]
+    pub ws_path: String,
+    /// PEM certificate chain (tls/wss).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (tls/wss).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// PEM CA bundle for client certificates (tls/wss).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by `ca_file`.
+    #[serde(default)]
+    pub require_certificate: bool,
+    /// Take the username from the client certificate's CN.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+    /// Overrides the global `allow_anonymous` for this listener.
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
+}
+
+/// All broker settings. Field names are the config-file keys and the Python keyword arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the default listener. Loopback by default: nothing is exposed unless asked for.
+    pub bind: IpAddr,
+    /// Port of the default listener; 0 picks a free port (read it back from the running broker).
+    pub port: u16,
+    /// Number of cores (threads); 0 means one per available CPU.
+    pub cores: usize,
+    /// Pin each core's thread to one CPU.
+    pub pin_cores: bool,
+    /// io driver.
+    pub driver: Driver,
+    /// `tracing` filter for the binary (`info`, `debug`, `uringmq=debug`...).
+    pub log_level: String,
+    /// Extra listeners.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+
+    /// Maximum simultaneous connections over all listeners (0 = unlimited).
+    pub max_connections: usize,
+    /// Largest packet accepted from a client, bytes (announced in CONNACK as Maximum Packet Size).
+    pub max_packet_size: u32,
+    /// Receive Maximum announced to v5 clients and the outbound in-flight window per client
+    /// (QoS 1 and 2 messages sent and not yet acknowledged).
+    pub max_inflight: u16,
+    /// Messages queued per session (offline, or beyond the in-flight window). 0 = unlimited.
+    pub max_queued_messages: usize,
+    /// Bytes of payload queued per session. 0 = unlimited.
+    pub max_queued_bytes: usize,
+    /// Queue QoS 0 messages for offline persistent sessions (Mosquitto's `queue_qos0_messages`).
+    pub queue_qos0_messages: bool,
+    /// Bytes that may wait in one connection's write buffer before QoS 0 messages to it are dropped
+    /// and QoS 1/2 messages wait in the session queue instead: a reader that stops reading never
+    /// slows anyone else.
+    pub max_outbound_bytes: usize,
+    /// Maximum number of levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Maximum subscriptions per client (0 = unlimited).
+    pub max_subscriptions_per_client: usize,
+    /// Seconds a new socket may take to send CONNECT before it is closed.
+    pub connect_timeout_secs: u32,
+    /// Largest keep-alive accepted; a v5 client asking more is told Server Keep Alive.
+    /// 0 = no limit. Mosquitto's `max_keepalive` default is 65535.
+    pub max_keepalive: u16,
+    /// Upper bound on a client's Session Expiry Interval, seconds (u32::MAX = never expire).
+    pub max_session_expiry_secs: u32,
+    /// Topic Alias Maximum announced to v5 clients (0 disables inbound aliases).
+    pub topic_alias_maximum: u16,
+    /// Use topic aliases towards v5 clients that allow them.
+    pub outbound_topic_aliases: bool,
+    /// Maximum QoS granted (0, 1 or 2).
+    pub max_qos: u8,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Maximum number of retained messages (0 = unlimited).
+    pub max_retained_messages: usize,
+    /// `$share` balancing strategy.
+    pub shared_subscription_strategy: SharedStrategy,
+
+    /// Allow clients without a username. `None`: allowed while every listener is on loopback,
+    /// refused once a non-loopback listener exists (secure default).
+    pub allow_anonymous: Option<bool>,
+    /// Mosquitto-format password file.
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto-format ACL file.
+    pub acl_file: Option<PathBuf>,
+}
+
+fn default_bind() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
+
+fn default_ws_path() -> String {
+    "/mqtt".to_owned()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: default_bind(),
+            port: 1883,
+            cores: 0,
+            pin_cores: true,
+            driver: Driver::Auto,
+            log_level: "info".to_owned(),
+            listeners: Vec::new(),
+            max_connections: 0,
+            max_packet_size: 1024 * 1024,
+            max_inflight: 64,
+            max_queued_messages: 1000,
+            max_queued_bytes: 16 * 1024 * 1024,
+            queue_qos0_messages: false,
+            max_outbound_bytes: 1024 * 1024,
+            max_topic_levels: 128,
+            max_subscriptions_per_client: 10_000,
+            connect_timeout_secs: 10,
+            max_keepalive: 65535,
+            max_session_expiry_secs: u32::MAX,
+            topic_alias_maximum: 64,
+            outbound_topic_aliases: true,
+            max_qos: 2,
+            retain_available: true,
+            max_retained_messages: 0,
+            shared_subscription_strategy: SharedStrategy::RoundRobin,
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
+        }
+    }
+}
+
+/// A bad setting. The message always names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, unknown key, or a value of the wrong type.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A value out of range or inconsistent with another.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// The offending key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// The config as a TOML document (every key, with its value).
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks ranges and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid { key, reason: reason.into() })
+        }
+        if self.max_packet_size < 64 || self.max_packet_size > 268_435_460 {
+            return bad("max_packet_size", "must be between 64 and 268435460 bytes");
+        }
+        if self.max_inflight == 0 {
+            return bad("max_inflight", "must be at least 1");
+        }
+        if self.max_qos > 2 {
+            return bad("max_qos", "must be 0, 1 or 2");
+        }
+        if self.max_topic_levels == 0 {
+            return bad("max_topic_levels", "must be at least 1");
+        }
+        if self.max_outbound_bytes < 1024 {
+            return bad("max_outbound_bytes", "must be at least 1024");
+        }
+        if self.connect_timeout_secs == 0 {
+            return bad("connect_timeout_secs", "must be at least 1");
+        }
+        if self.log_level.trim().is_empty() {
+            return bad("log_level", "must not be empty");
+        }
+        for l in &self.listeners {
+            if matches!(l.transport, Transport::Tls | Transport::Wss)
+                && (l.cert_file.is_none() || l.key_file.is_none())
+            {
+                return bad("listener", "tls and wss listeners need cert_file and key_file");
+            }
+            if l.require_certificate && l.ca_file.is_none() {
+                return bad("listener", "require_certificate needs ca_file");
+            }
+            if matches!(l.transport, Transport::Ws | Transport::Wss) && !l.ws_path.starts_with('/') {
+                return bad("listener", "ws_path must start with '/'");
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of cores to run: `cores`, or one per available CPU.
+    pub fn effective_cores(&self) -> usize {
+        if self.cores > 0 {
+            self.cores
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+
+    /// Whether anonymous clients are allowed on a listener bound to `addr` (secure default:
+    /// only while everything is on loopback).
+    pub fn anonymous_allowed(&self, listener: Option<&ListenerConfig>) -> bool {
+        if let Some(v) = listener.and_then(|l| l.allow_anonymous) {
+            return v;
+        }
+        if let Some(v) = self.allow_anonymous {
+            return v;
+        }
+        self.bind.is_loopback() && self.listeners.iter().all(|l| l.bind.is_loopback())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_is_the_default() {
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml_str("max_inflihgt = 3").unwrap_err().to_string();
+        assert!(err.contains("max_inflihgt"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_value_is_named() {
+        let err = Config::from_toml_str("max_qos = 3").unwrap_err().to_string();
+        assert!(err.contains("max_qos"), "{err}");
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let mut c = Config::default();
+        c.port = 0;
+        c.listeners.push(ListenerConfig {
+            name: None,
+            bind: default_bind(),
+            port: 9001,
+            transport: Transport::Ws,
+            max_connections: 0,
+            ws_path: default_ws_path(),
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+            allow_anonymous: None,
+        });
+        assert_eq!(Config::from_toml_str(&c.to_toml_string()).unwrap(), c);
+    }
+
+    #[test]
+    fn anonymous_defaults_follow_exposure() {
+        let mut c = Config::default();
+        assert!(c.anonymous_allowed(None));
+        c.bind = "0.0.0.0".parse().unwrap();
+        assert!(!c.anonymous_allowed(None));
+        c.allow_anonymous = Some(true);
+        assert!(c.anonymous_allowed(None));
+    }
+}
