@@ -464,3 +464,396 @@ fn unsuback(r: &mut Reader, proto: Protocol) -> Result<UnsubAck, DecodeError> {
         reason_codes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DecodeError::*;
+    use Protocol::*;
+
+    /// Wraps `body` in a fixed header (remaining length < 128).
+    fn frame(byte0: u8, body: &[u8]) -> Vec<u8> {
+        assert!(body.len() < 128);
+        let mut v = vec![byte0, body.len() as u8];
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn decode_with(d: &mut Decoder, bytes: &[u8]) -> Result<Option<Packet>, DecodeError> {
+        let mut buf = BytesMut::from(bytes);
+        d.decode(&mut buf)
+    }
+
+    /// The error decoding `bytes` as a whole packet gives for `proto`.
+    fn err(proto: Protocol, bytes: &[u8]) -> DecodeError {
+        decode_with(&mut Decoder::with_protocol(proto, u32::MAX), bytes)
+            .expect_err("must be rejected")
+    }
+
+    /// A CONNECT with the given name, level and flags, then `rest` (properties and payload).
+    fn connect(name: &[u8], level: u8, flags: u8, rest: &[u8]) -> Vec<u8> {
+        let mut body = vec![0, name.len() as u8];
+        body.extend_from_slice(name);
+        body.extend_from_slice(&[level, flags, 0, 10]);
+        body.extend_from_slice(rest);
+        frame(0x10, &body)
+    }
+
+    /// A v5 PUBLISH QoS 0 to "a" with the given property block contents.
+    fn publish_v5(props: &[u8]) -> Vec<u8> {
+        let mut body = vec![0, 1, b'a', props.len() as u8];
+        body.extend_from_slice(props);
+        frame(0x30, &body)
+    }
+
+    #[test]
+    fn fixed_header_rules() {
+        assert_eq!(
+            err(V5, &[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            VarIntTooLong
+        );
+        assert_eq!(err(V5, &[0xc0, 0x80, 0x00]), VarIntNotMinimal);
+        assert_eq!(err(V5, &[0x00, 0x00]), InvalidPacketType(0));
+        assert_eq!(err(V3_1_1, &[0xf0, 0x00]), InvalidPacketType(15));
+        assert_eq!(
+            err(V5, &[0xc1, 0x00]),
+            InvalidFlags {
+                packet_type: 12,
+                flags: 1
+            }
+        );
+        assert_eq!(
+            err(V3_1_1, &frame(0x60, &[0, 1])),
+            InvalidFlags {
+                packet_type: 6,
+                flags: 0
+            }
+        );
+        assert_eq!(err(V3_1_1, &[0x36, 0x00]), InvalidQoS);
+        assert_eq!(err(V3_1_1, &frame(0x38, &[0, 1, b'a'])), DupWithQoS0);
+    }
+
+    #[test]
+    fn too_large_is_detected_from_the_fixed_header_alone() {
+        let mut d = Decoder::new(100);
+        // Only two bytes buffered: the body of 200 bytes has not arrived.
+        assert_eq!(
+            decode_with(&mut d, &[0x30, 0xc8, 0x01]),
+            Err(PacketTooLarge {
+                size: 203,
+                max: 100
+            })
+        );
+        assert_eq!(d.needed(&[0x30, 0xc8, 0x01]), 0);
+        assert_eq!(
+            PacketTooLarge {
+                size: 203,
+                max: 100
+            }
+            .reason_code(),
+            ReasonCode::PACKET_TOO_LARGE
+        );
+    }
+
+    #[test]
+    fn lengths_must_match_content() {
+        assert_eq!(err(V3_1_1, &frame(0x40, &[0])), Truncated);
+        assert_eq!(err(V3_1_1, &frame(0x40, &[0, 1, 0])), TrailingBytes);
+        assert_eq!(err(V3_1_1, &frame(0xc0, &[0])), TrailingBytes);
+        assert_eq!(err(V3_1_1, &frame(0xe0, &[0])), TrailingBytes);
+        // A string claiming more bytes than the packet has.
+        assert_eq!(err(V3_1_1, &frame(0x30, &[0, 9, b'a'])), Truncated);
+        // A property block longer than the packet.
+        assert_eq!(err(V5, &frame(0x30, &[0, 1, b'a', 9])), Truncated);
+    }
+
+    #[test]
+    fn strings_are_checked() {
+        assert_eq!(err(V3_1_1, &frame(0x30, &[0, 2, 0xc3, 0x28])), InvalidUtf8);
+        // U+D800 encoded: a surrogate is ill-formed [MQTT-1.5.4-1].
+        assert_eq!(
+            err(V3_1_1, &frame(0x30, &[0, 3, 0xed, 0xa0, 0x80])),
+            InvalidUtf8
+        );
+        assert_eq!(err(V3_1_1, &frame(0x30, &[0, 2, b'a', 0])), NullCharacter);
+    }
+
+    #[test]
+    fn property_rules() {
+        assert_eq!(err(V5, &publish_v5(&[0x05, 0])), UnknownProperty(5));
+        assert_eq!(err(V5, &publish_v5(&[0x80, 0x01])), UnknownProperty(128));
+        assert_eq!(
+            err(V5, &publish_v5(&[0x01, 0, 0x01, 1])),
+            DuplicateProperty(1)
+        );
+        assert_eq!(
+            err(V5, &publish_v5(&[0x11, 0, 0, 0, 1])),
+            PropertyNotAllowed {
+                property: 0x11,
+                packet_type: 3
+            }
+        );
+        assert_eq!(
+            err(V5, &publish_v5(&[0x01, 2])),
+            InvalidPropertyValue {
+                property: 1,
+                value: 2
+            }
+        );
+        assert_eq!(
+            err(V5, &publish_v5(&[0x0b, 0])),
+            InvalidPropertyValue {
+                property: 0x0b,
+                value: 0
+            }
+        );
+        assert_eq!(err(V5, &publish_v5(&[0x23, 0, 0])), ZeroTopicAlias);
+        // User Property and (on PUBLISH) Subscription Identifier may repeat.
+        let ok = publish_v5(&[0x0b, 1, 0x0b, 2, 0x26, 0, 0, 0, 0, 0x26, 0, 0, 0, 0]);
+        let Ok(Some(Packet::Publish(p))) = decode_with(&mut Decoder::with_protocol(V5, 1000), &ok)
+        else {
+            panic!("repeated user property / subscription identifier must decode");
+        };
+        assert_eq!(&p.properties.subscription_identifiers[..], &[1, 2]);
+        assert_eq!(p.properties.user_properties.len(), 2);
+        // ...but not on SUBSCRIBE, where 0 is also invalid.
+        let sub = |props: &[u8]| {
+            let mut body = vec![0, 1, props.len() as u8];
+            body.extend_from_slice(props);
+            body.extend_from_slice(&[0, 1, b'a', 0]);
+            frame(0x82, &body)
+        };
+        assert_eq!(err(V5, &sub(&[0x0b, 1, 0x0b, 2])), DuplicateProperty(0x0b));
+        assert_eq!(
+            err(V5, &sub(&[0x0b, 0])),
+            InvalidPropertyValue {
+                property: 0x0b,
+                value: 0
+            }
+        );
+        // CONNECT: Receive Maximum 0, Maximum Packet Size 0, Request Problem Information 2.
+        let c = |props: &[u8]| {
+            let mut rest = vec![props.len() as u8];
+            rest.extend_from_slice(props);
+            rest.extend_from_slice(&[0, 1, b'c']);
+            connect(b"MQTT", 5, 0x02, &rest)
+        };
+        assert_eq!(
+            err(V5, &c(&[0x21, 0, 0])),
+            InvalidPropertyValue {
+                property: 0x21,
+                value: 0
+            }
+        );
+        assert_eq!(
+            err(V5, &c(&[0x27, 0, 0, 0, 0])),
+            InvalidPropertyValue {
+                property: 0x27,
+                value: 0
+            }
+        );
+        assert_eq!(
+            err(V5, &c(&[0x17, 2])),
+            InvalidPropertyValue {
+                property: 0x17,
+                value: 2
+            }
+        );
+        assert!(decode_with(&mut Decoder::new(1000), &c(&[0x21, 0, 1])).is_ok());
+    }
+
+    #[test]
+    fn connack_maximum_qos_above_one_is_invalid() {
+        let bytes = frame(0x20, &[0, 0, 2, 0x24, 2]);
+        assert_eq!(
+            err(V5, &bytes),
+            InvalidPropertyValue {
+                property: 0x24,
+                value: 2
+            }
+        );
+        assert_eq!(err(V3_1_1, &frame(0x20, &[2, 0])), ConnAckFlags);
+    }
+
+    #[test]
+    fn publish_rules() {
+        assert_eq!(err(V3_1_1, &frame(0x32, &[0, 1, b'a', 0, 0])), ZeroPacketId);
+        assert_eq!(
+            err(V3_1_1, &frame(0x30, &[0, 3, b'a', b'/', b'+'])),
+            WildcardInTopic
+        );
+        assert_eq!(err(V3_1_1, &frame(0x30, &[0, 1, b'#'])), WildcardInTopic);
+        assert_eq!(err(V3_1_1, &frame(0x30, &[0, 0])), EmptyTopic);
+        assert_eq!(err(V5, &frame(0x30, &[0, 0, 0])), EmptyTopic);
+        // 5.0: an empty topic is fine with a topic alias.
+        let aliased = frame(0x30, &[0, 0, 3, 0x23, 0, 1]);
+        assert!(decode_with(&mut Decoder::with_protocol(V5, 1000), &aliased)
+            .unwrap()
+            .is_some());
+        assert_eq!(err(V3_1_1, &frame(0x40, &[0, 0])), ZeroPacketId);
+    }
+
+    #[test]
+    fn subscribe_rules() {
+        assert_eq!(err(V3_1_1, &frame(0x82, &[0, 1])), EmptySubscribe);
+        assert_eq!(err(V3_1_1, &frame(0xa2, &[0, 1])), EmptyUnsubscribe);
+        assert_eq!(err(V3_1_1, &frame(0x82, &[0, 1, 0, 0, 0])), EmptyTopic);
+        assert_eq!(
+            err(V3_1_1, &frame(0x82, &[0, 0, 0, 1, b'a', 0])),
+            ZeroPacketId
+        );
+        assert_eq!(
+            err(V3_1_1, &frame(0x82, &[0, 1, 0, 1, b'a', 0x04])),
+            SubscriptionOptionsReserved(4)
+        );
+        assert_eq!(
+            err(V5, &frame(0x82, &[0, 1, 0, 0, 1, b'a', 0x40])),
+            SubscriptionOptionsReserved(0x40)
+        );
+        assert_eq!(
+            err(V3_1_1, &frame(0x82, &[0, 1, 0, 1, b'a', 3])),
+            SubscriptionQoS
+        );
+        assert_eq!(
+            err(V5, &frame(0x82, &[0, 1, 0, 0, 1, b'a', 0x30])),
+            RetainHandling
+        );
+        let mut shared = vec![0, 1, 0, 0, 10];
+        shared.extend_from_slice(b"$share/g/t");
+        shared.push(0x04);
+        assert_eq!(err(V5, &frame(0x82, &shared)), NoLocalOnShared);
+        assert_eq!(err(V3_1_1, &frame(0x90, &[0, 1, 3])), InvalidSubAckCode(3));
+        assert_eq!(err(V3_1_1, &frame(0x90, &[0, 1])), Truncated);
+    }
+
+    #[test]
+    fn connect_rules() {
+        let payload = [0, 1, b'c'];
+        assert_eq!(
+            err(V3_1_1, &connect(b"MQTX", 4, 0, &payload)),
+            InvalidProtocolName
+        );
+        assert_eq!(
+            err(V3_1_1, &connect(b"MQTT", 6, 0, &payload)),
+            UnsupportedProtocolLevel(6)
+        );
+        assert_eq!(
+            err(V3_1_1, &connect(b"MQIsdp", 4, 0, &payload)),
+            UnsupportedProtocolLevel(4)
+        );
+        assert_eq!(
+            UnsupportedProtocolLevel(6).reason_code(),
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
+        );
+        assert_eq!(
+            err(V3_1_1, &connect(b"MQTT", 4, 0x01, &payload)),
+            ReservedConnectFlag
+        );
+        assert_eq!(err(V3_1_1, &connect(b"MQTT", 4, 0x08, &payload)), WillFlags);
+        assert_eq!(err(V3_1_1, &connect(b"MQTT", 4, 0x20, &payload)), WillFlags);
+        assert_eq!(err(V3_1_1, &connect(b"MQTT", 4, 0x1c, &payload)), WillQoS);
+        assert_eq!(
+            err(V3_1_1, &connect(b"MQTT", 4, 0x40, &[0, 1, b'c', 0, 0])),
+            PasswordWithoutUsername
+        );
+        // 5.0 allows a password without a user name.
+        let v5 = connect(b"MQTT", 5, 0x40, &[0, 0, 1, b'c', 0, 0]);
+        assert!(decode_with(&mut Decoder::new(1000), &v5).unwrap().is_some());
+        // A will topic follows the topic name rules.
+        let will = connect(b"MQTT", 4, 0x04, &[0, 1, b'c', 0, 1, b'#', 0, 0]);
+        assert_eq!(err(V3_1_1, &will), WildcardInTopic);
+        assert_eq!(
+            err(V3_1_1, &connect(b"MQTT", 4, 0, &[0, 1, b'c', 9])),
+            TrailingBytes
+        );
+    }
+
+    #[test]
+    fn connect_sets_the_protocol_even_when_a_later_field_is_malformed() {
+        let mut d = Decoder::new(1000);
+        assert_eq!(decode_with(&mut d, &[0xc0, 0]), Ok(Some(Packet::PingReq)));
+        assert_eq!(d.protocol(), None);
+        assert_eq!(
+            decode_with(&mut d, &connect(b"MQTT", 5, 0, &[1, 0x77])),
+            Err(UnknownProperty(0x77))
+        );
+        assert_eq!(d.protocol(), Some(V5));
+        let Ok(Some(Packet::Connect(c))) =
+            decode_with(&mut d, &connect(b"MQIsdp", 3, 0, &[0, 1, b'c']))
+        else {
+            panic!("3.1 CONNECT must decode");
+        };
+        assert_eq!((c.protocol, d.protocol()), (V3_1, Some(V3_1)));
+    }
+
+    #[test]
+    fn needed_counts_missing_bytes() {
+        let d = Decoder::new(1000);
+        assert_eq!(d.needed(&[]), 2);
+        assert_eq!(d.needed(&[0x30]), 1);
+        assert_eq!(d.needed(&[0x30, 0x80]), 1);
+        assert_eq!(d.needed(&[0x30, 0x05, 0]), 4);
+        assert_eq!(d.needed(&[0xc0, 0]), 0);
+    }
+}
+
+#[cfg(test)]
+mod arbitrary_input {
+    use super::*;
+    use crate::encode;
+    use proptest::prelude::*;
+
+    /// Decodes everything in `bytes`; every packet decoded must re-encode and decode to itself.
+    fn decode_stream(mut d: Decoder, bytes: &[u8]) -> Result<(), TestCaseError> {
+        let mut buf = BytesMut::from(bytes);
+        loop {
+            let proto = d.protocol().unwrap_or(Protocol::V3_1_1);
+            match d.decode(&mut buf) {
+                Ok(Some(p)) => {
+                    let proto = match &p {
+                        Packet::Connect(c) => c.protocol,
+                        _ => proto,
+                    };
+                    let mut out = BytesMut::new();
+                    prop_assert_eq!(encode(&p, proto, &mut out), Ok(()));
+                    let mut again = Decoder::with_protocol(proto, u32::MAX);
+                    prop_assert_eq!(again.decode(&mut out), Ok(Some(p)));
+                }
+                Ok(None) | Err(_) => return Ok(()),
+            }
+        }
+    }
+
+    /// First bytes of every packet type with valid flags, so bodies get exercised.
+    fn first_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            (1u8..=15).prop_map(|t| t << 4),
+            Just(0x62u8),
+            Just(0x82),
+            Just(0xa2),
+            (0u8..6).prop_map(|f| 0x30 | f),
+            (0u8..4).prop_map(|f| 0x3a | (f & 1) | ((f >> 1) << 2)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            decode_stream(Decoder::new(1 << 20), &bytes)?;
+            decode_stream(Decoder::with_protocol(Protocol::V5, 1 << 20), &bytes)?;
+        }
+
+        #[test]
+        fn framed_random_bodies_never_panic(
+            b0 in first_byte(),
+            body in proptest::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let mut bytes = vec![b0, body.len() as u8];
+            bytes.extend_from_slice(&body);
+            decode_stream(Decoder::new(1 << 20), &bytes)?;
+            decode_stream(Decoder::with_protocol(Protocol::V5, 1 << 20), &bytes)?;
+        }
+    }
+}

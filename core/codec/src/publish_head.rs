@@ -73,3 +73,40 @@ impl PublishHead {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::publish;
+    use crate::{encode, Packet, QoS};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn head_plus_payload_is_the_full_encoding(
+            p in publish(),
+            v5 in any::<bool>(),
+            pid in 1..=u16::MAX,
+            dup in any::<bool>(),
+        ) {
+            let proto = if v5 { Protocol::V5 } else { Protocol::V3_1_1 };
+            prop_assume!(v5 || !p.topic.is_empty());
+            let head = PublishHead::encode(&p, proto).unwrap();
+            let mut out = BytesMut::from(&b"previous bytes"[..]);
+            head.write(pid, dup, &mut out);
+            prop_assert_eq!(out.len() - 14, head.len());
+            out.extend_from_slice(&p.payload);
+
+            let qos0 = p.qos == QoS::AtMostOnce;
+            let expected = Publish {
+                packet_id: if qos0 { 0 } else { pid },
+                dup: dup && !qos0,
+                ..p.clone()
+            };
+            let mut full = BytesMut::new();
+            encode(&Packet::Publish(expected), proto, &mut full).unwrap();
+            prop_assert_eq!(&out[14..], &full[..]);
+            prop_assert_eq!(head.packet_len(), full.len());
+        }
+    }
+}
