@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian/Ubuntu machine with Rust and Python 3.9+,
+# then runs every test: Rust unit/property/e2e tests on both io drivers (io_uring and epoll), the
+# Python package's tests and the paho-mqtt conformance suite, and a bounded fuzz run of the codec.
+# `.ci/run` runs exactly this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "system packages"
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+fi
+
+step "python packages"
+python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+
+step "rust: unit, property and end-to-end tests (io_uring where available)"
+cargo test --workspace --locked
+
+step "rust: end-to-end tests on the epoll driver"
+MONOIO_FORCE_LEGACY_DRIVER=1 cargo test -p uringmq-tests --locked
+
+step "rust: benchmarks and load generator build"
+cargo bench --workspace --locked --no-run
+
+step "python: build and install the package (maturin)"
+python3 -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
+
+step "python: embedding, plugin and conformance tests"
+status=0
+(cd tests/python && python3 -m pytest -q -p no:cacheprovider) || status=$?
+# pytest exit 5 means no tests ran: that is a failure here, the suite must exist.
+[ "$status" = 0 ] || exit "$status"
+
+step "codec fuzzing (${FUZZ_SECONDS}s)"
+bash scripts/fuzz-codec.sh "$FUZZ_SECONDS"
+
+echo
+echo "all tests passed"
