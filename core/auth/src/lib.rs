@@ -6,12 +6,21 @@
 //! I/O, spawns threads or knows about the runtime, so every rule is unit-tested in place.
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod hook;
 pub mod password_file;
 
+pub use acl::{AclError, AclFile};
 pub use hook::{
     Access, AllowAll, AnonymousPolicy, AuthChain, AuthDecision, AuthState, AuthStep, Authenticator,
     Authorizer, AuthzChain, ChallengeTestAuthenticator, ClientInfo, DenyReason,
     EnhancedAuthenticator,
 };
 pub use password_file::{PasswordFile, PasswordFileError, Scheme, Verification};
+
+/// `"<path>: "` for error messages about a line of a file, or nothing for text that came from
+/// no file.
+pub(crate) fn path_prefix(path: Option<&std::path::Path>) -> String {
+    path.map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
+}

@@ -34,6 +34,7 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 use crate::hook::{AuthDecision, Authenticator, ClientInfo, DenyReason};
+use crate::path_prefix;
 
 /// PBKDF2 iterations for new `$7$` entries. Mosquitto writes 101, which is fast to brute-force;
 /// Mosquitto reads any count, so we follow OWASP's 2023 recommendation for PBKDF2-HMAC-SHA512.
@@ -131,11 +132,6 @@ pub enum PasswordFileError {
     /// The random source or the hasher failed.
     #[error("hashing failed: {0}")]
     Hashing(String),
-}
-
-fn path_prefix(path: Option<&Path>) -> String {
-    path.map(|p| format!("{}: ", p.display()))
-        .unwrap_or_default()
 }
 
 /// A parsed, verifiable password hash. Its `Debug` never shows the salt or hash.
