@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod hook;
+pub mod passwd;
 pub mod password_file;
 
 pub use acl::{AclError, AclFile};
@@ -16,7 +17,8 @@ pub use hook::{
     Authorizer, AuthzChain, ChallengeTestAuthenticator, ClientInfo, DenyReason,
     EnhancedAuthenticator,
 };
-pub use password_file::{PasswordFile, PasswordFileError, Scheme, Verification};
+pub use passwd::{PasswdArgs, PasswdError, PasswdOutcome};
+pub use password_file::{PasswordFile, PasswordFileError, Scheme, UnknownScheme, Verification};
 
 /// `"<path>: "` for error messages about a line of a file, or nothing for text that came from
 /// no file.

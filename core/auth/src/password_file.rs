@@ -63,6 +63,39 @@ pub enum Scheme {
     Pbkdf2Sha512,
 }
 
+impl Scheme {
+    /// The name `-H` takes: `argon2id`, or Mosquitto's `sha512-pbkdf2`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Scheme::Argon2id => "argon2id",
+            Scheme::Pbkdf2Sha512 => "sha512-pbkdf2",
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown hash scheme name.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("unknown hash {0:?} (expected argon2id or sha512-pbkdf2; we do not write Mosquitto's weak sha512)")]
+pub struct UnknownScheme(pub String);
+
+impl std::str::FromStr for Scheme {
+    type Err = UnknownScheme;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "argon2id" => Ok(Scheme::Argon2id),
+            "sha512-pbkdf2" | "pbkdf2" => Ok(Scheme::Pbkdf2Sha512),
+            other => Err(UnknownScheme(other.to_owned())),
+        }
+    }
+}
+
 /// The outcome of checking a password against the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verification {
@@ -806,6 +839,15 @@ mod tests {
             PasswordFile::new().save(),
             Err(PasswordFileError::NoPath)
         ));
+    }
+
+    #[test]
+    fn scheme_names_round_trip() {
+        for scheme in [Scheme::Argon2id, Scheme::Pbkdf2Sha512] {
+            assert_eq!(scheme.to_string().parse::<Scheme>(), Ok(scheme));
+        }
+        assert_eq!("pbkdf2".parse::<Scheme>(), Ok(Scheme::Pbkdf2Sha512));
+        assert!("sha512".parse::<Scheme>().is_err());
     }
 
     #[test]
