@@ -13,6 +13,7 @@ mod levels;
 mod matches;
 mod members;
 mod name;
+mod retained;
 mod shared;
 mod shared_filter;
 #[cfg(test)]
@@ -26,5 +27,6 @@ pub use levels::{check_max_levels, level_count, DEFAULT_MAX_LEVELS};
 pub use matches::matches;
 pub use members::Members;
 pub use name::{validate_topic_name, MAX_TOPIC_LEN};
+pub use retained::RetainedStore;
 pub use shared::SharedIndex;
 pub use shared_filter::{SharedFilter, SHARE_PREFIX_LEVEL};
