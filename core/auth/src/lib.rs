@@ -10,6 +10,7 @@ pub mod acl;
 pub mod hook;
 pub mod passwd;
 pub mod password_file;
+pub mod scram;
 
 pub use acl::{AclError, AclFile};
 pub use hook::{
@@ -19,6 +20,7 @@ pub use hook::{
 };
 pub use passwd::{PasswdArgs, PasswdError, PasswdOutcome};
 pub use password_file::{PasswordFile, PasswordFileError, Scheme, UnknownScheme, Verification};
+pub use scram::{ScramClient, ScramCredentials, ScramSha256};
 
 /// `"<path>: "` for error messages about a line of a file, or nothing for text that came from
 /// no file.
