@@ -399,6 +399,8 @@ class RawClient:
         self.buf = b""
         self.closed = False
         self._pid = itertools.count(1)
+        # Answer a PUBREL with PUBCOMP inside recv(), so QoS 2 deliveries interleave freely.
+        self.auto_pubcomp = True
         LIVE.append(self)
 
     # -- sending --------------------------------------------------------------------------
@@ -443,13 +445,11 @@ class RawClient:
         return self.expect(UNSUBACK, pid=pid)
 
     def ack(self, p: Packet) -> None:
-        """Acknowledges a received PUBLISH (PUBACK, or PUBREC then waits PUBREL and PUBCOMPs)."""
+        """Acknowledges a received PUBLISH: PUBACK, or PUBREC (the PUBREL is completed by recv())."""
         if p.qos == 1:
             self.send(ack_packet(PUBACK, p.pid, self.version))
         elif p.qos == 2:
             self.send(ack_packet(PUBREC, p.pid, self.version))
-            self.expect(PUBREL, pid=p.pid)
-            self.send(ack_packet(PUBCOMP, p.pid, self.version))
 
     def disconnect(self, rc: int = 0, properties=None) -> None:
         try:
@@ -507,7 +507,11 @@ class RawClient:
                 if complete_header and len(self.buf) >= i + length:
                     first, body = self.buf[0], self.buf[i : i + length]
                     self.buf = self.buf[i + length :]
-                    return parse_packet(first, body, self.version)
+                    p = parse_packet(first, body, self.version)
+                    if p.type == PUBREL and self.auto_pubcomp:
+                        self.send(ack_packet(PUBCOMP, p.pid, self.version))
+                        continue
+                    return p
             self._fill(deadline)
 
     def expect(self, ptype: int, pid: int | None = None, timeout: float = WAIT) -> Packet:
