@@ -280,8 +280,10 @@ fn connack(r: &mut Reader, proto: Protocol) -> Result<ConnAck, DecodeError> {
     };
     let (reason_code, properties) = if proto.is_v5() {
         (ReasonCode(code), read_properties(r)?)
-    } else {
+    } else if code <= 5 {
         (ReasonCode::from_v3_connack(code), Default::default())
+    } else {
+        return Err(DecodeError::InvalidConnAckCode(code));
     };
     r.finish()?;
     Ok(ConnAck {
@@ -673,6 +675,11 @@ mod tests {
             }
         );
         assert_eq!(err(V3_1_1, &frame(0x20, &[2, 0])), ConnAckFlags);
+        // Found by the fuzzer: a reserved 3.x code would not survive a re-encode.
+        assert_eq!(
+            err(V3_1_1, &frame(0x20, &[1, 0x3d])),
+            InvalidConnAckCode(0x3d)
+        );
     }
 
     #[test]

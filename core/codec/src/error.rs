@@ -134,6 +134,9 @@ pub enum DecodeError {
     /// CONNACK acknowledge flags bits 7-1 are reserved.
     #[error("[MQTT-3.2.2-1] reserved CONNACK flags set")]
     ConnAckFlags,
+    /// MQTT 3.x CONNACK return code 6-255 (reserved; 3.1.1 section 3.2.2.3).
+    #[error("[§3.2.2.3] reserved CONNACK return code {0}")]
+    InvalidConnAckCode(u8),
     /// MQTT 3.1.1 SUBACK return code other than 0x00, 0x01, 0x02, 0x80.
     #[error("[MQTT-3.9.3-2] invalid SUBACK return code {0:#04x}")]
     InvalidSubAckCode(u8),
