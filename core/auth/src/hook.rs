@@ -389,8 +389,8 @@ pub trait EnhancedAuthenticator: Send + Sync + 'static {
 
 /// A trivial two-step challenge/response method, for testing the broker's AUTH packet flow:
 /// the server answers the first AUTH data with the challenge `b"challenge"` (a `Continue`), and
-/// succeeds if the client's next data equals the configured secret. Optionally the secret may
-/// be sent in CONNECT directly, which succeeds in one step. Not for production: the secret
+/// succeeds if the client's next data equals the configured secret. CONNECT may carry no data,
+/// empty data or `hello` to ask for the challenge, or the secret itself to finish in one step. Not for production: the secret
 /// travels in clear.
 #[derive(Clone)]
 pub struct ChallengeTestAuthenticator {
@@ -442,15 +442,14 @@ impl EnhancedAuthenticator for ChallengeTestAuthenticator {
 
     fn start(&self, _: &ClientInfo<'_>, data: Option<&[u8]>) -> (AuthStep, AuthState) {
         match data {
-            Some(d) if d == b"hello" || d.is_empty() => (
+            // Anything but nothing, empty data or `hello` is an attempt at the secret itself.
+            Some(d) if !d.is_empty() && d != b"hello" => {
+                (self.check(data), AuthState::new(ChallengeState::Done))
+            }
+            _ => (
                 AuthStep::Continue(Self::CHALLENGE.to_vec()),
                 AuthState::new(ChallengeState::AwaitingResponse),
             ),
-            None => (
-                AuthStep::Continue(Self::CHALLENGE.to_vec()),
-                AuthState::new(ChallengeState::AwaitingResponse),
-            ),
-            Some(_) => (self.check(data), AuthState::new(ChallengeState::Done)),
         }
     }
 
