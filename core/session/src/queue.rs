@@ -1,0 +1,187 @@
+//! The bounded per-session queue: messages for an offline session, or beyond the in-flight
+//! window / outbound byte limit of an online one.
+//!
+//! Bounded in count and in bytes (topic + payload). Drop policy when full: the *new* message is
+//! dropped and counted, as Mosquitto does (`max_queued_messages`): what is queued stays in order.
+
+use crate::delivery::Delivery;
+use crate::message::Message;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One queued delivery.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    /// The message.
+    pub msg: Arc<Message>,
+    /// How it goes out.
+    pub delivery: Delivery,
+    /// Set when it came through a shared subscription.
+    pub shared_group: Option<Arc<str>>,
+}
+
+/// The queue was full: the message was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("session queue full: message dropped")]
+pub struct QueueFull;
+
+/// A bounded FIFO of deliveries.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    items: VecDeque<Queued>,
+    bytes: usize,
+    max_count: usize,
+    max_bytes: usize,
+    dropped: u64,
+    expired: u64,
+}
+
+impl Queue {
+    /// A queue of at most `max_count` messages and `max_bytes` bytes; 0 means unlimited.
+    pub fn new(max_count: usize, max_bytes: usize) -> Self {
+        Queue {
+            items: VecDeque::new(),
+            bytes: 0,
+            max_count,
+            max_bytes,
+            dropped: 0,
+            expired: 0,
+        }
+    }
+
+    /// Appends, or drops the message (counted) when a bound would be exceeded.
+    pub fn push(&mut self, item: Queued) -> Result<(), QueueFull> {
+        let cost = item.msg.cost();
+        let over_count = self.max_count != 0 && self.items.len() >= self.max_count;
+        let over_bytes = self.max_bytes != 0 && self.bytes + cost > self.max_bytes;
+        if over_count || over_bytes {
+            self.dropped += 1;
+            return Err(QueueFull);
+        }
+        self.bytes += cost;
+        self.items.push_back(item);
+        Ok(())
+    }
+
+    /// Puts a message back at the front (it could not be sent after all). Not bounded: it was
+    /// counted when first queued.
+    pub fn push_front(&mut self, item: Queued) {
+        self.bytes += item.msg.cost();
+        self.items.push_front(item);
+    }
+
+    /// The oldest message that has not expired at `now`; expired ones are discarded and
+    /// counted [MQTT-3.3.2-5].
+    pub fn pop(&mut self, now: Instant) -> Option<Queued> {
+        while let Some(item) = self.items.pop_front() {
+            self.bytes -= item.msg.cost();
+            if item.msg.remaining_expiry(now).is_ok() {
+                return Some(item);
+            }
+            self.expired += 1;
+        }
+        None
+    }
+
+    /// The oldest message's delivery QoS, if any.
+    pub fn front_qos(&self) -> Option<uringmq_codec::QoS> {
+        self.items.front().map(|q| q.delivery.qos)
+    }
+
+    /// Queued messages.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Queued bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Messages dropped because the queue was full, since the last call (the broker adds them
+    /// to its counters).
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Messages discarded because they expired while queued, since the last call.
+    pub fn take_expired(&mut self) -> u64 {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// Empties the queue.
+    pub fn drain(&mut self) -> impl Iterator<Item = Queued> + '_ {
+        self.bytes = 0;
+        self.items.drain(..)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::time::Duration;
+    use uringmq_codec::{PublishProperties, QoS};
+
+    fn item(payload: &'static [u8], expiry: Option<u32>, at: Instant) -> Queued {
+        Queued {
+            msg: Arc::new(Message {
+                topic: "t".into(),
+                payload: Bytes::from_static(payload),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: PublishProperties {
+                    message_expiry_interval: expiry,
+                    ..Default::default()
+                },
+                origin: None,
+                received_at: at,
+            }),
+            delivery: Delivery::default(),
+            shared_group: None,
+        }
+    }
+
+    #[test]
+    fn count_bound_drops_new_messages_and_counts_them() {
+        let now = Instant::now();
+        let mut q = Queue::new(2, 0);
+        q.push(item(b"1", None, now)).unwrap();
+        q.push(item(b"2", None, now)).unwrap();
+        assert_eq!(q.push(item(b"3", None, now)), Err(QueueFull));
+        assert_eq!(q.take_dropped(), 1);
+        assert_eq!(q.take_dropped(), 0);
+        assert_eq!(&q.pop(now).unwrap().msg.payload[..], b"1");
+        assert_eq!(&q.pop(now).unwrap().msg.payload[..], b"2");
+        assert!(q.pop(now).is_none());
+    }
+
+    #[test]
+    fn byte_bound_counts_topic_and_payload() {
+        let now = Instant::now();
+        let mut q = Queue::new(0, 6);
+        q.push(item(b"1234", None, now)).unwrap(); // 1 + 4 bytes
+        assert_eq!(q.push(item(b"12", None, now)), Err(QueueFull));
+        q.push(item(b"", None, now)).unwrap();
+        assert_eq!(q.bytes(), 6);
+        q.pop(now);
+        assert_eq!(q.bytes(), 1);
+    }
+
+    #[test]
+    fn expired_messages_are_skipped_and_counted() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(0, 0);
+        q.push(item(b"old", Some(1), t0)).unwrap();
+        q.push(item(b"new", None, t0)).unwrap();
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(&q.pop(later).unwrap().msg.payload[..], b"new");
+        assert_eq!(q.take_expired(), 1);
+    }
+}

@@ -1,0 +1,106 @@
+//! [`Session`]: everything the broker keeps about one client identifier, online or not.
+
+use crate::connect::Negotiated;
+use crate::inflight::Inflight;
+use crate::qos2::InboundQos2;
+use crate::queue::Queue;
+use crate::subscriptions::Subscriptions;
+use crate::topic_alias::{InboundAliases, OutboundAliases};
+use crate::will::PendingWill;
+use std::sync::Arc;
+use std::time::Instant;
+use uringmq_codec::{LastWill, Protocol};
+
+/// The state of one MQTT session. `Send`, so a takeover can move it to another core.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// Client identifier.
+    pub client_id: Arc<str>,
+    /// User name of the current (or last) connection.
+    pub username: Option<Arc<str>>,
+    /// Protocol of the current (or last) connection.
+    pub protocol: Protocol,
+    /// Subscriptions.
+    pub subs: Subscriptions,
+    /// Outbound QoS 1/2 in flight.
+    pub inflight: Inflight,
+    /// Messages waiting to be sent.
+    pub queue: Queue,
+    /// Inbound QoS 2 awaiting PUBREL.
+    pub qos2_in: InboundQos2,
+    /// Session Expiry Interval (u32::MAX: never).
+    pub session_expiry: u32,
+    /// Inbound topic aliases (per connection).
+    pub in_aliases: InboundAliases,
+    /// Outbound topic aliases (per connection).
+    pub out_aliases: OutboundAliases,
+    /// The client's Maximum Packet Size (per connection).
+    pub client_max_packet: Option<u32>,
+    /// Will of the current connection.
+    pub will: Option<LastWill>,
+    /// Will Delay Interval of the current connection.
+    pub will_delay: u32,
+    /// A will waiting for its delay after the connection closed.
+    pub pending_will: Option<PendingWill>,
+    /// When an offline session ends (None while connected or never).
+    pub expires_at: Option<Instant>,
+    /// Send reason strings (v5 Request Problem Information).
+    pub problem_information: bool,
+}
+
+impl Session {
+    /// A new session for a connection.
+    pub fn new(
+        n: &Negotiated,
+        protocol: Protocol,
+        max_queued: usize,
+        max_queued_bytes: usize,
+        alias_max_in: u16,
+    ) -> Self {
+        let mut s = Session {
+            client_id: n.client_id.as_str().into(),
+            username: None,
+            protocol,
+            subs: Subscriptions::default(),
+            inflight: Inflight::new(n.outbound_window),
+            queue: Queue::new(max_queued, max_queued_bytes),
+            qos2_in: InboundQos2::default(),
+            session_expiry: 0,
+            in_aliases: InboundAliases::new(0),
+            out_aliases: OutboundAliases::new(0),
+            client_max_packet: None,
+            will: None,
+            will_delay: 0,
+            pending_will: None,
+            expires_at: None,
+            problem_information: true,
+        };
+        s.attach(n, protocol, alias_max_in);
+        s
+    }
+
+    /// Applies a (new) connection's negotiated parameters: a resumed session keeps its
+    /// subscriptions, queue and in-flight messages; aliases start afresh [MQTT-3.3.2-7]; a
+    /// pending will of the previous connection is cancelled [MQTT-3.1.3-10].
+    pub fn attach(&mut self, n: &Negotiated, protocol: Protocol, alias_max_in: u16) {
+        self.protocol = protocol;
+        self.session_expiry = n.session_expiry;
+        self.inflight.set_max(n.outbound_window);
+        self.in_aliases = InboundAliases::new(if protocol.is_v5() { alias_max_in } else { 0 });
+        self.out_aliases = OutboundAliases::new(if protocol.is_v5() {
+            n.client_alias_max
+        } else {
+            0
+        });
+        self.client_max_packet = n.client_max_packet;
+        self.will_delay = n.will_delay;
+        self.pending_will = None;
+        self.expires_at = None;
+        self.problem_information = n.problem_information;
+    }
+
+    /// Whether the session outlives its connection.
+    pub fn is_persistent(&self) -> bool {
+        self.session_expiry != 0
+    }
+}

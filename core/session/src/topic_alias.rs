@@ -1,0 +1,157 @@
+//! v5 topic aliases, both directions.
+//!
+//! Inbound: the client maps aliases 1..=our Topic Alias Maximum to topics. Outbound: we map
+//! topics to aliases 1..=the client's Topic Alias Maximum, replacing the least recently used
+//! one when all are taken, so repeated topics cost two bytes instead of the whole name.
+
+use std::collections::HashMap;
+use uringmq_codec::ByteStr;
+
+/// A topic alias the client used wrongly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AliasError {
+    /// Alias 0 or above the Topic Alias Maximum we announced [MQTT-3.3.2-9].
+    #[error("[MQTT-3.3.2-9] topic alias {0} exceeds the topic alias maximum")]
+    OutOfRange(u16),
+    /// An empty topic with an alias that was never set [§3.3.2.3.4].
+    #[error("[§3.3.2.3.4] topic alias {0} is not mapped to a topic")]
+    Unknown(u16),
+}
+
+/// Aliases the client set for its PUBLISH packets.
+#[derive(Clone, Debug, Default)]
+pub struct InboundAliases {
+    map: Vec<Option<ByteStr>>,
+    max: u16,
+}
+
+impl InboundAliases {
+    /// Accepts aliases `1..=max` (the Topic Alias Maximum sent in CONNACK).
+    pub fn new(max: u16) -> Self {
+        InboundAliases {
+            map: Vec::new(),
+            max,
+        }
+    }
+
+    /// Resolves a PUBLISH's topic: a non-empty topic with an alias sets the alias; an empty one
+    /// uses it.
+    pub fn resolve(&mut self, topic: ByteStr, alias: Option<u16>) -> Result<ByteStr, AliasError> {
+        let Some(alias) = alias else {
+            return Ok(topic);
+        };
+        if alias == 0 || alias > self.max {
+            return Err(AliasError::OutOfRange(alias));
+        }
+        let at = usize::from(alias - 1);
+        if topic.is_empty() {
+            return self
+                .map
+                .get(at)
+                .cloned()
+                .flatten()
+                .ok_or(AliasError::Unknown(alias));
+        }
+        if self.map.len() <= at {
+            self.map.resize(at + 1, None);
+        }
+        self.map[at] = Some(topic.clone());
+        Ok(topic)
+    }
+}
+
+/// Aliases we assigned for PUBLISH packets to the client.
+#[derive(Clone, Debug, Default)]
+pub struct OutboundAliases {
+    by_topic: HashMap<ByteStr, (u16, u64), ahash::RandomState>,
+    by_alias: Vec<ByteStr>,
+    max: u16,
+    tick: u64,
+}
+
+impl OutboundAliases {
+    /// Uses aliases `1..=max` (the client's Topic Alias Maximum; 0 disables aliases).
+    pub fn new(max: u16) -> Self {
+        OutboundAliases {
+            max,
+            ..Default::default()
+        }
+    }
+
+    /// The alias to send `topic` with: `(alias, true)` if the client already knows it (send an
+    /// empty topic), `(alias, false)` if this packet sets it (send the topic too). `None` when
+    /// aliases are disabled.
+    pub fn alias_for(&mut self, topic: &ByteStr) -> Option<(u16, bool)> {
+        if self.max == 0 {
+            return None;
+        }
+        self.tick += 1;
+        if let Some((alias, used)) = self.by_topic.get_mut(topic) {
+            *used = self.tick;
+            return Some((*alias, true));
+        }
+        let alias = if self.by_alias.len() < usize::from(self.max) {
+            self.by_alias.push(topic.clone());
+            self.by_alias.len() as u16
+        } else {
+            // Replace the least recently used alias.
+            let (old_topic, alias) = self
+                .by_topic
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(t, (a, _))| (t.clone(), *a))?;
+            self.by_topic.remove(&old_topic);
+            self.by_alias[usize::from(alias - 1)] = topic.clone();
+            alias
+        };
+        self.by_topic.insert(topic.clone(), (alias, self.tick));
+        Some((alias, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbound_set_then_use() {
+        let mut a = InboundAliases::new(2);
+        assert_eq!(a.resolve("x/y".into(), Some(1)).unwrap(), "x/y");
+        assert_eq!(a.resolve("".into(), Some(1)).unwrap(), "x/y");
+        assert_eq!(a.resolve("".into(), Some(2)), Err(AliasError::Unknown(2)));
+        assert_eq!(
+            a.resolve("z".into(), Some(3)),
+            Err(AliasError::OutOfRange(3))
+        );
+        assert_eq!(a.resolve("z".into(), None).unwrap(), "z");
+        assert_eq!(a.resolve("w".into(), Some(1)).unwrap(), "w");
+        assert_eq!(a.resolve("".into(), Some(1)).unwrap(), "w");
+    }
+
+    #[test]
+    fn disabled_inbound_rejects_every_alias() {
+        let mut a = InboundAliases::new(0);
+        assert_eq!(
+            a.resolve("x".into(), Some(1)),
+            Err(AliasError::OutOfRange(1))
+        );
+    }
+
+    #[test]
+    fn outbound_assigns_reuses_and_evicts_least_recent() {
+        let mut o = OutboundAliases::new(2);
+        let (a, b, c): (ByteStr, ByteStr, ByteStr) = ("a".into(), "b".into(), "c".into());
+        assert_eq!(o.alias_for(&a), Some((1, false)));
+        assert_eq!(o.alias_for(&b), Some((2, false)));
+        assert_eq!(o.alias_for(&a), Some((1, true)));
+        // b is least recently used: c takes alias 2.
+        assert_eq!(o.alias_for(&c), Some((2, false)));
+        assert_eq!(o.alias_for(&c), Some((2, true)));
+        assert_eq!(
+            o.alias_for(&b),
+            Some((1, false)),
+            "a is now the least recently used"
+        );
+        assert_eq!(OutboundAliases::new(0).alias_for(&a), None);
+    }
+}
