@@ -1,0 +1,278 @@
+//! Command line of `uringmq-load`.
+
+use crate::wire::Version;
+use clap::{Parser, ValueEnum};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What traffic to generate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// `--conns` publishers, one subscriber, one topic.
+    FanIn,
+    /// One publisher, `--conns` subscribers, one topic.
+    FanOut,
+    /// `--conns` publisher/subscriber pairs, one topic per pair.
+    Pairs,
+    /// `--pubs` publishers into one `$share/g/...` group of `--conns` members.
+    Shared,
+    /// `--pubs` publishers, `--conns` subscribers on `+` and `#` filters (alternately).
+    Wildcard,
+    /// `--conns` concurrent clients connecting and disconnecting in a loop: CONNACKs per second.
+    ConnectStorm,
+    /// Open `--conns` connections with keep-alive and hold them: broker memory per connection.
+    Idle,
+}
+
+/// `uringmq-load`: MQTT 3.1.1/5.0 load generator for uringmq, Mosquitto, rumqttd or any broker.
+///
+/// Open loop by default (`--rate` messages per second in total, spread over the publishers);
+/// closed loop with `--max` (each publisher keeps at most `--inflight` messages not yet received
+/// by every subscriber that should get them).
+#[derive(Parser, Clone, Debug)]
+#[command(name = "uringmq-load", version)]
+pub struct Args {
+    /// Traffic pattern.
+    #[arg(long, short = 's', value_enum, default_value = "pairs")]
+    pub scenario: Scenario,
+    /// Broker address (loopback only: benchmarks never leave this machine).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Broker port.
+    #[arg(long, short = 'p', default_value_t = 1883)]
+    pub port: u16,
+    /// MQTT version: 3 (3.1.1) or 5.
+    #[arg(long, default_value = "5", value_parser = parse_version)]
+    pub mqtt: Version,
+    /// The scenario's main connection count (see each scenario).
+    #[arg(long, short = 'c', default_value_t = 10)]
+    pub conns: u32,
+    /// Publishers for shared and wildcard (default 4); overrides the scenario's count elsewhere.
+    #[arg(long)]
+    pub pubs: Option<u32>,
+    /// Subscribers; overrides the scenario's count.
+    #[arg(long)]
+    pub subs: Option<u32>,
+    /// QoS of publications and subscriptions.
+    #[arg(long, short = 'q', default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Payload bytes (at least the 24-byte stamp).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(24..=16_777_216))]
+    pub payload: u64,
+    /// Open loop: total messages per second over all publishers.
+    #[arg(long, short = 'r', default_value_t = 10_000)]
+    pub rate: u64,
+    /// Closed loop: publish as fast as the in-flight window allows (ignores --rate).
+    #[arg(long)]
+    pub max: bool,
+    /// Closed-loop window per publisher: messages sent but not yet received everywhere.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub inflight: u32,
+    /// How long to publish (or hold, or storm): 10, 10s, 500ms, 2m.
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// After publishing stops, how long to wait for the last deliveries and acknowledgements.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Keep-alive in seconds sent in CONNECT (0 disables); PINGREQ goes out at half of it.
+    #[arg(long, default_value_t = 30)]
+    pub keepalive: u16,
+    /// Time allowed for TCP connect + CONNACK (+ SUBACK).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Connection set-ups in flight per thread.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connect_window: u32,
+    /// Runtime threads per process (default: the CPUs this process may run on).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Worker processes; the scenario is split into that many independent shards, each on its
+    /// own topics, and their figures are added up. Needed past ~19,000 connections here.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub procs: u32,
+    /// Source addresses, bound before connect with IP_BIND_ADDRESS_NO_PORT: a count N
+    /// (127.0.0.2 onwards) or a range like 127.0.0.2-127.0.0.81. Default: kernel's choice.
+    #[arg(long, value_parser = parse_sources)]
+    pub sources: Option<Vec<Ipv4Addr>>,
+    /// Broker process to sample (RSS, CPU) from /proc.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Name of the broker, carried into the JSON.
+    #[arg(long, default_value = "broker")]
+    pub label: String,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Exit non-zero on any loss at QoS > 0, any duplicate at QoS 2, routing errors or
+    /// failed connections (other than in idle/connect-storm, where failures are the result).
+    #[arg(long)]
+    pub strict: bool,
+    /// Print no table.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Internal: the run identifier shared by the worker processes of one run.
+    #[arg(long, hide = true)]
+    pub run: Option<String>,
+    /// Internal: run as worker `i/n` of a `--procs` run (speaks the worker protocol on stdio).
+    #[arg(long, hide = true, value_parser = parse_worker)]
+    pub worker: Option<(u32, u32)>,
+}
+
+impl Args {
+    /// Messages per second per publisher in open loop, `None` in closed loop.
+    pub fn rate_per_publisher(&self, total_pubs: u64) -> Option<f64> {
+        (!self.max).then(|| self.rate as f64 / total_pubs.max(1) as f64)
+    }
+}
+
+/// `3`, `3.1.1`, `4` -> 3.1.1; `5` -> 5.0.
+pub fn parse_version(s: &str) -> Result<Version, String> {
+    match s {
+        "3" | "3.1.1" | "4" | "311" => Ok(Version::V311),
+        "5" | "5.0" => Ok(Version::V5),
+        _ => Err(format!(
+            "unsupported MQTT version {s:?}: use 3 (3.1.1) or 5"
+        )),
+    }
+}
+
+/// `10`, `10s`, `250ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, ""), |i| s.split_at(i));
+    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1000.0,
+        "m" => v * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?}: use ms, s or m")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("duration {s:?} out of range (0 to 24 h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A count `N` (127.0.0.2 ..) or a range `a.b.c.d-a.b.c.e`; loopback only.
+pub fn parse_sources(s: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let (first, last) = if let Some((a, b)) = s.split_once('-') {
+        let a: Ipv4Addr = a.parse().map_err(|e| format!("{a:?}: {e}"))?;
+        let b: Ipv4Addr = b.parse().map_err(|e| format!("{b:?}: {e}"))?;
+        (u32::from(a), u32::from(b))
+    } else {
+        let n: u32 = s
+            .parse()
+            .map_err(|_| format!("bad --sources {s:?}: a count or a range"))?;
+        if n == 0 || n > 65_000 {
+            return Err("--sources count must be 1..65000".into());
+        }
+        let first = u32::from(Ipv4Addr::new(127, 0, 0, 2));
+        (first, first + n - 1)
+    };
+    if first > last {
+        return Err(format!("empty source range {s:?}"));
+    }
+    let addrs: Vec<Ipv4Addr> = (first..=last).map(Ipv4Addr::from).collect();
+    if let Some(a) = addrs.iter().find(|a| !a.is_loopback()) {
+        return Err(format!("source {a} is not a loopback address"));
+    }
+    Ok(addrs)
+}
+
+/// `i/n` with `i < n`.
+pub fn parse_worker(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s.split_once('/').ok_or("expected i/n")?;
+    let (i, n): (u32, u32) = (
+        i.parse().map_err(|_| "bad i")?,
+        n.parse().map_err(|_| "bad n")?,
+    );
+    if i >= n {
+        return Err(format!("worker index {i} out of 0..{n}"));
+    }
+    Ok((i, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("uringmq-load").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.scenario, Scenario::Pairs);
+        assert_eq!(a.mqtt, Version::V5);
+        assert_eq!((a.qos, a.payload, a.procs), (0, 64, 1));
+        assert_eq!(a.duration, Duration::from_secs(10));
+        assert!(!a.max);
+    }
+
+    #[test]
+    fn scenario_and_options() {
+        let a = parse(&[
+            "-s",
+            "fan-in",
+            "--mqtt",
+            "3",
+            "-q",
+            "2",
+            "--max",
+            "--procs",
+            "4",
+            "--sources",
+            "80",
+            "-d",
+            "500ms",
+        ])
+        .unwrap();
+        assert_eq!(a.scenario, Scenario::FanIn);
+        assert_eq!(a.mqtt, Version::V311);
+        assert_eq!(a.qos, 2);
+        assert!(a.max);
+        assert_eq!(a.procs, 4);
+        assert_eq!(a.sources.as_ref().map(Vec::len), Some(80));
+        assert_eq!(
+            a.sources.as_ref().and_then(|s| s.last().copied()),
+            Some(Ipv4Addr::new(127, 0, 0, 81))
+        );
+        assert_eq!(a.duration, Duration::from_millis(500));
+        assert_eq!(a.rate_per_publisher(10), None);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(parse(&["-q", "3"]).is_err());
+        assert!(parse(&["--payload", "10"]).is_err());
+        assert!(parse(&["--mqtt", "4.5"]).is_err());
+        assert!(parse(&["-s", "nope"]).is_err());
+        assert!(parse(&["--procs", "0"]).is_err());
+        assert!(parse(&["--sources", "10.0.0.1-10.0.0.5"]).is_err());
+        assert!(parse(&["-d", "3h"]).is_err());
+    }
+
+    #[test]
+    fn source_ranges() {
+        assert_eq!(parse_sources("127.0.0.2-127.0.0.3").unwrap().len(), 2);
+        assert!(parse_sources("127.0.0.9-127.0.0.3").is_err());
+        assert!(parse_sources("0").is_err());
+    }
+
+    #[test]
+    fn open_loop_rate_is_spread() {
+        let a = parse(&["-r", "1000"]).unwrap();
+        assert_eq!(a.rate_per_publisher(4), Some(250.0));
+    }
+
+    #[test]
+    fn worker_index() {
+        assert_eq!(parse_worker("1/3"), Ok((1, 3)));
+        assert!(parse_worker("3/3").is_err());
+    }
+}

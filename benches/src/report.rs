@@ -1,0 +1,430 @@
+//! The figures users compare brokers by, derived from the merged results, as a table and JSON.
+
+use crate::cli::{Args, Scenario};
+use crate::procfs::{self, ProcSample};
+use crate::run::Phases;
+use crate::stats::{Delivery, LatencySummary, WorkerResult};
+use crate::wire::Version;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::io;
+use std::time::Duration;
+
+/// Samples the broker process at the moments of a run.
+#[derive(Debug, Default)]
+pub struct BrokerProbe {
+    pid: Option<u32>,
+    /// Let the broker settle before the after-connect memory reading (idle hold).
+    settle: Duration,
+    /// Before any connection.
+    pub before: Option<ProcSample>,
+    /// Every connection open.
+    pub ready: Option<ProcSample>,
+    /// Publishing started.
+    pub start: Option<ProcSample>,
+    /// Publishing stopped.
+    pub end: Option<ProcSample>,
+}
+
+impl BrokerProbe {
+    /// A probe of `pid` (none: records nothing); takes the "before" reading now.
+    pub fn new(pid: Option<u32>, settle: Duration) -> Self {
+        let before = pid.and_then(|p| procfs::sample(Some(p)).ok());
+        BrokerProbe {
+            pid,
+            settle,
+            before,
+            ..Default::default()
+        }
+    }
+
+    fn take(&self) -> Option<ProcSample> {
+        self.pid.and_then(|p| procfs::sample(Some(p)).ok())
+    }
+}
+
+impl Phases for BrokerProbe {
+    fn ready(&mut self) -> io::Result<()> {
+        if self.pid.is_some() {
+            std::thread::sleep(self.settle);
+        }
+        self.ready = self.take();
+        Ok(())
+    }
+    fn started(&mut self) {
+        self.start = self.take();
+    }
+    fn stopped(&mut self) {
+        self.end = self.take();
+    }
+}
+
+/// Broker process figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BrokerFigures {
+    /// Process id sampled.
+    pub pid: u32,
+    /// RSS before the load generator connected, KiB.
+    pub rss_before_kb: u64,
+    /// RSS with every connection open, KiB.
+    pub rss_ready_kb: u64,
+    /// RSS when publishing stopped, KiB.
+    pub rss_end_kb: u64,
+    /// CPU while publishing, percent of one core.
+    pub cpu_pct: f64,
+    /// (RSS ready - RSS before) / connections opened, bytes.
+    pub mem_per_conn_bytes: f64,
+}
+
+/// The report of one run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Broker name (`--label`).
+    pub label: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// "3.1.1" or "5.0".
+    pub mqtt: String,
+    /// QoS.
+    pub qos: u8,
+    /// Payload bytes.
+    pub payload: u64,
+    /// Open-loop target rate (msgs/s), or `None` for closed loop.
+    pub target_rate: Option<u64>,
+    /// Closed-loop window per publisher.
+    pub inflight: Option<u32>,
+    /// Publishers.
+    pub pubs: u64,
+    /// Subscribers.
+    pub subs: u64,
+    /// Connections planned.
+    pub conns: u64,
+    /// Worker processes.
+    pub procs: u32,
+    /// Runtime threads in all processes.
+    pub threads: u32,
+    /// Publishing window, seconds.
+    pub duration_s: f64,
+    /// PUBLISH sent per second.
+    pub msgs_in_per_s: f64,
+    /// PUBLISH received per second, by all subscribers.
+    pub msgs_out_per_s: f64,
+    /// PUBLISH sent.
+    pub published: u64,
+    /// PUBLISH received.
+    pub received: u64,
+    /// Publish-to-receive latency, microseconds.
+    pub latency_us: LatencySummary,
+    /// TCP connect to CONNACK, microseconds.
+    pub connect_latency_us: LatencySummary,
+    /// Successful CONNACKs.
+    pub connects_ok: u64,
+    /// Failed connection attempts.
+    pub connects_failed: u64,
+    /// CONNACKs per second (connect storm: while storming; else while opening connections).
+    pub connects_per_s: f64,
+    /// Sequence-number accounting.
+    pub delivery: Delivery,
+    /// Malformed or unexpected packets from the broker.
+    pub protocol_errors: u64,
+    /// Connections the broker closed on its own.
+    pub dropped: u64,
+    /// Received payloads without our stamp.
+    pub foreign: u64,
+    /// Broker process figures (`--broker-pid`).
+    pub broker: Option<BrokerFigures>,
+    /// Load generator CPU while publishing, percent of one core, all processes.
+    pub loadgen_cpu_pct: f64,
+    /// What `--strict` fails on.
+    pub problems: Vec<String>,
+}
+
+fn per_sec(n: u64, from_ns: u64, to_ns: u64) -> f64 {
+    let secs = to_ns.saturating_sub(from_ns) as f64 / 1e9;
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+impl Report {
+    /// Derives the report.
+    pub fn new(args: &Args, r: &WorkerResult, probe: &BrokerProbe) -> Report {
+        let c = &r.counters;
+        let scenario = scenario_name(args.scenario);
+        let run_ns = r.run_end_ns.saturating_sub(r.run_start_ns);
+        let rx_end = r.last_rx_ns.max(r.run_end_ns);
+        let connects_per_s = match args.scenario {
+            Scenario::ConnectStorm => per_sec(c.connects_ok, r.run_start_ns, r.run_end_ns),
+            _ => per_sec(c.connects_ok, r.setup_start_ns, r.setup_end_ns),
+        };
+        let broker = probe.pid.map(|pid| {
+            let rss = |s: &Option<ProcSample>| s.map_or(0, |s| s.rss_kb);
+            let cpu_pct = match (&probe.start, &probe.end) {
+                (Some(a), Some(b)) => procfs::cpu_percent(a, b),
+                _ => 0.0,
+            };
+            let grown = rss(&probe.ready).saturating_sub(rss(&probe.before)) as f64 * 1024.0;
+            BrokerFigures {
+                pid,
+                rss_before_kb: rss(&probe.before),
+                rss_ready_kb: rss(&probe.ready),
+                rss_end_kb: rss(&probe.end),
+                cpu_pct,
+                mem_per_conn_bytes: if c.connects_ok > 0 {
+                    grown / c.connects_ok as f64
+                } else {
+                    0.0
+                },
+            }
+        });
+        let mut rep = Report {
+            label: args.label.clone(),
+            scenario,
+            mqtt: match args.mqtt {
+                Version::V311 => "3.1.1".into(),
+                Version::V5 => "5.0".into(),
+            },
+            qos: args.qos,
+            payload: args.payload,
+            target_rate: (!args.max).then_some(args.rate),
+            inflight: args.max.then_some(args.inflight),
+            pubs: r.pubs,
+            subs: r.subs,
+            conns: r.planned,
+            procs: r.procs,
+            threads: r.threads,
+            duration_s: run_ns as f64 / 1e9,
+            msgs_in_per_s: per_sec(c.published, r.run_start_ns, r.run_end_ns),
+            msgs_out_per_s: per_sec(c.received, r.run_start_ns, rx_end),
+            published: c.published,
+            received: c.received,
+            latency_us: r.latency.summary_us(),
+            connect_latency_us: r.connect_latency.summary_us(),
+            connects_ok: c.connects_ok,
+            connects_failed: c.connects_failed,
+            connects_per_s,
+            delivery: r.delivery.clone(),
+            protocol_errors: c.protocol_errors,
+            dropped: c.dropped,
+            foreign: c.foreign,
+            broker,
+            loadgen_cpu_pct: if run_ns > 0 {
+                100.0 * (r.cpu_ticks as f64 / procfs::ticks_per_sec() as f64)
+                    / (run_ns as f64 / 1e9)
+            } else {
+                0.0
+            },
+            problems: Vec::new(),
+        };
+        rep.problems = rep.find_problems(args.scenario);
+        rep
+    }
+
+    /// What `--strict` rejects: loss at QoS > 0 and duplicates at QoS 2 (forbidden by the delivery
+    /// guarantees of MQTT 4.3.2/4.3.3), routing errors, protocol errors, failed connections.
+    fn find_problems(&self, scenario: Scenario) -> Vec<String> {
+        let d = &self.delivery;
+        let mut p = Vec::new();
+        if self.qos > 0 && d.lost > 0 {
+            p.push(format!("{} messages lost at QoS {}", d.lost, self.qos));
+        }
+        if self.qos == 2 && d.duplicates > 0 {
+            p.push(format!("{} duplicates at QoS 2", d.duplicates));
+        }
+        if d.unexpected > 0 {
+            p.push(format!(
+                "{} deliveries to subscribers that should not get them",
+                d.unexpected
+            ));
+        }
+        if self.protocol_errors > 0 {
+            p.push(format!("{} protocol errors", self.protocol_errors));
+        }
+        if self.foreign > 0 {
+            p.push(format!("{} payloads without our stamp", self.foreign));
+        }
+        let bare = matches!(scenario, Scenario::Idle | Scenario::ConnectStorm);
+        if !bare && self.connects_failed > 0 {
+            p.push(format!("{} connections failed", self.connects_failed));
+        }
+        if !bare && self.dropped > 0 {
+            p.push(format!(
+                "{} connections dropped by the broker",
+                self.dropped
+            ));
+        }
+        p
+    }
+
+    /// Human-readable table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let mode = match (self.target_rate, self.inflight) {
+            (Some(r), _) => format!("open loop {r} msg/s"),
+            (_, Some(w)) => format!("closed loop, window {w}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "{} | {} | MQTT {} QoS {} | {} B | {} | {} pubs, {} subs, {} conns | {} procs x threads {}",
+            self.label, self.scenario, self.mqtt, self.qos, self.payload, mode, self.pubs, self.subs, self.conns, self.procs, self.threads
+        );
+        let l = &self.latency_us;
+        let rows: Vec<(&str, String)> = vec![
+            ("duration", format!("{:.2} s", self.duration_s)),
+            ("msgs/s in", format!("{:.0}", self.msgs_in_per_s)),
+            ("msgs/s out", format!("{:.0}", self.msgs_out_per_s)),
+            (
+                "latency us",
+                format!(
+                    "p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (n={})",
+                    l.p50, l.p99, l.p999, l.max, l.count
+                ),
+            ),
+            (
+                "connects",
+                format!(
+                    "{} ok, {} failed, {:.0}/s, CONNACK p50 {:.1} us p99 {:.1} us",
+                    self.connects_ok,
+                    self.connects_failed,
+                    self.connects_per_s,
+                    self.connect_latency_us.p50,
+                    self.connect_latency_us.p99
+                ),
+            ),
+            (
+                "delivery",
+                format!(
+                    "expected {} got {} lost {} dup {} reordered {} misrouted {}",
+                    self.delivery.expected,
+                    self.delivery.distinct,
+                    self.delivery.lost,
+                    self.delivery.duplicates,
+                    self.delivery.reordered,
+                    self.delivery.unexpected
+                ),
+            ),
+            (
+                "errors",
+                format!(
+                    "protocol {} dropped {} foreign {}",
+                    self.protocol_errors, self.dropped, self.foreign
+                ),
+            ),
+            (
+                "loadgen cpu",
+                format!("{:.0}% of one core", self.loadgen_cpu_pct),
+            ),
+        ];
+        for (k, v) in rows {
+            let _ = writeln!(s, "  {k:<12} {v}");
+        }
+        if let Some(b) = &self.broker {
+            let _ = writeln!(
+                s,
+                "  {:<12} pid {} cpu {:.0}%  rss {} -> {} -> {} KiB  mem/conn {:.0} B",
+                "broker",
+                b.pid,
+                b.cpu_pct,
+                b.rss_before_kb,
+                b.rss_ready_kb,
+                b.rss_end_kb,
+                b.mem_per_conn_bytes
+            );
+        }
+        for p in &self.problems {
+            let _ = writeln!(s, "  PROBLEM      {p}");
+        }
+        s
+    }
+}
+
+/// The scenario's command-line name, e.g. "fan-in".
+fn scenario_name(s: Scenario) -> String {
+    use clap::ValueEnum;
+    s.to_possible_value()
+        .map_or_else(|| format!("{s:?}"), |v| v.get_name().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(a: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("x").chain(a.iter().copied())).unwrap()
+    }
+
+    fn result(lost: u64, dup: u64) -> WorkerResult {
+        let mut r = WorkerResult {
+            run_start_ns: 1_000_000_000,
+            run_end_ns: 3_000_000_000,
+            ..Default::default()
+        };
+        r.counters.published = 2000;
+        r.counters.received = 1000;
+        r.counters.connects_ok = 4;
+        r.delivery.lost = lost;
+        r.delivery.duplicates = dup;
+        r
+    }
+
+    #[test]
+    fn rates_over_the_publishing_window() {
+        let rep = Report::new(&args(&[]), &result(0, 0), &BrokerProbe::default());
+        assert_eq!(rep.msgs_in_per_s, 1000.0);
+        assert_eq!(rep.msgs_out_per_s, 500.0);
+        assert_eq!(rep.scenario, "pairs");
+        assert!(rep.problems.is_empty());
+        assert!(rep.table().contains("msgs/s in"));
+    }
+
+    #[test]
+    fn strict_problems_depend_on_qos() {
+        assert!(
+            Report::new(&args(&["-q", "0"]), &result(5, 5), &BrokerProbe::default())
+                .problems
+                .is_empty()
+        );
+        assert_eq!(
+            Report::new(&args(&["-q", "1"]), &result(5, 5), &BrokerProbe::default())
+                .problems
+                .len(),
+            1
+        );
+        assert_eq!(
+            Report::new(&args(&["-q", "2"]), &result(5, 5), &BrokerProbe::default())
+                .problems
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn memory_per_connection() {
+        let probe = BrokerProbe {
+            pid: Some(1),
+            before: Some(ProcSample {
+                rss_kb: 1000,
+                ..Default::default()
+            }),
+            ready: Some(ProcSample {
+                rss_kb: 1004,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let rep = Report::new(&args(&["-s", "idle"]), &result(0, 0), &probe);
+        assert_eq!(rep.broker.unwrap().mem_per_conn_bytes, 1024.0);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let rep = Report::new(&args(&["--max"]), &result(0, 0), &BrokerProbe::default());
+        let back: Report = serde_json::from_str(&serde_json::to_string(&rep).unwrap()).unwrap();
+        assert_eq!(back, rep);
+        assert_eq!(back.target_rate, None);
+    }
+}
