@@ -94,17 +94,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening(port: int) -> bool:
+    """Whether a socket is in LISTEN state on ``port`` (IPv4 loopback), read from /proc/net/tcp.
+
+    The readiness check must not open a connection: Mosquitto 2.0.11 miscounts `max_connections`
+    once a connection has come and gone, which would skew the connection-limit test."""
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
 def _wait_accepting(host: str, port: int, proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"broker exited with status {proc.returncode} before accepting")
-        try:
-            socket.create_connection((host, port), timeout=0.2).close()
+        if _listening(port):
             return
-        except OSError:
-            time.sleep(0.01)
-    raise RuntimeError(f"broker did not accept on {host}:{port} within {timeout}s")
+        time.sleep(0.01)
+    raise RuntimeError(f"broker did not listen on {host}:{port} within {timeout}s")
 
 
 class RunningBroker:
