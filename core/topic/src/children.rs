@@ -73,6 +73,9 @@ impl<N: Level> Children<N> {
                 let at = match few.iter().position(|n| n.level() == level) {
                     Some(at) => at,
                     None => {
+                        // Exact growth: `Vec` would otherwise round one child up to four
+                        // node-sized slots, and most nodes have exactly one child.
+                        few.reserve_exact(1);
                         few.push(make());
                         few.len() - 1
                     }
