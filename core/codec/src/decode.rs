@@ -66,7 +66,9 @@ impl Decoder {
     ///
     /// `Ok(None)`: more bytes are needed (nothing is consumed). On success exactly one packet is
     /// consumed (`split_to` + `freeze`), so topics, strings and payloads are slices of the read
-    /// buffer, not copies. On error the connection must be closed; `buf` is left as it was.
+    /// buffer, not copies. On error the connection must be closed (see
+    /// [`DecodeError::reason_code`] for what to tell the peer); the offending packet may or may
+    /// not have been consumed from `buf`.
     ///
     /// A CONNECT sets the decoder's protocol as soon as its protocol name and level are read
     /// (even if a later field is malformed, so the broker can answer in the client's version).
