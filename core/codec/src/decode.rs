@@ -86,7 +86,7 @@ impl Decoder {
         let packet = match h.byte0 >> 4 {
             1 => Packet::Connect(Box::new(self.connect(&mut r)?)),
             2 => Packet::ConnAck(connack(&mut r, proto)?),
-            3 => Packet::Publish(publish(&mut r, h.byte0, proto)?),
+            3 => Packet::Publish(publish(r, h.byte0, proto)?),
             4 => Packet::PubAck(ack(&mut r, proto)?),
             5 => Packet::PubRec(ack(&mut r, proto)?),
             6 => Packet::PubRel(ack(&mut r, proto)?),
@@ -295,17 +295,17 @@ fn connack(r: &mut Reader, proto: Protocol) -> Result<ConnAck, DecodeError> {
     })
 }
 
-fn publish(r: &mut Reader, byte0: u8, proto: Protocol) -> Result<Publish, DecodeError> {
+fn publish(mut r: Reader, byte0: u8, proto: Protocol) -> Result<Publish, DecodeError> {
     // fixed_header() rejected QoS 3.
     let qos = QoS::from_u8((byte0 >> 1) & 3).ok_or(DecodeError::InvalidQoS)?;
     let topic = r.string()?;
     let packet_id = if qos == QoS::AtMostOnce {
         0
     } else {
-        packet_id(r)?
+        packet_id(&mut r)?
     };
     let properties: crate::PublishProperties = if proto.is_v5() {
-        read_properties(r)?
+        read_properties(&mut r)?
     } else {
         Default::default()
     };
@@ -317,7 +317,7 @@ fn publish(r: &mut Reader, byte0: u8, proto: Protocol) -> Result<Publish, Decode
         topic,
         packet_id,
         properties,
-        payload: r.rest(),
+        payload: r.into_rest(),
     })
 }
 
@@ -409,7 +409,7 @@ fn suback(r: &mut Reader, proto: Protocol) -> Result<SubAck, DecodeError> {
     } else {
         Default::default()
     };
-    let codes = r.rest();
+    let codes = r.rest_slice();
     // One code per filter of a SUBSCRIBE, which has at least one.
     if codes.is_empty() {
         return Err(DecodeError::Truncated);
@@ -461,7 +461,7 @@ fn unsuback(r: &mut Reader, proto: Protocol) -> Result<UnsubAck, DecodeError> {
         });
     }
     let properties = read_properties(r)?;
-    let reason_codes = r.rest().iter().map(|&c| ReasonCode(c)).collect();
+    let reason_codes = r.rest_slice().iter().map(|&c| ReasonCode(c)).collect();
     Ok(UnsubAck {
         packet_id,
         properties,
