@@ -17,7 +17,6 @@ import itertools
 import queue
 import socket
 import struct
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,15 +29,19 @@ from paho.mqtt.properties import Properties
 WAIT = 5.0
 # Bounded time a negative assertion ("nothing else arrives") waits after a positive sync point.
 QUIET = 0.3
+# Time allowed for the broker to close a connection it must close (it closes at once when it does).
+CLOSE_WAIT = 3.0
 
 MQTT31, MQTT311, MQTT5 = 3, 4, 5
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = range(8, 16)
-PACKET_NAMES = dict(enumerate(
-    "- CONNECT CONNACK PUBLISH PUBACK PUBREC PUBREL PUBCOMP SUBSCRIBE SUBACK UNSUBSCRIBE UNSUBACK "
-    "PINGREQ PINGRESP DISCONNECT AUTH".split()
-))
+PACKET_NAMES = dict(
+    enumerate(
+        "- CONNECT CONNACK PUBLISH PUBACK PUBREC PUBREL PUBCOMP SUBSCRIBE SUBACK UNSUBSCRIBE UNSUBACK "
+        "PINGREQ PINGRESP DISCONNECT AUTH".split()
+    )
+)
 
 _counter = itertools.count()
 
@@ -549,7 +552,7 @@ class RawClient:
             except TimeoutError:
                 return out
 
-    def expect_closed(self, timeout: float = WAIT) -> list[Packet]:
+    def expect_closed(self, timeout: float = CLOSE_WAIT) -> list[Packet]:
         """Waits until the broker closes the connection; returns the packets received before."""
         seen = []
         deadline = time.monotonic() + timeout
@@ -573,7 +576,7 @@ class RawClient:
             return False
 
 
-def expect_disconnect(c: RawClient, *allowed_rc: int, timeout: float = WAIT) -> Packet | None:
+def expect_disconnect(c: RawClient, *allowed_rc: int, timeout: float = CLOSE_WAIT) -> Packet | None:
     """Waits for the broker to close ``c``. For v5, if a DISCONNECT (or CONNACK) arrived first, its
     reason code must be one of ``allowed_rc``. Returns the DISCONNECT seen, if any."""
     seen = c.expect_closed(timeout)
@@ -600,9 +603,18 @@ def raw(broker, version: int = MQTT311, client_id: str | None = None, **kw) -> R
 class Paho:
     """paho-mqtt 2.x client with its callbacks turned into queues."""
 
-    def __init__(self, broker, client_id: str | None = None, version: int = MQTT311, clean: bool = True,
-                 session_expiry: int | None = None, will: dict | None = None, connect_props: dict | None = None,
-                 keepalive: int = 60, connect: bool = True):
+    def __init__(
+        self,
+        broker,
+        client_id: str | None = None,
+        version: int = MQTT311,
+        clean: bool = True,
+        session_expiry: int | None = None,
+        will: dict | None = None,
+        connect_props: dict | None = None,
+        keepalive: int = 60,
+        connect: bool = True,
+    ):
         proto = {MQTT31: paho.MQTTv31, MQTT311: paho.MQTTv311, MQTT5: paho.MQTTv5}[version]
         self.version = version
         self.client_id = client_id if client_id is not None else uid("paho")

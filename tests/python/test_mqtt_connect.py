@@ -13,7 +13,6 @@ from mqtt_helpers import (
     P_ASSIGNED_CLIENT_ID,
     P_SERVER_KEEP_ALIVE,
     PINGREQ,
-    PUBLISH,
     Paho,
     RawClient,
     connect_packet,
@@ -49,7 +48,7 @@ def test_paho_roundtrip_each_version(broker, version):
 def test_unsupported_protocol_level_v311_connack_0x01(broker):
     """[MQTT-3.1.2-2] unknown level: CONNACK 0x01 (unacceptable protocol version), then close."""
     c = RawClient(broker.host, broker.port, MQTT311)
-    c.send(connect_packet(uid("lvl"), version=6, protocol_name="MQTT")[:0] + _level_packet(6, v5_layout=False))
+    c.send(_level_packet(6, v5_layout=False))
     seen = c.expect_closed()
     acks = [p for p in seen if p.type == CONNACK]
     assert acks and acks[0].rc == 0x01, seen

@@ -14,10 +14,10 @@ from mqtt_helpers import (
     Closed,
     RawClient,
     connect_packet,
-    subscribe_packet,
     expect_disconnect,
     raw,
     sub_options,
+    subscribe_packet,
     uid,
 )
 
@@ -71,7 +71,7 @@ def test_max_connections(make_broker):
     acks = [p for p in seen if p.type == CONNACK]
     assert not acks or acks[0].rc >= 0x80, acks
     held[0].disconnect()
-    for attempt in range(50):  # the broker notices the departure asynchronously
+    for _attempt in range(50):  # the broker notices the departure asynchronously
         c = RawClient(b.host, b.port, MQTT311)
         try:
             if c.connect(uid("again")).rc == 0 and c.is_open():
@@ -146,7 +146,7 @@ def test_slow_consumer_does_not_stall_others(broker):
     probe.close()
     payload = b"p" * 16384
     for window in range(40):
-        for i in range(16):
+        for _i in range(16):
             pub.publish(topic, payload, qos=0)
         got = healthy.messages(16, timeout=10)
         assert all(len(m.payload) == 16384 for m in got), f"window {window}"

@@ -4,18 +4,18 @@ import pytest
 
 from mqtt_helpers import (
     DISCONNECT,
-    SUBACK,
-    subscribe_packet,
     MQTT5,
     MQTT311,
     P_MAXIMUM_QOS,
     PUBLISH,
     QUIET,
+    SUBACK,
     Closed,
     Paho,
     expect_disconnect,
     raw,
     sub_options,
+    subscribe_packet,
     uid,
 )
 

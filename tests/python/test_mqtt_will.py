@@ -21,8 +21,18 @@ from mqtt_helpers import (
 ALL_VERSIONS = pytest.mark.parametrize("version", [MQTT31, MQTT311, MQTT5], ids=["3.1", "3.1.1", "5.0"])
 
 
-def _with_will(broker, version, topic, payload=b"will", qos=1, retain=False, will_props=None, connect_props=None,
-               client_id=None, clean=True):
+def _with_will(
+    broker,
+    version,
+    topic,
+    payload=b"will",
+    qos=1,
+    retain=False,
+    will_props=None,
+    connect_props=None,
+    client_id=None,
+    clean=True,
+):
     c = RawClient(broker.host, broker.port, version)
     ack = c.connect(
         client_id or uid("w"),
@@ -117,8 +127,15 @@ def test_v5_will_delay_cancelled_by_reconnect(broker):
     topic, marker = uid("will"), uid("marker")
     w = _watch(broker, topic, marker)
     cid = uid("wd")
-    c = _with_will(broker, MQTT5, topic, b"never", will_props={P_WILL_DELAY: 1},
-                   connect_props={P_SESSION_EXPIRY: 60}, client_id=cid)
+    c = _with_will(
+        broker,
+        MQTT5,
+        topic,
+        b"never",
+        will_props={P_WILL_DELAY: 1},
+        connect_props={P_SESSION_EXPIRY: 60},
+        client_id=cid,
+    )
     c.abort()
     back = RawClient(broker.host, broker.port, MQTT5)
     ack = back.connect(cid, clean=False, properties={P_SESSION_EXPIRY: 60})
@@ -134,8 +151,9 @@ def test_v5_session_expiry_shorter_than_will_delay(broker):
     delay is longer."""
     topic = uid("will")
     w = _watch(broker, topic)
-    c = _with_will(broker, MQTT5, topic, b"session-end", will_props={P_WILL_DELAY: 60},
-                   connect_props={P_SESSION_EXPIRY: 1})
+    c = _with_will(
+        broker, MQTT5, topic, b"session-end", will_props={P_WILL_DELAY: 60}, connect_props={P_SESSION_EXPIRY: 1}
+    )
     c.abort()
     assert w.get(timeout=8).payload == b"session-end"
 
@@ -148,9 +166,11 @@ def test_v5_will_properties_forwarded(broker):
     sub = raw(broker, MQTT5)
     sub.subscribe((topic, 1))
     c = _with_will(
-        broker, MQTT5, topic, b"{}",
-        will_props=[(P_CONTENT_TYPE, "application/json"), (P_RESPONSE_TOPIC, "re/ply"),
-                    (P_USER_PROPERTY, ("k", "v"))],
+        broker,
+        MQTT5,
+        topic,
+        b"{}",
+        will_props=[(P_CONTENT_TYPE, "application/json"), (P_RESPONSE_TOPIC, "re/ply"), (P_USER_PROPERTY, ("k", "v"))],
     )
     c.abort()
     (m,) = sub.messages(1)
