@@ -201,11 +201,16 @@ impl Decoder {
             return Err(DecodeError::PasswordWithoutUsername);
         }
         let keep_alive = r.u16()?;
-        let properties = if protocol.is_v5() {
+        let properties: crate::ConnectProperties = if protocol.is_v5() {
             read_properties(r)?
         } else {
             Default::default()
         };
+        // "It is a Protocol Error to include Authentication Data if there is no Authentication
+        // Method" (section 3.1.2.11.10).
+        if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+            return Err(DecodeError::AuthDataWithoutMethod);
+        }
         let client_id = r.string()?;
         let will = if will_flag {
             let properties = if protocol.is_v5() {
@@ -612,6 +617,7 @@ mod tests {
             }
         );
         assert_eq!(err(V5, &publish_v5(&[0x23, 0, 0])), ZeroTopicAlias);
+        assert_eq!(err(V5, &publish_v5(&[0x08, 0, 1, b'#'])), WildcardInTopic);
         // User Property and (on PUBLISH) Subscription Identifier may repeat.
         let ok = publish_v5(&[0x0b, 1, 0x0b, 2, 0x26, 0, 0, 0, 0, 0x26, 0, 0, 0, 0]);
         let Ok(Some(Packet::Publish(p))) = decode_with(&mut Decoder::with_protocol(V5, 1000), &ok)
@@ -768,6 +774,18 @@ mod tests {
         // 5.0 allows a password without a user name.
         let v5 = connect(b"MQTT", 5, 0x40, &[0, 0, 1, b'c', 0, 0]);
         assert!(decode_with(&mut Decoder::new(1000), &v5).unwrap().is_some());
+        let v5_props = |props: &[u8]| {
+            let mut rest = vec![props.len() as u8];
+            rest.extend_from_slice(props);
+            rest.extend_from_slice(&[0, 1, b'c']);
+            connect(b"MQTT", 5, 0x02, &rest)
+        };
+        assert_eq!(err(V5, &v5_props(&[0x16, 0, 1, 7])), AuthDataWithoutMethod);
+        assert!(decode_with(
+            &mut Decoder::new(1000),
+            &v5_props(&[0x15, 0, 1, b'm', 0x16, 0, 1, 7])
+        )
+        .is_ok());
         // A will topic follows the topic name rules.
         let will = connect(b"MQTT", 4, 0x04, &[0, 1, b'c', 0, 1, b'#', 0, 0]);
         assert_eq!(err(V3_1_1, &will), WildcardInTopic);

@@ -131,6 +131,9 @@ pub enum DecodeError {
     /// MQTT 3.1/3.1.1: Password Flag without User Name Flag.
     #[error("[MQTT-3.1.2-22] password flag set without user name flag")]
     PasswordWithoutUsername,
+    /// CONNECT carries Authentication Data without an Authentication Method.
+    #[error("[§3.1.2.11.10] authentication data without authentication method")]
+    AuthDataWithoutMethod,
     /// CONNACK acknowledge flags bits 7-1 are reserved.
     #[error("[MQTT-3.2.2-1] reserved CONNACK flags set")]
     ConnAckFlags,
@@ -165,6 +168,7 @@ impl DecodeError {
             | RetainHandling
             | NoLocalOnShared
             | PasswordWithoutUsername
+            | AuthDataWithoutMethod
             | InvalidPacketType(_) => ReasonCode::PROTOCOL_ERROR,
             _ => ReasonCode::MALFORMED_PACKET,
         }

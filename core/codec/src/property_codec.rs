@@ -188,6 +188,15 @@ impl PropVisitor for Writer<'_> {
 
 // ---- decoding helpers: value checks of section 2.2.2.2 and 3.x ----
 
+/// Response Topic: a topic name, so no wildcards [MQTT-3.3.2-14] (as Mosquitto checks).
+fn response_topic(r: &mut Reader) -> Result<crate::ByteStr, DecodeError> {
+    let t = r.string()?;
+    if memchr::memchr2(b'+', b'#', t.as_bytes()).is_some() {
+        return Err(DecodeError::WildcardInTopic);
+    }
+    Ok(t)
+}
+
 fn not_allowed<P: PropertySet>(id: u8) -> DecodeError {
     DecodeError::PropertyNotAllowed {
         property: id,
@@ -303,7 +312,7 @@ impl PropertySet for WillProperties {
             PAYLOAD_FORMAT_INDICATOR => self.payload_format_indicator = Some(zero_or_one(id, r)?),
             MESSAGE_EXPIRY_INTERVAL => self.message_expiry_interval = Some(r.u32()?),
             CONTENT_TYPE => self.content_type = Some(r.string()?),
-            RESPONSE_TOPIC => self.response_topic = Some(r.string()?),
+            RESPONSE_TOPIC => self.response_topic = Some(response_topic(r)?),
             CORRELATION_DATA => self.correlation_data = Some(r.binary()?),
             USER_PROPERTY => self.user_properties.push(r.pair()?),
             _ => return Err(not_allowed::<Self>(id)),
@@ -428,7 +437,7 @@ impl PropertySet for PublishProperties {
                 0 => return Err(DecodeError::ZeroTopicAlias),
                 a => self.topic_alias = Some(a),
             },
-            RESPONSE_TOPIC => self.response_topic = Some(r.string()?),
+            RESPONSE_TOPIC => self.response_topic = Some(response_topic(r)?),
             CORRELATION_DATA => self.correlation_data = Some(r.binary()?),
             USER_PROPERTY => self.user_properties.push(r.pair()?),
             SUBSCRIPTION_IDENTIFIER => self.subscription_identifiers.push(subscription_id(r)?),

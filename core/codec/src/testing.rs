@@ -162,8 +162,9 @@ fn connect() -> impl Strategy<Value = Connect> {
                 request_response_information: rri,
                 request_problem_information: rpi,
                 user_properties: up,
+                // Data without a method is a Protocol Error (section 3.1.2.11.10).
+                authentication_data: ad.filter(|_| am.is_some()),
                 authentication_method: am,
-                authentication_data: ad,
             },
         );
     (
