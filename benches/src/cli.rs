@@ -95,7 +95,7 @@ pub struct Args {
     /// Source addresses, bound before connect with IP_BIND_ADDRESS_NO_PORT: a count N
     /// (127.0.0.2 onwards) or a range like 127.0.0.2-127.0.0.81. Default: kernel's choice.
     #[arg(long, value_parser = parse_sources)]
-    pub sources: Option<Vec<Ipv4Addr>>,
+    pub sources: Option<Sources>,
     /// Broker process to sample (RSS, CPU) from /proc.
     #[arg(long)]
     pub broker_pid: Option<u32>,
@@ -126,6 +126,10 @@ impl Args {
         (!self.max).then(|| self.rate as f64 / total_pubs.max(1) as f64)
     }
 }
+
+/// Loopback source addresses to spread connections over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sources(pub Vec<Ipv4Addr>);
 
 /// `3`, `3.1.1`, `4` -> 3.1.1; `5` -> 5.0.
 pub fn parse_version(s: &str) -> Result<Version, String> {
@@ -158,7 +162,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A count `N` (127.0.0.2 ..) or a range `a.b.c.d-a.b.c.e`; loopback only.
-pub fn parse_sources(s: &str) -> Result<Vec<Ipv4Addr>, String> {
+pub fn parse_sources(s: &str) -> Result<Sources, String> {
     let (first, last) = if let Some((a, b)) = s.split_once('-') {
         let a: Ipv4Addr = a.parse().map_err(|e| format!("{a:?}: {e}"))?;
         let b: Ipv4Addr = b.parse().map_err(|e| format!("{b:?}: {e}"))?;
@@ -180,7 +184,7 @@ pub fn parse_sources(s: &str) -> Result<Vec<Ipv4Addr>, String> {
     if let Some(a) = addrs.iter().find(|a| !a.is_loopback()) {
         return Err(format!("source {a} is not a loopback address"));
     }
-    Ok(addrs)
+    Ok(Sources(addrs))
 }
 
 /// `i/n` with `i < n`.
@@ -237,9 +241,9 @@ mod tests {
         assert_eq!(a.qos, 2);
         assert!(a.max);
         assert_eq!(a.procs, 4);
-        assert_eq!(a.sources.as_ref().map(Vec::len), Some(80));
+        assert_eq!(a.sources.as_ref().map(|s| s.0.len()), Some(80));
         assert_eq!(
-            a.sources.as_ref().and_then(|s| s.last().copied()),
+            a.sources.as_ref().and_then(|s| s.0.last().copied()),
             Some(Ipv4Addr::new(127, 0, 0, 81))
         );
         assert_eq!(a.duration, Duration::from_millis(500));
@@ -259,7 +263,7 @@ mod tests {
 
     #[test]
     fn source_ranges() {
-        assert_eq!(parse_sources("127.0.0.2-127.0.0.3").unwrap().len(), 2);
+        assert_eq!(parse_sources("127.0.0.2-127.0.0.3").unwrap().0.len(), 2);
         assert!(parse_sources("127.0.0.9-127.0.0.3").is_err());
         assert!(parse_sources("0").is_err());
     }

@@ -119,7 +119,7 @@ impl Ctx {
 
     /// Source address for a connection: spread round-robin over `--sources`.
     pub fn source_for(&self, role: Role) -> Option<Ipv4Addr> {
-        let sources = self.args.sources.as_ref()?;
+        let sources = &self.args.sources.as_ref()?.0;
         let (p, s) = (self.plan.pubs.len() as u64, self.plan.subs.len() as u64);
         let idx = match role {
             Role::Pub(i) => u64::from(i),
