@@ -147,6 +147,9 @@ impl Decoder {
                 }
                 flags
             }
+            // MQTT 3.1 predates the fixed flags (its clients may set DUP on a resent SUBSCRIBE);
+            // like Mosquitto, accept any flags there.
+            6 | 8 | 10 if self.protocol == Some(Protocol::V3_1) => flags,
             6 | 8 | 10 => 0b0010,
             1 | 2 | 4 | 5 | 7 | 9 | 11..=14 => 0,
             15 if self.protocol == Some(Protocol::V5) => 0,
@@ -537,6 +540,19 @@ mod tests {
                 packet_type: 6,
                 flags: 0
             }
+        );
+        let dup_subscribe = frame(0x8a, &[0, 1, 0, 1, b'a', 0]);
+        assert_eq!(
+            err(V3_1_1, &dup_subscribe),
+            InvalidFlags {
+                packet_type: 8,
+                flags: 0x0a
+            }
+        );
+        assert!(
+            decode_with(&mut Decoder::with_protocol(V3_1, 100), &dup_subscribe)
+                .unwrap()
+                .is_some()
         );
         assert_eq!(err(V3_1_1, &[0x36, 0x00]), InvalidQoS);
         assert_eq!(err(V3_1_1, &frame(0x38, &[0, 1, b'a'])), DupWithQoS0);
