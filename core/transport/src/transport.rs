@@ -1,0 +1,163 @@
+//! The one type the broker holds per connection: plain TCP, TLS, WebSocket or WebSocket over
+//! TLS, dispatched statically. Plain TCP is a unit variant, so it costs no allocation and
+//! no state; the other variants are boxed so the enum stays two words for every connection.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use crate::error::TransportError;
+use crate::identity::PeerIdentity;
+use crate::tls::TlsTransport;
+use crate::tls_settings::TlsSettings;
+use crate::ws::{WsConfig, WsTransport};
+use crate::wss::WssTransport;
+
+/// Whether the transport is still open after a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// More bytes may come.
+    Open,
+    /// The peer ended the transport cleanly (TLS `close_notify` or a WebSocket close frame):
+    /// decode what `mqtt_in` holds, send [`Transport::pending_raw`] and close the socket,
+    /// treating it like end-of-file (a will message is still published).
+    Closed,
+}
+
+/// The byte transformation between one socket and the MQTT codec.
+///
+/// The broker's loop, per connection:
+/// - on socket bytes: `read_raw(raw, &mut mqtt_in)`, then decode packets from `mqtt_in`;
+///   if `wants_write()`, send `pending_raw` (handshake answers, pong, close);
+/// - to send MQTT bytes: `write_mqtt(bytes, &mut raw_out)` and send `raw_out`;
+/// - on `Err`: log it, send `pending_raw` once (alert, HTTP error or close frame), close;
+/// - to end a connection: `close()`, send `pending_raw`, close the socket.
+///
+/// For [`Transport::Tcp`] `is_passthrough()` is true and the broker should skip the adapter
+/// and read into / write from its MQTT buffers directly (`read_raw` still works, by copy).
+#[derive(Debug)]
+pub enum Transport {
+    /// Plain TCP: bytes pass through unchanged.
+    Tcp,
+    /// MQTT over TLS.
+    Tls(Box<TlsTransport>),
+    /// MQTT over WebSocket.
+    Ws(Box<WsTransport>),
+    /// MQTT over WebSocket over TLS.
+    Wss(Box<WssTransport>),
+}
+
+impl Transport {
+    /// A TLS connection with the listener's current certificates.
+    pub fn tls(settings: &TlsSettings) -> Result<Self, TransportError> {
+        Ok(Transport::Tls(Box::new(settings.accept()?)))
+    }
+
+    /// A WebSocket connection waiting for its upgrade request.
+    pub fn ws(config: Arc<WsConfig>) -> Self {
+        Transport::Ws(Box::new(WsTransport::new(config)))
+    }
+
+    /// A WebSocket-over-TLS connection with the listener's current certificates.
+    pub fn wss(settings: &TlsSettings, config: Arc<WsConfig>) -> Result<Self, TransportError> {
+        Ok(Transport::Wss(Box::new(WssTransport::new(
+            settings.accept()?,
+            WsTransport::new(config),
+        ))))
+    }
+
+    /// True for plain TCP, where socket bytes are MQTT bytes.
+    pub fn is_passthrough(&self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+
+    /// A short name for log lines and metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls(_) => "tls",
+            Transport::Ws(_) => "ws",
+            Transport::Wss(_) => "wss",
+        }
+    }
+
+    /// Feeds bytes read from the socket; the MQTT bytes they carry are appended to `mqtt_in`.
+    pub fn read_raw(
+        &mut self,
+        raw: &[u8],
+        mqtt_in: &mut BytesMut,
+    ) -> Result<ReadOutcome, TransportError> {
+        match self {
+            Transport::Tcp => {
+                mqtt_in.extend_from_slice(raw);
+                Ok(ReadOutcome::Open)
+            }
+            Transport::Tls(t) => t.read_raw(raw, mqtt_in),
+            Transport::Ws(t) => t.read_raw(raw, mqtt_in),
+            Transport::Wss(t) => t.read_raw(raw, mqtt_in),
+        }
+    }
+
+    /// Wraps MQTT bytes (TLS records, one WebSocket binary frame per call) into `raw_out`.
+    pub fn write_mqtt(&mut self, mqtt: &[u8], raw_out: &mut BytesMut) {
+        match self {
+            Transport::Tcp => raw_out.extend_from_slice(mqtt),
+            Transport::Tls(t) => t.write_plain(mqtt, raw_out),
+            Transport::Ws(t) => t.write_mqtt(mqtt, raw_out),
+            Transport::Wss(t) => t.write_mqtt(mqtt, raw_out),
+        }
+    }
+
+    /// Appends the bytes the transport itself must send: TLS handshake records and alerts,
+    /// the WebSocket upgrade answer, pongs and close frames.
+    pub fn pending_raw(&mut self, raw_out: &mut BytesMut) {
+        match self {
+            Transport::Tcp => {}
+            Transport::Tls(t) => t.pending_raw(raw_out),
+            Transport::Ws(t) => t.pending_raw(raw_out),
+            Transport::Wss(t) => t.pending_raw(raw_out),
+        }
+    }
+
+    /// True when [`Self::pending_raw`] has something to send.
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Transport::Tcp => false,
+            Transport::Tls(t) => t.wants_write(),
+            Transport::Ws(t) => t.wants_write(),
+            Transport::Wss(t) => t.wants_write(),
+        }
+    }
+
+    /// True until the TLS handshake and/or the WebSocket upgrade have completed; the
+    /// broker's CONNECT timeout should cover this time too.
+    pub fn is_handshaking(&self) -> bool {
+        match self {
+            Transport::Tcp => false,
+            Transport::Tls(t) => t.is_handshaking(),
+            Transport::Ws(t) => t.is_handshaking(),
+            Transport::Wss(t) => t.is_handshaking(),
+        }
+    }
+
+    /// Queues a graceful end (WebSocket close 1000, TLS `close_notify`), sent by the next
+    /// [`Self::pending_raw`]. MQTT bytes written afterwards are dropped by WebSocket layers.
+    pub fn close(&mut self) {
+        match self {
+            Transport::Tcp => {}
+            Transport::Tls(t) => t.close(),
+            Transport::Ws(t) => t.close(),
+            Transport::Wss(t) => t.close(),
+        }
+    }
+
+    /// CN, subject and SANs of the verified client certificate (TLS and WSS only), for
+    /// "username from certificate".
+    pub fn peer_identity(&self) -> Option<PeerIdentity> {
+        match self {
+            Transport::Tls(t) => t.peer_identity(),
+            Transport::Wss(t) => t.peer_identity(),
+            Transport::Tcp | Transport::Ws(_) => None,
+        }
+    }
+}

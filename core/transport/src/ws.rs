@@ -1,0 +1,462 @@
+//! MQTT over WebSocket (MQTT 5.0 / 3.1.1 section 6) as a sans-I/O adapter: the upgrade
+//! handshake, then client frames turned into a plain MQTT byte stream and MQTT bytes wrapped
+//! into binary frames.
+//!
+//! Frame headers are parsed and written by tungstenite's `FrameHeader`; this file holds the
+//! RFC 6455 rules on top (masking, fragmentation, control frames, close handshake). Payloads
+//! are unmasked straight into the caller's MQTT buffer as they arrive, so a large frame costs
+//! no extra buffer and MQTT packets may span frames or share one [MQTT-6.0.0-2].
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+use crate::error::TransportError;
+use crate::transport::ReadOutcome;
+use crate::ws_handshake::{parse_request, write_accept, write_refusal};
+
+/// RFC 6455 close codes we send.
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
+const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Longest frame header (2 + 8 length + 4 mask bytes).
+const MAX_HEADER: usize = 14;
+/// Longest control frame payload (RFC 6455 5.5).
+const MAX_CONTROL: usize = 125;
+
+/// Settings of a WebSocket listener, shared by its connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsConfig {
+    /// The only request path upgraded (others get 404); `None` accepts any path, as
+    /// Mosquitto does. The query string is ignored. Default `/mqtt`.
+    pub path: Option<String>,
+    /// Largest frame payload accepted; bigger frames are closed with 1009. MQTT packets may
+    /// span frames, so this bounds nothing but one frame. Default 16 MiB.
+    pub max_frame_size: u64,
+    /// Largest upgrade request head; bigger requests get 431. Default 8 KiB.
+    pub max_request_size: usize,
+    /// Refuse (400) clients that offer neither `mqtt` nor `mqttv3.1` [MQTT-6.0.0-3].
+    /// Default true; false accepts them and answers without a subprotocol.
+    pub require_subprotocol: bool,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            path: Some("/mqtt".to_owned()),
+            max_frame_size: 16 << 20,
+            max_request_size: 8 << 10,
+            require_subprotocol: true,
+        }
+    }
+}
+
+/// Where the connection is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// Collecting the HTTP upgrade request.
+    Handshake(BytesMut),
+    /// Frames flow both ways.
+    Open,
+    /// A close frame or HTTP error was queued; nothing more is sent and input is ignored.
+    Closed,
+}
+
+/// What the bytes arriving next belong to.
+#[derive(Debug, Clone, Copy)]
+enum FrameState {
+    /// The next frame's header (partly in `head`).
+    Header,
+    /// Payload of a binary or continuation frame, unmasked into the MQTT stream.
+    Data {
+        remaining: u64,
+        mask: [u8; 4],
+        offset: usize,
+    },
+    /// Payload of a control frame, collected in `control` until complete.
+    Control {
+        opcode: Control,
+        remaining: usize,
+        mask: [u8; 4],
+    },
+}
+
+/// The server side of one WebSocket connection carrying MQTT.
+#[derive(Debug)]
+pub struct WsTransport {
+    config: Arc<WsConfig>,
+    phase: Phase,
+    frame: FrameState,
+    /// True between the first and the final frame of a fragmented binary message.
+    in_message: bool,
+    head: [u8; MAX_HEADER],
+    head_len: u8,
+    control: [u8; MAX_CONTROL],
+    control_len: u8,
+    /// Bytes the transport itself must send (101 answer, pong, close).
+    out: BytesMut,
+}
+
+impl WsTransport {
+    /// A connection waiting for its upgrade request.
+    pub fn new(config: Arc<WsConfig>) -> Self {
+        WsTransport {
+            config,
+            phase: Phase::Handshake(BytesMut::new()),
+            frame: FrameState::Header,
+            in_message: false,
+            head: [0; MAX_HEADER],
+            head_len: 0,
+            control: [0; MAX_CONTROL],
+            control_len: 0,
+            out: BytesMut::new(),
+        }
+    }
+
+    /// Feeds bytes from the peer (the upgrade request, then frames); binary payloads are
+    /// appended to `mqtt_in`. Answers (101, pong, close) wait in [`Self::pending_raw`].
+    ///
+    /// Returns [`ReadOutcome::Closed`] after the peer's close frame (our reply is queued).
+    /// On error an HTTP error answer or a close frame with the reason's code is queued.
+    pub fn read_raw(
+        &mut self,
+        raw: &[u8],
+        mqtt_in: &mut BytesMut,
+    ) -> Result<ReadOutcome, TransportError> {
+        match &mut self.phase {
+            Phase::Closed => Ok(ReadOutcome::Closed),
+            Phase::Open => self.read_frames(raw, mqtt_in),
+            Phase::Handshake(request) => {
+                request.extend_from_slice(raw);
+                match parse_request(request, &self.config) {
+                    Ok(None) => Ok(ReadOutcome::Open),
+                    Ok(Some(upgrade)) => {
+                        write_accept(&upgrade, &mut self.out);
+                        // A client may send its first frames right behind the request.
+                        let early = request.split_off(upgrade.consumed);
+                        self.phase = Phase::Open;
+                        self.read_frames(&early, mqtt_in)
+                    }
+                    Err(refusal) => {
+                        write_refusal(&refusal, &mut self.out);
+                        self.phase = Phase::Closed;
+                        Err(TransportError::WsHandshake {
+                            status: refusal.status,
+                            reason: refusal.reason,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wraps `mqtt` into one unmasked binary frame appended to `raw_out`. Bytes written before
+    /// the upgrade completed or after the close was queued are dropped: the peer could not
+    /// read them as MQTT.
+    pub fn write_mqtt(&mut self, mqtt: &[u8], raw_out: &mut BytesMut) {
+        if matches!(self.phase, Phase::Open) && !mqtt.is_empty() {
+            write_frame(raw_out, OpCode::Data(Data::Binary), &[mqtt]);
+        }
+    }
+
+    /// Moves the transport's own bytes (101 answer, HTTP error, pong, close) to `raw_out`.
+    pub fn pending_raw(&mut self, raw_out: &mut BytesMut) {
+        raw_out.extend_from_slice(&self.out);
+        self.out.clear();
+    }
+
+    /// True while the transport has bytes of its own to send.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// True until the upgrade request has been answered.
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self.phase, Phase::Handshake(_))
+    }
+
+    /// True once a close frame (or HTTP error) was queued: flush and close the socket.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// Queues a normal close frame (1000), e.g. when the broker ends the session.
+    pub fn close(&mut self) {
+        if matches!(self.phase, Phase::Open) {
+            write_close(&mut self.out, CLOSE_NORMAL, b"");
+        }
+        self.phase = Phase::Closed;
+    }
+
+    /// Splits frames out of `raw`. Never buffers more than one header and one control payload.
+    fn read_frames(
+        &mut self,
+        raw: &[u8],
+        mqtt_in: &mut BytesMut,
+    ) -> Result<ReadOutcome, TransportError> {
+        let mut input = raw;
+        while !input.is_empty() {
+            match self.frame {
+                FrameState::Header => {
+                    let had = usize::from(self.head_len);
+                    let take = (MAX_HEADER - had).min(input.len());
+                    self.head[had..had + take].copy_from_slice(&input[..take]);
+                    let len = had + take;
+                    let mut cursor = Cursor::new(&self.head[..len]);
+                    match FrameHeader::parse(&mut cursor) {
+                        Ok(None) => {
+                            // A 14-byte prefix always holds a whole header; so this is
+                            // only reached with fewer bytes, all of which we keep.
+                            self.head_len = len as u8;
+                            input = &input[take..];
+                        }
+                        Ok(Some((header, payload_len))) => {
+                            let used = cursor.position() as usize - had;
+                            input = &input[used..];
+                            self.head_len = 0;
+                            if let Some(outcome) = self.start_frame(&header, payload_len)? {
+                                return Ok(outcome);
+                            }
+                        }
+                        Err(_) => {
+                            return Err(self.fail(CLOSE_PROTOCOL_ERROR, "reserved opcode"));
+                        }
+                    }
+                }
+                FrameState::Data {
+                    remaining,
+                    mask,
+                    offset,
+                } => {
+                    let n = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    unmask_into(mqtt_in, &input[..n], mask, offset);
+                    input = &input[n..];
+                    let remaining = remaining - n as u64;
+                    self.frame = if remaining == 0 {
+                        FrameState::Header
+                    } else {
+                        FrameState::Data {
+                            remaining,
+                            mask,
+                            offset: (offset + n) & 3,
+                        }
+                    };
+                }
+                FrameState::Control {
+                    opcode,
+                    remaining,
+                    mask,
+                } => {
+                    let n = remaining.min(input.len());
+                    let at = usize::from(self.control_len);
+                    self.control[at..at + n].copy_from_slice(&input[..n]);
+                    self.control_len += n as u8;
+                    input = &input[n..];
+                    if remaining == n {
+                        if let Some(outcome) = self.finish_control(opcode, mask)? {
+                            return Ok(outcome);
+                        }
+                    } else {
+                        self.frame = FrameState::Control {
+                            opcode,
+                            remaining: remaining - n,
+                            mask,
+                        };
+                    }
+                }
+            }
+        }
+        Ok(ReadOutcome::Open)
+    }
+
+    /// Checks a frame header against RFC 6455 and MQTT section 6 and sets up its payload.
+    /// `Some` ends reading (an empty close frame).
+    fn start_frame(
+        &mut self,
+        header: &FrameHeader,
+        len: u64,
+    ) -> Result<Option<ReadOutcome>, TransportError> {
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(self.fail(
+                CLOSE_PROTOCOL_ERROR,
+                "reserved bits set but no extension was negotiated",
+            ));
+        }
+        let Some(mask) = header.mask else {
+            return Err(self.fail(
+                CLOSE_PROTOCOL_ERROR,
+                "client frames must be masked (RFC 6455 5.1)",
+            ));
+        };
+        match header.opcode {
+            OpCode::Data(Data::Binary | Data::Continue) => {
+                let is_continuation = header.opcode == OpCode::Data(Data::Continue);
+                if is_continuation != self.in_message {
+                    return Err(self.fail(
+                        CLOSE_PROTOCOL_ERROR,
+                        if is_continuation {
+                            "continuation frame without a message to continue"
+                        } else {
+                            "new message before the fragmented one ended"
+                        },
+                    ));
+                }
+                if len > self.config.max_frame_size {
+                    return Err(self.fail(CLOSE_TOO_BIG, "frame larger than the listener allows"));
+                }
+                self.in_message = !header.is_final;
+                if len > 0 {
+                    self.frame = FrameState::Data {
+                        remaining: len,
+                        mask,
+                        offset: 0,
+                    };
+                }
+                Ok(None)
+            }
+            OpCode::Data(_) => Err(self.fail(
+                CLOSE_UNSUPPORTED_DATA,
+                "MQTT travels in binary frames only [MQTT-6.0.0-1]",
+            )),
+            OpCode::Control(opcode) => {
+                if !header.is_final {
+                    return Err(self.fail(CLOSE_PROTOCOL_ERROR, "fragmented control frame"));
+                }
+                let len = match usize::try_from(len) {
+                    Ok(len) if len <= MAX_CONTROL => len,
+                    _ => {
+                        return Err(
+                            self.fail(CLOSE_PROTOCOL_ERROR, "control frame payload over 125 bytes")
+                        )
+                    }
+                };
+                self.control_len = 0;
+                if len == 0 {
+                    return self.finish_control(opcode, mask);
+                }
+                self.frame = FrameState::Control {
+                    opcode,
+                    remaining: len,
+                    mask,
+                };
+                Ok(None)
+            }
+        }
+    }
+
+    /// Acts on a complete control frame. `Some` ends reading (close received).
+    fn finish_control(
+        &mut self,
+        opcode: Control,
+        mask: [u8; 4],
+    ) -> Result<Option<ReadOutcome>, TransportError> {
+        self.frame = FrameState::Header;
+        let len = usize::from(self.control_len);
+        self.control_len = 0;
+        let mut payload = [0u8; MAX_CONTROL];
+        payload[..len].copy_from_slice(&self.control[..len]);
+        let payload = &mut payload[..len];
+        apply_mask(payload, mask, 0);
+        match opcode {
+            Control::Ping => {
+                write_frame(&mut self.out, OpCode::Control(Control::Pong), &[payload]);
+                Ok(None)
+            }
+            Control::Pong => Ok(None),
+            Control::Close => {
+                let echo = match payload {
+                    [] => None,
+                    [_] => return Err(self.fail(CLOSE_PROTOCOL_ERROR, "close payload of 1 byte")),
+                    [hi, lo, reason @ ..] => {
+                        let code = u16::from_be_bytes([*hi, *lo]);
+                        if !CloseCode::from(code).is_allowed() {
+                            return Err(self.fail(CLOSE_PROTOCOL_ERROR, "invalid close code"));
+                        }
+                        if std::str::from_utf8(reason).is_err() {
+                            return Err(
+                                self.fail(CLOSE_INVALID_PAYLOAD, "close reason is not UTF-8")
+                            );
+                        }
+                        Some(code)
+                    }
+                };
+                // RFC 6455 5.5.1: answer a close with a close, echoing its code.
+                match echo {
+                    Some(code) => write_close(&mut self.out, code, b""),
+                    None => write_frame(&mut self.out, OpCode::Control(Control::Close), &[]),
+                }
+                self.phase = Phase::Closed;
+                Ok(Some(ReadOutcome::Closed))
+            }
+            // Reserved control opcodes are rejected by the header parser.
+            Control::Reserved(_) => Err(self.fail(CLOSE_PROTOCOL_ERROR, "reserved opcode")),
+        }
+    }
+
+    /// Queues a close frame with `code` and `reason` and returns the matching error.
+    fn fail(&mut self, code: u16, reason: &'static str) -> TransportError {
+        if matches!(self.phase, Phase::Open) {
+            // Our reasons are short ASCII, well under the 123 bytes a close frame allows.
+            write_close(&mut self.out, code, reason.as_bytes());
+        }
+        self.phase = Phase::Closed;
+        TransportError::WsProtocol { code, reason }
+    }
+}
+
+/// Appends one final, unmasked (server) frame made of `parts`.
+fn write_frame(out: &mut BytesMut, opcode: OpCode, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode,
+        mask: None,
+    };
+    out.reserve(header.len(len as u64) + len);
+    // Writing into a BytesMut cannot fail.
+    let _ = header.format(len as u64, &mut out.writer());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+}
+
+fn write_close(out: &mut BytesMut, code: u16, reason: &[u8]) {
+    let reason = &reason[..reason.len().min(MAX_CONTROL - 2)];
+    write_frame(
+        out,
+        OpCode::Control(Control::Close),
+        &[&code.to_be_bytes(), reason],
+    );
+}
+
+/// XORs `buf` with the frame mask, `offset` bytes into the payload.
+fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
+    let m = [0, 1, 2, 3].map(|i| mask[(offset + i) & 3]);
+    let mut words = buf.chunks_exact_mut(4);
+    for word in &mut words {
+        for (b, k) in word.iter_mut().zip(m) {
+            *b ^= k;
+        }
+    }
+    for (b, k) in words.into_remainder().iter_mut().zip(m) {
+        *b ^= k;
+    }
+}
+
+/// Appends `data` to `out` unmasked, `offset` bytes into the payload.
+fn unmask_into(out: &mut BytesMut, data: &[u8], mask: [u8; 4], offset: usize) {
+    let start = out.len();
+    out.extend_from_slice(data);
+    apply_mask(&mut out[start..], mask, offset);
+}
