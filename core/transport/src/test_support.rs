@@ -114,8 +114,10 @@ impl Pair {
             }
             let mut to_client = BytesMut::new();
             self.server.pending_raw(&mut to_client);
-            self.deliver_to_client(&to_client)?;
+            let client_result = self.deliver_to_client(&to_client);
+            // The server's own failure is the news; the client then only reports its alert.
             server_result?;
+            client_result?;
             if to_server.is_empty() && to_client.is_empty() {
                 return Ok(());
             }

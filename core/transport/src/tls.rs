@@ -138,3 +138,219 @@ impl TlsTransport {
         &self.conn
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::version::{TLS12, TLS13};
+
+    use super::*;
+    use crate::test_support::{client_config, pki_files, Pair, PkiFiles, PumpError};
+    use crate::{TlsSettings, Transport};
+
+    fn settings(files: &PkiFiles, ca: bool, require: bool) -> TlsSettings {
+        let ca = ca.then_some(files.paths.ca_cert.as_path());
+        TlsSettings::load(
+            &files.paths.server_cert,
+            &files.paths.server_key,
+            ca,
+            require,
+        )
+        .unwrap()
+    }
+
+    fn client_with_cert(files: &PkiFiles) -> Arc<rustls::ClientConfig> {
+        let pki = &files.pki;
+        client_config(
+            &pki.ca_cert_pem,
+            Some((&pki.client_cert_pem, &pki.client_key_pem)),
+            &[&TLS13],
+        )
+    }
+
+    fn server_error(result: Result<(), PumpError>) -> String {
+        match result {
+            Err(PumpError::Server(e)) => e.to_string(),
+            other => panic!("expected a server-side error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls13_and_tls12_carry_mqtt_bytes_both_ways() {
+        let files = pki_files("device-42");
+        let settings = settings(&files, false, false);
+        for version in [&TLS13, &TLS12] {
+            let config = client_config(&files.pki.ca_cert_pem, None, &[version]);
+            let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+            assert!(pair.server.is_handshaking());
+            pair.pump().unwrap();
+            assert!(!pair.server.is_handshaking());
+            let Transport::Tls(tls) = &pair.server else {
+                unreachable!()
+            };
+            assert_eq!(tls.connection().protocol_version(), Some(version.version));
+
+            pair.client_send(b"\x10\x0c\x00\x04MQTT\x05\x02\x00\x3c\x00")
+                .unwrap();
+            assert_eq!(
+                &pair.server_mqtt[..],
+                b"\x10\x0c\x00\x04MQTT\x05\x02\x00\x3c\x00"
+            );
+            pair.server_send(b"\x20\x03\x00\x00\x00").unwrap();
+            assert_eq!(pair.client_plain, b"\x20\x03\x00\x00\x00");
+            assert_eq!(pair.server.peer_identity(), None);
+        }
+    }
+
+    #[test]
+    fn one_write_larger_than_rustls_default_buffer_arrives_whole() {
+        let files = pki_files("c");
+        let settings = settings(&files, false, false);
+        let config = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
+        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        pair.pump().unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        pair.server_send(&big).unwrap();
+        assert_eq!(pair.client_plain, big);
+    }
+
+    #[test]
+    fn required_client_cert_gives_cn_and_sans() {
+        let files = pki_files("device-42");
+        let settings = settings(&files, true, true);
+        let mut pair = Pair::new(client_with_cert(&files), Transport::tls(&settings).unwrap());
+        pair.pump().unwrap();
+        let id = pair.server.peer_identity().unwrap();
+        assert_eq!(id.common_name.as_deref(), Some("device-42"));
+        assert_eq!(id.sans.len(), 4);
+    }
+
+    #[test]
+    fn required_client_cert_missing_fails_the_handshake_with_a_reason() {
+        let files = pki_files("c");
+        let settings = settings(&files, true, true);
+        let config = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
+        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        let message = server_error(pair.pump());
+        assert!(message.contains("no certificates"), "{message}");
+        assert!(pair.server_mqtt.is_empty());
+    }
+
+    #[test]
+    fn optional_client_cert_may_be_absent_or_present() {
+        let files = pki_files("device-7");
+        let settings = settings(&files, true, false);
+        let anonymous = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
+        let mut pair = Pair::new(anonymous, Transport::tls(&settings).unwrap());
+        pair.pump().unwrap();
+        assert_eq!(pair.server.peer_identity(), None);
+
+        let mut pair = Pair::new(client_with_cert(&files), Transport::tls(&settings).unwrap());
+        pair.pump().unwrap();
+        let id = pair.server.peer_identity().unwrap();
+        assert_eq!(id.common_name.as_deref(), Some("device-7"));
+    }
+
+    #[test]
+    fn client_cert_from_another_ca_is_rejected() {
+        let files = pki_files("c");
+        let other = pki_files("intruder");
+        let settings = settings(&files, true, false);
+        // Trusts the right server CA but presents a certificate the server's CA never signed.
+        let config = client_config(
+            &files.pki.ca_cert_pem,
+            Some((&other.pki.client_cert_pem, &other.pki.client_key_pem)),
+            &[&TLS13],
+        );
+        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        // Both test CAs share a name, so webpki finds the wrong "issuer" and the signature
+        // check is what fails; either way it is an invalid-certificate error.
+        let message = server_error(pair.pump());
+        assert!(message.contains("invalid peer certificate"), "{message}");
+    }
+
+    #[test]
+    fn client_trusting_another_ca_rejects_the_server() {
+        let files = pki_files("c");
+        let other = pki_files("c");
+        let settings = settings(&files, false, false);
+        let config = client_config(&other.pki.ca_cert_pem, None, &[&TLS13]);
+        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        match pair.pump() {
+            Err(PumpError::Client(e)) => {
+                assert!(matches!(e, rustls::Error::InvalidCertificate(_)), "{e}")
+            }
+            other => panic!("the client should refuse the server: {other:?}"),
+        }
+        // The client's alert reaches the server as an error, not as MQTT bytes.
+        let mut alert = Vec::new();
+        while pair.client.wants_write() {
+            pair.client.write_tls(&mut alert).unwrap();
+        }
+        let result = pair.server.read_raw(&alert, &mut pair.server_mqtt);
+        assert!(matches!(result, Err(TransportError::Tls(_))), "{result:?}");
+    }
+
+    #[test]
+    fn close_notify_is_a_clean_close() {
+        let files = pki_files("c");
+        let settings = settings(&files, false, false);
+        let config = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
+        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        pair.pump().unwrap();
+        assert_eq!(pair.server_outcome, ReadOutcome::Open);
+        pair.client.writer().write_all(b"\xe0\x00").unwrap();
+        pair.client.send_close_notify();
+        pair.pump().unwrap();
+        assert_eq!(pair.server_outcome, ReadOutcome::Closed);
+        // Bytes sent before close_notify are still delivered.
+        assert_eq!(&pair.server_mqtt[..], b"\xe0\x00");
+    }
+
+    #[test]
+    fn server_close_sends_close_notify() {
+        let files = pki_files("c");
+        let settings = settings(&files, false, false);
+        let config = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
+        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        pair.pump().unwrap();
+        pair.server.close();
+        pair.pump().unwrap();
+        let state = pair.client.process_new_packets().unwrap();
+        assert!(state.peer_has_closed());
+    }
+
+    #[test]
+    fn garbage_and_byte_at_a_time_input_never_panic() {
+        let files = pki_files("c");
+        let settings = settings(&files, false, false);
+        let mut server = Transport::tls(&settings).unwrap();
+        let mut mqtt = BytesMut::new();
+        let result = server.read_raw(b"GET / HTTP/1.1\r\n\r\n", &mut mqtt);
+        assert!(result.is_err());
+        let mut out = BytesMut::new();
+        server.pending_raw(&mut out);
+        assert!(!out.is_empty(), "an alert should be queued");
+
+        // A real handshake fed one byte at a time still completes.
+        let config = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
+        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        for _ in 0..10 {
+            let mut to_server = Vec::new();
+            while pair.client.wants_write() {
+                pair.client.write_tls(&mut to_server).unwrap();
+            }
+            for byte in &to_server {
+                pair.server
+                    .read_raw(std::slice::from_ref(byte), &mut pair.server_mqtt)
+                    .unwrap();
+            }
+            let mut to_client = BytesMut::new();
+            pair.server.pending_raw(&mut to_client);
+            pair.deliver_to_client(&to_client).unwrap();
+        }
+        assert!(!pair.server.is_handshaking());
+        assert!(!pair.client.is_handshaking());
+    }
+
+    use std::io::Write;
+}

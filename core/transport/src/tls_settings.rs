@@ -157,3 +157,142 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigErro
     }
     Ok(certs)
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::version::TLS13;
+
+    use super::*;
+    use crate::cert_gen::TestPki;
+    use crate::test_support::{client_config, pki_files, Pair, PumpError};
+    use crate::Transport;
+
+    #[test]
+    fn require_client_cert_without_ca_is_a_config_error() {
+        let files = pki_files("c");
+        let err = TlsSettings::load(
+            &files.paths.server_cert,
+            &files.paths.server_key,
+            None,
+            true,
+        )
+        .unwrap_err();
+        assert!(matches!(err, TlsConfigError::RequireCertWithoutCa));
+    }
+
+    #[test]
+    fn missing_or_empty_files_name_the_file() {
+        let files = pki_files("c");
+        let missing = files.paths.server_cert.with_file_name("nope.pem");
+        let err = TlsSettings::load(&missing, &files.paths.server_key, None, false).unwrap_err();
+        assert!(err.to_string().contains("nope.pem"), "{err}");
+
+        std::fs::write(&files.paths.client_cert, "").unwrap();
+        let err = TlsSettings::load(
+            &files.paths.client_cert,
+            &files.paths.server_key,
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no certificate"), "{err}");
+    }
+
+    #[test]
+    fn key_that_does_not_match_the_certificate_is_refused() {
+        let files = pki_files("c");
+        let err = TlsSettings::load(
+            &files.paths.server_cert,
+            &files.paths.client_key,
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(err, TlsConfigError::Rustls(_)), "{err}");
+    }
+
+    #[test]
+    fn client_auth_mode_follows_ca_and_require() {
+        let files = pki_files("c");
+        let (cert, key, ca) = (
+            &files.paths.server_cert,
+            &files.paths.server_key,
+            Some(files.paths.ca_cert.as_path()),
+        );
+        let mode = |ca, require| {
+            TlsSettings::load(cert, key, ca, require)
+                .unwrap()
+                .client_auth()
+        };
+        assert_eq!(mode(None, false), ClientAuth::None);
+        assert_eq!(mode(ca, false), ClientAuth::Optional);
+        assert_eq!(mode(ca, true), ClientAuth::Required);
+    }
+
+    #[test]
+    fn reload_switches_certificates_for_new_connections_only() {
+        let files = pki_files("c");
+        let settings = TlsSettings::load(
+            &files.paths.server_cert,
+            &files.paths.server_key,
+            None,
+            false,
+        )
+        .unwrap();
+        let old_ca = files.pki.ca_cert_pem.clone();
+        let mut established = Pair::new(
+            client_config(&old_ca, None, &[&TLS13]),
+            Transport::tls(&settings).unwrap(),
+        );
+        established.pump().unwrap();
+
+        // Rotate: a new CA and server certificate replace the files, then SIGHUP.
+        let rotated = TestPki::generate("c").unwrap();
+        let dir = files.paths.ca_cert.parent().unwrap();
+        rotated.write_to(dir).unwrap();
+        settings.reload().unwrap();
+
+        let mut fresh = Pair::new(
+            client_config(&rotated.ca_cert_pem, None, &[&TLS13]),
+            Transport::tls(&settings).unwrap(),
+        );
+        fresh.pump().unwrap();
+        let Transport::Tls(tls) = &fresh.server else {
+            unreachable!()
+        };
+        let served = tls.connection().peer_certificates();
+        assert!(served.is_none(), "no client certificate on this listener");
+
+        // A client that only knows the old CA now rejects the server...
+        let mut stale = Pair::new(
+            client_config(&old_ca, None, &[&TLS13]),
+            Transport::tls(&settings).unwrap(),
+        );
+        assert!(matches!(stale.pump(), Err(PumpError::Client(_))));
+
+        // ...while the connection made before the reload carries on.
+        established.client_send(b"\xc0\x00").unwrap();
+        assert_eq!(&established.server_mqtt[..], b"\xc0\x00");
+    }
+
+    #[test]
+    fn failed_reload_keeps_the_previous_certificates() {
+        let files = pki_files("c");
+        let settings = TlsSettings::load(
+            &files.paths.server_cert,
+            &files.paths.server_key,
+            None,
+            false,
+        )
+        .unwrap();
+        let before = settings.current();
+        std::fs::write(&files.paths.server_cert, "garbage").unwrap();
+        assert!(settings.reload().is_err());
+        assert!(Arc::ptr_eq(&before, &settings.current()));
+        let mut pair = Pair::new(
+            client_config(&files.pki.ca_cert_pem, None, &[&TLS13]),
+            Transport::tls(&settings).unwrap(),
+        );
+        pair.pump().unwrap();
+    }
+}
