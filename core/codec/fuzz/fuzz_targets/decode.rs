@@ -21,7 +21,11 @@ fn run(mut d: Decoder, data: &[u8]) {
         let mut out = BytesMut::new();
         encode(&packet, proto, &mut out).expect("a decoded packet re-encodes");
         let again = Decoder::with_protocol(proto, u32::MAX).decode(&mut out);
-        assert_eq!(again, Ok(Some(packet)), "re-encoded packet decodes to itself");
+        assert_eq!(
+            again,
+            Ok(Some(packet)),
+            "re-encoded packet decodes to itself"
+        );
         assert!(out.is_empty());
     }
 }
