@@ -564,7 +564,7 @@ class RawClient:
             except TimeoutError:
                 raise AssertionError(f"broker did not close the connection; received {seen!r}") from None
 
-    def is_open(self, host_port: tuple[str, int] | None = None) -> bool:
+    def is_open(self) -> bool:
         """True if a PINGREQ is answered: the connection is alive and the broker still serves it."""
         try:
             self.send(packet(PINGREQ, 0, b""))
