@@ -161,3 +161,50 @@ impl Transport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_per_connection_enum_is_two_words() {
+        // Plain TCP connections pay only this; TLS/WS state lives behind the box.
+        assert_eq!(
+            std::mem::size_of::<Transport>(),
+            2 * std::mem::size_of::<usize>()
+        );
+    }
+
+    #[test]
+    fn tcp_passes_bytes_through_unchanged() {
+        let mut tcp = Transport::Tcp;
+        assert!(tcp.is_passthrough());
+        assert!(!tcp.is_handshaking());
+        let mut mqtt = BytesMut::new();
+        assert_eq!(
+            tcp.read_raw(b"\xc0\x00", &mut mqtt).unwrap(),
+            ReadOutcome::Open
+        );
+        assert_eq!(&mqtt[..], b"\xc0\x00");
+        let mut raw = BytesMut::new();
+        tcp.write_mqtt(b"\xd0\x00", &mut raw);
+        tcp.close();
+        tcp.pending_raw(&mut raw);
+        assert_eq!(&raw[..], b"\xd0\x00");
+        assert!(!tcp.wants_write());
+        assert_eq!(tcp.peer_identity(), None);
+    }
+
+    #[test]
+    fn ws_variant_dispatches_to_the_websocket_adapter() {
+        let mut ws = Transport::ws(Arc::new(WsConfig::default()));
+        assert_eq!(ws.name(), "ws");
+        assert!(ws.is_handshaking() && !ws.is_passthrough());
+        let mut mqtt = BytesMut::new();
+        ws.read_raw(crate::ws::tests::REQUEST, &mut mqtt).unwrap();
+        assert!(ws.wants_write());
+        let mut raw = BytesMut::new();
+        ws.pending_raw(&mut raw);
+        assert!(raw.starts_with(b"HTTP/1.1 101 "));
+    }
+}

@@ -460,3 +460,431 @@ fn unmask_into(out: &mut BytesMut, data: &[u8], mask: [u8; 4], offset: usize) {
     out.extend_from_slice(data);
     apply_mask(&mut out[start..], mask, offset);
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use proptest::prelude::*;
+    use tungstenite::protocol::frame::Frame;
+
+    use super::*;
+
+    pub(crate) const REQUEST: &[u8] = b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\n\
+        Upgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Protocol: mqtt\r\n\r\n";
+
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    const BIN: OpCode = OpCode::Data(Data::Binary);
+    const CONT: OpCode = OpCode::Data(Data::Continue);
+    const PING: OpCode = OpCode::Control(Control::Ping);
+    const CLOSE: OpCode = OpCode::Control(Control::Close);
+
+    /// A client frame encoded (and masked) by tungstenite, not by the code under test.
+    pub(crate) fn client_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+        frame_with_mask(opcode, fin, payload, Some(MASK))
+    }
+
+    fn frame_with_mask(
+        opcode: OpCode,
+        fin: bool,
+        payload: &[u8],
+        mask: Option<[u8; 4]>,
+    ) -> Vec<u8> {
+        let header = FrameHeader {
+            is_final: fin,
+            opcode,
+            mask,
+            ..FrameHeader::default()
+        };
+        let mut out = Vec::new();
+        Frame::from_payload(header, payload.to_vec().into())
+            .format(&mut out)
+            .unwrap();
+        out
+    }
+
+    /// Splits server output into (opcode, fin, payload), checking it is unmasked.
+    pub(crate) fn server_frames(bytes: &[u8]) -> Vec<(OpCode, bool, Vec<u8>)> {
+        let mut cursor = Cursor::new(bytes);
+        let mut frames = Vec::new();
+        while (cursor.position() as usize) < bytes.len() {
+            let (header, len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            assert_eq!(header.mask, None, "server frames are never masked");
+            let start = cursor.position() as usize;
+            let end = start + len as usize;
+            frames.push((header.opcode, header.is_final, bytes[start..end].to_vec()));
+            cursor.set_position(end as u64);
+        }
+        frames
+    }
+
+    fn config() -> Arc<WsConfig> {
+        Arc::new(WsConfig::default())
+    }
+
+    /// A transport past its handshake, with the 101 answer already taken.
+    fn open() -> WsTransport {
+        let mut ws = WsTransport::new(config());
+        let mut mqtt = BytesMut::new();
+        assert_eq!(ws.read_raw(REQUEST, &mut mqtt).unwrap(), ReadOutcome::Open);
+        assert!(!ws.is_handshaking());
+        let mut out = BytesMut::new();
+        ws.pending_raw(&mut out);
+        assert!(out.starts_with(b"HTTP/1.1 101 "));
+        ws
+    }
+
+    fn feed(ws: &mut WsTransport, raw: &[u8]) -> (Result<ReadOutcome, TransportError>, Vec<u8>) {
+        let mut mqtt = BytesMut::new();
+        let result = ws.read_raw(raw, &mut mqtt);
+        (result, mqtt.to_vec())
+    }
+
+    fn pending(ws: &mut WsTransport) -> Vec<(OpCode, bool, Vec<u8>)> {
+        let mut out = BytesMut::new();
+        ws.pending_raw(&mut out);
+        server_frames(&out)
+    }
+
+    /// The close code of the only frame pending, which must be a close frame.
+    fn pending_close_code(ws: &mut WsTransport) -> u16 {
+        let frames = pending(ws);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0].0, CLOSE);
+        u16::from_be_bytes([frames[0].2[0], frames[0].2[1]])
+    }
+
+    fn protocol_error(ws: &mut WsTransport, raw: &[u8]) -> u16 {
+        match feed(ws, raw).0 {
+            Err(TransportError::WsProtocol { code, .. }) => {
+                assert_eq!(pending_close_code(ws), code);
+                assert!(ws.is_closed());
+                code
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+
+    const CONNECT: &[u8] = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04abcd";
+
+    #[test]
+    fn frames_right_behind_the_request_are_not_lost() {
+        let mut ws = WsTransport::new(config());
+        let mut raw = REQUEST.to_vec();
+        raw.extend(client_frame(BIN, true, CONNECT));
+        let (result, mqtt) = feed(&mut ws, &raw);
+        assert_eq!(result.unwrap(), ReadOutcome::Open);
+        assert_eq!(mqtt, CONNECT);
+    }
+
+    #[test]
+    fn packet_split_across_frames_and_packets_sharing_a_frame() {
+        let mut ws = open();
+        // [MQTT-6.0.0-2]: one CONNECT over three frames...
+        let mut raw = client_frame(BIN, true, &CONNECT[..3]);
+        raw.extend(client_frame(BIN, true, &CONNECT[3..9]));
+        raw.extend(client_frame(BIN, true, &CONNECT[9..]));
+        // ...then PINGREQ, PINGREQ and DISCONNECT in one frame.
+        raw.extend(client_frame(BIN, true, b"\xc0\x00\xc0\x00\xe0\x00"));
+        let (result, mqtt) = feed(&mut ws, &raw);
+        result.unwrap();
+        assert_eq!(mqtt, [CONNECT, b"\xc0\x00\xc0\x00\xe0\x00"].concat());
+    }
+
+    #[test]
+    fn fragmented_message_with_a_ping_in_between() {
+        let mut ws = open();
+        let mut raw = client_frame(BIN, false, &CONNECT[..5]);
+        raw.extend(client_frame(CONT, false, &CONNECT[5..6]));
+        raw.extend(client_frame(PING, true, b"hi"));
+        raw.extend(client_frame(CONT, false, b""));
+        raw.extend(client_frame(CONT, true, &CONNECT[6..]));
+        let (result, mqtt) = feed(&mut ws, &raw);
+        result.unwrap();
+        assert_eq!(mqtt, CONNECT);
+        assert_eq!(
+            pending(&mut ws),
+            vec![(OpCode::Control(Control::Pong), true, b"hi".to_vec())]
+        );
+    }
+
+    #[test]
+    fn ping_gets_a_pong_with_the_same_payload_and_pong_is_ignored() {
+        let mut ws = open();
+        let (result, mqtt) = feed(&mut ws, &client_frame(PING, true, b""));
+        result.unwrap();
+        assert!(mqtt.is_empty());
+        assert!(ws.wants_write());
+        let payload = [7u8; 125];
+        feed(&mut ws, &client_frame(PING, true, &payload))
+            .0
+            .unwrap();
+        let pong = OpCode::Control(Control::Pong);
+        assert_eq!(
+            pending(&mut ws),
+            vec![(pong, true, vec![]), (pong, true, payload.to_vec())]
+        );
+        feed(&mut ws, &client_frame(pong, true, b"x")).0.unwrap();
+        assert!(!ws.wants_write());
+    }
+
+    #[test]
+    fn text_frame_is_closed_with_1003() {
+        let mut ws = open();
+        let text = client_frame(OpCode::Data(Data::Text), true, b"{}");
+        assert_eq!(protocol_error(&mut ws, &text), 1003);
+        // Nothing more is read or answered after the close.
+        let (result, mqtt) = feed(&mut ws, &client_frame(BIN, true, CONNECT));
+        assert_eq!(result.unwrap(), ReadOutcome::Closed);
+        assert!(mqtt.is_empty());
+        assert!(pending(&mut ws).is_empty());
+    }
+
+    #[test]
+    fn unmasked_client_frame_is_closed_with_1002() {
+        let mut ws = open();
+        let raw = frame_with_mask(BIN, true, CONNECT, None);
+        assert_eq!(protocol_error(&mut ws, &raw), 1002);
+    }
+
+    #[test]
+    fn broken_fragmentation_is_closed_with_1002() {
+        let mut ws = open();
+        assert_eq!(
+            protocol_error(&mut ws, &client_frame(CONT, true, b"x")),
+            1002
+        );
+
+        let mut ws = open();
+        let mut raw = client_frame(BIN, false, b"x");
+        raw.extend(client_frame(BIN, true, b"y"));
+        assert_eq!(protocol_error(&mut ws, &raw), 1002);
+    }
+
+    #[test]
+    fn bad_control_frames_are_closed_with_1002() {
+        let mut ws = open();
+        assert_eq!(
+            protocol_error(&mut ws, &client_frame(PING, true, &[0; 126])),
+            1002
+        );
+        let mut ws = open();
+        assert_eq!(
+            protocol_error(&mut ws, &client_frame(PING, false, b"")),
+            1002
+        );
+        let mut ws = open();
+        let reserved = client_frame(BIN, true, b"x");
+        let mut raw = reserved.clone();
+        raw[0] = 0x80 | 0x0b; // reserved control opcode
+        assert_eq!(protocol_error(&mut ws, &raw), 1002);
+        let mut ws = open();
+        let mut raw = reserved;
+        raw[0] |= 0x40; // RSV1 without an extension
+        assert_eq!(protocol_error(&mut ws, &raw), 1002);
+    }
+
+    #[test]
+    fn oversized_frame_is_closed_with_1009_before_its_payload_arrives() {
+        let mut ws = WsTransport::new(Arc::new(WsConfig {
+            max_frame_size: 100,
+            ..WsConfig::default()
+        }));
+        feed(&mut ws, REQUEST).0.unwrap();
+        ws.pending_raw(&mut BytesMut::new()); // the 101 answer
+        let frame = client_frame(BIN, true, &[0; 101]);
+        assert_eq!(protocol_error(&mut ws, &frame[..8]), 1009);
+    }
+
+    #[test]
+    fn close_is_answered_with_the_same_code() {
+        let mut ws = open();
+        let mut raw = client_frame(BIN, true, b"\xe0\x00");
+        raw.extend(client_frame(CLOSE, true, b"\x03\xe8bye"));
+        let (result, mqtt) = feed(&mut ws, &raw);
+        assert_eq!(result.unwrap(), ReadOutcome::Closed);
+        assert_eq!(mqtt, b"\xe0\x00");
+        assert_eq!(pending_close_code(&mut ws), 1000);
+        assert!(ws.is_closed());
+
+        let mut ws = open();
+        assert_eq!(
+            feed(&mut ws, &client_frame(CLOSE, true, b"")).0.unwrap(),
+            ReadOutcome::Closed
+        );
+        assert_eq!(pending(&mut ws), vec![(CLOSE, true, vec![])]);
+    }
+
+    #[test]
+    fn malformed_close_frames_are_protocol_errors() {
+        let mut ws = open();
+        assert_eq!(
+            protocol_error(&mut ws, &client_frame(CLOSE, true, b"\x03")),
+            1002
+        );
+        let mut ws = open();
+        // 999 is not a valid close code.
+        assert_eq!(
+            protocol_error(&mut ws, &client_frame(CLOSE, true, b"\x03\xe7")),
+            1002
+        );
+        let mut ws = open();
+        let bad_utf8 = client_frame(CLOSE, true, b"\x03\xe8\xff\xfe");
+        assert_eq!(protocol_error(&mut ws, &bad_utf8), 1007);
+    }
+
+    #[test]
+    fn refused_upgrades_answer_over_http_and_close() {
+        for (request, status) in [
+            (
+                String::from_utf8(REQUEST.to_vec())
+                    .unwrap()
+                    .replace("/mqtt", "/x"),
+                404,
+            ),
+            (
+                String::from_utf8(REQUEST.to_vec())
+                    .unwrap()
+                    .replace("Sec-WebSocket-Protocol: mqtt\r\n", ""),
+                400,
+            ),
+        ] {
+            let mut ws = WsTransport::new(config());
+            match feed(&mut ws, request.as_bytes()).0 {
+                Err(TransportError::WsHandshake { status: got, .. }) => assert_eq!(got, status),
+                other => panic!("expected HTTP {status}, got {other:?}"),
+            }
+            let mut out = BytesMut::new();
+            ws.pending_raw(&mut out);
+            assert!(out.starts_with(format!("HTTP/1.1 {status} ").as_bytes()));
+            assert!(ws.is_closed());
+        }
+    }
+
+    #[test]
+    fn write_mqtt_makes_one_unmasked_binary_frame_per_call() {
+        let mut ws = WsTransport::new(config());
+        let mut out = BytesMut::new();
+        ws.write_mqtt(b"\x20\x02\x00\x00", &mut out);
+        assert!(out.is_empty(), "nothing may precede the 101 answer");
+        feed(&mut ws, REQUEST).0.unwrap();
+        ws.pending_raw(&mut BytesMut::new()); // the 101 answer
+        let big = vec![0x5a; 70_000]; // needs the 64-bit length form
+        ws.write_mqtt(b"\x20\x02\x00\x00", &mut out);
+        ws.write_mqtt(&big, &mut out);
+        ws.write_mqtt(b"", &mut out);
+        assert_eq!(
+            server_frames(&out),
+            vec![(BIN, true, b"\x20\x02\x00\x00".to_vec()), (BIN, true, big)]
+        );
+        ws.close();
+        assert_eq!(pending_close_code(&mut ws), 1000);
+        let mut after = BytesMut::new();
+        ws.write_mqtt(b"\xe0\x00", &mut after);
+        assert!(after.is_empty(), "nothing may follow the close frame");
+    }
+
+    /// An in-memory socket for a tungstenite client: reads what the server wrote.
+    #[derive(Default)]
+    struct MemStream {
+        rx: std::collections::VecDeque<u8>,
+        tx: Vec<u8>,
+    }
+
+    impl std::io::Read for MemStream {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.rx.is_empty() {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            self.rx.read(buf)
+        }
+    }
+
+    impl std::io::Write for MemStream {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.tx.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_real_tungstenite_client_talks_to_the_adapter() {
+        use tungstenite::protocol::Role;
+        use tungstenite::{Message, WebSocket};
+
+        let mut ws = open();
+        let mut client = WebSocket::from_raw_socket(MemStream::default(), Role::Client, None);
+        client.send(Message::binary(CONNECT)).unwrap();
+        client.send(Message::Ping(b"p".to_vec().into())).unwrap();
+        let sent = std::mem::take(&mut client.get_mut().tx);
+        let (result, mqtt) = feed(&mut ws, &sent);
+        result.unwrap();
+        assert_eq!(mqtt, CONNECT);
+
+        let mut out = BytesMut::new();
+        ws.pending_raw(&mut out); // the pong
+        ws.write_mqtt(b"\x20\x02\x00\x00", &mut out);
+        client.get_mut().rx.extend(&out[..]);
+        assert_eq!(client.read().unwrap(), Message::Pong(b"p".to_vec().into()));
+        assert_eq!(
+            client.read().unwrap(),
+            Message::binary(&b"\x20\x02\x00\x00"[..])
+        );
+
+        client.close(None).unwrap();
+        let sent = std::mem::take(&mut client.get_mut().tx);
+        assert_eq!(feed(&mut ws, &sent).0.unwrap(), ReadOutcome::Closed);
+        let mut out = BytesMut::new();
+        ws.pending_raw(&mut out);
+        client.get_mut().rx.extend(&out[..]);
+        // The client sees our close reply, which completes its close handshake.
+        assert!(matches!(
+            client.read(),
+            Ok(Message::Close(_)) | Err(tungstenite::Error::ConnectionClosed)
+        ));
+    }
+
+    proptest! {
+        /// However the stream is cut into reads, the MQTT bytes come out the same.
+        #[test]
+        fn any_read_boundaries_give_the_same_stream(
+            packets in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..8),
+            cuts in prop::collection::vec(1usize..64, 1..40),
+        ) {
+            let mut raw = REQUEST.to_vec();
+            for (i, p) in packets.iter().enumerate() {
+                if i % 2 == 1 {
+                    // A fragmented message with a ping between its fragments.
+                    let (head, tail) = p.split_at(p.len() / 2);
+                    raw.extend(client_frame(BIN, false, head));
+                    raw.extend(client_frame(PING, true, b"k"));
+                    raw.extend(client_frame(CONT, true, tail));
+                } else {
+                    raw.extend(client_frame(BIN, true, p));
+                }
+            }
+            let mut ws = WsTransport::new(config());
+            let mut mqtt = BytesMut::new();
+            let mut rest = &raw[..];
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*cut.next().unwrap()).min(rest.len());
+                prop_assert_eq!(ws.read_raw(&rest[..n], &mut mqtt).unwrap(), ReadOutcome::Open);
+                rest = &rest[n..];
+            }
+            prop_assert_eq!(mqtt.to_vec(), packets.concat());
+        }
+
+        /// Arbitrary bytes after the handshake end in Open, Closed or an error, never a panic.
+        #[test]
+        fn arbitrary_frames_never_panic(junk in prop::collection::vec(any::<u8>(), 0..512)) {
+            let mut ws = open();
+            let mut mqtt = BytesMut::new();
+            let _ = ws.read_raw(&junk, &mut mqtt);
+            let mut out = BytesMut::new();
+            ws.pending_raw(&mut out);
+        }
+    }
+}

@@ -111,3 +111,110 @@ impl WssTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::version::TLS13;
+    use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+    use crate::test_support::{client_config, pki_files, Pair, PumpError};
+    use crate::ws::tests::{client_frame, server_frames, REQUEST};
+    use crate::{ReadOutcome, TlsSettings, Transport, TransportError, WsConfig};
+
+    fn wss_pair(require_cert: bool, with_cert: bool) -> Pair {
+        let files = pki_files("ws-client");
+        let ca = Some(files.paths.ca_cert.as_path());
+        let settings = TlsSettings::load(
+            &files.paths.server_cert,
+            &files.paths.server_key,
+            ca,
+            require_cert,
+        )
+        .unwrap();
+        let pki = &files.pki;
+        let cert = with_cert.then_some((pki.client_cert_pem.as_str(), pki.client_key_pem.as_str()));
+        let config = client_config(&pki.ca_cert_pem, cert, &[&TLS13]);
+        let server = Transport::wss(&settings, Arc::new(WsConfig::default())).unwrap();
+        Pair::new(config, server)
+    }
+
+    #[test]
+    fn upgrade_and_frames_travel_inside_tls() {
+        let mut pair = wss_pair(false, false);
+        pair.pump().unwrap();
+        assert!(
+            pair.server.is_handshaking(),
+            "TLS done, upgrade still pending"
+        );
+        pair.client_send(REQUEST).unwrap();
+        assert!(!pair.server.is_handshaking());
+        assert!(pair
+            .client_plain
+            .starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+        pair.client_plain.clear();
+
+        let mut frames = client_frame(OpCode::Data(Data::Binary), true, b"\x10\x00");
+        frames.extend(client_frame(OpCode::Control(Control::Ping), true, b"z"));
+        pair.client_send(&frames).unwrap();
+        assert_eq!(&pair.server_mqtt[..], b"\x10\x00");
+        pair.server_send(b"\x20\x02\x00\x00").unwrap();
+        assert_eq!(
+            server_frames(&pair.client_plain),
+            vec![
+                (OpCode::Control(Control::Pong), true, b"z".to_vec()),
+                (
+                    OpCode::Data(Data::Binary),
+                    true,
+                    b"\x20\x02\x00\x00".to_vec()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn client_certificate_identity_is_visible_through_wss() {
+        let mut pair = wss_pair(true, true);
+        pair.pump().unwrap();
+        let id = pair.server.peer_identity().unwrap();
+        assert_eq!(id.common_name.as_deref(), Some("ws-client"));
+    }
+
+    #[test]
+    fn websocket_error_close_frame_is_encrypted_to_the_client() {
+        let mut pair = wss_pair(false, false);
+        pair.client_send(REQUEST).unwrap();
+        pair.client_plain.clear();
+        let text = client_frame(OpCode::Data(Data::Text), true, b"hello");
+        match pair.client_send(&text) {
+            Err(PumpError::Server(TransportError::WsProtocol { code: 1003, .. })) => {}
+            other => panic!("expected close 1003, got {other:?}"),
+        }
+        let frames = server_frames(&pair.client_plain);
+        assert_eq!(frames[0].0, OpCode::Control(Control::Close));
+        assert_eq!(frames[0].2[..2], 1003u16.to_be_bytes());
+    }
+
+    #[test]
+    fn server_close_sends_ws_close_then_close_notify() {
+        let mut pair = wss_pair(false, false);
+        pair.client_send(REQUEST).unwrap();
+        pair.client_plain.clear();
+        pair.server.close();
+        pair.pump().unwrap();
+        let frames = server_frames(&pair.client_plain);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].2[..2], 1000u16.to_be_bytes());
+        assert!(pair.client.process_new_packets().unwrap().peer_has_closed());
+    }
+
+    #[test]
+    fn client_ws_close_reads_as_closed() {
+        let mut pair = wss_pair(false, false);
+        pair.client_send(REQUEST).unwrap();
+        let close = client_frame(OpCode::Control(Control::Close), true, b"\x03\xe8");
+        pair.client_send(&close).unwrap();
+        assert_eq!(pair.server_outcome, ReadOutcome::Closed);
+    }
+}
