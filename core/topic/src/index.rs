@@ -305,6 +305,14 @@ mod tests {
     }
 
     #[test]
+    fn indexes_can_move_to_their_core_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<SubscriptionIndex<u32, u8>>();
+        assert_send::<crate::SharedIndex<u32, u8>>();
+        assert_send::<crate::RetainedStore<std::sync::Arc<[u8]>>>();
+    }
+
+    #[test]
     fn lists_filters() {
         let index = index_of(&["a/b", "a/+", "a/#", "#", "+", "/", "a", "$SYS/#"]);
         let mut got: Vec<String> = index.filters().collect();
