@@ -11,7 +11,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use crate::cert_gen::{CertPaths, TestPki};
 use crate::transport::{ReadOutcome, Transport};
-use crate::TransportError;
+use crate::{ClientAuth, TlsSettings, TransportError};
 
 pub(crate) fn temp_dir(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -157,4 +157,25 @@ impl Pair {
         self.server.write_mqtt(mqtt, &mut raw);
         self.deliver_to_client(&raw)
     }
+}
+
+/// Server settings from a test PKI; `ClientAuth::None` loads no CA.
+pub(crate) fn server_settings(files: &PkiFiles, client_auth: ClientAuth) -> TlsSettings {
+    let ca = (client_auth != ClientAuth::None).then_some(files.paths.ca_cert.as_path());
+    let require = client_auth == ClientAuth::Required;
+    TlsSettings::load(
+        &files.paths.server_cert,
+        &files.paths.server_key,
+        ca,
+        require,
+    )
+    .unwrap()
+}
+
+/// A TLS 1.3 client without a certificate, trusting `ca_pem`, facing a new TLS connection.
+pub(crate) fn anonymous_pair(ca_pem: &str, settings: &TlsSettings) -> Pair {
+    Pair::new(
+        client_config(ca_pem, None, &[&rustls::version::TLS13]),
+        Transport::tls(settings).unwrap(),
+    )
 }

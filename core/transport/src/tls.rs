@@ -144,19 +144,10 @@ mod tests {
     use rustls::version::{TLS12, TLS13};
 
     use super::*;
-    use crate::test_support::{client_config, pki_files, Pair, PkiFiles, PumpError};
-    use crate::{TlsSettings, Transport};
-
-    fn settings(files: &PkiFiles, ca: bool, require: bool) -> TlsSettings {
-        let ca = ca.then_some(files.paths.ca_cert.as_path());
-        TlsSettings::load(
-            &files.paths.server_cert,
-            &files.paths.server_key,
-            ca,
-            require,
-        )
-        .unwrap()
-    }
+    use crate::test_support::{
+        anonymous_pair, client_config, pki_files, server_settings, Pair, PkiFiles, PumpError,
+    };
+    use crate::{ClientAuth, Transport};
 
     fn client_with_cert(files: &PkiFiles) -> Arc<rustls::ClientConfig> {
         let pki = &files.pki;
@@ -177,7 +168,7 @@ mod tests {
     #[test]
     fn tls13_and_tls12_carry_mqtt_bytes_both_ways() {
         let files = pki_files("device-42");
-        let settings = settings(&files, false, false);
+        let settings = server_settings(&files, ClientAuth::None);
         for version in [&TLS13, &TLS12] {
             let config = client_config(&files.pki.ca_cert_pem, None, &[version]);
             let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
@@ -204,9 +195,8 @@ mod tests {
     #[test]
     fn one_write_larger_than_rustls_default_buffer_arrives_whole() {
         let files = pki_files("c");
-        let settings = settings(&files, false, false);
-        let config = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
-        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        let settings = server_settings(&files, ClientAuth::None);
+        let mut pair = anonymous_pair(&files.pki.ca_cert_pem, &settings);
         pair.pump().unwrap();
         let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
         pair.server_send(&big).unwrap();
@@ -216,7 +206,7 @@ mod tests {
     #[test]
     fn required_client_cert_gives_cn_and_sans() {
         let files = pki_files("device-42");
-        let settings = settings(&files, true, true);
+        let settings = server_settings(&files, ClientAuth::Required);
         let mut pair = Pair::new(client_with_cert(&files), Transport::tls(&settings).unwrap());
         pair.pump().unwrap();
         let id = pair.server.peer_identity().unwrap();
@@ -227,9 +217,8 @@ mod tests {
     #[test]
     fn required_client_cert_missing_fails_the_handshake_with_a_reason() {
         let files = pki_files("c");
-        let settings = settings(&files, true, true);
-        let config = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
-        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        let settings = server_settings(&files, ClientAuth::Required);
+        let mut pair = anonymous_pair(&files.pki.ca_cert_pem, &settings);
         let message = server_error(pair.pump());
         assert!(message.contains("no certificates"), "{message}");
         assert!(pair.server_mqtt.is_empty());
@@ -238,7 +227,7 @@ mod tests {
     #[test]
     fn optional_client_cert_may_be_absent_or_present() {
         let files = pki_files("device-7");
-        let settings = settings(&files, true, false);
+        let settings = server_settings(&files, ClientAuth::Optional);
         let anonymous = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
         let mut pair = Pair::new(anonymous, Transport::tls(&settings).unwrap());
         pair.pump().unwrap();
@@ -254,7 +243,7 @@ mod tests {
     fn client_cert_from_another_ca_is_rejected() {
         let files = pki_files("c");
         let other = pki_files("intruder");
-        let settings = settings(&files, true, false);
+        let settings = server_settings(&files, ClientAuth::Optional);
         // Trusts the right server CA but presents a certificate the server's CA never signed.
         let config = client_config(
             &files.pki.ca_cert_pem,
@@ -272,7 +261,7 @@ mod tests {
     fn client_trusting_another_ca_rejects_the_server() {
         let files = pki_files("c");
         let other = pki_files("c");
-        let settings = settings(&files, false, false);
+        let settings = server_settings(&files, ClientAuth::None);
         let config = client_config(&other.pki.ca_cert_pem, None, &[&TLS13]);
         let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
         match pair.pump() {
@@ -293,9 +282,8 @@ mod tests {
     #[test]
     fn close_notify_is_a_clean_close() {
         let files = pki_files("c");
-        let settings = settings(&files, false, false);
-        let config = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
-        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        let settings = server_settings(&files, ClientAuth::None);
+        let mut pair = anonymous_pair(&files.pki.ca_cert_pem, &settings);
         pair.pump().unwrap();
         assert_eq!(pair.server_outcome, ReadOutcome::Open);
         pair.client.writer().write_all(b"\xe0\x00").unwrap();
@@ -309,9 +297,8 @@ mod tests {
     #[test]
     fn server_close_sends_close_notify() {
         let files = pki_files("c");
-        let settings = settings(&files, false, false);
-        let config = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
-        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        let settings = server_settings(&files, ClientAuth::None);
+        let mut pair = anonymous_pair(&files.pki.ca_cert_pem, &settings);
         pair.pump().unwrap();
         pair.server.close();
         pair.pump().unwrap();
@@ -322,7 +309,7 @@ mod tests {
     #[test]
     fn garbage_and_byte_at_a_time_input_never_panic() {
         let files = pki_files("c");
-        let settings = settings(&files, false, false);
+        let settings = server_settings(&files, ClientAuth::None);
         let mut server = Transport::tls(&settings).unwrap();
         let mut mqtt = BytesMut::new();
         let result = server.read_raw(b"GET / HTTP/1.1\r\n\r\n", &mut mqtt);
@@ -332,8 +319,7 @@ mod tests {
         assert!(!out.is_empty(), "an alert should be queued");
 
         // A real handshake fed one byte at a time still completes.
-        let config = client_config(&files.pki.ca_cert_pem, None, &[&TLS13]);
-        let mut pair = Pair::new(config, Transport::tls(&settings).unwrap());
+        let mut pair = anonymous_pair(&files.pki.ca_cert_pem, &settings);
         for _ in 0..10 {
             let mut to_server = Vec::new();
             while pair.client.wants_write() {

@@ -160,12 +160,9 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigErro
 
 #[cfg(test)]
 mod tests {
-    use rustls::version::TLS13;
-
     use super::*;
     use crate::cert_gen::TestPki;
-    use crate::test_support::{client_config, pki_files, Pair, PumpError};
-    use crate::Transport;
+    use crate::test_support::{anonymous_pair, pki_files, server_settings, PumpError};
 
     #[test]
     fn require_client_cert_without_ca_is_a_config_error() {
@@ -232,18 +229,9 @@ mod tests {
     #[test]
     fn reload_switches_certificates_for_new_connections_only() {
         let files = pki_files("c");
-        let settings = TlsSettings::load(
-            &files.paths.server_cert,
-            &files.paths.server_key,
-            None,
-            false,
-        )
-        .unwrap();
+        let settings = server_settings(&files, ClientAuth::None);
         let old_ca = files.pki.ca_cert_pem.clone();
-        let mut established = Pair::new(
-            client_config(&old_ca, None, &[&TLS13]),
-            Transport::tls(&settings).unwrap(),
-        );
+        let mut established = anonymous_pair(&old_ca, &settings);
         established.pump().unwrap();
 
         // Rotate: a new CA and server certificate replace the files, then SIGHUP.
@@ -252,22 +240,13 @@ mod tests {
         rotated.write_to(dir).unwrap();
         settings.reload().unwrap();
 
-        let mut fresh = Pair::new(
-            client_config(&rotated.ca_cert_pem, None, &[&TLS13]),
-            Transport::tls(&settings).unwrap(),
-        );
+        let mut fresh = anonymous_pair(&rotated.ca_cert_pem, &settings);
         fresh.pump().unwrap();
-        let Transport::Tls(tls) = &fresh.server else {
-            unreachable!()
-        };
-        let served = tls.connection().peer_certificates();
-        assert!(served.is_none(), "no client certificate on this listener");
+        let served = fresh.client.peer_certificates().unwrap();
+        assert_eq!(served[0].as_ref(), rotated.server_cert_der());
 
         // A client that only knows the old CA now rejects the server...
-        let mut stale = Pair::new(
-            client_config(&old_ca, None, &[&TLS13]),
-            Transport::tls(&settings).unwrap(),
-        );
+        let mut stale = anonymous_pair(&old_ca, &settings);
         assert!(matches!(stale.pump(), Err(PumpError::Client(_))));
 
         // ...while the connection made before the reload carries on.
@@ -278,21 +257,12 @@ mod tests {
     #[test]
     fn failed_reload_keeps_the_previous_certificates() {
         let files = pki_files("c");
-        let settings = TlsSettings::load(
-            &files.paths.server_cert,
-            &files.paths.server_key,
-            None,
-            false,
-        )
-        .unwrap();
+        let settings = server_settings(&files, ClientAuth::None);
         let before = settings.current();
         std::fs::write(&files.paths.server_cert, "garbage").unwrap();
         assert!(settings.reload().is_err());
         assert!(Arc::ptr_eq(&before, &settings.current()));
-        let mut pair = Pair::new(
-            client_config(&files.pki.ca_cert_pem, None, &[&TLS13]),
-            Transport::tls(&settings).unwrap(),
-        );
+        let mut pair = anonymous_pair(&files.pki.ca_cert_pem, &settings);
         pair.pump().unwrap();
     }
 }
