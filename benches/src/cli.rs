@@ -82,8 +82,9 @@ pub struct Args {
     /// Time allowed for TCP connect + CONNACK (+ SUBACK).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Connection set-ups in flight per thread.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Connection set-ups in flight per thread (keep the total under the broker's listen backlog:
+    /// SYNs past it are retried after a second and show as 1 s connect latencies).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub connect_window: u32,
     /// Runtime threads per process (default: the CPUs this process may run on).
     #[arg(long)]

@@ -165,7 +165,8 @@ impl Report {
                 (Some(a), Some(b)) => procfs::cpu_percent(a, b),
                 _ => 0.0,
             };
-            let grown = rss(&probe.ready).saturating_sub(rss(&probe.before)) as f64 * 1024.0;
+            // Signed: a broker that returned memory of earlier runs to the OS may shrink.
+            let grown = (rss(&probe.ready) as f64 - rss(&probe.before) as f64) * 1024.0;
             BrokerFigures {
                 pid,
                 rss_before_kb: rss(&probe.before),
@@ -261,7 +262,9 @@ impl Report {
     /// Human-readable table.
     pub fn table(&self) -> String {
         let mut s = String::new();
+        let bare = matches!(self.scenario.as_str(), "idle" | "connect-storm");
         let mode = match (self.target_rate, self.inflight) {
+            _ if bare => "no publishing".to_string(),
             (Some(r), _) => format!("open loop {r} msg/s"),
             (_, Some(w)) => format!("closed loop, window {w}"),
             _ => String::new(),

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Prints the comparison table of a bench-compare.sh result directory:
+#   scripts/bench-table.sh DIR
+# Reads DIR/<scenario>.<broker>.r<round>.json (uringmq-load --json) and prints, per scenario and
+# figure, each broker's median and spread (min..max) over the rounds, and uringmq/peer.
+set -euo pipefail
+[[ $# == 1 && -d $1 ]] || { echo "usage: $0 RESULT_DIR" >&2; exit 2; }
+exec python3 - "$1" <<'PY'
+import json, os, re, statistics, sys
+d = sys.argv[1]
+runs = {}  # scenario -> broker -> [report]
+order = []
+for f in sorted(os.listdir(d)):
+    m = re.match(r"(.+)\.([a-z0-9_-]+)\.r(\d+)\.json$", f)
+    if not m:
+        continue
+    scen, broker = m.group(1), m.group(2)
+    try:
+        rep = json.load(open(os.path.join(d, f)))
+    except (OSError, ValueError):
+        continue
+    if scen not in runs:
+        order.append(scen)
+    runs.setdefault(scen, {}).setdefault(broker, []).append(rep)
+
+def lat(key):
+    return lambda r: r["latency_us"][key]
+
+def cpu(r):
+    return (r.get("broker") or {}).get("cpu_pct", 0.0)
+
+def memconn(r):
+    return (r.get("broker") or {}).get("mem_per_conn_bytes", 0.0)
+
+FIGS = {
+    "default": [("msgs/s out", lambda r: r["msgs_out_per_s"], True),
+                ("latency p50 us", lat("p50"), False),
+                ("latency p99 us", lat("p99"), False),
+                ("latency p99.9 us", lat("p999"), False),
+                ("broker cpu %", cpu, None),
+                ("lost", lambda r: r["delivery"]["lost"], False),
+                ("duplicates", lambda r: r["delivery"]["duplicates"], False)],
+    "connect-storm": [("connects/s", lambda r: r["connects_per_s"], True),
+                      ("CONNACK p99 us", lambda r: r["connect_latency_us"]["p99"], False),
+                      ("failed", lambda r: r["connects_failed"], False),
+                      ("broker cpu %", cpu, None)],
+    "idle": [("mem/conn bytes", memconn, False),
+             ("connects/s", lambda r: r["connects_per_s"], True),
+             ("connected", lambda r: r["connects_ok"], True)],
+}
+NOTES = {"mosquitto": "mosquitto (1 thread)"}
+
+def fmt(v):
+    if v >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.1f}"
+
+for scen in order:
+    kind = "connect-storm" if scen.startswith("connect-storm") else "idle" if scen.startswith("idle") else "default"
+    brokers = sorted(runs[scen], key=lambda b: (b != "uringmq", b))
+    any_rep = runs[scen][brokers[0]][0]
+    print(f"\n== {scen}: MQTT {any_rep['mqtt']} QoS {any_rep['qos']}, {any_rep['payload']} B, "
+          f"{any_rep['pubs']} pubs / {any_rep['subs']} subs / {any_rep['conns']} conns")
+    peers = [b for b in brokers if b != "uringmq"]
+    head = ["figure"] + [NOTES.get(b, b) + " median [min..max]" for b in brokers]
+    if "uringmq" in brokers:
+        head += [f"uringmq/{p}" for p in peers]
+    rows = [head]
+    for label, get, higher_better in FIGS[kind]:
+        row = [label]
+        med = {}
+        for b in brokers:
+            vals = [get(r) for r in runs[scen][b]]
+            med[b] = statistics.median(vals)
+            row.append(f"{fmt(med[b])} [{fmt(min(vals))}..{fmt(max(vals))}] n={len(vals)}")
+        if "uringmq" in brokers:
+            for p in peers:
+                row.append(f"{med['uringmq'] / med[p]:.2f}x" if med[p] else "-")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)))
+skipped = os.path.join(d, "skipped.txt")
+if os.path.exists(skipped):
+    print("\nskipped: " + "; ".join(l.strip() for l in open(skipped) if l.strip()))
+print("\nmosquitto is single-threaded: it uses one of the broker CPUs whatever their number.")
+PY
