@@ -2,12 +2,10 @@
 //! broker in-process. CONTRACT: the Python bindings are written against these signatures; change
 //! them only together with `python/src`.
 
-use crate::config::{Config, ConfigError};
+use crate::config::ConfigError;
 use bytes::Bytes;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::Duration;
 use uringmq_auth::{Authenticator, Authorizer};
 use uringmq_codec::{PublishProperties, QoS};
 

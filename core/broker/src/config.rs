@@ -236,8 +236,10 @@ impl Config {
 
     /// Reads, parses and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml_str(&text)
     }
 
@@ -249,7 +251,10 @@ impl Config {
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid { key, reason: reason.into() })
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
         }
         if self.max_packet_size < 64 || self.max_packet_size > 268_435_460 {
             return bad("max_packet_size", "must be between 64 and 268435460 bytes");
@@ -276,12 +281,16 @@ impl Config {
             if matches!(l.transport, Transport::Tls | Transport::Wss)
                 && (l.cert_file.is_none() || l.key_file.is_none())
             {
-                return bad("listener", "tls and wss listeners need cert_file and key_file");
+                return bad(
+                    "listener",
+                    "tls and wss listeners need cert_file and key_file",
+                );
             }
             if l.require_certificate && l.ca_file.is_none() {
                 return bad("listener", "require_certificate needs ca_file");
             }
-            if matches!(l.transport, Transport::Ws | Transport::Wss) && !l.ws_path.starts_with('/') {
+            if matches!(l.transport, Transport::Ws | Transport::Wss) && !l.ws_path.starts_with('/')
+            {
                 return bad("listener", "ws_path must start with '/'");
             }
         }
@@ -293,7 +302,9 @@ impl Config {
         if self.cores > 0 {
             self.cores
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 
@@ -321,13 +332,17 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::from_toml_str("max_inflihgt = 3").unwrap_err().to_string();
+        let err = Config::from_toml_str("max_inflihgt = 3")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_inflihgt"), "{err}");
     }
 
     #[test]
     fn out_of_range_value_is_named() {
-        let err = Config::from_toml_str("max_qos = 3").unwrap_err().to_string();
+        let err = Config::from_toml_str("max_qos = 3")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_qos"), "{err}");
     }
 

@@ -5,7 +5,19 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod broker;
 pub mod config;
+mod connection;
+mod core;
+mod hooks;
+mod listener;
+mod mesh;
+mod registry;
+mod retained;
+mod router;
+mod shared_sub;
+mod timers;
 
 pub use api::*;
+pub use broker::{init_logging, Broker, RecvError, Subscription};
 pub use config::*;

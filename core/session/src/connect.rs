@@ -132,6 +132,27 @@ pub fn negotiate(
 }
 
 impl Negotiated {
+    /// The parameters of an in-process session (the embedding API's subscriptions): no
+    /// keep-alive, no expiry, no limits of its own.
+    pub fn in_process(client_id: String, window: u16) -> Negotiated {
+        Negotiated {
+            client_id,
+            assigned: false,
+            clean_start: true,
+            session_expiry: 0,
+            keep_alive: KeepAlive {
+                secs: 0,
+                server_override: None,
+            },
+            outbound_window: window,
+            client_max_packet: None,
+            client_alias_max: 0,
+            will_delay: 0,
+            problem_information: true,
+            session_expiry_changed: false,
+        }
+    }
+
     /// The v5 CONNACK properties announcing the broker's limits and what it decided.
     pub fn connack_properties(&self, limits: &ConnectLimits) -> ConnAckProperties {
         ConnAckProperties {

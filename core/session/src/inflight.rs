@@ -159,6 +159,28 @@ impl Inflight {
         Ok(self.entries.remove(at).expect("position is in range"))
     }
 
+    /// Removes a message that could not be sent after all (too large for the client, expired).
+    pub fn remove(&mut self, id: u16) -> Option<OutEntry> {
+        let at = self.entries.iter().position(|e| e.packet_id == id)?;
+        self.entries.remove(at)
+    }
+
+    /// Removes and returns the entries `pred` selects (shared-subscription messages that go to
+    /// another member when this one leaves), keeping the others in order.
+    pub fn extract(&mut self, mut pred: impl FnMut(&OutEntry) -> bool) -> Vec<OutEntry> {
+        let mut out = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.entries.len());
+        for e in self.entries.drain(..) {
+            if pred(&e) {
+                out.push(e);
+            } else {
+                keep.push_back(e);
+            }
+        }
+        self.entries = keep;
+        out
+    }
+
     /// Everything in flight, oldest first: what a resumed session resends (PUBLISH with DUP for
     /// `PubAck`/`PubRec`, PUBREL for `PubComp`) [MQTT-4.4.0-1].
     pub fn iter(&self) -> impl Iterator<Item = &OutEntry> {
@@ -219,6 +241,19 @@ mod tests {
         assert_eq!(w.iter().next().unwrap().state, OutState::PubComp);
         assert!(w.pubcomp(b).is_ok());
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn remove_and_extract_keep_order() {
+        let mut w = Inflight::new(8);
+        let a = w.push(msg(), d(QoS::AtLeastOnce), Some("g".into()));
+        let b = w.push(msg(), d(QoS::AtLeastOnce), None);
+        let c = w.push(msg(), d(QoS::AtLeastOnce), None);
+        let shared = w.extract(|e| e.shared_group.is_some());
+        assert_eq!(shared.len(), 1);
+        assert_eq!(shared[0].packet_id, a);
+        assert!(w.remove(c).is_some());
+        assert_eq!(w.iter().map(|e| e.packet_id).collect::<Vec<_>>(), vec![b]);
     }
 
     #[test]

@@ -115,6 +115,22 @@ impl Queue {
         std::mem::take(&mut self.expired)
     }
 
+    /// Removes and returns the items `pred` selects, keeping the others in order.
+    pub fn extract(&mut self, mut pred: impl FnMut(&Queued) -> bool) -> Vec<Queued> {
+        let mut out = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.items.len());
+        for item in self.items.drain(..) {
+            if pred(&item) {
+                self.bytes -= item.msg.cost();
+                out.push(item);
+            } else {
+                keep.push_back(item);
+            }
+        }
+        self.items = keep;
+        out
+    }
+
     /// Empties the queue.
     pub fn drain(&mut self) -> impl Iterator<Item = Queued> + '_ {
         self.bytes = 0;

@@ -78,6 +78,11 @@ impl OutboundAliases {
         }
     }
 
+    /// Whether the client accepts aliases at all.
+    pub fn enabled(&self) -> bool {
+        self.max > 0
+    }
+
     /// The alias to send `topic` with: `(alias, true)` if the client already knows it (send an
     /// empty topic), `(alias, false)` if this packet sets it (send the topic too). `None` when
     /// aliases are disabled.

@@ -1,0 +1,424 @@
+//! [`Broker`]: start, embed and stop a uringmq broker in-process.
+
+use crate::api::{ApiError, Delivery, Hooks, InjectedMessage, StartError, Stats};
+use crate::config::{Config, ConfigError, Driver, Transport};
+use crate::core::{run_core, CoreStats, Shared};
+use crate::hooks::HookPool;
+use crate::mesh::{ApiCmd, ApiSink, EventFd, Mailbox, MeshMsg};
+use crate::registry::Registry;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tracing::info;
+use uringmq_auth::{
+    AclFile, AllowAll, AnonymousPolicy, AuthChain, Authenticator, Authorizer, AuthzChain,
+    PasswordFile,
+};
+use uringmq_codec::QoS;
+use uringmq_session::{ConnectLimits, Message};
+use uringmq_topic::{validate_topic_filter, validate_topic_name, SharedFilter};
+
+/// A running broker. Dropping it stops it.
+pub struct Broker {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    listeners: Vec<(String, SocketAddr)>,
+    running: bool,
+}
+
+/// How long an API call waits for a core to answer.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether io_uring is used, decided once for all cores.
+fn pick_driver(d: Driver) -> Driver {
+    match d {
+        Driver::Auto => {
+            let forced = std::env::var("MONOIO_FORCE_LEGACY_DRIVER")
+                .is_ok_and(|v| !v.is_empty() && v != "0");
+            if forced || !monoio::utils::detect_uring() {
+                Driver::Epoll
+            } else {
+                Driver::IoUring
+            }
+        }
+        other => other,
+    }
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> StartError {
+    StartError::Config(ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    })
+}
+
+fn build_auth(
+    config: &Config,
+    hooks: &Hooks,
+) -> Result<(Option<Arc<dyn Authenticator>>, Option<Arc<dyn Authorizer>>), StartError> {
+    let anonymous = config.anonymous_allowed(None);
+    let mut steps: Vec<Arc<dyn Authenticator>> = vec![Arc::new(AnonymousPolicy {
+        allow_anonymous: anonymous,
+    })];
+    if let Some(path) = &config.password_file {
+        let file = PasswordFile::load(path).map_err(|e| invalid("password_file", e.to_string()))?;
+        steps.push(Arc::new(file));
+    }
+    if let Some(h) = &hooks.authenticator {
+        steps.push(h.clone());
+    }
+    let authenticator: Option<Arc<dyn Authenticator>> = if steps.len() == 1 {
+        // No password file and no hook: any user name is accepted (as Mosquitto does).
+        if anonymous {
+            None
+        } else {
+            steps.push(Arc::new(AllowAll));
+            Some(Arc::new(AuthChain::new(steps)))
+        }
+    } else {
+        Some(Arc::new(AuthChain::new(steps)))
+    };
+    let mut authz: Vec<Arc<dyn Authorizer>> = Vec::new();
+    if let Some(path) = &config.acl_file {
+        authz.push(Arc::new(
+            AclFile::load(path).map_err(|e| invalid("acl_file", e.to_string()))?,
+        ));
+    }
+    if let Some(h) = &hooks.authorizer {
+        authz.push(h.clone());
+    }
+    let authorizer: Option<Arc<dyn Authorizer>> = match authz.len() {
+        0 => None,
+        1 => authz.pop(),
+        _ => Some(Arc::new(AuthzChain::new(authz))),
+    };
+    Ok((authenticator, authorizer))
+}
+
+impl Broker {
+    /// Starts a broker: binds every listener (a port conflict is [`StartError::Bind`] before any
+    /// thread starts), then one thread per core.
+    pub fn start(config: Config) -> Result<Broker, StartError> {
+        Self::start_with_hooks(config, Hooks::default())
+    }
+
+    /// Starts a broker with authentication/authorisation hooks.
+    pub fn start_with_hooks(config: Config, hooks: Hooks) -> Result<Broker, StartError> {
+        config.validate()?;
+        let cores = config.effective_cores().min(1024);
+        let driver = pick_driver(config.driver);
+        let (authenticator, authorizer) = build_auth(&config, &hooks)?;
+
+        // Listeners: the default one plus `[[listener]]` tables (TCP only for now).
+        let mut specs: Vec<(String, SocketAddr)> = vec![(
+            "default".to_owned(),
+            SocketAddr::new(config.bind, config.port),
+        )];
+        for l in &config.listeners {
+            if l.transport != Transport::Tcp {
+                return Err(invalid(
+                    "listener",
+                    format!("transport {:?} is not supported yet", l.transport),
+                ));
+            }
+            let name = l.name.clone().unwrap_or_else(|| format!("tcp:{}", l.port));
+            specs.push((name, SocketAddr::new(l.bind, l.port)));
+        }
+        let mut per_core: Vec<Vec<(Arc<str>, std::net::TcpListener)>> =
+            (0..cores).map(|_| Vec::new()).collect();
+        let mut listeners = Vec::new();
+        for (name, addr) in specs {
+            let socks = crate::listener::bind(addr, cores)
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let bound = socks[0]
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            listeners.push((name.clone(), bound));
+            let name: Arc<str> = name.into();
+            for (i, s) in socks.into_iter().enumerate() {
+                per_core[i].push((name.clone(), s));
+            }
+        }
+
+        let blocking = authenticator.as_ref().is_some_and(|a| a.is_blocking())
+            || authorizer.as_ref().is_some_and(|a| a.is_blocking());
+        let limits = ConnectLimits {
+            max_keepalive: config.max_keepalive,
+            max_session_expiry: config.max_session_expiry_secs,
+            max_inflight: config.max_inflight,
+            max_packet_size: config.max_packet_size,
+            topic_alias_maximum: config.topic_alias_maximum,
+            max_qos: config.max_qos,
+            retain_available: config.retain_available,
+            outbound_topic_aliases: config.outbound_topic_aliases,
+        };
+        let shared = Arc::new(Shared {
+            limits,
+            mailboxes: (0..cores).map(|_| Mailbox::default()).collect(),
+            registry: Registry::default(),
+            stats: (0..cores).map(|_| CoreStats::default()).collect(),
+            hooks: HookPool::new(if blocking { 2 } else { 0 }),
+            authenticator,
+            authorizer,
+            connections: AtomicUsize::new(0),
+            next_assigned: AtomicU64::new(1),
+            config,
+        });
+
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let mut threads = Vec::with_capacity(cores);
+        let mut broker = Broker {
+            shared: shared.clone(),
+            threads: Vec::new(),
+            listeners,
+            running: true,
+        };
+        for (i, ls) in per_core.into_iter().enumerate() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let shared = shared.clone();
+            let pin = shared.config.pin_cores.then_some(i % cpus);
+            let t = std::thread::Builder::new()
+                .name(format!("uringmq-core-{i}"))
+                .spawn(move || run_core(i as u16, shared, ls, driver, pin, tx))
+                .map_err(|e| StartError::Runtime(e.to_string()))?;
+            threads.push(t);
+            broker.threads = std::mem::take(&mut threads);
+            let ready = rx
+                .recv()
+                .unwrap_or_else(|_| Err(format!("core {i} died while starting")));
+            threads = std::mem::take(&mut broker.threads);
+            if let Err(e) = ready {
+                broker.threads = threads;
+                broker.stop();
+                return Err(StartError::Runtime(e));
+            }
+        }
+        broker.threads = threads;
+        info!(
+            addr = %broker.local_addr(),
+            cores,
+            driver = ?driver,
+            "uringmq started"
+        );
+        Ok(broker)
+    }
+
+    /// The default listener's bound address (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listeners[0].1
+    }
+
+    /// Every listener's name and bound address.
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners.clone()
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Whether the broker runs.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Publishes a message in-process (no socket); it enters core 0 like a client's PUBLISH.
+    pub fn publish(&self, msg: InjectedMessage) -> Result<(), ApiError> {
+        if !self.running {
+            return Err(ApiError::NotRunning);
+        }
+        validate_topic_name(&msg.topic).map_err(|e| ApiError::InvalidTopic(e.to_string()))?;
+        let mut properties = msg.properties;
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        let m = Message {
+            topic: msg.topic.into(),
+            payload: msg.payload,
+            qos: msg.qos,
+            retain: msg.retain,
+            properties,
+            origin: None,
+            received_at: Instant::now(),
+        };
+        self.shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Publish(Arc::new(m))));
+        Ok(())
+    }
+
+    /// Subscribes in-process; returns once the subscription is effective on every core (a
+    /// message published afterwards by any client reaches it).
+    pub fn subscribe(&self, filter: &str, qos: QoS) -> Result<Subscription, ApiError> {
+        if !self.running {
+            return Err(ApiError::NotRunning);
+        }
+        match SharedFilter::parse(filter) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                validate_topic_filter(filter).map_err(|e| ApiError::InvalidTopic(e.to_string()))?
+            }
+            Err(e) => return Err(ApiError::InvalidTopic(e.to_string())),
+        }
+        // SAFETY: plain eventfd creation; the fd is owned by the ApiSink.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(ApiError::NotRunning);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let event = Arc::new(EventFd(fd));
+        let sink = Arc::new(ApiSink {
+            tx,
+            event: event.clone(),
+        });
+        let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+        self.shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Subscribe {
+            filter: filter.to_owned(),
+            qos,
+            sink: sink.clone(),
+            reply: reply_tx,
+        }));
+        let key = match reply_rx.recv_timeout(API_TIMEOUT) {
+            Ok(r) => r?,
+            Err(_) => return Err(ApiError::Timeout),
+        };
+        drop(sink);
+        Ok(Subscription {
+            shared: self.shared.clone(),
+            key,
+            rx,
+            event,
+            closed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Counters summed over cores.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for c in &self.shared.stats {
+            let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            s.connections += g(&c.connections);
+            s.sessions += g(&c.sessions);
+            s.subscriptions += g(&c.subscriptions);
+            s.retained += g(&c.retained);
+            s.messages_in += g(&c.messages_in);
+            s.messages_out += g(&c.messages_out);
+            s.bytes_in += g(&c.bytes_in);
+            s.bytes_out += g(&c.bytes_out);
+            s.dropped_qos0 += g(&c.dropped_qos0);
+            s.dropped_queue_full += g(&c.dropped_queue_full);
+            s.expired += g(&c.expired);
+            s.protocol_errors += g(&c.protocol_errors);
+            s.auth_failures += g(&c.auth_failures);
+        }
+        s
+    }
+
+    /// Stops the broker: closes the listeners (the port is free on return) and every
+    /// connection (v5 clients get DISCONNECT 0x8B; no wills are published), and joins every
+    /// thread. Idempotent.
+    pub fn stop(&mut self) {
+        if !self.running && self.threads.is_empty() {
+            return;
+        }
+        self.running = false;
+        for mb in &self.shared.mailboxes {
+            mb.push(MeshMsg::Stop);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.shared.hooks.shutdown();
+        info!("uringmq stopped");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Why [`Subscription::recv_timeout`] returned without a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// Nothing arrived in time.
+    #[error("timed out")]
+    Timeout,
+    /// The subscription was closed or the broker stopped.
+    #[error("subscription closed")]
+    Closed,
+}
+
+/// An in-process subscription. Dropping it unsubscribes.
+pub struct Subscription {
+    shared: Arc<Shared>,
+    key: u64,
+    rx: crossbeam_channel::Receiver<Delivery>,
+    event: Arc<EventFd>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Subscription {
+    /// Waits for the next delivery (`None`: forever).
+    pub fn recv_timeout(&self, timeout: Option<Duration>) -> Result<Delivery, RecvError> {
+        let r = match timeout {
+            Some(t) => self.rx.recv_timeout(t).map_err(|e| match e {
+                crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
+                crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Closed,
+            }),
+            None => self.rx.recv().map_err(|_| RecvError::Closed),
+        };
+        if r.is_err() && self.closed.load(Ordering::Relaxed) {
+            return Err(RecvError::Closed);
+        }
+        r
+    }
+
+    /// The next delivery, if one is waiting.
+    pub fn try_recv(&self) -> Option<Delivery> {
+        self.rx.try_recv().ok()
+    }
+
+    /// An eventfd that is readable while deliveries may be waiting (for asyncio
+    /// `loop.add_reader`); drain with [`Subscription::try_recv`], call
+    /// [`Subscription::clear_ready`], then drain again.
+    pub fn event_fd(&self) -> RawFd {
+        self.event.0
+    }
+
+    /// Resets the eventfd's readiness.
+    pub fn clear_ready(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
+        unsafe { libc::read(self.event.0, (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// Unsubscribes (idempotent); Drop does too.
+    pub fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.shared.mailboxes[usize::from(crate::registry::core_of(self.key))]
+                .push(MeshMsg::Api(ApiCmd::Unsubscribe { session: self.key }));
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Installs a `tracing` fmt subscriber with this filter (`info`, `uringmq=debug`...). Only the
+/// first call in a process has an effect.
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,564 @@
+//! One client connection: the accept loop, a reader task (decode, CONNECT, packet handling)
+//! and a writer task (flushes the connection's buffer, one write per wake-up).
+//!
+//! Idle connections hold no buffers: the reader waits for readability before it allocates a
+//! read buffer and drops it again once every complete packet is handled, and the writer drops
+//! its buffer when nothing is left to write. Timers never race a read: the keep-alive sweep
+//! and takeovers shut the socket down, which ends the pending read.
+
+use crate::core::{add, CloseReason, Core, LocalNotify, Sink, TaskGuard};
+use crate::mesh::MeshMsg;
+use crate::registry::core_of;
+use crate::router::write_packet;
+use bytes::BytesMut;
+use monoio::buf::IoBufMut;
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
+use monoio::net::{TcpListener, TcpStream};
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use uringmq_auth::{AuthDecision, ClientInfo};
+use uringmq_codec::{
+    ByteStr, ConnAck, Connect, Decoder, Disconnect, DisconnectProperties, Packet, Protocol,
+    ReasonCode,
+};
+use uringmq_session::{keepalive, negotiate, Session};
+
+/// Bytes read at a time (more when a packet in progress needs more).
+const READ_CHUNK: usize = 4096;
+/// Largest write buffer kept between flushes.
+const REUSE_WRITE_BUFFER: usize = 1024;
+
+/// What the core knows about one connection (shared by its reader, writer and the core).
+pub(crate) struct Conn {
+    pub(crate) fd: RawFd,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) listener: Arc<str>,
+    /// Bytes waiting for the writer.
+    pub(crate) out: RefCell<BytesMut>,
+    /// Wakes the writer.
+    pub(crate) wake: LocalNotify,
+    /// A delivery was refused because `out` was over the limit: pump the session after flushing.
+    pub(crate) blocked: Cell<bool>,
+    /// The writer flushes what is left and exits.
+    pub(crate) closing: Cell<bool>,
+    /// The session while connected.
+    pub(crate) session: Cell<Option<u64>>,
+    pub(crate) client_id: RefCell<Option<Arc<str>>>,
+    pub(crate) protocol: Cell<Protocol>,
+    /// Set when the core closes the connection (keep-alive, takeover, stop).
+    pub(crate) kill_reason: RefCell<Option<CloseReason>>,
+    pub(crate) killed_at: Cell<Option<Instant>>,
+    pub(crate) last_seen: Cell<Instant>,
+    /// 1.5x keep-alive, once connected.
+    pub(crate) grace: Cell<Option<Duration>>,
+    /// Until CONNECT is accepted.
+    pub(crate) connect_deadline: Cell<Option<Instant>>,
+}
+
+impl Conn {
+    fn new(fd: RawFd, peer: Option<SocketAddr>, listener: Arc<str>, deadline: Instant) -> Self {
+        Conn {
+            fd,
+            peer,
+            listener,
+            out: RefCell::new(BytesMut::new()),
+            wake: LocalNotify::default(),
+            blocked: Cell::new(false),
+            closing: Cell::new(false),
+            session: Cell::new(None),
+            client_id: RefCell::new(None),
+            protocol: Cell::new(Protocol::V3_1_1),
+            kill_reason: RefCell::new(None),
+            killed_at: Cell::new(None),
+            last_seen: Cell::new(Instant::now()),
+            grace: Cell::new(None),
+            connect_deadline: Cell::new(Some(deadline)),
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.connect_deadline.get().is_none()
+    }
+
+    /// Ends the connection: a v5 client gets DISCONNECT with the reason code [MQTT-4.13.1-1],
+    /// the writer flushes and exits, and the pending read ends (socket shut down for reading).
+    pub(crate) fn kill(&self, reason: CloseReason) {
+        if self.kill_reason.borrow().is_some() {
+            return;
+        }
+        self.close_with(&reason);
+        *self.kill_reason.borrow_mut() = Some(reason);
+        self.killed_at.set(Some(Instant::now()));
+        // SAFETY: shutdown on the connection's own fd, still open (the reader and writer own it).
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
+    }
+
+    /// Queues the server's DISCONNECT (v5, after CONNECT) and tells the writer to finish.
+    fn close_with(&self, reason: &CloseReason) {
+        if self.connected() && self.protocol.get().is_v5() && !self.closing.get() {
+            let (code, why) = match reason {
+                CloseReason::KeepAlive => (ReasonCode::KEEP_ALIVE_TIMEOUT, None),
+                CloseReason::TakenOver => (ReasonCode::SESSION_TAKEN_OVER, None),
+                CloseReason::Shutdown => (ReasonCode::SERVER_SHUTTING_DOWN, None),
+                CloseReason::Protocol(code, why) => (ReasonCode(*code), Some(why.as_str())),
+                _ => (ReasonCode::NORMAL_DISCONNECTION, None),
+            };
+            if code != ReasonCode::NORMAL_DISCONNECTION || why.is_some() {
+                let d = Disconnect {
+                    reason_code: code,
+                    properties: DisconnectProperties {
+                        reason_string: why.map(|w| ByteStr::from(truncate(w, 200))),
+                        ..Default::default()
+                    },
+                };
+                write_packet(
+                    &mut self.out.borrow_mut(),
+                    &Packet::Disconnect(d),
+                    Protocol::V5,
+                );
+            }
+        }
+        self.closing.set(true);
+        self.wake.notify();
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Accepts connections on one listener of this core until the core stops.
+pub(crate) async fn accept_loop(
+    core: Rc<Core>,
+    listener: TcpListener,
+    name: Arc<str>,
+    _guard: TaskGuard,
+) {
+    loop {
+        let accepted = listener.accept().await;
+        if core.stopping.get() {
+            break;
+        }
+        match accepted {
+            Ok((stream, peer)) => {
+                let max = core.config().max_connections;
+                let n = core.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+                if max != 0 && n > max {
+                    // Like Mosquitto: over `max_connections` the socket is closed at once.
+                    core.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                    debug!(%peer, "max_connections reached: connection refused");
+                    drop(stream);
+                    continue;
+                }
+                let guard = core.task_guard();
+                monoio::spawn(connection(core.clone(), stream, peer, name.clone(), guard));
+            }
+            Err(e) => {
+                warn!(core = core.id, listener = %name, "accept failed: {e}");
+                // Out of file descriptors and the like: back off instead of spinning.
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    debug!(core = core.id, listener = %name, "listener closed");
+}
+
+async fn connection(
+    core: Rc<Core>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    _guard: TaskGuard,
+) {
+    let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let deadline =
+        Instant::now() + Duration::from_secs(u64::from(core.config().connect_timeout_secs));
+    let conn = Rc::new(Conn::new(fd, Some(peer), listener, deadline));
+    let conn_id = core.register_conn(conn.clone());
+    if core.stopping.get() {
+        conn.kill(CloseReason::Shutdown);
+    }
+    let (rd, wr) = stream.into_split();
+    monoio::spawn(writer(core.clone(), conn.clone(), wr, core.task_guard()));
+    let reason = read_loop(&core, &conn, rd).await;
+    let reason = conn.kill_reason.borrow().clone().unwrap_or(reason);
+    if let CloseReason::Protocol(..) = reason {
+        add(&core.stats().protocol_errors, 1);
+    }
+    // The writer sends what is queued (e.g. a DISCONNECT) and exits.
+    conn.close_with(&reason);
+    let client_id = conn.client_id.borrow().clone();
+    if let Some(key) = conn.session.take() {
+        core.stats().connections.fetch_sub(1, Ordering::Relaxed);
+        core.connection_closed(key, &reason);
+    }
+    match client_id {
+        Some(id) => {
+            info!(client_id = %id, %peer, core = core.id, reason = %reason, "client disconnected")
+        }
+        None => debug!(%peer, reason = %reason, "connection closed before CONNECT"),
+    }
+    core.unregister_conn(conn_id);
+    core.shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn read_loop(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    mut rd: OwnedReadHalf<TcpStream>,
+) -> CloseReason {
+    let mut buf = BytesMut::new();
+    let mut decoder = Decoder::new(core.config().max_packet_size);
+    let mut filled = false;
+    loop {
+        if buf.is_empty() && !filled {
+            // Idle: hold no buffer while waiting.
+            buf = BytesMut::new();
+            // SAFETY: `readable` takes `&self`; the read half is used by this task only and no
+            // read is in flight.
+            let ready = unsafe { &*rd.0.get() }.readable(false).await;
+            if let Err(e) = ready {
+                return CloseReason::Io(e.to_string());
+            }
+        }
+        if let Some(r) = conn.kill_reason.borrow().clone() {
+            return r;
+        }
+        buf.reserve(decoder.needed(&buf).max(READ_CHUNK));
+        let len = buf.len();
+        let (res, slice) = rd.read(buf.slice_mut(len..)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return CloseReason::Eof,
+            Ok(n) => {
+                filled = buf.len() == buf.capacity();
+                add(&core.stats().bytes_in, n as u64);
+                conn.last_seen.set(Instant::now());
+            }
+            Err(e) => return CloseReason::Io(e.to_string()),
+        }
+        loop {
+            if let Some(r) = conn.kill_reason.borrow().clone() {
+                return r;
+            }
+            match decoder.decode(&mut buf) {
+                Ok(None) => break,
+                Ok(Some(packet)) => {
+                    if let Err(r) = handle(core, conn, packet).await {
+                        return r;
+                    }
+                }
+                Err(e) => {
+                    let code = e.reason_code();
+                    if !conn.connected() {
+                        // A malformed CONNECT: v5 may get CONNACK with the reason [MQTT-3.1.4-1];
+                        // 3.1.1 gets CONNACK 0x01 only for an unsupported level [MQTT-3.1.2-2].
+                        match decoder.protocol() {
+                            Some(p)
+                                if p.is_v5()
+                                    || code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION =>
+                            {
+                                refuse(conn, p, code)
+                            }
+                            None if code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => {
+                                refuse(conn, Protocol::V3_1_1, code)
+                            }
+                            _ => {}
+                        }
+                    }
+                    return CloseReason::Protocol(code.0, e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Handles one decoded packet.
+async fn handle(core: &Rc<Core>, conn: &Rc<Conn>, packet: Packet) -> Result<(), CloseReason> {
+    let Some(key) = conn.session.get() else {
+        if conn.connected() {
+            return Err(CloseReason::TakenOver);
+        }
+        return match packet {
+            Packet::Connect(c) => on_connect(core, conn, c).await,
+            other => Err(CloseReason::Protocol(
+                ReasonCode::PROTOCOL_ERROR.0,
+                format!(
+                    "[MQTT-3.1.0-1] first packet must be CONNECT, got type {}",
+                    other.packet_type()
+                ),
+            )),
+        };
+    };
+    debug!(client_id = ?conn.client_id.borrow().as_deref(), packet = ?packet_name(&packet), "packet in");
+    let pre = pre_authorize(core, conn, key, &packet).await;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        core.handle_packet(conn, key, packet, pre)
+    })) {
+        Ok(r) => r,
+        // A bug must end this connection, not the core.
+        Err(_) => Err(CloseReason::Protocol(
+            ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR.0,
+            "internal error while handling a packet".into(),
+        )),
+    }
+}
+
+fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect(_) => "DISCONNECT",
+        Packet::Auth(_) => "AUTH",
+    }
+}
+
+/// Asks a blocking authoriser on a hook thread (never on the core) about a PUBLISH topic or
+/// each SUBSCRIBE filter.
+async fn pre_authorize(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    key: u64,
+    packet: &Packet,
+) -> Option<Vec<bool>> {
+    let authz = core
+        .shared
+        .authorizer
+        .as_ref()
+        .filter(|a| a.is_blocking())?
+        .clone();
+    let (access, topics): (_, Vec<String>) = match packet {
+        Packet::Publish(p) if !p.topic.is_empty() => {
+            (uringmq_auth::Access::Publish, vec![p.topic.to_string()])
+        }
+        Packet::Subscribe(s) => (
+            uringmq_auth::Access::Subscribe,
+            s.filters.iter().map(|(f, _)| f.to_string()).collect(),
+        ),
+        _ => return None,
+    };
+    let (client_id, username) = {
+        let st = core.st.borrow();
+        let e = st.sessions.get(&key)?;
+        (
+            e.s.client_id.to_string(),
+            e.s.username.as_deref().map(str::to_owned),
+        )
+    };
+    let listener = conn.listener.to_string();
+    let peer = conn.peer;
+    let rx = core.shared.hooks.run(move || {
+        let mut info = ClientInfo::new(&client_id, username.as_deref(), &listener);
+        info.peer = peer;
+        topics
+            .iter()
+            .map(|t| authz.authorize(&info, access, t))
+            .collect::<Vec<bool>>()
+    });
+    // A hook that panicked denies.
+    Some(rx.await.unwrap_or_else(|_| vec![false; 64]))
+}
+
+/// Writes a refusing CONNACK (mapped to a 3.x return code by the encoder).
+fn refuse(conn: &Conn, proto: Protocol, code: ReasonCode) {
+    let ack = ConnAck {
+        session_present: false,
+        reason_code: code,
+        properties: Default::default(),
+    };
+    Core::write_out(conn, |out| write_packet(out, &Packet::ConnAck(ack), proto));
+}
+
+async fn on_connect(core: &Rc<Core>, conn: &Rc<Conn>, c: Box<Connect>) -> Result<(), CloseReason> {
+    let proto = c.protocol;
+    conn.protocol.set(proto);
+    let shared = core.shared.clone();
+    let limits = shared.limits;
+    let cfg = &shared.config;
+    let negotiated = negotiate(&c, &limits, || {
+        let n = shared.next_assigned.fetch_add(1, Ordering::Relaxed);
+        format!("uringmq-{:x}-{n:x}", std::process::id())
+    });
+    let n = match negotiated {
+        Ok(n) => n,
+        Err(r) => {
+            debug!(peer = ?conn.peer, "CONNECT refused: {r}");
+            refuse(conn, proto, r.reason);
+            return Err(CloseReason::Refused(r.reason.0));
+        }
+    };
+    // Authentication (password file, anonymous policy, hooks): on a hook thread if blocking.
+    if let Some(auth) = shared.authenticator.clone() {
+        let username = c.username.as_ref().map(|u| u.to_string());
+        let password = c.password.clone();
+        let listener = conn.listener.to_string();
+        let client_id = n.client_id.clone();
+        let peer = conn.peer;
+        let decide = move || {
+            let mut info = ClientInfo::new(&client_id, username.as_deref(), &listener);
+            info.peer = peer;
+            auth.authenticate(&info, password.as_deref())
+        };
+        let decision = if shared
+            .authenticator
+            .as_ref()
+            .is_some_and(|a| a.is_blocking())
+        {
+            shared.hooks.run(decide).await.unwrap_or(AuthDecision::Deny(
+                uringmq_auth::DenyReason::ServerUnavailable,
+            ))
+        } else {
+            decide()
+        };
+        if let AuthDecision::Deny(why) = decision {
+            add(&core.stats().auth_failures, 1);
+            let code = ReasonCode(why.reason_code());
+            info!(client_id = %n.client_id, peer = ?conn.peer, "authentication failed: {why:?}");
+            refuse(conn, proto, code);
+            return Err(CloseReason::Refused(code.0));
+        }
+    }
+    // Claim the client id; take the session over from wherever it lives [MQTT-3.1.4-3].
+    let id: Arc<str> = n.client_id.as_str().into();
+    let key = core.new_key();
+    let previous = shared.registry.claim(&id, key);
+    let old = match previous {
+        None => None,
+        Some(k) if core_of(k) == core.id => core.take_session(k, n.clean_start),
+        Some(k) => {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            shared.mailboxes[usize::from(core_of(k))].push(MeshMsg::Takeover {
+                key: k,
+                clean_start: n.clean_start,
+                reply: tx,
+            });
+            rx.await.unwrap_or(None)
+        }
+    };
+    if core.stopping.get() || conn.kill_reason.borrow().is_some() {
+        shared.registry.release(&id, key);
+        return Err(conn
+            .kill_reason
+            .borrow()
+            .clone()
+            .unwrap_or(CloseReason::Shutdown));
+    }
+    let alias_in = limits.topic_alias_maximum;
+    let (mut s, present) = match old {
+        Some(mut s) if !n.clean_start => {
+            s.attach(&n, proto, alias_in);
+            (*s, true)
+        }
+        _ => (
+            Session::new(
+                &n,
+                proto,
+                cfg.max_queued_messages,
+                cfg.max_queued_bytes,
+                alias_in,
+            ),
+            false,
+        ),
+    };
+    s.client_id = id.clone();
+    s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
+    s.will = c.will.clone();
+    let properties = if proto.is_v5() {
+        n.connack_properties(&limits)
+    } else {
+        Default::default()
+    };
+    let ack = ConnAck {
+        session_present: present,
+        reason_code: ReasonCode::SUCCESS,
+        properties,
+    };
+    Core::write_out(conn, |out| write_packet(out, &Packet::ConnAck(ack), proto));
+    conn.session.set(Some(key));
+    conn.connect_deadline.set(None);
+    conn.grace.set(keepalive::grace(n.keep_alive.secs));
+    *conn.client_id.borrow_mut() = Some(id.clone());
+    core.install_session(key, s, Sink::Conn(conn.clone()));
+    if present {
+        core.resume_delivery(key);
+    }
+    core.stats().connections.fetch_add(1, Ordering::Relaxed);
+    info!(
+        client_id = %id,
+        peer = ?conn.peer,
+        core = core.id,
+        protocol = ?proto,
+        clean_start = n.clean_start,
+        session_present = present,
+        keep_alive = n.keep_alive.secs,
+        "client connected"
+    );
+    Ok(())
+}
+
+/// Flushes the connection's buffer whenever it has bytes: one write per wake-up, so
+/// everything queued during one event-loop turn goes out in one system call.
+async fn writer(
+    core: Rc<Core>,
+    conn: Rc<Conn>,
+    mut wr: OwnedWriteHalf<TcpStream>,
+    _guard: TaskGuard,
+) {
+    loop {
+        if conn.out.borrow().is_empty() {
+            if conn.closing.get() {
+                break;
+            }
+            conn.wake.wait().await;
+            continue;
+        }
+        let buf = std::mem::take(&mut *conn.out.borrow_mut());
+        let n = buf.len();
+        let (res, mut buf) = wr.write_all(buf).await;
+        if let Err(e) = res {
+            debug!(peer = ?conn.peer, "write failed: {e}");
+            conn.kill(CloseReason::Io(e.to_string()));
+            conn.out.borrow_mut().clear();
+            break;
+        }
+        add(&core.stats().bytes_out, n as u64);
+        // Reuse a small buffer; drop a big one so idle connections stay light.
+        if buf.capacity() <= REUSE_WRITE_BUFFER && conn.out.borrow().is_empty() {
+            buf.clear();
+            *conn.out.borrow_mut() = buf;
+        }
+        if conn.blocked.replace(false) {
+            if let Some(key) = conn.session.get() {
+                core.pump(key);
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}

@@ -1,0 +1,1000 @@
+//! One core (shard): a pinned thread with its own monoio runtime that owns its connections, its
+//! sessions, its replicas of the interest index and the retained store, and its timers.
+//!
+//! All state lives in one `RefCell` borrowed only inside synchronous sections (never across
+//! an `.await`), so there are no locks on the message path.
+
+use crate::config::{Config, Driver};
+use crate::connection::Conn;
+use crate::hooks::HookPool;
+use crate::mesh::{ApiCmd, ApiSink, Mailbox, MeshMsg, Target};
+use crate::registry::Registry;
+use crate::retained::RetainedStore;
+use crate::shared_sub::{group_filter, SharedSubs};
+use bytes::BytesMut;
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use uringmq_auth::{Authenticator, Authorizer};
+use uringmq_codec::{Protocol, PublishHead, QoS};
+use uringmq_session::{
+    will, ConnectLimits, Delivery, Message, Negotiated, Origin, Session, SubOptions,
+};
+use uringmq_topic::{SharedFilter, SubscriptionIndex};
+
+/// Counters of one core (summed by [`crate::Broker::stats`]). Relaxed atomics: written by one
+/// core, read rarely.
+#[derive(Default)]
+pub(crate) struct CoreStats {
+    pub(crate) connections: AtomicU64,
+    pub(crate) sessions: AtomicU64,
+    pub(crate) subscriptions: AtomicU64,
+    pub(crate) retained: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) dropped_qos0: AtomicU64,
+    pub(crate) dropped_queue_full: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
+}
+
+/// Adds `n` to a counter.
+#[inline]
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    if n != 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What all cores share (read-only after start, except atomics, mailboxes and the registry).
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) limits: ConnectLimits,
+    pub(crate) mailboxes: Vec<Mailbox>,
+    pub(crate) registry: Registry,
+    pub(crate) stats: Vec<CoreStats>,
+    pub(crate) hooks: HookPool,
+    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+    pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
+    /// Open client sockets, all cores (for `max_connections`).
+    pub(crate) connections: AtomicUsize,
+    /// Source of assigned client identifiers.
+    pub(crate) next_assigned: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn cores(&self) -> usize {
+        self.mailboxes.len()
+    }
+}
+
+/// Where a session's deliveries go.
+pub(crate) enum Sink {
+    /// No connection: persistent session waiting for its client.
+    Offline,
+    /// A client connection.
+    Conn(Rc<Conn>),
+    /// An in-process subscription.
+    Api(Arc<ApiSink>),
+}
+
+/// A session and where its messages go.
+pub(crate) struct Entry {
+    pub(crate) s: Session,
+    pub(crate) sink: Sink,
+}
+
+/// Why a connection ended: decides the will and the log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// DISCONNECT from the client; `will` for v5 reason 0x04.
+    Disconnect { will: bool },
+    /// The client closed the socket without DISCONNECT.
+    Eof,
+    /// A socket error.
+    Io(String),
+    /// A protocol violation (reason code, rule).
+    Protocol(u8, String),
+    /// No packet within 1.5x keep-alive.
+    KeepAlive,
+    /// No CONNECT within `connect_timeout_secs`.
+    ConnectTimeout,
+    /// Another connection took the session over.
+    TakenOver,
+    /// The broker is stopping.
+    Shutdown,
+    /// CONNECT refused.
+    Refused(u8),
+}
+
+impl CloseReason {
+    /// Whether the will is published [MQTT-3.1.2-8] [MQTT-3.14.4-3].
+    pub(crate) fn publishes_will(&self) -> bool {
+        !matches!(
+            self,
+            CloseReason::Disconnect { will: false }
+                | CloseReason::Shutdown
+                | CloseReason::Refused(_)
+        )
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Disconnect { will: false } => f.write_str("client disconnected"),
+            CloseReason::Disconnect { will: true } => f.write_str("client disconnected with will"),
+            CloseReason::Eof => f.write_str("connection closed by client"),
+            CloseReason::Io(e) => write!(f, "socket error: {e}"),
+            CloseReason::Protocol(code, why) => write!(f, "protocol error {code:#04x}: {why}"),
+            CloseReason::KeepAlive => f.write_str("keep-alive timeout"),
+            CloseReason::ConnectTimeout => f.write_str("no CONNECT in time"),
+            CloseReason::TakenOver => f.write_str("session taken over"),
+            CloseReason::Shutdown => f.write_str("broker shutting down"),
+            CloseReason::Refused(code) => write!(f, "CONNECT refused ({code:#04x})"),
+        }
+    }
+}
+
+/// Everything a core owns, borrowed in short synchronous sections.
+pub(crate) struct State {
+    pub(crate) sessions: HashMap<u64, Entry, ahash::RandomState>,
+    next_key: u64,
+    /// This core's ordinary subscriptions: session key -> options.
+    pub(crate) local: SubscriptionIndex<u64, SubOptions>,
+    /// Replica: which cores have subscribers per filter.
+    pub(crate) interest: SubscriptionIndex<u16, ()>,
+    pub(crate) shared: SharedSubs,
+    pub(crate) retained: RetainedStore,
+    pub(crate) conns: HashMap<u64, Rc<Conn>, ahash::RandomState>,
+    next_conn: u64,
+    /// (due, session key): will delays and session expiries (validated when popped).
+    pub(crate) timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    scratch_cores: Vec<bool>,
+    scratch_matches: Vec<(u64, Delivery)>,
+    /// PublishHead cache for the message being fanned out: (key, head).
+    pub(crate) heads: Vec<(u8, PublishHead)>,
+}
+
+/// A single-waiter notification for tasks of one core.
+#[derive(Default)]
+pub(crate) struct LocalNotify {
+    flag: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl LocalNotify {
+    /// Wakes the waiter (or makes its next wait return at once).
+    pub(crate) fn notify(&self) {
+        self.flag.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Waits for a notification.
+    pub(crate) async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.flag.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// One core.
+pub(crate) struct Core {
+    pub(crate) id: u16,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) st: RefCell<State>,
+    pub(crate) stopping: Cell<bool>,
+    /// Live connection and listener tasks; the core ends when it reaches 0 after Stop.
+    tasks: Cell<usize>,
+    tasks_done: LocalNotify,
+    /// Wakes the timer task on stop.
+    pub(crate) stop_signal: LocalNotify,
+    listener_fds: RefCell<Vec<std::os::fd::RawFd>>,
+}
+
+/// Counts a task for the stop procedure; decremented on drop.
+pub(crate) struct TaskGuard(Rc<Core>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let n = self.0.tasks.get() - 1;
+        self.0.tasks.set(n);
+        if n == 0 {
+            self.0.tasks_done.notify();
+        }
+    }
+}
+
+impl Core {
+    fn new(id: u16, shared: Arc<Shared>) -> Self {
+        let cores = shared.cores();
+        let levels = shared.config.max_topic_levels;
+        Core {
+            id,
+            st: RefCell::new(State {
+                sessions: HashMap::default(),
+                next_key: 1,
+                local: SubscriptionIndex::with_max_levels(levels),
+                interest: SubscriptionIndex::with_max_levels(levels),
+                shared: SharedSubs::default(),
+                retained: RetainedStore::default(),
+                conns: HashMap::default(),
+                next_conn: 1,
+                timers: BinaryHeap::new(),
+                scratch_cores: vec![false; cores],
+                scratch_matches: Vec::new(),
+                heads: Vec::new(),
+            }),
+            shared,
+            stopping: Cell::new(false),
+            tasks: Cell::new(0),
+            tasks_done: LocalNotify::default(),
+            stop_signal: LocalNotify::default(),
+            listener_fds: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// This core's counters.
+    pub(crate) fn stats(&self) -> &CoreStats {
+        &self.shared.stats[usize::from(self.id)]
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub(crate) fn task_guard(self: &Rc<Self>) -> TaskGuard {
+        self.tasks.set(self.tasks.get() + 1);
+        TaskGuard(self.clone())
+    }
+
+    /// A new session key: unique over all cores (the core id is in the high bits).
+    pub(crate) fn new_key(&self) -> u64 {
+        let mut st = self.st.borrow_mut();
+        let k = st.next_key;
+        st.next_key += 1;
+        (u64::from(self.id) << 48) | k
+    }
+
+    pub(crate) fn register_conn(&self, conn: Rc<Conn>) -> u64 {
+        let mut st = self.st.borrow_mut();
+        let id = st.next_conn;
+        st.next_conn += 1;
+        st.conns.insert(id, conn);
+        id
+    }
+
+    pub(crate) fn unregister_conn(&self, id: u64) {
+        self.st.borrow_mut().conns.remove(&id);
+    }
+
+    /// The core's main future: accept loops, timers, and the mesh until Stop.
+    async fn run(self: Rc<Self>, listeners: Vec<(Arc<str>, std::net::TcpListener)>) {
+        for (name, l) in listeners {
+            use std::os::fd::AsRawFd;
+            self.listener_fds.borrow_mut().push(l.as_raw_fd());
+            match monoio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    let guard = self.task_guard();
+                    monoio::spawn(crate::connection::accept_loop(self.clone(), l, name, guard));
+                }
+                Err(e) => warn!(core = self.id, "cannot use listener: {e}"),
+            }
+        }
+        monoio::spawn(crate::timers::run(self.clone()));
+        let mailbox = &self.shared.mailboxes[usize::from(self.id)];
+        loop {
+            mailbox.arm();
+            self.drain_mesh();
+            if self.stopping.get() {
+                break;
+            }
+            mailbox.wait().await;
+        }
+        // Wait for every connection and listener task to finish (bounded: a stuck peer is
+        // shut down hard by the socket shutdown already issued).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.tasks.get() > 0 && Instant::now() < deadline {
+            monoio::select! {
+                _ = self.tasks_done.wait() => {}
+                _ = monoio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        self.stop_signal.notify();
+        // Let the timer task observe the stop and finish.
+        monoio::time::sleep(Duration::from_millis(1)).await;
+        debug!(core = self.id, "core stopped");
+    }
+
+    /// Applies everything other cores sent. Called before every routing decision and
+    /// retained lookup (the causality rule, see ARCHITECTURE.md).
+    pub(crate) fn drain_mesh(self: &Rc<Self>) {
+        let mailbox = &self.shared.mailboxes[usize::from(self.id)];
+        while let Some(msg) = mailbox.pop() {
+            self.handle_mesh(msg);
+        }
+    }
+
+    fn handle_mesh(self: &Rc<Self>, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Publish { msg, target } => match target {
+                Target::Subscribers => self.deliver_local(&msg),
+                Target::Shared { group, exclude } => {
+                    self.deliver_shared(&group, &msg, exclude, true)
+                }
+            },
+            MeshMsg::Interest { filter, core, add } => {
+                let mut st = self.st.borrow_mut();
+                if add {
+                    let _ = st.interest.insert(&filter, core, ());
+                } else {
+                    let _ = st.interest.remove(&filter, core);
+                }
+            }
+            MeshMsg::SharedInterest {
+                group,
+                core,
+                members,
+            } => {
+                let cores = self.shared.cores();
+                self.st.borrow_mut().shared.set_count(
+                    &group,
+                    group_filter(&group),
+                    core,
+                    members,
+                    cores,
+                );
+            }
+            MeshMsg::Retain(msg) => self.apply_retain(msg),
+            MeshMsg::Takeover {
+                key,
+                clean_start,
+                reply,
+            } => {
+                let s = self.take_session(key, clean_start);
+                let _ = reply.send(s);
+            }
+            MeshMsg::Api(cmd) => self.handle_api(cmd),
+            MeshMsg::Stop => self.stop(),
+        }
+    }
+
+    fn stop(self: &Rc<Self>) {
+        if self.stopping.replace(true) {
+            return;
+        }
+        for &fd in self.listener_fds.borrow().iter() {
+            // SAFETY: shutting down a socket fd the accept loop owns; it stays open until the
+            // loop drops it. On Linux this makes the pending accept fail, freeing the port.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+        let conns: Vec<Rc<Conn>> = self.st.borrow().conns.values().cloned().collect();
+        for c in conns {
+            c.kill(CloseReason::Shutdown);
+        }
+        self.stop_signal.notify();
+    }
+
+    // ---- interest (subscriptions as seen by other cores) ----
+
+    /// Tells every core (this one directly) that this core gained/lost `filter`.
+    fn broadcast_interest(&self, filter: &str, add: bool) {
+        let filter: Arc<str> = filter.into();
+        {
+            let mut st = self.st.borrow_mut();
+            if add {
+                let _ = st.interest.insert(&filter, self.id, ());
+            } else {
+                let _ = st.interest.remove(&filter, self.id);
+            }
+        }
+        for (c, mb) in self.shared.mailboxes.iter().enumerate() {
+            if c != usize::from(self.id) {
+                mb.push(MeshMsg::Interest {
+                    filter: filter.clone(),
+                    core: self.id,
+                    add,
+                });
+            }
+        }
+    }
+
+    fn broadcast_shared(&self, group: &Arc<str>, members: u32) {
+        let cores = self.shared.cores();
+        self.st
+            .borrow_mut()
+            .shared
+            .set_count(group, group_filter(group), self.id, members, cores);
+        for (c, mb) in self.shared.mailboxes.iter().enumerate() {
+            if c != usize::from(self.id) {
+                mb.push(MeshMsg::SharedInterest {
+                    group: group.clone(),
+                    core: self.id,
+                    members,
+                });
+            }
+        }
+    }
+
+    /// Adds `key`'s subscription to the indexes. Returns whether it is shared.
+    pub(crate) fn index_subscription(&self, filter: &str, key: u64, opts: SubOptions) -> bool {
+        if let Ok(Some(_)) = SharedFilter::parse(filter) {
+            let group: Arc<str> = filter.into();
+            let n = self.st.borrow_mut().shared.join(&group, key, opts);
+            self.broadcast_shared(&group, n);
+            return true;
+        }
+        let first = {
+            let mut st = self.st.borrow_mut();
+            match st.local.insert(filter, key, opts) {
+                Ok(ins) => ins.first_subscriber,
+                Err(_) => false,
+            }
+        };
+        if first {
+            self.broadcast_interest(filter, true);
+        }
+        false
+    }
+
+    /// Removes `key`'s subscription from the indexes.
+    pub(crate) fn unindex_subscription(&self, filter: &str, key: u64) {
+        if let Ok(Some(_)) = SharedFilter::parse(filter) {
+            let left = self.st.borrow_mut().shared.leave(filter, key);
+            if let Some(n) = left {
+                self.broadcast_shared(&filter.into(), n);
+            }
+            return;
+        }
+        let last = self
+            .st
+            .borrow_mut()
+            .local
+            .remove(filter, key)
+            .last_subscriber;
+        if last {
+            self.broadcast_interest(filter, false);
+        }
+    }
+
+    // ---- retained ----
+
+    /// A PUBLISH with RETAIN from a client on this core: store and tell the other cores.
+    pub(crate) fn retain(self: &Rc<Self>, msg: &Arc<Message>) {
+        let max = self.config().max_retained_messages;
+        if max != 0 && !msg.payload.is_empty() {
+            let st = self.st.borrow();
+            if st.retained.len() >= max && !st.retained.contains(&msg.topic) {
+                debug!(topic = %msg.topic, "retained store full: not retained");
+                return;
+            }
+        }
+        self.apply_retain(msg.clone());
+        for (c, mb) in self.shared.mailboxes.iter().enumerate() {
+            if c != usize::from(self.id) {
+                mb.push(MeshMsg::Retain(msg.clone()));
+            }
+        }
+    }
+
+    fn apply_retain(&self, msg: Arc<Message>) {
+        let mut st = self.st.borrow_mut();
+        st.retained.set(msg);
+        let n = st.retained.len() as u64;
+        if self.id == 0 {
+            self.stats().retained.store(n, Ordering::Relaxed);
+        }
+    }
+
+    // ---- routing ----
+
+    /// Routes a message: once to every other core with subscribers, to the chosen core of each
+    /// matching shared group, then to this core's own subscribers.
+    pub(crate) fn route(self: &Rc<Self>, msg: &Arc<Message>) {
+        self.drain_mesh();
+        let me = usize::from(self.id);
+        let strategy = self.config().shared_subscription_strategy;
+        let mut shared_targets: smallvec::SmallVec<[(Arc<str>, u16); 2]> =
+            smallvec::SmallVec::new();
+        let local = {
+            let mut guard = self.st.borrow_mut();
+            let st = &mut *guard;
+            st.scratch_cores.iter_mut().for_each(|c| *c = false);
+            let marks = &mut st.scratch_cores;
+            st.interest.for_each_matching_filter(&msg.topic, |members| {
+                for (core, _) in members.iter() {
+                    if let Some(m) = marks.get_mut(usize::from(core)) {
+                        *m = true;
+                    }
+                }
+            });
+            st.shared.route(&msg.topic, self.id, strategy, |g, c| {
+                shared_targets.push((g, c))
+            });
+            for (c, &marked) in st.scratch_cores.iter().enumerate() {
+                if marked && c != me {
+                    self.shared.mailboxes[c].push(MeshMsg::Publish {
+                        msg: msg.clone(),
+                        target: Target::Subscribers,
+                    });
+                }
+            }
+            st.scratch_cores[me]
+        };
+        for (group, core) in shared_targets {
+            if usize::from(core) == me {
+                self.deliver_shared(&group, msg, None, true);
+            } else {
+                self.shared.mailboxes[usize::from(core)].push(MeshMsg::Publish {
+                    msg: msg.clone(),
+                    target: Target::Shared {
+                        group,
+                        exclude: None,
+                    },
+                });
+            }
+        }
+        if local {
+            self.deliver_local(msg);
+        }
+    }
+
+    /// Delivers to this core's ordinary subscribers: one copy per session at the highest QoS
+    /// of its matching subscriptions, with all their identifiers [MQTT-3.3.5-1].
+    pub(crate) fn deliver_local(self: &Rc<Self>, msg: &Arc<Message>) {
+        let now = Instant::now();
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        let mut matches = std::mem::take(&mut st.scratch_matches);
+        matches.clear();
+        let id = self.id;
+        st.local.for_each_match(&msg.topic, |key, opts| {
+            if let Some(d) = Delivery::live(
+                msg,
+                opts,
+                Some(Origin {
+                    core: id,
+                    session: key,
+                }),
+            ) {
+                matches.push((key, d));
+            }
+        });
+        if matches.len() > 1 {
+            matches.sort_unstable_by_key(|(k, _)| *k);
+            let mut merged: Vec<(u64, Delivery)> = Vec::with_capacity(matches.len());
+            for (k, d) in matches.drain(..) {
+                match merged.last_mut() {
+                    Some((lk, ld)) if *lk == k => ld.merge(d),
+                    _ => merged.push((k, d)),
+                }
+            }
+            matches = merged;
+        }
+        st.heads.clear();
+        for (key, d) in matches.drain(..) {
+            self.deliver_to(st, key, msg, d, None, now, true);
+        }
+        st.scratch_matches = matches;
+    }
+
+    /// Delivers to one member of a shared group on this core (online members first). With
+    /// `forward`, a group without members here goes to another core that has some.
+    pub(crate) fn deliver_shared(
+        self: &Rc<Self>,
+        group: &Arc<str>,
+        msg: &Arc<Message>,
+        exclude: Option<u64>,
+        forward: bool,
+    ) {
+        let now = Instant::now();
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        let picked = st.shared.local.get(group).and_then(|members| {
+            let n = members.len();
+            let mut fallback = None;
+            for _ in 0..n {
+                let (key, opts) = members.pick_next()?;
+                if Some(key) == exclude {
+                    continue;
+                }
+                let online = matches!(
+                    st.sessions.get(&key).map(|e| &e.sink),
+                    Some(Sink::Conn(_) | Sink::Api(_))
+                );
+                if online {
+                    return Some((key, *opts));
+                }
+                fallback.get_or_insert((key, *opts));
+            }
+            fallback
+        });
+        match picked {
+            Some((key, opts)) => {
+                // A shared subscription never gets retained-as-published... it does: RAP applies.
+                if let Some(d) = Delivery::live(msg, &opts, None) {
+                    self.deliver_to(st, key, msg, d, Some(group.clone()), now, false);
+                }
+            }
+            None if forward => {
+                if let Some(core) = st.shared.other_core(group, self.id) {
+                    if core != self.id {
+                        self.shared.mailboxes[usize::from(core)].push(MeshMsg::Publish {
+                            msg: msg.clone(),
+                            target: Target::Shared {
+                                group: group.clone(),
+                                exclude,
+                            },
+                        });
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Offers QoS 1/2 messages of a shared-group member that left to another member.
+    pub(crate) fn redeliver_shared(
+        self: &Rc<Self>,
+        items: Vec<(Arc<str>, Arc<Message>)>,
+        exclude: u64,
+    ) {
+        for (group, msg) in items {
+            self.deliver_shared(&group, &msg, Some(exclude), true);
+        }
+    }
+
+    // ---- sessions ----
+
+    /// Removes a session from this core for a takeover: closes its connection, handles its
+    /// will, and returns the session to move (None if unknown, or discarded by clean start).
+    pub(crate) fn take_session(
+        self: &Rc<Self>,
+        key: u64,
+        clean_start: bool,
+    ) -> Option<Box<Session>> {
+        let now = Instant::now();
+        let mut e = self.st.borrow_mut().sessions.remove(&key)?;
+        if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline) {
+            conn.session.set(None);
+            conn.kill(CloseReason::TakenOver);
+        }
+        // The old connection's will: a new connection to the session before the will delay
+        // passes cancels it [MQTT-3.1.3-10]; with clean start the old session ends, so the
+        // will goes out now [MQTT-3.1.3-9]. A delay of 0 publishes at once (as Mosquitto).
+        let will =
+            e.s.will
+                .take()
+                .or_else(|| e.s.pending_will.take().map(|p| p.will));
+        if let Some(w) = will {
+            if clean_start || e.s.will_delay == 0 {
+                self.publish_will(&w, None, now);
+            }
+        }
+        e.s.pending_will = None;
+        for (filter, _) in e.s.subs.iter() {
+            self.unindex_subscription(filter, key);
+        }
+        self.stats().sessions.fetch_sub(1, Ordering::Relaxed);
+        self.stats()
+            .subscriptions
+            .fetch_sub(e.s.subs.len() as u64, Ordering::Relaxed);
+        if clean_start {
+            self.end_session_messages(&mut e.s, key);
+            None
+        } else {
+            Some(Box::new(e.s))
+        }
+    }
+
+    /// A session ends: shared-group messages go to other members; everything else is dropped.
+    fn end_session_messages(self: &Rc<Self>, s: &mut Session, key: u64) {
+        let mut items = Vec::new();
+        for e in s.inflight.drain() {
+            if let Some(g) = e.shared_group {
+                items.push((g, e.msg));
+            }
+        }
+        for q in s.queue.drain() {
+            if let Some(g) = q.shared_group {
+                if q.delivery.qos != QoS::AtMostOnce {
+                    items.push((g, q.msg));
+                }
+            }
+        }
+        self.redeliver_shared(items, key);
+    }
+
+    /// Removes a session that ended (expired, or non-persistent and disconnected).
+    pub(crate) fn end_session(self: &Rc<Self>, key: u64) {
+        let Some(mut e) = self.st.borrow_mut().sessions.remove(&key) else {
+            return;
+        };
+        for (filter, _) in e.s.subs.iter() {
+            self.unindex_subscription(filter, key);
+        }
+        self.stats().sessions.fetch_sub(1, Ordering::Relaxed);
+        self.stats()
+            .subscriptions
+            .fetch_sub(e.s.subs.len() as u64, Ordering::Relaxed);
+        self.end_session_messages(&mut e.s, key);
+        if !matches!(e.sink, Sink::Api(_)) {
+            self.shared.registry.release(&e.s.client_id, key);
+        }
+    }
+
+    /// Installs a session for a newly accepted CONNECT and indexes its subscriptions.
+    pub(crate) fn install_session(self: &Rc<Self>, key: u64, s: Session, sink: Sink) {
+        let subs: Vec<(String, SubOptions)> =
+            s.subs.iter().map(|(f, o)| (f.to_owned(), *o)).collect();
+        self.stats().sessions.fetch_add(1, Ordering::Relaxed);
+        self.stats()
+            .subscriptions
+            .fetch_add(subs.len() as u64, Ordering::Relaxed);
+        self.st.borrow_mut().sessions.insert(key, Entry { s, sink });
+        for (filter, opts) in subs {
+            self.index_subscription(&filter, key, opts);
+        }
+    }
+
+    /// The connection of session `key` closed.
+    pub(crate) fn connection_closed(self: &Rc<Self>, key: u64, reason: &CloseReason) {
+        let now = Instant::now();
+        let (will, persistent, expiry, delay, client_id) = {
+            let mut st = self.st.borrow_mut();
+            let Some(e) = st.sessions.get_mut(&key) else {
+                return;
+            };
+            e.sink = Sink::Offline;
+            let will =
+                e.s.will
+                    .take()
+                    .filter(|_| reason.publishes_will() && !self.stopping.get());
+            (
+                will,
+                e.s.is_persistent(),
+                e.s.session_expiry,
+                e.s.will_delay,
+                e.s.client_id.clone(),
+            )
+        };
+        if !persistent {
+            if let Some(w) = will {
+                self.publish_will(
+                    &w,
+                    Some(Origin {
+                        core: self.id,
+                        session: key,
+                    }),
+                    now,
+                );
+            }
+            self.end_session(key);
+            return;
+        }
+        if self.stopping.get() {
+            return;
+        }
+        let mut st = self.st.borrow_mut();
+        let mut redeliver = Vec::new();
+        let mut due_times = Vec::new();
+        if let Some(e) = st.sessions.get_mut(&key) {
+            if let Some(w) = will {
+                let due = will::due(now, delay, expiry);
+                e.s.pending_will = Some(will::PendingWill { will: w, due });
+                due_times.push(due);
+            }
+            if expiry != u32::MAX {
+                let at = now + Duration::from_secs(u64::from(expiry));
+                e.s.expires_at = Some(at);
+                due_times.push(at);
+            }
+            // Shared-group messages of a member that left go to another member.
+            for o in e.s.inflight.extract(|o| {
+                o.shared_group.is_some() && o.state != uringmq_session::OutState::PubComp
+            }) {
+                if let Some(g) = o.shared_group {
+                    redeliver.push((g, o.msg));
+                }
+            }
+            for q in e.s.queue.extract(|q| q.shared_group.is_some()) {
+                if let Some(g) = q.shared_group {
+                    redeliver.push((g, q.msg));
+                }
+            }
+        }
+        for at in due_times {
+            st.timers.push(Reverse((at, key)));
+        }
+        drop(st);
+        self.redeliver_shared(redeliver, key);
+        debug!(client_id = %client_id, "session kept offline");
+        // Fire at once if the will is due now.
+        self.fire_timers(now);
+    }
+
+    /// Publishes a will (or a delayed will that came due).
+    pub(crate) fn publish_will(
+        self: &Rc<Self>,
+        w: &uringmq_codec::LastWill,
+        origin: Option<Origin>,
+        now: Instant,
+    ) {
+        let msg = Arc::new(will::to_message(w, origin, now));
+        add(&self.stats().messages_in, 1);
+        if msg.retain {
+            self.retain(&msg);
+        }
+        self.route(&msg);
+    }
+
+    /// Runs due timers: delayed wills and session expiry.
+    pub(crate) fn fire_timers(self: &Rc<Self>, now: Instant) {
+        loop {
+            let key = {
+                let mut st = self.st.borrow_mut();
+                match st.timers.peek() {
+                    Some(Reverse((due, _))) if *due <= now => {}
+                    _ => return,
+                }
+                let Some(Reverse((_, key))) = st.timers.pop() else {
+                    return;
+                };
+                key
+            };
+            let (will, expired) = {
+                let mut st = self.st.borrow_mut();
+                let Some(e) = st.sessions.get_mut(&key) else {
+                    continue;
+                };
+                if !matches!(e.sink, Sink::Offline) {
+                    continue;
+                }
+                let will = match &e.s.pending_will {
+                    Some(p) if p.due <= now => e.s.pending_will.take().map(|p| p.will),
+                    _ => None,
+                };
+                (will, e.s.expires_at.is_some_and(|at| at <= now))
+            };
+            if let Some(w) = will {
+                self.publish_will(
+                    &w,
+                    Some(Origin {
+                        core: self.id,
+                        session: key,
+                    }),
+                    now,
+                );
+            }
+            if expired {
+                self.end_session(key);
+            }
+        }
+    }
+
+    // ---- in-process API ----
+
+    fn handle_api(self: &Rc<Self>, cmd: ApiCmd) {
+        match cmd {
+            ApiCmd::Publish(msg) => {
+                add(&self.stats().messages_in, 1);
+                if msg.retain {
+                    self.retain(&msg);
+                }
+                self.route(&msg);
+            }
+            ApiCmd::Subscribe {
+                filter,
+                qos,
+                sink,
+                reply,
+            } => {
+                let key = self.new_key();
+                let n = Negotiated::in_process(format!("$api-{key:x}"), u16::MAX);
+                let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
+                let opts = SubOptions {
+                    qos,
+                    ..Default::default()
+                };
+                let _ = s.subs.insert(&filter, opts, 0);
+                self.install_session(key, s, Sink::Api(sink));
+                let shared = matches!(SharedFilter::parse(&filter), Ok(Some(_)));
+                if !shared {
+                    self.send_retained(key, &filter, &opts);
+                }
+                let _ = reply.send(Ok(key));
+            }
+            ApiCmd::Unsubscribe { session } => self.end_session(session),
+        }
+    }
+
+    /// Sends the retained messages matching `filter` to session `key` (after SUBACK).
+    pub(crate) fn send_retained(self: &Rc<Self>, key: u64, filter: &str, opts: &SubOptions) {
+        self.drain_mesh();
+        let now = Instant::now();
+        let mut msgs = Vec::new();
+        self.st
+            .borrow()
+            .retained
+            .for_each_match(filter, |m| msgs.push(m.clone()));
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        for m in msgs {
+            let d = Delivery::retained(&m, opts);
+            self.deliver_to(st, key, &m, d, None, now, false);
+        }
+    }
+
+    /// Writes everything queued for session `key` that the window and the outbound limit allow.
+    pub(crate) fn pump(self: &Rc<Self>, key: u64) {
+        let now = Instant::now();
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        self.pump_in(st, key, now);
+    }
+
+    /// Appends raw bytes (an ack) to the connection of the session.
+    pub(crate) fn write_out(conn: &Conn, f: impl FnOnce(&mut BytesMut)) {
+        f(&mut conn.out.borrow_mut());
+        conn.wake.notify();
+    }
+}
+
+/// Builds and runs one core on the current thread until it stops.
+pub(crate) fn run_core(
+    id: u16,
+    shared: Arc<Shared>,
+    listeners: Vec<(Arc<str>, std::net::TcpListener)>,
+    driver: Driver,
+    pin: Option<usize>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    if let Some(cpu) = pin {
+        if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
+            debug!(core = id, "cannot pin to cpu {cpu}: {e:?}");
+        }
+    }
+    macro_rules! go {
+        ($driver:ty) => {{
+            match monoio::RuntimeBuilder::<$driver>::new()
+                .with_entries(1024)
+                .enable_timer()
+                .build()
+            {
+                Ok(mut rt) => {
+                    let _ = ready.send(Ok(()));
+                    let core = Rc::new(Core::new(id, shared));
+                    rt.block_on(core.clone().run(listeners));
+                    drop(core);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(format!("core {id}: {e}")));
+                }
+            }
+        }};
+    }
+    match driver {
+        Driver::Epoll => go!(monoio::LegacyDriver),
+        Driver::IoUring => go!(monoio::IoUringDriver),
+        Driver::Auto => go!(monoio::FusionDriver),
+    }
+    info!(core = id, "core thread exiting");
+}

@@ -1,0 +1,64 @@
+//! Binding the listening sockets before any core starts.
+//!
+//! Every core gets its own `SO_REUSEPORT` socket on the same address, so the kernel spreads new
+//! connections over the cores. Port 0 is bound once on core 0's socket and the others join
+//! that port. A fixed port is first probed without `SO_REUSEPORT`: two reuseport sockets could
+//! silently share a port with another broker, the probe turns that into `AddrInUse`.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+
+fn socket(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    Ok(s)
+}
+
+fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = socket(addr)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Binds `cores` sockets to `addr` (one per core) and returns them; all share one port.
+pub(crate) fn bind(addr: SocketAddr, cores: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        let probe = socket(addr)?;
+        probe.bind(&addr.into())?;
+        drop(probe);
+    }
+    let first = bind_reuseport(addr)?;
+    let bound = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..cores {
+        all.push(bind_reuseport(bound)?);
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_gives_one_port_for_all_cores() {
+        let ls = bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let port = ls[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
+    }
+
+    #[test]
+    fn a_taken_port_is_addr_in_use() {
+        let ls = bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let err = bind(ls[0].local_addr().unwrap(), 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+}
