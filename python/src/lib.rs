@@ -1,1 +1,38 @@
+//! `uringmq._uringmq`: the pyo3 glue over `uringmq`'s embedding API. No broker logic lives here;
+//! the Python package `uringmq` wraps these types with context managers, iteration, asyncio and
+//! a registry that stops every broker at interpreter exit.
+#![warn(missing_docs)]
 
+mod broker;
+mod errors;
+mod hooks;
+mod message;
+mod settings;
+mod stats;
+mod subscription;
+
+use pyo3::prelude::*;
+
+/// Installs the broker's `tracing` log output on stderr with a filter such as `"info"` or
+/// `"uringmq=debug"`. Only the first call takes effect.
+#[pyfunction]
+fn init_logging(filter: &str) {
+    uringmq::init_logging(filter)
+}
+
+/// The native module.
+#[pymodule]
+fn _uringmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<broker::NativeBroker>()?;
+    m.add_class::<subscription::NativeSubscription>()?;
+    m.add_class::<message::Message>()?;
+    m.add_class::<hooks::ClientInfo>()?;
+    m.add_class::<stats::Stats>()?;
+    m.add(
+        "SubscriptionClosed",
+        m.py().get_type::<errors::SubscriptionClosed>(),
+    )?;
+    m.add_function(wrap_pyfunction!(init_logging, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -83,6 +83,7 @@ def test_hundred_cycles_leak_no_threads_fds_or_ports():
             b.publish("a/b", b"x")
             assert sub.get(timeout=5).payload == b"x"
         b.stop()
+    del sub  # its eventfd lives as long as the object
     gc.collect()
     assert threads() == base_threads
     assert fds() == base_fds

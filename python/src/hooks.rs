@@ -1,0 +1,154 @@
+//! Python callables as the broker's authentication and authorisation hooks.
+//!
+//! The broker calls a hook whose `is_blocking()` is true on a hook thread, never on a core, so a
+//! callback waiting for the GIL stalls no connection. The thread attaches with `try_attach`: during
+//! interpreter shutdown it cannot, and the hook then denies. A callback that raises denies too
+//! (fail closed) and logs the traceback on the `uringmq` logger.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+use uringmq_auth::{
+    Access, AuthDecision, Authenticator, Authorizer, ClientInfo as RustClientInfo, DenyReason,
+};
+
+/// Who is connecting or accessing a topic, as passed to `authenticate` and `authorize` hooks.
+#[pyclass(module = "uringmq._uringmq", name = "ClientInfo", frozen, get_all)]
+pub struct ClientInfo {
+    /// Client identifier (the assigned one if the client sent none).
+    client_id: String,
+    /// User name from CONNECT, if any.
+    username: Option<String>,
+    /// `(host, port)` of the remote end; None for in-process clients.
+    peer: Option<(String, u16)>,
+    /// Name of the listener the client came through.
+    listener: String,
+    /// Common Name of a verified TLS client certificate, if any.
+    cert_common_name: Option<String>,
+}
+
+#[pymethods]
+impl ClientInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "ClientInfo(client_id={:?}, username={:?}, peer={:?}, listener={:?})",
+            self.client_id, self.username, self.peer, self.listener
+        )
+    }
+}
+
+impl From<&RustClientInfo<'_>> for ClientInfo {
+    fn from(c: &RustClientInfo<'_>) -> Self {
+        ClientInfo {
+            client_id: c.client_id.to_owned(),
+            username: c.username.map(str::to_owned),
+            peer: c.peer.map(|a| (a.ip().to_string(), a.port())),
+            listener: c.listener.to_owned(),
+            cert_common_name: c.cert_common_name.map(str::to_owned),
+        }
+    }
+}
+
+/// `authenticate(client: ClientInfo, password: bytes | None) -> bool | str`.
+pub struct PyAuthenticator(pub Py<PyAny>);
+
+/// `authorize(client: ClientInfo, access: str, topic: str) -> bool`, `access` being `"publish"`,
+/// `"subscribe"` (topic is then a filter) or `"receive"`.
+pub struct PyAuthorizer(pub Py<PyAny>);
+
+impl Authenticator for PyAuthenticator {
+    fn authenticate(&self, client: &RustClientInfo<'_>, password: Option<&[u8]>) -> AuthDecision {
+        // Interpreter gone (shutdown): nobody can decide, tell the client to come back later.
+        Python::try_attach(|py| {
+            let password = password.map(|p| PyBytes::new(py, p));
+            match self
+                .0
+                .call1(py, (ClientInfo::from(client), password))
+                .and_then(|v| decision(v.bind(py)))
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    log_hook_error(py, "authenticate", &e);
+                    // A broken hook is not a client that should retry: "not authorised".
+                    AuthDecision::Deny(DenyReason::NotAuthorized)
+                }
+            }
+        })
+        .unwrap_or(AuthDecision::Deny(DenyReason::ServerUnavailable))
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+}
+
+/// True allows; False denies with "bad user name or password"; a string names the deny reason.
+fn decision(v: &Bound<'_, PyAny>) -> PyResult<AuthDecision> {
+    if let Ok(s) = v.cast::<PyString>() {
+        let reason = match s.to_cow()?.as_ref() {
+            "bad_credentials" => DenyReason::BadCredentials,
+            "not_authorized" => DenyReason::NotAuthorized,
+            "banned" => DenyReason::Banned,
+            "bad_authentication_method" => DenyReason::BadAuthenticationMethod,
+            "server_unavailable" => DenyReason::ServerUnavailable,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "authenticate returned unknown deny reason {other:?}"
+                )))
+            }
+        };
+        return Ok(AuthDecision::Deny(reason));
+    }
+    Ok(if v.is_truthy()? {
+        AuthDecision::Allow
+    } else {
+        AuthDecision::Deny(DenyReason::BadCredentials)
+    })
+}
+
+impl Authorizer for PyAuthorizer {
+    fn authorize(&self, client: &RustClientInfo<'_>, access: Access, topic: &str) -> bool {
+        let access = match access {
+            Access::Publish => "publish",
+            Access::Subscribe => "subscribe",
+            Access::Receive => "receive",
+        };
+        Python::try_attach(|py| {
+            match self
+                .0
+                .call1(py, (ClientInfo::from(client), access, topic))
+                .and_then(|v| v.bind(py).is_truthy())
+            {
+                Ok(allowed) => allowed,
+                Err(e) => {
+                    log_hook_error(py, "authorize", &e);
+                    false
+                }
+            }
+        })
+        .unwrap_or(false)
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+}
+
+/// Logs the exception with its traceback on the `uringmq` logger (falls back to stderr).
+fn log_hook_error(py: Python<'_>, hook: &str, err: &PyErr) {
+    let logged = (|| -> PyResult<()> {
+        let logger = py
+            .import("logging")?
+            .call_method1("getLogger", ("uringmq",))?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("exc_info", err.value(py))?;
+        logger.call_method(
+            "error",
+            ("%s hook raised; access denied", hook),
+            Some(&kwargs),
+        )?;
+        Ok(())
+    })();
+    if logged.is_err() {
+        err.print(py);
+    }
+}

@@ -1,0 +1,135 @@
+"""Type stubs of the native extension ``uringmq._uringmq`` (pyo3 glue over the Rust broker).
+
+Use the wrappers in ``uringmq`` (``Broker``, ``Subscription``); the ``Native*`` classes are their
+implementation.
+"""
+
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+__version__: str
+
+class SubscriptionClosed(Exception):
+    """A subscription has no more messages and never will: it was closed, or its broker stopped."""
+
+class Message:
+    """A message delivered to an in-process subscription."""
+
+    @property
+    def topic(self) -> str:
+        """Topic name."""
+    @property
+    def payload(self) -> bytes:
+        """Payload."""
+    @property
+    def qos(self) -> int:
+        """QoS as delivered: the minimum of the message's and the subscription's."""
+    @property
+    def retain(self) -> bool:
+        """Retain flag (set on retained messages sent when the subscription was made)."""
+    @property
+    def properties(self) -> Dict[str, Any]:
+        """MQTT 5 properties present on the message: ``payload_format_indicator``,
+        ``message_expiry_interval``, ``content_type``, ``response_topic``, ``correlation_data``,
+        ``user_properties`` (list of pairs), ``subscription_identifiers``."""
+
+class ClientInfo:
+    """Who is connecting or accessing a topic, as passed to the hooks."""
+
+    @property
+    def client_id(self) -> str:
+        """Client identifier (the assigned one if the client sent none)."""
+    @property
+    def username(self) -> Optional[str]:
+        """User name from CONNECT."""
+    @property
+    def peer(self) -> Optional[Tuple[str, int]]:
+        """``(host, port)`` of the remote end; None for in-process clients."""
+    @property
+    def listener(self) -> str:
+        """Name of the listener the client came through."""
+    @property
+    def cert_common_name(self) -> Optional[str]:
+        """Common Name of a verified TLS client certificate."""
+
+class Stats:
+    """Broker counters summed over cores, at the moment ``stats()`` was called."""
+
+    connections: int
+    sessions: int
+    subscriptions: int
+    retained: int
+    messages_in: int
+    messages_out: int
+    bytes_in: int
+    bytes_out: int
+    dropped_qos0: int
+    dropped_queue_full: int
+    expired: int
+    protocol_errors: int
+    auth_failures: int
+    def as_dict(self) -> Dict[str, int]:
+        """The counters as a dict."""
+
+class NativeSubscription:
+    """Native half of ``uringmq.Subscription``."""
+
+    @property
+    def filter(self) -> str:
+        """The topic filter."""
+    def recv(self, timeout: Optional[float] = None) -> Optional[Message]:
+        """Waits (GIL released) up to ``timeout`` s; None on timeout; SubscriptionClosed when done."""
+    def poll(self) -> Optional[Message]:
+        """A waiting message or None; SubscriptionClosed when closed and drained."""
+    def event_fd(self) -> int:
+        """The eventfd readable while messages may wait."""
+    def clear_ready(self) -> None:
+        """Resets the eventfd (poll again afterwards)."""
+    def close(self) -> None:
+        """Unsubscribes."""
+
+class NativeBroker:
+    """Native half of ``uringmq.Broker``."""
+
+    def __init__(
+        self,
+        settings: Optional[Mapping[str, Any]] = None,
+        config: Optional[str] = None,
+        authenticate: Optional[Callable[[ClientInfo, Optional[bytes]], Union[bool, str]]] = None,
+        authorize: Optional[Callable[[ClientInfo, str, str], bool]] = None,
+    ) -> None:
+        """Parses the settings (ValueError naming a bad key); nothing starts."""
+    def start(self) -> None:
+        """Binds and starts; OSError(EADDRINUSE) for a port in use. No-op while running."""
+    def stop(self) -> None:
+        """Stops and joins every thread; idempotent."""
+    @property
+    def is_running(self) -> bool:
+        """Whether the broker runs."""
+    @property
+    def local_addr(self) -> Optional[Tuple[str, int]]:
+        """Bound address of the default listener while running."""
+    @property
+    def listener_addrs(self) -> List[Tuple[str, str, int]]:
+        """``(name, host, port)`` of every listener while running."""
+    @property
+    def settings(self) -> Dict[str, Any]:
+        """The effective settings."""
+    @property
+    def configured_addr(self) -> Tuple[str, int]:
+        """The configured host and port."""
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        """Publishes in-process."""
+    def subscribe(self, filter: str, qos: int = 2) -> NativeSubscription:
+        """Subscribes in-process; returns once effective."""
+    def stats(self) -> Stats:
+        """Counters summed over cores."""
+
+def init_logging(filter: str) -> None:
+    """Sends the broker's log output to stderr with a ``tracing`` filter such as ``"info"``."""

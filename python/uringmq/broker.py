@@ -1,0 +1,206 @@
+"""The embeddable broker: settings, start/stop, in-process publish and subscribe."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+import weakref
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
+
+from . import _uringmq
+from .subscription import Subscription
+
+__all__ = ["Broker", "Payload", "AuthenticateHook", "AuthorizeHook"]
+
+#: What ``publish`` accepts as a payload: bytes-like, or str (UTF-8), int or float (their text,
+#: as paho-mqtt does).
+Payload = Union[bytes, bytearray, memoryview, str, int, float, None]
+
+#: ``authenticate(client, password) -> bool | str``: True lets the client in, False refuses it
+#: with "bad user name or password", a string names the reason (``"not_authorized"``,
+#: ``"banned"``, ``"bad_credentials"``, ``"bad_authentication_method"``,
+#: ``"server_unavailable"``). A hook that raises refuses the client and logs on ``uringmq``.
+AuthenticateHook = Callable[[_uringmq.ClientInfo, Optional[bytes]], Union[bool, str]]
+
+#: ``authorize(client, access, topic) -> bool`` with access ``"publish"``, ``"subscribe"``
+#: (topic is then a filter) or ``"receive"``. A hook that raises denies and logs on ``uringmq``.
+AuthorizeHook = Callable[[_uringmq.ClientInfo, str, str], bool]
+
+# Running brokers, stopped at interpreter exit so no broker thread outlives Python. Weak: a broker
+# nobody references is stopped by its own finaliser instead.
+_running: "weakref.WeakSet[Broker]" = weakref.WeakSet()
+_running_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _running_lock:
+        brokers = list(_running)
+    for broker in brokers:
+        broker.stop()
+
+
+def _payload_bytes(payload: Payload) -> bytes:
+    if payload is None:
+        return b""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    if isinstance(payload, (bytearray, memoryview)):
+        return bytes(payload)
+    if isinstance(payload, (int, float)) and not isinstance(payload, bool):
+        return str(payload).encode("ascii")
+    raise TypeError(f"payload must be bytes, str, int, float or None, not {type(payload).__name__}")
+
+
+class Broker:
+    """An MQTT broker running on background threads of this process.
+
+    Every key of the broker's TOML config file is a keyword argument (``port``, ``bind``,
+    ``cores``, ``max_packet_size``, ``allow_anonymous``, ``listener=[{...}]``...); ``config`` is a
+    path to such a file, whose keys the keyword arguments override. A bad setting raises
+    ``ValueError`` naming the key, here, before anything starts. ``None`` means "the default".
+
+    ``start()`` binds and starts (``OSError`` with ``errno.EADDRINUSE`` if the port is taken);
+    ``stop()`` stops and joins every thread and frees the port; both are idempotent and a stopped
+    broker can be started again. ``with Broker(port=0) as b:`` does both. Any number of brokers
+    may run in one process; running brokers are stopped at interpreter exit.
+
+    ``authenticate`` and ``authorize`` are optional Python hooks (see ``AuthenticateHook`` and
+    ``AuthorizeHook``); the broker calls them on a helper thread, never on a core.
+    """
+
+    def __init__(
+        self,
+        config: Union[str, "os.PathLike[str]", None] = None,
+        *,
+        authenticate: Optional[AuthenticateHook] = None,
+        authorize: Optional[AuthorizeHook] = None,
+        **settings: Any,
+    ) -> None:
+        self._native = _uringmq.NativeBroker(
+            settings, os.fspath(config) if config is not None else None, authenticate, authorize
+        )
+        self._subscriptions: "weakref.WeakSet[Subscription]" = weakref.WeakSet()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> "Broker":
+        """Binds the listeners and starts the cores; returns self. No-op while running."""
+        self._native.start()
+        with _running_lock:
+            _running.add(self)
+        return self
+
+    def stop(self) -> None:
+        """Stops the broker: closes every connection (no wills), joins every thread, frees the
+        port. In-process subscriptions end (``SubscriptionClosed`` once drained). Idempotent."""
+        self._native.stop()
+        with _running_lock:
+            _running.discard(self)
+        for sub in list(self._subscriptions):
+            sub._wake()
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the broker runs."""
+        return self._native.is_running
+
+    def __enter__(self) -> "Broker":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> "Broker":
+        await asyncio.get_running_loop().run_in_executor(None, self.start)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Joining the cores takes a moment: not on the event loop's thread.
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+    # -- where it listens ------------------------------------------------------------------------
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        """``(host, port)`` of the default listener: the bound port while running (port 0
+        resolved), the configured one otherwise."""
+        addr = self._native.local_addr
+        return addr if addr is not None else self._native.configured_addr
+
+    @property
+    def host(self) -> str:
+        """Host of the default listener (``127.0.0.1`` unless ``bind`` says otherwise)."""
+        return self.address[0]
+
+    @property
+    def port(self) -> int:
+        """Port of the default listener; the real one once started with ``port=0``."""
+        return self.address[1]
+
+    @property
+    def url(self) -> str:
+        """``mqtt://host:port`` of the default listener (IPv6 hosts in brackets)."""
+        host, port = self.address
+        return f"mqtt://[{host}]:{port}" if ":" in host else f"mqtt://{host}:{port}"
+
+    @property
+    def listeners(self) -> Sequence[Tuple[str, str, int]]:
+        """``(name, host, port)`` of every listener while running, else empty."""
+        return self._native.listener_addrs
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """The effective settings, defaults included (unset optional keys are absent)."""
+        return self._native.settings
+
+    # -- in-process messaging --------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: Payload = b"",
+        qos: int = 0,
+        retain: bool = False,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """Publishes a message as if a client had, without a socket.
+
+        ``properties`` are MQTT 5 publish properties: ``payload_format_indicator``,
+        ``message_expiry_interval``, ``content_type``, ``response_topic``,
+        ``correlation_data`` (bytes) and ``user_properties`` (list of pairs or dict).
+        Raises ``ValueError`` for a bad topic or property, ``RuntimeError`` if not running.
+        """
+        props = dict(properties) if properties is not None else None
+        self._native.publish(topic, _payload_bytes(payload), qos, retain, props)
+
+    def subscribe(self, topic_filter: str, qos: int = 2) -> Subscription:
+        """Subscribes in-process and returns once the subscription is effective (messages
+        published afterwards, by anyone, reach it; retained ones arrive first).
+
+        Messages arrive at the minimum of their QoS and ``qos``. Use the result as a context
+        manager, iterate it (blocking or ``async for``), or call ``get``/``get_async``.
+        """
+        sub = Subscription(self._native.subscribe(topic_filter, qos))
+        self._subscriptions.add(sub)
+        return sub
+
+    async def subscribe_async(self, topic_filter: str, qos: int = 2) -> Subscription:
+        """``subscribe`` without blocking the event loop while the cores register the filter."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.subscribe, topic_filter, qos)
+
+    def stats(self) -> _uringmq.Stats:
+        """Counters summed over cores: ``connections``, ``sessions``, ``subscriptions``,
+        ``retained``, ``messages_in``/``messages_out``, ``bytes_in``/``bytes_out``,
+        ``dropped_qos0``, ``dropped_queue_full``, ``expired``, ``protocol_errors``,
+        ``auth_failures`` (all zero while stopped). ``.as_dict()`` gives a dict."""
+        return self._native.stats()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else "stopped"
+        return f"<uringmq.Broker {self.url} {state}>"
