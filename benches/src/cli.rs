@@ -70,6 +70,11 @@ pub struct Args {
     /// Closed-loop window per publisher: messages sent but not yet received everywhere.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub inflight: u32,
+    /// Most unacknowledged QoS 1/2 publications per publisher (default: the broker's Receive
+    /// Maximum in 5.0, 65,535 in 3.1.1, which has no flow control: Mosquitto, for one, stalls
+    /// 3.1.1 QoS 2 publishers that exceed its max_inflight_messages).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_unacked: Option<u16>,
     /// How long to publish (or hold, or storm): 10, 10s, 500ms, 2m.
     #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -249,6 +254,9 @@ mod tests {
         );
         assert_eq!(a.duration, Duration::from_millis(500));
         assert_eq!(a.rate_per_publisher(10), None);
+        assert_eq!(a.max_unacked, None);
+        assert_eq!(parse(&["--max-unacked", "20"]).unwrap().max_unacked, Some(20));
+        assert!(parse(&["--max-unacked", "0"]).is_err());
     }
 
     #[test]

@@ -149,7 +149,8 @@ async fn handshake(
             return Err(OpenError::SubRefused(bad));
         }
     }
-    Ok((s, rb, ack.receive_maximum.max(1)))
+    let limit = ctx.args.max_unacked.unwrap_or(u16::MAX);
+    Ok((s, rb, ack.receive_maximum.clamp(1, limit)))
 }
 
 /// Opens a connection and, on success, spawns its reader and writer. `live` counts readers

@@ -113,6 +113,10 @@ pub struct Report {
     pub published: u64,
     /// PUBLISH received.
     pub received: u64,
+    /// QoS 1/2 publications acknowledged (PUBACK, PUBCOMP) with success.
+    pub acked: u64,
+    /// QoS 1/2 publications never acknowledged by the end of the drain.
+    pub unacked: u64,
     /// Publish-to-receive latency, microseconds.
     pub latency_us: LatencySummary,
     /// TCP connect to CONNACK, microseconds.
@@ -201,6 +205,12 @@ impl Report {
             msgs_out_per_s: per_sec(c.received, r.run_start_ns, rx_end),
             published: c.published,
             received: c.received,
+            acked: c.acked,
+            unacked: if args.qos > 0 {
+                c.published.saturating_sub(c.acked + c.rejected)
+            } else {
+                0
+            },
             latency_us: r.latency.summary_us(),
             connect_latency_us: r.connect_latency.summary_us(),
             connects_ok: c.connects_ok,
@@ -230,6 +240,12 @@ impl Report {
         let mut p = Vec::new();
         if self.qos > 0 && d.lost > 0 {
             p.push(format!("{} messages lost at QoS {}", d.lost, self.qos));
+        }
+        if self.unacked > 0 {
+            p.push(format!(
+                "{} publications never acknowledged by the broker",
+                self.unacked
+            ));
         }
         if self.qos == 2 && d.duplicates > 0 {
             p.push(format!("{} duplicates at QoS 2", d.duplicates));
@@ -279,6 +295,13 @@ impl Report {
             ("duration", format!("{:.2} s", self.duration_s)),
             ("msgs/s in", format!("{:.0}", self.msgs_in_per_s)),
             ("msgs/s out", format!("{:.0}", self.msgs_out_per_s)),
+            (
+                "acked",
+                format!(
+                    "{} (unacknowledged at the end: {})",
+                    self.acked, self.unacked
+                ),
+            ),
             (
                 "latency us",
                 format!(
