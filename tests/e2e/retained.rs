@@ -1,0 +1,135 @@
+//! Retained messages: store, replace, delete, wildcard delivery, retain handling, retain as
+//! published, none for `$share` subscribers.
+
+use uringmq_tests::*;
+
+fn opts(qos: QoS, rh: RetainHandling, rap: bool) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        retain_handling: rh,
+        retain_as_published: rap,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn store_replace_delete_and_deliver_on_subscribe() {
+    let b = broker();
+    let mut p = Client::connect(b.local_addr(), Protocol::V3_1_1, "p");
+    p.publish("r/a", b"1", QoS::AtLeastOnce, true);
+    p.publish("r/a", b"2", QoS::AtLeastOnce, true);
+    p.publish("r/b", b"b", QoS::AtMostOnce, true);
+    p.publish("r/c", b"c", QoS::AtLeastOnce, true);
+    p.publish("r/c", b"", QoS::AtLeastOnce, true); // delete
+    p.ping();
+    // New subscribers on both cores (several connections) all see the same store.
+    for i in 0..4 {
+        let mut s = Client::connect(b.local_addr(), Protocol::V3_1_1, &format!("s{i}"));
+        s.subscribe("r/#", QoS::AtLeastOnce);
+        let mut got: Vec<(String, Vec<u8>, bool)> = (0..2)
+            .map(|_| s.recv_publish())
+            .map(|m| (m.topic.to_string(), m.payload.to_vec(), m.retain))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("r/a".into(), b"2".to_vec(), true),
+                ("r/b".into(), b"b".to_vec(), true)
+            ]
+        );
+        s.expect_nothing();
+    }
+    assert_eq!(b.stats().retained, 2);
+}
+
+#[test]
+fn live_messages_clear_retain_unless_retain_as_published() {
+    let b = broker();
+    let mut plain = Client::connect(b.local_addr(), Protocol::V5, "plain");
+    plain.subscribe_with(
+        &[(
+            "l/t",
+            opts(QoS::AtMostOnce, RetainHandling::SendAtSubscribe, false),
+        )],
+        Default::default(),
+    );
+    let mut rap = Client::connect(b.local_addr(), Protocol::V5, "rap");
+    rap.subscribe_with(
+        &[(
+            "l/t",
+            opts(QoS::AtMostOnce, RetainHandling::SendAtSubscribe, true),
+        )],
+        Default::default(),
+    );
+    let mut v3 = Client::connect(b.local_addr(), Protocol::V3_1_1, "v3");
+    v3.subscribe("l/t", QoS::AtMostOnce);
+    let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
+    p.publish("l/t", b"x", QoS::AtMostOnce, true);
+    assert!(!plain.recv_publish().retain, "[MQTT-3.3.1-12]");
+    assert!(rap.recv_publish().retain, "[MQTT-3.3.1-13]");
+    assert!(!v3.recv_publish().retain, "3.1.1 [MQTT-3.3.1-9]");
+}
+
+#[test]
+fn retain_handling_options() {
+    let b = broker();
+    let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
+    p.publish("h/t", b"kept", QoS::AtMostOnce, true);
+    let mut s = Client::connect(b.local_addr(), Protocol::V5, "s");
+    s.subscribe_with(
+        &[(
+            "h/t",
+            opts(QoS::AtMostOnce, RetainHandling::DoNotSend, false),
+        )],
+        Default::default(),
+    );
+    s.expect_nothing();
+    let mut s2 = Client::connect(b.local_addr(), Protocol::V5, "s2");
+    let o = opts(QoS::AtMostOnce, RetainHandling::SendIfNew, false);
+    s2.subscribe_with(&[("h/t", o)], Default::default());
+    assert!(s2.recv_publish().retain);
+    s2.subscribe_with(&[("h/t", o)], Default::default());
+    s2.expect_nothing();
+    // SendAtSubscribe sends again on a repeated SUBSCRIBE.
+    let o = opts(QoS::AtMostOnce, RetainHandling::SendAtSubscribe, false);
+    s2.subscribe_with(&[("h/t", o)], Default::default());
+    assert!(s2.recv_publish().retain);
+}
+
+#[test]
+fn no_retained_messages_for_shared_subscriptions() {
+    let b = broker();
+    let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
+    p.publish("sh/t", b"kept", QoS::AtMostOnce, true);
+    let mut s = Client::connect(b.local_addr(), Protocol::V5, "s");
+    s.subscribe("$share/g/sh/t", QoS::AtMostOnce);
+    s.expect_nothing();
+}
+
+#[test]
+fn retained_qos_is_the_minimum() {
+    let b = broker();
+    let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
+    p.publish("m/t", b"x", QoS::ExactlyOnce, true);
+    let mut s = Client::connect(b.local_addr(), Protocol::V5, "s");
+    s.subscribe("m/t", QoS::AtLeastOnce);
+    assert_eq!(s.recv_publish().qos, QoS::AtLeastOnce);
+}
+
+#[test]
+fn wildcards_do_not_match_dollar_topics() {
+    let b = broker();
+    b.publish(uringmq::InjectedMessage {
+        topic: "$SYS/x".into(),
+        payload: "1".into(),
+        retain: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut s = Client::connect(b.local_addr(), Protocol::V5, "s");
+    s.subscribe("#", QoS::AtMostOnce);
+    s.expect_nothing();
+    s.subscribe("$SYS/#", QoS::AtMostOnce);
+    assert_eq!(s.recv_publish().topic, "$SYS/x");
+}
