@@ -255,7 +255,10 @@ mod tests {
         assert_eq!(a.duration, Duration::from_millis(500));
         assert_eq!(a.rate_per_publisher(10), None);
         assert_eq!(a.max_unacked, None);
-        assert_eq!(parse(&["--max-unacked", "20"]).unwrap().max_unacked, Some(20));
+        assert_eq!(
+            parse(&["--max-unacked", "20"]).unwrap().max_unacked,
+            Some(20)
+        );
         assert!(parse(&["--max-unacked", "0"]).is_err());
     }
 

@@ -21,3 +21,6 @@ pub mod stamp;
 pub mod stats;
 pub mod wire;
 pub mod workers;
+
+#[cfg(test)]
+mod wire_vs_codec;

@@ -390,6 +390,7 @@ mod tests {
             ..Default::default()
         };
         r.counters.published = 2000;
+        r.counters.acked = 2000;
         r.counters.received = 1000;
         r.counters.connects_ok = 4;
         r.delivery.lost = lost;
@@ -425,6 +426,19 @@ mod tests {
                 .problems
                 .len(),
             2
+        );
+    }
+
+    #[test]
+    fn unacknowledged_publications_are_a_problem_at_qos_1() {
+        let mut r = result(0, 0);
+        r.counters.acked = 1990;
+        let rep = Report::new(&args(&["-q", "1"]), &r, &BrokerProbe::default());
+        assert_eq!(rep.unacked, 10);
+        assert_eq!(rep.problems.len(), 1);
+        assert_eq!(
+            Report::new(&args(&["-q", "0"]), &r, &BrokerProbe::default()).unacked,
+            0
         );
     }
 
