@@ -148,6 +148,7 @@ impl Client {
                 {
                     return None
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return None,
             }
         }
@@ -190,6 +191,7 @@ impl Client {
                 {
                     return (false, got)
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return (true, got),
             }
         }
