@@ -153,6 +153,12 @@ impl NativeBroker {
         config_to_dict(py, &self.config)
     }
 
+    /// The effective settings as a TOML document (what `uringmq --print-config` shows).
+    #[getter]
+    fn config_toml(&self) -> String {
+        self.config.to_toml_string()
+    }
+
     /// The configured (not bound) host and port.
     #[getter]
     fn configured_addr(&self) -> (String, u16) {

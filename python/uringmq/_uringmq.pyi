@@ -115,6 +115,9 @@ class NativeBroker:
     def settings(self) -> Dict[str, Any]:
         """The effective settings."""
     @property
+    def config_toml(self) -> str:
+        """The effective settings as a TOML document."""
+    @property
     def configured_addr(self) -> Tuple[str, int]:
         """The configured host and port."""
     def publish(

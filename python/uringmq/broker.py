@@ -158,6 +158,11 @@ class Broker:
         """The effective settings, defaults included (unset optional keys are absent)."""
         return self._native.settings
 
+    @property
+    def config_toml(self) -> str:
+        """The effective settings as a TOML document (a config file for the ``uringmq`` binary)."""
+        return self._native.config_toml
+
     # -- in-process messaging --------------------------------------------------------------------
 
     def publish(

@@ -1,13 +1,16 @@
 """The ``uringmq`` command installed by ``pip install uringmq``: runs a standalone broker.
 
-Same options as the Rust binary's core ones: ``--config FILE``, ``--bind ADDR``, ``--port N``,
-``--cores N``, ``--log-level FILTER`` (command-line values override the file). Runs until SIGINT
-or SIGTERM, then stops cleanly (exit status 0).
+The same options as the Rust binary (``core/broker/src/main.rs``), implemented over the embedding
+API: ``--config FILE`` (or ``$URINGMQ_CONFIG``), ``--bind``, ``--port``, ``--cores``,
+``--log-level`` (``$RUST_LOG`` wins, as in the binary), ``--driver``, ``--print-config``.
+Command-line values override the file. Runs until SIGINT or SIGTERM, then stops cleanly (no
+wills sent) and exits 0; a bad setting exits 2, a start failure (port in use) exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -15,15 +18,27 @@ from typing import Any, Dict, List, Optional
 
 __all__ = ["main", "parse_args"]
 
+_DRIVERS = {"auto": "auto", "io_uring": "io_uring", "iouring": "io_uring", "uring": "io_uring",
+            "epoll": "epoll", "legacy": "epoll"}
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parses the command line (``argv`` defaults to ``sys.argv[1:]``)."""
-    p = argparse.ArgumentParser(prog="uringmq", description="uringmq MQTT 3.1.1 / 5.0 broker")
-    p.add_argument("-c", "--config", help="TOML config file (keys as in the broker's config)")
-    p.add_argument("--bind", help="address of the default listener (default 127.0.0.1)")
-    p.add_argument("-p", "--port", type=int, help="port of the default listener (default 1883, 0 = any)")
-    p.add_argument("--cores", type=int, help="number of cores (threads); 0 = one per CPU")
-    p.add_argument("--log-level", help="log filter, e.g. info, debug, uringmq=debug")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("uringmq")
+    except PackageNotFoundError:
+        ver = "unknown"
+    p = argparse.ArgumentParser(prog="uringmq", description="A thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker.")
+    p.add_argument("-V", "--version", action="version", version=f"uringmq {ver}")
+    p.add_argument("-c", "--config", default=os.environ.get("URINGMQ_CONFIG"), help="TOML config file")
+    p.add_argument("--bind", help="address of the default listener (overrides `bind`)")
+    p.add_argument("-p", "--port", type=int, help="port of the default listener; 0 picks a free one")
+    p.add_argument("--cores", type=int, help="number of cores; 0 = one per CPU")
+    p.add_argument("--log-level", help="tracing filter, e.g. info or uringmq=debug")
+    p.add_argument("--driver", choices=sorted(_DRIVERS), help="io driver (overrides `driver`)")
+    p.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
     return p.parse_args(argv)
 
 
@@ -33,23 +48,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     from . import _uringmq
     from .broker import Broker
 
-    settings: Dict[str, Any] = {
-        key: value
-        for key, value in (
-            ("bind", args.bind),
-            ("port", args.port),
-            ("cores", args.cores),
-            ("log_level", args.log_level),
-        )
-        if value is not None
+    overrides = {
+        "bind": args.bind,
+        "port": args.port,
+        "cores": args.cores,
+        "log_level": args.log_level,
+        "driver": _DRIVERS[args.driver] if args.driver else None,
     }
+    settings: Dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     try:
         broker = Broker(args.config, **settings)
-        _uringmq.init_logging(broker.settings["log_level"])
-        broker.start()
-    except (ValueError, OSError, RuntimeError) as e:
+    except (ValueError, OSError) as e:
         print(f"uringmq: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ValueError) else 1
+        return 2
+    if args.print_config:
+        print(broker.config_toml, end="")
+        return 0
+    _uringmq.init_logging(os.environ.get("RUST_LOG") or broker.settings["log_level"])
 
     stop = threading.Event()
 
@@ -58,11 +73,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    try:
+        broker.start()
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"uringmq: {e}", file=sys.stderr)
+        return 1
     for name, host, port in broker.listeners:
         print(f"uringmq: listening on {host}:{port} ({name})", file=sys.stderr, flush=True)
     try:
-        # wait() with a timeout so the main thread runs the Python signal handlers promptly.
-        while not stop.wait(0.5):
+        # Short waits so the main thread runs Python's signal handlers promptly.
+        while not stop.wait(0.2):
             if not broker.is_running:
                 print("uringmq: the broker stopped on its own", file=sys.stderr)
                 return 1

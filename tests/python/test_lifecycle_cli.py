@@ -1,0 +1,68 @@
+"""The ``uringmq`` console command (``uringmq.cli:main``): start, serve, stop on a signal."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+import pytest
+
+uringmq = pytest.importorskip("uringmq")
+
+CMD = [sys.executable, "-m", "uringmq"]
+
+
+def test_console_script_is_registered():
+    scripts = entry_points(group="console_scripts") if sys.version_info >= (3, 10) else entry_points()["console_scripts"]
+    assert any(ep.name == "uringmq" and ep.value == "uringmq.cli:main" for ep in scripts)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serves_until_signalled(sig):
+    proc = subprocess.Popen(
+        CMD + ["--port", "0", "--cores", "1", "--log-level", "warn"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stderr.readline()
+        assert "listening on 127.0.0.1:" in line, line
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_print_config_applies_file_and_flags(tmp_path):
+    conf = tmp_path / "u.toml"
+    conf.write_text("max_qos = 1\nport = 1999\n")
+    out = subprocess.run(
+        CMD + ["--config", str(conf), "--port", "2000", "--driver", "epoll", "--print-config"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "max_qos = 1" in out.stdout
+    assert "port = 2000" in out.stdout
+    assert 'driver = "epoll"' in out.stdout
+
+
+def test_bad_setting_exits_2_naming_the_key(tmp_path):
+    conf = tmp_path / "bad.toml"
+    conf.write_text("max_inflihgt = 1\n")
+    out = subprocess.run(CMD + ["--config", str(conf)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "max_inflihgt" in out.stderr
+
+
+def test_port_in_use_exits_1():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run(CMD + ["--port", str(port)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert f"127.0.0.1:{port}" in out.stderr
