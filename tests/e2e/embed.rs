@@ -1,0 +1,155 @@
+//! The embedding API: in-process publish/subscribe, stats, several brokers in one process, and
+//! 100 start/stop cycles without leaking threads, fds or ports.
+
+use std::time::Duration;
+use uringmq::{InjectedMessage, RecvError};
+use uringmq_tests::*;
+
+fn count(dir: &str) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn in_process_subscribe_and_publish() {
+    let b = broker();
+    let sub = b.subscribe("api/+", QoS::AtLeastOnce).unwrap();
+    // A client on either core reaches it once subscribe() returned.
+    for i in 0..4 {
+        let mut c = Client::connect(b.local_addr(), Protocol::V5, &format!("c{i}"));
+        c.publish("api/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false);
+    }
+    let mut got: Vec<String> = (0..4)
+        .map(|_| String::from_utf8(sub.recv_timeout(Some(WAIT)).unwrap().payload.to_vec()).unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["0", "1", "2", "3"]);
+    // And an injected message reaches clients.
+    let mut c = Client::connect(b.local_addr(), Protocol::V3_1_1, "listener");
+    c.subscribe("other/in", QoS::AtLeastOnce);
+    b.publish(InjectedMessage {
+        topic: "other/in".into(),
+        payload: "hi".into(),
+        qos: QoS::AtLeastOnce,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(&c.recv_publish().payload[..], b"hi");
+    assert!(b
+        .publish(InjectedMessage {
+            topic: "bad/#".into(),
+            ..Default::default()
+        })
+        .is_err());
+    assert!(b.subscribe("bad/#/x", QoS::AtMostOnce).is_err());
+    assert_eq!(
+        sub.recv_timeout(Some(Duration::from_millis(50)))
+            .unwrap_err(),
+        RecvError::Timeout
+    );
+    sub.close();
+    b.publish(InjectedMessage {
+        topic: "api/x".into(),
+        payload: "late".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    c.ping();
+    assert!(sub.try_recv().is_none());
+}
+
+#[test]
+fn event_fd_becomes_readable() {
+    let b = broker();
+    let sub = b.subscribe("ev", QoS::AtMostOnce).unwrap();
+    b.publish(InjectedMessage {
+        topic: "ev".into(),
+        payload: "x".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut pfd = libc_pollfd(sub.event_fd());
+    assert_eq!(poll_one(&mut pfd, 5000), 1);
+    assert!(sub.recv_timeout(Some(WAIT)).is_ok());
+    sub.clear_ready();
+    assert_eq!(poll_one(&mut pfd, 0), 0, "cleared");
+}
+
+#[repr(C)]
+struct PollFd {
+    fd: i32,
+    events: i16,
+    revents: i16,
+}
+
+fn libc_pollfd(fd: i32) -> PollFd {
+    PollFd {
+        fd,
+        events: 1,
+        revents: 0,
+    }
+}
+
+extern "C" {
+    fn poll(fds: *mut PollFd, n: u64, timeout: i32) -> i32;
+}
+
+fn poll_one(p: &mut PollFd, timeout: i32) -> i32 {
+    // SAFETY: one valid pollfd.
+    unsafe { poll(p as *mut PollFd, 1, timeout) }
+}
+
+#[test]
+fn retained_messages_reach_in_process_subscriptions() {
+    let b = broker();
+    b.publish(InjectedMessage {
+        topic: "keep".into(),
+        payload: "v".into(),
+        retain: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let sub = b.subscribe("keep", QoS::AtMostOnce).unwrap();
+    let d = sub.recv_timeout(Some(WAIT)).unwrap();
+    assert!(d.retain);
+    assert_eq!(&d.payload[..], b"v");
+}
+
+#[test]
+fn several_brokers_and_restarts_do_not_leak() {
+    // Warm up once (lazy statics, logging) before counting.
+    drop(broker());
+    let threads = count("/proc/self/task");
+    let fds = count("/proc/self/fd");
+    let other = broker();
+    for i in 0..100 {
+        let mut b = broker();
+        assert_ne!(b.local_addr().port(), other.local_addr().port());
+        if i % 10 == 0 {
+            let mut c = Client::connect(b.local_addr(), Protocol::V5, "x");
+            c.ping();
+        }
+        b.stop();
+    }
+    drop(other);
+    // Other tests of this binary run in parallel: allow their brokers, not a leak per cycle.
+    let grown_threads = count("/proc/self/task").saturating_sub(threads);
+    let grown_fds = count("/proc/self/fd").saturating_sub(fds);
+    assert!(grown_threads < 20, "threads grew by {grown_threads}");
+    assert!(grown_fds < 50, "fds grew by {grown_fds}");
+}
+
+#[test]
+fn stats_count_traffic() {
+    let b = broker();
+    let mut s = Client::connect(b.local_addr(), Protocol::V5, "s");
+    s.subscribe("st", QoS::AtMostOnce);
+    let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
+    p.publish("st", b"x", QoS::AtMostOnce, false);
+    s.recv_publish();
+    let st = b.stats();
+    assert_eq!(st.connections, 2);
+    assert_eq!(st.sessions, 2);
+    assert_eq!(st.subscriptions, 1);
+    assert!(st.messages_in >= 1 && st.messages_out >= 1);
+    assert!(st.bytes_in > 0 && st.bytes_out > 0);
+}
