@@ -118,6 +118,11 @@ pub struct Args {
     /// Print no table.
     #[arg(long)]
     pub quiet: bool,
+    /// Instead of generating load, serve a "null broker" on 127.0.0.1:--port for --duration: it
+    /// forwards every PUBLISH to every subscriber without matching, to measure the load
+    /// generator's own ceiling (run fan-in against it).
+    #[arg(long)]
+    pub null_broker: bool,
     /// Internal: the run identifier shared by the worker processes of one run.
     #[arg(long, hide = true)]
     pub run: Option<String>,

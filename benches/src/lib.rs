@@ -10,6 +10,7 @@ pub mod clock;
 pub mod conn;
 pub mod group;
 pub mod net;
+pub mod null_broker;
 pub mod procfs;
 pub mod readbuf;
 pub mod report;

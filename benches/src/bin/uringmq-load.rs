@@ -22,6 +22,15 @@ fn main() -> ExitCode {
             (clock::mono_ns() / 1000) ^ u64::from(std::process::id())
         )
     });
+    if args.null_broker {
+        return match uringmq_bench::null_broker::serve(args.port, args.duration) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("uringmq-load: null broker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some((i, n)) = args.worker {
         return match workers::run_child(&args, &run_id, i, n) {
             Ok(()) => ExitCode::SUCCESS,
