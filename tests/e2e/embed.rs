@@ -153,3 +153,25 @@ fn stats_count_traffic() {
     assert!(st.messages_in >= 1 && st.messages_out >= 1);
     assert!(st.bytes_in > 0 && st.bytes_out > 0);
 }
+
+#[test]
+fn injected_messages_keep_their_order() {
+    // [MQTT-4.6.0-6]: messages of one publisher arrive in the order sent.
+    let b = broker();
+    let sub = b.subscribe("order", QoS::AtLeastOnce).unwrap();
+    let mut c = Client::connect(b.local_addr(), Protocol::V5, "c");
+    c.subscribe("order", QoS::AtLeastOnce);
+    for i in 0..50u8 {
+        b.publish(InjectedMessage {
+            topic: "order".into(),
+            payload: vec![i].into(),
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    for i in 0..50u8 {
+        assert_eq!(sub.recv_timeout(Some(WAIT)).unwrap().payload[0], i);
+        assert_eq!(c.recv_publish().payload[0], i);
+    }
+}

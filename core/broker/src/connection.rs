@@ -33,8 +33,10 @@ use uringmq_session::{keepalive, negotiate, Session};
 
 /// Bytes read at a time (more when a packet in progress needs more).
 const READ_CHUNK: usize = 4096;
-/// Largest write buffer kept between flushes.
-const REUSE_WRITE_BUFFER: usize = 1024;
+/// Largest write buffer an idle connection keeps.
+const IDLE_WRITE_BUFFER: usize = 256;
+/// Largest second buffer kept while a connection is busy.
+const MAX_SPARE_WRITE_BUFFER: usize = 256 * 1024;
 
 /// What the core knows about one connection (shared by its reader, writer and the core).
 pub(crate) struct Conn {
@@ -531,15 +533,23 @@ async fn writer(
     mut wr: OwnedWriteHalf<TcpStream>,
     _guard: TaskGuard,
 ) {
+    // Double buffering: producers fill `conn.out` while the other buffer is being written.
+    let mut spare: Option<BytesMut> = None;
     loop {
         if conn.out.borrow().is_empty() {
             if conn.closing.get() {
                 break;
             }
+            // Going idle: keep no buffer worth mentioning.
+            spare = None;
+            if conn.out.borrow().capacity() > IDLE_WRITE_BUFFER {
+                *conn.out.borrow_mut() = BytesMut::new();
+            }
             conn.wake.wait().await;
             continue;
         }
-        let buf = std::mem::take(&mut *conn.out.borrow_mut());
+        let next = spare.take().unwrap_or_default();
+        let buf = std::mem::replace(&mut *conn.out.borrow_mut(), next);
         let n = buf.len();
         let (res, mut buf) = wr.write_all(buf).await;
         if let Err(e) = res {
@@ -549,10 +559,9 @@ async fn writer(
             break;
         }
         add(&core.stats().bytes_out, n as u64);
-        // Reuse a small buffer; drop a big one so idle connections stay light.
-        if buf.capacity() <= REUSE_WRITE_BUFFER && conn.out.borrow().is_empty() {
+        if buf.capacity() <= MAX_SPARE_WRITE_BUFFER {
             buf.clear();
-            *conn.out.borrow_mut() = buf;
+            spare = Some(buf);
         }
         if conn.blocked.replace(false) {
             if let Some(key) = conn.session.get() {

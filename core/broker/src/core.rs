@@ -202,6 +202,8 @@ pub(crate) struct Core {
     pub(crate) shared: Arc<Shared>,
     pub(crate) st: RefCell<State>,
     pub(crate) stopping: Cell<bool>,
+    /// Inside `drain_mesh`.
+    draining: Cell<bool>,
     /// Live connection and listener tasks; the core ends when it reaches 0 after Stop.
     tasks: Cell<usize>,
     tasks_done: LocalNotify,
@@ -245,6 +247,7 @@ impl Core {
             }),
             shared,
             stopping: Cell::new(false),
+            draining: Cell::new(false),
             tasks: Cell::new(0),
             tasks_done: LocalNotify::default(),
             stop_signal: LocalNotify::default(),
@@ -326,7 +329,22 @@ impl Core {
 
     /// Applies everything other cores sent. Called before every routing decision and
     /// retained lookup (the causality rule, see ARCHITECTURE.md).
+    ///
+    /// Not re-entrant: a mesh message whose handling routes (an injected PUBLISH, a will)
+    /// must not apply messages queued after it first, or they would overtake it
+    /// [MQTT-4.6.0-6]; everything queued before it is already applied.
     pub(crate) fn drain_mesh(self: &Rc<Self>) {
+        if self.draining.replace(true) {
+            return;
+        }
+        // Reset even if a handler panics (the connection's catch_unwind keeps the core alive).
+        struct Reset<'a>(&'a Cell<bool>);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _reset = Reset(&self.draining);
         let mailbox = &self.shared.mailboxes[usize::from(self.id)];
         while let Some(msg) = mailbox.pop() {
             self.handle_mesh(msg);

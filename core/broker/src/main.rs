@@ -6,6 +6,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use uringmq::{init_logging, Broker, Config, Driver};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Parser, Debug)]
 #[command(name = "uringmq", version, about)]
