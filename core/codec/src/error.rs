@@ -158,8 +158,9 @@ impl DecodeError {
             }
             ZeroTopicAlias => ReasonCode::TOPIC_ALIAS_INVALID,
             WildcardInTopic => ReasonCode::TOPIC_NAME_INVALID,
+            // An identifier not valid for the packet type is a Malformed Packet, not a Protocol
+            // Error [§2.2.2.2]; it falls through to MALFORMED_PACKET below.
             DuplicateProperty(_)
-            | PropertyNotAllowed { .. }
             | InvalidPropertyValue { .. }
             | ZeroPacketId
             | EmptyTopic
@@ -222,6 +223,14 @@ mod tests {
         );
         assert_eq!(
             DecodeError::InvalidUtf8.reason_code(),
+            ReasonCode::MALFORMED_PACKET
+        );
+        assert_eq!(
+            DecodeError::PropertyNotAllowed {
+                property: 0x11,
+                packet_type: 3
+            }
+            .reason_code(),
             ReasonCode::MALFORMED_PACKET
         );
     }
