@@ -326,6 +326,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_config_is_the_default_and_documents_every_key() {
+        let text = include_str!("../../../uringmq.example.toml");
+        assert_eq!(Config::from_toml_str(text).unwrap(), Config::default());
+        let uncommented: String = text
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for line in Config::default().to_toml_string().lines() {
+            if let Some((key, _)) = line.split_once(" = ") {
+                let documented = uncommented.contains(&format!("{key} = "))
+                    || uncommented.contains(&format!("[[{key}]]"));
+                assert!(documented, "{key} is not documented");
+            }
+        }
+    }
+
+    #[test]
     fn empty_document_is_the_default() {
         assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
     }
