@@ -26,6 +26,18 @@ pub enum Scenario {
     Idle,
 }
 
+/// Which monoio driver the runtime threads use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Driver {
+    /// epoll. The default: on this machine the load generator reached ~390k msgs/s fan-in
+    /// against `--null-broker` with it, against 60-74k msgs/s and millisecond latencies with
+    /// io_uring (same binary and run, see BENCHMARKS.md): io_uring would make the load
+    /// generator the bottleneck.
+    Epoll,
+    /// monoio's FusionDriver: io_uring when the kernel allows it, else epoll.
+    Auto,
+}
+
 /// `uringmq-load`: MQTT 3.1.1/5.0 load generator for uringmq, Mosquitto, rumqttd or any broker.
 ///
 /// Open loop by default (`--rate` messages per second in total, spread over the publishers);
@@ -91,6 +103,9 @@ pub struct Args {
     /// SYNs past it are retried after a second and show as 1 s connect latencies).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub connect_window: u32,
+    /// I/O driver of the runtime threads.
+    #[arg(long, value_enum, default_value = "epoll")]
+    pub driver: Driver,
     /// Runtime threads per process (default: the CPUs this process may run on).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -27,8 +27,8 @@ type Subscribers = Rc<RefCell<Vec<Rc<Peer>>>>;
 
 /// Serves on 127.0.0.1:`port` for `duration`, then returns.
 pub fn serve(port: u16, duration: Duration) -> io::Result<()> {
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .with_entries(4096)
+    // Same driver as uringmq-load's default (see `cli::Driver`).
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
         .build()?;
     rt.block_on(async move {

@@ -5,7 +5,7 @@
 //! stop (DISCONNECT everything). Threads are pinned one per allowed CPU, each with its own monoio
 //! runtime (io_uring where available, else epoll) and its share of the connections.
 
-use crate::cli::{Args, Scenario};
+use crate::cli::{Args, Driver, Scenario};
 use crate::clock::mono_ns;
 use crate::conn::{self, Role};
 use crate::group::GroupTracker;
@@ -266,17 +266,21 @@ pub fn run_shard(
 
 fn thread_main(ctx: Arc<Ctx>, t: usize, n: usize, cpu: usize) -> WorkerResult {
     let _ = monoio::utils::bind_to_cpu_set([cpu]);
-    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .with_entries(4096)
-        .enable_timer()
-        .build();
-    match rt {
-        Ok(mut rt) => rt.block_on(thread_body(ctx, t, n)),
-        Err(e) => {
-            eprintln!("uringmq-load: cannot build runtime: {e}");
-            WorkerResult::default()
-        }
-    }
+    let built = match ctx.args.driver {
+        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(thread_body(ctx.clone(), t, n))),
+        Driver::Auto => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .with_entries(4096)
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(thread_body(ctx.clone(), t, n))),
+    };
+    built.unwrap_or_else(|e| {
+        eprintln!("uringmq-load: cannot build runtime: {e}");
+        WorkerResult::default()
+    })
 }
 
 async fn wait_phase(ctx: &Ctx, p: Phase) {
