@@ -52,7 +52,9 @@ run() {
 # uringmq-load: "lost" with zero unacknowledged), so 3.1.1 QoS 2 publishers keep to 20.
 for v in 3 5; do
   q2=(); [[ $v == 3 ]] && q2=(--max-unacked 20)
-  run "fan-in-q1-v$v" -s fan-in -c 8 -q 1 --max --mqtt $v
+  # Mosquitto 2.0.11 drops outgoing QoS 1 messages ("Outgoing messages are being dropped") for a
+  # 3.1.1 subscriber hit by 8 x 64 publications at once; 8 x 8 in flight stays clear of it.
+  run "fan-in-q1-v$v" -s fan-in -c 8 -q 1 --max --inflight 8 --mqtt $v
   run "fan-out-q2-v$v" -s fan-out -c 20 -q 2 -r 5000 --mqtt $v "${q2[@]}"
   run "pairs-q0-v$v" -s pairs -c 8 -q 0 -r 20000 --mqtt $v
   run "pairs-q2-v$v" -s pairs -c 8 -q 2 --max --mqtt $v "${q2[@]}"
