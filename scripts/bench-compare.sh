@@ -145,18 +145,24 @@ available() {
 }
 
 BROKER_PID=""
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 start_broker() {
-  local b=$1 log=$OUT/$1.log
+  local b=$1 log=$OUT/$1.log port p
+  # Something else on a broker's port would be measured in its place: refuse.
+  for p in $(port_of "$b" 3) $(port_of "$b" 5); do
+    if port_open "$p"; then say "port $p is already in use: not starting $b"; return 1; fi
+  done
   case "$b" in
     uringmq) taskset -c "$BROKER_CPUS" "$TARGET/release/uringmq" --bind 127.0.0.1 --port 18830 --cores "$BROKER_CORES" >>"$log" 2>&1 & ;;
     mosquitto) taskset -c "$BROKER_CPUS" "$MOSQUITTO" -c "$OUT/mosquitto.conf" >>"$log" 2>&1 & ;;
     rumqttd) taskset -c "$BROKER_CPUS" "$RUMQTTD" -c "$OUT/rumqttd.toml" >>"$log" 2>&1 & ;;
   esac
   BROKER_PID=$!
-  local port; port=$(port_of "$b" 3)
+  port=$(port_of "$b" 3)
   for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     kill -0 "$BROKER_PID" 2>/dev/null || break
+    if port_open "$port"; then return 0; fi
     sleep 0.05
   done
   say "$b did not start listening on $port (see $log)"

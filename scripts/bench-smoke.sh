@@ -29,6 +29,10 @@ if [[ -z $CMD ]]; then
   printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay true\nlog_dest none\n' "$PORT" >"$TMP/mosquitto.conf"
   CMD="$MOSQUITTO -c $TMP/mosquitto.conf"
 fi
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "bench-smoke: port $PORT is already in use (use --port)" >&2
+  exit 1
+fi
 # shellcheck disable=SC2086
 $CMD >"$TMP/broker.log" 2>&1 &
 BPID=$!

@@ -62,6 +62,10 @@ printf '%10s %10s %12s %14s %10s\n' conns opened "connects/s" "broker B/conn" fa
 for n in "${STEPS[@]}"; do
   capped=0
   if (( n > BROKER_MAX )); then n=$BROKER_MAX; capped=1; fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    echo "million: port $PORT is already in use; stop whatever listens there" >&2
+    exit 1
+  fi
   taskset -c "$BROKER_CPUS" "${CMD[@]}" >"$TMP/broker.log" 2>&1 &
   BPID=$!
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
