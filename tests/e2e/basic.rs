@@ -139,3 +139,37 @@ fn ping() {
         c.ping();
     }
 }
+
+#[test]
+fn connections_gauge_follows_takeovers_and_disconnects() {
+    let b = broker();
+    let first = Client::connect(b.local_addr(), Protocol::V5, "g");
+    let second = Client::connect(b.local_addr(), Protocol::V5, "g");
+    let mut probe = Client::connect(b.local_addr(), Protocol::V5, "probe");
+    probe.ping();
+    drop(first);
+    assert_eq!(b.stats().connections, 2);
+    second.disconnect();
+    for _ in 0..50 {
+        if b.stats().connections == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(b.stats().connections, 1);
+}
+
+#[test]
+fn a_will_the_broker_cannot_honour_is_refused() {
+    let b = broker_with(|c| c.max_qos = 1);
+    let mut c = connect_packet(Protocol::V5, "w");
+    c.will = Some(LastWill {
+        topic: "w".into(),
+        payload: Default::default(),
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let (_c, ack) = Client::connect_with(b.local_addr(), c);
+    assert_eq!(ack.reason_code, ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-12]");
+}

@@ -298,7 +298,9 @@ async fn handle(core: &Rc<Core>, conn: &Rc<Conn>, packet: Packet) -> Result<(), 
             return Err(CloseReason::TakenOver);
         }
         return match packet {
-            Packet::Connect(c) => on_connect(core, conn, c).await,
+            // Boxed: CONNECT happens once, its state must not enlarge every idle connection's
+            // task.
+            Packet::Connect(c) => Box::pin(on_connect(core, conn, c)).await,
             other => Err(CloseReason::Protocol(
                 ReasonCode::PROTOCOL_ERROR.0,
                 format!(
@@ -309,7 +311,11 @@ async fn handle(core: &Rc<Core>, conn: &Rc<Conn>, packet: Packet) -> Result<(), 
         };
     };
     debug!(client_id = ?conn.client_id.borrow().as_deref(), packet = ?packet_name(&packet), "packet in");
-    let pre = pre_authorize(core, conn, key, &packet).await;
+    let pre = if core.shared.authorizer.as_ref().is_some_and(|a| a.is_blocking()) {
+        Box::pin(pre_authorize(core, conn, key, &packet)).await
+    } else {
+        None
+    };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         core.handle_packet(conn, key, packet, pre)
     })) {
@@ -385,7 +391,7 @@ async fn pre_authorize(
             .collect::<Vec<bool>>()
     });
     // A hook that panicked denies.
-    Some(rx.await.unwrap_or_else(|_| vec![false; 64]))
+    Some(rx.await.unwrap_or_default())
 }
 
 /// Writes a refusing CONNACK (mapped to a 3.x return code by the encoder).
@@ -416,6 +422,20 @@ async fn on_connect(core: &Rc<Core>, conn: &Rc<Conn>, c: Box<Connect>) -> Result
             return Err(CloseReason::Refused(r.reason.0));
         }
     };
+    if let Some(w) = &c.will {
+        // v5: a will the broker cannot honour is refused [MQTT-3.2.2-12] [MQTT-3.2.2-13].
+        let code = if w.qos as u8 > cfg.max_qos {
+            Some(ReasonCode::QOS_NOT_SUPPORTED)
+        } else if w.retain && !cfg.retain_available {
+            Some(ReasonCode::RETAIN_NOT_SUPPORTED)
+        } else {
+            None
+        };
+        if let Some(code) = code {
+            refuse(conn, proto, code);
+            return Err(CloseReason::Refused(code.0));
+        }
+    }
     // Authentication (password file, anonymous policy, hooks): on a hook thread if blocking.
     if let Some(auth) = shared.authenticator.clone() {
         let username = c.username.as_ref().map(|u| u.to_string());

@@ -694,6 +694,7 @@ impl Core {
         if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline) {
             conn.session.set(None);
             conn.kill(CloseReason::TakenOver);
+            self.stats().connections.fetch_sub(1, Ordering::Relaxed);
         }
         // The old connection's will: a new connection to the session before the will delay
         // passes cancels it [MQTT-3.1.3-10]; with clean start the old session ends, so the

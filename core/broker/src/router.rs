@@ -364,7 +364,7 @@ impl Core {
         let v5 = proto.is_v5();
         match packet {
             Packet::Publish(p) => {
-                self.on_publish(conn, key, p, pre.and_then(|v| v.first().copied()))
+                self.on_publish(conn, key, p, pre.map(|v| v.first().copied().unwrap_or(false)))
             }
             Packet::PubAck(a) => {
                 let ok = self.with_session(key, |s| s.inflight.puback(a.packet_id).is_ok());
@@ -619,8 +619,8 @@ impl Core {
                 codes.push(fail(ReasonCode::TOPIC_FILTER_INVALID));
                 continue;
             }
-            let allowed = match pre.as_ref().and_then(|v| v.get(i)) {
-                Some(&a) => a,
+            let allowed = match pre.as_ref().map(|v| v.get(i).copied().unwrap_or(false)) {
+                Some(a) => a,
                 None => {
                     let st = self.st.borrow();
                     st.sessions
