@@ -1,8 +1,10 @@
 //! [`Broker`]: start, embed and stop a uringmq broker in-process.
 
 use crate::api::{ApiError, Delivery, Hooks, InjectedMessage, StartError, Stats};
-use crate::config::{Config, ConfigError, Driver, Transport};
+use crate::auth::Security;
+use crate::config::{Config, ConfigError, Driver};
 use crate::core::{run_core, CoreStats, Shared};
+use crate::endpoint::Endpoint;
 use crate::hooks::HookPool;
 use crate::mesh::{ApiCmd, ApiSink, EventFd, Mailbox, MeshMsg};
 use crate::registry::Registry;
@@ -13,10 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tracing::info;
-use uringmq_auth::{
-    AclFile, AllowAll, AnonymousPolicy, AuthChain, Authenticator, Authorizer, AuthzChain,
-    PasswordFile,
-};
+use uringmq_auth::EnhancedAuthenticator;
 use uringmq_codec::QoS;
 use uringmq_session::{ConnectLimits, Message};
 use uringmq_topic::{validate_topic_filter, validate_topic_name, SharedFilter};
@@ -26,6 +25,10 @@ pub struct Broker {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     listeners: Vec<(String, SocketAddr)>,
+    /// The listeners' run-time settings (certificates reloaded on SIGHUP).
+    pub(crate) endpoints: Vec<Arc<Endpoint>>,
+    /// Password file and ACL (re-read on SIGHUP).
+    pub(crate) security: Arc<Security>,
     running: bool,
 }
 
@@ -55,49 +58,6 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> StartError {
     })
 }
 
-fn build_auth(
-    config: &Config,
-    hooks: &Hooks,
-) -> Result<(Option<Arc<dyn Authenticator>>, Option<Arc<dyn Authorizer>>), StartError> {
-    let anonymous = config.anonymous_allowed(None);
-    let mut steps: Vec<Arc<dyn Authenticator>> = vec![Arc::new(AnonymousPolicy {
-        allow_anonymous: anonymous,
-    })];
-    if let Some(path) = &config.password_file {
-        let file = PasswordFile::load(path).map_err(|e| invalid("password_file", e.to_string()))?;
-        steps.push(Arc::new(file));
-    }
-    if let Some(h) = &hooks.authenticator {
-        steps.push(h.clone());
-    }
-    let authenticator: Option<Arc<dyn Authenticator>> = if steps.len() == 1 {
-        // No password file and no hook: any user name is accepted (as Mosquitto does).
-        if anonymous {
-            None
-        } else {
-            steps.push(Arc::new(AllowAll));
-            Some(Arc::new(AuthChain::new(steps)))
-        }
-    } else {
-        Some(Arc::new(AuthChain::new(steps)))
-    };
-    let mut authz: Vec<Arc<dyn Authorizer>> = Vec::new();
-    if let Some(path) = &config.acl_file {
-        authz.push(Arc::new(
-            AclFile::load(path).map_err(|e| invalid("acl_file", e.to_string()))?,
-        ));
-    }
-    if let Some(h) = &hooks.authorizer {
-        authz.push(h.clone());
-    }
-    let authorizer: Option<Arc<dyn Authorizer>> = match authz.len() {
-        0 => None,
-        1 => authz.pop(),
-        _ => Some(Arc::new(AuthzChain::new(authz))),
-    };
-    Ok((authenticator, authorizer))
-}
-
 impl Broker {
     /// Starts a broker: binds every listener (a port conflict is [`StartError::Bind`] before any
     /// thread starts), then one thread per core.
@@ -107,39 +67,43 @@ impl Broker {
 
     /// Starts a broker with authentication/authorisation hooks.
     pub fn start_with_hooks(config: Config, hooks: Hooks) -> Result<Broker, StartError> {
+        Self::start_with_auth(config, hooks, Vec::new())
+    }
+
+    /// Starts a broker with hooks and MQTT 5 enhanced authentication methods (CONNECT with an
+    /// Authentication Method one of them handles runs its AUTH exchange, e.g. SCRAM-SHA-256).
+    pub fn start_with_auth(
+        config: Config,
+        hooks: Hooks,
+        enhanced: Vec<Arc<dyn EnhancedAuthenticator>>,
+    ) -> Result<Broker, StartError> {
         config.validate()?;
         let cores = config.effective_cores().min(1024);
         let driver = pick_driver(config.driver);
-        let (authenticator, authorizer) = build_auth(&config, &hooks)?;
+        let security = Security::new(&config, &hooks, enhanced)?;
+        let (authenticator, authorizer) = (security.authenticator(), security.authorizer());
 
-        // Listeners: the default one plus `[[listener]]` tables (TCP only for now).
-        let mut specs: Vec<(String, SocketAddr)> = vec![(
-            "default".to_owned(),
-            SocketAddr::new(config.bind, config.port),
-        )];
-        for l in &config.listeners {
-            if l.transport != Transport::Tcp {
-                return Err(invalid(
-                    "listener",
-                    format!("transport {:?} is not supported yet", l.transport),
-                ));
-            }
-            let name = l.name.clone().unwrap_or_else(|| format!("tcp:{}", l.port));
-            specs.push((name, SocketAddr::new(l.bind, l.port)));
-        }
-        let mut per_core: Vec<Vec<(Arc<str>, std::net::TcpListener)>> =
+        // Listeners: the default one plus `[[listener]]` tables; certificates load here.
+        let endpoints =
+            crate::endpoint::endpoints(&config).map_err(|e| invalid("listener", e.to_string()))?;
+        let addrs = std::iter::once(SocketAddr::new(config.bind, config.port)).chain(
+            config
+                .listeners
+                .iter()
+                .map(|l| SocketAddr::new(l.bind, l.port)),
+        );
+        let mut per_core: Vec<Vec<(Arc<Endpoint>, std::net::TcpListener)>> =
             (0..cores).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
-        for (name, addr) in specs {
+        for (endpoint, addr) in endpoints.iter().zip(addrs) {
             let socks = crate::listener::bind(addr, cores)
                 .map_err(|source| StartError::Bind { addr, source })?;
             let bound = socks[0]
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr, source })?;
-            listeners.push((name.clone(), bound));
-            let name: Arc<str> = name.into();
+            listeners.push((endpoint.name.to_string(), bound));
             for (i, s) in socks.into_iter().enumerate() {
-                per_core[i].push((name.clone(), s));
+                per_core[i].push((endpoint.clone(), s));
             }
         }
 
@@ -163,6 +127,7 @@ impl Broker {
             hooks: HookPool::new(if blocking { 2 } else { 0 }),
             authenticator,
             authorizer,
+            security: security.clone(),
             connections: AtomicUsize::new(0),
             next_assigned: AtomicU64::new(1),
             config,
@@ -176,6 +141,8 @@ impl Broker {
             shared: shared.clone(),
             threads: Vec::new(),
             listeners,
+            endpoints,
+            security,
             running: true,
         };
         for (i, ls) in per_core.into_iter().enumerate() {

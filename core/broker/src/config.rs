@@ -89,6 +89,27 @@ pub struct ListenerConfig {
     pub allow_anonymous: Option<bool>,
 }
 
+impl ListenerConfig {
+    /// A loopback listener with every optional key at its default (path `/mqtt`, no TLS files,
+    /// no limit of its own, the global anonymous policy).
+    pub fn new(transport: Transport, port: u16) -> Self {
+        ListenerConfig {
+            name: None,
+            bind: default_bind(),
+            port,
+            transport,
+            max_connections: 0,
+            ws_path: default_ws_path(),
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+            allow_anonymous: None,
+        }
+    }
+}
+
 /// All broker settings. Field names are the config-file keys and the Python keyword arguments.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -157,6 +178,9 @@ pub struct Config {
     pub password_file: Option<PathBuf>,
     /// Mosquitto-format ACL file.
     pub acl_file: Option<PathBuf>,
+    /// Milliseconds to wait before a refusing CONNACK after failed authentication, against
+    /// password guessing (the connection waits; the core does not).
+    pub auth_failure_delay_ms: u64,
 }
 
 fn default_bind() -> IpAddr {
@@ -198,6 +222,7 @@ impl Default for Config {
             allow_anonymous: None,
             password_file: None,
             acl_file: None,
+            auth_failure_delay_ms: 500,
         }
     }
 }
@@ -368,20 +393,7 @@ mod tests {
     fn round_trips_through_toml() {
         let mut c = Config::default();
         c.port = 0;
-        c.listeners.push(ListenerConfig {
-            name: None,
-            bind: default_bind(),
-            port: 9001,
-            transport: Transport::Ws,
-            max_connections: 0,
-            ws_path: default_ws_path(),
-            cert_file: None,
-            key_file: None,
-            ca_file: None,
-            require_certificate: false,
-            use_identity_as_username: false,
-            allow_anonymous: None,
-        });
+        c.listeners.push(ListenerConfig::new(Transport::Ws, 9001));
         assert_eq!(Config::from_toml_str(&c.to_toml_string()).unwrap(), c);
     }
 

@@ -7,6 +7,7 @@
 //! and takeovers shut the socket down, which ends the pending read.
 
 use crate::core::{add, CloseReason, Core, LocalNotify, Sink, TaskGuard};
+use crate::endpoint::{Endpoint, Slot};
 use crate::mesh::MeshMsg;
 use crate::registry::core_of;
 use crate::router::write_packet;
@@ -24,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
-use uringmq_auth::{AuthDecision, ClientInfo};
+use uringmq_auth::ClientInfo;
 use uringmq_codec::{
     ByteStr, ConnAck, Connect, Decoder, Disconnect, DisconnectProperties, Packet, Protocol,
     ReasonCode,
@@ -43,6 +44,10 @@ pub(crate) struct Conn {
     pub(crate) fd: RawFd,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) listener: Arc<str>,
+    /// TLS / WebSocket adapter (`Transport::Tcp`, a unit variant, for plain TCP).
+    pub(crate) transport: RefCell<uringmq_transport::Transport>,
+    /// A v5 enhanced authentication exchange before CONNACK (none for most connections).
+    pub(crate) exchange: RefCell<Option<Box<crate::auth::Exchange>>>,
     /// Bytes waiting for the writer.
     pub(crate) out: RefCell<BytesMut>,
     /// Wakes the writer.
@@ -66,11 +71,19 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    fn new(fd: RawFd, peer: Option<SocketAddr>, listener: Arc<str>, deadline: Instant) -> Self {
+    fn new(
+        fd: RawFd,
+        peer: Option<SocketAddr>,
+        listener: Arc<str>,
+        transport: uringmq_transport::Transport,
+        deadline: Instant,
+    ) -> Self {
         Conn {
             fd,
             peer,
             listener,
+            transport: RefCell::new(transport),
+            exchange: RefCell::new(None),
             out: RefCell::new(BytesMut::new()),
             wake: LocalNotify::default(),
             blocked: Cell::new(false),
@@ -148,9 +161,10 @@ fn truncate(s: &str, max: usize) -> &str {
 pub(crate) async fn accept_loop(
     core: Rc<Core>,
     listener: TcpListener,
-    name: Arc<str>,
+    endpoint: Arc<Endpoint>,
     _guard: TaskGuard,
 ) {
+    let name = endpoint.name.clone();
     loop {
         let accepted = listener.accept().await;
         if core.stopping.get() {
@@ -167,8 +181,18 @@ pub(crate) async fn accept_loop(
                     drop(stream);
                     continue;
                 }
+                let Some(slot) = endpoint.admit() else {
+                    core.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                    debug!(%peer, listener = %name, "listener max_connections reached: refused");
+                    continue;
+                };
+                let Some(transport) = crate::transport_io::accept(&endpoint) else {
+                    core.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                };
                 let guard = core.task_guard();
-                monoio::spawn(connection(core.clone(), stream, peer, name.clone(), guard));
+                let accepted = (name.clone(), transport, slot);
+                monoio::spawn(connection(core.clone(), stream, peer, accepted, guard));
             }
             Err(e) => {
                 warn!(core = core.id, listener = %name, "accept failed: {e}");
@@ -184,14 +208,14 @@ async fn connection(
     core: Rc<Core>,
     stream: TcpStream,
     peer: SocketAddr,
-    listener: Arc<str>,
+    (listener, transport, _slot): (Arc<str>, uringmq_transport::Transport, Slot),
     _guard: TaskGuard,
 ) {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let deadline =
         Instant::now() + Duration::from_secs(u64::from(core.config().connect_timeout_secs));
-    let conn = Rc::new(Conn::new(fd, Some(peer), listener, deadline));
+    let conn = Rc::new(Conn::new(fd, Some(peer), listener, transport, deadline));
     let conn_id = core.register_conn(conn.clone());
     if core.stopping.get() {
         conn.kill(CloseReason::Shutdown);
@@ -242,18 +266,30 @@ async fn read_loop(
         if let Some(r) = conn.kill_reason.borrow().clone() {
             return r;
         }
-        buf.reserve(decoder.needed(&buf).max(READ_CHUNK));
-        let len = buf.len();
-        let (res, slice) = rd.read(buf.slice_mut(len..)).await;
-        buf = slice.into_inner();
-        match res {
-            Ok(0) => return CloseReason::Eof,
-            Ok(n) => {
-                filled = buf.len() == buf.capacity();
-                add(&core.stats().bytes_in, n as u64);
-                conn.last_seen.set(Instant::now());
+        let mut peer_closed = false;
+        if conn.transport.borrow().is_passthrough() {
+            buf.reserve(decoder.needed(&buf).max(READ_CHUNK));
+            let len = buf.len();
+            let (res, slice) = rd.read(buf.slice_mut(len..)).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => return CloseReason::Eof,
+                Ok(n) => {
+                    filled = buf.len() == buf.capacity();
+                    add(&core.stats().bytes_in, n as u64);
+                    conn.last_seen.set(Instant::now());
+                }
+                Err(e) => return CloseReason::Io(e.to_string()),
             }
-            Err(e) => return CloseReason::Io(e.to_string()),
+        } else {
+            match crate::transport_io::read(conn, &mut rd, &mut buf).await {
+                Ok(r) => {
+                    (filled, peer_closed) = (r.filled, r.closed);
+                    add(&core.stats().bytes_in, r.raw as u64);
+                    conn.last_seen.set(Instant::now());
+                }
+                Err(reason) => return reason,
+            }
         }
         loop {
             if let Some(r) = conn.kill_reason.borrow().clone() {
@@ -288,6 +324,9 @@ async fn read_loop(
                 }
             }
         }
+        if peer_closed {
+            return CloseReason::Eof;
+        }
     }
 }
 
@@ -301,6 +340,11 @@ async fn handle(core: &Rc<Core>, conn: &Rc<Conn>, packet: Packet) -> Result<(), 
             // Boxed: CONNECT happens once, its state must not enlarge every idle connection's
             // task.
             Packet::Connect(c) => Box::pin(on_connect(core, conn, c)).await,
+            // v5 enhanced authentication: the client's next step before CONNACK.
+            Packet::Auth(a) => match Box::pin(crate::auth::on_auth(core, conn, a)).await? {
+                Some(c) => Box::pin(on_connect(core, conn, c)).await,
+                None => Ok(()),
+            },
             other => Err(CloseReason::Protocol(
                 ReasonCode::PROTOCOL_ERROR.0,
                 format!(
@@ -311,7 +355,12 @@ async fn handle(core: &Rc<Core>, conn: &Rc<Conn>, packet: Packet) -> Result<(), 
         };
     };
     debug!(client_id = ?conn.client_id.borrow().as_deref(), packet = ?packet_name(&packet), "packet in");
-    let pre = if core.shared.authorizer.as_ref().is_some_and(|a| a.is_blocking()) {
+    let pre = if core
+        .shared
+        .authorizer
+        .as_ref()
+        .is_some_and(|a| a.is_blocking())
+    {
         Box::pin(pre_authorize(core, conn, key, &packet)).await
     } else {
         None
@@ -395,7 +444,7 @@ async fn pre_authorize(
 }
 
 /// Writes a refusing CONNACK (mapped to a 3.x return code by the encoder).
-fn refuse(conn: &Conn, proto: Protocol, code: ReasonCode) {
+pub(crate) fn refuse(conn: &Conn, proto: Protocol, code: ReasonCode) {
     let ack = ConnAck {
         session_present: false,
         reason_code: code,
@@ -404,9 +453,14 @@ fn refuse(conn: &Conn, proto: Protocol, code: ReasonCode) {
     Core::write_out(conn, |out| write_packet(out, &Packet::ConnAck(ack), proto));
 }
 
-async fn on_connect(core: &Rc<Core>, conn: &Rc<Conn>, c: Box<Connect>) -> Result<(), CloseReason> {
+async fn on_connect(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    mut c: Box<Connect>,
+) -> Result<(), CloseReason> {
     let proto = c.protocol;
     conn.protocol.set(proto);
+    let requested = crate::auth::take_method(core, conn, &mut c)?;
     let shared = core.shared.clone();
     let limits = shared.limits;
     let cfg = &shared.config;
@@ -436,37 +490,14 @@ async fn on_connect(core: &Rc<Core>, conn: &Rc<Conn>, c: Box<Connect>) -> Result
             return Err(CloseReason::Refused(code.0));
         }
     }
-    // Authentication (password file, anonymous policy, hooks): on a hook thread if blocking.
-    if let Some(auth) = shared.authenticator.clone() {
-        let username = c.username.as_ref().map(|u| u.to_string());
-        let password = c.password.clone();
-        let listener = conn.listener.to_string();
-        let client_id = n.client_id.clone();
-        let peer = conn.peer;
-        let decide = move || {
-            let mut info = ClientInfo::new(&client_id, username.as_deref(), &listener);
-            info.peer = peer;
-            auth.authenticate(&info, password.as_deref())
+    // Authentication (certificate, enhanced AUTH exchange, password file, anonymous policy,
+    // hooks): on a hook thread where blocking; refusals are delayed and counted there.
+    let granted =
+        match crate::auth::authenticate(core, conn, &mut c, &n.client_id, requested).await? {
+            Some(granted) => granted,
+            // Waiting for the client's AUTH packet.
+            None => return Ok(()),
         };
-        let decision = if shared
-            .authenticator
-            .as_ref()
-            .is_some_and(|a| a.is_blocking())
-        {
-            shared.hooks.run(decide).await.unwrap_or(AuthDecision::Deny(
-                uringmq_auth::DenyReason::ServerUnavailable,
-            ))
-        } else {
-            decide()
-        };
-        if let AuthDecision::Deny(why) = decision {
-            add(&core.stats().auth_failures, 1);
-            let code = ReasonCode(why.reason_code());
-            info!(client_id = %n.client_id, peer = ?conn.peer, "authentication failed: {why:?}");
-            refuse(conn, proto, code);
-            return Err(CloseReason::Refused(code.0));
-        }
-    }
     // Claim the client id; take the session over from wherever it lives [MQTT-3.1.4-3].
     let id: Arc<str> = n.client_id.as_str().into();
     let key = core.new_key();
@@ -513,7 +544,9 @@ async fn on_connect(core: &Rc<Core>, conn: &Rc<Conn>, c: Box<Connect>) -> Result
     s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
     s.will = c.will.clone();
     let properties = if proto.is_v5() {
-        n.connack_properties(&limits)
+        let mut p = n.connack_properties(&limits);
+        granted.apply(&mut p);
+        p
     } else {
         Default::default()
     };
@@ -556,7 +589,7 @@ async fn writer(
     // Double buffering: producers fill `conn.out` while the other buffer is being written.
     let mut spare: Option<BytesMut> = None;
     loop {
-        if conn.out.borrow().is_empty() {
+        if conn.out.borrow().is_empty() && !crate::transport_io::wants_write(&conn) {
             if conn.closing.get() {
                 break;
             }
@@ -570,6 +603,7 @@ async fn writer(
         }
         let next = spare.take().unwrap_or_default();
         let buf = std::mem::replace(&mut *conn.out.borrow_mut(), next);
+        let buf = crate::transport_io::wrap(&conn, buf);
         let n = buf.len();
         let (res, mut buf) = wr.write_all(buf).await;
         if let Err(e) = res {
@@ -589,5 +623,6 @@ async fn writer(
             }
         }
     }
+    crate::transport_io::finish(&conn, &mut wr).await;
     let _ = wr.shutdown().await;
 }

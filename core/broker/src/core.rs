@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) hooks: HookPool,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
     pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
+    /// Listener policies, files and enhanced authenticators behind the two above.
+    pub(crate) security: Arc<crate::auth::Security>,
     /// Open client sockets, all cores (for `max_connections`).
     pub(crate) connections: AtomicUsize,
     /// Source of assigned client identifiers.
@@ -290,7 +292,10 @@ impl Core {
     }
 
     /// The core's main future: accept loops, timers, and the mesh until Stop.
-    async fn run(self: Rc<Self>, listeners: Vec<(Arc<str>, std::net::TcpListener)>) {
+    async fn run(
+        self: Rc<Self>,
+        listeners: Vec<(Arc<crate::endpoint::Endpoint>, std::net::TcpListener)>,
+    ) {
         for (name, l) in listeners {
             use std::os::fd::AsRawFd;
             self.listener_fds.borrow_mut().push(l.as_raw_fd());
@@ -981,7 +986,7 @@ impl Core {
 pub(crate) fn run_core(
     id: u16,
     shared: Arc<Shared>,
-    listeners: Vec<(Arc<str>, std::net::TcpListener)>,
+    listeners: Vec<(Arc<crate::endpoint::Endpoint>, std::net::TcpListener)>,
     driver: Driver,
     pin: Option<usize>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,

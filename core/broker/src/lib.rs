@@ -5,19 +5,24 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod auth;
 mod broker;
 pub mod config;
 mod connection;
 mod core;
+mod endpoint;
 mod hooks;
 mod listener;
 mod mesh;
 mod registry;
+mod reload;
 mod retained;
 mod router;
 mod shared_sub;
 mod timers;
+mod transport_io;
 
 pub use api::*;
 pub use broker::{init_logging, Broker, RecvError, Subscription};
 pub use config::*;
+pub use reload::ReloadReport;

@@ -1,7 +1,10 @@
 //! The `uringmq` binary: config file plus flags for the common settings; SIGINT/SIGTERM stop
-//! it cleanly (connections closed, no wills sent).
+//! it cleanly (connections closed, no wills sent); SIGHUP reloads certificates, the password
+//! file and the ACL file. `uringmq passwd` manages password files.
 
-use clap::Parser;
+mod cli;
+
+use clap::{Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use uringmq::{init_logging, Broker, Config, Driver};
@@ -34,6 +37,14 @@ struct Args {
     /// Print the effective config as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or update a Mosquitto-compatible password file (like mosquitto_passwd).
+    Passwd(cli::Passwd),
 }
 
 fn parse_driver(s: &str) -> Result<Driver, String> {
@@ -45,7 +56,7 @@ fn parse_driver(s: &str) -> Result<Driver, String> {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and so in every thread started after), so they
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread started after), so they
 /// are received by `sigwait` only.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: plain signal-mask manipulation on a zeroed, then initialised, sigset.
@@ -54,6 +65,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -61,6 +73,9 @@ fn block_signals() -> libc::sigset_t {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Command::Passwd(p)) = args.command {
+        return p.run();
+    }
     let mut config = match &args.config {
         Some(path) => match Config::from_file(path) {
             Ok(c) => c,
@@ -103,8 +118,15 @@ fn main() -> std::process::ExitCode {
         tracing::info!(listener = %name, %addr, "listening");
     }
     let mut sig: libc::c_int = 0;
-    // SAFETY: waiting on the signals blocked above.
-    unsafe { libc::sigwait(&set, &mut sig) };
+    loop {
+        // SAFETY: waiting on the signals blocked above.
+        unsafe { libc::sigwait(&set, &mut sig) };
+        if sig != libc::SIGHUP {
+            break;
+        }
+        tracing::info!("SIGHUP: reloading certificates, password file and ACL file");
+        broker.reload();
+    }
     tracing::info!(signal = sig, "stopping");
     broker.stop();
     std::process::ExitCode::SUCCESS

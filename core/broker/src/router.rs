@@ -164,6 +164,10 @@ impl Core {
         let Some(e) = sessions.get_mut(&key) else {
             return;
         };
+        // ACL `read` on every delivery to a client, retained messages and wills included.
+        if !matches!(e.sink, Sink::Api(_)) && !self.may_receive(&e.s, &msg.topic) {
+            return;
+        }
         let stats = self.stats();
         match &e.sink {
             Sink::Api(sink) => {
@@ -363,9 +367,12 @@ impl Core {
         let proto = conn.protocol.get();
         let v5 = proto.is_v5();
         match packet {
-            Packet::Publish(p) => {
-                self.on_publish(conn, key, p, pre.map(|v| v.first().copied().unwrap_or(false)))
-            }
+            Packet::Publish(p) => self.on_publish(
+                conn,
+                key,
+                p,
+                pre.map(|v| v.first().copied().unwrap_or(false)),
+            ),
             Packet::PubAck(a) => {
                 let ok = self.with_session(key, |s| s.inflight.puback(a.packet_id).is_ok());
                 if !ok {
