@@ -1,1 +1,397 @@
-//! placeholder
+//! Authentication and authorisation over real sockets: a password file made by
+//! mosquitto_passwd, refusals with the right CONNACK code per version (and a counter), the
+//! anonymous policy per listener, the ACL matrix (users x topics x read/write, `%c`/`%u`
+//! patterns) in v3.1.1 and v5 including retained messages and wills, the certificate CN as user
+//! name, and MQTT 5 enhanced authentication with SCRAM-SHA-256.
+
+#[path = "edge_client.rs"]
+mod edge_client;
+
+use edge_client::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+use uringmq::{Hooks, Transport};
+use uringmq_auth::{EnhancedAuthenticator, ScramClient, ScramSha256};
+use uringmq_tests::*;
+
+/// Made by mosquitto_passwd 2.0.11 (see its README): alice/"correct horse",
+/// bob/"b0b:with:colons", carol ($6$)/"carol-pw", dave/"ünïcødé pässwörd".
+const MOSQUITTO_PASSWD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/auth/mosquitto_passwd_2.0.11.txt"
+);
+
+fn login(proto: Protocol, id: &str, user: Option<&str>, password: Option<&str>) -> Connect {
+    let mut c = connect_packet(proto, id);
+    c.username = user.map(Into::into);
+    c.password = password.map(|p| bytes::Bytes::copy_from_slice(p.as_bytes()));
+    c
+}
+
+fn write_file(tag: &str, text: &str) -> (PathBuf, PathBuf) {
+    let dir = scratch_dir(tag);
+    let path = dir.join(tag);
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn a_mosquitto_passwd_file_is_accepted_as_is() {
+    let b = broker_with(|c| {
+        c.password_file = Some(MOSQUITTO_PASSWD.into());
+        c.allow_anonymous = Some(false);
+        c.auth_failure_delay_ms = 0;
+    });
+    let users = [
+        ("alice", "correct horse"),
+        ("bob", "b0b:with:colons"),
+        ("carol", "carol-pw"),
+        ("dave", "ünïcødé pässwörd"),
+    ];
+    for proto in [Protocol::V3_1_1, Protocol::V5] {
+        for (user, pw) in users {
+            let (_c, ack) = Client::connect_with(
+                b.local_addr(),
+                login(
+                    proto,
+                    &format!("{user}-{}", proto as u8),
+                    Some(user),
+                    Some(pw),
+                ),
+            );
+            assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{user}");
+        }
+    }
+}
+
+#[test]
+fn failed_authentication_uses_the_code_of_the_clients_version_and_is_counted() {
+    let b = broker_with(|c| {
+        c.password_file = Some(MOSQUITTO_PASSWD.into());
+        c.allow_anonymous = Some(false);
+        c.auth_failure_delay_ms = 50;
+    });
+    let cases = [
+        // (protocol, user, password, expected code as decoded for that version)
+        (
+            Protocol::V5,
+            Some("alice"),
+            Some("wrong"),
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        ),
+        (
+            Protocol::V5,
+            Some("nobody"),
+            Some("x"),
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        ),
+        (Protocol::V5, None, None, ReasonCode::NOT_AUTHORIZED),
+        // 3.1.1: return code 4 (bad user name or password) and 5 (not authorised).
+        (
+            Protocol::V3_1_1,
+            Some("alice"),
+            Some("wrong"),
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        ),
+        (Protocol::V3_1_1, None, None, ReasonCode::NOT_AUTHORIZED),
+    ];
+    for (i, (proto, user, pw, code)) in cases.into_iter().enumerate() {
+        let (mut c, ack) =
+            Client::connect_with(b.local_addr(), login(proto, &format!("f{i}"), user, pw));
+        assert_eq!(ack.reason_code, code, "case {i}");
+        assert!(c.closed().0, "refused connections are closed");
+    }
+    assert_eq!(b.stats().auth_failures, 5);
+}
+
+#[test]
+fn anonymous_policy_is_per_listener() {
+    let b = broker_with(|c| {
+        c.allow_anonymous = Some(false);
+        c.auth_failure_delay_ms = 0;
+        let mut open = listener(Transport::Tcp);
+        open.allow_anonymous = Some(true);
+        c.listeners.push(open);
+    });
+    let (_c, ack) = Client::connect_with(b.local_addr(), connect_packet(Protocol::V5, "anon"));
+    assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED);
+    let (_c, ack) = Client::connect_with(extra_addr(&b, 0), connect_packet(Protocol::V5, "anon"));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+}
+
+const ACL: &str = "\
+# anonymous clients
+topic read public/#
+
+user alice
+topic readwrite alice/#
+topic read shared/#
+topic write shared/alice
+topic deny alice/secret
+
+user bob
+topic read shared/#
+topic read alice/#
+topic write shared/bob
+
+pattern readwrite devices/%c/#
+pattern read users/%u/inbox
+";
+
+/// The ACL matrix: who may subscribe, publish and receive where, in 3.1.1 and 5.
+#[test]
+fn acl_matrix_v3_and_v5() {
+    let (_dir, acl) = write_file("acl", ACL);
+    let b = broker_with(|c| c.acl_file = Some(acl));
+    for proto in [Protocol::V3_1_1, Protocol::V5] {
+        let v = proto as u8;
+        let denied_sub = if proto.is_v5() {
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode::V3_SUBACK_FAILURE
+        };
+        let connect = |id: &str, user: Option<&str>| {
+            let (c, ack) = Client::connect_with(b.local_addr(), login(proto, id, user, None));
+            assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+            c
+        };
+        let mut alice = connect(&format!("a{v}"), Some("alice"));
+        let mut bob = connect(&format!("b{v}"), Some("bob"));
+        let mut anon = connect(&format!("n{v}"), None);
+        let sub = |c: &mut Client, f: &str| {
+            c.subscribe_with(&[(f, Default::default())], Default::default())[0]
+        };
+        // SUBSCRIBE, per filter: (client, filter, granted?)
+        let ok = ReasonCode::SUCCESS;
+        assert_eq!(sub(&mut alice, "alice/#"), ok);
+        assert_eq!(sub(&mut alice, "shared/#"), ok);
+        assert_eq!(sub(&mut alice, "bob/#"), denied_sub);
+        assert_eq!(sub(&mut alice, "alice/secret"), denied_sub);
+        assert_eq!(sub(&mut bob, "alice/+"), ok);
+        assert_eq!(sub(&mut bob, "shared/#"), ok);
+        assert_eq!(sub(&mut bob, "#"), denied_sub);
+        assert_eq!(sub(&mut anon, "public/#"), ok);
+        assert_eq!(sub(&mut anon, "shared/#"), denied_sub);
+        // Patterns: %c is the client id, %u the user name.
+        assert_eq!(sub(&mut bob, &format!("devices/b{v}/#")), ok);
+        assert_eq!(sub(&mut bob, &format!("devices/a{v}/#")), denied_sub);
+        assert_eq!(sub(&mut bob, "users/bob/inbox"), ok);
+        assert_eq!(sub(&mut anon, "users/bob/inbox"), denied_sub);
+
+        // PUBLISH: a denied QoS 1 PUBLISH gets PUBACK 0x87 in v5, a plain PUBACK in 3.1.1,
+        // and is dropped either way.
+        let denied_pub = if proto.is_v5() {
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode::SUCCESS
+        };
+        let qos1 = |c: &mut Client, t: &str| {
+            c.publish_with(publish(t, t.as_bytes(), QoS::AtLeastOnce, false))
+        };
+        // Publishers of their own, so their subscriptions do not interleave with the acks.
+        let mut ap = connect(&format!("ap{v}"), Some("alice"));
+        let mut bp = connect(&format!("bp{v}"), Some("bob"));
+        let mut np = connect(&format!("np{v}"), None);
+        assert_eq!(qos1(&mut bp, "alice/x"), denied_pub);
+        assert_eq!(qos1(&mut ap, "alice/x"), ok);
+        // bob receives alice/x (read on alice/#), alice her own.
+        assert_eq!(bob.recv_publish().topic, "alice/x");
+        assert_eq!(alice.recv_publish().topic, "alice/x");
+        assert_eq!(qos1(&mut ap, "alice/secret"), denied_pub);
+        assert_eq!(qos1(&mut bp, "shared/bob"), ok);
+        assert_eq!(alice.recv_publish().topic, "shared/bob");
+        assert_eq!(bob.recv_publish().topic, "shared/bob");
+        assert_eq!(qos1(&mut ap, "shared/bob"), denied_pub);
+        assert_eq!(qos1(&mut np, "public/x"), denied_pub);
+        // %c: bp may write under its own client id only.
+        assert_eq!(qos1(&mut bp, &format!("devices/b{v}/up")), denied_pub);
+        assert_eq!(qos1(&mut bp, &format!("devices/bp{v}/up")), ok);
+        alice.expect_nothing();
+        bob.expect_nothing();
+        anon.expect_nothing();
+    }
+}
+
+#[test]
+fn deliveries_retained_messages_and_wills_are_filtered_by_read_rules() {
+    let (_dir, acl) = write_file(
+        "acl",
+        "user admin\ntopic readwrite #\n\nuser reader\ntopic read news/#\ntopic deny news/private\n",
+    );
+    let b = broker_with(|c| c.acl_file = Some(acl));
+    let connect = |id: &str, user: &str| {
+        let c = login(Protocol::V5, id, Some(user), None);
+        let (c, ack) = Client::connect_with(b.local_addr(), c);
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+        c
+    };
+    let mut admin = connect("admin", "admin");
+    admin.publish("news/public", b"r1", QoS::AtMostOnce, true);
+    admin.publish("news/private", b"r2", QoS::AtMostOnce, true);
+    // The will of a client that dies on a denied topic.
+    let mut dying = login(Protocol::V5, "dying", Some("admin"), None);
+    dying.will = Some(LastWill {
+        topic: "news/private".into(),
+        payload: bytes::Bytes::from_static(b"will"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let (dying, _) = Client::connect_with(b.local_addr(), dying);
+
+    // news/# overlaps the denial: granted, and news/private is filtered on delivery.
+    let mut reader = connect("reader", "reader");
+    reader.subscribe("news/#", QoS::AtMostOnce);
+    let retained = reader.recv_publish();
+    assert_eq!(
+        (retained.topic.as_str(), &retained.payload[..]),
+        ("news/public", &b"r1"[..])
+    );
+    reader.expect_nothing();
+
+    drop(dying);
+    admin.publish("news/private", b"live", QoS::AtMostOnce, false);
+    admin.publish("news/public", b"live", QoS::AtMostOnce, false);
+    let p = reader.recv_publish();
+    assert_eq!(
+        p.topic, "news/public",
+        "neither the will nor the live denied message"
+    );
+    reader.expect_nothing();
+}
+
+#[test]
+fn certificate_common_name_is_the_user_name() {
+    let pki = pki("device-7");
+    let (_dir, acl) = write_file("acl", "user device-7\ntopic readwrite dev/7/#\n");
+    let mut l = tls_listener(&pki, Transport::Tls);
+    l.ca_file = Some(pki.paths.ca_cert.clone());
+    l.use_identity_as_username = true;
+    let b = broker_with(|c| {
+        c.acl_file = Some(acl);
+        c.auth_failure_delay_ms = 0;
+        c.listeners.push(l);
+    });
+    let paths = &pki.paths;
+    let config = client_tls(
+        &paths.ca_cert,
+        Some((&paths.client_cert, &paths.client_key)),
+        &rustls::version::TLS13,
+    );
+    let mut m = Mqtt::new(tls_connect(extra_addr(&b, 0), config), Protocol::V5);
+    // The CONNECT user name is replaced by the certificate's CN.
+    let ack = m.connect(login(Protocol::V5, "cn", Some("someone-else"), Some("x")));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert_eq!(m.subscribe("dev/7/#", QoS::AtMostOnce), ReasonCode(0));
+    assert_eq!(
+        m.subscribe("dev/8/#", QoS::AtMostOnce),
+        ReasonCode::NOT_AUTHORIZED
+    );
+
+    // Without a certificate there is no identity: refused like a bad user name or password.
+    let anonymous = client_tls(&paths.ca_cert, None, &rustls::version::TLS13);
+    let mut m = Mqtt::new(tls_connect(extra_addr(&b, 0), anonymous), Protocol::V3_1_1);
+    let ack = m.connect(login(Protocol::V3_1_1, "nocert", Some("device-7"), None));
+    assert_eq!(ack.reason_code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+}
+
+fn scram_broker() -> Broker {
+    let mut scram = ScramSha256::new();
+    scram.set_password("carol", b"pencil");
+    let enhanced: Vec<Arc<dyn EnhancedAuthenticator>> = vec![Arc::new(scram)];
+    let mut c = config();
+    c.auth_failure_delay_ms = 0;
+    Broker::start_with_auth(c, Hooks::default(), enhanced).expect("broker")
+}
+
+fn scram_connect(id: &str, first: Vec<u8>) -> Connect {
+    let mut c = connect_packet(Protocol::V5, id);
+    c.properties.authentication_method = Some("SCRAM-SHA-256".into());
+    c.properties.authentication_data = Some(first.into());
+    c
+}
+
+fn auth_continue(data: Vec<u8>) -> Packet {
+    Packet::Auth(Auth {
+        reason_code: ReasonCode::CONTINUE_AUTHENTICATION,
+        properties: AuthProperties {
+            authentication_method: Some("SCRAM-SHA-256".into()),
+            authentication_data: Some(data.into()),
+            ..Default::default()
+        },
+    })
+}
+
+#[test]
+fn scram_sha256_enhanced_authentication() {
+    let b = scram_broker();
+    let mut client = ScramClient::new("carol", b"pencil");
+    let mut c = Client::raw(b.local_addr(), Protocol::V5);
+    c.send(&Packet::Connect(Box::new(scram_connect(
+        "scram",
+        client.client_first(),
+    ))));
+    let server_first = match c.recv() {
+        Some(Packet::Auth(a)) => {
+            assert_eq!(a.reason_code, ReasonCode::CONTINUE_AUTHENTICATION);
+            assert_eq!(
+                a.properties.authentication_method.as_deref(),
+                Some("SCRAM-SHA-256")
+            );
+            a.properties.authentication_data.unwrap()
+        }
+        other => panic!("expected AUTH 0x18, got {other:?}"),
+    };
+    let client_final = client.client_final(&server_first).unwrap();
+    c.send(&auth_continue(client_final));
+    match c.recv() {
+        Some(Packet::ConnAck(a)) => {
+            assert_eq!(a.reason_code, ReasonCode::SUCCESS);
+            assert_eq!(
+                a.properties.authentication_method.as_deref(),
+                Some("SCRAM-SHA-256")
+            );
+            let server_final = a.properties.authentication_data.unwrap();
+            client
+                .verify_server_final(&server_final)
+                .expect("the client verifies the server");
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    c.subscribe("s/t", QoS::AtMostOnce);
+    c.ping();
+}
+
+#[test]
+fn scram_with_a_wrong_password_or_an_unknown_method_is_refused() {
+    let b = scram_broker();
+    let mut client = ScramClient::new("carol", b"wrong");
+    let mut c = Client::raw(b.local_addr(), Protocol::V5);
+    c.send(&Packet::Connect(Box::new(scram_connect(
+        "bad",
+        client.client_first(),
+    ))));
+    let Some(Packet::Auth(a)) = c.recv() else {
+        panic!("expected AUTH")
+    };
+    let client_final = client
+        .client_final(&a.properties.authentication_data.unwrap())
+        .unwrap();
+    c.send(&auth_continue(client_final));
+    match c.recv() {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.reason_code, ReasonCode::NOT_AUTHORIZED),
+        other => panic!("expected CONNACK 0x87, got {other:?}"),
+    }
+    assert!(c.closed().0);
+
+    let mut unknown = connect_packet(Protocol::V5, "unknown");
+    unknown.properties.authentication_method = Some("KERBEROS".into());
+    let (_c, ack) = Client::connect_with(b.local_addr(), unknown);
+    assert_eq!(ack.reason_code, ReasonCode::BAD_AUTHENTICATION_METHOD);
+    assert_eq!(b.stats().auth_failures, 1);
+
+    // AUTH before any exchange is a protocol error.
+    let mut c = Client::raw(b.local_addr(), Protocol::V5);
+    c.send(&auth_continue(b"x".to_vec()));
+    assert!(c.closed().0);
+}

@@ -108,7 +108,10 @@ fn packets_may_span_frames_and_frames_may_hold_several_packets() {
         }
     }
     got.sort();
-    assert_eq!(got, vec![b"one".to_vec(), b"pong".to_vec(), b"two".to_vec()]);
+    assert_eq!(
+        got,
+        vec![b"one".to_vec(), b"pong".to_vec(), b"two".to_vec()]
+    );
 }
 
 #[test]
