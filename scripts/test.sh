@@ -35,11 +35,19 @@ step "python: build and install the package (maturin)"
 MATURIN_PEP517_ARGS="--profile ci" \
     python3 -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
 
+step "broker binary (ci profile) for the third-party client tests"
+# test_edge_clients.py (paho, mosquitto_pub/sub/passwd) and the MQTT.js tests spawn the binary.
+cargo build --locked --profile ci -p uringmq --bin uringmq
+export URINGMQ_BIN="$PWD/target/ci/uringmq"
+
 step "python: embedding, plugin and conformance tests"
 status=0
 (cd tests/python && python3 -m pytest -q -p no:cacheprovider) || status=$?
 # pytest exit 5 means no tests ran: that is a failure here, the suite must exist.
 [ "$status" = 0 ] || exit "$status"
+
+step "node: MQTT.js over WebSocket"
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error && npm test)
 
 step "codec fuzzing (${FUZZ_SECONDS}s)"
 bash scripts/fuzz-codec.sh "$FUZZ_SECONDS"
