@@ -6,8 +6,8 @@ use crate::properties::id::*;
 use crate::properties::*;
 use crate::reader::Reader;
 use crate::varint::{put_variable_int, variable_int_len, VARINT_MAX};
-use crate::{DecodeError, EncodeError};
-use bytes::{BufMut, BytesMut};
+use crate::{ByteStr, DecodeError, EncodeError};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Bit `n` set: property identifier `n` is defined by MQTT 5.0.
 const KNOWN: u64 = {
@@ -186,15 +186,151 @@ impl PropVisitor for Writer<'_> {
     }
 }
 
-// ---- decoding helpers: value checks of section 2.2.2.2 and 3.x ----
+// ---- one declaration per properties struct serves decoding and encoding ----
 
-/// Response Topic: a topic name, so no wildcards [MQTT-3.3.2-14] (as Mosquitto checks).
-fn response_topic(r: &mut Reader) -> Result<crate::ByteStr, DecodeError> {
-    let t = r.string()?;
-    if memchr::memchr2(b'+', b'#', t.as_bytes()).is_some() {
-        return Err(DecodeError::WildcardInTopic);
+/// Implements [`PropertySet`] for properties structs from one row per field,
+/// `field: ID => kind`, listed in the order the encoder writes them. Decoding matches `ID` and
+/// reads the value with `kind`; encoding hands the present field to the visitor. So a property is
+/// added to a packet with one row, and its two directions cannot drift apart. Kinds:
+/// - `user`: the User Property pairs (repeatable);
+/// - `subscription_ids` / `subscription_id`: Subscription Identifiers, Variable Byte Integers
+///   (a list in PUBLISH, an `Option` in SUBSCRIBE);
+/// - otherwise a decoding function below, `fn(id, &mut Reader) -> Result<T, DecodeError>`, for
+///   an `Option<T>` field, which is written in the wire form of `T` ([`Put`]).
+macro_rules! property_sets {
+    (@read user, $f:expr, $id:ident, $r:ident) => { $f.push($r.pair()?) };
+    (@read subscription_ids, $f:expr, $id:ident, $r:ident) => {
+        $f.push(subscription_id($id, $r)?)
+    };
+    (@read $kind:ident, $f:expr, $id:ident, $r:ident) => { $f = Some($kind($id, $r)?) };
+    (@visit user, $f:expr, $id:ident, $v:ident) => {
+        for (k, x) in &$f {
+            $v.pair($id, k.as_bytes(), x.as_bytes());
+        }
+    };
+    (@visit subscription_ids, $f:expr, $id:ident, $v:ident) => {
+        for &x in &$f {
+            $v.varint($id, x);
+        }
+    };
+    (@visit subscription_id, $f:expr, $id:ident, $v:ident) => {
+        if let Some(x) = $f {
+            $v.varint($id, x);
+        }
+    };
+    (@visit $kind:ident, $f:expr, $id:ident, $v:ident) => {
+        if let Some(x) = &$f {
+            x.put($id, $v);
+        }
+    };
+    ($(
+        $(#[doc = $doc:literal])*
+        $ty:ident: packet $packet:literal $(, multi_sub_id $multi:literal)? {
+            $($field:ident: $id:ident => $kind:ident,)+
+        }
+    )+) => {$(
+        $(#[doc = $doc])*
+        impl PropertySet for $ty {
+            const PACKET: u8 = $packet;
+            $(const MULTI_SUB_ID: bool = $multi;)?
+            fn apply(&mut self, id: u8, r: &mut Reader) -> Result<(), DecodeError> {
+                match id {
+                    $($id => property_sets!(@read $kind, self.$field, $id, r),)+
+                    _ => return Err(not_allowed::<Self>(id)),
+                }
+                Ok(())
+            }
+            fn visit(&self, v: &mut impl PropVisitor) {
+                $(property_sets!(@visit $kind, self.$field, $id, v);)+
+            }
+        }
+    )+};
+}
+
+property_sets! {
+    ConnectProperties: packet 1 {
+        session_expiry_interval: SESSION_EXPIRY_INTERVAL => four_byte_int,
+        receive_maximum: RECEIVE_MAXIMUM => nonzero_u16,
+        maximum_packet_size: MAXIMUM_PACKET_SIZE => nonzero_u32,
+        topic_alias_maximum: TOPIC_ALIAS_MAXIMUM => two_byte_int,
+        request_response_information: REQUEST_RESPONSE_INFORMATION => flag,
+        request_problem_information: REQUEST_PROBLEM_INFORMATION => flag,
+        user_properties: USER_PROPERTY => user,
+        authentication_method: AUTHENTICATION_METHOD => utf8_string,
+        authentication_data: AUTHENTICATION_DATA => binary_data,
     }
-    Ok(t)
+
+    /// Will properties are not a packet: 0 in a "not allowed" error.
+    WillProperties: packet 0 {
+        will_delay_interval: WILL_DELAY_INTERVAL => four_byte_int,
+        payload_format_indicator: PAYLOAD_FORMAT_INDICATOR => zero_or_one,
+        message_expiry_interval: MESSAGE_EXPIRY_INTERVAL => four_byte_int,
+        content_type: CONTENT_TYPE => utf8_string,
+        response_topic: RESPONSE_TOPIC => response_topic,
+        correlation_data: CORRELATION_DATA => binary_data,
+        user_properties: USER_PROPERTY => user,
+    }
+
+    ConnAckProperties: packet 2 {
+        session_expiry_interval: SESSION_EXPIRY_INTERVAL => four_byte_int,
+        receive_maximum: RECEIVE_MAXIMUM => nonzero_u16,
+        maximum_qos: MAXIMUM_QOS => zero_or_one,
+        retain_available: RETAIN_AVAILABLE => flag,
+        maximum_packet_size: MAXIMUM_PACKET_SIZE => nonzero_u32,
+        assigned_client_identifier: ASSIGNED_CLIENT_IDENTIFIER => utf8_string,
+        topic_alias_maximum: TOPIC_ALIAS_MAXIMUM => two_byte_int,
+        reason_string: REASON_STRING => utf8_string,
+        user_properties: USER_PROPERTY => user,
+        wildcard_subscription_available: WILDCARD_SUBSCRIPTION_AVAILABLE => flag,
+        subscription_identifiers_available: SUBSCRIPTION_IDENTIFIER_AVAILABLE => flag,
+        shared_subscription_available: SHARED_SUBSCRIPTION_AVAILABLE => flag,
+        server_keep_alive: SERVER_KEEP_ALIVE => two_byte_int,
+        response_information: RESPONSE_INFORMATION => utf8_string,
+        server_reference: SERVER_REFERENCE => utf8_string,
+        authentication_method: AUTHENTICATION_METHOD => utf8_string,
+        authentication_data: AUTHENTICATION_DATA => binary_data,
+    }
+
+    PublishProperties: packet 3, multi_sub_id true {
+        payload_format_indicator: PAYLOAD_FORMAT_INDICATOR => zero_or_one,
+        message_expiry_interval: MESSAGE_EXPIRY_INTERVAL => four_byte_int,
+        topic_alias: TOPIC_ALIAS => topic_alias,
+        response_topic: RESPONSE_TOPIC => response_topic,
+        correlation_data: CORRELATION_DATA => binary_data,
+        user_properties: USER_PROPERTY => user,
+        subscription_identifiers: SUBSCRIPTION_IDENTIFIER => subscription_ids,
+        content_type: CONTENT_TYPE => utf8_string,
+    }
+
+    /// PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK share this set; the packet type in a
+    /// "not allowed" error is reported as 4 (PUBACK).
+    AckProperties: packet 4 {
+        reason_string: REASON_STRING => utf8_string,
+        user_properties: USER_PROPERTY => user,
+    }
+
+    SubscribeProperties: packet 8 {
+        subscription_identifier: SUBSCRIPTION_IDENTIFIER => subscription_id,
+        user_properties: USER_PROPERTY => user,
+    }
+
+    UnsubscribeProperties: packet 10 {
+        user_properties: USER_PROPERTY => user,
+    }
+
+    DisconnectProperties: packet 14 {
+        session_expiry_interval: SESSION_EXPIRY_INTERVAL => four_byte_int,
+        reason_string: REASON_STRING => utf8_string,
+        user_properties: USER_PROPERTY => user,
+        server_reference: SERVER_REFERENCE => utf8_string,
+    }
+
+    AuthProperties: packet 15 {
+        authentication_method: AUTHENTICATION_METHOD => utf8_string,
+        authentication_data: AUTHENTICATION_DATA => binary_data,
+        reason_string: REASON_STRING => utf8_string,
+        user_properties: USER_PROPERTY => user,
+    }
 }
 
 fn not_allowed<P: PropertySet>(id: u8) -> DecodeError {
@@ -202,6 +338,76 @@ fn not_allowed<P: PropertySet>(id: u8) -> DecodeError {
         property: id,
         packet_type: P::PACKET,
     }
+}
+
+/// How a single-valued property is handed to a [`PropVisitor`]: by its Rust type, which is what
+/// the decoding function of its row returns (the Variable Byte Integer Subscription Identifier,
+/// also a `u32`, has kinds of its own).
+trait Put {
+    fn put(&self, id: u8, v: &mut impl PropVisitor);
+}
+
+impl Put for u8 {
+    fn put(&self, id: u8, v: &mut impl PropVisitor) {
+        v.byte(id, *self);
+    }
+}
+
+impl Put for bool {
+    fn put(&self, id: u8, v: &mut impl PropVisitor) {
+        v.byte(id, u8::from(*self));
+    }
+}
+
+impl Put for u16 {
+    fn put(&self, id: u8, v: &mut impl PropVisitor) {
+        v.u16(id, *self);
+    }
+}
+
+impl Put for u32 {
+    fn put(&self, id: u8, v: &mut impl PropVisitor) {
+        v.u32(id, *self);
+    }
+}
+
+impl Put for ByteStr {
+    fn put(&self, id: u8, v: &mut impl PropVisitor) {
+        v.bin(id, self.as_bytes());
+    }
+}
+
+impl Put for Bytes {
+    fn put(&self, id: u8, v: &mut impl PropVisitor) {
+        v.bin(id, self);
+    }
+}
+
+// ---- decoding functions (the kinds above): value checks of section 2.2.2.2 and 3.x ----
+
+fn four_byte_int(_: u8, r: &mut Reader) -> Result<u32, DecodeError> {
+    r.u32()
+}
+
+fn two_byte_int(_: u8, r: &mut Reader) -> Result<u16, DecodeError> {
+    r.u16()
+}
+
+fn utf8_string(_: u8, r: &mut Reader) -> Result<ByteStr, DecodeError> {
+    r.string()
+}
+
+fn binary_data(_: u8, r: &mut Reader) -> Result<Bytes, DecodeError> {
+    r.binary()
+}
+
+/// Response Topic: a topic name, so no wildcards [MQTT-3.3.2-14] (as Mosquitto checks).
+fn response_topic(_: u8, r: &mut Reader) -> Result<ByteStr, DecodeError> {
+    let t = r.string()?;
+    if memchr::memchr2(b'+', b'#', t.as_bytes()).is_some() {
+        return Err(DecodeError::WildcardInTopic);
+    }
+    Ok(t)
 }
 
 /// A Byte property that must be 0 or 1 (booleans, Payload Format Indicator, Maximum QoS).
@@ -219,359 +425,36 @@ fn flag(id: u8, r: &mut Reader) -> Result<bool, DecodeError> {
     Ok(zero_or_one(id, r)? == 1)
 }
 
-/// Receive Maximum: "It is a Protocol Error to include the Receive Maximum value of 0".
-fn nonzero_u16(id: u8, r: &mut Reader) -> Result<u16, DecodeError> {
-    match r.u16()? {
+/// A value for which 0 is a Protocol Error.
+fn nonzero<T: Into<u32> + Copy>(id: u8, v: T) -> Result<T, DecodeError> {
+    match v.into() {
         0 => Err(DecodeError::InvalidPropertyValue {
             property: id,
             value: 0,
         }),
-        v => Ok(v),
+        _ => Ok(v),
     }
+}
+
+/// Receive Maximum: "It is a Protocol Error to include the Receive Maximum value of 0".
+fn nonzero_u16(id: u8, r: &mut Reader) -> Result<u16, DecodeError> {
+    nonzero(id, r.u16()?)
 }
 
 /// Maximum Packet Size: "It is a Protocol Error to include ... the value 0".
 fn nonzero_u32(id: u8, r: &mut Reader) -> Result<u32, DecodeError> {
-    match r.u32()? {
-        0 => Err(DecodeError::InvalidPropertyValue {
-            property: id,
-            value: 0,
-        }),
-        v => Ok(v),
-    }
+    nonzero(id, r.u32()?)
 }
 
 /// Subscription Identifier: 1 to 268,435,455; 0 is a Protocol Error (section 3.3.2.3.8).
-fn subscription_id(r: &mut Reader) -> Result<u32, DecodeError> {
-    match r.varint()? {
-        0 => Err(DecodeError::InvalidPropertyValue {
-            property: SUBSCRIPTION_IDENTIFIER,
-            value: 0,
-        }),
-        v => Ok(v),
-    }
+fn subscription_id(id: u8, r: &mut Reader) -> Result<u32, DecodeError> {
+    nonzero(id, r.varint()?)
 }
 
-impl PropertySet for ConnectProperties {
-    const PACKET: u8 = 1;
-    fn apply(&mut self, id: u8, r: &mut Reader) -> Result<(), DecodeError> {
-        match id {
-            SESSION_EXPIRY_INTERVAL => self.session_expiry_interval = Some(r.u32()?),
-            RECEIVE_MAXIMUM => self.receive_maximum = Some(nonzero_u16(id, r)?),
-            MAXIMUM_PACKET_SIZE => self.maximum_packet_size = Some(nonzero_u32(id, r)?),
-            TOPIC_ALIAS_MAXIMUM => self.topic_alias_maximum = Some(r.u16()?),
-            REQUEST_RESPONSE_INFORMATION => self.request_response_information = Some(flag(id, r)?),
-            REQUEST_PROBLEM_INFORMATION => self.request_problem_information = Some(flag(id, r)?),
-            USER_PROPERTY => self.user_properties.push(r.pair()?),
-            AUTHENTICATION_METHOD => self.authentication_method = Some(r.string()?),
-            AUTHENTICATION_DATA => self.authentication_data = Some(r.binary()?),
-            _ => return Err(not_allowed::<Self>(id)),
-        }
-        Ok(())
-    }
-    fn visit(&self, v: &mut impl PropVisitor) {
-        if let Some(x) = self.session_expiry_interval {
-            v.u32(SESSION_EXPIRY_INTERVAL, x);
-        }
-        if let Some(x) = self.receive_maximum {
-            v.u16(RECEIVE_MAXIMUM, x);
-        }
-        if let Some(x) = self.maximum_packet_size {
-            v.u32(MAXIMUM_PACKET_SIZE, x);
-        }
-        if let Some(x) = self.topic_alias_maximum {
-            v.u16(TOPIC_ALIAS_MAXIMUM, x);
-        }
-        if let Some(x) = self.request_response_information {
-            v.byte(REQUEST_RESPONSE_INFORMATION, x.into());
-        }
-        if let Some(x) = self.request_problem_information {
-            v.byte(REQUEST_PROBLEM_INFORMATION, x.into());
-        }
-        visit_user(v, &self.user_properties);
-        if let Some(x) = &self.authentication_method {
-            v.bin(AUTHENTICATION_METHOD, x.as_bytes());
-        }
-        if let Some(x) = &self.authentication_data {
-            v.bin(AUTHENTICATION_DATA, x);
-        }
-    }
-}
-
-fn visit_user(v: &mut impl PropVisitor, user: &UserProperties) {
-    for (k, val) in user {
-        v.pair(USER_PROPERTY, k.as_bytes(), val.as_bytes());
-    }
-}
-
-impl PropertySet for WillProperties {
-    const PACKET: u8 = 0;
-    fn apply(&mut self, id: u8, r: &mut Reader) -> Result<(), DecodeError> {
-        match id {
-            WILL_DELAY_INTERVAL => self.will_delay_interval = Some(r.u32()?),
-            PAYLOAD_FORMAT_INDICATOR => self.payload_format_indicator = Some(zero_or_one(id, r)?),
-            MESSAGE_EXPIRY_INTERVAL => self.message_expiry_interval = Some(r.u32()?),
-            CONTENT_TYPE => self.content_type = Some(r.string()?),
-            RESPONSE_TOPIC => self.response_topic = Some(response_topic(r)?),
-            CORRELATION_DATA => self.correlation_data = Some(r.binary()?),
-            USER_PROPERTY => self.user_properties.push(r.pair()?),
-            _ => return Err(not_allowed::<Self>(id)),
-        }
-        Ok(())
-    }
-    fn visit(&self, v: &mut impl PropVisitor) {
-        if let Some(x) = self.will_delay_interval {
-            v.u32(WILL_DELAY_INTERVAL, x);
-        }
-        if let Some(x) = self.payload_format_indicator {
-            v.byte(PAYLOAD_FORMAT_INDICATOR, x);
-        }
-        if let Some(x) = self.message_expiry_interval {
-            v.u32(MESSAGE_EXPIRY_INTERVAL, x);
-        }
-        if let Some(x) = &self.content_type {
-            v.bin(CONTENT_TYPE, x.as_bytes());
-        }
-        if let Some(x) = &self.response_topic {
-            v.bin(RESPONSE_TOPIC, x.as_bytes());
-        }
-        if let Some(x) = &self.correlation_data {
-            v.bin(CORRELATION_DATA, x);
-        }
-        visit_user(v, &self.user_properties);
-    }
-}
-
-impl PropertySet for ConnAckProperties {
-    const PACKET: u8 = 2;
-    fn apply(&mut self, id: u8, r: &mut Reader) -> Result<(), DecodeError> {
-        match id {
-            SESSION_EXPIRY_INTERVAL => self.session_expiry_interval = Some(r.u32()?),
-            RECEIVE_MAXIMUM => self.receive_maximum = Some(nonzero_u16(id, r)?),
-            MAXIMUM_QOS => self.maximum_qos = Some(zero_or_one(id, r)?),
-            RETAIN_AVAILABLE => self.retain_available = Some(flag(id, r)?),
-            MAXIMUM_PACKET_SIZE => self.maximum_packet_size = Some(nonzero_u32(id, r)?),
-            ASSIGNED_CLIENT_IDENTIFIER => self.assigned_client_identifier = Some(r.string()?),
-            TOPIC_ALIAS_MAXIMUM => self.topic_alias_maximum = Some(r.u16()?),
-            REASON_STRING => self.reason_string = Some(r.string()?),
-            USER_PROPERTY => self.user_properties.push(r.pair()?),
-            WILDCARD_SUBSCRIPTION_AVAILABLE => {
-                self.wildcard_subscription_available = Some(flag(id, r)?)
-            }
-            SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
-                self.subscription_identifiers_available = Some(flag(id, r)?)
-            }
-            SHARED_SUBSCRIPTION_AVAILABLE => {
-                self.shared_subscription_available = Some(flag(id, r)?)
-            }
-            SERVER_KEEP_ALIVE => self.server_keep_alive = Some(r.u16()?),
-            RESPONSE_INFORMATION => self.response_information = Some(r.string()?),
-            SERVER_REFERENCE => self.server_reference = Some(r.string()?),
-            AUTHENTICATION_METHOD => self.authentication_method = Some(r.string()?),
-            AUTHENTICATION_DATA => self.authentication_data = Some(r.binary()?),
-            _ => return Err(not_allowed::<Self>(id)),
-        }
-        Ok(())
-    }
-    fn visit(&self, v: &mut impl PropVisitor) {
-        if let Some(x) = self.session_expiry_interval {
-            v.u32(SESSION_EXPIRY_INTERVAL, x);
-        }
-        if let Some(x) = self.receive_maximum {
-            v.u16(RECEIVE_MAXIMUM, x);
-        }
-        if let Some(x) = self.maximum_qos {
-            v.byte(MAXIMUM_QOS, x);
-        }
-        if let Some(x) = self.retain_available {
-            v.byte(RETAIN_AVAILABLE, x.into());
-        }
-        if let Some(x) = self.maximum_packet_size {
-            v.u32(MAXIMUM_PACKET_SIZE, x);
-        }
-        if let Some(x) = &self.assigned_client_identifier {
-            v.bin(ASSIGNED_CLIENT_IDENTIFIER, x.as_bytes());
-        }
-        if let Some(x) = self.topic_alias_maximum {
-            v.u16(TOPIC_ALIAS_MAXIMUM, x);
-        }
-        if let Some(x) = &self.reason_string {
-            v.bin(REASON_STRING, x.as_bytes());
-        }
-        visit_user(v, &self.user_properties);
-        if let Some(x) = self.wildcard_subscription_available {
-            v.byte(WILDCARD_SUBSCRIPTION_AVAILABLE, x.into());
-        }
-        if let Some(x) = self.subscription_identifiers_available {
-            v.byte(SUBSCRIPTION_IDENTIFIER_AVAILABLE, x.into());
-        }
-        if let Some(x) = self.shared_subscription_available {
-            v.byte(SHARED_SUBSCRIPTION_AVAILABLE, x.into());
-        }
-        if let Some(x) = self.server_keep_alive {
-            v.u16(SERVER_KEEP_ALIVE, x);
-        }
-        if let Some(x) = &self.response_information {
-            v.bin(RESPONSE_INFORMATION, x.as_bytes());
-        }
-        if let Some(x) = &self.server_reference {
-            v.bin(SERVER_REFERENCE, x.as_bytes());
-        }
-        if let Some(x) = &self.authentication_method {
-            v.bin(AUTHENTICATION_METHOD, x.as_bytes());
-        }
-        if let Some(x) = &self.authentication_data {
-            v.bin(AUTHENTICATION_DATA, x);
-        }
-    }
-}
-
-impl PropertySet for PublishProperties {
-    const PACKET: u8 = 3;
-    const MULTI_SUB_ID: bool = true;
-    fn apply(&mut self, id: u8, r: &mut Reader) -> Result<(), DecodeError> {
-        match id {
-            PAYLOAD_FORMAT_INDICATOR => self.payload_format_indicator = Some(zero_or_one(id, r)?),
-            MESSAGE_EXPIRY_INTERVAL => self.message_expiry_interval = Some(r.u32()?),
-            TOPIC_ALIAS => match r.u16()? {
-                0 => return Err(DecodeError::ZeroTopicAlias),
-                a => self.topic_alias = Some(a),
-            },
-            RESPONSE_TOPIC => self.response_topic = Some(response_topic(r)?),
-            CORRELATION_DATA => self.correlation_data = Some(r.binary()?),
-            USER_PROPERTY => self.user_properties.push(r.pair()?),
-            SUBSCRIPTION_IDENTIFIER => self.subscription_identifiers.push(subscription_id(r)?),
-            CONTENT_TYPE => self.content_type = Some(r.string()?),
-            _ => return Err(not_allowed::<Self>(id)),
-        }
-        Ok(())
-    }
-    fn visit(&self, v: &mut impl PropVisitor) {
-        if let Some(x) = self.payload_format_indicator {
-            v.byte(PAYLOAD_FORMAT_INDICATOR, x);
-        }
-        if let Some(x) = self.message_expiry_interval {
-            v.u32(MESSAGE_EXPIRY_INTERVAL, x);
-        }
-        if let Some(x) = self.topic_alias {
-            v.u16(TOPIC_ALIAS, x);
-        }
-        if let Some(x) = &self.response_topic {
-            v.bin(RESPONSE_TOPIC, x.as_bytes());
-        }
-        if let Some(x) = &self.correlation_data {
-            v.bin(CORRELATION_DATA, x);
-        }
-        visit_user(v, &self.user_properties);
-        for &x in &self.subscription_identifiers {
-            v.varint(SUBSCRIPTION_IDENTIFIER, x);
-        }
-        if let Some(x) = &self.content_type {
-            v.bin(CONTENT_TYPE, x.as_bytes());
-        }
-    }
-}
-
-/// PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK share this set; the packet type in a
-/// "not allowed" error is reported as 4 (PUBACK).
-impl PropertySet for AckProperties {
-    const PACKET: u8 = 4;
-    fn apply(&mut self, id: u8, r: &mut Reader) -> Result<(), DecodeError> {
-        match id {
-            REASON_STRING => self.reason_string = Some(r.string()?),
-            USER_PROPERTY => self.user_properties.push(r.pair()?),
-            _ => return Err(not_allowed::<Self>(id)),
-        }
-        Ok(())
-    }
-    fn visit(&self, v: &mut impl PropVisitor) {
-        if let Some(x) = &self.reason_string {
-            v.bin(REASON_STRING, x.as_bytes());
-        }
-        visit_user(v, &self.user_properties);
-    }
-}
-
-impl PropertySet for SubscribeProperties {
-    const PACKET: u8 = 8;
-    fn apply(&mut self, id: u8, r: &mut Reader) -> Result<(), DecodeError> {
-        match id {
-            SUBSCRIPTION_IDENTIFIER => self.subscription_identifier = Some(subscription_id(r)?),
-            USER_PROPERTY => self.user_properties.push(r.pair()?),
-            _ => return Err(not_allowed::<Self>(id)),
-        }
-        Ok(())
-    }
-    fn visit(&self, v: &mut impl PropVisitor) {
-        if let Some(x) = self.subscription_identifier {
-            v.varint(SUBSCRIPTION_IDENTIFIER, x);
-        }
-        visit_user(v, &self.user_properties);
-    }
-}
-
-impl PropertySet for UnsubscribeProperties {
-    const PACKET: u8 = 10;
-    fn apply(&mut self, id: u8, r: &mut Reader) -> Result<(), DecodeError> {
-        match id {
-            USER_PROPERTY => self.user_properties.push(r.pair()?),
-            _ => return Err(not_allowed::<Self>(id)),
-        }
-        Ok(())
-    }
-    fn visit(&self, v: &mut impl PropVisitor) {
-        visit_user(v, &self.user_properties);
-    }
-}
-
-impl PropertySet for DisconnectProperties {
-    const PACKET: u8 = 14;
-    fn apply(&mut self, id: u8, r: &mut Reader) -> Result<(), DecodeError> {
-        match id {
-            SESSION_EXPIRY_INTERVAL => self.session_expiry_interval = Some(r.u32()?),
-            REASON_STRING => self.reason_string = Some(r.string()?),
-            USER_PROPERTY => self.user_properties.push(r.pair()?),
-            SERVER_REFERENCE => self.server_reference = Some(r.string()?),
-            _ => return Err(not_allowed::<Self>(id)),
-        }
-        Ok(())
-    }
-    fn visit(&self, v: &mut impl PropVisitor) {
-        if let Some(x) = self.session_expiry_interval {
-            v.u32(SESSION_EXPIRY_INTERVAL, x);
-        }
-        if let Some(x) = &self.reason_string {
-            v.bin(REASON_STRING, x.as_bytes());
-        }
-        visit_user(v, &self.user_properties);
-        if let Some(x) = &self.server_reference {
-            v.bin(SERVER_REFERENCE, x.as_bytes());
-        }
-    }
-}
-
-impl PropertySet for AuthProperties {
-    const PACKET: u8 = 15;
-    fn apply(&mut self, id: u8, r: &mut Reader) -> Result<(), DecodeError> {
-        match id {
-            AUTHENTICATION_METHOD => self.authentication_method = Some(r.string()?),
-            AUTHENTICATION_DATA => self.authentication_data = Some(r.binary()?),
-            REASON_STRING => self.reason_string = Some(r.string()?),
-            USER_PROPERTY => self.user_properties.push(r.pair()?),
-            _ => return Err(not_allowed::<Self>(id)),
-        }
-        Ok(())
-    }
-    fn visit(&self, v: &mut impl PropVisitor) {
-        if let Some(x) = &self.authentication_method {
-            v.bin(AUTHENTICATION_METHOD, x.as_bytes());
-        }
-        if let Some(x) = &self.authentication_data {
-            v.bin(AUTHENTICATION_DATA, x);
-        }
-        if let Some(x) = &self.reason_string {
-            v.bin(REASON_STRING, x.as_bytes());
-        }
-        visit_user(v, &self.user_properties);
+/// Topic Alias: 0 is not permitted [MQTT-3.3.2-8].
+fn topic_alias(_: u8, r: &mut Reader) -> Result<u16, DecodeError> {
+    match r.u16()? {
+        0 => Err(DecodeError::ZeroTopicAlias),
+        a => Ok(a),
     }
 }
