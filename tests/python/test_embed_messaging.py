@@ -153,10 +153,6 @@ def test_blocking_iteration_ends_when_closed(broker):
         sub.get(WAIT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker bug: the first in-process publishes to a new subscription arrive in reverse order",
-)
 def test_in_process_publishes_to_one_topic_keep_their_order(broker):
     # Every topic is an Ordered Topic by default [MQTT-4.6.0-6].
     with broker.subscribe("order") as sub:
