@@ -1,7 +1,7 @@
 //! Incremental, zero-copy decoding: one packet at a time out of a connection's read buffer.
 
 use crate::packet::*;
-use crate::property_codec::{read_properties, PropertySet};
+use crate::property_codec::read_properties;
 use crate::reader::Reader;
 use crate::varint::decode_variable_int;
 use crate::{ByteStr, DecodeError, ReasonCode};
@@ -204,7 +204,11 @@ impl Decoder {
             return Err(DecodeError::PasswordWithoutUsername);
         }
         let keep_alive = r.u16()?;
-        let properties: crate::ConnectProperties = v5_properties(r, protocol)?;
+        let properties: crate::ConnectProperties = if protocol.is_v5() {
+            read_properties(r)?
+        } else {
+            Default::default()
+        };
         // "It is a Protocol Error to include Authentication Data if there is no Authentication
         // Method" (section 3.1.2.11.10).
         if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
@@ -212,7 +216,11 @@ impl Decoder {
         }
         let client_id = r.string()?;
         let will = if will_flag {
-            let properties = v5_properties(r, protocol)?;
+            let properties = if protocol.is_v5() {
+                read_properties(r)?
+            } else {
+                Default::default()
+            };
             let topic = r.string()?;
             check_topic_name(&topic, false)?;
             let payload = r.binary()?;
@@ -304,7 +312,11 @@ fn publish(mut r: Reader, byte0: u8, proto: Protocol) -> Result<Publish, DecodeE
     } else {
         packet_id(&mut r)?
     };
-    let properties: crate::PublishProperties = v5_properties(&mut r, proto)?;
+    let properties: crate::PublishProperties = if proto.is_v5() {
+        read_properties(&mut r)?
+    } else {
+        Default::default()
+    };
     check_topic_name(&topic, properties.topic_alias.is_some())?;
     Ok(Publish {
         dup: byte0 & 0x08 != 0,
@@ -331,7 +343,7 @@ fn ack(r: &mut Reader, proto: Protocol) -> Result<Ack, DecodeError> {
 
 /// The optional "reason code, then optional properties" tail shared by the 5.0 acks,
 /// DISCONNECT and AUTH; nothing at all in 3.x.
-fn reason_and_properties<P: PropertySet>(
+fn reason_and_properties<P: crate::property_codec::PropertySet>(
     r: &mut Reader,
     proto: Protocol,
 ) -> Result<(ReasonCode, P), DecodeError> {
@@ -347,50 +359,29 @@ fn reason_and_properties<P: PropertySet>(
     Ok((code, props))
 }
 
-/// The properties of a packet: read in 5.0, absent (all defaults) in 3.x.
-fn v5_properties<P: PropertySet>(r: &mut Reader, proto: Protocol) -> Result<P, DecodeError> {
-    if proto.is_v5() {
-        read_properties(r)
-    } else {
-        Ok(P::default())
-    }
-}
-
-/// The layout SUBSCRIBE and UNSUBSCRIBE share: packet identifier, properties, then one or more
-/// entries (`none` if there are none), each a non-empty topic filter [MQTT-4.7.3-1] followed
-/// by what `entry` reads.
-fn filter_list<P: PropertySet, T>(
-    r: &mut Reader,
-    proto: Protocol,
-    none: DecodeError,
-    mut entry: impl FnMut(ByteStr, &mut Reader) -> Result<T, DecodeError>,
-) -> Result<(u16, P, Vec<T>), DecodeError> {
+fn subscribe(r: &mut Reader, proto: Protocol) -> Result<Subscribe, DecodeError> {
     let packet_id = packet_id(r)?;
-    let properties = v5_properties(r, proto)?;
-    let mut entries = Vec::new();
+    let properties = if proto.is_v5() {
+        read_properties(r)?
+    } else {
+        Default::default()
+    };
+    let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string()?;
         if filter.is_empty() {
             return Err(DecodeError::EmptyTopic);
         }
-        entries.push(entry(filter, r)?);
+        let opts = subscription_options(r.u8()?, proto)?;
+        // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
+        if opts.no_local && filter.starts_with("$share/") {
+            return Err(DecodeError::NoLocalOnShared);
+        }
+        filters.push((filter, opts));
     }
-    if entries.is_empty() {
-        return Err(none);
+    if filters.is_empty() {
+        return Err(DecodeError::EmptySubscribe);
     }
-    Ok((packet_id, properties, entries))
-}
-
-fn subscribe(r: &mut Reader, proto: Protocol) -> Result<Subscribe, DecodeError> {
-    let (packet_id, properties, filters) =
-        filter_list(r, proto, DecodeError::EmptySubscribe, |filter, r| {
-            let opts = subscription_options(r.u8()?, proto)?;
-            // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
-            if opts.no_local && filter.starts_with("$share/") {
-                return Err(DecodeError::NoLocalOnShared);
-            }
-            Ok((filter, opts))
-        })?;
     Ok(Subscribe {
         packet_id,
         properties,
@@ -421,7 +412,11 @@ fn subscription_options(b: u8, proto: Protocol) -> Result<SubscriptionOptions, D
 
 fn suback(r: &mut Reader, proto: Protocol) -> Result<SubAck, DecodeError> {
     let packet_id = packet_id(r)?;
-    let properties = v5_properties(r, proto)?;
+    let properties = if proto.is_v5() {
+        read_properties(r)?
+    } else {
+        Default::default()
+    };
     let codes = r.rest_slice();
     // One code per filter of a SUBSCRIBE, which has at least one.
     if codes.is_empty() {
@@ -440,10 +435,23 @@ fn suback(r: &mut Reader, proto: Protocol) -> Result<SubAck, DecodeError> {
 }
 
 fn unsubscribe(r: &mut Reader, proto: Protocol) -> Result<Unsubscribe, DecodeError> {
-    let (packet_id, properties, filters) =
-        filter_list(r, proto, DecodeError::EmptyUnsubscribe, |filter, _| {
-            Ok(filter)
-        })?;
+    let packet_id = packet_id(r)?;
+    let properties = if proto.is_v5() {
+        read_properties(r)?
+    } else {
+        Default::default()
+    };
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        let filter = r.string()?;
+        if filter.is_empty() {
+            return Err(DecodeError::EmptyTopic);
+        }
+        filters.push(filter);
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::EmptyUnsubscribe);
+    }
     Ok(Unsubscribe {
         packet_id,
         properties,
