@@ -1,8 +1,9 @@
 //! Authentication and authorisation over real sockets: a password file made by
 //! mosquitto_passwd, refusals with the right CONNACK code per version (and a counter), the
 //! anonymous policy per listener, the ACL matrix (users x topics x read/write, `%c`/`%u`
-//! patterns) in v3.1.1 and v5 including retained messages and wills, the certificate CN as user
-//! name, and MQTT 5 enhanced authentication with SCRAM-SHA-256.
+//! patterns) in v3.1.1 and v5 including retained messages and wills, password and ACL files per
+//! listener (and their reload), the certificate CN as user name, and MQTT 5 enhanced
+//! authentication with SCRAM-SHA-256.
 
 #[path = "edge_client.rs"]
 mod edge_client;
@@ -258,6 +259,136 @@ fn deliveries_retained_messages_and_wills_are_filtered_by_read_rules() {
         "neither the will nor the live denied message"
     );
     reader.expect_nothing();
+}
+
+/// The fixture's lines for these users only: a password file of its own per listener.
+fn passwd_of(users: &[&str]) -> String {
+    let all = std::fs::read_to_string(MOSQUITTO_PASSWD).unwrap();
+    all.lines()
+        .filter(|l| users.iter().any(|u| l.starts_with(&format!("{u}:"))))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Listener `a` has password file A (alice) and ACL A; listener `b` has password file B (bob)
+/// and no ACL (none global either). Each listener's users are refused on the other, ACL A
+/// binds on `a` only (SUBSCRIBE, PUBLISH and delivery), and SIGHUP re-reads both files.
+#[test]
+fn password_and_acl_files_per_listener() {
+    let dir = scratch_dir("per-listener");
+    let (passwd_a, passwd_b, acl_a) = (
+        dir.join("passwd-a"),
+        dir.join("passwd-b"),
+        dir.join("acl-a"),
+    );
+    std::fs::write(&passwd_a, passwd_of(&["alice"])).unwrap();
+    std::fs::write(&passwd_b, passwd_of(&["bob"])).unwrap();
+    std::fs::write(
+        &acl_a,
+        "user alice\ntopic readwrite a/#\ntopic deny a/private\n",
+    )
+    .unwrap();
+    let b = broker_with(|c| {
+        c.allow_anonymous = Some(false);
+        c.auth_failure_delay_ms = 0;
+        let mut a = listener(Transport::Tcp);
+        a.name = Some("a".into());
+        a.password_file = Some(passwd_a.clone());
+        a.acl_file = Some(acl_a.clone());
+        let mut l = listener(Transport::Tcp);
+        l.name = Some("b".into());
+        l.password_file = Some(passwd_b.clone());
+        c.listeners.extend([a, l]);
+    });
+    let (on_a, on_b) = (extra_addr(&b, 0), extra_addr(&b, 1));
+    let alice = |id: &str| login(Protocol::V5, id, Some("alice"), Some("correct horse"));
+    let bob = |id: &str| login(Protocol::V5, id, Some("bob"), Some("b0b:with:colons"));
+
+    // A user of one listener's file is unknown to the other's.
+    let (_c, ack) = Client::connect_with(on_b, alice("alice-on-b"));
+    assert_eq!(ack.reason_code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    let (_c, ack) = Client::connect_with(on_a, bob("bob-on-a"));
+    assert_eq!(ack.reason_code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    let (_c, ack) = Client::connect_with(on_a, connect_packet(Protocol::V5, "anon"));
+    assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED);
+
+    let connect = |addr, c: Connect| {
+        let (c, ack) = Client::connect_with(addr, c);
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+        c
+    };
+    // Subscribers, and publishers of their own so deliveries do not interleave with acks.
+    let (mut a, mut ap) = (
+        connect(on_a, alice("alice")),
+        connect(on_a, alice("alice-p")),
+    );
+    let (mut bb, mut bp) = (connect(on_b, bob("bob")), connect(on_b, bob("bob-p")));
+    let sub = |c: &mut Client, f: &str| {
+        c.subscribe_with(&[(f, Default::default())], Default::default())[0]
+    };
+    let qos1 = |c: &mut Client, t: &str| c.publish_with(publish(t, b"x", QoS::AtLeastOnce, false));
+    // ACL A on listener a.
+    assert_eq!(sub(&mut a, "a/#"), ReasonCode::SUCCESS);
+    assert_eq!(sub(&mut a, "secret/#"), ReasonCode::NOT_AUTHORIZED);
+    assert_eq!(qos1(&mut ap, "secret/x"), ReasonCode::NOT_AUTHORIZED);
+    // Not on listener b: bob may subscribe and publish anywhere.
+    assert_eq!(sub(&mut bb, "#"), ReasonCode::SUCCESS);
+    assert_eq!(qos1(&mut bp, "secret/x"), ReasonCode::SUCCESS);
+    assert_eq!(bb.recv_publish().topic, "secret/x");
+    // Deliveries are checked against the receiver's listener: a/x reaches both; a/private,
+    // denied by ACL A, is filtered for alice's a/# and still reaches bob on b.
+    assert_eq!(qos1(&mut ap, "a/x"), ReasonCode::SUCCESS);
+    assert_eq!(a.recv_publish().topic, "a/x");
+    assert_eq!(bb.recv_publish().topic, "a/x");
+    assert_eq!(qos1(&mut bp, "a/private"), ReasonCode::SUCCESS);
+    assert_eq!(bb.recv_publish().topic, "a/private");
+    a.expect_nothing();
+    bb.expect_nothing();
+
+    // SIGHUP re-reads each listener's files; a broken file keeps the previous one.
+    std::fs::write(&passwd_b, passwd_of(&["alice", "bob"])).unwrap();
+    std::fs::write(&acl_a, "bogus line\n").unwrap();
+    let report = b.reload();
+    assert!(
+        report
+            .reloaded
+            .contains(&"password_file (listener a)".to_owned())
+            && report
+                .reloaded
+                .contains(&"password_file (listener b)".to_owned()),
+        "{report:?}"
+    );
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert!(
+        report.errors[0].starts_with("acl_file (listener a)"),
+        "{report:?}"
+    );
+    let (_c, ack) = Client::connect_with(on_b, alice("alice-on-b-2"));
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::SUCCESS,
+        "file B now lists alice"
+    );
+    assert_eq!(
+        sub(&mut a, "secret/#"),
+        ReasonCode::NOT_AUTHORIZED,
+        "ACL A kept"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_missing_listener_file_refuses_to_start_naming_the_key() {
+    let mut c = config();
+    let mut l = listener(Transport::Tcp);
+    l.name = Some("lan".into());
+    l.password_file = Some("/nonexistent/passwd".into());
+    c.listeners.push(l);
+    let err = Broker::start(c).err().expect("refused").to_string();
+    assert!(
+        err.contains("listener.password_file") && err.contains("lan"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -5,13 +5,16 @@
 //! as SCRAM-SHA-256; and the refusal path (CONNACK code for the client's version, a short
 //! delay against guessing, a counter).
 //!
+//! A `[[listener]]` may have its own password file and ACL file; each check looks up the files
+//! of the client's listener (falling back per key to the global ones).
+//!
 //! Files are held behind an `ArcSwap`, so SIGHUP swaps in freshly read files without a lock
 //! on the per-message path.
 
 use crate::api::{Hooks, StartError};
 use crate::config::{Config, ConfigError};
 use crate::connection::{refuse, Conn};
-use crate::core::{add, CloseReason, Core};
+use crate::core::{add, CloseReason, Core, Entry, Sink};
 use crate::reload::ReloadReport;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -27,7 +30,6 @@ use uringmq_auth::{
 };
 use uringmq_codec::ReasonCode;
 use uringmq_codec::{Auth, AuthProperties, ByteStr, ConnAckProperties, Connect, Packet, Protocol};
-use uringmq_session::Session;
 
 /// Per-listener policy, looked up by listener name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,16 +64,143 @@ impl Authenticator for ListenerAnonymous {
     }
 }
 
-/// The files as last read.
-struct Files {
+/// The password file and ACL file of one scope: the global keys, or one listener's own.
+#[derive(Clone, Default)]
+struct FileSet {
     password: Option<Arc<PasswordFile>>,
     acl: Option<Arc<AclFile>>,
 }
 
+/// The files as last read. A listener that sets `password_file` or `acl_file` gets its own
+/// for that key (Mosquitto's `per_listener_settings true`); for a key it leaves unset it uses
+/// the global file.
+#[derive(Default)]
+struct Files {
+    global: FileSet,
+    /// Only listeners that set at least one of the keys; unset keys are `None` here.
+    listeners: HashMap<String, FileSet>,
+}
+
+impl Files {
+    /// The password file in force on `listener`.
+    fn password(&self, listener: &str) -> Option<&Arc<PasswordFile>> {
+        let own = self
+            .listeners
+            .get(listener)
+            .and_then(|f| f.password.as_ref());
+        own.or(self.global.password.as_ref())
+    }
+
+    /// The ACL in force on `listener`; `Err` when it is unknown: a client that is not
+    /// connected (no listener) while some listener has an ACL of its own.
+    fn acl(&self, listener: &str) -> Result<Option<&Arc<AclFile>>, ()> {
+        if listener == NO_LISTENER && self.listeners.values().any(|f| f.acl.is_some()) {
+            return Err(());
+        }
+        let own = self.listeners.get(listener).and_then(|f| f.acl.as_ref());
+        Ok(own.or(self.global.acl.as_ref()))
+    }
+}
+
+/// `ClientInfo::listener` of a session with no connection (a persistent session offline).
+const NO_LISTENER: &str = "";
+
+/// Where one scope's files come from: the top-level keys (`listener: None`) or a
+/// `[[listener]]` table that sets at least one of them.
+struct Scope {
+    listener: Option<String>,
+    password: Option<PathBuf>,
+    acl: Option<PathBuf>,
+}
+
+/// What reading the files did.
+#[derive(Default)]
+struct Outcome {
+    /// `acl_file`, or `acl_file (listener lan)`, for each file read.
+    read: Vec<String>,
+    /// Each file that could not be read: its config key (for `ConfigError::Invalid`) and why,
+    /// prefixed with its label.
+    failed: Vec<(&'static str, String)>,
+}
+
+impl Scope {
+    /// How reports name `key` of this scope.
+    fn label(&self, key: &str) -> String {
+        match &self.listener {
+            None => key.to_owned(),
+            Some(name) => format!("{key} (listener {name})"),
+        }
+    }
+
+    /// Reads this scope's files. A file that fails keeps `old`'s version (none at start).
+    fn read(&self, old: Option<&FileSet>, outcome: &mut Outcome) -> FileSet {
+        let old = old.cloned().unwrap_or_default();
+        FileSet {
+            password: self.read_one(
+                "password_file",
+                self.password.as_ref(),
+                |p| PasswordFile::load(p),
+                old.password,
+                outcome,
+            ),
+            acl: self.read_one(
+                "acl_file",
+                self.acl.as_ref(),
+                |p| AclFile::load(p),
+                old.acl,
+                outcome,
+            ),
+        }
+    }
+
+    fn read_one<T, E: std::fmt::Display>(
+        &self,
+        key: &'static str,
+        path: Option<&PathBuf>,
+        load: impl FnOnce(&PathBuf) -> Result<T, E>,
+        old: Option<Arc<T>>,
+        outcome: &mut Outcome,
+    ) -> Option<Arc<T>> {
+        let path = path?;
+        match load(path) {
+            Ok(file) => {
+                outcome.read.push(self.label(key));
+                Some(Arc::new(file))
+            }
+            Err(e) => {
+                let config_key = match (key, self.listener.is_some()) {
+                    ("password_file", true) => "listener.password_file",
+                    ("acl_file", true) => "listener.acl_file",
+                    (key, _) => key,
+                };
+                let why = format!("{}: {e}", self.label(key));
+                outcome.failed.push((config_key, why));
+                old
+            }
+        }
+    }
+}
+
+/// Reads every scope's files (`scopes[0]` is the global one), keeping `old`'s version of each
+/// file that fails.
+fn read_files(scopes: &[Scope], old: Option<&Files>, outcome: &mut Outcome) -> Files {
+    let mut files = Files::default();
+    for scope in scopes {
+        match &scope.listener {
+            None => files.global = scope.read(old.map(|o| &o.global), outcome),
+            Some(name) => {
+                let set = scope.read(old.and_then(|o| o.listeners.get(name)), outcome);
+                files.listeners.insert(name.clone(), set);
+            }
+        }
+    }
+    files
+}
+
 /// Everything the broker knows about authentication and authorisation.
 pub(crate) struct Security {
-    password_path: Option<PathBuf>,
-    acl_path: Option<PathBuf>,
+    /// Where the files come from: the global keys first, then each listener with its own.
+    scopes: Vec<Scope>,
     hooks: Hooks,
     policies: Arc<ListenerAnonymous>,
     enhanced: Vec<Arc<dyn EnhancedAuthenticator>>,
@@ -80,21 +209,8 @@ pub(crate) struct Security {
     pub(crate) failure_delay: Duration,
     /// Some step can refuse a client: without one, CONNECT skips authentication entirely.
     authenticates: bool,
-}
-
-fn load_files(
-    password: Option<&PathBuf>,
-    acl: Option<&PathBuf>,
-) -> Result<Files, (&'static str, String)> {
-    let password = password
-        .map(|p| PasswordFile::load(p).map(Arc::new))
-        .transpose()
-        .map_err(|e| ("password_file", e.to_string()))?;
-    let acl = acl
-        .map(|p| AclFile::load(p).map(Arc::new))
-        .transpose()
-        .map_err(|e| ("acl_file", e.to_string()))?;
-    Ok(Files { password, acl })
+    /// Some scope has a password file (fixed at start: reloads never add or remove one).
+    has_password: bool,
 }
 
 impl Security {
@@ -104,8 +220,28 @@ impl Security {
         hooks: &Hooks,
         enhanced: Vec<Arc<dyn EnhancedAuthenticator>>,
     ) -> Result<Arc<Security>, StartError> {
-        let files = load_files(config.password_file.as_ref(), config.acl_file.as_ref())
-            .map_err(|(key, reason)| StartError::Config(ConfigError::Invalid { key, reason }))?;
+        let mut scopes = vec![Scope {
+            listener: None,
+            password: config.password_file.clone(),
+            acl: config.acl_file.clone(),
+        }];
+        scopes.extend(
+            config
+                .listeners
+                .iter()
+                .filter(|l| l.password_file.is_some() || l.acl_file.is_some())
+                .map(|l| Scope {
+                    listener: Some(crate::endpoint::listener_name(l)),
+                    password: l.password_file.clone(),
+                    acl: l.acl_file.clone(),
+                }),
+        );
+        let mut outcome = Outcome::default();
+        let files = read_files(&scopes, None, &mut outcome);
+        if let Some((key, reason)) = outcome.failed.into_iter().next() {
+            return Err(StartError::Config(ConfigError::Invalid { key, reason }));
+        }
+        let has_password = scopes.iter().any(|s| s.password.is_some());
         let mut policies = HashMap::new();
         let mut listed = vec![(
             "default".to_owned(),
@@ -135,11 +271,9 @@ impl Security {
             .values()
             .any(|p| !p.allow_anonymous || p.identity_as_username);
         Ok(Arc::new(Security {
-            password_path: config.password_file.clone(),
-            acl_path: config.acl_file.clone(),
-            authenticates: refuses_someone
-                || files.password.is_some()
-                || hooks.authenticator.is_some(),
+            scopes,
+            authenticates: refuses_someone || has_password || hooks.authenticator.is_some(),
+            has_password,
             hooks: hooks.clone(),
             policies: Arc::new(ListenerAnonymous(policies)),
             enhanced,
@@ -157,32 +291,25 @@ impl Security {
     /// The authoriser the cores call on PUBLISH, SUBSCRIBE and delivery, or `None` when every
     /// access is allowed.
     pub(crate) fn authorizer(self: &Arc<Self>) -> Option<Arc<dyn Authorizer>> {
-        let any = self.files.load().acl.is_some() || self.hooks.authorizer.is_some();
+        let any = self.scopes.iter().any(|s| s.acl.is_some()) || self.hooks.authorizer.is_some();
         any.then(|| Arc::new(Authz(self.clone())) as Arc<dyn Authorizer>)
     }
 
-    /// Re-reads the files; on error the previous ones stay in force.
+    /// Re-reads the files; each file that fails keeps its previous version in force.
     pub(crate) fn reload(&self, report: &mut ReloadReport) {
-        if self.password_path.is_none() && self.acl_path.is_none() {
-            return;
-        }
-        match load_files(self.password_path.as_ref(), self.acl_path.as_ref()) {
-            Ok(files) => {
-                self.files.store(Arc::new(files));
-                if self.password_path.is_some() {
-                    report.reloaded.push("password_file".into());
-                }
-                if self.acl_path.is_some() {
-                    report.reloaded.push("acl_file".into());
-                }
-            }
-            Err((key, reason)) => report.errors.push(format!("{key}: {reason}")),
-        }
+        let mut outcome = Outcome::default();
+        let files = read_files(&self.scopes, Some(&self.files.load()), &mut outcome);
+        self.files.store(Arc::new(files));
+        report.reloaded.extend(outcome.read);
+        report
+            .errors
+            .extend(outcome.failed.into_iter().map(|(_, why)| why));
     }
 
-    fn chain(&self) -> AuthChain {
+    /// The authentication steps for a client of `listener`.
+    fn chain(&self, listener: &str) -> AuthChain {
         let mut steps: Vec<Arc<dyn Authenticator>> = vec![self.policies.clone()];
-        if let Some(p) = &self.files.load().password {
+        if let Some(p) = self.files.load().password(listener) {
             steps.push(p.clone());
         }
         if let Some(h) = &self.hooks.authenticator {
@@ -209,12 +336,12 @@ struct Authn(Arc<Security>);
 
 impl Authenticator for Authn {
     fn authenticate(&self, client: &ClientInfo<'_>, password: Option<&[u8]>) -> AuthDecision {
-        self.0.chain().authenticate(client, password)
+        self.0.chain(client.listener).authenticate(client, password)
     }
 
     fn is_blocking(&self) -> bool {
         // Fixed at start: whether a password file is configured does not change on reload.
-        self.0.password_path.is_some()
+        self.0.has_password
             || self
                 .0
                 .hooks
@@ -230,19 +357,26 @@ struct Authz(Arc<Security>);
 impl Authorizer for Authz {
     fn authorize(&self, client: &ClientInfo<'_>, access: Access, topic: &str) -> bool {
         let files = self.0.files.load();
+        // Mosquitto with `per_listener_settings true` denies every ACL check of a client that
+        // has no listener (an offline persistent session), since it cannot tell which
+        // listener's ACL applies; so do we, once some listener has an ACL of its own.
+        let Ok(acl) = files.acl(client.listener) else {
+            return false;
+        };
         let hook = self.0.hooks.authorizer.as_ref();
         // Deliveries are checked on the core, per message: a blocking hook (a Python callback)
         // is not asked about them, only the ACL file is.
         let hook = hook.filter(|h| access != Access::Receive || !h.is_blocking());
         let mut steps: Vec<Arc<dyn Authorizer>> = Vec::with_capacity(2);
-        if let Some(acl) = &files.acl {
+        if let Some(acl) = acl {
             steps.push(acl.clone());
         }
         if let Some(h) = hook {
             steps.push(h.clone());
         }
         match steps.len() {
-            // Only a blocking hook is configured and this is a delivery: nothing to check.
+            // No ACL applies on this listener and no hook is asked (none, or a blocking one
+            // and this is a delivery): nothing to check.
             0 => true,
             _ => AuthzChain::new(steps).authorize(client, access, topic),
         }
@@ -552,13 +686,19 @@ impl Owned {
 }
 
 impl Core {
-    /// Whether session `s` may receive a message on `topic` (ACL `read`), checked for every
-    /// delivery, retained messages and wills included. Always true without an authoriser.
-    pub(crate) fn may_receive(&self, s: &Session, topic: &str) -> bool {
+    /// Whether session `e` may receive a message on `topic` (ACL `read` of the listener its
+    /// client is connected to), checked for every delivery, retained messages and wills
+    /// included. Always true without an authoriser.
+    pub(crate) fn may_receive(&self, e: &Entry, topic: &str) -> bool {
         match &self.shared.authorizer {
             None => true,
             Some(a) => {
-                let info = ClientInfo::new(&s.client_id, s.username.as_deref(), "");
+                let listener = match &e.sink {
+                    Sink::Conn(conn) => &*conn.listener,
+                    Sink::Offline | Sink::Api(_) => NO_LISTENER,
+                };
+                let s = &e.s;
+                let info = ClientInfo::new(&s.client_id, s.username.as_deref(), listener);
                 a.authorize(&info, Access::Receive, topic)
             }
         }
@@ -648,5 +788,119 @@ mod tests {
             "previous ACL kept"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A scratch directory with these files in it.
+    fn files(tag: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("uringmq-auth-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        dir
+    }
+
+    fn listener_with(name: &str, password: Option<PathBuf>, acl: Option<PathBuf>) -> String {
+        let key = |k: &str, p: Option<PathBuf>| {
+            p.map(|p| format!("{k} = {:?}\n", p.display().to_string()))
+                .unwrap_or_default()
+        };
+        format!(
+            "[[listener]]\nname = \"{name}\"\nport = 0\n{}{}",
+            key("password_file", password),
+            key("acl_file", acl)
+        )
+    }
+
+    #[test]
+    fn listeners_with_files_of_their_own_use_them_per_key() {
+        let dir = files(
+            "per-listener",
+            &[
+                ("acl-a", "user alice\ntopic readwrite a/#\n"),
+                ("acl-g", "user alice\ntopic read g/#\n"),
+            ],
+        );
+        let s = security(&format!(
+            "acl_file = {:?}\n{}{}",
+            dir.join("acl-g").display().to_string(),
+            listener_with("a", None, Some(dir.join("acl-a"))),
+            listener_with("b", None, None),
+        ));
+        let z = s.authorizer().unwrap();
+        let alice = |listener| ClientInfo::new("c", Some("alice"), listener);
+        // Listener a: its own ACL only.
+        assert!(z.authorize(&alice("a"), Access::Publish, "a/1"));
+        assert!(!z.authorize(&alice("a"), Access::Receive, "g/1"));
+        // Listener b and the default one: the global ACL.
+        for l in ["b", "default"] {
+            assert!(!z.authorize(&alice(l), Access::Publish, "a/1"), "{l}");
+            assert!(z.authorize(&alice(l), Access::Receive, "g/1"), "{l}");
+        }
+        // An offline session (no listener): unknown ACL, denied as Mosquitto does.
+        assert!(!z.authorize(&alice(NO_LISTENER), Access::Receive, "g/1"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_listener_password_file_replaces_the_global_one_on_that_listener_only() {
+        let dir = files("per-listener-pw", &[]);
+        let (a, b) = (dir.join("passwd-a"), dir.join("passwd-b"));
+        for (path, user) in [(&a, "alice"), (&b, "bob")] {
+            let mut f = PasswordFile::default();
+            f.set(user, b"pw", uringmq_auth::Scheme::Pbkdf2Sha512)
+                .unwrap();
+            f.save_to(path).unwrap();
+        }
+        let s = security(&format!(
+            "auth_failure_delay_ms = 0\n{}{}",
+            listener_with("a", Some(a), None),
+            listener_with("b", Some(b.clone()), None),
+        ));
+        let authn = s.authenticator().unwrap();
+        assert!(authn.is_blocking(), "password hashes run off the cores");
+        let login = |user, listener| {
+            authn.authenticate(&ClientInfo::new("c", Some(user), listener), Some(b"pw"))
+        };
+        assert_eq!(login("alice", "a"), AuthDecision::Allow);
+        assert_eq!(login("bob", "b"), AuthDecision::Allow);
+        let refused = AuthDecision::Deny(DenyReason::BadCredentials);
+        assert_eq!(login("alice", "b"), refused);
+        assert_eq!(login("bob", "a"), refused);
+        // No global password file: the default listener lets any named user in.
+        assert_eq!(login("carol", "default"), AuthDecision::Allow);
+
+        // A bad file on reload keeps the previous one and names the listener.
+        std::fs::write(&b, "bob:not-a-hash\n").unwrap();
+        let mut report = ReloadReport::default();
+        s.reload(&mut report);
+        assert_eq!(
+            report.reloaded,
+            vec!["password_file (listener a)".to_owned()]
+        );
+        assert_eq!(report.errors.len(), 1, "{report:?}");
+        assert!(
+            report.errors[0].starts_with("password_file (listener b)"),
+            "{report:?}"
+        );
+        assert_eq!(login("bob", "b"), AuthDecision::Allow, "previous file kept");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_listener_file_is_a_start_error_naming_the_key_and_listener() {
+        let config =
+            Config::from_toml_str(&listener_with("lan", None, Some("/nonexistent/acl".into())))
+                .unwrap();
+        let err = Security::new(&config, &Hooks::default(), Vec::new())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("listener.acl_file")
+                && err.contains("lan")
+                && err.contains("/nonexistent/acl"),
+            "{err}"
+        );
     }
 }

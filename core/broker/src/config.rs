@@ -87,6 +87,16 @@ pub struct ListenerConfig {
     /// Overrides the global `allow_anonymous` for this listener.
     #[serde(default)]
     pub allow_anonymous: Option<bool>,
+    /// This listener's own password file, instead of the global `password_file`. Like
+    /// Mosquitto's `per_listener_settings true`, a listener that sets it checks its clients
+    /// against this file only; unlike Mosquitto the switch is per key and per listener, so a
+    /// listener that leaves it unset keeps the global file.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// This listener's own ACL file, instead of the global `acl_file` (per key, as
+    /// `password_file`).
+    #[serde(default)]
+    pub acl_file: Option<PathBuf>,
 }
 
 impl ListenerConfig {
@@ -106,6 +116,8 @@ impl ListenerConfig {
             require_certificate: false,
             use_identity_as_username: false,
             allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
         }
     }
 }
@@ -318,6 +330,22 @@ impl Config {
             {
                 return bad("listener", "ws_path must start with '/'");
             }
+            // Auth settings are looked up by listener name: a listener with files of its own
+            // must not share its name with another (two unnamed listeners on port 0 would).
+            let name = crate::endpoint::listener_name(l);
+            let same_name = std::iter::once("default".to_owned())
+                .chain(self.listeners.iter().map(crate::endpoint::listener_name))
+                .filter(|n| *n == name)
+                .count();
+            if (l.password_file.is_some() || l.acl_file.is_some()) && same_name > 1 {
+                return bad(
+                    "listener.name",
+                    format!(
+                        "listener `{name}` has its own password_file/acl_file, so its name \
+                         must be unique: give each [[listener]] a distinct `name`"
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -366,6 +394,23 @@ mod tests {
                 assert!(documented, "{key} is not documented");
             }
         }
+        // Every key of a `[[listener]]` table too (each optional one set, so none is skipped).
+        let every = ListenerConfig {
+            name: Some("lan".into()),
+            cert_file: Some("c".into()),
+            key_file: Some("k".into()),
+            ca_file: Some("ca".into()),
+            allow_anonymous: Some(true),
+            password_file: Some("p".into()),
+            acl_file: Some("a".into()),
+            ..ListenerConfig::new(Transport::Tcp, 1884)
+        };
+        for line in toml::to_string(&every).unwrap_or_default().lines() {
+            if let Some((key, _)) = line.split_once(" = ") {
+                let documented = uncommented.contains(&format!("\n{key} = "));
+                assert!(documented, "listener key {key} is not documented");
+            }
+        }
     }
 
     #[test]
@@ -391,10 +436,29 @@ mod tests {
 
     #[test]
     fn round_trips_through_toml() {
-        let mut c = Config::default();
-        c.port = 0;
+        let mut c = Config {
+            port: 0,
+            ..Config::default()
+        };
         c.listeners.push(ListenerConfig::new(Transport::Ws, 9001));
         assert_eq!(Config::from_toml_str(&c.to_toml_string()).unwrap(), c);
+    }
+
+    #[test]
+    fn per_listener_files_need_a_unique_listener_name() {
+        let table = |name: &str| {
+            format!("[[listener]]\nname = \"{name}\"\nport = 0\nacl_file = \"/etc/acl\"\n")
+        };
+        let c = Config::from_toml_str(&(table("a") + &table("b"))).unwrap();
+        assert_eq!(c.listeners[0].acl_file, Some(PathBuf::from("/etc/acl")));
+        assert_eq!(c.listeners[1].password_file, None);
+        for clash in [table("a") + &table("a"), table("default")] {
+            let err = Config::from_toml_str(&clash).unwrap_err().to_string();
+            assert!(err.contains("listener.name"), "{err}");
+        }
+        // Two unnamed listeners on port 0 are both `tcp:0`.
+        let unnamed = "[[listener]]\nport = 0\n[[listener]]\nport = 0\npassword_file = \"p\"\n";
+        assert!(Config::from_toml_str(unnamed).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Reloading on SIGHUP (or [`Broker::reload`] when embedded): TLS certificates, the password
-//! file and the ACL file are re-read; connections stay up.
+//! files and the ACL files (global and per listener) are re-read; connections stay up.
 //!
 //! Like Mosquitto, a file that fails to load keeps the previous version in force and is
 //! reported, so a typo during certificate rotation never takes a listener down. New TLS
@@ -13,14 +13,15 @@ use tracing::{info, warn};
 /// What a reload did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReloadReport {
-    /// What was re-read successfully (listener names, `password_file`, `acl_file`).
+    /// What was re-read successfully (`listener <name>` for certificates, `password_file`,
+    /// `acl_file`, and `acl_file (listener <name>)` for a listener's own files).
     pub reloaded: Vec<String>,
     /// What failed, with why; the previous version of each stays in force.
     pub errors: Vec<String>,
 }
 
 impl Broker {
-    /// Re-reads TLS certificates, the password file and the ACL file (what SIGHUP does).
+    /// Re-reads TLS certificates, the password files and the ACL files (what SIGHUP does).
     pub fn reload(&self) -> ReloadReport {
         let mut report = ReloadReport::default();
         for e in &self.endpoints {

@@ -165,7 +165,7 @@ impl Core {
             return;
         };
         // ACL `read` on every delivery to a client, retained messages and wills included.
-        if !matches!(e.sink, Sink::Api(_)) && !self.may_receive(&e.s, &msg.topic) {
+        if !matches!(e.sink, Sink::Api(_)) && !self.may_receive(e, &msg.topic) {
             return;
         }
         let stats = self.stats();
