@@ -8,8 +8,6 @@
 
 use crate::core::{add, CloseReason, Core, LocalNotify, Sink, TaskGuard};
 use crate::endpoint::{Endpoint, Slot};
-use crate::mesh::MeshMsg;
-use crate::registry::core_of;
 use crate::router::write_packet;
 use bytes::BytesMut;
 use monoio::buf::IoBufMut;
@@ -499,30 +497,11 @@ async fn on_connect(
             None => return Ok(()),
         };
     // Claim the client id; take the session over from wherever it lives [MQTT-3.1.4-3].
+    // The registry orders CONNECTs with one id; see handoff.rs.
     let id: Arc<str> = n.client_id.as_str().into();
-    let key = core.new_key();
-    let previous = shared.registry.claim(&id, key);
-    let old = match previous {
-        None => None,
-        Some(k) if core_of(k) == core.id => core.take_session(k, n.clean_start),
-        Some(k) => {
-            let (tx, rx) = futures_channel::oneshot::channel();
-            shared.mailboxes[usize::from(core_of(k))].push(MeshMsg::Takeover {
-                key: k,
-                clean_start: n.clean_start,
-                reply: tx,
-            });
-            rx.await.unwrap_or(None)
-        }
-    };
-    if core.stopping.get() || conn.kill_reason.borrow().is_some() {
-        shared.registry.release(&id, key);
-        return Err(conn
-            .kill_reason
-            .borrow()
-            .clone()
-            .unwrap_or(CloseReason::Shutdown));
-    }
+    let claim = core.claim_client_id(&id, n.clean_start);
+    let key = claim.key;
+    let (old, moved_from) = claim.session().await;
     let alias_in = limits.topic_alias_maximum;
     let (mut s, present) = match old {
         Some(mut s) if !n.clean_start => {
@@ -542,6 +521,19 @@ async fn on_connect(
     };
     s.client_id = id.clone();
     s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
+    if core.stopping.get() || conn.kill_reason.borrow().is_some() {
+        // Closed while waiting: the session (this key owns the id now) stays or ends as if
+        // the connection had closed right after CONNACK, without a will.
+        let reason = conn
+            .kill_reason
+            .borrow()
+            .clone()
+            .unwrap_or(CloseReason::Shutdown);
+        core.install_session(key, s, Sink::Offline);
+        core.after_install(key, moved_from);
+        core.connection_closed(key, &reason);
+        return Err(reason);
+    }
     s.will = c.will.clone();
     let properties = if proto.is_v5() {
         let mut p = n.connack_properties(&limits);
@@ -564,6 +556,7 @@ async fn on_connect(
     if present {
         core.resume_delivery(key);
     }
+    core.after_install(key, moved_from);
     core.stats().connections.fetch_add(1, Ordering::Relaxed);
     info!(
         client_id = %id,

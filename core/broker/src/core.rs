@@ -6,6 +6,7 @@
 
 use crate::config::{Config, Driver};
 use crate::connection::Conn;
+use crate::handoff::{Incoming, Stub};
 use crate::hooks::HookPool;
 use crate::mesh::{ApiCmd, ApiSink, Mailbox, MeshMsg, Target};
 use crate::registry::Registry;
@@ -166,6 +167,10 @@ pub(crate) struct State {
     scratch_matches: Vec<(u64, Delivery)>,
     /// PublishHead cache for the message being fanned out: (key, head).
     pub(crate) heads: Vec<(u8, PublishHead)>,
+    /// Keys between their claim and the end of their move (see `handoff.rs`).
+    pub(crate) incoming: HashMap<u64, Incoming, ahash::RandomState>,
+    /// Sessions that moved away and still forward (see `handoff.rs`).
+    pub(crate) stubs: HashMap<u64, Stub, ahash::RandomState>,
 }
 
 /// A single-waiter notification for tasks of one core.
@@ -246,6 +251,8 @@ impl Core {
                 scratch_cores: vec![false; cores],
                 scratch_matches: Vec::new(),
                 heads: Vec::new(),
+                incoming: HashMap::default(),
+                stubs: HashMap::default(),
             }),
             shared,
             stopping: Cell::new(false),
@@ -387,14 +394,22 @@ impl Core {
                 );
             }
             MeshMsg::Retain(msg) => self.apply_retain(msg),
-            MeshMsg::Takeover {
+            MeshMsg::Takeover(req) => self.handle_takeover(req),
+            MeshMsg::Forward {
                 key,
-                clean_start,
-                reply,
+                msg,
+                delivery,
+                group,
             } => {
-                let s = self.take_session(key, clean_start);
-                let _ = reply.send(s);
+                let mut st = self.st.borrow_mut();
+                self.forwarded(&mut st, key, &msg, delivery, group, Instant::now());
             }
+            MeshMsg::MoveAck { old } => self.move_acked(old),
+            MeshMsg::MoveBarrier { old } => {
+                self.shared.mailboxes[usize::from(crate::registry::core_of(old))]
+                    .push(MeshMsg::MoveAck { old });
+            }
+            MeshMsg::MoveDone { key } => self.move_done(key),
             MeshMsg::Api(cmd) => self.handle_api(cmd),
             MeshMsg::Stop => self.stop(),
         }
@@ -614,7 +629,9 @@ impl Core {
         }
         st.heads.clear();
         for (key, d) in matches.drain(..) {
-            self.deliver_to(st, key, msg, d, None, now, true);
+            if st.first_sight(key, msg) {
+                self.deliver_to(st, key, msg, d, None, now, true);
+            }
         }
         st.scratch_matches = matches;
     }
@@ -653,6 +670,9 @@ impl Core {
         match picked {
             Some((key, opts)) => {
                 // A shared subscription never gets retained-as-published... it does: RAP applies.
+                if !st.first_sight(key, msg) {
+                    return;
+                }
                 if let Some(d) = Delivery::live(msg, &opts, None) {
                     self.deliver_to(st, key, msg, d, Some(group.clone()), now, false);
                 }
@@ -687,12 +707,14 @@ impl Core {
 
     // ---- sessions ----
 
-    /// Removes a session from this core for a takeover: closes its connection, handles its
-    /// will, and returns the session to move (None if unknown, or discarded by clean start).
+    /// Removes a session from this core for a takeover by `successor`: closes its connection,
+    /// handles its will, and returns the session to move (None if unknown, or discarded by
+    /// clean start). A moving session leaves a stub that forwards to `successor`.
     pub(crate) fn take_session(
         self: &Rc<Self>,
         key: u64,
         clean_start: bool,
+        successor: u64,
     ) -> Option<Box<Session>> {
         let now = Instant::now();
         let mut e = self.st.borrow_mut().sessions.remove(&key)?;
@@ -714,8 +736,14 @@ impl Core {
             }
         }
         e.s.pending_will = None;
-        for (filter, _) in e.s.subs.iter() {
-            self.unindex_subscription(filter, key);
+        if clean_start {
+            for (filter, _) in e.s.subs.iter() {
+                self.unindex_subscription(filter, key);
+            }
+        } else {
+            // Messages routed here while the session moves are forwarded, not lost.
+            let filters = e.s.subs.iter().map(|(f, _)| f.to_owned()).collect();
+            self.leave_stub(&mut self.st.borrow_mut(), key, successor, filters);
         }
         self.stats().sessions.fetch_sub(1, Ordering::Relaxed);
         self.stats()

@@ -11,6 +11,7 @@ pub mod config;
 mod connection;
 mod core;
 mod endpoint;
+mod handoff;
 mod hooks;
 mod listener;
 mod mesh;

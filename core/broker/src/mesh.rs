@@ -5,13 +5,14 @@
 //! only if nothing arrived since (see [`Mailbox::wait`]).
 
 use crate::api::{ApiError, Delivery};
+use crate::handoff::TakeoverReq;
 use crossbeam_queue::SegQueue;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use uringmq_codec::QoS;
-use uringmq_session::{Message, Session};
+use uringmq_session::Message;
 
 /// Which subscribers of the receiving core a routed PUBLISH is for.
 #[derive(Debug)]
@@ -90,11 +91,22 @@ pub(crate) enum MeshMsg {
     Retain(Arc<Message>),
     /// Another core got a CONNECT for a session that lives here: close its connection and send
     /// the session over (None if it does not exist any more or is discarded by clean start).
-    Takeover {
+    Takeover(TakeoverReq),
+    /// A live delivery for session `key` that reached the stub its session left behind on
+    /// another core while moving (see `handoff.rs`).
+    Forward {
         key: u64,
-        clean_start: bool,
-        reply: futures_channel::oneshot::Sender<Option<Box<Session>>>,
+        msg: Arc<Message>,
+        delivery: uringmq_session::Delivery,
+        group: Option<Arc<str>>,
     },
+    /// For the core of stub `old`: one core has applied everything it queued before (the new
+    /// owner's interest included); the stub goes when every other core said so.
+    MoveAck { old: u64 },
+    /// Answer with `MoveAck { old }` to the stub's core, after applying everything before it.
+    MoveBarrier { old: u64 },
+    /// The stub forwarding to `key` is gone: no forwarded deliveries will follow.
+    MoveDone { key: u64 },
     /// In-process API.
     Api(ApiCmd),
     /// Stop: close listeners and connections (no wills), then end the core.

@@ -1,7 +1,11 @@
 //! The client-id registry: which session (and so which core) owns a client identifier.
 //!
 //! Touched only on CONNECT and when a session ends, never per message, so a sharded mutex is
-//! cheap enough; session keys carry their core in the high bits (see [`core_of`]).
+//! cheap enough. A session key is (core, generation): the core in the high bits (see
+//! [`core_of`]), a per-core counter below, new for every CONNECT. The registry is the
+//! authority on which generation owns an id: [`Registry::claim`] hands each previous owner to
+//! exactly one successor (see `handoff.rs`), and [`Registry::release`] removes the entry only
+//! for the generation that still owns it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

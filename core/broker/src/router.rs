@@ -158,6 +158,11 @@ impl Core {
         now: Instant,
         cache: bool,
     ) {
+        if !st.sessions.contains_key(&key) {
+            // A session that moved to another key (and maybe core) forwards.
+            self.forward_from_stub(st, key, msg, d, group, now);
+            return;
+        }
         let State {
             sessions, heads, ..
         } = st;
