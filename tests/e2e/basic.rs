@@ -171,5 +171,9 @@ fn a_will_the_broker_cannot_honour_is_refused() {
         properties: Default::default(),
     });
     let (_c, ack) = Client::connect_with(b.local_addr(), c);
-    assert_eq!(ack.reason_code, ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-12]");
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::QOS_NOT_SUPPORTED,
+        "[MQTT-3.2.2-12]"
+    );
 }

@@ -76,6 +76,7 @@ fn retain_handling_options() {
     let b = broker();
     let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
     p.publish("h/t", b"kept", QoS::AtMostOnce, true);
+    p.ping(); // stored before the SUBSCRIBEs below (QoS 0 has no ack)
     let mut s = Client::connect(b.local_addr(), Protocol::V5, "s");
     s.subscribe_with(
         &[(
@@ -102,6 +103,9 @@ fn no_retained_messages_for_shared_subscriptions() {
     let b = broker();
     let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
     p.publish("sh/t", b"kept", QoS::AtMostOnce, true);
+    // A QoS 0 PUBLISH has no ack: without this round trip it could be handled after the
+    // SUBSCRIBE below and reach the shared subscriber as a live message.
+    p.ping();
     let mut s = Client::connect(b.local_addr(), Protocol::V5, "s");
     s.subscribe("$share/g/sh/t", QoS::AtMostOnce);
     s.expect_nothing();
