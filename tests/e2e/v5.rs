@@ -59,6 +59,17 @@ fn unknown_inbound_alias_is_a_protocol_error() {
     m.topic = ByteStr::new();
     m.properties.topic_alias = Some(1);
     p.send(&Packet::Publish(m));
+    // §3.3.2.3.4: Protocol Error; 0x94 is only for alias 0 or above the maximum.
+    p.expect_disconnect(Some(ReasonCode::PROTOCOL_ERROR));
+}
+
+#[test]
+fn topic_alias_zero_is_invalid() {
+    let b = broker();
+    let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
+    let mut m = publish("z/t", b"x", QoS::AtMostOnce, false);
+    m.properties.topic_alias = Some(0);
+    p.send(&Packet::Publish(m));
     p.expect_disconnect(Some(ReasonCode::TOPIC_ALIAS_INVALID));
 }
 

@@ -17,7 +17,9 @@ use uringmq_codec::{
     PublishProperties, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use uringmq_session::delivery::fits;
-use uringmq_session::{flow, Delivery, Message, Origin, OutState, Queued, Session, SubOptions};
+use uringmq_session::{
+    flow, AliasError, Delivery, Message, Origin, OutState, Queued, Session, SubOptions,
+};
 use uringmq_topic::{check_max_levels, validate_topic_filter, SharedFilter};
 
 /// Outcome of writing one PUBLISH to a connection buffer.
@@ -520,7 +522,14 @@ impl Core {
             };
             let topic = match e.s.in_aliases.resolve(p.topic, p.properties.topic_alias) {
                 Ok(t) => t,
-                Err(err) => return protocol(ReasonCode::TOPIC_ALIAS_INVALID, &err.to_string()),
+                // 0x94 is for alias 0 or above our maximum [MQTT-3.3.2-8] [MQTT-3.3.2-9]; an
+                // empty topic with an alias never set is a Protocol Error (§3.3.2.3.4).
+                Err(err @ AliasError::OutOfRange(_)) => {
+                    return protocol(ReasonCode::TOPIC_ALIAS_INVALID, &err.to_string())
+                }
+                Err(err @ AliasError::Unknown(_)) => {
+                    return protocol(ReasonCode::PROTOCOL_ERROR, &err.to_string())
+                }
             };
             if topic.is_empty() {
                 return protocol(
