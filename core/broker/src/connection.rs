@@ -598,6 +598,8 @@ async fn writer(
         let buf = std::mem::replace(&mut *conn.out.borrow_mut(), next);
         let buf = crate::transport_io::wrap(&conn, buf);
         let n = buf.len();
+        // Cross-core effects this client could observe through these bytes go first.
+        core.flush_mesh();
         let (res, mut buf) = wr.write_all(buf).await;
         if let Err(e) = res {
             debug!(peer = ?conn.peer, "write failed: {e}");

@@ -217,6 +217,10 @@ pub(crate) struct Core {
     /// Wakes the timer task on stop.
     pub(crate) stop_signal: LocalNotify,
     listener_fds: RefCell<Vec<std::os::fd::RawFd>>,
+    /// Messages for each other core, pushed together by `flush_mesh` (see `send`).
+    outbox: RefCell<Vec<Vec<MeshMsg>>>,
+    /// Wakes the flush task.
+    outbox_ready: LocalNotify,
 }
 
 /// Counts a task for the stop procedure; decremented on drop.
@@ -261,6 +265,8 @@ impl Core {
             tasks_done: LocalNotify::default(),
             stop_signal: LocalNotify::default(),
             listener_fds: RefCell::new(Vec::new()),
+            outbox: RefCell::new((0..cores).map(|_| Vec::new()).collect()),
+            outbox_ready: LocalNotify::default(),
         }
     }
 
@@ -315,6 +321,7 @@ impl Core {
             }
         }
         monoio::spawn(crate::timers::run(self.clone()));
+        monoio::spawn(flush_loop(self.clone()));
         let mailbox = &self.shared.mailboxes[usize::from(self.id)];
         loop {
             mailbox.arm();
@@ -363,8 +370,47 @@ impl Core {
         }
     }
 
+    /// Queues `msg` for core `core`. Messages are batched per event-loop turn: the flush task,
+    /// woken here, runs after the tasks already scheduled in this turn and pushes one
+    /// `MeshMsg::Batch` per core (one queue operation and at most one wake-up each).
+    ///
+    /// Causality: the outbox is also flushed before anything lets a client (or the embedder)
+    /// observe an effect of this core: before every socket write (SUBACK, PUBACK, CONNACK and
+    /// deliveries go out only through the writer), before an in-process delivery or API
+    /// reply, and before a takeover's answer. A client that saw SUBACK therefore finds this
+    /// core's interest already queued on every other core (each queue is FIFO).
+    pub(crate) fn send(&self, core: usize, msg: MeshMsg) {
+        let mut outbox = self.outbox.borrow_mut();
+        if let Some(q) = outbox.get_mut(core) {
+            if q.is_empty() {
+                self.outbox_ready.notify();
+            }
+            q.push(msg);
+        }
+    }
+
+    /// Pushes everything queued by [`Core::send`] (see there for when it must be called).
+    pub(crate) fn flush_mesh(&self) {
+        let mut outbox = self.outbox.borrow_mut();
+        for (c, q) in outbox.iter_mut().enumerate() {
+            let msg = match q.len() {
+                0 => continue,
+                1 => q.pop(),
+                _ => Some(MeshMsg::Batch(std::mem::take(q))),
+            };
+            if let Some(msg) = msg {
+                self.shared.mailboxes[c].push(msg);
+            }
+        }
+    }
+
     fn handle_mesh(self: &Rc<Self>, msg: MeshMsg) {
         match msg {
+            MeshMsg::Batch(msgs) => {
+                for m in msgs {
+                    self.handle_mesh(m);
+                }
+            }
             MeshMsg::Publish { msg, target } => match target {
                 Target::Subscribers => self.deliver_local(&msg),
                 Target::Shared { group, exclude } => {
@@ -406,8 +452,10 @@ impl Core {
             }
             MeshMsg::MoveAck { old } => self.move_acked(old),
             MeshMsg::MoveBarrier { old } => {
-                self.shared.mailboxes[usize::from(crate::registry::core_of(old))]
-                    .push(MeshMsg::MoveAck { old });
+                self.send(
+                    usize::from(crate::registry::core_of(old)),
+                    MeshMsg::MoveAck { old },
+                );
             }
             MeshMsg::MoveDone { key } => self.move_done(key),
             MeshMsg::Api(cmd) => self.handle_api(cmd),
@@ -444,13 +492,16 @@ impl Core {
                 let _ = st.interest.remove(&filter, self.id);
             }
         }
-        for (c, mb) in self.shared.mailboxes.iter().enumerate() {
+        for c in 0..self.shared.cores() {
             if c != usize::from(self.id) {
-                mb.push(MeshMsg::Interest {
-                    filter: filter.clone(),
-                    core: self.id,
-                    add,
-                });
+                self.send(
+                    c,
+                    MeshMsg::Interest {
+                        filter: filter.clone(),
+                        core: self.id,
+                        add,
+                    },
+                );
             }
         }
     }
@@ -461,13 +512,16 @@ impl Core {
             .borrow_mut()
             .shared
             .set_count(group, group_filter(group), self.id, members, cores);
-        for (c, mb) in self.shared.mailboxes.iter().enumerate() {
+        for c in 0..self.shared.cores() {
             if c != usize::from(self.id) {
-                mb.push(MeshMsg::SharedInterest {
-                    group: group.clone(),
-                    core: self.id,
-                    members,
-                });
+                self.send(
+                    c,
+                    MeshMsg::SharedInterest {
+                        group: group.clone(),
+                        core: self.id,
+                        members,
+                    },
+                );
             }
         }
     }
@@ -526,9 +580,9 @@ impl Core {
             }
         }
         self.apply_retain(msg.clone());
-        for (c, mb) in self.shared.mailboxes.iter().enumerate() {
+        for c in 0..self.shared.cores() {
             if c != usize::from(self.id) {
-                mb.push(MeshMsg::Retain(msg.clone()));
+                self.send(c, MeshMsg::Retain(msg.clone()));
             }
         }
     }
@@ -569,10 +623,13 @@ impl Core {
             });
             for (c, &marked) in st.scratch_cores.iter().enumerate() {
                 if marked && c != me {
-                    self.shared.mailboxes[c].push(MeshMsg::Publish {
-                        msg: msg.clone(),
-                        target: Target::Subscribers,
-                    });
+                    self.send(
+                        c,
+                        MeshMsg::Publish {
+                            msg: msg.clone(),
+                            target: Target::Subscribers,
+                        },
+                    );
                 }
             }
             st.scratch_cores[me]
@@ -581,13 +638,16 @@ impl Core {
             if usize::from(core) == me {
                 self.deliver_shared(&group, msg, None, true);
             } else {
-                self.shared.mailboxes[usize::from(core)].push(MeshMsg::Publish {
-                    msg: msg.clone(),
-                    target: Target::Shared {
-                        group,
-                        exclude: None,
+                self.send(
+                    usize::from(core),
+                    MeshMsg::Publish {
+                        msg: msg.clone(),
+                        target: Target::Shared {
+                            group,
+                            exclude: None,
+                        },
                     },
-                });
+                );
             }
         }
         if local {
@@ -680,13 +740,16 @@ impl Core {
             None if forward => {
                 if let Some(core) = st.shared.other_core(group, self.id) {
                     if core != self.id {
-                        self.shared.mailboxes[usize::from(core)].push(MeshMsg::Publish {
-                            msg: msg.clone(),
-                            target: Target::Shared {
-                                group: group.clone(),
-                                exclude,
+                        self.send(
+                            usize::from(core),
+                            MeshMsg::Publish {
+                                msg: msg.clone(),
+                                target: Target::Shared {
+                                    group: group.clone(),
+                                    exclude,
+                                },
                             },
-                        });
+                        );
                     }
                 }
             }
@@ -972,6 +1035,8 @@ impl Core {
                 if !shared {
                     self.send_retained(key, &filter, &opts);
                 }
+                // The caller may publish next: our interest must be on its way first.
+                self.flush_mesh();
                 let _ = reply.send(Ok(key));
             }
             ApiCmd::Unsubscribe { session } => self.end_session(session),
@@ -1007,6 +1072,14 @@ impl Core {
     pub(crate) fn write_out(conn: &Conn, f: impl FnOnce(&mut BytesMut)) {
         f(&mut conn.out.borrow_mut());
         conn.wake.notify();
+    }
+}
+
+/// Flushes the core's outbox once per event-loop turn in which something was queued.
+async fn flush_loop(core: Rc<Core>) {
+    loop {
+        core.outbox_ready.wait().await;
+        core.flush_mesh();
     }
 }
 

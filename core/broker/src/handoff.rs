@@ -140,7 +140,7 @@ impl Core {
             if core_of(k) == self.id {
                 self.handle_takeover(req);
             } else {
-                self.shared.mailboxes[usize::from(core_of(k))].push(MeshMsg::Takeover(req));
+                self.send(usize::from(core_of(k)), MeshMsg::Takeover(req));
             }
             rx
         });
@@ -163,6 +163,8 @@ impl Core {
             }
         }
         let s = self.take_session(req.key, req.clean_start, req.successor);
+        // What the takeover queued (a will, interest changes) goes before the new CONNACK.
+        self.flush_mesh();
         // A successor that is gone (its core stopped) loses the session with it.
         let _ = req.reply.send(s);
     }
@@ -194,11 +196,11 @@ impl Core {
             Some(old) if core_of(old) == self.id => self.drop_stub(old),
             Some(old) => {
                 let home = core_of(old);
-                for (c, mb) in self.shared.mailboxes.iter().enumerate() {
+                for c in 0..self.shared.cores() {
                     if c == usize::from(home) {
-                        mb.push(MeshMsg::MoveAck { old });
+                        self.send(c, MeshMsg::MoveAck { old });
                     } else if c != usize::from(self.id) {
-                        mb.push(MeshMsg::MoveBarrier { old });
+                        self.send(c, MeshMsg::MoveBarrier { old });
                     }
                 }
             }
@@ -243,12 +245,15 @@ impl Core {
         if core_of(to) == self.id {
             self.forwarded(st, to, msg, delivery, group, now);
         } else {
-            self.shared.mailboxes[usize::from(core_of(to))].push(MeshMsg::Forward {
-                key: to,
-                msg: msg.clone(),
-                delivery,
-                group,
-            });
+            self.send(
+                usize::from(core_of(to)),
+                MeshMsg::Forward {
+                    key: to,
+                    msg: msg.clone(),
+                    delivery,
+                    group,
+                },
+            );
         }
         true
     }
@@ -306,8 +311,10 @@ impl Core {
             self.unindex_subscription(f, old);
         }
         if core_of(stub.to) != self.id {
-            self.shared.mailboxes[usize::from(core_of(stub.to))]
-                .push(MeshMsg::MoveDone { key: stub.to });
+            self.send(
+                usize::from(core_of(stub.to)),
+                MeshMsg::MoveDone { key: stub.to },
+            );
         }
     }
 

@@ -111,6 +111,8 @@ pub(crate) enum MeshMsg {
     Api(ApiCmd),
     /// Stop: close listeners and connections (no wills), then end the core.
     Stop,
+    /// Several messages from one core, in order (one loop turn's worth, see `Core::send`).
+    Batch(Vec<MeshMsg>),
 }
 
 /// One core's inbound queue.

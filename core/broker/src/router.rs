@@ -178,6 +178,8 @@ impl Core {
         let stats = self.stats();
         match &e.sink {
             Sink::Api(sink) => {
+                // The embedder observes this at once: flush first (see `Core::send`).
+                self.flush_mesh();
                 if msg.remaining_expiry(now).is_err() {
                     add(&stats.expired, 1);
                     return;
