@@ -570,6 +570,13 @@ impl Core {
     // ---- retained ----
 
     /// A PUBLISH with RETAIN from a client on this core: store and tell the other cores.
+    ///
+    /// `max_retained_messages` is checked against this core's replica: a new topic is refused
+    /// when the replica holds `max` topics. Replicas apply every `Retain` unconditionally, so
+    /// they converge on one store, but a replica sees other cores' new topics only when their
+    /// `Retain` arrives: the store can exceed `max` by the new topics that other cores admitted
+    /// while their `Retain` was still on its way here (one mesh hop, usually microseconds).
+    /// With one core the limit is exact.
     pub(crate) fn retain(self: &Rc<Self>, msg: &Arc<Message>) {
         let max = self.config().max_retained_messages;
         if max != 0 && !msg.payload.is_empty() {
