@@ -190,7 +190,7 @@ pub(crate) async fn accept_loop(
                 };
                 let guard = core.task_guard();
                 let accepted = (name.clone(), transport, slot);
-                monoio::spawn(connection(core.clone(), stream, peer, accepted, guard));
+                connection(core.clone(), stream, peer, accepted, guard);
             }
             Err(e) => {
                 warn!(core = core.id, listener = %name, "accept failed: {e}");
@@ -202,12 +202,15 @@ pub(crate) async fn accept_loop(
     debug!(core = core.id, listener = %name, "listener closed");
 }
 
-async fn connection(
+/// Sets a new connection up and spawns its reader and writer tasks. Not `async`: what is
+/// only needed here (the stream, the listener, the peer address) must not take room in the
+/// reader's future, which every idle connection keeps for its lifetime.
+fn connection(
     core: Rc<Core>,
     stream: TcpStream,
     peer: SocketAddr,
-    (listener, transport, _slot): (Arc<str>, uringmq_transport::Transport, Slot),
-    _guard: TaskGuard,
+    (listener, transport, slot): (Arc<str>, uringmq_transport::Transport, Slot),
+    guard: TaskGuard,
 ) {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
@@ -220,7 +223,19 @@ async fn connection(
     }
     let (rd, wr) = stream.into_split();
     monoio::spawn(writer(core.clone(), conn.clone(), wr, core.task_guard()));
+    monoio::spawn(serve(core, conn, conn_id, rd, (slot, guard)));
+}
+
+/// The reader task of one connection: reads until the connection ends, then closes it.
+async fn serve(
+    core: Rc<Core>,
+    conn: Rc<Conn>,
+    conn_id: u64,
+    rd: OwnedReadHalf<TcpStream>,
+    _held: (Slot, TaskGuard),
+) {
     let reason = read_loop(&core, &conn, rd).await;
+    let peer = conn.peer;
     let reason = conn.kill_reason.borrow().clone().unwrap_or(reason);
     if let CloseReason::Protocol(..) = reason {
         add(&core.stats().protocol_errors, 1);
@@ -234,9 +249,9 @@ async fn connection(
     }
     match client_id {
         Some(id) => {
-            info!(client_id = %id, %peer, core = core.id, reason = %reason, "client disconnected")
+            info!(client_id = %id, ?peer, core = core.id, reason = %reason, "client disconnected")
         }
-        None => debug!(%peer, reason = %reason, "connection closed before CONNECT"),
+        None => debug!(?peer, reason = %reason, "connection closed before CONNECT"),
     }
     core.unregister_conn(conn_id);
     core.shared.connections.fetch_sub(1, Ordering::Relaxed);
@@ -268,7 +283,9 @@ async fn read_loop(
         if conn.transport.borrow().is_passthrough() {
             buf.reserve(decoder.needed(&buf).max(READ_CHUNK));
             let len = buf.len();
-            let (res, slice) = rd.read(buf.slice_mut(len..)).await;
+            // Boxed, like the TLS/WebSocket read below: the reader's future, which every idle
+            // connection holds, then only has room for the small readiness wait.
+            let (res, slice) = Box::pin(rd.read(buf.slice_mut(len..))).await;
             buf = slice.into_inner();
             match res {
                 Ok(0) => return CloseReason::Eof,
@@ -280,7 +297,7 @@ async fn read_loop(
                 Err(e) => return CloseReason::Io(e.to_string()),
             }
         } else {
-            match crate::transport_io::read(conn, &mut rd, &mut buf).await {
+            match Box::pin(crate::transport_io::read(conn, &mut rd, &mut buf)).await {
                 Ok(r) => {
                     (filled, peer_closed) = (r.filled, r.closed);
                     add(&core.stats().bytes_in, r.raw as u64);
@@ -295,11 +312,15 @@ async fn read_loop(
             }
             match decoder.decode(&mut buf) {
                 Ok(None) => break,
-                Ok(Some(packet)) => {
-                    if let Err(r) = handle(core, conn, packet).await {
-                        return r;
+                Ok(Some(packet)) => match handle(core, conn, packet) {
+                    Ok(None) => {}
+                    Ok(Some(slow)) => {
+                        if let Err(r) = slow.await {
+                            return r;
+                        }
                     }
-                }
+                    Err(r) => return r,
+                },
                 Err(e) => {
                     let code = e.reason_code();
                     if !conn.connected() {
@@ -328,21 +349,31 @@ async fn read_loop(
     }
 }
 
-/// Handles one decoded packet.
-async fn handle(core: &Rc<Core>, conn: &Rc<Conn>, packet: Packet) -> Result<(), CloseReason> {
+/// A future that handles one packet which needs to wait (CONNECT, a blocking authoriser).
+type Slow<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CloseReason>> + 'a>>;
+
+/// Handles one decoded packet: at once when it needs no waiting (every packet of a
+/// connected client without a blocking authoriser), else returns the boxed future that
+/// does. Keeping the packet and the waiting out of the reader's own future keeps that
+/// future, which every idle connection holds, small.
+fn handle<'a>(
+    core: &'a Rc<Core>,
+    conn: &'a Rc<Conn>,
+    packet: Packet,
+) -> Result<Option<Slow<'a>>, CloseReason> {
     let Some(key) = conn.session.get() else {
         if conn.connected() {
             return Err(CloseReason::TakenOver);
         }
         return match packet {
-            // Boxed: CONNECT happens once, its state must not enlarge every idle connection's
-            // task.
-            Packet::Connect(c) => Box::pin(on_connect(core, conn, c)).await,
+            Packet::Connect(c) => Ok(Some(Box::pin(on_connect(core, conn, c)))),
             // v5 enhanced authentication: the client's next step before CONNACK.
-            Packet::Auth(a) => match Box::pin(crate::auth::on_auth(core, conn, a)).await? {
-                Some(c) => Box::pin(on_connect(core, conn, c)).await,
-                None => Ok(()),
-            },
+            Packet::Auth(a) => Ok(Some(Box::pin(async move {
+                match crate::auth::on_auth(core, conn, a).await? {
+                    Some(c) => Box::pin(on_connect(core, conn, c)).await,
+                    None => Ok(()),
+                }
+            }))),
             other => Err(CloseReason::Protocol(
                 ReasonCode::PROTOCOL_ERROR.0,
                 format!(
@@ -353,16 +384,28 @@ async fn handle(core: &Rc<Core>, conn: &Rc<Conn>, packet: Packet) -> Result<(), 
         };
     };
     debug!(client_id = ?conn.client_id.borrow().as_deref(), packet = ?packet_name(&packet), "packet in");
-    let pre = if core
+    if core
         .shared
         .authorizer
         .as_ref()
         .is_some_and(|a| a.is_blocking())
     {
-        Box::pin(pre_authorize(core, conn, key, &packet)).await
-    } else {
-        None
-    };
+        return Ok(Some(Box::pin(async move {
+            let pre = pre_authorize(core, conn, key, &packet).await;
+            handle_now(core, conn, key, packet, pre)
+        })));
+    }
+    handle_now(core, conn, key, packet, None).map(|()| None)
+}
+
+/// Runs the session and router on one packet of a connected client.
+fn handle_now(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    key: u64,
+    packet: Packet,
+    pre: Option<Vec<bool>>,
+) -> Result<(), CloseReason> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         core.handle_packet(conn, key, packet, pre)
     })) {
@@ -506,16 +549,16 @@ async fn on_connect(
     let (mut s, present) = match old {
         Some(mut s) if !n.clean_start => {
             s.attach(&n, proto, alias_in);
-            (*s, true)
+            (s, true)
         }
         _ => (
-            Session::new(
+            Box::new(Session::new(
                 &n,
                 proto,
                 cfg.max_queued_messages,
                 cfg.max_queued_bytes,
                 alias_in,
-            ),
+            )),
             false,
         ),
     };
@@ -600,7 +643,8 @@ async fn writer(
         let n = buf.len();
         // Cross-core effects this client could observe through these bytes go first.
         core.flush_mesh();
-        let (res, mut buf) = wr.write_all(buf).await;
+        // Boxed so that an idle writer's future holds no room for the write in flight.
+        let (res, mut buf) = Box::pin(wr.write_all(buf)).await;
         if let Err(e) = res {
             debug!(peer = ?conn.peer, "write failed: {e}");
             conn.kill(CloseReason::Io(e.to_string()));
@@ -618,6 +662,10 @@ async fn writer(
             }
         }
     }
-    crate::transport_io::finish(&conn, &mut wr).await;
-    let _ = wr.shutdown().await;
+    // Boxed: an idle writer's future must not hold room for the closing writes.
+    Box::pin(async move {
+        crate::transport_io::finish(&conn, &mut wr).await;
+        let _ = wr.shutdown().await;
+    })
+    .await;
 }

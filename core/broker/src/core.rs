@@ -93,7 +93,10 @@ pub(crate) enum Sink {
 
 /// A session and where its messages go.
 pub(crate) struct Entry {
-    pub(crate) s: Session,
+    /// Boxed: a `Session` is several hundred bytes, and the session map's table (kept at up
+    /// to twice the live entries, and retained by the allocator after each growth) would
+    /// otherwise cost that per slot, not per session.
+    pub(crate) s: Box<Session>,
     pub(crate) sink: Sink,
 }
 
@@ -823,7 +826,7 @@ impl Core {
             self.end_session_messages(&mut e.s, key);
             None
         } else {
-            Some(Box::new(e.s))
+            Some(e.s)
         }
     }
 
@@ -864,7 +867,7 @@ impl Core {
     }
 
     /// Installs a session for a newly accepted CONNECT and indexes its subscriptions.
-    pub(crate) fn install_session(self: &Rc<Self>, key: u64, s: Session, sink: Sink) {
+    pub(crate) fn install_session(self: &Rc<Self>, key: u64, s: Box<Session>, sink: Sink) {
         let subs: Vec<(String, SubOptions)> =
             s.subs.iter().map(|(f, o)| (f.to_owned(), *o)).collect();
         self.stats().sessions.fetch_add(1, Ordering::Relaxed);
@@ -1037,7 +1040,7 @@ impl Core {
                     ..Default::default()
                 };
                 let _ = s.subs.insert(&filter, opts, 0);
-                self.install_session(key, s, Sink::Api(sink));
+                self.install_session(key, Box::new(s), Sink::Api(sink));
                 let shared = matches!(SharedFilter::parse(&filter), Ok(Some(_)));
                 if !shared {
                     self.send_retained(key, &filter, &opts);

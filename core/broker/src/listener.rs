@@ -23,7 +23,9 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    s.listen(1024)?;
+    // A deep backlog: a connect storm must not overflow it (SYNs dropped at the backlog are
+    // retried by the client only after a second); the kernel caps it at somaxconn.
+    s.listen(4096)?;
     Ok(s.into())
 }
 
