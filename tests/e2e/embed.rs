@@ -175,3 +175,18 @@ fn injected_messages_keep_their_order() {
         assert_eq!(c.recv_publish().payload[0], i);
     }
 }
+
+#[test]
+fn stop_closes_in_process_subscriptions() {
+    let mut b = broker();
+    let sub = b.subscribe("bye/#", QoS::AtMostOnce).unwrap();
+    // A socket client with a live connection too, so the core has connection state to drop.
+    let _c = Client::connect(b.local_addr(), Protocol::V5, "still-here");
+    b.stop();
+    // A consumer blocked on the subscription learns that the broker is gone instead of
+    // waiting forever.
+    assert_eq!(
+        sub.recv_timeout(Some(Duration::from_secs(5))).unwrap_err(),
+        RecvError::Closed
+    );
+}

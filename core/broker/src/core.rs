@@ -346,6 +346,19 @@ impl Core {
         self.stop_signal.notify();
         // Let the timer task observe the stop and finish.
         monoio::time::sleep(Duration::from_millis(1)).await;
+        // Drop every session and connection here, outside the borrow: in-process subscriptions
+        // see their channel close, and no Rc cycle between the core and its connections keeps
+        // their memory alive after the runtime is gone (a broker is restarted many times in one
+        // process).
+        let (sessions, conns) = {
+            let mut st = self.st.borrow_mut();
+            (
+                std::mem::take(&mut st.sessions),
+                std::mem::take(&mut st.conns),
+            )
+        };
+        drop(sessions);
+        drop(conns);
         debug!(core = self.id, "core stopped");
     }
 
