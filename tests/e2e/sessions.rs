@@ -185,7 +185,17 @@ fn offline_queue_bytes_bound() {
         p.publish("y", &[0u8; 39], QoS::AtLeastOnce, false); // 40 bytes each with the topic
     }
     p.ping();
+    let (mut s, _) = Client::connect_with(b.local_addr(), persistent(Protocol::V5, "bytes"));
+    for _ in 0..2 {
+        assert_eq!(
+            s.recv_publish().payload.len(),
+            39,
+            "two messages fit in 100 bytes"
+        );
+    }
+    // Counted on the offline session's core: read once the session came back (see above).
     assert_eq!(b.stats().dropped_queue_full, 2);
+    s.expect_nothing();
 }
 
 #[test]

@@ -356,5 +356,9 @@ impl Client {
     /// Sends DISCONNECT (normal) and closes.
     pub fn disconnect(mut self) {
         self.send(&Packet::Disconnect(Disconnect::default()));
+        // Wait until the broker has handled it (it closes the connection), so that what a test
+        // does next cannot overtake the DISCONNECT and reach the still-open connection.
+        let (closed, got) = self.closed();
+        assert!(closed, "broker did not close after DISCONNECT; got {got:?}");
     }
 }
