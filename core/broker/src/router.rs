@@ -220,34 +220,24 @@ impl Core {
                     if over {
                         conn.blocked.set(true);
                     }
-                    if e.s
-                        .queue
-                        .push(Queued {
-                            msg: msg.clone(),
-                            delivery: d,
-                            shared_group: group,
-                        })
-                        .is_err()
-                    {
-                        add(&stats.dropped_queue_full, e.s.queue.take_dropped());
-                    }
+                    let q = Queued {
+                        msg: msg.clone(),
+                        delivery: d,
+                        shared_group: group,
+                    };
+                    enqueue(&mut e.s, stats, q);
                 }
                 drop(out);
                 conn.wake.notify();
             }
             Sink::Offline => {
                 if d.qos != QoS::AtMostOnce || self.config().queue_qos0_messages {
-                    if e.s
-                        .queue
-                        .push(Queued {
-                            msg: msg.clone(),
-                            delivery: d,
-                            shared_group: group,
-                        })
-                        .is_err()
-                    {
-                        add(&stats.dropped_queue_full, e.s.queue.take_dropped());
-                    }
+                    let q = Queued {
+                        msg: msg.clone(),
+                        delivery: d,
+                        shared_group: group,
+                    };
+                    enqueue(&mut e.s, stats, q);
                 }
             }
         }
@@ -736,5 +726,13 @@ impl Core {
             write_packet(out, &Packet::UnsubAck(unsuback), proto)
         });
         Ok(())
+    }
+}
+
+/// Queues a message in its session (offline, or held back by flow control or a full outbound
+/// buffer); a full queue drops it, and the drop is counted.
+fn enqueue(session: &mut uringmq_session::Session, stats: &crate::core::CoreStats, q: Queued) {
+    if session.queue.push(q).is_err() {
+        add(&stats.dropped_queue_full, session.queue.take_dropped());
     }
 }
