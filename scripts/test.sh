@@ -25,7 +25,10 @@ step "rust: unit, property and end-to-end tests (io_uring where available)"
 cargo test --locked
 
 step "rust: end-to-end tests on the epoll driver"
-MONOIO_FORCE_LEGACY_DRIVER=1 cargo test -p uringmq-tests --locked
+# `--test '*'` (every integration-test target of the default members) rather than
+# `-p uringmq-tests`: the same package selection as above unifies features the same way, so the
+# build above is reused instead of recompiling dependencies.
+MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --locked --test '*'
 
 step "rust: benchmarks and load generator build (test profile: compiled, not measured)"
 cargo test --locked --benches --no-run
