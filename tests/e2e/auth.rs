@@ -227,8 +227,11 @@ fn deliveries_retained_messages_and_wills_are_filtered_by_read_rules() {
         c
     };
     let mut admin = connect("admin", "admin");
-    admin.publish("news/public", b"r1", QoS::AtMostOnce, true);
-    admin.publish("news/private", b"r2", QoS::AtMostOnce, true);
+    // QoS 1: PUBACK comes after the broker stored the message and queued it for the other
+    // core, so the SUBSCRIBE below (perhaps on the other core) finds it. A QoS 0 PUBLISH
+    // has no answer to wait for and could be overtaken by that SUBSCRIBE.
+    admin.publish("news/public", b"r1", QoS::AtLeastOnce, true);
+    admin.publish("news/private", b"r2", QoS::AtLeastOnce, true);
     // The will of a client that dies on a denied topic.
     let mut dying = login(Protocol::V5, "dying", Some("admin"), None);
     dying.will = Some(LastWill {
@@ -250,7 +253,13 @@ fn deliveries_retained_messages_and_wills_are_filtered_by_read_rules() {
     );
     reader.expect_nothing();
 
+    // A watcher allowed to read everything sees the will, so the will has been routed (and
+    // queued for the reader's core) before the live messages below are published.
+    let mut watcher = connect("watcher", "admin");
+    watcher.subscribe("news/private", QoS::AtMostOnce);
+    assert_eq!(&watcher.recv_publish().payload[..], b"r2", "retained");
     drop(dying);
+    assert_eq!(&watcher.recv_publish().payload[..], b"will");
     admin.publish("news/private", b"live", QoS::AtMostOnce, false);
     admin.publish("news/public", b"live", QoS::AtMostOnce, false);
     let p = reader.recv_publish();
