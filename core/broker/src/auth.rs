@@ -24,9 +24,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
+use uringmq_auth::scram::METHOD as SCRAM_METHOD;
 use uringmq_auth::{
     Access, AclFile, AllowAll, AuthChain, AuthDecision, AuthState, AuthStep, Authenticator,
     Authorizer, AuthzChain, ClientInfo, DenyReason, EnhancedAuthenticator, PasswordFile,
+    ScramSha256,
 };
 use uringmq_codec::ReasonCode;
 use uringmq_codec::{Auth, AuthProperties, ByteStr, ConnAckProperties, Connect, Packet, Protocol};
@@ -36,6 +38,8 @@ use uringmq_codec::{Auth, AuthProperties, ByteStr, ConnAckProperties, Connect, P
 struct ListenerPolicy {
     allow_anonymous: bool,
     identity_as_username: bool,
+    /// SCRAM-SHA-256 from the password file is offered (`scram_sha256`).
+    scram: bool,
 }
 
 /// Anonymous clients are decided per listener (Mosquitto's per-listener `allow_anonymous`);
@@ -208,7 +212,10 @@ pub(crate) struct Security {
     hooks: Hooks,
     policies: Arc<ListenerAnonymous>,
     enhanced: Vec<Arc<dyn EnhancedAuthenticator>>,
-    files: ArcSwap<Files>,
+    /// SCRAM-SHA-256 over the password files, when some listener offers it.
+    scram: Option<Arc<dyn EnhancedAuthenticator>>,
+    /// Shared with `scram`, which reads the password files too.
+    files: Arc<ArcSwap<Files>>,
     /// Delay before a refusing CONNACK.
     pub(crate) failure_delay: Duration,
     /// Some step can refuse a client: without one, CONNECT skips authentication entirely.
@@ -256,6 +263,7 @@ impl Security {
             ListenerPolicy {
                 allow_anonymous: config.anonymous_allowed(None),
                 identity_as_username: false,
+                scram: config.scram_enabled(None),
             },
         )];
         for l in &config.listeners {
@@ -265,6 +273,7 @@ impl Security {
                 ListenerPolicy {
                     allow_anonymous: config.anonymous_allowed(Some(l)),
                     identity_as_username: l.use_identity_as_username,
+                    scram: config.scram_enabled(Some(l)),
                 },
             ));
         }
@@ -272,12 +281,22 @@ impl Security {
             if policy.allow_anonymous && !bind.is_loopback() {
                 warn!(listener = %name, %bind, "anonymous clients are allowed on a listener that is not on loopback");
             }
+            if policy.scram && !files.password(name).is_some_and(|f| f.has_scram_entries()) {
+                warn!(listener = %name, "scram_sha256 is on but the password file has no SCRAM-SHA-256 entries (add them with `uringmq passwd -H scram-sha-256`)");
+            }
             policies.insert(name.clone(), *policy);
         }
         let names = listed
             .iter()
             .map(|(name, ..)| Arc::from(name.as_str()))
             .collect();
+        let files = Arc::new(ArcSwap::from_pointee(files));
+        let scram = listed.iter().any(|(_, _, p)| p.scram).then(|| {
+            Arc::new(FileScram {
+                files: files.clone(),
+                server: ScramSha256::new(),
+            }) as Arc<dyn EnhancedAuthenticator>
+        });
         let refuses_someone = policies
             .values()
             .any(|p| !p.allow_anonymous || p.identity_as_username);
@@ -289,7 +308,8 @@ impl Security {
             hooks: hooks.clone(),
             policies: Arc::new(ListenerAnonymous(policies)),
             enhanced,
-            files: ArcSwap::from_pointee(files),
+            scram,
+            files,
             failure_delay: Duration::from_millis(config.auth_failure_delay_ms),
         }))
     }
@@ -356,8 +376,48 @@ impl Security {
         self.policies.0.get(listener).copied()
     }
 
-    fn enhanced(&self, method: &str) -> Option<Arc<dyn EnhancedAuthenticator>> {
-        self.enhanced.iter().find(|a| a.method() == method).cloned()
+    /// The enhanced authenticator for `method` on `listener`: the embedder's (on every
+    /// listener) first, then SCRAM-SHA-256 from the config where that listener offers it.
+    fn enhanced(&self, method: &str, listener: &str) -> Option<Arc<dyn EnhancedAuthenticator>> {
+        let own = self.enhanced.iter().find(|a| a.method() == method);
+        own.or_else(|| {
+            let offered = method == SCRAM_METHOD && self.policy(listener).is_some_and(|p| p.scram);
+            self.scram.as_ref().filter(|_| offered)
+        })
+        .cloned()
+    }
+}
+
+/// SCRAM-SHA-256 as the config file sets it up (`scram_sha256`): the users are the
+/// `SCRAM-SHA-256$` entries of the password file in force on the client's listener, read at
+/// each exchange, so SIGHUP reloads them with the file.
+struct FileScram {
+    files: Arc<ArcSwap<Files>>,
+    /// The exchange logic; its own user table stays empty (its secret keys the fake salts
+    /// of unknown users, stable across reloads).
+    server: ScramSha256,
+}
+
+impl EnhancedAuthenticator for FileScram {
+    fn method(&self) -> &str {
+        SCRAM_METHOD
+    }
+
+    fn start(&self, client: &ClientInfo<'_>, data: Option<&[u8]>) -> (AuthStep, AuthState) {
+        // ACL rules and hooks know a client by the CONNECT User Name, so it is required here
+        // (and the SCRAM exchange checks it names the SCRAM user): an authenticated client
+        // must not fall under the anonymous rules.
+        if client.username.is_none() {
+            return (AuthStep::Fail, AuthState::none());
+        }
+        let files = self.files.load();
+        let file = files.password(client.listener);
+        let users = |user: &str| file.and_then(|f| f.scram_credentials(user).cloned());
+        self.server.start_with(&users, client, data)
+    }
+
+    fn step(&self, state: &mut AuthState, data: Option<&[u8]>) -> AuthStep {
+        self.server.step(state, data)
     }
 }
 
@@ -495,7 +555,7 @@ pub(crate) fn take_method(
     let Some(method) = c.properties.authentication_method.as_deref() else {
         return Ok(None);
     };
-    let Some(authenticator) = core.shared.security.enhanced(method) else {
+    let Some(authenticator) = core.shared.security.enhanced(method, &conn.listener) else {
         return Ok(None);
     };
     let method = c
@@ -1030,6 +1090,69 @@ mod tests {
             "{report:?}"
         );
         assert_eq!(login("bob", "b"), AuthDecision::Allow, "previous file kept");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The whole SCRAM-SHA-256 exchange against `a`; true if it succeeds and the client
+    /// verifies the server.
+    fn scram_login(a: &dyn EnhancedAuthenticator, info: &ClientInfo<'_>, pw: &[u8]) -> bool {
+        let mut client = uringmq_auth::ScramClient::new("sam", pw);
+        let (step, mut state) = a.start(info, Some(&client.client_first()));
+        let AuthStep::Continue(server_first) = step else {
+            return false;
+        };
+        let Ok(fin) = client.client_final(&server_first) else {
+            return false;
+        };
+        match a.step(&mut state, Some(&fin)) {
+            AuthStep::Success(Some(v)) => client.verify_server_final(&v).is_ok(),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn scram_from_the_password_file_is_offered_per_listener_and_reloaded() {
+        let dir = files("scram", &[]);
+        let passwd = dir.join("passwd");
+        let mut f = PasswordFile::default();
+        f.set("sam", b"pencil", uringmq_auth::Scheme::ScramSha256)
+            .unwrap();
+        f.save_to(&passwd).unwrap();
+        let s = security(&format!(
+            "password_file = {:?}\n[[listener]]\nname = \"s\"\nport = 0\nscram_sha256 = true\n",
+            passwd.display().to_string()
+        ));
+        assert!(s.enhanced(SCRAM_METHOD, "default").is_none(), "not offered");
+        assert!(s.enhanced("OTHER", "s").is_none());
+        let a = s.enhanced(SCRAM_METHOD, "s").expect("offered on s");
+        let sam = ClientInfo::new("c", Some("sam"), "s");
+        assert!(scram_login(&*a, &sam, b"pencil"));
+        assert!(!scram_login(&*a, &sam, b"wrong"));
+        // The User Name is required (ACLs are keyed by it) and must name the SCRAM user.
+        assert!(!scram_login(
+            &*a,
+            &ClientInfo::new("c", None, "s"),
+            b"pencil"
+        ));
+        assert!(!scram_login(
+            &*a,
+            &ClientInfo::new("c", Some("bob"), "s"),
+            b"pencil"
+        ));
+        // The entry also checks a plain CONNECT password.
+        let plain = s.authenticator().unwrap();
+        assert_eq!(
+            plain.authenticate(&sam, Some(b"pencil")),
+            AuthDecision::Allow
+        );
+
+        // SIGHUP: the new file's keys apply to the next exchange.
+        f.set("sam", b"crayon", uringmq_auth::Scheme::ScramSha256)
+            .unwrap();
+        f.save_to(&passwd).unwrap();
+        s.reload(&mut ReloadReport::default());
+        assert!(!scram_login(&*a, &sam, b"pencil"));
+        assert!(scram_login(&*a, &sam, b"crayon"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
