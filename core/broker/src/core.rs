@@ -94,6 +94,9 @@ pub(crate) enum Sink {
     Api(Arc<ApiSink>),
 }
 
+// The listener index of `Offline` fits beside the tag: a sink stays two words.
+const _: () = assert!(std::mem::size_of::<Sink>() == 2 * std::mem::size_of::<usize>());
+
 /// A session and where its messages go.
 pub(crate) struct Entry {
     /// Boxed: a `Session` is several hundred bytes, and the session map's table (kept at up
