@@ -2,8 +2,8 @@
 //! arguments so the broker binary's clap subcommand only parses and calls [`run`].
 //!
 //! ```text
-//! uringmq passwd [-H argon2id|sha512-pbkdf2] [-c | -D] passwordfile username
-//! uringmq passwd [-H argon2id|sha512-pbkdf2] [-c] -b passwordfile username password
+//! uringmq passwd [-H argon2id|sha512-pbkdf2|scram-sha-256] [-c | -D] passwordfile username
+//! uringmq passwd [-H argon2id|sha512-pbkdf2|scram-sha-256] [-c] -b passwordfile username password
 //! ```
 //!
 //! `-c` creates (or overwrites) the file, `-D` deletes the user, `-b` takes the password from

@@ -9,7 +9,11 @@
 //!   Mosquitto 1.6 and earlier wrote (`mosquitto_passwd -H sha512` still does);
 //! - `$argon2id$v=19$m=..,t=..,p=..$<salt>$<hash>`: an Argon2id PHC string, our default for new
 //!   entries (Mosquitto 2.0 cannot read these; use [`Scheme::Pbkdf2Sha512`] for files Mosquitto
-//!   must also read).
+//!   must also read);
+//! - `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`: SCRAM-SHA-256 stored keys
+//!   (RFC 5803's form), what MQTT 5 enhanced authentication with SCRAM-SHA-256 needs (the
+//!   server never sees the password there); such an entry also checks a plain CONNECT
+//!   password. Mosquitto cannot read these either.
 //!
 //! Parsing is stricter than Mosquitto's, which skips or drops bad lines with a log message: any
 //! malformed line is an error naming its line number, because a silently dropped user is a
@@ -35,6 +39,7 @@ use thiserror::Error;
 
 use crate::hook::{AuthDecision, Authenticator, ClientInfo, DenyReason};
 use crate::path_prefix;
+use crate::scram::ScramCredentials;
 
 /// PBKDF2 iterations for new `$7$` entries (Mosquitto reads any count). Mosquitto writes 101,
 /// cheap to brute-force. OWASP's 210,000 costs a broker ~0.1-0.2 s of CPU per CONNECT on this
@@ -63,6 +68,9 @@ pub enum Scheme {
     Argon2id,
     /// Mosquitto 2.x's `$7$` PBKDF2-HMAC-SHA512, with [`PBKDF2_ITERATIONS`] iterations.
     Pbkdf2Sha512,
+    /// SCRAM-SHA-256 stored keys (RFC 5803 form, [`crate::scram::DEFAULT_ITERATIONS`]), for
+    /// MQTT 5 enhanced authentication; also verifies plain passwords.
+    ScramSha256,
 }
 
 impl Scheme {
@@ -71,6 +79,7 @@ impl Scheme {
         match self {
             Scheme::Argon2id => "argon2id",
             Scheme::Pbkdf2Sha512 => "sha512-pbkdf2",
+            Scheme::ScramSha256 => "scram-sha-256",
         }
     }
 }
@@ -83,7 +92,7 @@ impl fmt::Display for Scheme {
 
 /// An unknown hash scheme name.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("unknown hash {0:?} (expected argon2id or sha512-pbkdf2; we do not write Mosquitto's weak sha512)")]
+#[error("unknown hash {0:?} (expected argon2id, sha512-pbkdf2 or scram-sha-256; we do not write Mosquitto's weak sha512)")]
 pub struct UnknownScheme(pub String);
 
 impl std::str::FromStr for Scheme {
@@ -93,6 +102,7 @@ impl std::str::FromStr for Scheme {
         match s {
             "argon2id" => Ok(Scheme::Argon2id),
             "sha512-pbkdf2" | "pbkdf2" => Ok(Scheme::Pbkdf2Sha512),
+            "scram-sha-256" | "scram-sha256" => Ok(Scheme::ScramSha256),
             other => Err(UnknownScheme(other.to_owned())),
         }
     }
@@ -185,6 +195,8 @@ enum StoredHash {
     },
     /// `$argon2id$...`: a PHC string, validated at parse time.
     Argon2id(String),
+    /// `SCRAM-SHA-256$...`: SCRAM stored keys.
+    Scram(ScramCredentials),
 }
 
 impl StoredHash {
@@ -195,6 +207,9 @@ impl StoredHash {
                 return Err("argon2id PHC string has no salt or hash");
             }
             return Ok(StoredHash::Argon2id(text.to_owned()));
+        }
+        if text.starts_with("SCRAM-SHA-256$") {
+            return ScramCredentials::parse(text).map(StoredHash::Scram);
         }
         let mut fields = text.split('$');
         if fields.next() != Some("") {
@@ -210,7 +225,7 @@ impl StoredHash {
                     _ => return Err("iteration count is not a positive integer"),
                 }
             }
-            _ => return Err("unknown scheme (expected $6$, $7$ or $argon2id$)"),
+            _ => return Err("unknown scheme (expected $6$, $7$, $argon2id$ or SCRAM-SHA-256$)"),
         };
         let salt = B64
             .decode(fields.next().ok_or("missing salt")?)
@@ -267,6 +282,16 @@ impl StoredHash {
                 };
                 Ok((hash, text))
             }
+            Scheme::ScramSha256 => {
+                let salt: [u8; 16] = random_bytes()?;
+                let c = ScramCredentials::from_password(
+                    password,
+                    &salt,
+                    crate::scram::DEFAULT_ITERATIONS,
+                );
+                let text = c.encode();
+                Ok((StoredHash::Scram(c), text))
+            }
         }
     }
 
@@ -291,6 +316,7 @@ impl StoredHash {
             StoredHash::Argon2id(phc) => PasswordHash::new(phc)
                 .map(|h| Argon2::default().verify_password(password, &h).is_ok())
                 .unwrap_or(false),
+            StoredHash::Scram(c) => c.verify_password(password),
         }
     }
 
@@ -299,6 +325,7 @@ impl StoredHash {
             StoredHash::Sha512 { .. } => "sha512",
             StoredHash::Pbkdf2Sha512 { .. } => "sha512-pbkdf2",
             StoredHash::Argon2id(_) => "argon2id",
+            StoredHash::Scram(_) => "scram-sha-256",
         }
     }
 }
@@ -482,6 +509,27 @@ impl PasswordFile {
             Some(e) if e.hash.verify(password) => Verification::Match,
             Some(_) => Verification::Mismatch,
         }
+    }
+
+    /// `user`'s SCRAM-SHA-256 stored keys, if their entry is of that scheme.
+    pub fn scram_credentials(&self, user: &str) -> Option<&ScramCredentials> {
+        match &self.entry(user)?.hash {
+            StoredHash::Scram(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Whether some entry holds SCRAM-SHA-256 stored keys.
+    pub fn has_scram_entries(&self) -> bool {
+        self.lines.iter().any(|l| {
+            matches!(
+                l,
+                Line::Entry(Entry {
+                    hash: StoredHash::Scram(_),
+                    ..
+                })
+            )
+        })
     }
 
     /// Adds `user` or changes their password, hashing it with `scheme`. An existing entry keeps
@@ -752,6 +800,28 @@ mod tests {
     }
 
     #[test]
+    fn scram_entries_round_trip_and_verify_plain_passwords() {
+        let mut f = PasswordFile::new();
+        f.set("sam", b"pencil", Scheme::Argon2id).unwrap();
+        assert!(!f.has_scram_entries());
+        f.set("sam", b"pencil", Scheme::ScramSha256).unwrap();
+        f.set("other", b"x", Scheme::Pbkdf2Sha512).unwrap();
+        let text = f.render();
+        assert!(text.starts_with("sam:SCRAM-SHA-256$4096:"), "{text}");
+        assert!(!text.contains("pencil"));
+        let f = PasswordFile::parse(&text).unwrap();
+        assert!(f.has_scram_entries());
+        assert_eq!(f.verify("sam", b"pencil"), Verification::Match);
+        assert_eq!(f.verify("sam", b"pencil!"), Verification::Mismatch);
+        let c = f.scram_credentials("sam").expect("SCRAM keys");
+        assert!(c.verify_password(b"pencil"));
+        assert!(f.scram_credentials("other").is_none(), "not a SCRAM entry");
+        assert!(f.scram_credentials("nobody").is_none());
+        let bad = PasswordFile::parse("sam:SCRAM-SHA-256$4096:c2FsdA==$x\n").unwrap_err();
+        assert!(bad.to_string().contains("StoredKey"), "{bad}");
+    }
+
+    #[test]
     fn malformed_lines_name_their_line_number() {
         let cases: [(&str, usize, &str); 9] = [
             ("a:$7$101$tG+JKHG0iElpo/LZ$Mx6N\nb\n", 1, "not 64 bytes"),
@@ -845,7 +915,7 @@ mod tests {
 
     #[test]
     fn scheme_names_round_trip() {
-        for scheme in [Scheme::Argon2id, Scheme::Pbkdf2Sha512] {
+        for scheme in [Scheme::Argon2id, Scheme::Pbkdf2Sha512, Scheme::ScramSha256] {
             assert_eq!(scheme.to_string().parse::<Scheme>(), Ok(scheme));
         }
         assert_eq!("pbkdf2".parse::<Scheme>(), Ok(Scheme::Pbkdf2Sha512));

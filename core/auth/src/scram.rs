@@ -94,6 +94,67 @@ impl fmt::Debug for ScramCredentials {
     }
 }
 
+impl ScramCredentials {
+    /// Whether `password` derives these keys: lets a password file entry stored for SCRAM also
+    /// check a plain CONNECT password. Costs the PBKDF2 iterations.
+    pub fn verify_password(&self, password: &[u8]) -> bool {
+        let salted = salted_password(password, &self.salt, self.iterations);
+        let stored: [u8; 32] = Sha256::digest(hmac(&salted, b"Client Key")).into();
+        bool::from(stored.ct_eq(&self.stored_key))
+    }
+
+    /// The stored form `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64
+    /// fields): RFC 5803's, which PostgreSQL also uses. It holds no password, but whoever
+    /// reads it can impersonate the server to clients, so keep it as private as a hash.
+    pub fn encode(&self) -> String {
+        format!(
+            "{METHOD}${}:{}${}:{}",
+            self.iterations,
+            B64.encode(&self.salt),
+            B64.encode(self.stored_key),
+            B64.encode(self.server_key)
+        )
+    }
+
+    /// Parses [`Self::encode`]'s form; the error says what is wrong, never the keys.
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        let rest = text
+            .strip_prefix(METHOD)
+            .and_then(|r| r.strip_prefix('$'))
+            .ok_or("expected SCRAM-SHA-256$...")?;
+        let (params, keys) = rest
+            .split_once('$')
+            .ok_or("expected <iterations>:<salt>$<StoredKey>:<ServerKey>")?;
+        let (iterations, salt) = params
+            .split_once(':')
+            .ok_or("expected <iterations>:<salt>")?;
+        let iterations = iterations
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or("iteration count is not a positive integer")?;
+        let salt = B64.decode(salt).map_err(|_| "salt is not base64")?;
+        if salt.is_empty() {
+            return Err("empty salt");
+        }
+        let (stored, server) = keys
+            .split_once(':')
+            .ok_or("expected <StoredKey>:<ServerKey>")?;
+        let key = |k: &str| -> Result<[u8; 32], &'static str> {
+            B64.decode(k)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or("keys must be 32 base64 bytes each")
+        };
+        Ok(Self {
+            salt,
+            iterations,
+            stored_key: key(stored)?,
+            server_key: key(server)?,
+        })
+    }
+}
+
 fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
     let mut out = [0u8; 32];
     pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations.max(1), &mut out);
@@ -161,10 +222,32 @@ impl ScramSha256 {
         }
     }
 
+    /// Begins an exchange like [`EnhancedAuthenticator::start`], but looks users up with
+    /// `users` instead of this server's own table: for credentials kept elsewhere (a password
+    /// file that SIGHUP replaces). Unknown users still get this server's stable fake salt.
+    pub fn start_with(
+        &self,
+        users: &dyn Fn(&str) -> Option<ScramCredentials>,
+        client: &ClientInfo<'_>,
+        data: Option<&[u8]>,
+    ) -> (AuthStep, AuthState) {
+        match self.first(users, client, data) {
+            Ok((server_first, pending)) => (
+                AuthStep::Continue(server_first.into_bytes()),
+                AuthState::new(Exchange::AwaitingFinal(Box::new(pending))),
+            ),
+            Err(_) => (AuthStep::Fail, AuthState::new(Exchange::Done)),
+        }
+    }
+
     /// Credentials for `user`, or stable fake ones that no proof can satisfy.
-    fn credentials(&self, user: &str) -> (ScramCredentials, bool) {
-        match self.users.get(user) {
-            Some(c) => (c.clone(), true),
+    fn credentials(
+        &self,
+        users: &dyn Fn(&str) -> Option<ScramCredentials>,
+        user: &str,
+    ) -> (ScramCredentials, bool) {
+        match users(user) {
+            Some(c) => (c, true),
             None => {
                 // Derived from the server secret: stable per user, unknown to the client.
                 let key = hmac(&self.secret, user.as_bytes());
@@ -287,13 +370,14 @@ fn parse_client_first(msg: &str) -> Result<(&str, &str, String, &str), ScramErro
 impl ScramSha256 {
     fn first(
         &self,
+        users: &dyn Fn(&str) -> Option<ScramCredentials>,
         client: &ClientInfo<'_>,
         data: Option<&[u8]>,
     ) -> Result<(String, Pending), ScramError> {
         let msg = std::str::from_utf8(data.unwrap_or_default())
             .map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (gs2_header, bare, user, client_nonce) = parse_client_first(msg)?;
-        let (credentials, mut known_user) = self.credentials(&user);
+        let (credentials, mut known_user) = self.credentials(users, &user);
         // CONNECT's User Name, when present, must name the same user.
         if client.username.is_some_and(|u| u != user) {
             known_user = false;
@@ -360,13 +444,7 @@ impl EnhancedAuthenticator for ScramSha256 {
     }
 
     fn start(&self, client: &ClientInfo<'_>, data: Option<&[u8]>) -> (AuthStep, AuthState) {
-        match self.first(client, data) {
-            Ok((server_first, pending)) => (
-                AuthStep::Continue(server_first.into_bytes()),
-                AuthState::new(Exchange::AwaitingFinal(Box::new(pending))),
-            ),
-            Err(_) => (AuthStep::Fail, AuthState::new(Exchange::Done)),
-        }
+        self.start_with(&|user| self.users.get(user).cloned(), client, data)
     }
 
     fn step(&self, state: &mut AuthState, data: Option<&[u8]>) -> AuthStep {
@@ -647,6 +725,41 @@ mod tests {
         let (step, _) = s.start(&anon(), Some(y_first.as_bytes()));
         assert!(matches!(step, AuthStep::Continue(_)));
         assert!(!format!("{s:?} {:?}", s.users["user"]).contains("pencil"));
+    }
+
+    #[test]
+    fn stored_form_round_trips_verifies_passwords_and_serves_external_users() {
+        let salt = B64.decode(SALT_B64).unwrap();
+        let c = ScramCredentials::from_password(b"pencil", &salt, 4096);
+        let text = c.encode();
+        assert!(
+            text.starts_with("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"),
+            "{text}"
+        );
+        let back = ScramCredentials::parse(&text).unwrap();
+        assert_eq!(back.encode(), text);
+        assert!(back.verify_password(b"pencil"));
+        assert!(!back.verify_password(b"pencil2"));
+        for bad in [
+            "SCRAM-SHA-1$4096:c2FsdA==$a:b",
+            "SCRAM-SHA-256$0:c2FsdA==$a:b",
+            "SCRAM-SHA-256$4096:$a:b",
+            "SCRAM-SHA-256$4096:c2FsdA==$YQ==:YQ==",
+            "SCRAM-SHA-256$4096:c2FsdA==",
+            "",
+        ] {
+            assert!(ScramCredentials::parse(bad).is_err(), "{bad}");
+        }
+        // start_with: users from elsewhere, the exchange as usual (RFC 7677's example).
+        let mut s = ScramSha256::new();
+        s.fixed_nonce = Some(SERVER_NONCE.into());
+        let users = |u: &str| (u == "user").then(|| back.clone());
+        let (step, mut state) = s.start_with(&users, &anon(), Some(CLIENT_FIRST.as_bytes()));
+        assert_eq!(step, AuthStep::Continue(SERVER_FIRST.as_bytes().to_vec()));
+        assert_eq!(
+            s.step(&mut state, Some(CLIENT_FINAL.as_bytes())),
+            AuthStep::Success(Some(SERVER_FINAL.as_bytes().to_vec()))
+        );
     }
 
     #[test]

@@ -24,9 +24,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
+use uringmq_auth::scram::METHOD as SCRAM_METHOD;
 use uringmq_auth::{
     Access, AclFile, AllowAll, AuthChain, AuthDecision, AuthState, AuthStep, Authenticator,
     Authorizer, AuthzChain, ClientInfo, DenyReason, EnhancedAuthenticator, PasswordFile,
+    ScramSha256,
 };
 use uringmq_codec::ReasonCode;
 use uringmq_codec::{Auth, AuthProperties, ByteStr, ConnAckProperties, Connect, Packet, Protocol};
@@ -36,6 +38,8 @@ use uringmq_codec::{Auth, AuthProperties, ByteStr, ConnAckProperties, Connect, P
 struct ListenerPolicy {
     allow_anonymous: bool,
     identity_as_username: bool,
+    /// SCRAM-SHA-256 from the password file is offered (`scram_sha256`).
+    scram: bool,
 }
 
 /// Anonymous clients are decided per listener (Mosquitto's per-listener `allow_anonymous`);
@@ -91,8 +95,8 @@ impl Files {
         own.or(self.global.password.as_ref())
     }
 
-    /// The ACL in force on `listener`; `Err` when it is unknown: a client that is not
-    /// connected (no listener) while some listener has an ACL of its own.
+    /// The ACL in force on `listener`; `Err` when it is unknown: a client with no listener
+    /// (an in-process subscription) while some listener has an ACL of its own.
     fn acl(&self, listener: &str) -> Result<Option<&Arc<AclFile>>, ()> {
         if listener == NO_LISTENER && self.listeners.values().any(|f| f.acl.is_some()) {
             return Err(());
@@ -102,8 +106,12 @@ impl Files {
     }
 }
 
-/// `ClientInfo::listener` of a session with no connection (a persistent session offline).
+/// `ClientInfo::listener` of a session with no listener (an in-process subscription).
 const NO_LISTENER: &str = "";
+
+/// The listener index of a session with no listener: out of range, so it names
+/// [`NO_LISTENER`].
+pub(crate) const NO_LISTENER_INDEX: u16 = u16::MAX;
 
 /// Where one scope's files come from: the top-level keys (`listener: None`) or a
 /// `[[listener]]` table that sets at least one of them.
@@ -204,13 +212,19 @@ pub(crate) struct Security {
     hooks: Hooks,
     policies: Arc<ListenerAnonymous>,
     enhanced: Vec<Arc<dyn EnhancedAuthenticator>>,
-    files: ArcSwap<Files>,
+    /// SCRAM-SHA-256 over the password files, when some listener offers it.
+    scram: Option<Arc<dyn EnhancedAuthenticator>>,
+    /// Shared with `scram`, which reads the password files too.
+    files: Arc<ArcSwap<Files>>,
     /// Delay before a refusing CONNACK.
     pub(crate) failure_delay: Duration,
     /// Some step can refuse a client: without one, CONNECT skips authentication entirely.
     authenticates: bool,
     /// Some scope has a password file (fixed at start: reloads never add or remove one).
     has_password: bool,
+    /// Listener names in configuration order (`default` first), so an offline session keeps
+    /// its listener as an index into this list.
+    names: Vec<Arc<str>>,
 }
 
 impl Security {
@@ -249,6 +263,7 @@ impl Security {
             ListenerPolicy {
                 allow_anonymous: config.anonymous_allowed(None),
                 identity_as_username: false,
+                scram: config.scram_enabled(None),
             },
         )];
         for l in &config.listeners {
@@ -258,15 +273,30 @@ impl Security {
                 ListenerPolicy {
                     allow_anonymous: config.anonymous_allowed(Some(l)),
                     identity_as_username: l.use_identity_as_username,
+                    scram: config.scram_enabled(Some(l)),
                 },
             ));
         }
-        for (name, bind, policy) in listed {
+        for (name, bind, policy) in &listed {
             if policy.allow_anonymous && !bind.is_loopback() {
                 warn!(listener = %name, %bind, "anonymous clients are allowed on a listener that is not on loopback");
             }
-            policies.insert(name, policy);
+            if policy.scram && !files.password(name).is_some_and(|f| f.has_scram_entries()) {
+                warn!(listener = %name, "scram_sha256 is on but the password file has no SCRAM-SHA-256 entries (add them with `uringmq passwd -H scram-sha-256`)");
+            }
+            policies.insert(name.clone(), *policy);
         }
+        let names = listed
+            .iter()
+            .map(|(name, ..)| Arc::from(name.as_str()))
+            .collect();
+        let files = Arc::new(ArcSwap::from_pointee(files));
+        let scram = listed.iter().any(|(_, _, p)| p.scram).then(|| {
+            Arc::new(FileScram {
+                files: files.clone(),
+                server: ScramSha256::new(),
+            }) as Arc<dyn EnhancedAuthenticator>
+        });
         let refuses_someone = policies
             .values()
             .any(|p| !p.allow_anonymous || p.identity_as_username);
@@ -274,10 +304,12 @@ impl Security {
             scopes,
             authenticates: refuses_someone || has_password || hooks.authenticator.is_some(),
             has_password,
+            names,
             hooks: hooks.clone(),
             policies: Arc::new(ListenerAnonymous(policies)),
             enhanced,
-            files: ArcSwap::from_pointee(files),
+            scram,
+            files,
             failure_delay: Duration::from_millis(config.auth_failure_delay_ms),
         }))
     }
@@ -322,12 +354,70 @@ impl Security {
         AuthChain::new(steps)
     }
 
+    /// The index of listener `name` (the first of that name: files and policies are looked
+    /// up by name, so listeners sharing one are alike), or [`NO_LISTENER_INDEX`].
+    pub(crate) fn listener_index(&self, name: &str) -> u16 {
+        self.names
+            .iter()
+            .position(|n| **n == *name)
+            .and_then(|i| u16::try_from(i).ok())
+            .unwrap_or(NO_LISTENER_INDEX)
+    }
+
+    /// The name of the listener at `index` ([`NO_LISTENER`] when out of range, which every
+    /// per-listener ACL check then denies).
+    pub(crate) fn listener_name(&self, index: u16) -> &str {
+        self.names
+            .get(usize::from(index))
+            .map_or(NO_LISTENER, |n| n)
+    }
+
     fn policy(&self, listener: &str) -> Option<ListenerPolicy> {
         self.policies.0.get(listener).copied()
     }
 
-    fn enhanced(&self, method: &str) -> Option<Arc<dyn EnhancedAuthenticator>> {
-        self.enhanced.iter().find(|a| a.method() == method).cloned()
+    /// The enhanced authenticator for `method` on `listener`: the embedder's (on every
+    /// listener) first, then SCRAM-SHA-256 from the config where that listener offers it.
+    fn enhanced(&self, method: &str, listener: &str) -> Option<Arc<dyn EnhancedAuthenticator>> {
+        let own = self.enhanced.iter().find(|a| a.method() == method);
+        own.or_else(|| {
+            let offered = method == SCRAM_METHOD && self.policy(listener).is_some_and(|p| p.scram);
+            self.scram.as_ref().filter(|_| offered)
+        })
+        .cloned()
+    }
+}
+
+/// SCRAM-SHA-256 as the config file sets it up (`scram_sha256`): the users are the
+/// `SCRAM-SHA-256$` entries of the password file in force on the client's listener, read at
+/// each exchange, so SIGHUP reloads them with the file.
+struct FileScram {
+    files: Arc<ArcSwap<Files>>,
+    /// The exchange logic; its own user table stays empty (its secret keys the fake salts
+    /// of unknown users, stable across reloads).
+    server: ScramSha256,
+}
+
+impl EnhancedAuthenticator for FileScram {
+    fn method(&self) -> &str {
+        SCRAM_METHOD
+    }
+
+    fn start(&self, client: &ClientInfo<'_>, data: Option<&[u8]>) -> (AuthStep, AuthState) {
+        // ACL rules and hooks know a client by the CONNECT User Name, so it is required here
+        // (and the SCRAM exchange checks it names the SCRAM user): an authenticated client
+        // must not fall under the anonymous rules.
+        if client.username.is_none() {
+            return (AuthStep::Fail, AuthState::none());
+        }
+        let files = self.files.load();
+        let file = files.password(client.listener);
+        let users = |user: &str| file.and_then(|f| f.scram_credentials(user).cloned());
+        self.server.start_with(&users, client, data)
+    }
+
+    fn step(&self, state: &mut AuthState, data: Option<&[u8]>) -> AuthStep {
+        self.server.step(state, data)
     }
 }
 
@@ -357,9 +447,9 @@ struct Authz(Arc<Security>);
 impl Authorizer for Authz {
     fn authorize(&self, client: &ClientInfo<'_>, access: Access, topic: &str) -> bool {
         let files = self.0.files.load();
-        // Mosquitto with `per_listener_settings true` denies every ACL check of a client that
-        // has no listener (an offline persistent session), since it cannot tell which
-        // listener's ACL applies; so do we, once some listener has an ACL of its own.
+        // A client with no listener (an in-process subscription) cannot be matched to a
+        // listener's ACL: denied once some listener has an ACL of its own. (An offline
+        // persistent session is checked against the listener it last connected through.)
         let Ok(acl) = files.acl(client.listener) else {
             return false;
         };
@@ -391,31 +481,47 @@ impl Authorizer for Authz {
     }
 }
 
-/// The Authentication Method and Data of a finished enhanced exchange, for CONNACK.
-#[derive(Debug, Default)]
-pub(crate) struct Granted(Option<(ByteStr, Option<Bytes>)>);
+/// The outcome of a finished enhanced exchange: the Authentication Method and the server's
+/// final data for CONNACK, and the authenticator that re-authentication will use.
+#[derive(Default)]
+pub(crate) struct Granted(Option<(ByteStr, Option<Bytes>, Arc<dyn EnhancedAuthenticator>)>);
 
 impl Granted {
-    /// Puts the method and the server's final data into CONNACK [MQTT-3.2.2-? §3.2.2.3.17].
-    pub(crate) fn apply(self, props: &mut ConnAckProperties) {
-        if let Some((method, data)) = self.0 {
-            props.authentication_method = Some(method);
-            props.authentication_data = data;
-        }
+    fn new(method: ByteStr, data: Option<Vec<u8>>, auth: Arc<dyn EnhancedAuthenticator>) -> Self {
+        Granted(Some((method, data.map(Bytes::from), auth)))
+    }
+
+    /// Puts the method and the server's final data into CONNACK [MQTT-4.12.0-5], and returns
+    /// what the connection keeps for re-authentication (none without enhanced auth).
+    pub(crate) fn apply(self, props: &mut ConnAckProperties) -> Option<Box<Exchange>> {
+        let (method, data, authenticator) = self.0?;
+        props.authentication_method = Some(method.clone());
+        props.authentication_data = data;
+        Some(Box::new(Exchange::Established {
+            method,
+            authenticator,
+        }))
     }
 }
 
-/// An enhanced exchange on a connection that has not been accepted yet.
+/// Where a connection's enhanced authentication stands (none for most connections).
 pub(crate) enum Exchange {
-    /// The server sent AUTH 0x18 and waits for the client's AUTH.
+    /// The server sent AUTH 0x18 and waits for the client's AUTH: before CONNACK (with the
+    /// parked CONNECT), or during a re-authentication (`connect` is `None`).
     Pending {
-        connect: Box<Connect>,
+        connect: Option<Box<Connect>>,
         method: ByteStr,
         state: AuthState,
         authenticator: Arc<dyn EnhancedAuthenticator>,
     },
     /// The exchange succeeded; CONNECT is being completed.
     Done(Granted),
+    /// Connected with enhanced authentication: the client may re-authenticate with the same
+    /// method [MQTT-4.12.1-1].
+    Established {
+        method: ByteStr,
+        authenticator: Arc<dyn EnhancedAuthenticator>,
+    },
 }
 
 /// The method a CONNECT asks for, when this broker offers it. The method and data are taken out
@@ -449,7 +555,7 @@ pub(crate) fn take_method(
     let Some(method) = c.properties.authentication_method.as_deref() else {
         return Ok(None);
     };
-    let Some(authenticator) = core.shared.security.enhanced(method) else {
+    let Some(authenticator) = core.shared.security.enhanced(method, &conn.listener) else {
         return Ok(None);
     };
     let method = c
@@ -523,16 +629,21 @@ pub(crate) async fn authenticate(
         .await;
         return match step {
             AuthStep::Continue(data) => {
-                send_auth(conn, &req.method, data);
+                send_auth(
+                    conn,
+                    ReasonCode::CONTINUE_AUTHENTICATION,
+                    &req.method,
+                    Some(data),
+                );
                 *conn.exchange.borrow_mut() = Some(Box::new(Exchange::Pending {
-                    connect: c.clone(),
+                    connect: Some(c.clone()),
                     method: req.method,
                     state,
                     authenticator: req.authenticator,
                 }));
                 Ok(None)
             }
-            AuthStep::Success(data) => Ok(Some(Granted(Some((req.method, data.map(Bytes::from)))))),
+            AuthStep::Success(data) => Ok(Some(Granted::new(req.method, data, req.authenticator))),
             AuthStep::Fail => {
                 Err(refused(core, conn, proto, DenyReason::NotAuthorized, client_id).await)
             }
@@ -557,51 +668,88 @@ pub(crate) async fn authenticate(
     }
 }
 
-/// Handles an AUTH packet before CONNACK: the next step of the exchange. `Ok(Some(connect))`
-/// means it succeeded and the CONNECT can be completed.
+/// Handles an AUTH packet: the next step of the exchange before CONNACK, or a
+/// re-authentication (0x19, then its steps) after it [MQTT-4.12.1-1]. `Ok(Some(connect))`
+/// means the exchange before CONNACK succeeded and the CONNECT can be completed.
 pub(crate) async fn on_auth(
     core: &Rc<Core>,
     conn: &Rc<Conn>,
     a: Auth,
 ) -> Result<Option<Box<Connect>>, CloseReason> {
     let protocol = |why: &str| CloseReason::Protocol(ReasonCode::PROTOCOL_ERROR.0, why.into());
+    let same_method = |m: &ByteStr| a.properties.authentication_method.as_deref() == Some(m);
+    let data = a.properties.authentication_data.clone();
     let ex = conn.exchange.borrow_mut().take();
-    let Some(Exchange::Pending {
-        connect,
-        method,
-        mut state,
-        authenticator,
-    }) = ex.map(|b| *b)
-    else {
-        return Err(protocol(
-            "[MQTT-4.12.0-1] AUTH without an authentication exchange",
-        ));
+    let (connect, method, authenticator, step, state) = match ex.map(|b| *b) {
+        Some(Exchange::Pending {
+            connect,
+            method,
+            mut state,
+            authenticator,
+        }) => {
+            if a.reason_code != ReasonCode::CONTINUE_AUTHENTICATION {
+                return Err(protocol(
+                    "[MQTT-4.12.0-3] AUTH answering the server's AUTH must continue the exchange (0x18)",
+                ));
+            }
+            if !same_method(&method) {
+                return Err(protocol(
+                    "[MQTT-4.12.0-5] AUTH must carry the authentication method of CONNECT",
+                ));
+            }
+            let auth = authenticator.clone();
+            let (step, state) = off_core(
+                core,
+                authenticator.is_blocking(),
+                (AuthStep::Fail, AuthState::none()),
+                move || {
+                    let step = auth.step(&mut state, data.as_deref());
+                    (step, state)
+                },
+            )
+            .await;
+            (connect, method, authenticator, step, state)
+        }
+        Some(Exchange::Established {
+            method,
+            authenticator,
+        }) => {
+            if a.reason_code != ReasonCode::RE_AUTHENTICATE {
+                return Err(protocol(
+                    "[MQTT-4.12.1-1] AUTH after CONNACK must start a re-authentication (0x19)",
+                ));
+            }
+            if !same_method(&method) {
+                return Err(protocol(
+                    "[MQTT-4.12.1-1] re-authentication must use the authentication method of CONNECT",
+                ));
+            }
+            // The exchange starts over, as for CONNECT, with the session's identity.
+            let owned = Owned::connected(core, conn);
+            let auth = authenticator.clone();
+            let (step, state) = off_core(
+                core,
+                authenticator.is_blocking(),
+                (AuthStep::Fail, AuthState::none()),
+                move || auth.start(&owned.info(), data.as_deref()),
+            )
+            .await;
+            (None, method, authenticator, step, state)
+        }
+        _ => {
+            return Err(protocol(
+                "[MQTT-4.12.0-7] AUTH on a connection that did not authenticate with an authentication method",
+            ))
+        }
     };
-    if a.reason_code != ReasonCode::CONTINUE_AUTHENTICATION {
-        return Err(protocol(
-            "[MQTT-4.12.0-2] AUTH before CONNACK must continue the exchange (0x18)",
-        ));
-    }
-    if a.properties.authentication_method.as_deref() != Some(method.as_str()) {
-        return Err(protocol(
-            "[MQTT-4.12.0-5] AUTH must carry the authentication method of CONNECT",
-        ));
-    }
-    let data = a.properties.authentication_data;
-    let auth = authenticator.clone();
-    let (step, state) = off_core(
-        core,
-        authenticator.is_blocking(),
-        (AuthStep::Fail, AuthState::none()),
-        move || {
-            let step = auth.step(&mut state, data.as_deref());
-            (step, state)
-        },
-    )
-    .await;
     match step {
         AuthStep::Continue(data) => {
-            send_auth(conn, &method, data);
+            send_auth(
+                conn,
+                ReasonCode::CONTINUE_AUTHENTICATION,
+                &method,
+                Some(data),
+            );
             *conn.exchange.borrow_mut() = Some(Box::new(Exchange::Pending {
                 connect,
                 method,
@@ -610,25 +758,55 @@ pub(crate) async fn on_auth(
             }));
             Ok(None)
         }
-        AuthStep::Success(data) => {
-            let granted = Granted(Some((method, data.map(Bytes::from))));
-            *conn.exchange.borrow_mut() = Some(Box::new(Exchange::Done(granted)));
-            Ok(Some(connect))
-        }
-        AuthStep::Fail => {
-            let id = connect.client_id.to_string();
-            Err(refused(core, conn, Protocol::V5, DenyReason::NotAuthorized, &id).await)
-        }
+        AuthStep::Success(data) => match connect {
+            Some(connect) => {
+                let granted = Granted::new(method, data, authenticator);
+                *conn.exchange.borrow_mut() = Some(Box::new(Exchange::Done(granted)));
+                Ok(Some(connect))
+            }
+            None => {
+                // Re-authenticated: AUTH 0x00 Success, and the client may do it again.
+                send_auth(conn, ReasonCode::SUCCESS, &method, data);
+                *conn.exchange.borrow_mut() = Some(Box::new(Exchange::Established {
+                    method,
+                    authenticator,
+                }));
+                Ok(None)
+            }
+        },
+        AuthStep::Fail => match connect {
+            Some(connect) => {
+                let id = connect.client_id.to_string();
+                Err(refused(core, conn, Protocol::V5, DenyReason::NotAuthorized, &id).await)
+            }
+            None => Err(reauth_failed(core, conn).await),
+        },
     }
 }
 
-/// AUTH 0x18 Continue authentication with the method and the server's data.
-fn send_auth(conn: &Conn, method: &ByteStr, data: Vec<u8>) {
+/// A failed re-authentication: counted, logged, delayed like a refused CONNECT, then the
+/// connection ends with DISCONNECT 0x87 Not authorized [MQTT-4.12.1-2].
+async fn reauth_failed(core: &Rc<Core>, conn: &Rc<Conn>) -> CloseReason {
+    add(&core.stats().auth_failures, 1);
+    let client_id = conn.client_id.borrow().clone();
+    info!(client_id = ?client_id.as_deref(), peer = ?conn.peer, listener = %conn.listener, "re-authentication failed");
+    let delay = core.shared.security.failure_delay;
+    if !delay.is_zero() {
+        monoio::time::sleep(delay).await;
+    }
+    CloseReason::Protocol(
+        ReasonCode::NOT_AUTHORIZED.0,
+        "[MQTT-4.12.1-2] re-authentication failed".into(),
+    )
+}
+
+/// AUTH with a reason code, the method and the server's data [MQTT-4.12.0-5].
+fn send_auth(conn: &Conn, reason_code: ReasonCode, method: &ByteStr, data: Option<Vec<u8>>) {
     let auth = Auth {
-        reason_code: ReasonCode::CONTINUE_AUTHENTICATION,
+        reason_code,
         properties: AuthProperties {
             authentication_method: Some(method.clone()),
-            authentication_data: Some(Bytes::from(data)),
+            authentication_data: data.map(Bytes::from),
             ..Default::default()
         },
     };
@@ -677,6 +855,25 @@ impl Owned {
         }
     }
 
+    /// The identity of a connected client, from its session.
+    fn connected(core: &Core, conn: &Conn) -> Self {
+        let st = core.st.borrow();
+        let session = conn.session.get().and_then(|key| st.sessions.get(&key));
+        Owned {
+            client_id: session
+                .map(|e| e.s.client_id.to_string())
+                .unwrap_or_default(),
+            username: session.and_then(|e| e.s.username.as_deref().map(str::to_owned)),
+            listener: conn.listener.to_string(),
+            peer: conn.peer,
+            cert_cn: conn
+                .transport
+                .borrow()
+                .peer_identity()
+                .and_then(|i| i.common_name),
+        }
+    }
+
     fn info(&self) -> ClientInfo<'_> {
         let mut info = ClientInfo::new(&self.client_id, self.username.as_deref(), &self.listener);
         info.peer = self.peer;
@@ -695,7 +892,10 @@ impl Core {
             Some(a) => {
                 let listener = match &e.sink {
                     Sink::Conn(conn) => &*conn.listener,
-                    Sink::Offline | Sink::Api(_) => NO_LISTENER,
+                    // Offline: the listener it last connected through, as Mosquitto keeps a
+                    // disconnected client's listener for its per-listener settings.
+                    Sink::Offline(l) => self.shared.security.listener_name(*l),
+                    Sink::Api(_) => NO_LISTENER,
                 };
                 let s = &e.s;
                 let info = ClientInfo::new(&s.client_id, s.username.as_deref(), listener);
@@ -837,8 +1037,14 @@ mod tests {
             assert!(!z.authorize(&alice(l), Access::Publish, "a/1"), "{l}");
             assert!(z.authorize(&alice(l), Access::Receive, "g/1"), "{l}");
         }
-        // An offline session (no listener): unknown ACL, denied as Mosquitto does.
+        // No listener (an in-process subscription): unknown ACL, denied.
         assert!(!z.authorize(&alice(NO_LISTENER), Access::Receive, "g/1"));
+        // Offline sessions keep their listener as an index.
+        for l in ["default", "a", "b"] {
+            assert_eq!(s.listener_name(s.listener_index(l)), l);
+        }
+        assert_eq!(s.listener_index("gone"), NO_LISTENER_INDEX);
+        assert_eq!(s.listener_name(NO_LISTENER_INDEX), NO_LISTENER);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -884,6 +1090,69 @@ mod tests {
             "{report:?}"
         );
         assert_eq!(login("bob", "b"), AuthDecision::Allow, "previous file kept");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The whole SCRAM-SHA-256 exchange against `a`; true if it succeeds and the client
+    /// verifies the server.
+    fn scram_login(a: &dyn EnhancedAuthenticator, info: &ClientInfo<'_>, pw: &[u8]) -> bool {
+        let mut client = uringmq_auth::ScramClient::new("sam", pw);
+        let (step, mut state) = a.start(info, Some(&client.client_first()));
+        let AuthStep::Continue(server_first) = step else {
+            return false;
+        };
+        let Ok(fin) = client.client_final(&server_first) else {
+            return false;
+        };
+        match a.step(&mut state, Some(&fin)) {
+            AuthStep::Success(Some(v)) => client.verify_server_final(&v).is_ok(),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn scram_from_the_password_file_is_offered_per_listener_and_reloaded() {
+        let dir = files("scram", &[]);
+        let passwd = dir.join("passwd");
+        let mut f = PasswordFile::default();
+        f.set("sam", b"pencil", uringmq_auth::Scheme::ScramSha256)
+            .unwrap();
+        f.save_to(&passwd).unwrap();
+        let s = security(&format!(
+            "password_file = {:?}\n[[listener]]\nname = \"s\"\nport = 0\nscram_sha256 = true\n",
+            passwd.display().to_string()
+        ));
+        assert!(s.enhanced(SCRAM_METHOD, "default").is_none(), "not offered");
+        assert!(s.enhanced("OTHER", "s").is_none());
+        let a = s.enhanced(SCRAM_METHOD, "s").expect("offered on s");
+        let sam = ClientInfo::new("c", Some("sam"), "s");
+        assert!(scram_login(&*a, &sam, b"pencil"));
+        assert!(!scram_login(&*a, &sam, b"wrong"));
+        // The User Name is required (ACLs are keyed by it) and must name the SCRAM user.
+        assert!(!scram_login(
+            &*a,
+            &ClientInfo::new("c", None, "s"),
+            b"pencil"
+        ));
+        assert!(!scram_login(
+            &*a,
+            &ClientInfo::new("c", Some("bob"), "s"),
+            b"pencil"
+        ));
+        // The entry also checks a plain CONNECT password.
+        let plain = s.authenticator().unwrap();
+        assert_eq!(
+            plain.authenticate(&sam, Some(b"pencil")),
+            AuthDecision::Allow
+        );
+
+        // SIGHUP: the new file's keys apply to the next exchange.
+        f.set("sam", b"crayon", uringmq_auth::Scheme::ScramSha256)
+            .unwrap();
+        f.save_to(&passwd).unwrap();
+        s.reload(&mut ReloadReport::default());
+        assert!(!scram_login(&*a, &sam, b"pencil"));
+        assert!(scram_login(&*a, &sam, b"crayon"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -3,8 +3,8 @@
 //! the work.
 //!
 //! ```text
-//! uringmq passwd [-H argon2id|sha512-pbkdf2] [-c | -D] passwordfile username
-//! uringmq passwd [-H argon2id|sha512-pbkdf2] [-c] -b passwordfile username password
+//! uringmq passwd [-H argon2id|sha512-pbkdf2|scram-sha-256] [-c | -D] passwordfile username
+//! uringmq passwd [-H argon2id|sha512-pbkdf2|scram-sha-256] [-c] -b passwordfile username password
 //! ```
 
 use clap::Args;
@@ -25,7 +25,9 @@ pub struct Passwd {
     /// Batch mode: the password is the last argument instead of a prompt.
     #[arg(short = 'b')]
     batch: bool,
-    /// Hash for the new entry: argon2id (default) or sha512-pbkdf2 (readable by Mosquitto 2).
+    /// Hash for the new entry: argon2id (default), sha512-pbkdf2 (readable by Mosquitto 2) or
+    /// scram-sha-256 (stored keys for MQTT 5 SCRAM-SHA-256 enhanced authentication, which
+    /// also check plain passwords).
     #[arg(short = 'H', default_value = "argon2id")]
     hash: Scheme,
     /// The password file.

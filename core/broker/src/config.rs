@@ -97,6 +97,9 @@ pub struct ListenerConfig {
     /// `password_file`).
     #[serde(default)]
     pub acl_file: Option<PathBuf>,
+    /// Overrides the global `scram_sha256` for this listener.
+    #[serde(default)]
+    pub scram_sha256: Option<bool>,
 }
 
 impl ListenerConfig {
@@ -118,6 +121,7 @@ impl ListenerConfig {
             allow_anonymous: None,
             password_file: None,
             acl_file: None,
+            scram_sha256: None,
         }
     }
 }
@@ -190,6 +194,10 @@ pub struct Config {
     pub password_file: Option<PathBuf>,
     /// Mosquitto-format ACL file.
     pub acl_file: Option<PathBuf>,
+    /// Offer MQTT 5 enhanced authentication with SCRAM-SHA-256, checked against the
+    /// `SCRAM-SHA-256$` entries of the password file in force on the client's listener (made
+    /// by `uringmq passwd -H scram-sha-256`), so the password never crosses the wire.
+    pub scram_sha256: bool,
     /// Milliseconds to wait before a refusing CONNACK after failed authentication, against
     /// password guessing (the connection waits; the core does not).
     pub auth_failure_delay_ms: u64,
@@ -234,6 +242,7 @@ impl Default for Config {
             allow_anonymous: None,
             password_file: None,
             acl_file: None,
+            scram_sha256: false,
             auth_failure_delay_ms: 500,
         }
     }
@@ -314,7 +323,26 @@ impl Config {
         if self.log_level.trim().is_empty() {
             return bad("log_level", "must not be empty");
         }
+        if self.scram_sha256 && self.password_file.is_none() {
+            return bad(
+                "scram_sha256",
+                "needs a password_file with SCRAM-SHA-256 entries (uringmq passwd -H scram-sha-256)",
+            );
+        }
         for l in &self.listeners {
+            if self.scram_enabled(Some(l))
+                && l.password_file.is_none()
+                && self.password_file.is_none()
+            {
+                return bad(
+                    "listener.scram_sha256",
+                    format!(
+                        "listener `{}` offers SCRAM-SHA-256 but has no password_file (its own or \
+                         the global one) to hold the SCRAM-SHA-256 entries",
+                        crate::endpoint::listener_name(l)
+                    ),
+                );
+            }
             if matches!(l.transport, Transport::Tls | Transport::Wss)
                 && (l.cert_file.is_none() || l.key_file.is_none())
             {
@@ -361,6 +389,14 @@ impl Config {
         }
     }
 
+    /// Whether SCRAM-SHA-256 enhanced authentication is offered on `listener` (`None`: the
+    /// default listener): its own `scram_sha256`, else the global one.
+    pub fn scram_enabled(&self, listener: Option<&ListenerConfig>) -> bool {
+        listener
+            .and_then(|l| l.scram_sha256)
+            .unwrap_or(self.scram_sha256)
+    }
+
     /// Whether anonymous clients are allowed on a listener bound to `addr` (secure default:
     /// only while everything is on loopback).
     pub fn anonymous_allowed(&self, listener: Option<&ListenerConfig>) -> bool {
@@ -403,6 +439,7 @@ mod tests {
             allow_anonymous: Some(true),
             password_file: Some("p".into()),
             acl_file: Some("a".into()),
+            scram_sha256: Some(true),
             ..ListenerConfig::new(Transport::Tcp, 1884)
         };
         for line in toml::to_string(&every).unwrap_or_default().lines() {
@@ -459,6 +496,26 @@ mod tests {
         // Two unnamed listeners on port 0 are both `tcp:0`.
         let unnamed = "[[listener]]\nport = 0\n[[listener]]\nport = 0\npassword_file = \"p\"\n";
         assert!(Config::from_toml_str(unnamed).is_err());
+    }
+
+    #[test]
+    fn scram_needs_a_password_file_in_force_on_its_listener() {
+        let err = Config::from_toml_str("scram_sha256 = true").unwrap_err();
+        assert!(err.to_string().contains("`scram_sha256`"), "{err}");
+        let table = "[[listener]]\nname = \"s\"\nport = 0\nscram_sha256 = true\n";
+        let err = Config::from_toml_str(table).unwrap_err().to_string();
+        assert!(
+            err.contains("listener.scram_sha256") && err.contains("`s`"),
+            "{err}"
+        );
+        let own = format!("{table}password_file = \"/etc/p\"\n");
+        let c = Config::from_toml_str(&own).unwrap();
+        assert!(c.scram_enabled(Some(&c.listeners[0])) && !c.scram_enabled(None));
+        // Global on, one listener opting out; the global file serves the others.
+        let global = "password_file = \"/etc/p\"\nscram_sha256 = true\n\
+                      [[listener]]\nport = 0\nscram_sha256 = false\n";
+        let c = Config::from_toml_str(global).unwrap();
+        assert!(c.scram_enabled(None) && !c.scram_enabled(Some(&c.listeners[0])));
     }
 
     #[test]

@@ -384,6 +384,15 @@ fn handle<'a>(
         };
     };
     debug!(client_id = ?conn.client_id.borrow().as_deref(), packet = ?packet_name(&packet), "packet in");
+    let packet = match packet {
+        // v5 re-authentication [MQTT-4.12.1-1]: the authenticator may have to run off the core.
+        Packet::Auth(a) => {
+            return Ok(Some(Box::pin(async move {
+                crate::auth::on_auth(core, conn, a).await.map(|_| ())
+            })))
+        }
+        other => other,
+    };
     if core
         .shared
         .authorizer
@@ -572,7 +581,8 @@ async fn on_connect(
             .borrow()
             .clone()
             .unwrap_or(CloseReason::Shutdown);
-        core.install_session(key, s, Sink::Offline);
+        let listener = core.shared.security.listener_index(&conn.listener);
+        core.install_session(key, s, Sink::Offline(listener));
         core.after_install(key, moved_from);
         core.connection_closed(key, &reason);
         return Err(reason);
@@ -580,7 +590,7 @@ async fn on_connect(
     s.will = c.will.clone();
     let properties = if proto.is_v5() {
         let mut p = n.connack_properties(&limits);
-        granted.apply(&mut p);
+        *conn.exchange.borrow_mut() = granted.apply(&mut p);
         p
     } else {
         Default::default()

@@ -83,13 +83,19 @@ impl Shared {
 
 /// Where a session's deliveries go.
 pub(crate) enum Sink {
-    /// No connection: persistent session waiting for its client.
-    Offline,
+    /// No connection: persistent session waiting for its client. Holds the index of the
+    /// listener it last connected through (`Security::listener_index`), so queued deliveries
+    /// are checked against that listener's ACL; two bytes inside the enum's padding, where a
+    /// name would cost an allocation per session.
+    Offline(u16),
     /// A client connection.
     Conn(Rc<Conn>),
     /// An in-process subscription.
     Api(Arc<ApiSink>),
 }
+
+// The listener index of `Offline` fits beside the tag: a sink stays two words.
+const _: () = assert!(std::mem::size_of::<Sink>() == 2 * std::mem::size_of::<usize>());
 
 /// A session and where its messages go.
 pub(crate) struct Entry {
@@ -804,7 +810,7 @@ impl Core {
     ) -> Option<Box<Session>> {
         let now = Instant::now();
         let mut e = self.st.borrow_mut().sessions.remove(&key)?;
-        if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline) {
+        if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline(0)) {
             conn.session.set(None);
             conn.kill(CloseReason::TakenOver);
             self.stats().connections.fetch_sub(1, Ordering::Relaxed);
@@ -901,7 +907,13 @@ impl Core {
             let Some(e) = st.sessions.get_mut(&key) else {
                 return;
             };
-            e.sink = Sink::Offline;
+            e.sink = match &e.sink {
+                Sink::Conn(conn) => {
+                    Sink::Offline(self.shared.security.listener_index(&conn.listener))
+                }
+                Sink::Offline(l) => Sink::Offline(*l),
+                Sink::Api(_) => Sink::Offline(crate::auth::NO_LISTENER_INDEX),
+            };
             let will =
                 e.s.will
                     .take()
@@ -1003,7 +1015,7 @@ impl Core {
                 let Some(e) = st.sessions.get_mut(&key) else {
                     continue;
                 };
-                if !matches!(e.sink, Sink::Offline) {
+                if !matches!(e.sink, Sink::Offline(_)) {
                     continue;
                 }
                 let will = match &e.s.pending_will {

@@ -230,7 +230,7 @@ impl Core {
                 drop(out);
                 conn.wake.notify();
             }
-            Sink::Offline => {
+            Sink::Offline(_) => {
                 if d.qos != QoS::AtMostOnce || self.config().queue_qos0_messages {
                     let q = Queued {
                         msg: msg.clone(),
@@ -431,7 +431,7 @@ impl Core {
             )),
             Packet::Auth(_) => Err(CloseReason::Protocol(
                 ReasonCode::PROTOCOL_ERROR.0,
-                "[MQTT-4.12.0-1] AUTH without an authentication method".into(),
+                "[MQTT-4.12.0-7] AUTH without an authentication method".into(),
             )),
             other => Err(CloseReason::Protocol(
                 ReasonCode::PROTOCOL_ERROR.0,
