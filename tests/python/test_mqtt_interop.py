@@ -9,7 +9,6 @@ Each test names the statement it checks; ids are the 3.1.1 ones, with the 5.0 id
 import struct
 
 import pytest
-
 from mqtt_helpers import (
     CONNACK,
     DISCONNECT,
@@ -17,7 +16,7 @@ from mqtt_helpers import (
     MQTT311,
     PINGREQ,
     PINGRESP,
-    PUBLISH,
+    SUBACK,
     UNSUBACK,
     RawClient,
     connect_packet,
@@ -124,7 +123,11 @@ def test_data_after_rejected_connect_not_processed(make_broker, version):
     if version == MQTT311:
         conn = connect_packet("", version=version, clean=False)
     else:
-        conn = connect_packet(uid("rej"), version=version, will={"topic": uid("w"), "payload": b"w", "qos": 2})
+        conn = connect_packet(
+            uid("rej"),
+            version=version,
+            will={"topic": uid("w"), "payload": b"w", "qos": 2},
+        )
     c = RawClient(b.host, b.port, version)
     c.send(conn + publish_packet(topic, b"must-not-be-stored", qos=0, retain=True, version=version))
     _refused(c)
@@ -231,7 +234,7 @@ def test_subscribe_bad_requested_qos_closes(broker, version, opts):
     c = raw(broker, version)
     c.send(subscribe_packet(1, [(uid("q"), opts)], version))
     seen = c.expect_closed()
-    assert not any(p.type == 9 and p.codes and p.codes[0] < 0x80 for p in seen), seen
+    assert not any(p.type == SUBACK and p.codes and p.codes[0] < 0x80 for p in seen), seen
 
 
 def test_v5_retain_handling_3_is_protocol_error(broker):
@@ -240,7 +243,7 @@ def test_v5_retain_handling_3_is_protocol_error(broker):
     c.send(subscribe_packet(1, [(uid("rh"), 0x30 | 1)], MQTT5))
     seen = c.expect_closed()
     final = [p for p in seen if p.type == DISCONNECT]
-    assert not any(p.type == 9 and p.codes and p.codes[0] < 0x80 for p in seen), seen
+    assert not any(p.type == SUBACK and p.codes and p.codes[0] < 0x80 for p in seen), seen
     if final:
         assert final[-1].rc in (0x81, 0x82), final
 
@@ -291,3 +294,18 @@ def test_unsubscribe_many_filters_one_unsuback(broker, version):
     got = c.messages(1)
     got += c.drain()
     assert [m.topic for m in got] == [f"{base}/2"], got
+
+
+@V
+@pytest.mark.parametrize(
+    "name",
+    ["MQTX", "mqtt", "MQIsdp"],
+    ids=["other", "lowercase", "v31-name-wrong-level"],
+)
+def test_wrong_protocol_name_refused(broker, version, name):
+    """[MQTT-3.1.2-1]: a CONNECT whose Protocol Name is not the one of its level ("MQTT" for 3.1.1 and
+    5.0) is not processed as MQTT: the server closes (v5: CONNACK 0x84/0x81/0x82 first allowed) and
+    never accepts it."""
+    c = RawClient(broker.host, broker.port, version)
+    c.send(connect_packet(uid("pn"), version=version, protocol_name=name))
+    _refused(c)
