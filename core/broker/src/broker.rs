@@ -382,10 +382,33 @@ impl Drop for Subscription {
 /// Installs a `tracing` fmt subscriber with this filter (`info`, `uringmq=debug`...). Only the
 /// first call in a process has an effect.
 pub fn init_logging(filter: &str) {
+    install_logging(filter, std::io::stdout);
+}
+
+/// Like [`init_logging`], but a background thread writes the lines, batched: a core only
+/// formats a line into a queue, instead of one `write` system call per connect and per
+/// disconnect (a connect storm spent its time there). Nothing is dropped: a core waits when
+/// 128k lines are queued. Keep the guard until exit; dropping it writes what is queued.
+pub fn init_logging_background(filter: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("uringmq-log")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
+    install_logging(filter, writer);
+    guard
+}
+
+fn install_logging<W>(filter: &str, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_writer(writer)
         .try_init();
 }

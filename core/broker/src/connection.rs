@@ -58,9 +58,9 @@ pub(crate) struct Conn {
     pub(crate) session: Cell<Option<u64>>,
     pub(crate) client_id: RefCell<Option<Arc<str>>>,
     pub(crate) protocol: Cell<Protocol>,
-    /// Set when the core closes the connection (keep-alive, takeover, stop).
-    pub(crate) kill_reason: RefCell<Option<CloseReason>>,
-    pub(crate) killed_at: Cell<Option<Instant>>,
+    /// Set when the core closes the connection (keep-alive, takeover, stop): why and when.
+    /// Boxed: most connections are never killed, and every idle one would carry the room.
+    killed: RefCell<Option<Box<(CloseReason, Instant)>>>,
     pub(crate) last_seen: Cell<Instant>,
     /// 1.5x keep-alive, once connected.
     pub(crate) grace: Cell<Option<Duration>>,
@@ -89,12 +89,21 @@ impl Conn {
             session: Cell::new(None),
             client_id: RefCell::new(None),
             protocol: Cell::new(Protocol::V3_1_1),
-            kill_reason: RefCell::new(None),
-            killed_at: Cell::new(None),
+            killed: RefCell::new(None),
             last_seen: Cell::new(Instant::now()),
             grace: Cell::new(None),
             connect_deadline: Cell::new(Some(deadline)),
         }
+    }
+
+    /// Why the core closed the connection, if it did.
+    pub(crate) fn kill_reason(&self) -> Option<CloseReason> {
+        self.killed.borrow().as_ref().map(|k| k.0.clone())
+    }
+
+    /// When the core closed the connection, if it did.
+    pub(crate) fn killed_at(&self) -> Option<Instant> {
+        self.killed.borrow().as_ref().map(|k| k.1)
     }
 
     fn connected(&self) -> bool {
@@ -104,12 +113,11 @@ impl Conn {
     /// Ends the connection: a v5 client gets DISCONNECT with the reason code [MQTT-4.13.1-1],
     /// the writer flushes and exits, and the pending read ends (socket shut down for reading).
     pub(crate) fn kill(&self, reason: CloseReason) {
-        if self.kill_reason.borrow().is_some() {
+        if self.killed.borrow().is_some() {
             return;
         }
         self.close_with(&reason);
-        *self.kill_reason.borrow_mut() = Some(reason);
-        self.killed_at.set(Some(Instant::now()));
+        *self.killed.borrow_mut() = Some(Box::new((reason, Instant::now())));
         // SAFETY: shutdown on the connection's own fd, still open (the reader and writer own it).
         unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
     }
@@ -236,7 +244,7 @@ async fn serve(
 ) {
     let reason = read_loop(&core, &conn, rd).await;
     let peer = conn.peer;
-    let reason = conn.kill_reason.borrow().clone().unwrap_or(reason);
+    let reason = conn.kill_reason().unwrap_or(reason);
     if let CloseReason::Protocol(..) = reason {
         add(&core.stats().protocol_errors, 1);
     }
@@ -276,7 +284,7 @@ async fn read_loop(
                 return CloseReason::Io(e.to_string());
             }
         }
-        if let Some(r) = conn.kill_reason.borrow().clone() {
+        if let Some(r) = conn.kill_reason() {
             return r;
         }
         let mut peer_closed = false;
@@ -307,7 +315,7 @@ async fn read_loop(
             }
         }
         loop {
-            if let Some(r) = conn.kill_reason.borrow().clone() {
+            if let Some(r) = conn.kill_reason() {
                 return r;
             }
             match decoder.decode(&mut buf) {
@@ -573,21 +581,17 @@ async fn on_connect(
     };
     s.client_id = id.clone();
     s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
-    if core.stopping.get() || conn.kill_reason.borrow().is_some() {
+    if core.stopping.get() || conn.killed.borrow().is_some() {
         // Closed while waiting: the session (this key owns the id now) stays or ends as if
         // the connection had closed right after CONNACK, without a will.
-        let reason = conn
-            .kill_reason
-            .borrow()
-            .clone()
-            .unwrap_or(CloseReason::Shutdown);
+        let reason = conn.kill_reason().unwrap_or(CloseReason::Shutdown);
         let listener = core.shared.security.listener_index(&conn.listener);
         core.install_session(key, s, Sink::Offline(listener));
         core.after_install(key, moved_from);
         core.connection_closed(key, &reason);
         return Err(reason);
     }
-    s.will = c.will.clone();
+    s.will = c.will.take().map(Box::new);
     let properties = if proto.is_v5() {
         let mut p = n.connack_properties(&limits);
         *conn.exchange.borrow_mut() = granted.apply(&mut p);

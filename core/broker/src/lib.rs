@@ -24,6 +24,6 @@ mod timers;
 mod transport_io;
 
 pub use api::*;
-pub use broker::{init_logging, Broker, RecvError, Subscription};
+pub use broker::{init_logging, init_logging_background, Broker, RecvError, Subscription};
 pub use config::*;
 pub use reload::ReloadReport;

@@ -7,7 +7,7 @@ mod cli;
 use clap::{Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use uringmq::{init_logging, Broker, Config, Driver};
+use uringmq::{init_logging_background, Broker, Config, Driver};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -105,7 +105,10 @@ fn main() -> std::process::ExitCode {
         print!("{}", config.to_toml_string());
         return std::process::ExitCode::SUCCESS;
     }
-    init_logging(&std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_level.clone()));
+    // Held to the end of `main`: dropping it writes the lines still queued.
+    let _log = init_logging_background(
+        &std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_level.clone()),
+    );
     let set = block_signals();
     let mut broker = match Broker::start(config) {
         Ok(b) => b,

@@ -30,7 +30,7 @@ pub(crate) async fn run(core: Rc<Core>) {
 fn sweep(core: &Rc<Core>, now: Instant) {
     let conns: Vec<Rc<Conn>> = core.st.borrow().conns.values().cloned().collect();
     for c in conns {
-        if let Some(at) = c.killed_at.get() {
+        if let Some(at) = c.killed_at() {
             if now.saturating_duration_since(at) > KILL_GRACE {
                 // SAFETY: shutdown on the connection's own open fd.
                 unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };

@@ -36,8 +36,9 @@ pub struct Session {
     pub out_aliases: OutboundAliases,
     /// The client's Maximum Packet Size (per connection).
     pub client_max_packet: Option<u32>,
-    /// Will of the current connection.
-    pub will: Option<LastWill>,
+    /// Will of the current connection. Boxed, like the pending will: most clients have none,
+    /// and every session, idle ones included, would otherwise carry its ~200 bytes.
+    pub will: Option<Box<LastWill>>,
     /// Will Delay Interval of the current connection.
     pub will_delay: u32,
     /// A will waiting for its delay after the connection closed.

@@ -11,8 +11,8 @@ use uringmq_codec::{LastWill, PublishProperties};
 /// A will waiting for its delay to pass.
 #[derive(Clone, Debug)]
 pub struct PendingWill {
-    /// The will.
-    pub will: LastWill,
+    /// The will (boxed: see `Session::will`).
+    pub will: Box<LastWill>,
     /// When it is published.
     pub due: Instant,
 }
