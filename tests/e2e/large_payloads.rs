@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use uringmq::Driver;
 use uringmq_tests::*;
 
-/// Sizes around the sharing threshold (2 KiB), a 64 KiB one, then near-maximum packets: more
+/// Sizes around the sharing threshold (16 KiB), a 64 KiB one, then near-maximum packets: more
 /// bytes per subscriber than loopback socket buffers hold while the test reads elsewhere, so
 /// the broker's `writev` calls return short counts, also inside segments.
 fn sizes() -> Vec<usize> {
-    let mut sizes = vec![10, 2047, 2048, 2049, 65_536, 3, 1_000_003, 70_000, 5];
+    let mut sizes = vec![10, 16_383, 16_384, 16_385, 65_536, 3, 1_000_003, 70_000, 5];
     sizes.extend((0..12).map(|i| 1_000_000 + 1000 * i + i));
     sizes
 }
