@@ -179,4 +179,8 @@ fn websocket_over_tls() {
     let mut publ = Client::connect(b.local_addr(), Protocol::V5, "wss-pub");
     publ.publish("wss/1", b"secure", QoS::AtMostOnce, false);
     assert_eq!(&m.recv_publish().payload[..], b"secure");
+    // A large payload is queued shared (not in the write buffer): still one frame, encrypted.
+    let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    publ.publish("wss/2", &big, QoS::AtMostOnce, false);
+    assert_eq!(&m.recv_publish().payload[..], &big[..]);
 }

@@ -8,12 +8,11 @@
 
 use crate::core::{add, CloseReason, Core, LocalNotify, Sink, TaskGuard};
 use crate::endpoint::{Endpoint, Slot};
+use crate::out_queue::OutQueue;
 use crate::router::write_packet;
 use bytes::BytesMut;
 use monoio::buf::IoBufMut;
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
-};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::{TcpListener, TcpStream};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -46,8 +45,8 @@ pub(crate) struct Conn {
     pub(crate) transport: RefCell<uringmq_transport::Transport>,
     /// A v5 enhanced authentication exchange before CONNACK (none for most connections).
     pub(crate) exchange: RefCell<Option<Box<crate::auth::Exchange>>>,
-    /// Bytes waiting for the writer.
-    pub(crate) out: RefCell<BytesMut>,
+    /// Bytes waiting for the writer (large payloads shared, not copied).
+    pub(crate) out: RefCell<OutQueue>,
     /// Wakes the writer.
     pub(crate) wake: LocalNotify,
     /// A delivery was refused because `out` was over the limit: pump the session after flushing.
@@ -82,7 +81,7 @@ impl Conn {
             listener,
             transport: RefCell::new(transport),
             exchange: RefCell::new(None),
-            out: RefCell::new(BytesMut::new()),
+            out: RefCell::new(OutQueue::default()),
             wake: LocalNotify::default(),
             blocked: Cell::new(false),
             closing: Cell::new(false),
@@ -141,7 +140,7 @@ impl Conn {
                     },
                 };
                 write_packet(
-                    &mut self.out.borrow_mut(),
+                    self.out.borrow_mut().buf(),
                     &Packet::Disconnect(d),
                     Protocol::V5,
                 );
@@ -628,8 +627,9 @@ async fn on_connect(
     Ok(())
 }
 
-/// Flushes the connection's buffer whenever it has bytes: one write per wake-up, so
-/// everything queued during one event-loop turn goes out in one system call.
+/// Flushes the connection's queue whenever it has bytes: one write (a `writev` when large
+/// payloads are shared) per wake-up, so everything queued during one event-loop turn goes out
+/// in one system call.
 async fn writer(
     core: Rc<Core>,
     conn: Rc<Conn>,
@@ -646,19 +646,19 @@ async fn writer(
             // Going idle: keep no buffer worth mentioning.
             spare = None;
             if conn.out.borrow().capacity() > IDLE_WRITE_BUFFER {
-                *conn.out.borrow_mut() = BytesMut::new();
+                *conn.out.borrow_mut() = OutQueue::default();
             }
             conn.wake.wait().await;
             continue;
         }
         let next = spare.take().unwrap_or_default();
-        let buf = std::mem::replace(&mut *conn.out.borrow_mut(), next);
-        let buf = crate::transport_io::wrap(&conn, buf);
-        let n = buf.len();
+        let flush = conn.out.borrow_mut().take(next);
+        let flush = crate::transport_io::wrap(&conn, flush);
+        let n = flush.len();
         // Cross-core effects this client could observe through these bytes go first.
         core.flush_mesh();
         // Boxed so that an idle writer's future holds no room for the write in flight.
-        let (res, mut buf) = Box::pin(wr.write_all(buf)).await;
+        let (res, mut buf) = Box::pin(flush.write_to(&mut wr)).await;
         if let Err(e) = res {
             debug!(peer = ?conn.peer, "write failed: {e}");
             conn.kill(CloseReason::Io(e.to_string()));

@@ -1105,7 +1105,7 @@ impl Core {
 
     /// Appends raw bytes (an ack) to the connection of the session.
     pub(crate) fn write_out(conn: &Conn, f: impl FnOnce(&mut BytesMut)) {
-        f(&mut conn.out.borrow_mut());
+        f(conn.out.borrow_mut().buf());
         conn.wake.notify();
     }
 }

@@ -15,6 +15,7 @@ mod handoff;
 mod hooks;
 mod listener;
 mod mesh;
+mod out_queue;
 mod registry;
 mod reload;
 mod retained;

@@ -5,6 +5,7 @@
 use crate::api;
 use crate::connection::Conn;
 use crate::core::{add, CloseReason, Core, Sink, State};
+use crate::out_queue::{OutQueue, SHARE_THRESHOLD};
 use crate::shared_sub::group_filter;
 use bytes::BytesMut;
 use std::rc::Rc;
@@ -41,10 +42,11 @@ fn head_key(v5: bool, qos: QoS, retain: bool) -> u8 {
 ///
 /// With `heads`, subscribers without per-subscriber properties (subscription ids, topic
 /// aliases) share one head per (version, QoS, RETAIN): encoded once, patched with the packet
-/// id. Others are encoded individually.
+/// id. Others are encoded individually. Either way a large payload is queued as the shared
+/// `Bytes` of the decoded PUBLISH, not copied (see `out_queue.rs`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_publish(
-    out: &mut BytesMut,
+    out: &mut OutQueue,
     s: &mut Session,
     msg: &Message,
     d: &Delivery,
@@ -95,8 +97,8 @@ pub(crate) fn write_publish(
             if !fits(head.packet_len(), s.client_max_packet) {
                 return Written::TooLarge;
             }
-            head.write(pid, dup, out);
-            out.extend_from_slice(&msg.payload);
+            head.write(pid, dup, out.buf());
+            out.push_payload(&msg.payload);
             return Written::Sent;
         }
     }
@@ -120,8 +122,22 @@ pub(crate) fn write_publish(
             }
         }
     }
-    match encode(&packet, proto, out) {
-        Ok(()) => Written::Sent,
+    let Packet::Publish(p) = &packet else {
+        return Written::TooLarge;
+    };
+    if p.payload.len() < SHARE_THRESHOLD {
+        return match encode(&packet, proto, out.buf()) {
+            Ok(()) => Written::Sent,
+            Err(_) => Written::TooLarge,
+        };
+    }
+    // This subscriber's own head, then the shared payload.
+    match PublishHead::encode(p, proto) {
+        Ok(head) => {
+            head.write(p.packet_id, p.dup, out.buf());
+            out.push_payload(&p.payload);
+            Written::Sent
+        }
         Err(_) => Written::TooLarge,
     }
 }
@@ -316,7 +332,7 @@ impl Core {
                 for o in entries {
                     if o.state == OutState::PubComp {
                         write_packet(
-                            &mut out,
+                            out.buf(),
                             &Packet::PubRel(Ack::new(o.packet_id)),
                             e.s.protocol,
                         );

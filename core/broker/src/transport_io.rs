@@ -10,6 +10,7 @@
 
 use crate::connection::Conn;
 use crate::core::CloseReason;
+use crate::out_queue::Flush;
 use bytes::BytesMut;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf};
@@ -77,18 +78,20 @@ pub(crate) fn wants_write(conn: &Conn) -> bool {
     conn.transport.borrow().wants_write()
 }
 
-/// Turns the MQTT bytes of one flush into the bytes to write: unchanged for plain TCP,
-/// otherwise the adapter's pending bytes followed by the wrapped MQTT bytes.
-pub(crate) fn wrap(conn: &Conn, mqtt: BytesMut) -> BytesMut {
+/// Turns the MQTT bytes of one flush into the bytes to write: unchanged for plain TCP (shared
+/// payloads stay shared), otherwise the adapter's pending bytes followed by the wrapped MQTT
+/// bytes, gathered into one buffer by the wrapping (encryption, framing) itself.
+pub(crate) fn wrap(conn: &Conn, mqtt: Flush) -> Flush {
     let mut t = conn.transport.borrow_mut();
     if t.is_passthrough() {
         return mqtt;
     }
     // Record or frame headers add a few bytes per 16 KiB.
-    let mut raw = BytesMut::with_capacity(mqtt.len() + mqtt.len() / 256 + 64);
+    let len = mqtt.len();
+    let mut raw = BytesMut::with_capacity(len + len / 256 + 64);
     t.pending_raw(&mut raw);
-    t.write_mqtt(&mqtt, &mut raw);
-    raw
+    t.write_mqtt_parts(&mqtt.parts(), &mut raw);
+    Flush::Flat(raw)
 }
 
 /// Ends the adapter gracefully (WebSocket close frame, TLS `close_notify`) before the socket

@@ -100,11 +100,21 @@ impl Transport {
 
     /// Wraps MQTT bytes (TLS records, one WebSocket binary frame per call) into `raw_out`.
     pub fn write_mqtt(&mut self, mqtt: &[u8], raw_out: &mut BytesMut) {
+        self.write_mqtt_parts(&[mqtt], raw_out);
+    }
+
+    /// Like [`Self::write_mqtt`] for MQTT bytes held in several buffers, in order (the broker
+    /// shares large payloads instead of copying them into one buffer): still one WebSocket
+    /// frame per call, and the wrapping copy is the only one.
+    pub fn write_mqtt_parts(&mut self, parts: &[&[u8]], raw_out: &mut BytesMut) {
         match self {
-            Transport::Tcp => raw_out.extend_from_slice(mqtt),
-            Transport::Tls(t) => t.write_plain(mqtt, raw_out),
-            Transport::Ws(t) => t.write_mqtt(mqtt, raw_out),
-            Transport::Wss(t) => t.write_mqtt(mqtt, raw_out),
+            Transport::Tcp => parts.iter().for_each(|p| raw_out.extend_from_slice(p)),
+            Transport::Tls(t) => {
+                parts.iter().for_each(|p| t.queue_plain(p));
+                t.pending_raw(raw_out);
+            }
+            Transport::Ws(t) => t.write_mqtt_parts(parts, raw_out),
+            Transport::Wss(t) => t.write_mqtt_parts(parts, raw_out),
         }
     }
 

@@ -160,8 +160,13 @@ impl WsTransport {
     /// the upgrade completed or after the close was queued are dropped: the peer could not
     /// read them as MQTT.
     pub fn write_mqtt(&mut self, mqtt: &[u8], raw_out: &mut BytesMut) {
-        if matches!(self.phase, Phase::Open) && !mqtt.is_empty() {
-            write_frame(raw_out, OpCode::Data(Data::Binary), &[mqtt]);
+        self.write_mqtt_parts(&[mqtt], raw_out);
+    }
+
+    /// Like [`Self::write_mqtt`], the frame's payload being `parts` in order.
+    pub fn write_mqtt_parts(&mut self, parts: &[&[u8]], raw_out: &mut BytesMut) {
+        if matches!(self.phase, Phase::Open) && parts.iter().any(|p| !p.is_empty()) {
+            write_frame(raw_out, OpCode::Data(Data::Binary), parts);
         }
     }
 

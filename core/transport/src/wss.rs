@@ -51,7 +51,12 @@ impl WssTransport {
 
     /// Frames `mqtt` into a binary frame and encrypts it into `raw_out`.
     pub fn write_mqtt(&mut self, mqtt: &[u8], raw_out: &mut BytesMut) {
-        self.ws.write_mqtt(mqtt, &mut self.scratch);
+        self.write_mqtt_parts(&[mqtt], raw_out);
+    }
+
+    /// Like [`Self::write_mqtt`], the frame's payload being `parts` in order.
+    pub fn write_mqtt_parts(&mut self, parts: &[&[u8]], raw_out: &mut BytesMut) {
+        self.ws.write_mqtt_parts(parts, &mut self.scratch);
         self.tls.write_plain(&self.scratch, raw_out);
         self.release_scratch();
     }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# A/B comparison of two uringmq builds (e.g. main vs a branch) on one scenario, alternating
+# runs (A B A B ...) on freshly started brokers pinned to the same CPU.
+#
+#   scripts/bench-ab.sh A_BINARY B_BINARY ROUNDS [uringmq-load options...]
+#   e.g. scripts/bench-ab.sh /tmp/uringmq-main target/release/uringmq 5 \
+#            -s fan-out -c 20 -q 0 --max --inflight 8 --payload 65536 -d 4s --mqtt 3
+#
+# Prints, per build, msgs/s out and broker CPU time per delivered message (median and every
+# run), and B/A. The broker runs with --cores 1 on CPU 0, uringmq-load (from PATH or
+# $LOAD, default target/release/uringmq-load) on CPU 1. Loopback only.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+A=$1 B=$2 ROUNDS=$3
+shift 3
+LOAD=${LOAD:-${CARGO_TARGET_DIR:-$ROOT/target}/release/uringmq-load}
+PORT=${PORT:-18931}
+OUT=$(mktemp -d /tmp/bench-ab.XXXXXX)
+for r in $(seq 1 "$ROUNDS"); do
+  for v in A B; do
+    bin=$A; [[ $v == B ]] && bin=$B
+    taskset -c 0 "$bin" --port "$PORT" --cores 1 --log-level warn >"$OUT/broker-$v.log" 2>&1 &
+    bp=$!
+    sleep 0.5
+    taskset -c 1 "$LOAD" -p "$PORT" --broker-pid "$bp" --json "$OUT/$v-$r.json" --quiet "$@" \
+      >"$OUT/$v-$r.txt" 2>&1 || echo "run $v $r failed: see $OUT/$v-$r.txt"
+    kill "$bp"
+    wait "$bp" 2>/dev/null || true
+  done
+done
+python3 - "$OUT" <<'PY'
+import glob, json, statistics, sys
+out = sys.argv[1]
+med = {}
+for v in "AB":
+    runs = []
+    for f in sorted(glob.glob(f"{out}/{v}-*.json")):
+        d = json.load(open(f))
+        m = d["msgs_out_per_s"]
+        runs.append((m, d["broker"]["cpu_pct"] / 100 / m * 1e6 if m else float("nan"),
+                     d["delivery"]["lost"]))
+    med[v] = [statistics.median(r[i] for r in runs) for i in range(2)]
+    print(f"{v}: msgs/s {med[v][0]:.0f} {[round(r[0]) for r in runs]}  "
+          f"broker us/delivery {med[v][1]:.1f} {[round(r[1], 1) for r in runs]}  "
+          f"lost {[r[2] for r in runs]}")
+print(f"B/A: msgs/s {med['B'][0] / med['A'][0]:.2f}x  broker us/delivery "
+      f"{med['B'][1] / med['A'][1]:.2f}x   (runs in {out})")
+PY
