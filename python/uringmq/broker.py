@@ -52,6 +52,9 @@ _running_lock = threading.Lock()
 
 @atexit.register
 def _stop_all() -> None:
+    # First: from now on, daemon threads woken by the stops below (blocked in Subscription.get)
+    # park instead of taking the GIL while the interpreter finalises (that would abort).
+    _uringmq.interpreter_exiting()
     with _running_lock:
         brokers = list(_running)
     for broker in brokers:
