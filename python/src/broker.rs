@@ -6,6 +6,7 @@
 //! while holding the GIL could deadlock, and other Python threads keep running meanwhile.
 
 use crate::errors::{api_error, start_error};
+use crate::exit::release_gil;
 use crate::hooks::{PyAuthenticator, PyAuthorizer};
 use crate::message::properties_from_dict;
 use crate::settings::{build_config, config_to_dict};
@@ -43,7 +44,7 @@ impl NativeBroker {
         py: Python<'_>,
         f: impl FnOnce(&Broker) -> Result<T, ApiError> + Send,
     ) -> PyResult<T> {
-        py.detach(|| match self.slot().as_ref() {
+        release_gil(py, || match self.slot().as_ref() {
             Some(b) => f(b),
             None => Err(ApiError::NotRunning),
         })
@@ -87,7 +88,7 @@ impl NativeBroker {
 
     /// Binds the listeners and starts the cores. No-op while running.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| {
+        release_gil(py, || {
             let mut slot = self.slot();
             if slot.as_ref().is_some_and(Broker::is_running) {
                 return Ok(());
@@ -107,7 +108,7 @@ impl NativeBroker {
 
     /// Stops and joins every thread; the port is free on return. Idempotent.
     fn stop(&self, py: Python<'_>) {
-        py.detach(|| {
+        release_gil(py, || {
             // Out of the lock first: a hook calling back into this broker must not wait on it.
             let taken = self.slot().take();
             if let Some(mut b) = taken {
@@ -123,20 +124,20 @@ impl NativeBroker {
     /// Whether the broker runs.
     #[getter]
     fn is_running(&self, py: Python<'_>) -> bool {
-        py.detach(|| self.slot().as_ref().is_some_and(Broker::is_running))
+        release_gil(py, || self.slot().as_ref().is_some_and(Broker::is_running))
     }
 
     /// `(host, port)` of the default listener while running, else None.
     #[getter]
     fn local_addr(&self, py: Python<'_>) -> Option<(String, u16)> {
-        py.detach(|| self.slot().as_ref().map(|b| b.local_addr()))
+        release_gil(py, || self.slot().as_ref().map(|b| b.local_addr()))
             .map(|a| (a.ip().to_string(), a.port()))
     }
 
     /// `[(name, host, port)]` of every listener while running, else empty.
     #[getter]
     fn listener_addrs(&self, py: Python<'_>) -> Vec<(String, String, u16)> {
-        py.detach(|| {
+        release_gil(py, || {
             self.slot()
                 .as_ref()
                 .map(|b| b.listener_addrs())
@@ -195,7 +196,7 @@ impl NativeBroker {
     fn subscribe(&self, py: Python<'_>, filter: String, qos: u8) -> PyResult<NativeSubscription> {
         let qos = self::qos(qos)?;
         let sub = Arc::new(self.with_running(py, |b| b.subscribe(&filter, qos))?);
-        py.detach(|| {
+        release_gil(py, || {
             let mut subs = lock(&self.subscriptions);
             subs.retain(|w| w.strong_count() > 0);
             subs.push(Arc::downgrade(&sub));
@@ -205,7 +206,9 @@ impl NativeBroker {
 
     /// Counters summed over cores (all zero while stopped).
     fn stats(&self, py: Python<'_>) -> Stats {
-        Stats(py.detach(|| self.slot().as_ref().map(Broker::stats).unwrap_or_default()))
+        Stats(release_gil(py, || {
+            self.slot().as_ref().map(Broker::stats).unwrap_or_default()
+        }))
     }
 }
 
@@ -220,7 +223,7 @@ impl Drop for NativeBroker {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if taken.is_some() {
-            Python::try_attach(|py| py.detach(|| drop(taken.take())));
+            Python::try_attach(|py| release_gil(py, || drop(taken.take())));
         }
         drop(taken);
     }

@@ -51,8 +51,9 @@ impl From<&RustClientInfo<'_>> for ClientInfo {
 /// `authenticate(client: ClientInfo, password: bytes | None) -> bool | str`.
 pub struct PyAuthenticator(pub Py<PyAny>);
 
-/// `authorize(client: ClientInfo, access: str, topic: str) -> bool`, `access` being `"publish"`,
-/// `"subscribe"` (topic is then a filter) or `"receive"`.
+/// `authorize(client: ClientInfo, access: str, topic: str) -> bool`, `access` being `"publish"`
+/// or `"subscribe"` (topic is then a filter). The broker never asks a blocking hook about
+/// deliveries (`"receive"`): that would cost a GIL round trip per message on a core.
 pub struct PyAuthorizer(pub Py<PyAny>);
 
 impl Authenticator for PyAuthenticator {

@@ -5,6 +5,7 @@
 
 mod broker;
 mod errors;
+mod exit;
 mod hooks;
 mod message;
 mod settings;
@@ -33,6 +34,7 @@ fn _uringmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.py().get_type::<errors::SubscriptionClosed>(),
     )?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
+    m.add_function(wrap_pyfunction!(exit::interpreter_exiting, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! the eventfd the Python side hands to `loop.add_reader` for asyncio.
 
 use crate::errors::SubscriptionClosed;
+use crate::exit::release_gil;
 use crate::message::Message;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -55,7 +56,7 @@ impl NativeSubscription {
                     .min(SIGNAL_CHECK_INTERVAL),
                 None => SIGNAL_CHECK_INTERVAL,
             };
-            match py.detach(|| self.inner.recv_timeout(Some(slice))) {
+            match release_gil(py, || self.inner.recv_timeout(Some(slice))) {
                 Ok(d) => return Message::from_delivery(py, d).map(Some),
                 Err(RecvError::Closed) => return Err(closed(&self.filter)),
                 Err(RecvError::Timeout) => {
@@ -93,7 +94,7 @@ impl NativeSubscription {
 
     /// Unsubscribes; messages already queued can still be read.
     fn close(&self, py: Python<'_>) {
-        py.detach(|| self.inner.close())
+        release_gil(py, || self.inner.close())
     }
 }
 

@@ -134,5 +134,9 @@ class NativeBroker:
     def stats(self) -> Stats:
         """Counters summed over cores."""
 
+def interpreter_exiting() -> None:
+    """Called by the package's ``atexit`` handler: other threads returning from a GIL-released
+    wait from now on park for good instead of taking the GIL during finalisation."""
+
 def init_logging(filter: str) -> None:
     """Sends the broker's log output to stderr with a ``tracing`` filter such as ``"info"``."""

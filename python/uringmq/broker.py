@@ -12,7 +12,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 from . import _uringmq
 from .subscription import Subscription
 
-__all__ = ["Broker", "Payload", "AuthenticateHook", "AuthorizeHook"]
+__all__ = [
+    "Broker",
+    "Payload",
+    "AuthenticateHook",
+    "AuthorizeHook",
+    "ConnectHook",
+    "TopicHook",
+]
 
 #: What ``publish`` accepts as a payload: bytes-like, or str (UTF-8), int or float (their text,
 #: as paho-mqtt does).
@@ -24,9 +31,18 @@ Payload = Union[bytes, bytearray, memoryview, str, int, float, None]
 #: ``"server_unavailable"``). A hook that raises refuses the client and logs on ``uringmq``.
 AuthenticateHook = Callable[[_uringmq.ClientInfo, Optional[bytes]], Union[bool, str]]
 
-#: ``authorize(client, access, topic) -> bool`` with access ``"publish"``, ``"subscribe"``
-#: (topic is then a filter) or ``"receive"``. A hook that raises denies and logs on ``uringmq``.
+#: ``authorize(client, access, topic) -> bool`` with access ``"publish"`` or ``"subscribe"``
+#: (topic is then a filter). Deliveries are not asked (a Python call per message would stall the
+#: cores); only an ``acl_file`` filters them. A hook that raises denies and logs on ``uringmq``.
 AuthorizeHook = Callable[[_uringmq.ClientInfo, str, str], bool]
+
+#: ``on_connect(client_id, username, password) -> bool | str``: ``authenticate`` with the
+#: client's identity spread out; same return values.
+ConnectHook = Callable[[str, Optional[str], Optional[bytes]], Union[bool, str]]
+
+#: ``on_publish(client, topic) -> bool`` / ``on_subscribe(client, topic_filter) -> bool``: the two
+#: halves of ``authorize``.
+TopicHook = Callable[[_uringmq.ClientInfo, str], bool]
 
 # Running brokers, stopped at interpreter exit so no broker thread outlives Python. Weak: a broker
 # nobody references is stopped by its own finaliser instead.
@@ -36,10 +52,41 @@ _running_lock = threading.Lock()
 
 @atexit.register
 def _stop_all() -> None:
+    # First: from now on, daemon threads woken by the stops below (blocked in Subscription.get)
+    # park instead of taking the GIL while the interpreter finalises (that would abort).
+    _uringmq.interpreter_exiting()
     with _running_lock:
         brokers = list(_running)
     for broker in brokers:
         broker.stop()
+
+
+def _hooks(
+    authenticate: Optional[AuthenticateHook],
+    authorize: Optional[AuthorizeHook],
+    on_connect: Optional[ConnectHook],
+    on_publish: Optional[TopicHook],
+    on_subscribe: Optional[TopicHook],
+) -> Tuple[Optional[AuthenticateHook], Optional[AuthorizeHook]]:
+    """Folds the ``on_*`` hooks into the two the native broker calls."""
+    if on_connect is not None:
+        if authenticate is not None:
+            raise TypeError("pass authenticate or on_connect, not both")
+        connect_hook = on_connect
+
+        def authenticate(client: _uringmq.ClientInfo, password: Optional[bytes]) -> Union[bool, str]:
+            return connect_hook(client.client_id, client.username, password)
+
+    if on_publish is not None or on_subscribe is not None:
+        if authorize is not None:
+            raise TypeError("pass authorize or on_publish/on_subscribe, not both")
+        checks = {"publish": on_publish, "subscribe": on_subscribe}
+
+        def authorize(client: _uringmq.ClientInfo, access: str, topic: str) -> bool:
+            check = checks.get(access)
+            return True if check is None else check(client, topic)
+
+    return authenticate, authorize
 
 
 def _payload_bytes(payload: Payload) -> bytes:
@@ -70,7 +117,8 @@ class Broker:
     may run in one process; running brokers are stopped at interpreter exit.
 
     ``authenticate`` and ``authorize`` are optional Python hooks (see ``AuthenticateHook`` and
-    ``AuthorizeHook``); the broker calls them on a helper thread, never on a core.
+    ``AuthorizeHook``), or in finer grain ``on_connect``, ``on_publish`` and ``on_subscribe``
+    (``ConnectHook``, ``TopicHook``); the broker calls them on a helper thread, never on a core.
     """
 
     def __init__(
@@ -79,8 +127,12 @@ class Broker:
         *,
         authenticate: Optional[AuthenticateHook] = None,
         authorize: Optional[AuthorizeHook] = None,
+        on_connect: Optional[ConnectHook] = None,
+        on_publish: Optional[TopicHook] = None,
+        on_subscribe: Optional[TopicHook] = None,
         **settings: Any,
     ) -> None:
+        authenticate, authorize = _hooks(authenticate, authorize, on_connect, on_publish, on_subscribe)
         self._native = _uringmq.NativeBroker(
             settings, os.fspath(config) if config is not None else None, authenticate, authorize
         )

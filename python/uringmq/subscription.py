@@ -57,7 +57,8 @@ class Subscription:
         """The next message, waiting up to ``timeout`` seconds (None: until one arrives).
 
         The GIL is released while waiting and Ctrl-C interrupts the wait. Raises ``TimeoutError``
-        after ``timeout``, ``SubscriptionClosed`` once closed and drained.
+        after ``timeout``, ``SubscriptionClosed`` once closed and drained. A daemon thread still
+        waiting here at interpreter exit never returns (the process ends without it).
         """
         msg = self.poll()
         if msg is None:

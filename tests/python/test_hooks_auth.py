@@ -98,3 +98,77 @@ def test_raising_authorize_denies_and_logs(make, caplog):
         suback = c.subscribe(("t/#", 1))
     assert suback.codes[0] >= 0x80
     assert any("authorize" in r.getMessage() and "bad rule for t/#" in r.exc_text for r in caplog.records)
+
+
+def test_on_connect_gets_the_client_id_user_and_password(make):
+    calls = []
+
+    def on_connect(client_id, username, password):
+        calls.append((client_id, username, password))
+        return password == b"secret"
+
+    b = make(on_connect=on_connect)
+    assert connack(b, MQTT5, username="alice", password=b"secret") == 0
+    assert connack(b, MQTT5, username="alice", password=b"wrong") == 0x86
+    assert [(u, p) for _, u, p in calls] == [("alice", b"secret"), ("alice", b"wrong")]
+    assert all(cid.startswith("hook") for cid, _, _ in calls)
+
+
+def test_on_publish_and_on_subscribe_each_check_their_access(make):
+    published, subscribed = [], []
+
+    def on_publish(client, topic):
+        published.append(topic)
+        return topic != "forbidden"
+
+    def on_subscribe(client, topic_filter):
+        subscribed.append(topic_filter)
+        return topic_filter != "secret/#"
+
+    b = make(on_publish=on_publish, on_subscribe=on_subscribe)
+    with b.subscribe("#") as spy:
+        c = mqtt_helpers.raw(b, MQTT5)
+        suback = c.subscribe(("secret/#", 1), ("open/#", 1))
+        assert suback.codes[0] >= 0x80 and suback.codes[1] == 1
+        c.publish("forbidden", b"no", qos=0)
+        c.publish("open/1", b"yes", qos=0)
+        m = spy.get(WAIT)
+        assert (m.topic, m.payload) == ("open/1", b"yes")
+        assert spy.poll() is None
+    assert subscribed == ["secret/#", "open/#"]
+    assert published == ["forbidden", "open/1"]
+
+
+def test_on_subscribe_alone_leaves_publishes_open(make):
+    b = make(on_subscribe=lambda client, topic_filter: False)
+    with b.subscribe("t") as spy:
+        c = mqtt_helpers.raw(b, MQTT5)
+        assert c.subscribe(("t", 0)).codes[0] >= 0x80
+        c.publish("t", b"allowed", qos=0)
+        assert spy.get(WAIT).payload == b"allowed"
+
+
+def test_raising_on_publish_denies_and_logs(make, caplog):
+    def on_publish(client, topic):
+        raise KeyError("no such device")
+
+    b = make(on_publish=on_publish)
+    with caplog.at_level(logging.ERROR, logger="uringmq"), b.subscribe("#") as spy:
+        c = mqtt_helpers.raw(b, MQTT5)
+        c.publish("t/1", b"x", qos=0)
+        assert c.publish_acked("t/2", b"y", qos=1).rc == 0x87  # not authorised
+        assert spy.poll() is None
+    assert any("no such device" in (r.exc_text or "") for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "hooks",
+    [
+        {"authenticate": lambda c, p: True, "on_connect": lambda i, u, p: True},
+        {"authorize": lambda c, a, t: True, "on_publish": lambda c, t: True},
+        {"authorize": lambda c, a, t: True, "on_subscribe": lambda c, t: True},
+    ],
+)
+def test_a_hook_and_its_fine_grained_form_are_exclusive(hooks):
+    with pytest.raises(TypeError, match="not both"):
+        uringmq.Broker(port=0, **hooks)

@@ -180,6 +180,36 @@ def test_interpreter_exit_with_running_brokers_does_not_hang():
     assert "started" in r.stdout
 
 
+def test_interpreter_exit_while_threads_wait_on_subscriptions_neither_hangs_nor_crashes():
+    # Daemon threads blocked in get() (GIL released) when the interpreter exits, and a hook still
+    # running. Stopping the broker at exit wakes those threads; one that then took the GIL while
+    # the interpreter finalised used to abort the process ("FATAL: exception not rethrown"), in
+    # about one run in four: hence several runs.
+    code = """
+        import socket, threading, time, uringmq
+        entered = threading.Event()
+
+        def slow_hook(client, password):
+            entered.set()
+            time.sleep(0.5)  # still running when the interpreter exits; stop() waits for it
+            return True
+
+        b = uringmq.Broker(port=0, cores=2, pin_cores=False, authenticate=slow_hook).start()
+        for topic in "abcdefgh":
+            sub = b.subscribe(topic)
+            threading.Thread(target=sub.get, daemon=True).start()
+        conn = socket.create_connection((b.host, b.port))
+        # CONNECT, MQTT 3.1.1, clean session, empty client id, user name "u"
+        conn.sendall(bytes([0x10, 15, 0, 4]) + b"MQTT" + bytes([4, 0x82, 0, 60, 0, 0, 0, 1]) + b"u")
+        assert entered.wait(10)
+        print("started", flush=True)
+        """
+    for _ in range(6):
+        r = run_python(code)
+        assert r.returncode == 0, r.stderr
+        assert "started" in r.stdout
+
+
 def test_interpreter_exit_with_an_unreferenced_broker_does_not_hang():
     r = run_python(
         """

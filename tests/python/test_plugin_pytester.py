@@ -62,6 +62,27 @@ def test_capture_sees_client_and_in_process_publishes(mqtt_broker, mqtt_capture)
     c.loop_stop()
 
 
+def test_fresh_broker_holds_nothing_from_the_shared_one(mqtt_broker_session, mqtt_broker_fresh):
+    mqtt_broker_session.publish("state/lamp", b"on", retain=True)
+    assert mqtt_broker_fresh is not mqtt_broker_session
+    with mqtt_broker_fresh.subscribe("state/#") as sub:
+        with pytest.raises(TimeoutError):
+            sub.get(timeout=0.2)
+
+
+def test_capture_wait_for_async(mqtt_broker, mqtt_capture):
+    import asyncio
+
+    async def scenario():
+        waiting = asyncio.ensure_future(mqtt_capture.wait_for_async("async/+", n=2, timeout=5))
+        await asyncio.sleep(0)
+        mqtt_broker.publish("async/1", b"1")
+        mqtt_broker.publish("async/2", b"2")
+        return await waiting
+
+    assert sorted(m.payload for m in asyncio.run(scenario())) == [b"1", b"2"]
+
+
 def test_capture_wait_for_reports_what_came(mqtt_capture, mqtt_broker):
     mqtt_broker.publish("other/topic", b"")
     with pytest.raises(AssertionError, match="other/topic"):
@@ -72,7 +93,7 @@ def test_capture_wait_for_reports_what_came(mqtt_capture, mqtt_broker):
 def test_plugin_fixtures_in_a_project_that_only_installed_the_package(pytester: pytest.Pytester):
     pytester.makepyfile(test_project=PROJECT_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=10)
 
 
 def test_plugin_import_does_not_load_the_native_module(pytester: pytest.Pytester):
