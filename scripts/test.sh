@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 
-step() { printf '\n==== %s ====\n' "$*"; }
+step() { printf '\n==== %s (%ss since start) ====\n' "$*" "$SECONDS"; }
 
 step "system packages"
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
