@@ -9,7 +9,7 @@ use bytes::BytesMut;
 
 /// Decodes packets from a byte stream. Holds the protocol version of the connection, which
 /// changes how every packet after CONNECT is laid out.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Decoder {
     protocol: Option<Protocol>,
     max_packet_size: u32,

@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod delivery;
 pub mod flow;
+pub mod hasher;
 pub mod inflight;
 pub mod keepalive;
 pub mod message;

@@ -9,35 +9,36 @@ use std::collections::HashSet;
 /// Packet identifiers of inbound QoS 2 messages awaiting PUBREL.
 #[derive(Clone, Debug, Default)]
 pub struct InboundQos2 {
-    ids: HashSet<u16, ahash::RandomState>,
+    /// Boxed and made on the first QoS 2 PUBLISH: most sessions never receive one.
+    ids: Option<Box<HashSet<u16, crate::hasher::Seeded>>>,
 }
 
 impl InboundQos2 {
     /// Records a QoS 2 PUBLISH. Returns true when it is new (route it), false for a
     /// retransmission of a message already routed.
     pub fn receive(&mut self, id: u16) -> bool {
-        self.ids.insert(id)
+        self.ids.get_or_insert_with(Box::default).insert(id)
     }
 
     /// PUBREL: forgets the identifier. Returns whether it was known (else PUBCOMP carries
     /// 0x92 Packet Identifier not found in v5).
     pub fn release(&mut self, id: u16) -> bool {
-        self.ids.remove(&id)
+        self.ids.as_mut().is_some_and(|ids| ids.remove(&id))
     }
 
     /// Messages awaiting PUBREL: they count against the broker's Receive Maximum.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.ids.as_ref().map_or(0, |ids| ids.len())
     }
 
     /// None awaiting PUBREL.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len() == 0
     }
 
     /// Whether `id` awaits PUBREL.
     pub fn contains(&self, id: u16) -> bool {
-        self.ids.contains(&id)
+        self.ids.as_ref().is_some_and(|ids| ids.contains(&id))
     }
 }
 

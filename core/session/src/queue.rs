@@ -33,8 +33,9 @@ pub struct Queue {
     bytes: usize,
     max_count: usize,
     max_bytes: usize,
-    dropped: u64,
-    expired: u64,
+    /// Counters taken (and reset) by the broker after each use: 32 bits are plenty.
+    dropped: u32,
+    expired: u32,
 }
 
 impl Queue {
@@ -56,7 +57,7 @@ impl Queue {
         let over_count = self.max_count != 0 && self.items.len() >= self.max_count;
         let over_bytes = self.max_bytes != 0 && self.bytes + cost > self.max_bytes;
         if over_count || over_bytes {
-            self.dropped += 1;
+            self.dropped = self.dropped.saturating_add(1);
             return Err(QueueFull);
         }
         self.bytes += cost;
@@ -79,7 +80,7 @@ impl Queue {
             if item.msg.remaining_expiry(now).is_ok() {
                 return Some(item);
             }
-            self.expired += 1;
+            self.expired = self.expired.saturating_add(1);
         }
         None
     }
@@ -107,12 +108,12 @@ impl Queue {
     /// Messages dropped because the queue was full, since the last call (the broker adds them
     /// to its counters).
     pub fn take_dropped(&mut self) -> u64 {
-        std::mem::take(&mut self.dropped)
+        u64::from(std::mem::take(&mut self.dropped))
     }
 
     /// Messages discarded because they expired while queued, since the last call.
     pub fn take_expired(&mut self) -> u64 {
-        std::mem::take(&mut self.expired)
+        u64::from(std::mem::take(&mut self.expired))
     }
 
     /// Removes and returns the items `pred` selects, keeping the others in order.

@@ -35,14 +35,16 @@ pub struct Session {
     /// Outbound topic aliases (per connection).
     pub out_aliases: OutboundAliases,
     /// The client's Maximum Packet Size (per connection).
-    pub client_max_packet: Option<u32>,
+    /// (`NonZeroU32`: four bytes; 0 is refused at CONNECT [MQTT-3.1.2-24].)
+    pub client_max_packet: Option<std::num::NonZeroU32>,
     /// Will of the current connection. Boxed, like the pending will: most clients have none,
     /// and every session, idle ones included, would otherwise carry its ~200 bytes.
     pub will: Option<Box<LastWill>>,
     /// Will Delay Interval of the current connection.
     pub will_delay: u32,
     /// A will waiting for its delay after the connection closed.
-    pub pending_will: Option<PendingWill>,
+    /// Boxed: rare, and every session would carry the room.
+    pub pending_will: Option<Box<PendingWill>>,
     /// When an offline session ends (None while connected or never).
     pub expires_at: Option<Instant>,
     /// Send reason strings (v5 Request Problem Information).
@@ -93,7 +95,7 @@ impl Session {
         } else {
             0
         });
-        self.client_max_packet = n.client_max_packet;
+        self.client_max_packet = n.client_max_packet.and_then(std::num::NonZeroU32::new);
         self.will_delay = n.will_delay;
         self.pending_will = None;
         self.expires_at = None;
@@ -103,5 +105,19 @@ impl Session {
     /// Whether the session outlives its connection.
     pub fn is_persistent(&self) -> bool {
         self.session_expiry != 0
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Every session, idle ones included, is one allocation of this size: keep it in
+    /// mimalloc's 256-byte class (BENCHMARKS.md, idle memory per connection).
+    #[test]
+    fn session_fits_256_bytes() {
+        assert!(
+            std::mem::size_of::<super::Session>() <= 256,
+            "Session is {} bytes",
+            std::mem::size_of::<super::Session>()
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 /// `$share/group/filter`.
 #[derive(Clone, Debug, Default)]
 pub struct Subscriptions {
-    map: HashMap<String, SubOptions, ahash::RandomState>,
+    map: HashMap<String, SubOptions, crate::hasher::Seeded>,
 }
 
 /// Adding a subscription would exceed `max_subscriptions_per_client`.

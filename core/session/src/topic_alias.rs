@@ -21,17 +21,16 @@ pub enum AliasError {
 /// Aliases the client set for its PUBLISH packets.
 #[derive(Clone, Debug, Default)]
 pub struct InboundAliases {
-    map: Vec<Option<ByteStr>>,
+    /// Index alias - 1; grown to the highest alias the client set (boxed: most clients never
+    /// set one, and every v5 session carries this).
+    map: Option<Box<Vec<Option<ByteStr>>>>,
     max: u16,
 }
 
 impl InboundAliases {
     /// Accepts aliases `1..=max` (the Topic Alias Maximum sent in CONNACK).
     pub fn new(max: u16) -> Self {
-        InboundAliases {
-            map: Vec::new(),
-            max,
-        }
+        InboundAliases { map: None, max }
     }
 
     /// Resolves a PUBLISH's topic: a non-empty topic with an alias sets the alias; an empty one
@@ -47,25 +46,31 @@ impl InboundAliases {
         if topic.is_empty() {
             return self
                 .map
-                .get(at)
-                .cloned()
-                .flatten()
+                .as_ref()
+                .and_then(|m| m.get(at).cloned().flatten())
                 .ok_or(AliasError::Unknown(alias));
         }
-        if self.map.len() <= at {
-            self.map.resize(at + 1, None);
+        let map = self.map.get_or_insert_with(Box::default);
+        if map.len() <= at {
+            map.resize(at + 1, None);
         }
-        self.map[at] = Some(topic.clone());
+        map[at] = Some(topic.clone());
         Ok(topic)
     }
 }
 
-/// Aliases we assigned for PUBLISH packets to the client.
+/// Aliases we assigned for PUBLISH packets to the client. The maps are boxed and made on first
+/// use: every v5 session has this, few ever send with aliases.
 #[derive(Clone, Debug, Default)]
 pub struct OutboundAliases {
-    by_topic: HashMap<ByteStr, (u16, u64), ahash::RandomState>,
-    by_alias: Vec<ByteStr>,
+    used: Option<Box<OutboundMaps>>,
     max: u16,
+}
+
+#[derive(Clone, Debug, Default)]
+struct OutboundMaps {
+    by_topic: HashMap<ByteStr, (u16, u64), crate::hasher::Seeded>,
+    by_alias: Vec<ByteStr>,
     tick: u64,
 }
 
@@ -90,26 +95,27 @@ impl OutboundAliases {
         if self.max == 0 {
             return None;
         }
-        self.tick += 1;
-        if let Some((alias, used)) = self.by_topic.get_mut(topic) {
-            *used = self.tick;
+        let m = self.used.get_or_insert_with(Box::default);
+        m.tick += 1;
+        if let Some((alias, used)) = m.by_topic.get_mut(topic) {
+            *used = m.tick;
             return Some((*alias, true));
         }
-        let alias = if self.by_alias.len() < usize::from(self.max) {
-            self.by_alias.push(topic.clone());
-            self.by_alias.len() as u16
+        let alias = if m.by_alias.len() < usize::from(self.max) {
+            m.by_alias.push(topic.clone());
+            m.by_alias.len() as u16
         } else {
             // Replace the least recently used alias.
-            let (old_topic, alias) = self
+            let (old_topic, alias) = m
                 .by_topic
                 .iter()
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(t, (a, _))| (t.clone(), *a))?;
-            self.by_topic.remove(&old_topic);
-            self.by_alias[usize::from(alias - 1)] = topic.clone();
+            m.by_topic.remove(&old_topic);
+            m.by_alias[usize::from(alias - 1)] = topic.clone();
             alias
         };
-        self.by_topic.insert(topic.clone(), (alias, self.tick));
+        m.by_topic.insert(topic.clone(), (alias, m.tick));
         Some((alias, false))
     }
 }
