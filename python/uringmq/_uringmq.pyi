@@ -67,6 +67,7 @@ class Stats:
     expired: int
     protocol_errors: int
     auth_failures: int
+    hibernating: int
     def as_dict(self) -> Dict[str, int]:
         """The counters as a dict."""
 

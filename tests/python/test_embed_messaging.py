@@ -181,3 +181,20 @@ def test_stats_count_connections_and_messages(broker):
     assert after.messages_in == before.messages_in + 1
     assert after.messages_out >= before.messages_out + 2
     assert set(after.as_dict()) >= {"connections", "subscriptions", "messages_in", "messages_out", "dropped_qos0"}
+
+
+def test_idle_paho_clients_hibernate_and_still_talk():
+    """Quiet connections park without a task (stats().hibernating) and behave as before."""
+    with uringmq.Broker(port=0, cores=2, pin_cores=False, hibernate_after_ms=100) as b:
+        try:
+            sub, pub = Paho(b, version=MQTT5), Paho(b)
+            sub.subscribe("quiet/#", qos=1)
+            deadline = time.monotonic() + WAIT
+            while b.stats().hibernating < 2:
+                assert time.monotonic() < deadline, b.stats().as_dict()
+                time.sleep(0.02)
+            pub.publish("quiet/1", b"still here", qos=1)
+            m = sub.get(WAIT)
+            assert (m.topic, m.payload) == ("quiet/1", b"still here")
+        finally:
+            mqtt_helpers.close_all()

@@ -111,4 +111,7 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// CONNECTs refused by authentication.
     pub auth_failures: u64,
+    /// Open connections hibernating: idle, parked in their core's epoll set without a task
+    /// (`hibernate_after_ms`).
+    pub hibernating: u64,
 }

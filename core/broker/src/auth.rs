@@ -858,7 +858,7 @@ impl Owned {
     /// The identity of a connected client, from its session.
     fn connected(core: &Core, conn: &Conn) -> Self {
         let st = core.st.borrow();
-        let session = conn.session.get().and_then(|key| st.sessions.get(&key));
+        let session = conn.session().and_then(|key| st.sessions.get(&key));
         Owned {
             client_id: session
                 .map(|e| e.s.client_id.to_string())

@@ -280,6 +280,7 @@ impl Broker {
             s.expired += g(&c.expired);
             s.protocol_errors += g(&c.protocol_errors);
             s.auth_failures += g(&c.auth_failures);
+            s.hibernating += g(&c.hibernating);
         }
         s
     }

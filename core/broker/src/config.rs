@@ -169,6 +169,10 @@ pub struct Config {
     pub max_subscriptions_per_client: usize,
     /// Seconds a new socket may take to send CONNECT before it is closed.
     pub connect_timeout_secs: u32,
+    /// A connection that has sent nothing for this long gives up its task and waits in the
+    /// core's epoll set, costing no user-space memory but its state (see `hibernate.rs`).
+    /// 0 never hibernates.
+    pub hibernate_after_ms: u64,
     /// Largest keep-alive accepted; a v5 client asking more is told Server Keep Alive.
     /// 0 = no limit. Mosquitto's `max_keepalive` default is 65535.
     pub max_keepalive: u16,
@@ -231,6 +235,7 @@ impl Default for Config {
             max_topic_levels: 128,
             max_subscriptions_per_client: 10_000,
             connect_timeout_secs: 10,
+            hibernate_after_ms: 1000,
             max_keepalive: 65535,
             max_session_expiry_secs: u32::MAX,
             topic_alias_maximum: 64,

@@ -1,25 +1,30 @@
-//! One client connection: the accept loop, a reader task (decode, CONNECT, packet handling)
-//! and a writer task (flushes the connection's buffer, one write per wake-up).
+//! One client connection: the accept loop, the connection's task (waits for readability,
+//! decodes, handles CONNECT and every later packet) and a writer task that exists only while
+//! there is something to write (one write per wake-up).
 //!
-//! Idle connections hold no buffers: the reader waits for readability before it allocates a
-//! read buffer and drops it again once every complete packet is handled, and the writer drops
-//! its buffer when nothing is left to write. Timers never race a read: the keep-alive sweep
-//! and takeovers shut the socket down, which ends the pending read.
+//! An idle connection is one small task waiting for readability and its [`Conn`]: no buffers
+//! (the read buffer is allocated once the socket is readable and dropped once every complete
+//! packet is handled), no writer (spawned by [`Conn::wake`] when bytes are queued, gone when
+//! they are written). Timers never race a read: the keep-alive sweep and takeovers shut the
+//! socket down, which ends the pending wait or read.
 
-use crate::core::{add, CloseReason, Core, LocalNotify, Sink, TaskGuard};
+use crate::core::{add, CloseReason, Core, Sink, TaskGuard};
 use crate::endpoint::{Endpoint, Slot};
 use crate::out_queue::OutQueue;
 use crate::router::write_packet;
+use crate::timers::millis;
 use bytes::BytesMut;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::{TcpListener, TcpStream};
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use uringmq_auth::ClientInfo;
@@ -36,9 +41,38 @@ const IDLE_WRITE_BUFFER: usize = 256;
 /// Largest second buffer kept while a connection is busy.
 const MAX_SPARE_WRITE_BUFFER: usize = 256 * 1024;
 
-/// What the core knows about one connection (shared by its reader, writer and the core).
+/// What the core knows about one connection (shared by its task, its writer and the core).
 pub(crate) struct Conn {
-    pub(crate) fd: RawFd,
+    core: Rc<Core>,
+    /// This connection, to hand to the writer it spawns.
+    me: Weak<Conn>,
+    /// The write half while no writer runs (`None` while one does, and after the last write).
+    wr: Cell<Option<OwnedWriteHalf<TcpStream>>>,
+    /// A writer task runs (or the connection has finished writing for good).
+    writing: Cell<bool>,
+    /// The read half while the connection is parked (see `hibernate.rs`).
+    rd: Cell<Option<OwnedReadHalf<TcpStream>>>,
+    /// The listener slot and the core's task count, held from accept to close whether a task
+    /// runs or the connection is parked.
+    held: Cell<Option<(Slot, TaskGuard)>>,
+    /// Wakes the task's readiness wait when the sweep asks it to park.
+    park_waker: Cell<Option<Waker>>,
+    /// The sweep asked the task to park at its next wait.
+    park_requested: Cell<bool>,
+    /// Parked: no task; the core's epoll set wakes it.
+    parked: Cell<bool>,
+    /// The socket is in the core's epoll set (parked once before: re-arm, not add).
+    in_epoll: Cell<bool>,
+    /// Parked and quiet in both directions: the runtime's stream is dropped and `fd` (a
+    /// duplicate of its descriptor) is owned by this `Conn`; see [`Conn::detach`].
+    detached: Cell<bool>,
+    /// When the writer last finished ([`millis`]).
+    last_out: Cell<u32>,
+    /// Kept between reads: it learns the protocol level from CONNECT.
+    decoder: Cell<Decoder>,
+    id: u64,
+    /// The socket (the number changes when the connection detaches).
+    fd: Cell<RawFd>,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) listener: Arc<str>,
     /// TLS / WebSocket adapter (`Transport::Tcp`, a unit variant, for plain TCP).
@@ -47,51 +81,68 @@ pub(crate) struct Conn {
     pub(crate) exchange: RefCell<Option<Box<crate::auth::Exchange>>>,
     /// Bytes waiting for the writer (large payloads shared, not copied).
     pub(crate) out: RefCell<OutQueue>,
-    /// Wakes the writer.
-    pub(crate) wake: LocalNotify,
     /// A delivery was refused because `out` was over the limit: pump the session after flushing.
     pub(crate) blocked: Cell<bool>,
     /// The writer flushes what is left and exits.
     pub(crate) closing: Cell<bool>,
-    /// The session while connected.
-    pub(crate) session: Cell<Option<u64>>,
+    /// The session's key while connected (0: none; keys are never 0).
+    session: Cell<u64>,
     pub(crate) client_id: RefCell<Option<Arc<str>>>,
     pub(crate) protocol: Cell<Protocol>,
     /// Set when the core closes the connection (keep-alive, takeover, stop): why and when.
     /// Boxed: most connections are never killed, and every idle one would carry the room.
     killed: RefCell<Option<Box<(CloseReason, Instant)>>>,
-    pub(crate) last_seen: Cell<Instant>,
-    /// 1.5x keep-alive, once connected.
-    pub(crate) grace: Cell<Option<Duration>>,
-    /// Until CONNECT is accepted.
-    pub(crate) connect_deadline: Cell<Option<Instant>>,
+    /// When a packet last arrived ([`millis`]: four bytes, not sixteen).
+    /// When a packet last arrived ([`millis`]: four bytes, not sixteen).
+    pub(crate) last_seen: Cell<u32>,
+    /// 1.5x keep-alive in milliseconds once connected; 0: no keep-alive.
+    pub(crate) grace_ms: Cell<u32>,
+    /// Until CONNECT is accepted: its deadline ([`millis`]).
+    pub(crate) connect_by: Cell<u32>,
+    connected: Cell<bool>,
 }
 
 impl Conn {
     fn new(
-        fd: RawFd,
-        peer: Option<SocketAddr>,
+        core: Rc<Core>,
+        (me, wr, held): (Weak<Conn>, OwnedWriteHalf<TcpStream>, (Slot, TaskGuard)),
+        (id, fd, peer): (u64, RawFd, Option<SocketAddr>),
         listener: Arc<str>,
         transport: uringmq_transport::Transport,
         deadline: Instant,
     ) -> Self {
+        let decoder = Cell::new(Decoder::new(core.config().max_packet_size));
         Conn {
-            fd,
+            core,
+            me,
+            wr: Cell::new(Some(wr)),
+            writing: Cell::new(false),
+            rd: Cell::new(None),
+            held: Cell::new(Some(held)),
+            park_waker: Cell::new(None),
+            park_requested: Cell::new(false),
+            parked: Cell::new(false),
+            in_epoll: Cell::new(false),
+            detached: Cell::new(false),
+            last_out: Cell::new(0),
+            decoder,
+            id,
+            fd: Cell::new(fd),
             peer,
             listener,
             transport: RefCell::new(transport),
             exchange: RefCell::new(None),
             out: RefCell::new(OutQueue::default()),
-            wake: LocalNotify::default(),
             blocked: Cell::new(false),
             closing: Cell::new(false),
-            session: Cell::new(None),
+            session: Cell::new(0),
             client_id: RefCell::new(None),
             protocol: Cell::new(Protocol::V3_1_1),
             killed: RefCell::new(None),
-            last_seen: Cell::new(Instant::now()),
-            grace: Cell::new(None),
-            connect_deadline: Cell::new(Some(deadline)),
+            last_seen: Cell::new(millis(Instant::now())),
+            grace_ms: Cell::new(0),
+            connect_by: Cell::new(millis(deadline)),
+            connected: Cell::new(false),
         }
     }
 
@@ -105,8 +156,178 @@ impl Conn {
         self.killed.borrow().as_ref().map(|k| k.1)
     }
 
-    fn connected(&self) -> bool {
-        self.connect_deadline.get().is_none()
+    /// Makes sure a writer flushes `out` (and finishes, once closing): spawns one unless it
+    /// runs. It runs after the tasks already scheduled in this event-loop turn, so what they
+    /// queue goes out in the same write.
+    pub(crate) fn wake(&self) {
+        if self.writing.replace(true) {
+            return;
+        }
+        if !self.attach() {
+            return;
+        }
+        if let (Some(conn), Some(wr)) = (self.me.upgrade(), self.wr.take()) {
+            let guard = self.core.task_guard();
+            monoio::spawn(writer(conn, wr, guard));
+        }
+    }
+
+    /// Asks the connection's task to park at its readiness wait (see `hibernate.rs`).
+    pub(crate) fn request_park(&self) {
+        if self.parked.get() || self.park_requested.replace(true) {
+            return;
+        }
+        if let Some(w) = self.park_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// The socket's descriptor (for a hard shutdown).
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd.get()
+    }
+
+    /// Parked, and nothing written or read for `quiet_ms`: drops the runtime's stream (its
+    /// two halves, their shared descriptor state: ~160 bytes) and keeps a duplicate of the
+    /// descriptor instead, re-registered in the epoll set. Called by the sweep only, so a
+    /// connection that is written to often is not detached and attached for every write.
+    /// True when it detached.
+    pub(crate) fn detach_if_quiet(&self, now_ms: u32, quiet_ms: u32) -> bool {
+        if !self.parked.get()
+            || self.detached.get()
+            || self.writing.get()
+            || now_ms.wrapping_sub(self.last_out.get()) < quiet_ms
+        {
+            return false;
+        }
+        let Some(h) = self.core.hibernation() else {
+            return false;
+        };
+        // Both halves are home while parked and no writer runs; take neither otherwise.
+        let (rd, wr) = match (self.rd.take(), self.wr.take()) {
+            (Some(rd), Some(wr)) => (rd, wr),
+            (rd, wr) => {
+                unreachable_halves(self, rd, wr);
+                return false;
+            }
+        };
+        // Reunited, not dropped as halves: dropping the write half shuts the socket down.
+        let stream = match rd.reunite(wr) {
+            Ok(stream) => stream,
+            Err(e) => {
+                unreachable_halves(self, Some(e.0), Some(e.1));
+                return false;
+            }
+        };
+        let old = self.fd.get();
+        // SAFETY: plain system call on the connection's open descriptor.
+        let new = unsafe { libc::fcntl(old, libc::F_DUPFD_CLOEXEC, 0) };
+        if new < 0 {
+            let (rd, wr) = stream.into_split();
+            self.rd.set(Some(rd));
+            self.wr.set(Some(wr));
+            return false;
+        }
+        // The old number leaves the epoll set before it is closed: a closed number whose file
+        // stays open (through the duplicate) would stay registered, unreachable.
+        h.forget(old);
+        // The runtime closes `old`; the socket stays open through `new`.
+        drop(stream);
+        self.fd.set(new);
+        self.detached.set(true);
+        self.in_epoll.set(false);
+        if h.park(new, self.id, true).is_ok() {
+            self.in_epoll.set(true);
+        } else if let Some(conn) = self.me.upgrade() {
+            // Cannot wait in the set: wake up now instead of never.
+            unpark(conn);
+        }
+        true
+    }
+
+    /// Gives a detached connection a runtime stream again (its halves in `rd` and `wr`).
+    /// False when that failed: the descriptor is gone and the connection is closed.
+    fn attach(&self) -> bool {
+        if !self.detached.replace(false) {
+            return true;
+        }
+        let fd = self.fd.get();
+        // SAFETY: a detached connection owns `fd`; the stream takes it over.
+        let std_stream =
+            unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        match TcpStream::from_std(std_stream) {
+            Ok(stream) => {
+                let (rd, wr) = stream.into_split();
+                self.rd.set(Some(rd));
+                self.wr.set(Some(wr));
+                true
+            }
+            Err(e) => {
+                // `from_std` closed the descriptor on failure.
+                self.fd.set(-1);
+                warn!(peer = ?self.peer, "cannot resume a hibernated connection: {e}");
+                if let Some(conn) = self.me.upgrade() {
+                    *self.killed.borrow_mut() =
+                        Some(Box::new((CloseReason::Io(e.to_string()), Instant::now())));
+                    if self.parked.replace(false) {
+                        self.core
+                            .stats()
+                            .hibernating
+                            .fetch_sub(1, Ordering::Relaxed);
+                    }
+                    // Not here: the caller may be in the middle of routing.
+                    monoio::spawn(async move { closed(&conn, CloseReason::Io(e.to_string())) });
+                }
+                false
+            }
+        }
+    }
+
+    /// Whether the sweep may ask this connection to park.
+    pub(crate) fn may_park(&self) -> bool {
+        !self.parked.get() && !self.park_requested.get() && self.connected()
+    }
+
+    /// Registers the socket with the core's epoll set and keeps the read half; gives it back
+    /// when the connection cannot park (closing, hibernation unavailable, epoll error).
+    fn park(&self, rd: OwnedReadHalf<TcpStream>) -> Result<(), OwnedReadHalf<TcpStream>> {
+        self.park_requested.set(false);
+        let Some(h) = self.core.hibernation() else {
+            return Err(rd);
+        };
+        if self.closing.get() || self.killed.borrow().is_some() {
+            return Err(rd);
+        }
+        match h.park(self.fd.get(), self.id, !self.in_epoll.get()) {
+            Ok(()) => {
+                self.in_epoll.set(true);
+                self.parked.set(true);
+                self.rd.set(Some(rd));
+                self.core
+                    .stats()
+                    .hibernating
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                debug!(peer = ?self.peer, "cannot park connection: {e}");
+                Err(rd)
+            }
+        }
+    }
+
+    /// The key of the connection's session, once CONNECT is accepted.
+    pub(crate) fn session(&self) -> Option<u64> {
+        Some(self.session.get()).filter(|&k| k != 0)
+    }
+
+    /// The session went away (taken over or ended) while the socket stays.
+    pub(crate) fn clear_session(&self) {
+        self.session.set(0);
+    }
+
+    pub(crate) fn connected(&self) -> bool {
+        self.connected.get()
     }
 
     /// Ends the connection: a v5 client gets DISCONNECT with the reason code [MQTT-4.13.1-1],
@@ -118,7 +339,7 @@ impl Conn {
         self.close_with(&reason);
         *self.killed.borrow_mut() = Some(Box::new((reason, Instant::now())));
         // SAFETY: shutdown on the connection's own fd, still open (the reader and writer own it).
-        unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
+        unsafe { libc::shutdown(self.fd.get(), libc::SHUT_RD) };
     }
 
     /// Queues the server's DISCONNECT (v5, after CONNECT) and tells the writer to finish.
@@ -147,9 +368,34 @@ impl Conn {
             }
         }
         self.closing.set(true);
-        self.wake.notify();
+        self.wake();
     }
 }
+
+/// Puts back whichever half was taken (not reached: parked without a writer means both are
+/// home).
+#[cold]
+fn unreachable_halves(
+    conn: &Conn,
+    rd: Option<OwnedReadHalf<TcpStream>>,
+    wr: Option<OwnedWriteHalf<TcpStream>>,
+) {
+    conn.rd.set(rd);
+    conn.wr.set(wr);
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.detached.get() {
+            // SAFETY: a detached connection owns its descriptor, and nothing else uses it.
+            unsafe { libc::close(self.fd.get()) };
+        }
+    }
+}
+
+// Every connection is one allocation of this (plus the `Rc` counts): keep it in mimalloc's
+// 320-byte class (BENCHMARKS.md, idle memory per connection).
+const _: () = assert!(std::mem::size_of::<Conn>() <= 304);
 
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -209,9 +455,9 @@ pub(crate) async fn accept_loop(
     debug!(core = core.id, listener = %name, "listener closed");
 }
 
-/// Sets a new connection up and spawns its reader and writer tasks. Not `async`: what is
-/// only needed here (the stream, the listener, the peer address) must not take room in the
-/// reader's future, which every idle connection keeps for its lifetime.
+/// Sets a new connection up and spawns its task. Not `async`: what is only needed here (the
+/// stream, the listener, the peer address) must not take room in the task's future, which
+/// every idle connection keeps for its lifetime.
 fn connection(
     core: Rc<Core>,
     stream: TcpStream,
@@ -223,25 +469,102 @@ fn connection(
     let fd = stream.as_raw_fd();
     let deadline =
         Instant::now() + Duration::from_secs(u64::from(core.config().connect_timeout_secs));
-    let conn = Rc::new(Conn::new(fd, Some(peer), listener, transport, deadline));
-    let conn_id = core.register_conn(conn.clone());
+    let (rd, wr) = stream.into_split();
+    let id = core.new_conn_id();
+    let conn = Rc::new_cyclic(|me| {
+        let me = (me.clone(), wr, (slot, guard));
+        Conn::new(
+            core.clone(),
+            me,
+            (id, fd, Some(peer)),
+            listener,
+            transport,
+            deadline,
+        )
+    });
+    core.register_conn(id, conn.clone());
     if core.stopping.get() {
         conn.kill(CloseReason::Shutdown);
     }
-    let (rd, wr) = stream.into_split();
-    monoio::spawn(writer(core.clone(), conn.clone(), wr, core.task_guard()));
-    monoio::spawn(serve(core, conn, conn_id, rd, (slot, guard)));
+    monoio::spawn(serve(conn, rd, false));
 }
 
-/// The reader task of one connection: reads until the connection ends, then closes it.
-async fn serve(
-    core: Rc<Core>,
-    conn: Rc<Conn>,
-    conn_id: u64,
-    rd: OwnedReadHalf<TcpStream>,
-    _held: (Slot, TaskGuard),
-) {
-    let reason = read_loop(&core, &conn, rd).await;
+/// A parked connection became readable (or was shut down): gives it a task again.
+pub(crate) fn unpark(conn: Rc<Conn>) {
+    if !conn.parked.get() || !conn.attach() {
+        return;
+    }
+    conn.parked.set(false);
+    conn.core
+        .stats()
+        .hibernating
+        .fetch_sub(1, Ordering::Relaxed);
+    if let Some(rd) = conn.rd.take() {
+        monoio::spawn(serve(conn, rd, true));
+    }
+}
+
+/// The task of one connection: waits for readability, handles what arrived, until the
+/// connection ends (then closes it) or parks (then ends, see `hibernate.rs`). Only the wait
+/// is in this future, which every connection that is not parked holds; reading and handling
+/// are in a boxed future that lives while there is something to read.
+async fn serve(conn: Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>, mut ready: bool) {
+    let reason = loop {
+        if !ready {
+            match wait_readable(&conn, &rd).await {
+                Wait::Ready => {}
+                Wait::Failed(e) => break CloseReason::Io(e.to_string()),
+                Wait::Park => match conn.park(rd) {
+                    Ok(()) => return,
+                    Err(back) => {
+                        rd = back;
+                        continue;
+                    }
+                },
+            }
+        }
+        ready = false;
+        if let Some(reason) = Box::pin(read_ready(&conn, &mut rd)).await {
+            break reason;
+        }
+    };
+    closed(&conn, reason);
+}
+
+enum Wait {
+    Ready,
+    Failed(std::io::Error),
+    Park,
+}
+
+/// Waits until the socket is readable, or until the sweep asks the connection to park.
+/// Dropping the readiness wait for a park is safe: it consumes no bytes.
+async fn wait_readable(conn: &Conn, rd: &OwnedReadHalf<TcpStream>) -> Wait {
+    // SAFETY: `readable` takes `&self`; the read half is used by this task only and no read
+    // is in flight.
+    let stream = unsafe { &*rd.0.get() };
+    let mut ready = std::pin::pin!(stream.readable(false));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = ready.as_mut().poll(cx) {
+            conn.park_waker.take();
+            return Poll::Ready(match r {
+                Ok(()) => Wait::Ready,
+                Err(e) => Wait::Failed(e),
+            });
+        }
+        if conn.park_requested.get() {
+            conn.park_waker.take();
+            return Poll::Ready(Wait::Park);
+        }
+        conn.park_waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    })
+    .await
+}
+
+/// After the connection's last read: the will, the session, the log line.
+fn closed(conn: &Rc<Conn>, reason: CloseReason) {
+    let core = &conn.core;
     let peer = conn.peer;
     let reason = conn.kill_reason().unwrap_or(reason);
     if let CloseReason::Protocol(..) = reason {
@@ -250,7 +573,8 @@ async fn serve(
     // The writer sends what is queued (e.g. a DISCONNECT) and exits.
     conn.close_with(&reason);
     let client_id = conn.client_id.borrow().clone();
-    if let Some(key) = conn.session.take() {
+    if let Some(key) = conn.session() {
+        conn.clear_session();
         core.stats().connections.fetch_sub(1, Ordering::Relaxed);
         core.connection_closed(key, &reason);
     }
@@ -260,98 +584,111 @@ async fn serve(
         }
         None => debug!(?peer, reason = %reason, "connection closed before CONNECT"),
     }
-    core.unregister_conn(conn_id);
+    core.unregister_conn(conn.id);
     core.shared.connections.fetch_sub(1, Ordering::Relaxed);
+    // The listener slot and the task count go last: the stop waits for them.
+    drop(conn.held.take());
 }
 
-async fn read_loop(
+/// The socket is readable: reads and handles packets until every complete packet is handled
+/// and nothing more is waiting (`None`: go back to waiting, holding no buffer), or the
+/// connection ends (its reason). A packet split over reads is completed here.
+async fn read_ready(conn: &Rc<Conn>, rd: &mut OwnedReadHalf<TcpStream>) -> Option<CloseReason> {
+    let core = &conn.core;
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(r) = conn.kill_reason() {
+            return Some(r);
+        }
+        match read_some(core, conn, rd, &mut buf).await {
+            Ok((filled, peer_closed)) => {
+                if let Err(r) = handle_buffered(core, conn, &mut buf).await {
+                    return Some(r);
+                }
+                if peer_closed {
+                    return Some(CloseReason::Eof);
+                }
+                if buf.is_empty() && !filled {
+                    return None;
+                }
+            }
+            Err(r) => return Some(r),
+        }
+    }
+}
+
+/// One read into `buf`: (the read filled the buffer, so more may be waiting; the peer
+/// closed the TLS/WebSocket stream).
+async fn read_some(
     core: &Rc<Core>,
     conn: &Rc<Conn>,
-    mut rd: OwnedReadHalf<TcpStream>,
-) -> CloseReason {
-    let mut buf = BytesMut::new();
-    let mut decoder = Decoder::new(core.config().max_packet_size);
-    let mut filled = false;
-    loop {
-        if buf.is_empty() && !filled {
-            // Idle: hold no buffer while waiting.
-            buf = BytesMut::new();
-            // SAFETY: `readable` takes `&self`; the read half is used by this task only and no
-            // read is in flight.
-            let ready = unsafe { &*rd.0.get() }.readable(false).await;
-            if let Err(e) = ready {
-                return CloseReason::Io(e.to_string());
-            }
-        }
-        if let Some(r) = conn.kill_reason() {
-            return r;
-        }
-        let mut peer_closed = false;
+    rd: &mut OwnedReadHalf<TcpStream>,
+    buf: &mut BytesMut,
+) -> Result<(bool, bool), CloseReason> {
+    {
         if conn.transport.borrow().is_passthrough() {
-            buf.reserve(decoder.needed(&buf).max(READ_CHUNK));
+            buf.reserve(conn.decoder.get().needed(buf).max(READ_CHUNK));
             let len = buf.len();
-            // Boxed, like the TLS/WebSocket read below: the reader's future, which every idle
-            // connection holds, then only has room for the small readiness wait.
-            let (res, slice) = Box::pin(rd.read(buf.slice_mut(len..))).await;
-            buf = slice.into_inner();
+            let (res, slice) = rd.read(std::mem::take(buf).slice_mut(len..)).await;
+            *buf = slice.into_inner();
             match res {
-                Ok(0) => return CloseReason::Eof,
+                Ok(0) => Err(CloseReason::Eof),
                 Ok(n) => {
-                    filled = buf.len() == buf.capacity();
                     add(&core.stats().bytes_in, n as u64);
-                    conn.last_seen.set(Instant::now());
+                    conn.last_seen.set(millis(Instant::now()));
+                    Ok((buf.len() == buf.capacity(), false))
                 }
-                Err(e) => return CloseReason::Io(e.to_string()),
+                Err(e) => Err(CloseReason::Io(e.to_string())),
             }
         } else {
-            match Box::pin(crate::transport_io::read(conn, &mut rd, &mut buf)).await {
-                Ok(r) => {
-                    (filled, peer_closed) = (r.filled, r.closed);
-                    add(&core.stats().bytes_in, r.raw as u64);
-                    conn.last_seen.set(Instant::now());
-                }
-                Err(reason) => return reason,
-            }
+            let r = crate::transport_io::read(conn, rd, buf).await?;
+            add(&core.stats().bytes_in, r.raw as u64);
+            conn.last_seen.set(millis(Instant::now()));
+            Ok((r.filled, r.closed))
         }
-        loop {
-            if let Some(r) = conn.kill_reason() {
-                return r;
-            }
-            match decoder.decode(&mut buf) {
-                Ok(None) => break,
-                Ok(Some(packet)) => match handle(core, conn, packet) {
-                    Ok(None) => {}
-                    Ok(Some(slow)) => {
-                        if let Err(r) = slow.await {
-                            return r;
-                        }
-                    }
-                    Err(r) => return r,
-                },
-                Err(e) => {
-                    let code = e.reason_code();
-                    if !conn.connected() {
-                        // A malformed CONNECT: v5 may get CONNACK with the reason [MQTT-3.1.4-1];
-                        // 3.1.1 gets CONNACK 0x01 only for an unsupported level [MQTT-3.1.2-2].
-                        match decoder.protocol() {
-                            Some(p)
-                                if p.is_v5()
-                                    || code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION =>
-                            {
-                                refuse(conn, p, code)
-                            }
-                            None if code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => {
-                                refuse(conn, Protocol::V3_1_1, code)
-                            }
-                            _ => {}
-                        }
-                    }
-                    return CloseReason::Protocol(code.0, e.to_string());
+    }
+}
+
+/// Decodes and handles every complete packet in `buf`.
+async fn handle_buffered(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    buf: &mut BytesMut,
+) -> Result<(), CloseReason> {
+    loop {
+        if let Some(r) = conn.kill_reason() {
+            return Err(r);
+        }
+        let mut decoder = conn.decoder.get();
+        let decoded = decoder.decode(buf);
+        conn.decoder.set(decoder);
+        match decoded {
+            Ok(None) => return Ok(()),
+            Ok(Some(packet)) => {
+                if let Some(slow) = handle(core, conn, packet)? {
+                    slow.await?;
                 }
             }
-        }
-        if peer_closed {
-            return CloseReason::Eof;
+            Err(e) => {
+                let code = e.reason_code();
+                if !conn.connected() {
+                    // A malformed CONNECT: v5 may get CONNACK with the reason [MQTT-3.1.4-1];
+                    // 3.1.1 gets CONNACK 0x01 only for an unsupported level [MQTT-3.1.2-2].
+                    let protocol = conn.decoder.get().protocol();
+                    match protocol {
+                        Some(p)
+                            if p.is_v5() || code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION =>
+                        {
+                            refuse(conn, p, code)
+                        }
+                        None if code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => {
+                            refuse(conn, Protocol::V3_1_1, code)
+                        }
+                        _ => {}
+                    }
+                }
+                return Err(CloseReason::Protocol(code.0, e.to_string()));
+            }
         }
     }
 }
@@ -368,7 +705,7 @@ fn handle<'a>(
     conn: &'a Rc<Conn>,
     packet: Packet,
 ) -> Result<Option<Slow<'a>>, CloseReason> {
-    let Some(key) = conn.session.get() else {
+    let Some(key) = conn.session() else {
         if conn.connected() {
             return Err(CloseReason::TakenOver);
         }
@@ -604,9 +941,10 @@ async fn on_connect(
         properties,
     };
     Core::write_out(conn, |out| write_packet(out, &Packet::ConnAck(ack), proto));
-    conn.session.set(Some(key));
-    conn.connect_deadline.set(None);
-    conn.grace.set(keepalive::grace(n.keep_alive.secs));
+    conn.session.set(key);
+    conn.connected.set(true);
+    let grace = keepalive::grace(n.keep_alive.secs).map_or(0, |g| g.as_millis().max(1));
+    conn.grace_ms.set(u32::try_from(grace).unwrap_or(u32::MAX));
     *conn.client_id.borrow_mut() = Some(id.clone());
     core.install_session(key, s, Sink::Conn(conn.clone()));
     if present {
@@ -627,15 +965,12 @@ async fn on_connect(
     Ok(())
 }
 
-/// Flushes the connection's queue whenever it has bytes: one write (a `writev` when large
-/// payloads are shared) per wake-up, so everything queued during one event-loop turn goes out
-/// in one system call.
-async fn writer(
-    core: Rc<Core>,
-    conn: Rc<Conn>,
-    mut wr: OwnedWriteHalf<TcpStream>,
-    _guard: TaskGuard,
-) {
+/// Flushes the connection's queue until it is empty: one write (a `writev` when large
+/// payloads are shared) per round, so everything queued meanwhile goes out in one system call.
+/// Then parks the write half in the `Conn` and ends (an idle connection has no writer), or,
+/// once the connection is closing, finishes the stream and shuts it down for writing.
+async fn writer(conn: Rc<Conn>, mut wr: OwnedWriteHalf<TcpStream>, _guard: TaskGuard) {
+    let core = conn.core.clone();
     // Double buffering: producers fill `conn.out` while the other buffer is being written.
     let mut spare: Option<BytesMut> = None;
     loop {
@@ -643,13 +978,14 @@ async fn writer(
             if conn.closing.get() {
                 break;
             }
-            // Going idle: keep no buffer worth mentioning.
-            spare = None;
+            // Going idle: keep no buffer worth mentioning, and no task.
             if conn.out.borrow().capacity() > IDLE_WRITE_BUFFER {
                 *conn.out.borrow_mut() = OutQueue::default();
             }
-            conn.wake.wait().await;
-            continue;
+            conn.wr.set(Some(wr));
+            conn.writing.set(false);
+            conn.last_out.set(millis(Instant::now()));
+            return;
         }
         let next = spare.take().unwrap_or_default();
         let flush = conn.out.borrow_mut().take(next);
@@ -671,7 +1007,7 @@ async fn writer(
             spare = Some(buf);
         }
         if conn.blocked.replace(false) {
-            if let Some(key) = conn.session.get() {
+            if let Some(key) = conn.session() {
                 core.pump(key);
             }
         }

@@ -47,6 +47,7 @@ pub(crate) struct CoreStats {
     pub(crate) expired: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
+    pub(crate) hibernating: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -230,6 +231,17 @@ pub(crate) struct Core {
     outbox: RefCell<Vec<Vec<MeshMsg>>>,
     /// Wakes the flush task.
     outbox_ready: LocalNotify,
+    /// Where idle connections park (`None`: disabled, or no epoll set could be made).
+    pub(crate) hibernation: Option<crate::hibernate::Hibernation>,
+    /// The poller failed: nothing parks any more.
+    pub(crate) hibernation_off: Cell<bool>,
+    /// Every connection task is done: the flush task and the hibernation poller end, so that
+    /// nothing keeps the core (and its descriptors) alive after its runtime.
+    pub(crate) finished: Cell<bool>,
+    /// Wakes the hibernation poller when the core is finished.
+    pub(crate) poller_stop: LocalNotify,
+    /// Sweeps left in which to collect freed memory (see `hibernate::collect_memory`).
+    pub(crate) collect_sweeps: Cell<u8>,
 }
 
 /// Counts a task for the stop procedure; decremented on drop.
@@ -249,6 +261,13 @@ impl Core {
     fn new(id: u16, shared: Arc<Shared>) -> Self {
         let cores = shared.cores();
         let levels = shared.config.max_topic_levels;
+        let hibernation = if shared.config.hibernate_after_ms == 0 {
+            None
+        } else {
+            crate::hibernate::Hibernation::new()
+                .map_err(|e| warn!(core = id, "hibernation disabled: {e}"))
+                .ok()
+        };
         Core {
             id,
             st: RefCell::new(State {
@@ -276,6 +295,11 @@ impl Core {
             listener_fds: RefCell::new(Vec::new()),
             outbox: RefCell::new((0..cores).map(|_| Vec::new()).collect()),
             outbox_ready: LocalNotify::default(),
+            hibernation,
+            hibernation_off: Cell::new(false),
+            finished: Cell::new(false),
+            poller_stop: LocalNotify::default(),
+            collect_sweeps: Cell::new(0),
         }
     }
 
@@ -301,12 +325,23 @@ impl Core {
         (u64::from(self.id) << 48) | k
     }
 
-    pub(crate) fn register_conn(&self, conn: Rc<Conn>) -> u64 {
+    /// An id for a new connection (its key in `conns` and in the hibernation epoll set).
+    pub(crate) fn new_conn_id(&self) -> u64 {
         let mut st = self.st.borrow_mut();
-        let id = st.next_conn;
         st.next_conn += 1;
-        st.conns.insert(id, conn);
-        id
+        st.next_conn
+    }
+
+    pub(crate) fn register_conn(&self, id: u64, conn: Rc<Conn>) {
+        self.st.borrow_mut().conns.insert(id, conn);
+    }
+
+    /// The epoll set idle connections park in, unless unavailable.
+    pub(crate) fn hibernation(&self) -> Option<&crate::hibernate::Hibernation> {
+        if self.hibernation_off.get() {
+            return None;
+        }
+        self.hibernation.as_ref()
     }
 
     pub(crate) fn unregister_conn(&self, id: u64) {
@@ -331,6 +366,9 @@ impl Core {
         }
         monoio::spawn(crate::timers::run(self.clone()));
         monoio::spawn(flush_loop(self.clone()));
+        if self.hibernation.is_some() {
+            monoio::spawn(crate::hibernate::poller(self.clone()));
+        }
         let mailbox = &self.shared.mailboxes[usize::from(self.id)];
         loop {
             mailbox.arm();
@@ -350,7 +388,10 @@ impl Core {
             }
         }
         self.stop_signal.notify();
-        // Let the timer task observe the stop and finish.
+        self.finished.set(true);
+        self.outbox_ready.notify();
+        self.poller_stop.notify();
+        // Let the timer, flush and poller tasks observe the stop and finish.
         monoio::time::sleep(Duration::from_millis(1)).await;
         // Drop every session and connection here, outside the borrow: in-process subscriptions
         // see their channel close, and no Rc cycle between the core and its connections keeps
@@ -811,7 +852,7 @@ impl Core {
         let now = Instant::now();
         let mut e = self.st.borrow_mut().sessions.remove(&key)?;
         if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline(0)) {
-            conn.session.set(None);
+            conn.clear_session();
             conn.kill(CloseReason::TakenOver);
             self.stats().connections.fetch_sub(1, Ordering::Relaxed);
         }
@@ -949,7 +990,7 @@ impl Core {
         if let Some(e) = st.sessions.get_mut(&key) {
             if let Some(w) = will {
                 let due = will::due(now, delay, expiry);
-                e.s.pending_will = Some(will::PendingWill { will: w, due });
+                e.s.pending_will = Some(Box::new(will::PendingWill { will: w, due }));
                 due_times.push(due);
             }
             if expiry != u32::MAX {
@@ -1106,13 +1147,13 @@ impl Core {
     /// Appends raw bytes (an ack) to the connection of the session.
     pub(crate) fn write_out(conn: &Conn, f: impl FnOnce(&mut BytesMut)) {
         f(conn.out.borrow_mut().buf());
-        conn.wake.notify();
+        conn.wake();
     }
 }
 
 /// Flushes the core's outbox once per event-loop turn in which something was queued.
 async fn flush_loop(core: Rc<Core>) {
-    loop {
+    while !core.finished.get() {
         core.outbox_ready.wait().await;
         core.flush_mesh();
     }

@@ -12,6 +12,7 @@ mod connection;
 mod core;
 mod endpoint;
 mod handoff;
+mod hibernate;
 mod hooks;
 mod listener;
 mod mesh;

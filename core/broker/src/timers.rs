@@ -1,5 +1,6 @@
 //! The per-core timer sweep: connect timeout, keep-alive (1.5x, then disconnect), hard close of
-//! connections that do not go away, delayed wills and session expiry.
+//! connections that do not go away, hibernation of quiet connections, delayed wills and
+//! session expiry.
 //!
 //! A sweep never touches a socket read: it shuts the socket down, and the reader's pending
 //! read ends with end-of-file, which runs the normal disconnect path.
@@ -7,12 +8,23 @@
 use crate::connection::Conn;
 use crate::core::{CloseReason, Core};
 use std::rc::Rc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Sweep period: bounds how late a keep-alive or will delay fires.
 const TICK: Duration = Duration::from_millis(100);
 /// A killed connection whose peer does not read its last bytes is closed hard after this.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Milliseconds since the process's first call, wrapping at 2^32 (49 days): a connection's
+/// timestamps in four bytes. Intervals are taken with `wrapping_sub`, exact below 24 days
+/// (the longest keep-alive grace, 1.5 x 65,535 s, is 27 hours).
+pub(crate) fn millis(now: Instant) -> u32 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    // Truncation is the wrap.
+    now.saturating_duration_since(epoch).as_millis() as u32
+}
 
 /// Runs until the core stops.
 pub(crate) async fn run(core: Rc<Core>) {
@@ -29,24 +41,41 @@ pub(crate) async fn run(core: Rc<Core>) {
 
 fn sweep(core: &Rc<Core>, now: Instant) {
     let conns: Vec<Rc<Conn>> = core.st.borrow().conns.values().cloned().collect();
+    let park_after = (core.hibernation().is_some())
+        .then(|| u32::try_from(core.config().hibernate_after_ms).unwrap_or(u32::MAX));
     for c in conns {
         if let Some(at) = c.killed_at() {
             if now.saturating_duration_since(at) > KILL_GRACE {
                 // SAFETY: shutdown on the connection's own open fd.
-                unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+                unsafe { libc::shutdown(c.fd(), libc::SHUT_RDWR) };
             }
             continue;
         }
-        if let Some(deadline) = c.connect_deadline.get() {
-            if now >= deadline {
+        let ms = millis(now);
+        if !c.connected() {
+            if ms.wrapping_sub(c.connect_by.get()) as i32 >= 0 {
                 c.kill(CloseReason::ConnectTimeout);
             }
             continue;
         }
-        if let Some(grace) = c.grace.get() {
-            if now.saturating_duration_since(c.last_seen.get()) > grace {
-                c.kill(CloseReason::KeepAlive);
+        let quiet = ms.wrapping_sub(c.last_seen.get());
+        let grace = c.grace_ms.get();
+        if grace != 0 && quiet > grace {
+            c.kill(CloseReason::KeepAlive);
+            continue;
+        }
+        if let Some(after) = park_after.filter(|&after| quiet >= after) {
+            if c.may_park() {
+                c.request_park();
+                core.collect_sweeps.set(crate::hibernate::COLLECT_SWEEPS);
+            } else if c.detach_if_quiet(ms, after) {
+                core.collect_sweeps.set(crate::hibernate::COLLECT_SWEEPS);
             }
         }
+    }
+    let left = core.collect_sweeps.get();
+    if left > 0 {
+        core.collect_sweeps.set(left - 1);
+        crate::hibernate::collect_memory();
     }
 }

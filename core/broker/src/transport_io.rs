@@ -57,7 +57,7 @@ pub(crate) async fn read(
     let name = t.name();
     drop(t);
     if reply {
-        conn.wake.notify();
+        conn.wake();
     }
     match outcome {
         Ok(outcome) => Ok(RawRead {

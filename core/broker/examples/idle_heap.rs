@@ -1,0 +1,212 @@
+//! Where an idle connection's memory goes: embeds a one-core broker behind a counting global
+//! allocator (over mimalloc, like the binary), opens N MQTT connections from this process
+//! (CONNECT, CONNACK, then idle) and prints the live heap, the allocations by size and the RSS
+//! growth per connection.
+//!
+//! ```sh
+//! cargo run --release -p uringmq --example idle_heap -- 4000 [--v5] [--sub]
+//! ```
+//!
+//! The harness's figure (`uringmq-load -s idle`) is RSS per connection of the real binary; this
+//! one explains it. Client sockets live in this process too (two descriptors per connection), so
+//! N stays under half the per-process file limit.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+/// Sizes are counted in classes of 16 bytes up to this, the rest in one bucket.
+const CLASSES: usize = 256;
+
+struct Counting;
+
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+static LIVE_COUNT: AtomicI64 = AtomicI64::new(0);
+static BY_SIZE: [AtomicI64; CLASSES + 1] = [const { AtomicI64::new(0) }; CLASSES + 1];
+
+fn class(size: usize) -> usize {
+    (size.div_ceil(16)).min(CLASSES)
+}
+
+fn count(ptr: *mut u8, size: usize, sign: i64) {
+    if ptr.is_null() {
+        return;
+    }
+    LIVE_BYTES.fetch_add(sign * size as i64, Ordering::Relaxed);
+    LIVE_COUNT.fetch_add(sign, Ordering::Relaxed);
+    BY_SIZE[class(size)].fetch_add(sign, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded to mimalloc unchanged; only counters are updated beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        let p = unsafe { mimalloc::MiMalloc.alloc(l) };
+        count(p, l.size(), 1);
+        p
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(l) };
+        count(p, l.size(), 1);
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        count(p, l.size(), -1);
+        // SAFETY: forwarded with the caller's pointer and layout.
+        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        count(p, l.size(), -1);
+        // SAFETY: forwarded with the caller's arguments.
+        let q = unsafe { mimalloc::MiMalloc.realloc(p, l, new) };
+        if q.is_null() {
+            count(p, l.size(), 1);
+        } else {
+            count(q, new, 1);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn rss() -> i64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+struct Snapshot {
+    bytes: i64,
+    count: i64,
+    rss: i64,
+    by_size: Vec<i64>,
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        bytes: LIVE_BYTES.load(Ordering::Relaxed),
+        count: LIVE_COUNT.load(Ordering::Relaxed),
+        rss: rss(),
+        by_size: BY_SIZE.iter().map(|a| a.load(Ordering::Relaxed)).collect(),
+    }
+}
+
+fn connect_packet(i: usize, v5: bool) -> Vec<u8> {
+    let id = format!("idle-{i:06}");
+    let mut body = Vec::new();
+    body.extend_from_slice(&[
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        if v5 { 5 } else { 4 },
+        0x02,
+        0,
+        60,
+    ]);
+    if v5 {
+        body.push(0); // no properties
+    }
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut p = vec![0x10, body.len() as u8];
+    p.extend_from_slice(&body);
+    p
+}
+
+fn subscribe_packet(i: usize, v5: bool) -> Vec<u8> {
+    let filter = format!("idle/{i}/cmd");
+    let mut body = vec![0, 1];
+    if v5 {
+        body.push(0);
+    }
+    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(1);
+    let mut p = vec![0x82, body.len() as u8];
+    p.extend_from_slice(&body);
+    p
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(4000);
+    let v5 = args.iter().any(|a| a == "--v5");
+    let sub = args.iter().any(|a| a == "--sub");
+
+    let config = uringmq::Config {
+        port: 0,
+        cores: 1,
+        ..Default::default()
+    };
+    let broker = uringmq::Broker::start(config).expect("broker starts");
+    let addr = broker.local_addr();
+
+    // Warm up: the first connections grow the core's maps and the allocator's pages.
+    let mut warm = Vec::new();
+    for i in 0..64 {
+        warm.push(open(addr, 1_000_000 + i, v5, sub));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = snapshot();
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        conns.push(open(addr, i, v5, sub));
+    }
+    // Past `hibernate_after_ms` (1 s) and a sweep: idle connections have parked.
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = snapshot();
+    let per = |a: i64, b: i64| (b - a) as f64 / n as f64;
+    println!(
+        "{n} idle connections (MQTT {}{}), one core, per connection:",
+        if v5 { "5.0" } else { "3.1.1" },
+        if sub { ", one subscription each" } else { "" }
+    );
+    println!(
+        "  live heap {:.0} B, {:.2} allocations; RSS {:.0} B",
+        per(before.bytes, after.bytes),
+        per(before.count, after.count),
+        per(before.rss, after.rss),
+    );
+    println!("  allocations per connection by requested size:");
+    for (c, (a, b)) in before.by_size.iter().zip(&after.by_size).enumerate() {
+        let d = per(*a, *b);
+        if d.abs() >= 0.05 {
+            let range = if c == CLASSES {
+                format!("> {}", CLASSES * 16)
+            } else {
+                format!("{:>4}..{:<4}", (c.max(1) - 1) * 16 + 1, c * 16)
+            };
+            println!("    {range} B: {d:.2}");
+        }
+    }
+    drop(conns);
+    drop(warm);
+    drop(broker);
+}
+
+fn open(addr: std::net::SocketAddr, i: usize, v5: bool, sub: bool) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(&connect_packet(i, v5)).expect("CONNECT");
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack[..2]).expect("CONNACK");
+    let mut rest = vec![0u8; ack[1] as usize];
+    s.read_exact(&mut rest).expect("CONNACK body");
+    if sub {
+        s.write_all(&subscribe_packet(i, v5)).expect("SUBSCRIBE");
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).expect("SUBACK");
+        let mut rest = vec![0u8; h[1] as usize];
+        s.read_exact(&mut rest).expect("SUBACK body");
+    }
+    s
+}
