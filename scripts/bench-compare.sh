@@ -75,8 +75,25 @@ if [[ " $BROKERS " == *" mosquitto "* && ! -x $MOSQUITTO && $INSTALL == 1 ]]; th
 fi
 RUMQTTD=$(command -v rumqttd || echo "$HOME/.cargo/bin/rumqttd")
 if [[ " $BROKERS " == *" rumqttd "* && ! -x $RUMQTTD && $INSTALL == 1 ]]; then
-  say "installing rumqttd (cargo install rumqttd --locked; several minutes)"
-  cargo install rumqttd --locked >>"$LOG" 2>&1 || say "cargo install rumqttd failed"
+  # rumqttd 0.20.0 (latest) ships a Cargo.lock pinning metrics 0.22.1, which recent rustc (1.95)
+  # rejects (E0521, rust-lang/rust#141402), so `cargo install --locked` fails; metrics 0.22.4
+  # builds. So: unpack the crate (cargo info does), bump only metrics in a copy of its lockfile
+  # (moves ahash/zerocopy too), install --locked from the copy into ~/.cargo/bin. Fallback: the
+  # same version unlocked (current semver-compatible deps; also builds, less pinned).
+  RQ_VER=0.20.0
+  say "installing rumqttd $RQ_VER (cargo, lockfile with metrics 0.22.4; several minutes)"
+  rq_tmp=$(mktemp -d)
+  {
+    cargo info "rumqttd@$RQ_VER" >/dev/null &&
+      rq_src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"rumqttd-$RQ_VER" | head -1) &&
+      cp -r "$rq_src" "$rq_tmp/src" &&
+      (cd "$rq_tmp/src" && cargo update -p metrics@0.22.1 --precise 0.22.4 &&
+        CARGO_TARGET_DIR="$rq_tmp/target" cargo install --path . --locked)
+  } >>"$LOG" 2>&1 ||
+    { say "patched-lockfile install failed; trying cargo install rumqttd --version $RQ_VER (unlocked)"
+      CARGO_TARGET_DIR="$rq_tmp/target" cargo install rumqttd --version "$RQ_VER" >>"$LOG" 2>&1; } ||
+    say "cargo install rumqttd failed"
+  rm -rf "$rq_tmp"
   RUMQTTD=$(command -v rumqttd || echo "$HOME/.cargo/bin/rumqttd")
 fi
 

@@ -72,8 +72,14 @@ pub struct BrokerFigures {
     pub rss_end_kb: u64,
     /// CPU while publishing, percent of one core.
     pub cpu_pct: f64,
-    /// (RSS ready - RSS before) / connections opened, bytes.
+    /// Broker memory per connection, bytes: (RSS - RSS before) / connections opened, with
+    /// RSS at the end of the hold for `idle` (the steady state of connections held idle: a
+    /// broker may shed memory of idle connections, as uringmq's hibernation does), else
+    /// with every connection open.
     pub mem_per_conn_bytes: f64,
+    /// The same with RSS right after every connection opened (and `--settle`).
+    #[serde(default)]
+    pub mem_per_conn_ready_bytes: f64,
 }
 
 /// The report of one run.
@@ -170,18 +176,27 @@ impl Report {
                 _ => 0.0,
             };
             // Signed: a broker that returned memory of earlier runs to the OS may shrink.
-            let grown = (rss(&probe.ready) as f64 - rss(&probe.before) as f64) * 1024.0;
+            let grown =
+                |at: &Option<ProcSample>| (rss(at) as f64 - rss(&probe.before) as f64) * 1024.0;
+            let per_conn = |bytes: f64| {
+                if c.connects_ok > 0 {
+                    bytes / c.connects_ok as f64
+                } else {
+                    0.0
+                }
+            };
+            let held = match (args.scenario, &probe.end) {
+                (Scenario::Idle, Some(_)) => &probe.end,
+                _ => &probe.ready,
+            };
             BrokerFigures {
                 pid,
                 rss_before_kb: rss(&probe.before),
                 rss_ready_kb: rss(&probe.ready),
                 rss_end_kb: rss(&probe.end),
                 cpu_pct,
-                mem_per_conn_bytes: if c.connects_ok > 0 {
-                    grown / c.connects_ok as f64
-                } else {
-                    0.0
-                },
+                mem_per_conn_bytes: per_conn(grown(held)),
+                mem_per_conn_ready_bytes: per_conn(grown(&probe.ready)),
             }
         });
         let mut rep = Report {
@@ -350,14 +365,16 @@ impl Report {
         if let Some(b) = &self.broker {
             let _ = writeln!(
                 s,
-                "  {:<12} pid {} cpu {:.0}%  rss {} -> {} -> {} KiB  mem/conn {:.0} B",
+                "  {:<12} pid {} cpu {:.0}%  rss {} -> {} -> {} KiB  mem/conn {:.0} B \
+                 (after connecting {:.0} B)",
                 "broker",
                 b.pid,
                 b.cpu_pct,
                 b.rss_before_kb,
                 b.rss_ready_kb,
                 b.rss_end_kb,
-                b.mem_per_conn_bytes
+                b.mem_per_conn_bytes,
+                b.mem_per_conn_ready_bytes
             );
         }
         for p in &self.problems {
@@ -454,9 +471,19 @@ mod tests {
                 rss_kb: 1004,
                 ..Default::default()
             }),
+            end: Some(ProcSample {
+                rss_kb: 1002,
+                ..Default::default()
+            }),
             ..Default::default()
         };
+        // Idle hold: the end of the hold counts; the reading after connecting is kept too.
         let rep = Report::new(&args(&["-s", "idle"]), &result(0, 0), &probe);
+        let b = rep.broker.unwrap();
+        assert_eq!(b.mem_per_conn_bytes, 512.0);
+        assert_eq!(b.mem_per_conn_ready_bytes, 1024.0);
+        // Any other scenario: with every connection open.
+        let rep = Report::new(&args(&["-s", "fan-in"]), &result(0, 0), &probe);
         assert_eq!(rep.broker.unwrap().mem_per_conn_bytes, 1024.0);
     }
 
