@@ -29,6 +29,17 @@ def lat(key):
 def cpu(r):
     return (r.get("broker") or {}).get("cpu_pct", 0.0)
 
+def loadgen(r):
+    return r.get("loadgen_cpu_pct", 0.0)
+
+def per(count):
+    # Broker CPU time per unit (us): steadier than rates when the load generator, on its one
+    # CPU, is what saturates first.
+    def f(r):
+        n = count(r)
+        return cpu(r) / 100 / n * 1e6 if n else 0.0
+    return f
+
 def memconn(r):
     return (r.get("broker") or {}).get("mem_per_conn_bytes", 0.0)
 
@@ -38,12 +49,16 @@ FIGS = {
                 ("latency p99 us", lat("p99"), False),
                 ("latency p99.9 us", lat("p999"), False),
                 ("broker cpu %", cpu, None),
+                ("broker cpu us/msg out", per(lambda r: r["msgs_out_per_s"]), False),
+                ("loadgen cpu %", loadgen, None),
                 ("lost", lambda r: r["delivery"]["lost"], False),
                 ("duplicates", lambda r: r["delivery"]["duplicates"], False)],
     "connect-storm": [("connects/s", lambda r: r["connects_per_s"], True),
                       ("CONNACK p99 us", lambda r: r["connect_latency_us"]["p99"], False),
                       ("failed", lambda r: r["connects_failed"], False),
-                      ("broker cpu %", cpu, None)],
+                      ("broker cpu %", cpu, None),
+                      ("broker cpu us/CONNACK", per(lambda r: r["connects_per_s"]), False),
+                      ("loadgen cpu %", loadgen, None)],
     "idle": [("mem/conn bytes", memconn, False),
              ("connects/s", lambda r: r["connects_per_s"], True),
              ("connected", lambda r: r["connects_ok"], True)],
