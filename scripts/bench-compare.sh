@@ -101,6 +101,16 @@ fi
 # Equivalent limits: no connection cap below the process's file limit, queues deep enough that a
 # closed-loop run never drops, 64 KiB payloads, no authentication, TCP_NODELAY where configurable.
 write_configs() {
+  # uringmq's defaults are production ones (64 in flight, 1,000 queued): raise them to the
+  # limits Mosquitto and rumqttd get here, or a 32-publisher fan-in overflows the subscriber's
+  # queue and drops QoS 1 messages that the others would have queued.
+  cat >"$OUT/uringmq.toml" <<CONF
+max_inflight = 100
+max_queued_messages = 100000
+max_queued_bytes = 0
+max_outbound_bytes = 16777216
+max_packet_size = 1048576
+CONF
   cat >"$OUT/mosquitto.conf" <<CONF
 listener 18831 127.0.0.1
 allow_anonymous true
@@ -172,7 +182,7 @@ start_broker() {
   done
   case "$b" in
     # --log-level warn: Mosquitto runs with log_dest none, so neither writes a line per connection.
-    uringmq) taskset -c "$BROKER_CPUS" "$TARGET/release/uringmq" --bind 127.0.0.1 --port 18830 --cores "$BROKER_CORES" --log-level warn >>"$log" 2>&1 & ;;
+    uringmq) taskset -c "$BROKER_CPUS" "$TARGET/release/uringmq" --config "$OUT/uringmq.toml" --bind 127.0.0.1 --port 18830 --cores "$BROKER_CORES" --log-level warn >>"$log" 2>&1 & ;;
     mosquitto) taskset -c "$BROKER_CPUS" "$MOSQUITTO" -c "$OUT/mosquitto.conf" >>"$log" 2>&1 & ;;
     rumqttd) taskset -c "$BROKER_CPUS" "$RUMQTTD" -c "$OUT/rumqttd.toml" >>"$log" 2>&1 & ;;
   esac
