@@ -3,7 +3,7 @@
 #
 #   scripts/bench-compare.sh [--quick] [--rounds N] [--brokers "uringmq mosquitto rumqttd"]
 #                            [--out DIR] [--no-build] [--no-install] [--broker-cpus LIST]
-#                            [--load-cpus LIST]
+#                            [--load-cpus LIST] [--only REGEX]
 #
 # Builds uringmq and uringmq-load (release), installs Mosquitto (apt) and rumqttd (cargo) if
 # missing, then for each scenario runs every broker in turn, round after round (A B A B ...), each
@@ -16,6 +16,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 ROUNDS=3
+ONLY=""
 QUICK=0
 BROKERS="uringmq mosquitto rumqttd"
 OUT=""
@@ -35,6 +36,7 @@ while [[ $# -gt 0 ]]; do
     --no-install) INSTALL=0 ;;
     --broker-cpus) BROKER_CPUS=$2; shift ;;
     --load-cpus) LOAD_CPUS=$2; shift ;;
+    --only) ONLY=$2; shift ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench-compare: unknown option $1" >&2; exit 2 ;;
   esac
@@ -246,6 +248,8 @@ for b in $BROKERS; do available "$b" || { SKIP[$b]="not installed/built"; say "s
 
 for entry in "${SCENARIOS[@]}"; do
   name=${entry%%|*}
+  # --only: the scenarios whose name matches (e.g. "idle|pairs-q0"), to rerun a few rows.
+  [[ -n $ONLY && ! $name =~ $ONLY ]] && continue
   args=${entry#*|}
   ver=3; [[ $args == *"--mqtt 5"* ]] && ver=5
   for round in $(seq "$ROUNDS"); do

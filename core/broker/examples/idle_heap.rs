@@ -4,7 +4,7 @@
 //! growth per connection.
 //!
 //! ```sh
-//! cargo run --release -p uringmq --example idle_heap -- 4000 [--v5] [--sub]
+//! cargo run --release -p uringmq --example idle_heap -- 4000 [--v5] [--sub] [--awake]
 //! ```
 //!
 //! The harness's figure (`uringmq-load -s idle`) is RSS per connection of the real binary; this
@@ -142,10 +142,13 @@ fn main() {
     let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(4000);
     let v5 = args.iter().any(|a| a == "--v5");
     let sub = args.iter().any(|a| a == "--sub");
+    // Without hibernation: what an idle connection costs while it keeps its task and stream.
+    let awake = args.iter().any(|a| a == "--awake");
 
     let config = uringmq::Config {
         port: 0,
         cores: 1,
+        hibernate_after_ms: if awake { 0 } else { 1000 },
         ..Default::default()
     };
     let broker = uringmq::Broker::start(config).expect("broker starts");

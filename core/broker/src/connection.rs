@@ -547,7 +547,10 @@ async fn wait_readable(conn: &Conn, rd: &OwnedReadHalf<TcpStream>) -> Wait {
     // SAFETY: `readable` takes `&self`; the read half is used by this task only and no read
     // is in flight.
     let stream = unsafe { &*rd.0.get() };
-    let mut ready = std::pin::pin!(stream.readable(false));
+    // Boxed: the task's future then stays in a smaller size class than `Session` (a 256-byte
+    // class), so the tasks that hibernating connections free leave whole pages free, not holes
+    // between live sessions (BENCHMARKS.md, idle memory per connection).
+    let mut ready = Box::pin(stream.readable(false));
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = ready.as_mut().poll(cx) {
             conn.park_waker.take();
