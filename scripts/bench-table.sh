@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Prints the comparison table of a bench-compare.sh result directory:
-#   scripts/bench-table.sh DIR
+#   scripts/bench-table.sh [--md] DIR
+# --md: the condensed Markdown table of BENCHMARKS.md (medians of the key figures and ratios).
 # Reads DIR/<scenario>.<broker>.r<round>.json (uringmq-load --json) and prints, per scenario and
 # figure, each broker's median and spread (min..max) over the rounds, and uringmq/peer.
 set -euo pipefail
-[[ $# == 1 && -d $1 ]] || { echo "usage: $0 RESULT_DIR" >&2; exit 2; }
-exec python3 - "$1" <<'PY'
+MD=0
+[[ ${1:-} == --md ]] && { MD=1; shift; }
+[[ $# == 1 && -d $1 ]] || { echo "usage: $0 [--md] RESULT_DIR" >&2; exit 2; }
+exec python3 - "$1" "$MD" <<'PY'
 import json, os, re, statistics, sys
 d = sys.argv[1]
+md = sys.argv[2] == "1"
 runs = {}  # scenario -> broker -> [report]
 order = []
 for f in sorted(os.listdir(d)):
@@ -69,6 +73,30 @@ def fmt(v):
     if v >= 100:
         return f"{v:,.0f}"
     return f"{v:.1f}"
+
+KEY = {"msgs/s out", "latency p99 us", "broker cpu us/msg out", "lost", "connects/s",
+       "broker cpu us/CONNACK", "loadgen cpu %", "mem/conn bytes"}
+
+if md:
+    names = sorted({b for s in runs.values() for b in s}, key=lambda b: (b != "uringmq", b))
+    peers = [b for b in names if b != "uringmq"]
+    print("| scenario | figure | " + " | ".join(names) + " | "
+          + " | ".join(f"uringmq/{p}" for p in peers) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in names + peers) + " |")
+    for scen in order:
+        kind = "connect-storm" if scen.startswith("connect-storm") else "idle" if scen.startswith("idle") else "default"
+        first = True
+        for label, get, _ in FIGS[kind]:
+            if label not in KEY:
+                continue
+            med = {b: statistics.median([get(r) for r in runs[scen][b]]) for b in names if b in runs[scen]}
+            if label == "lost" and not any(med.values()):
+                continue
+            cells = [fmt(med[b]) if b in med else "-" for b in names]
+            ratios = [f"{med['uringmq'] / med[p]:.2f}x" if "uringmq" in med and med.get(p) else "-" for p in peers]
+            print(f"| {scen if first else ''} | {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+            first = False
+    sys.exit(0)
 
 for scen in order:
     kind = "connect-storm" if scen.startswith("connect-storm") else "idle" if scen.startswith("idle") else "default"
