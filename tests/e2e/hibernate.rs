@@ -103,6 +103,8 @@ fn a_hibernating_client_keeps_alive_with_pings() {
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(600));
+        // 600 ms of silence is past 100 ms and a sweep: it is parked when the ping arrives.
+        assert_eq!(b.stats().hibernating, 1, "parked between pings");
         pinger.ping();
     }
     pinger.disconnect();

@@ -11,11 +11,15 @@
 //! one explains it. Client sockets live in this process too (two descriptors per connection), so
 //! N stays under half the per-process file limit.
 
+use bytes::BytesMut;
 use std::alloc::{GlobalAlloc, Layout};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+use uringmq_codec::{
+    encode, Connect, Decoder, Packet, Protocol, QoS, Subscribe, SubscriptionOptions,
+};
 
 /// Sizes are counted in classes of 16 bytes up to this, the rest in one bucket.
 const CLASSES: usize = 256;
@@ -98,43 +102,53 @@ fn snapshot() -> Snapshot {
     }
 }
 
-fn connect_packet(i: usize, v5: bool) -> Vec<u8> {
-    let id = format!("idle-{i:06}");
-    let mut body = Vec::new();
-    body.extend_from_slice(&[
-        0,
-        4,
-        b'M',
-        b'Q',
-        b'T',
-        b'T',
-        if v5 { 5 } else { 4 },
-        0x02,
-        0,
-        60,
-    ]);
-    if v5 {
-        body.push(0); // no properties
-    }
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let mut p = vec![0x10, body.len() as u8];
-    p.extend_from_slice(&body);
-    p
+fn encoded(packet: &Packet, proto: Protocol) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode(packet, proto, &mut out).expect("encode");
+    out
 }
 
-fn subscribe_packet(i: usize, v5: bool) -> Vec<u8> {
+fn connect_packet(i: usize, proto: Protocol) -> BytesMut {
+    let connect = Connect {
+        protocol: proto,
+        clean_start: true,
+        keep_alive: 60,
+        client_id: format!("idle-{i:06}").as_str().into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Default::default(),
+    };
+    encoded(&Packet::Connect(Box::new(connect)), proto)
+}
+
+fn subscribe_packet(i: usize, proto: Protocol) -> BytesMut {
     let filter = format!("idle/{i}/cmd");
-    let mut body = vec![0, 1];
-    if v5 {
-        body.push(0);
+    let options = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        ..Default::default()
+    };
+    let subscribe = Subscribe {
+        packet_id: 1,
+        properties: Default::default(),
+        filters: vec![(filter.as_str().into(), options)],
+    };
+    encoded(&Packet::Subscribe(subscribe), proto)
+}
+
+/// Reads until one whole packet has arrived.
+fn recv(s: &mut TcpStream, proto: Protocol) -> Packet {
+    let mut decoder = Decoder::with_protocol(proto, 1 << 20);
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(p) = decoder.decode(&mut buf).expect("a valid packet") {
+            return p;
+        }
+        let mut chunk = [0u8; 256];
+        let n = s.read(&mut chunk).expect("read");
+        assert!(n > 0, "broker closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
     }
-    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-    body.extend_from_slice(filter.as_bytes());
-    body.push(1);
-    let mut p = vec![0x82, body.len() as u8];
-    p.extend_from_slice(&body);
-    p
 }
 
 fn main() {
@@ -198,18 +212,13 @@ fn main() {
 }
 
 fn open(addr: std::net::SocketAddr, i: usize, v5: bool, sub: bool) -> TcpStream {
+    let proto = if v5 { Protocol::V5 } else { Protocol::V3_1_1 };
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.write_all(&connect_packet(i, v5)).expect("CONNECT");
-    let mut ack = [0u8; 4];
-    s.read_exact(&mut ack[..2]).expect("CONNACK");
-    let mut rest = vec![0u8; ack[1] as usize];
-    s.read_exact(&mut rest).expect("CONNACK body");
+    s.write_all(&connect_packet(i, proto)).expect("CONNECT");
+    assert!(matches!(recv(&mut s, proto), Packet::ConnAck(_)), "CONNACK");
     if sub {
-        s.write_all(&subscribe_packet(i, v5)).expect("SUBSCRIBE");
-        let mut h = [0u8; 2];
-        s.read_exact(&mut h).expect("SUBACK");
-        let mut rest = vec![0u8; h[1] as usize];
-        s.read_exact(&mut rest).expect("SUBACK body");
+        s.write_all(&subscribe_packet(i, proto)).expect("SUBSCRIBE");
+        assert!(matches!(recv(&mut s, proto), Packet::SubAck(_)), "SUBACK");
     }
     s
 }

@@ -64,7 +64,7 @@ pub(crate) struct Conn {
     /// The socket is in the core's epoll set (parked once before: re-arm, not add).
     in_epoll: Cell<bool>,
     /// Parked and quiet in both directions: the runtime's stream is dropped and `fd` (a
-    /// duplicate of its descriptor) is owned by this `Conn`; see [`Conn::detach`].
+    /// duplicate of its descriptor) is owned by this `Conn`; see [`Conn::detach_if_quiet`].
     detached: Cell<bool>,
     /// When the writer last finished ([`millis`]).
     last_out: Cell<u32>,
@@ -92,7 +92,6 @@ pub(crate) struct Conn {
     /// Set when the core closes the connection (keep-alive, takeover, stop): why and when.
     /// Boxed: most connections are never killed, and every idle one would carry the room.
     killed: RefCell<Option<Box<(CloseReason, Instant)>>>,
-    /// When a packet last arrived ([`millis`]: four bytes, not sixteen).
     /// When a packet last arrived ([`millis`]: four bytes, not sixteen).
     pub(crate) last_seen: Cell<u32>,
     /// 1.5x keep-alive in milliseconds once connected; 0: no keep-alive.
@@ -269,16 +268,23 @@ impl Conn {
                 if let Some(conn) = self.me.upgrade() {
                     *self.killed.borrow_mut() =
                         Some(Box::new((CloseReason::Io(e.to_string()), Instant::now())));
-                    if self.parked.replace(false) {
-                        self.core
-                            .stats()
-                            .hibernating
-                            .fetch_sub(1, Ordering::Relaxed);
-                    }
+                    self.set_parked(false);
                     // Not here: the caller may be in the middle of routing.
                     monoio::spawn(async move { closed(&conn, CloseReason::Io(e.to_string())) });
                 }
                 false
+            }
+        }
+    }
+
+    /// Marks the connection parked or not, keeping `stats().hibernating` in step.
+    fn set_parked(&self, parked: bool) {
+        if self.parked.replace(parked) != parked {
+            let gauge = &self.core.stats().hibernating;
+            if parked {
+                gauge.fetch_add(1, Ordering::Relaxed);
+            } else {
+                gauge.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -301,12 +307,8 @@ impl Conn {
         match h.park(self.fd.get(), self.id, !self.in_epoll.get()) {
             Ok(()) => {
                 self.in_epoll.set(true);
-                self.parked.set(true);
+                self.set_parked(true);
                 self.rd.set(Some(rd));
-                self.core
-                    .stats()
-                    .hibernating
-                    .fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
@@ -498,11 +500,7 @@ pub(crate) fn unpark(conn: Rc<Conn>) {
     if !conn.parked.get() || !conn.attach() {
         return;
     }
-    conn.parked.set(false);
-    conn.core
-        .stats()
-        .hibernating
-        .fetch_sub(1, Ordering::Relaxed);
+    conn.set_parked(false);
     if let Some(rd) = conn.rd.take() {
         monoio::spawn(serve(conn, rd, true));
     }
@@ -607,7 +605,7 @@ async fn read_ready(conn: &Rc<Conn>, rd: &mut OwnedReadHalf<TcpStream>) -> Optio
         if let Some(r) = conn.kill_reason() {
             return Some(r);
         }
-        match read_some(core, conn, rd, &mut buf).await {
+        match read_some(conn, rd, &mut buf).await {
             Ok((filled, peer_closed)) => {
                 if let Err(r) = handle_buffered(core, conn, &mut buf).await {
                     return Some(r);
@@ -627,33 +625,27 @@ async fn read_ready(conn: &Rc<Conn>, rd: &mut OwnedReadHalf<TcpStream>) -> Optio
 /// One read into `buf`: (the read filled the buffer, so more may be waiting; the peer
 /// closed the TLS/WebSocket stream).
 async fn read_some(
-    core: &Rc<Core>,
-    conn: &Rc<Conn>,
+    conn: &Conn,
     rd: &mut OwnedReadHalf<TcpStream>,
     buf: &mut BytesMut,
 ) -> Result<(bool, bool), CloseReason> {
-    {
-        if conn.transport.borrow().is_passthrough() {
-            buf.reserve(conn.decoder.get().needed(buf).max(READ_CHUNK));
-            let len = buf.len();
-            let (res, slice) = rd.read(std::mem::take(buf).slice_mut(len..)).await;
-            *buf = slice.into_inner();
-            match res {
-                Ok(0) => Err(CloseReason::Eof),
-                Ok(n) => {
-                    add(&core.stats().bytes_in, n as u64);
-                    conn.last_seen.set(millis(Instant::now()));
-                    Ok((buf.len() == buf.capacity(), false))
-                }
-                Err(e) => Err(CloseReason::Io(e.to_string())),
-            }
-        } else {
-            let r = crate::transport_io::read(conn, rd, buf).await?;
-            add(&core.stats().bytes_in, r.raw as u64);
-            conn.last_seen.set(millis(Instant::now()));
-            Ok((r.filled, r.closed))
+    let (raw, filled, closed) = if conn.transport.borrow().is_passthrough() {
+        buf.reserve(conn.decoder.get().needed(buf).max(READ_CHUNK));
+        let len = buf.len();
+        let (res, slice) = rd.read(std::mem::take(buf).slice_mut(len..)).await;
+        *buf = slice.into_inner();
+        match res {
+            Ok(0) => return Err(CloseReason::Eof),
+            Ok(n) => (n, buf.len() == buf.capacity(), false),
+            Err(e) => return Err(CloseReason::Io(e.to_string())),
         }
-    }
+    } else {
+        let r = crate::transport_io::read(conn, rd, buf).await?;
+        (r.raw, r.filled, r.closed)
+    };
+    add(&conn.core.stats().bytes_in, raw as u64);
+    conn.last_seen.set(millis(Instant::now()));
+    Ok((filled, closed))
 }
 
 /// Decodes and handles every complete packet in `buf`.

@@ -235,8 +235,9 @@ pub(crate) struct Core {
     pub(crate) hibernation: Option<crate::hibernate::Hibernation>,
     /// The poller failed: nothing parks any more.
     pub(crate) hibernation_off: Cell<bool>,
-    /// Every connection task is done: the flush task and the hibernation poller end, so that
-    /// nothing keeps the core (and its descriptors) alive after its runtime.
+    /// Every connection task is done: the flush task ends (and the hibernation poller, woken by
+    /// `poller_stop`), so that nothing keeps the core (and its descriptors) alive after its
+    /// runtime.
     pub(crate) finished: Cell<bool>,
     /// Wakes the hibernation poller when the core is finished.
     pub(crate) poller_stop: LocalNotify,

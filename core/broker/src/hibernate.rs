@@ -111,6 +111,7 @@ pub(crate) async fn poller(core: Rc<Core>) {
     let Some(epfd) = core.hibernation.as_ref().map(|h| h.epfd.as_raw_fd()) else {
         return;
     };
+    // Ends when the core finishes (`poller_stop`), not by a flag: it is waiting on the set.
     // monoio waits for readiness only on its own socket types; `UdpSocket` does nothing with
     // the descriptor but register it with the driver and poll it (io_uring POLL_ADD or epoll),
     // which is all an epoll descriptor needs. It is a duplicate, closed with the socket.
@@ -133,8 +134,11 @@ pub(crate) async fn poller(core: Rc<Core>) {
             return off(&core);
         }
     };
+    let Some(h) = core.hibernation.as_ref() else {
+        return;
+    };
     let mut ids = Vec::with_capacity(BATCH);
-    while !core.finished.get() {
+    loop {
         // Dropping the readiness wait when the core finishes is safe: it consumes nothing.
         let ready = monoio::select! {
             r = waiter.readable(false) => r,
@@ -144,9 +148,6 @@ pub(crate) async fn poller(core: Rc<Core>) {
             warn!(core = core.id, "hibernation poller stopped: {e}");
             return off(&core);
         }
-        let Some(h) = core.hibernation.as_ref() else {
-            return;
-        };
         while h.ready(&mut ids) == BATCH {}
         for id in ids.drain(..) {
             let conn = core.st.borrow().conns.get(&id).cloned();

@@ -94,7 +94,7 @@ pub(crate) fn write_publish(
                 },
             };
             let head = &heads[at].1;
-            if !fits(head.packet_len(), s.client_max_packet.map(|m| m.get())) {
+            if !fits(head.packet_len(), s.client_max_packet) {
                 return Written::TooLarge;
             }
             head.write(pid, dup, out.buf());
@@ -108,11 +108,11 @@ pub(crate) fn write_publish(
     let Ok(len) = encoded_len(&packet, proto) else {
         return Written::TooLarge;
     };
-    if !fits(len, s.client_max_packet.map(|m| m.get())) {
+    if !fits(len, s.client_max_packet) {
         return Written::TooLarge;
     }
     // An alias adds at most 3 bytes; only use one if that still fits.
-    if aliases && fits(len + 3, s.client_max_packet.map(|m| m.get())) {
+    if aliases && fits(len + 3, s.client_max_packet) {
         if let Packet::Publish(p) = &mut packet {
             if let Some((alias, known)) = s.out_aliases.alias_for(&p.topic) {
                 p.properties.topic_alias = Some(alias);

@@ -2,8 +2,9 @@
 //! connections that do not go away, hibernation of quiet connections, delayed wills and
 //! session expiry.
 //!
-//! A sweep never touches a socket read: it shuts the socket down, and the reader's pending
-//! read ends with end-of-file, which runs the normal disconnect path.
+//! A sweep never touches a socket read: it shuts the socket down, and the connection's pending
+//! read (or readiness wait, or its parked registration) ends with end-of-file, which runs the
+//! normal disconnect path.
 
 use crate::connection::Conn;
 use crate::core::{CloseReason, Core};
@@ -43,6 +44,7 @@ fn sweep(core: &Rc<Core>, now: Instant) {
     let conns: Vec<Rc<Conn>> = core.st.borrow().conns.values().cloned().collect();
     let park_after = (core.hibernation().is_some())
         .then(|| u32::try_from(core.config().hibernate_after_ms).unwrap_or(u32::MAX));
+    let ms = millis(now);
     for c in conns {
         if let Some(at) = c.killed_at() {
             if now.saturating_duration_since(at) > KILL_GRACE {
@@ -51,7 +53,6 @@ fn sweep(core: &Rc<Core>, now: Instant) {
             }
             continue;
         }
-        let ms = millis(now);
         if !c.connected() {
             if ms.wrapping_sub(c.connect_by.get()) as i32 >= 0 {
                 c.kill(CloseReason::ConnectTimeout);

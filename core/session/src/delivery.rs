@@ -73,8 +73,8 @@ impl Delivery {
 
 /// Whether a packet of `len` bytes may be sent to a client whose Maximum Packet Size is
 /// `client_max`; if not, the message is discarded for that client [MQTT-3.1.2-25].
-pub fn fits(len: usize, client_max: Option<u32>) -> bool {
-    client_max.is_none_or(|max| len <= max as usize)
+pub fn fits(len: usize, client_max: Option<std::num::NonZeroU32>) -> bool {
+    client_max.is_none_or(|max| len <= max.get() as usize)
 }
 
 #[cfg(test)]
@@ -151,7 +151,8 @@ mod tests {
     #[test]
     fn packet_size_limit() {
         assert!(fits(100, None));
-        assert!(fits(100, Some(100)));
-        assert!(!fits(101, Some(100)));
+        let max = std::num::NonZeroU32::new(100);
+        assert!(fits(100, max));
+        assert!(!fits(101, max));
     }
 }
