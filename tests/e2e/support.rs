@@ -110,6 +110,11 @@ impl Client {
         c
     }
 
+    /// The broker's address this client is connected to.
+    pub fn addr(&self) -> SocketAddr {
+        self.stream.peer_addr().expect("connected")
+    }
+
     /// Sends a packet.
     pub fn send(&mut self, p: &Packet) {
         let mut out = BytesMut::new();

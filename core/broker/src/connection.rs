@@ -89,9 +89,9 @@ pub(crate) struct Conn {
     session: Cell<u64>,
     pub(crate) client_id: RefCell<Option<Arc<str>>>,
     pub(crate) protocol: Cell<Protocol>,
-    /// Set when the core closes the connection (keep-alive, takeover, stop): why and when.
+    /// Set when the core closes the connection (keep-alive, takeover, stop).
     /// Boxed: most connections are never killed, and every idle one would carry the room.
-    killed: RefCell<Option<Box<(CloseReason, Instant)>>>,
+    killed: RefCell<Option<Box<Kill>>>,
     /// When a packet last arrived ([`millis`]: four bytes, not sixteen).
     pub(crate) last_seen: Cell<u32>,
     /// 1.5x keep-alive in milliseconds once connected; 0: no keep-alive.
@@ -147,12 +147,70 @@ impl Conn {
 
     /// Why the core closed the connection, if it did.
     pub(crate) fn kill_reason(&self) -> Option<CloseReason> {
-        self.killed.borrow().as_ref().map(|k| k.0.clone())
+        self.killed.borrow().as_ref().map(|k| k.reason.clone())
     }
 
-    /// When the core closed the connection, if it did.
+    /// Why the task must stop handling packets now: killed, and not draining.
+    fn stop_reason(&self) -> Option<CloseReason> {
+        self.killed
+            .borrow()
+            .as_ref()
+            .filter(|k| !k.drain)
+            .map(|k| k.reason.clone())
+    }
+
+    /// When the core closed the connection (or began draining it), if it did.
     pub(crate) fn killed_at(&self) -> Option<Instant> {
-        self.killed.borrow().as_ref().map(|k| k.1)
+        self.killed.borrow().as_ref().map(|k| k.at)
+    }
+
+    /// Draining for a takeover (see [`Conn::drain_for_takeover`]).
+    pub(crate) fn draining(&self) -> bool {
+        self.killed.borrow().as_ref().is_some_and(|k| k.drain)
+    }
+
+    /// The reason the connection ended, given what ended its task: the core's when it killed
+    /// the connection, but a drained connection ends with what its client did last (its
+    /// DISCONNECT, a protocol error), unless that was only the end of the drain.
+    fn final_reason(&self, task: CloseReason) -> CloseReason {
+        match self.killed.borrow().as_deref() {
+            None => task,
+            Some(k) if k.drain && !matches!(task, CloseReason::Eof | CloseReason::Io(_)) => task,
+            Some(k) => k.reason.clone(),
+        }
+    }
+
+    /// Begins closing the connection for a takeover without losing what its client sent
+    /// before the successor's CONNECT: the socket is shut down for reading, so the task reads
+    /// what is already buffered (a PUBACK, a DISCONNECT that must cancel the will) and then
+    /// meets end-of-file; the session is handed over once it has closed. The sweep ends a
+    /// drain that goes on for longer than [`DRAIN_LIMIT`]. False when the connection is closing
+    /// already: take the session at once.
+    ///
+    /// Mosquitto handles both sockets on one thread, in the order they became readable, so a
+    /// client that disconnects and reconnects at once has its last packets seen first. Here
+    /// the two connections may live on different cores (or the old one be hibernating), so
+    /// the order is made explicit.
+    pub(crate) fn drain_for_takeover(&self) -> bool {
+        if self.killed.borrow().is_some() || self.closing.get() {
+            return false;
+        }
+        *self.killed.borrow_mut() = Some(Box::new(Kill {
+            reason: CloseReason::TakenOver,
+            at: Instant::now(),
+            drain: true,
+        }));
+        // SAFETY: shutdown on the connection's own fd, still open (the task or `Conn` owns it).
+        unsafe { libc::shutdown(self.fd.get(), libc::SHUT_RD) };
+        true
+    }
+
+    /// A drain that ran for too long (a client that keeps sending): stop handling packets.
+    pub(crate) fn end_drain(&self) {
+        if let Some(k) = self.killed.borrow_mut().as_mut() {
+            k.drain = false;
+        }
+        self.close_with(&CloseReason::TakenOver);
     }
 
     /// Makes sure a writer flushes `out` (and finishes, once closing): spawns one unless it
@@ -266,8 +324,11 @@ impl Conn {
                 self.fd.set(-1);
                 warn!(peer = ?self.peer, "cannot resume a hibernated connection: {e}");
                 if let Some(conn) = self.me.upgrade() {
-                    *self.killed.borrow_mut() =
-                        Some(Box::new((CloseReason::Io(e.to_string()), Instant::now())));
+                    *self.killed.borrow_mut() = Some(Box::new(Kill {
+                        reason: CloseReason::Io(e.to_string()),
+                        at: Instant::now(),
+                        drain: false,
+                    }));
                     self.set_parked(false);
                     // Not here: the caller may be in the middle of routing.
                     monoio::spawn(async move { closed(&conn, CloseReason::Io(e.to_string())) });
@@ -334,12 +395,26 @@ impl Conn {
 
     /// Ends the connection: a v5 client gets DISCONNECT with the reason code [MQTT-4.13.1-1],
     /// the writer flushes and exits, and the pending read ends (socket shut down for reading).
+    /// A draining connection stops reading only when the broker stops; any other reason (a
+    /// failed write) just ends its writing.
     pub(crate) fn kill(&self, reason: CloseReason) {
+        if let Some(k) = self.killed.borrow_mut().as_mut() {
+            if !(k.drain && matches!(reason, CloseReason::Shutdown)) {
+                return;
+            }
+            k.drain = false;
+            k.reason = CloseReason::Shutdown;
+        }
         if self.killed.borrow().is_some() {
+            self.close_with(&reason);
             return;
         }
         self.close_with(&reason);
-        *self.killed.borrow_mut() = Some(Box::new((reason, Instant::now())));
+        *self.killed.borrow_mut() = Some(Box::new(Kill {
+            reason,
+            at: Instant::now(),
+            drain: false,
+        }));
         // SAFETY: shutdown on the connection's own fd, still open (the reader and writer own it).
         unsafe { libc::shutdown(self.fd.get(), libc::SHUT_RD) };
     }
@@ -372,6 +447,14 @@ impl Conn {
         self.closing.set(true);
         self.wake();
     }
+}
+
+/// Why and when the core closed a connection.
+struct Kill {
+    reason: CloseReason,
+    at: Instant,
+    /// Closing for a takeover: the task still handles what its client had sent.
+    drain: bool,
 }
 
 /// Puts back whichever half was taken (not reached: parked without a writer means both are
@@ -571,7 +654,7 @@ async fn wait_readable(conn: &Conn, rd: &OwnedReadHalf<TcpStream>) -> Wait {
 fn closed(conn: &Rc<Conn>, reason: CloseReason) {
     let core = &conn.core;
     let peer = conn.peer;
-    let reason = conn.kill_reason().unwrap_or(reason);
+    let reason = conn.final_reason(reason);
     if let CloseReason::Protocol(..) = reason {
         add(&core.stats().protocol_errors, 1);
     }
@@ -582,6 +665,8 @@ fn closed(conn: &Rc<Conn>, reason: CloseReason) {
         conn.clear_session();
         core.stats().connections.fetch_sub(1, Ordering::Relaxed);
         core.connection_closed(key, &reason);
+        // A takeover waited for this connection's last packets (`Conn::drain_for_takeover`).
+        core.drained(key);
     }
     match client_id {
         Some(id) => {
@@ -601,9 +686,16 @@ fn closed(conn: &Rc<Conn>, reason: CloseReason) {
 async fn read_ready(conn: &Rc<Conn>, rd: &mut OwnedReadHalf<TcpStream>) -> Option<CloseReason> {
     let core = &conn.core;
     let mut buf = BytesMut::new();
+    let mut reads = 0u32;
     loop {
-        if let Some(r) = conn.kill_reason() {
+        if let Some(r) = conn.stop_reason() {
             return Some(r);
+        }
+        // A client that always has more for us must not keep the core from its other tasks
+        // (the sweep among them): on the epoll driver a read that finds data never yields.
+        reads += 1;
+        if reads % READS_BEFORE_YIELD == 0 {
+            yield_now().await;
         }
         match read_some(conn, rd, &mut buf).await {
             Ok((filled, peer_closed)) => {
@@ -620,6 +712,22 @@ async fn read_ready(conn: &Rc<Conn>, rd: &mut OwnedReadHalf<TcpStream>) -> Optio
             Err(r) => return Some(r),
         }
     }
+}
+
+/// Reads in a row before the task lets the core's other tasks run.
+const READS_BEFORE_YIELD: u32 = 16;
+
+/// Lets every other ready task of the core run once.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
 }
 
 /// One read into `buf`: (the read filled the buffer, so more may be waiting; the peer
@@ -655,7 +763,7 @@ async fn handle_buffered(
     buf: &mut BytesMut,
 ) -> Result<(), CloseReason> {
     loop {
-        if let Some(r) = conn.kill_reason() {
+        if let Some(r) = conn.stop_reason() {
             return Err(r);
         }
         let mut decoder = conn.decoder.get();

@@ -6,7 +6,7 @@
 
 use crate::config::{Config, Driver};
 use crate::connection::Conn;
-use crate::handoff::{Incoming, Stub};
+use crate::handoff::{Incoming, Stub, TakeoverReq};
 use crate::hooks::HookPool;
 use crate::mesh::{ApiCmd, ApiSink, Mailbox, MeshMsg, Target};
 use crate::registry::Registry;
@@ -181,6 +181,8 @@ pub(crate) struct State {
     pub(crate) incoming: HashMap<u64, Incoming, ahash::RandomState>,
     /// Sessions that moved away and still forward (see `handoff.rs`).
     pub(crate) stubs: HashMap<u64, Stub, ahash::RandomState>,
+    /// Takeovers waiting for the old connection's last packets (see `handoff.rs`).
+    pub(crate) draining: HashMap<u64, TakeoverReq, ahash::RandomState>,
 }
 
 /// A single-waiter notification for tasks of one core.
@@ -286,6 +288,7 @@ impl Core {
                 heads: Vec::new(),
                 incoming: HashMap::default(),
                 stubs: HashMap::default(),
+                draining: HashMap::default(),
             }),
             shared,
             stopping: Cell::new(false),

@@ -8,12 +8,18 @@
 //! of a session that ended, a forward or an acknowledgement for a finished move) finds nothing
 //! and is ignored.
 //!
-//! Two windows are closed here:
+//! Three windows are closed here:
 //!
 //! - **A takeover that arrives before the previous CONNECT finished.** Between its claim and
 //!   its `install_session` a key is `Incoming` on its core; a takeover request for it is parked
 //!   there and answered right after the install (that connection gets CONNACK and then
 //!   DISCONNECT 0x8E, as if the two CONNECTs had come one after the other).
+//! - **Packets the old connection sent before the successor's CONNECT.** A client that sends
+//!   PUBACK and DISCONNECT and reconnects at once must not find the message redelivered or its
+//!   will published. A takeover of a live connection therefore drains it first
+//!   (`Conn::drain_for_takeover`: shut down for reading, the buffered packets handled) and
+//!   takes the session when that connection has closed (`drained`), at most `DRAIN_LIMIT`
+//!   later.
 //! - **Messages routed while the session moves.** The old core keeps the session's entries in
 //!   its local index as a `Stub` that forwards every delivery to the new key (`Forward`); the
 //!   new core holds forwards that arrive before the install and applies them after it. After
@@ -25,7 +31,7 @@
 //!   core remembers what it gave the session during that window and drops the second copy.
 //!   Takeovers of the new key wait for `MoveDone`, so at most one move per client id is open.
 
-use crate::core::{Core, State};
+use crate::core::{Core, Sink, State};
 use crate::mesh::MeshMsg;
 use crate::registry::core_of;
 use futures_channel::oneshot;
@@ -162,11 +168,27 @@ impl Core {
                 return;
             }
         }
+        let live = match self.st.borrow().sessions.get(&req.key).map(|e| &e.sink) {
+            Some(Sink::Conn(conn)) => Some(conn.clone()),
+            _ => None,
+        };
+        if live.is_some_and(|conn| conn.drain_for_takeover()) {
+            self.st.borrow_mut().draining.insert(req.key, req);
+            return;
+        }
         let s = self.take_session(req.key, req.clean_start, req.successor);
         // What the takeover queued (a will, interest changes) goes before the new CONNACK.
         self.flush_mesh();
         // A successor that is gone (its core stopped) loses the session with it.
         let _ = req.reply.send(s);
+    }
+
+    /// The connection of session `key` closed: answers a takeover that waited for its drain.
+    pub(crate) fn drained(self: &Rc<Self>, key: u64) {
+        let req = self.st.borrow_mut().draining.remove(&key);
+        if let Some(req) = req {
+            self.handle_takeover(req);
+        }
     }
 
     /// After `install_session` of `key` (whose session came from stub `from`, if any):

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 /// A killed connection whose peer does not read its last bytes is closed hard after this.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+/// A connection draining for a takeover stops handling packets after this: the successor's
+/// CONNACK waits for the drain, and a client that keeps sending must not hold it up.
+pub(crate) const DRAIN_LIMIT: Duration = Duration::from_millis(500);
 
 /// Milliseconds since the process's first call, wrapping at 2^32 (49 days): a connection's
 /// timestamps in four bytes. Intervals are taken with `wrapping_sub`, exact below 24 days
@@ -47,6 +50,12 @@ fn sweep(core: &Rc<Core>, now: Instant) {
     let ms = millis(now);
     for c in conns {
         if let Some(at) = c.killed_at() {
+            if c.draining() {
+                if now.saturating_duration_since(at) > DRAIN_LIMIT {
+                    c.end_drain();
+                }
+                continue;
+            }
             if now.saturating_duration_since(at) > KILL_GRACE {
                 // SAFETY: shutdown on the connection's own open fd.
                 unsafe { libc::shutdown(c.fd(), libc::SHUT_RDWR) };
