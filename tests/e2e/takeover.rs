@@ -14,6 +14,14 @@ fn persistent(id: &str) -> Connect {
     c
 }
 
+/// Disconnects with session expiry 0, ending the session, and waits for the close.
+fn end_session(mut c: Client) {
+    let mut d = Disconnect::default();
+    d.properties.session_expiry_interval = Some(0);
+    c.send(&Packet::Disconnect(d));
+    assert!(c.closed().0);
+}
+
 #[test]
 fn concurrent_connects_with_one_id_leave_exactly_one_session() {
     let b = broker();
@@ -78,10 +86,7 @@ fn concurrent_connects_with_one_id_leave_exactly_one_session() {
         }
         assert_eq!(sessions, 1, "one session left");
         // End the session so the next round counts from zero.
-        let mut d = Disconnect::default();
-        d.properties.session_expiry_interval = Some(0);
-        owner.send(&Packet::Disconnect(d));
-        assert!(owner.closed().0);
+        end_session(owner);
     }
 }
 
@@ -169,7 +174,10 @@ fn rounds(hibernate_after_ms: u64, n: usize, round: impl Fn(&Broker, usize)) {
 fn until_hibernating(b: &Broker, n: u64) {
     let deadline = std::time::Instant::now() + WAIT;
     while b.stats().hibernating < n {
-        assert!(std::time::Instant::now() < deadline, "no connection hibernates");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection hibernates"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
@@ -205,10 +213,7 @@ fn ack_then_reconnect(b: &Broker, i: usize, disconnect: bool, parked: bool) {
         other => panic!("round {i}: the acknowledged message came again: {other:?}"),
     }
     p.disconnect();
-    let mut end = Disconnect::default();
-    end.properties.session_expiry_interval = Some(0);
-    again.send(&Packet::Disconnect(end));
-    assert!(again.closed().0);
+    end_session(again);
 }
 
 #[test]

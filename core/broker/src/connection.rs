@@ -686,16 +686,9 @@ fn closed(conn: &Rc<Conn>, reason: CloseReason) {
 async fn read_ready(conn: &Rc<Conn>, rd: &mut OwnedReadHalf<TcpStream>) -> Option<CloseReason> {
     let core = &conn.core;
     let mut buf = BytesMut::new();
-    let mut reads = 0u32;
     loop {
         if let Some(r) = conn.stop_reason() {
             return Some(r);
-        }
-        // A client that always has more for us must not keep the core from its other tasks
-        // (the sweep among them): on the epoll driver a read that finds data never yields.
-        reads += 1;
-        if reads % READS_BEFORE_YIELD == 0 {
-            yield_now().await;
         }
         match read_some(conn, rd, &mut buf).await {
             Ok((filled, peer_closed)) => {
@@ -712,22 +705,6 @@ async fn read_ready(conn: &Rc<Conn>, rd: &mut OwnedReadHalf<TcpStream>) -> Optio
             Err(r) => return Some(r),
         }
     }
-}
-
-/// Reads in a row before the task lets the core's other tasks run.
-const READS_BEFORE_YIELD: u32 = 16;
-
-/// Lets every other ready task of the core run once.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if std::mem::replace(&mut yielded, true) {
-            return Poll::Ready(());
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
 }
 
 /// One read into `buf`: (the read filled the buffer, so more may be waiting; the peer
