@@ -1,6 +1,7 @@
 //! A subscriber that stops reading never slows the others: QoS 0 beyond its outbound limit is
 //! dropped (counted), QoS 1 waits in its bounded session queue.
 
+use std::io::{ErrorKind, Read, Write};
 use std::time::Duration;
 use uringmq_tests::*;
 
@@ -52,4 +53,86 @@ fn stalled_subscribers(len: usize, count: usize) {
         n += 1;
     }
     assert!(n > 0);
+}
+
+/// A client that sends PINGREQs and never reads its PINGRESPs: the broker stops reading from
+/// it once its replies pile up, so TCP pushes back and the broker's memory stays bounded; the
+/// core meanwhile serves its other clients; and once the client reads again, every PINGREQ it
+/// sent is answered.
+#[test]
+fn a_client_that_sends_without_reading_is_pushed_back() {
+    // One core: the flooder and the others share it.
+    let b = broker_with(|c| {
+        c.cores = 1;
+        c.max_outbound_bytes = 64 * 1024;
+    });
+    let mut flooder = Client::connect(b.local_addr(), Protocol::V5, "flooder");
+    let mut pings = bytes::BytesMut::new();
+    for _ in 0..8192 {
+        encode(&Packet::PingReq, Protocol::V5, &mut pings).expect("encode");
+    }
+    // Without push-back the broker reads all of this and queues as much in replies.
+    const LIMIT: usize = 256 * 1024 * 1024;
+    let stream = flooder.stream();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut written = 0usize;
+    let mut at = 0usize;
+    while written < LIMIT {
+        match stream.write(&pings[at..]) {
+            Ok(n) => {
+                written += n;
+                at = (at + n) % pings.len();
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("the flooder was disconnected: {e}"),
+        }
+    }
+    assert!(
+        written < 64 * 1024 * 1024,
+        "the broker kept reading from a client that does not read: {written} bytes"
+    );
+    // The core still serves others.
+    let mut sub = Client::connect(b.local_addr(), Protocol::V5, "sub");
+    sub.subscribe("t", QoS::AtLeastOnce);
+    let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
+    p.publish("t", b"still here", QoS::AtLeastOnce, false);
+    assert_eq!(&sub.recv_publish().payload[..], b"still here");
+    sub.ping();
+    // The flooder reads again: a PINGRESP for every PINGREQ, none lost, then one more. The
+    // rest is written from another thread while this one reads: the broker reads no more until
+    // the flooder has taken some of its replies.
+    let stream = flooder.stream();
+    stream.set_write_timeout(None).unwrap();
+    let mut tail = Vec::new();
+    if written % 2 == 1 {
+        tail.push(pings[at]);
+    }
+    let mut last = bytes::BytesMut::new();
+    encode(&Packet::PingReq, Protocol::V5, &mut last).expect("encode");
+    tail.extend_from_slice(&last);
+    written += tail.len();
+    let mut w = stream.try_clone().unwrap();
+    let tail_writer = std::thread::spawn(move || w.write_all(&tail));
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut answered = 0usize;
+    while answered < written {
+        match stream.read(&mut buf) {
+            Ok(0) => panic!("closed after {answered} of {written} bytes of PINGRESP"),
+            Ok(n) => {
+                // PINGRESP is D0 00: even offsets of the whole stream hold D0, odd ones 00.
+                let ok = buf[..n]
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &b)| b == if (answered + i) % 2 == 0 { 0xD0 } else { 0 });
+                assert!(ok, "only PINGRESPs");
+                answered += n;
+            }
+            Err(e) => panic!("{answered} of {written} bytes of PINGRESP, then {e}"),
+        }
+    }
+    tail_writer.join().unwrap().expect("the last PINGREQs were written");
+    assert_eq!(answered, written);
 }

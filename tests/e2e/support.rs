@@ -122,6 +122,11 @@ impl Client {
         self.send_raw(&out);
     }
 
+    /// The socket, for tests that write around the client (partial writes, timeouts).
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
     /// Sends raw bytes (for malformed-input tests). Errors are ignored: the broker may have
     /// closed the connection already.
     pub fn send_raw(&mut self, bytes: &[u8]) {

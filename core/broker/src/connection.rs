@@ -59,6 +59,9 @@ pub(crate) struct Conn {
     park_waker: Cell<Option<Waker>>,
     /// The sweep asked the task to park at its next wait.
     park_requested: Cell<bool>,
+    /// The task stopped reading until the writer drains `out` (see [`Conn::reads_held`]); it
+    /// waits on `park_waker`.
+    read_held: Cell<bool>,
     /// Parked: no task; the core's epoll set wakes it.
     parked: Cell<bool>,
     /// The socket is in the core's epoll set (parked once before: re-arm, not add).
@@ -120,6 +123,7 @@ impl Conn {
             held: Cell::new(Some(held)),
             park_waker: Cell::new(None),
             park_requested: Cell::new(false),
+            read_held: Cell::new(false),
             parked: Cell::new(false),
             in_epoll: Cell::new(false),
             detached: Cell::new(false),
@@ -211,6 +215,26 @@ impl Conn {
             k.drain = false;
         }
         self.close_with(&CloseReason::TakenOver);
+        self.release_reads();
+    }
+
+    /// More is queued for this client than it takes: twice the delivery limit, so that only
+    /// replies to its own packets (PUBACK, PINGRESP...) fill the rest. The task then stops
+    /// reading until the writer has drained the queue, and TCP pushes back on the client, so a
+    /// client that sends without ever reading cannot grow the broker's memory without bound.
+    /// The slack above the delivery limit keeps a client that writes a burst before it reads
+    /// from deadlocking with us. (Mosquitto keeps reading and lets the queue grow.)
+    fn reads_held(&self) -> bool {
+        self.out.borrow().len() >= self.core.config().max_outbound_bytes.saturating_mul(2)
+    }
+
+    /// Wakes a task that stopped reading for a full queue, to look again.
+    fn release_reads(&self) {
+        if self.read_held.replace(false) {
+            if let Some(w) = self.park_waker.take() {
+                w.wake();
+            }
+        }
     }
 
     /// Makes sure a writer flushes `out` (and finishes, once closing): spawns one unless it
@@ -417,6 +441,7 @@ impl Conn {
         }));
         // SAFETY: shutdown on the connection's own fd, still open (the reader and writer own it).
         unsafe { libc::shutdown(self.fd.get(), libc::SHUT_RD) };
+        self.release_reads();
     }
 
     /// Queues the server's DISCONNECT (v5, after CONNECT) and tells the writer to finish.
@@ -686,10 +711,16 @@ fn closed(conn: &Rc<Conn>, reason: CloseReason) {
 async fn read_ready(conn: &Rc<Conn>, rd: &mut OwnedReadHalf<TcpStream>) -> Option<CloseReason> {
     let core = &conn.core;
     let mut buf = BytesMut::new();
+    let mut budget = crate::fairness::ReadBudget::default();
     loop {
         if let Some(r) = conn.stop_reason() {
             return Some(r);
         }
+        if conn.reads_held() {
+            hold_reads(conn).await;
+            continue;
+        }
+        budget.spend(core).await;
         match read_some(conn, rd, &mut buf).await {
             Ok((filled, peer_closed)) => {
                 if let Err(r) = handle_buffered(core, conn, &mut buf).await {
@@ -705,6 +736,21 @@ async fn read_ready(conn: &Rc<Conn>, rd: &mut OwnedReadHalf<TcpStream>) -> Optio
             Err(r) => return Some(r),
         }
     }
+}
+
+/// Waits until the writer has drained the queue below the hold mark, or the core stops the
+/// connection.
+async fn hold_reads(conn: &Conn) {
+    std::future::poll_fn(|cx| {
+        if !conn.reads_held() || conn.stop_reason().is_some() {
+            conn.read_held.set(false);
+            return Poll::Ready(());
+        }
+        conn.park_waker.set(Some(cx.waker().clone()));
+        conn.read_held.set(true);
+        Poll::Pending
+    })
+    .await
 }
 
 /// One read into `buf`: (the read filled the buffer, so more may be waiting; the peer
@@ -1083,9 +1129,11 @@ async fn writer(conn: Rc<Conn>, mut wr: OwnedWriteHalf<TcpStream>, _guard: TaskG
             debug!(peer = ?conn.peer, "write failed: {e}");
             conn.kill(CloseReason::Io(e.to_string()));
             conn.out.borrow_mut().clear();
+            conn.release_reads();
             break;
         }
         add(&core.stats().bytes_out, n as u64);
+        conn.release_reads();
         if buf.capacity() <= MAX_SPARE_WRITE_BUFFER {
             buf.clear();
             spare = Some(buf);

@@ -245,6 +245,9 @@ pub(crate) struct Core {
     pub(crate) poller_stop: LocalNotify,
     /// Sweeps left in which to collect freed memory (see `hibernate::collect_memory`).
     pub(crate) collect_sweeps: Cell<u8>,
+    /// When the sweep last ran ([`crate::timers::millis`]): a late sweep tells busy readers
+    /// that the core's timers are starved (see `fairness.rs`).
+    pub(crate) last_tick: Cell<u32>,
 }
 
 /// Counts a task for the stop procedure; decremented on drop.
@@ -304,6 +307,7 @@ impl Core {
             finished: Cell::new(false),
             poller_stop: LocalNotify::default(),
             collect_sweeps: Cell::new(0),
+            last_tick: Cell::new(crate::timers::millis(Instant::now())),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod config;
 mod connection;
 mod core;
 mod endpoint;
+mod fairness;
 mod handoff;
 mod hibernate;
 mod hooks;

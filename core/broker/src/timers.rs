@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Sweep period: bounds how late a keep-alive or will delay fires.
-const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// A killed connection whose peer does not read its last bytes is closed hard after this.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// A connection draining for a takeover stops handling packets after this: the successor's
@@ -38,6 +38,7 @@ pub(crate) async fn run(core: Rc<Core>) {
             _ = core.stop_signal.wait() => {}
         }
         let now = Instant::now();
+        core.last_tick.set(millis(now));
         sweep(&core, now);
         core.fire_timers(now);
     }
