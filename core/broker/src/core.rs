@@ -1185,6 +1185,7 @@ pub(crate) fn run_core(
         ($driver:ty) => {{
             match monoio::RuntimeBuilder::<$driver>::new()
                 .with_entries(1024)
+                .uring_builder(crate::uring::builder())
                 .enable_timer()
                 .build()
             {

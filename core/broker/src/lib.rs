@@ -25,6 +25,7 @@ mod router;
 mod shared_sub;
 mod timers;
 mod transport_io;
+mod uring;
 
 pub use api::*;
 pub use broker::{init_logging, init_logging_background, Broker, RecvError, Subscription};
