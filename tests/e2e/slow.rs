@@ -133,6 +133,9 @@ fn a_client_that_sends_without_reading_is_pushed_back() {
             Err(e) => panic!("{answered} of {written} bytes of PINGRESP, then {e}"),
         }
     }
-    tail_writer.join().unwrap().expect("the last PINGREQs were written");
+    tail_writer
+        .join()
+        .unwrap()
+        .expect("the last PINGREQs were written");
     assert_eq!(answered, written);
 }
