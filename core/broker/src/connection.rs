@@ -575,7 +575,7 @@ fn connection(
     (listener, transport, slot): (Arc<str>, uringmq_transport::Transport, Slot),
     guard: TaskGuard,
 ) {
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY comes from the listener (`listener.rs`).
     let fd = stream.as_raw_fd();
     let deadline =
         Instant::now() + Duration::from_secs(u64::from(core.config().connect_timeout_secs));
