@@ -223,9 +223,12 @@ impl Conn {
     /// reading until the writer has drained the queue, and TCP pushes back on the client, so a
     /// client that sends without ever reading cannot grow the broker's memory without bound.
     /// The slack above the delivery limit keeps a client that writes a burst before it reads
-    /// from deadlocking with us. (Mosquitto keeps reading and lets the queue grow.)
+    /// from deadlocking with us. (Mosquitto keeps reading and lets the queue grow.) Never while
+    /// draining for a takeover: the socket is shut down for reading, so what is left to read
+    /// is bounded by the kernel's buffer, and the successor waits for it.
     fn reads_held(&self) -> bool {
-        self.out.borrow().len() >= self.core.config().max_outbound_bytes.saturating_mul(2)
+        let queued = self.out.borrow().len() + crate::transport_io::pending_out(self);
+        queued >= self.core.config().max_outbound_bytes.saturating_mul(2) && !self.draining()
     }
 
     /// Wakes a task that stopped reading for a full queue, to look again.
@@ -431,6 +434,7 @@ impl Conn {
         }
         if self.killed.borrow().is_some() {
             self.close_with(&reason);
+            self.release_reads();
             return;
         }
         self.close_with(&reason);
@@ -619,6 +623,9 @@ pub(crate) fn unpark(conn: Rc<Conn>) {
 /// is in this future, which every connection that is not parked holds; reading and handling
 /// are in a boxed future that lives while there is something to read.
 async fn serve(conn: Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>, mut ready: bool) {
+    // Kept across readiness waits: on epoll a wait on a socket that is still readable returns
+    // at once, without going back to the runtime.
+    let mut budget = crate::fairness::ReadBudget::default();
     let reason = loop {
         if !ready {
             match wait_readable(&conn, &rd).await {
@@ -634,7 +641,7 @@ async fn serve(conn: Rc<Conn>, mut rd: OwnedReadHalf<TcpStream>, mut ready: bool
             }
         }
         ready = false;
-        if let Some(reason) = Box::pin(read_ready(&conn, &mut rd)).await {
+        if let Some(reason) = Box::pin(read_ready(&conn, &mut rd, &mut budget)).await {
             break reason;
         }
     };
@@ -708,10 +715,13 @@ fn closed(conn: &Rc<Conn>, reason: CloseReason) {
 /// The socket is readable: reads and handles packets until every complete packet is handled
 /// and nothing more is waiting (`None`: go back to waiting, holding no buffer), or the
 /// connection ends (its reason). A packet split over reads is completed here.
-async fn read_ready(conn: &Rc<Conn>, rd: &mut OwnedReadHalf<TcpStream>) -> Option<CloseReason> {
+async fn read_ready(
+    conn: &Rc<Conn>,
+    rd: &mut OwnedReadHalf<TcpStream>,
+    budget: &mut crate::fairness::ReadBudget,
+) -> Option<CloseReason> {
     let core = &conn.core;
     let mut buf = BytesMut::new();
-    let mut budget = crate::fairness::ReadBudget::default();
     loop {
         if let Some(r) = conn.stop_reason() {
             return Some(r);
@@ -1119,6 +1129,8 @@ async fn writer(conn: Rc<Conn>, mut wr: OwnedWriteHalf<TcpStream>, _guard: TaskG
         }
         let next = spare.take().unwrap_or_default();
         let flush = conn.out.borrow_mut().take(next);
+        // The queue is empty now: a reader held for it may read while this is written.
+        conn.release_reads();
         let flush = crate::transport_io::wrap(&conn, flush);
         let n = flush.len();
         // Cross-core effects this client could observe through these bytes go first.

@@ -1185,7 +1185,7 @@ pub(crate) fn run_core(
         ($driver:ty) => {{
             match monoio::RuntimeBuilder::<$driver>::new()
                 .with_entries(1024)
-                .uring_builder(crate::uring::builder())
+                .uring_builder(crate::uring::builder(driver))
                 .enable_timer()
                 .build()
             {

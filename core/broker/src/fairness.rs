@@ -15,7 +15,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Reads in a row before a reader lets the core's other tasks run.
-pub(crate) const READS_PER_TURN: u32 = 16;
+pub(crate) const READS_PER_TURN: u8 = 16;
 
 /// A sweep later than this means the core's timers are starved.
 const SWEEP_LATE: Duration = Duration::from_millis(2 * TICK.as_millis() as u64);
@@ -23,7 +23,8 @@ const SWEEP_LATE: Duration = Duration::from_millis(2 * TICK.as_millis() as u64);
 /// Counts one reader's reads in a row.
 #[derive(Default)]
 pub(crate) struct ReadBudget {
-    reads: u32,
+    /// One byte: it lives in the future of every connection's task.
+    reads: u8,
 }
 
 impl ReadBudget {

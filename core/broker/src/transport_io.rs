@@ -78,6 +78,11 @@ pub(crate) fn wants_write(conn: &Conn) -> bool {
     conn.transport.borrow().wants_write()
 }
 
+/// Bytes the adapter holds for the client besides the MQTT out queue (WebSocket pongs).
+pub(crate) fn pending_out(conn: &Conn) -> usize {
+    conn.transport.borrow().pending_len()
+}
+
 /// Turns the MQTT bytes of one flush into the bytes to write: unchanged for plain TCP (shared
 /// payloads stay shared), otherwise the adapter's pending bytes followed by the wrapped MQTT
 /// bytes, gathered into one buffer by the wrapping (encryption, framing) itself.

@@ -17,19 +17,22 @@
 //! wait, and monoio's busy loop submits without waiting, so completions would lag until its
 //! run queue is empty.
 
+use crate::config::Driver;
 use std::sync::OnceLock;
 
 /// The ring settings every core uses: cooperative task running where the kernel has it, the
 /// kernel's defaults elsewhere (an older kernel refuses unknown setup flags, and that must not
 /// turn into a silent fall back to epoll).
-pub(crate) fn builder() -> io_uring::Builder {
+/// No probe where io_uring is not used (it may be forbidden by policy there).
+pub(crate) fn builder(driver: Driver) -> io_uring::Builder {
     static COOP: OnceLock<bool> = OnceLock::new();
-    let coop = *COOP.get_or_init(|| {
-        io_uring::IoUring::<io_uring::squeue::Entry>::builder()
-            .setup_coop_taskrun()
-            .build(8)
-            .is_ok()
-    });
+    let coop = driver != Driver::Epoll
+        && *COOP.get_or_init(|| {
+            io_uring::IoUring::<io_uring::squeue::Entry>::builder()
+                .setup_coop_taskrun()
+                .build(8)
+                .is_ok()
+        });
     let mut b = io_uring::IoUring::builder();
     if coop {
         b.setup_coop_taskrun();

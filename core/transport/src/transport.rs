@@ -139,6 +139,17 @@ impl Transport {
         }
     }
 
+    /// Bytes of its own the transport holds for a peer that does not read: WebSocket pongs,
+    /// which a client can make the broker queue by sending pings. TLS counts nothing here:
+    /// its own records (handshake, alerts) are few and rustls does not tell their size.
+    pub fn pending_len(&self) -> usize {
+        match self {
+            Transport::Tcp | Transport::Tls(_) => 0,
+            Transport::Ws(t) => t.pending_len(),
+            Transport::Wss(t) => t.pending_len(),
+        }
+    }
+
     /// True until the TLS handshake and/or the WebSocket upgrade have completed; the
     /// broker's CONNECT timeout should cover this time too.
     pub fn is_handshaking(&self) -> bool {

@@ -181,6 +181,11 @@ impl WsTransport {
         !self.out.is_empty()
     }
 
+    /// How many bytes of its own (pongs, close) wait to be sent.
+    pub fn pending_len(&self) -> usize {
+        self.out.len()
+    }
+
     /// True until the upgrade request has been answered.
     pub fn is_handshaking(&self) -> bool {
         matches!(self.phase, Phase::Handshake(_))
@@ -631,6 +636,22 @@ pub(crate) mod tests {
         );
         feed(&mut ws, &client_frame(pong, true, b"x")).0.unwrap();
         assert!(!ws.wants_write());
+    }
+
+    /// Pongs a client makes the broker queue count toward the broker's back-pressure mark.
+    #[test]
+    fn queued_pongs_are_counted_until_sent() {
+        let mut ws = open();
+        assert_eq!(ws.pending_len(), 0);
+        for _ in 0..10 {
+            feed(&mut ws, &client_frame(PING, true, &[1u8; 100]))
+                .0
+                .unwrap();
+        }
+        // Each pong: 2 header bytes and the 100-byte payload.
+        assert_eq!(ws.pending_len(), 10 * 102);
+        pending(&mut ws);
+        assert_eq!(ws.pending_len(), 0);
     }
 
     #[test]

@@ -72,6 +72,11 @@ impl WssTransport {
         self.ws.wants_write() || self.tls.wants_write()
     }
 
+    /// How many bytes the WebSocket layer's answers (pongs, close) hold.
+    pub fn pending_len(&self) -> usize {
+        self.ws.pending_len()
+    }
+
     /// True until both the TLS handshake and the WebSocket upgrade are done.
     pub fn is_handshaking(&self) -> bool {
         self.tls.is_handshaking() || self.ws.is_handshaking()
