@@ -266,20 +266,32 @@ fn a_disconnect_just_before_a_clean_reconnect_cancels_the_will() {
 /// when it did, the sweep that enforces the drain limit never ran; see `fairness.rs`.)
 #[test]
 fn a_takeover_of_a_connection_that_keeps_sending_completes() {
-    // One core: the flooding connection and its successor share it.
-    let b = broker_with(|c| c.cores = 1);
+    // One core: the flooding connection and its successor share it. An outbound limit far
+    // above what the test queues, so that the broker never stops reading from the flooder for
+    // a full queue (`slow.rs` tests that): only the read budget keeps the core free.
+    let b = broker_with(|c| {
+        c.cores = 1;
+        c.max_outbound_bytes = 1 << 30;
+    });
     let addr = b.local_addr();
-    let (old, _) = Client::connect_with(addr, persistent("chatty"));
+    let (mut old, _) = Client::connect_with(addr, persistent("chatty"));
+    // The flooder reads its PINGRESPs as fast as they come.
+    let mut replies = old.stream().try_clone().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut sink = vec![0u8; 64 * 1024];
+        while matches!(std::io::Read::read(&mut replies, &mut sink), Ok(n) if n > 0) {}
+    });
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood = {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut old = old;
             let mut ping = bytes::BytesMut::new();
-            for _ in 0..512 {
+            // 256 KiB a write: faster than the broker handles 2-byte packets, so the socket
+            // is always readable.
+            for _ in 0..128 * 1024 {
                 encode(&Packet::PingReq, Protocol::V5, &mut ping).expect("encode");
             }
-            // Reads nothing back: the broker's PINGRESPs fill the buffers too.
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 old.send_raw(&ping);
             }
@@ -292,4 +304,6 @@ fn a_takeover_of_a_connection_that_keeps_sending_completes() {
     new.ping();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     flood.join().unwrap();
+    // The broker closed the old connection: the reader sees the end.
+    drain.join().unwrap();
 }
