@@ -206,6 +206,9 @@ impl Conn {
         }));
         // SAFETY: shutdown on the connection's own fd, still open (the task or `Conn` owns it).
         unsafe { libc::shutdown(self.fd.get(), libc::SHUT_RD) };
+        // A draining connection is never held: a reader held for a full queue reads what is
+        // left now, not when a slow client has taken the queue.
+        self.release_reads();
         true
     }
 
@@ -1141,11 +1144,9 @@ async fn writer(conn: Rc<Conn>, mut wr: OwnedWriteHalf<TcpStream>, _guard: TaskG
             debug!(peer = ?conn.peer, "write failed: {e}");
             conn.kill(CloseReason::Io(e.to_string()));
             conn.out.borrow_mut().clear();
-            conn.release_reads();
             break;
         }
         add(&core.stats().bytes_out, n as u64);
-        conn.release_reads();
         if buf.capacity() <= MAX_SPARE_WRITE_BUFFER {
             buf.clear();
             spare = Some(buf);

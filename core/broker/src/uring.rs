@@ -23,7 +23,9 @@ use std::sync::OnceLock;
 /// The ring settings every core uses: cooperative task running where the kernel has it, the
 /// kernel's defaults elsewhere (an older kernel refuses unknown setup flags, and that must not
 /// turn into a silent fall back to epoll).
-/// No probe where io_uring is not used (it may be forbidden by policy there).
+///
+/// The probe ring is opened only where io_uring is used: under `Driver::Epoll` it may be
+/// forbidden by policy.
 pub(crate) fn builder(driver: Driver) -> io_uring::Builder {
     static COOP: OnceLock<bool> = OnceLock::new();
     let coop = driver != Driver::Epoll
