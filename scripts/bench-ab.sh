@@ -8,8 +8,8 @@
 #
 # Prints, per build, msgs/s out (connects/s for a connection storm), the broker's and the load
 # generator's CPU time per delivered message (per CONNACK), p99 latency (median and every run),
-# and B/A. The broker runs with --cores 1 on CPU 0, uringmq-load (from PATH or
-# $LOAD, default target/release/uringmq-load) on CPU 1. Loopback only.
+# and B/A. Each run is scripts/bench-one.sh: the broker with --cores 1 on CPU 0, uringmq-load
+# ($LOAD, default target/release/uringmq-load) on CPU 1. Loopback only.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 A=$1 B=$2 ROUNDS=$3
@@ -20,13 +20,9 @@ OUT=$(mktemp -d /tmp/bench-ab.XXXXXX)
 for r in $(seq 1 "$ROUNDS"); do
   for v in A B; do
     bin=$A; [[ $v == B ]] && bin=$B
-    taskset -c 0 "$bin" --port "$PORT" --cores 1 --log-level warn >"$OUT/broker-$v.log" 2>&1 &
-    bp=$!
-    sleep 0.5
-    taskset -c 1 "$LOAD" -p "$PORT" --broker-pid "$bp" --json "$OUT/$v-$r.json" --quiet "$@" \
-      >"$OUT/$v-$r.txt" 2>&1 || echo "run $v $r failed: see $OUT/$v-$r.txt"
-    kill "$bp"
-    wait "$bp" 2>/dev/null || true
+    LOAD=$LOAD "$ROOT/scripts/bench-one.sh" --json "$OUT/$v-$r.json" --label "$v run $r" \
+      "$bin" --port "$PORT" --cores 1 --log-level warn -- -p "$PORT" "$@" ||
+      echo "run $v $r failed: see $OUT/$v-$r.json.load.txt"
   done
 done
 python3 - "$OUT" <<'PY'
