@@ -283,3 +283,34 @@ fn subscription_limits_and_max_qos() {
     s.send(&Packet::Publish(m));
     s.expect_disconnect(Some(ReasonCode::QOS_NOT_SUPPORTED));
 }
+
+/// A client announcing Maximum Packet Size 20 that breaks a rule gets its DISCONNECT without
+/// the Reason String that would make it larger [MQTT-3.1.2-24] [MQTT-3.14.2-3]: at most 20
+/// bytes, reason code kept.
+#[test]
+fn the_disconnect_fits_the_client_maximum_packet_size() {
+    use std::io::Read;
+    let b = broker();
+    let mut c = connect_packet(Protocol::V5, "tiny");
+    c.properties.maximum_packet_size = Some(20);
+    let (mut p, ack) = Client::connect_with(b.local_addr(), c);
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    // An empty topic without an alias: DISCONNECT 0x82 with a reason string naming the rule.
+    let mut m = publish("", b"x", QoS::AtMostOnce, false);
+    m.topic = ByteStr::new();
+    p.send(&Packet::Publish(m));
+    let stream = p.stream();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    assert!(!bytes.is_empty() && bytes.len() <= 20, "{bytes:02x?}");
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let mut d = Decoder::with_protocol(Protocol::V5, 1 << 20);
+    match d.decode(&mut buf) {
+        Ok(Some(Packet::Disconnect(d))) => {
+            assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR);
+            assert_eq!(d.properties.reason_string, None);
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+}

@@ -810,9 +810,7 @@ fn send_auth(conn: &Conn, reason_code: ReasonCode, method: &ByteStr, data: Optio
             ..Default::default()
         },
     };
-    Core::write_out(conn, |out| {
-        crate::router::write_packet(out, &Packet::Auth(auth), Protocol::V5)
-    });
+    conn.send_packet(&Packet::Auth(auth));
 }
 
 /// A refused client: counted, logged without credentials, delayed against guessing, then

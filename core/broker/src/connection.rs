@@ -20,6 +20,7 @@ use monoio::net::{TcpListener, TcpStream};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
@@ -92,6 +93,8 @@ pub(crate) struct Conn {
     session: Cell<u64>,
     pub(crate) client_id: RefCell<Option<Arc<str>>>,
     pub(crate) protocol: Cell<Protocol>,
+    /// The client's Maximum Packet Size from its CONNECT (none: the protocol's limit).
+    pub(crate) max_out: Cell<Option<NonZeroU32>>,
     /// Set when the core closes the connection (keep-alive, takeover, stop).
     /// Boxed: most connections are never killed, and every idle one would carry the room.
     killed: RefCell<Option<Box<Kill>>>,
@@ -141,6 +144,7 @@ impl Conn {
             session: Cell::new(0),
             client_id: RefCell::new(None),
             protocol: Cell::new(Protocol::V3_1_1),
+            max_out: Cell::new(None),
             killed: RefCell::new(None),
             last_seen: Cell::new(millis(Instant::now())),
             grace_ms: Cell::new(0),
@@ -451,6 +455,14 @@ impl Conn {
         self.release_reads();
     }
 
+    /// Queues a packet for the client, within its Maximum Packet Size (see
+    /// [`write_packet`]), and wakes the writer.
+    pub(crate) fn send_packet(&self, packet: &Packet) {
+        let (proto, max) = (self.protocol.get(), self.max_out.get());
+        write_packet(self.out.borrow_mut().buf(), packet, proto, max);
+        self.wake();
+    }
+
     /// Queues the server's DISCONNECT (v5, after CONNECT) and tells the writer to finish.
     fn close_with(&self, reason: &CloseReason) {
         if self.connected() && self.protocol.get().is_v5() && !self.closing.get() {
@@ -473,6 +485,7 @@ impl Conn {
                     self.out.borrow_mut().buf(),
                     &Packet::Disconnect(d),
                     Protocol::V5,
+                    self.max_out.get(),
                 );
             }
         }
@@ -987,7 +1000,10 @@ pub(crate) fn refuse(conn: &Conn, proto: Protocol, code: ReasonCode) {
         reason_code: code,
         properties: Default::default(),
     };
-    Core::write_out(conn, |out| write_packet(out, &Packet::ConnAck(ack), proto));
+    let max = conn.max_out.get();
+    Core::write_out(conn, |out| {
+        write_packet(out, &Packet::ConnAck(ack), proto, max)
+    });
 }
 
 async fn on_connect(
@@ -997,6 +1013,9 @@ async fn on_connect(
 ) -> Result<(), CloseReason> {
     let proto = c.protocol;
     conn.protocol.set(proto);
+    // CONNACK is the first packet the client's limit applies to [MQTT-3.1.2-24].
+    let max_out = c.properties.maximum_packet_size.and_then(NonZeroU32::new);
+    conn.max_out.set(max_out);
     let requested = crate::auth::take_method(core, conn, &mut c)?;
     let shared = core.shared.clone();
     let limits = shared.limits;
@@ -1083,7 +1102,7 @@ async fn on_connect(
         reason_code: ReasonCode::SUCCESS,
         properties,
     };
-    Core::write_out(conn, |out| write_packet(out, &Packet::ConnAck(ack), proto));
+    conn.send_packet(&Packet::ConnAck(ack));
     conn.session.set(key);
     conn.connected.set(true);
     let grace = keepalive::grace(n.keep_alive.secs).map_or(0, |g| g.as_millis().max(1));

@@ -8,14 +8,15 @@ use crate::core::{add, CloseReason, Core, Sink, State};
 use crate::out_queue::{OutQueue, SHARE_THRESHOLD};
 use crate::shared_sub::group_filter;
 use bytes::BytesMut;
+use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::debug;
 use uringmq_auth::{Access, ClientInfo};
 use uringmq_codec::{
-    encode, encoded_len, Ack, ByteStr, Disconnect, Packet, Protocol, Publish, PublishHead,
-    PublishProperties, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    encode, encode_within, encoded_len, Ack, ByteStr, Disconnect, Packet, Protocol, Publish,
+    PublishHead, PublishProperties, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use uringmq_session::delivery::fits;
 use uringmq_session::{
@@ -142,10 +143,16 @@ pub(crate) fn write_publish(
     }
 }
 
-/// Appends an acknowledgement-type packet.
-pub(crate) fn write_packet(out: &mut BytesMut, packet: &Packet, proto: Protocol) {
-    if let Err(e) = encode(packet, proto, out) {
-        debug!("cannot encode {}: {e}", packet.packet_type());
+/// Appends an acknowledgement-type packet, without its Reason String and User Properties if
+/// only that keeps it within the client's Maximum Packet Size `max` (else it is discarded).
+pub(crate) fn write_packet(
+    out: &mut BytesMut,
+    packet: &Packet,
+    proto: Protocol,
+    max: Option<NonZeroU32>,
+) {
+    if let Err(e) = encode_within(packet, proto, max, out) {
+        debug!("cannot send {}: {e}", packet.packet_type());
     }
 }
 
@@ -335,6 +342,7 @@ impl Core {
                             out.buf(),
                             &Packet::PubRel(Ack::new(o.packet_id)),
                             e.s.protocol,
+                            e.s.client_max_packet,
                         );
                         continue;
                     }
@@ -401,19 +409,17 @@ impl Core {
                     Some(s.inflight.pubrec(a.packet_id, a.reason_code.is_error()))
                 });
                 match r.unwrap_or(Ok(false)) {
-                    Ok(true) => Core::write_out(conn, |out| {
-                        write_packet(out, &Packet::PubRel(Ack::new(a.packet_id)), proto)
-                    }),
+                    Ok(true) => conn.send_packet(&Packet::PubRel(Ack::new(a.packet_id))),
                     Ok(false) => self.pump(key),
-                    Err(_) => Core::write_out(conn, |out| {
+                    Err(_) => {
                         // [MQTT-4.3.3-?] v5: PUBREL 0x92 Packet Identifier not found.
                         let code = if v5 {
                             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
                         } else {
                             ReasonCode::SUCCESS
                         };
-                        write_packet(out, &Packet::PubRel(ack(a.packet_id, code)), proto)
-                    }),
+                        conn.send_packet(&Packet::PubRel(ack(a.packet_id, code)))
+                    }
                 }
                 Ok(())
             }
@@ -424,9 +430,7 @@ impl Core {
                 } else {
                     ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
                 };
-                Core::write_out(conn, |out| {
-                    write_packet(out, &Packet::PubComp(ack(a.packet_id, code)), proto)
-                });
+                conn.send_packet(&Packet::PubComp(ack(a.packet_id, code)));
                 Ok(())
             }
             Packet::PubComp(a) => {
@@ -437,7 +441,7 @@ impl Core {
             Packet::Subscribe(s) => self.on_subscribe(conn, key, s, pre),
             Packet::Unsubscribe(u) => self.on_unsubscribe(conn, key, u),
             Packet::PingReq => {
-                Core::write_out(conn, |out| write_packet(out, &Packet::PingResp, proto));
+                conn.send_packet(&Packet::PingResp);
                 Ok(())
             }
             Packet::Disconnect(d) => self.on_disconnect(key, d),
@@ -603,12 +607,8 @@ impl Core {
         };
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => Core::write_out(conn, |out| {
-                write_packet(out, &Packet::PubAck(ack(pid, code)), proto)
-            }),
-            QoS::ExactlyOnce => Core::write_out(conn, |out| {
-                write_packet(out, &Packet::PubRec(ack(pid, code)), proto)
-            }),
+            QoS::AtLeastOnce => conn.send_packet(&Packet::PubAck(ack(pid, code))),
+            QoS::ExactlyOnce => conn.send_packet(&Packet::PubRec(ack(pid, code))),
         }
         Ok(())
     }
@@ -704,9 +704,7 @@ impl Core {
             properties: Default::default(),
             reason_codes: codes,
         };
-        Core::write_out(conn, |out| {
-            write_packet(out, &Packet::SubAck(suback), proto)
-        });
+        conn.send_packet(&Packet::SubAck(suback));
         for (f, opts) in retained {
             self.send_retained(key, &f, &opts);
         }
@@ -719,7 +717,6 @@ impl Core {
         key: u64,
         u: Unsubscribe,
     ) -> Result<(), CloseReason> {
-        let proto = conn.protocol.get();
         let mut codes = Vec::with_capacity(u.filters.len());
         for f in &u.filters {
             let removed = self.with_session(key, |s| s.subs.remove(f).is_some());
@@ -738,9 +735,7 @@ impl Core {
             properties: Default::default(),
             reason_codes: codes,
         };
-        Core::write_out(conn, |out| {
-            write_packet(out, &Packet::UnsubAck(unsuback), proto)
-        });
+        conn.send_packet(&Packet::UnsubAck(unsuback));
         Ok(())
     }
 }

@@ -201,6 +201,14 @@ pub enum EncodeError {
     /// MQTT 3.1/3.1.1 CONNECT with a password but no user name.
     #[error("[MQTT-3.1.2-22] password without user name")]
     PasswordWithoutUsername,
+    /// Larger than the peer's Maximum Packet Size even without its optional properties.
+    #[error("[MQTT-3.1.2-24] packet of {len} bytes exceeds the peer's Maximum Packet Size {max}")]
+    ExceedsPeerMaximum {
+        /// Bytes of the packet, stripped.
+        len: usize,
+        /// The peer's Maximum Packet Size.
+        max: u32,
+    },
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@
 pub mod decode;
 pub mod encode;
 pub mod error;
+pub mod limit;
 pub mod packet;
 pub mod properties;
 mod property_codec;
@@ -42,6 +43,7 @@ pub mod varint;
 pub use decode::Decoder;
 pub use encode::{encode, encoded_len};
 pub use error::{DecodeError, EncodeError};
+pub use limit::encode_within;
 pub use packet::*;
 pub use properties::*;
 pub use publish_head::PublishHead;
