@@ -68,6 +68,7 @@ class Stats:
     protocol_errors: int
     auth_failures: int
     hibernating: int
+    wills_denied: int
     def as_dict(self) -> Dict[str, int]:
         """The counters as a dict."""
 

@@ -874,3 +874,123 @@ fn reauthentication_with_another_method_or_without_enhanced_auth_is_a_protocol_e
     c.expect_disconnect(Some(ReasonCode::PROTOCOL_ERROR));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn will_on(mut c: Connect, topic: &str) -> Connect {
+    c.will = Some(LastWill {
+        topic: topic.into(),
+        payload: bytes::Bytes::from_static(b"pwned"),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Default::default(),
+    });
+    c
+}
+
+/// A will is a PUBLISH by its client: one the ACL does not let her publish, or one on
+/// `$SYS/`, refuses the CONNECT with 0x87 (3.1.1: return code 5), as Mosquitto does; a will
+/// she may publish is accepted.
+#[test]
+fn a_will_the_client_may_not_publish_refuses_the_connect() {
+    let (_dir, acl) = write_file(
+        "acl",
+        "user alice\ntopic readwrite a/#\n\nuser admin\ntopic readwrite #\n",
+    );
+    let b = broker_with(|c| c.acl_file = Some(acl));
+    let mut admin = Client::connect_with(
+        b.local_addr(),
+        login(Protocol::V5, "admin", Some("admin"), None),
+    )
+    .0;
+    admin.subscribe("secret/#", QoS::AtLeastOnce);
+    for proto in [Protocol::V3_1_1, Protocol::V5] {
+        let v = proto as u8;
+        for topic in ["secret/pwned", "$SYS/broker/uptime"] {
+            let c = will_on(login(proto, &format!("al{v}"), Some("alice"), None), topic);
+            let (mut c, ack) = Client::connect_with(b.local_addr(), c);
+            assert_eq!(
+                ack.reason_code,
+                ReasonCode::NOT_AUTHORIZED,
+                "{proto:?} {topic}"
+            );
+            assert!(c.closed().0, "refused connections are closed");
+        }
+        let c = will_on(
+            login(proto, &format!("al{v}"), Some("alice"), None),
+            "a/will",
+        );
+        let (c, ack) = Client::connect_with(b.local_addr(), c);
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+        drop(c);
+    }
+    admin.expect_nothing();
+    // Nothing was retained under secret/ either.
+    let mut late = Client::connect_with(
+        b.local_addr(),
+        login(Protocol::V5, "late", Some("admin"), None),
+    )
+    .0;
+    late.subscribe("secret/#", QoS::AtLeastOnce);
+    late.expect_nothing();
+    assert_eq!(b.stats().wills_denied, 4);
+}
+
+/// `$SYS/` is reserved for wills as for PUBLISH even without any ACL.
+#[test]
+fn a_will_on_sys_is_refused_without_an_acl() {
+    let b = broker();
+    for proto in [Protocol::V3_1_1, Protocol::V5] {
+        let c = will_on(connect_packet(proto, "sys-will"), "$SYS/broker/version");
+        let (_c, ack) = Client::connect_with(b.local_addr(), c);
+        assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED, "{proto:?}");
+    }
+}
+
+/// The ACL is asked again when the will is published: reloaded in between to deny it, the
+/// will is neither delivered nor retained, and it is counted.
+#[test]
+fn a_will_denied_by_a_reloaded_acl_is_dropped() {
+    let allow = "user alice\ntopic readwrite a/#\n\nuser admin\ntopic readwrite #\n";
+    let (_dir, acl) = write_file("acl", allow);
+    let b = broker_with(|c| c.acl_file = Some(acl.clone()));
+    let mut admin = Client::connect_with(
+        b.local_addr(),
+        login(Protocol::V5, "admin", Some("admin"), None),
+    )
+    .0;
+    admin.subscribe("a/#", QoS::AtLeastOnce);
+    for (i, proto) in [Protocol::V3_1_1, Protocol::V5].into_iter().enumerate() {
+        std::fs::write(&acl, allow).unwrap();
+        assert!(b.reload().errors.is_empty());
+        let c = will_on(login(proto, "alice", Some("alice"), None), "a/will");
+        let (alice, ack) = Client::connect_with(b.local_addr(), c);
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{proto:?}");
+        std::fs::write(
+            &acl,
+            "user alice\ntopic readwrite b/#\n\nuser admin\ntopic readwrite #\n",
+        )
+        .unwrap();
+        assert!(b.reload().errors.is_empty());
+        drop(alice);
+        admin.expect_nothing();
+        wait_until(|| b.stats().wills_denied == i as u64 + 1);
+    }
+    let mut late = Client::connect_with(
+        b.local_addr(),
+        login(Protocol::V5, "late", Some("admin"), None),
+    )
+    .0;
+    late.subscribe("a/#", QoS::AtLeastOnce);
+    late.expect_nothing();
+}
+
+/// Waits (bounded) until `f` holds.
+fn wait_until(f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

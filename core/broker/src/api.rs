@@ -114,4 +114,7 @@ pub struct Stats {
     /// Open connections hibernating: idle, parked in their core's epoll set without a task
     /// (`hibernate_after_ms`).
     pub hibernating: u64,
+    /// Wills their client may not publish: refused at CONNECT (0x87), or dropped when due
+    /// because the ACL was reloaded since.
+    pub wills_denied: u64,
 }

@@ -196,6 +196,12 @@ impl Broker {
     }
 
     /// Publishes a message in-process (no socket); it enters core 0 like a client's PUBLISH.
+    ///
+    /// It is published as the embedder, which is trusted like the broker itself: no ACL or
+    /// authorisation hook is asked, and `$SYS/` topics are allowed (an embedder may publish
+    /// its own status there). Deliveries to clients are still checked against each
+    /// subscriber's `read` rules. Code that publishes on behalf of a client (a bridge, a
+    /// gateway) must authorise that client itself before calling this.
     pub fn publish(&self, msg: InjectedMessage) -> Result<(), ApiError> {
         if !self.running {
             return Err(ApiError::NotRunning);
@@ -281,6 +287,7 @@ impl Broker {
             s.protocol_errors += g(&c.protocol_errors);
             s.auth_failures += g(&c.auth_failures);
             s.hibernating += g(&c.hibernating);
+            s.wills_denied += g(&c.wills_denied);
         }
         s
     }

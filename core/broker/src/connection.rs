@@ -1054,6 +1054,17 @@ async fn on_connect(
             // Waiting for the client's AUTH packet.
             None => return Ok(()),
         };
+    if let Some(w) = &c.will {
+        // A will is a PUBLISH by this client, authorised now and again when published.
+        let user = c.username.as_ref().map(|u| u.as_str());
+        let author = crate::will_auth::WillAuthor::connecting(conn, &n.client_id, user);
+        if !crate::will_auth::allowed(core, author, w).await {
+            add(&core.stats().wills_denied, 1);
+            info!(client_id = %n.client_id, peer = ?conn.peer, topic = %w.topic, "CONNECT refused: will not authorised");
+            refuse(conn, proto, ReasonCode::NOT_AUTHORIZED);
+            return Err(CloseReason::Refused(ReasonCode::NOT_AUTHORIZED.0));
+        }
+    }
     // Claim the client id; take the session over from wherever it lives [MQTT-3.1.4-3].
     // The registry orders CONNECTs with one id; see handoff.rs.
     let id: Arc<str> = n.client_id.as_str().into();

@@ -48,6 +48,7 @@ pub(crate) struct CoreStats {
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
     pub(crate) hibernating: AtomicU64,
+    pub(crate) wills_denied: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -859,6 +860,7 @@ impl Core {
     ) -> Option<Box<Session>> {
         let now = Instant::now();
         let mut e = self.st.borrow_mut().sessions.remove(&key)?;
+        let author = self.will_author(&e);
         if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline(0)) {
             conn.clear_session();
             conn.kill(CloseReason::TakenOver);
@@ -873,7 +875,7 @@ impl Core {
                 .or_else(|| e.s.pending_will.take().map(|p| p.will));
         if let Some(w) = will {
             if clean_start || e.s.will_delay == 0 {
-                self.publish_will(&w, None, now);
+                self.publish_will(w, author, None, now);
             }
         }
         e.s.pending_will = None;
@@ -951,11 +953,12 @@ impl Core {
     /// The connection of session `key` closed.
     pub(crate) fn connection_closed(self: &Rc<Self>, key: u64, reason: &CloseReason) {
         let now = Instant::now();
-        let (will, persistent, expiry, delay, client_id) = {
+        let (will, author, persistent, expiry, delay, client_id) = {
             let mut st = self.st.borrow_mut();
             let Some(e) = st.sessions.get_mut(&key) else {
                 return;
             };
+            let author = self.will_author(e);
             e.sink = match &e.sink {
                 Sink::Conn(conn) => {
                     Sink::Offline(self.shared.security.listener_index(&conn.listener))
@@ -969,6 +972,7 @@ impl Core {
                     .filter(|_| reason.publishes_will() && !self.stopping.get());
             (
                 will,
+                author,
                 e.s.is_persistent(),
                 e.s.session_expiry,
                 e.s.will_delay,
@@ -977,14 +981,11 @@ impl Core {
         };
         if !persistent {
             if let Some(w) = will {
-                self.publish_will(
-                    &w,
-                    Some(Origin {
-                        core: self.id,
-                        session: key,
-                    }),
-                    now,
-                );
+                let origin = Some(Origin {
+                    core: self.id,
+                    session: key,
+                });
+                self.publish_will(w, author, origin, now);
             }
             self.end_session(key);
             return;
@@ -1030,21 +1031,6 @@ impl Core {
         self.fire_timers(now);
     }
 
-    /// Publishes a will (or a delayed will that came due).
-    pub(crate) fn publish_will(
-        self: &Rc<Self>,
-        w: &uringmq_codec::LastWill,
-        origin: Option<Origin>,
-        now: Instant,
-    ) {
-        let msg = Arc::new(will::to_message(w, origin, now));
-        add(&self.stats().messages_in, 1);
-        if msg.retain {
-            self.retain(&msg);
-        }
-        self.route(&msg);
-    }
-
     /// Runs due timers: delayed wills and session expiry.
     pub(crate) fn fire_timers(self: &Rc<Self>, now: Instant) {
         loop {
@@ -1059,7 +1045,7 @@ impl Core {
                 };
                 key
             };
-            let (will, expired) = {
+            let (will, author, expired) = {
                 let mut st = self.st.borrow_mut();
                 let Some(e) = st.sessions.get_mut(&key) else {
                     continue;
@@ -1071,17 +1057,15 @@ impl Core {
                     Some(p) if p.due <= now => e.s.pending_will.take().map(|p| p.will),
                     _ => None,
                 };
-                (will, e.s.expires_at.is_some_and(|at| at <= now))
+                let author = will.is_some().then(|| self.will_author(e));
+                (will, author, e.s.expires_at.is_some_and(|at| at <= now))
             };
-            if let Some(w) = will {
-                self.publish_will(
-                    &w,
-                    Some(Origin {
-                        core: self.id,
-                        session: key,
-                    }),
-                    now,
-                );
+            if let (Some(w), Some(author)) = (will, author) {
+                let origin = Some(Origin {
+                    core: self.id,
+                    session: key,
+                });
+                self.publish_will(w, author, origin, now);
             }
             if expired {
                 self.end_session(key);

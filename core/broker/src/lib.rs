@@ -26,6 +26,7 @@ mod shared_sub;
 mod timers;
 mod transport_io;
 mod uring;
+mod will_auth;
 
 pub use api::*;
 pub use broker::{init_logging, init_logging_background, Broker, RecvError, Subscription};

@@ -1,0 +1,137 @@
+//! Authorising wills like a PUBLISH by their client: once at CONNECT, where a will the
+//! client may not publish refuses the connection (CONNACK 0x87, 3.x return code 5, as
+//! Mosquitto answers), and again when the will is published, because the ACL may have been
+//! reloaded (SIGHUP, `Broker::reload`) since: a will no longer allowed is dropped, logged and
+//! counted (`Stats::wills_denied`), as Mosquitto checks `MOSQ_ACL_WRITE` in
+//! `context__send_will`. `$SYS/` is the broker's [§4.7.2]: a will there is denied like a
+//! PUBLISH there (Mosquitto denies every write to `$SYS` in its ACL check).
+
+use crate::connection::Conn;
+use crate::core::{add, Core, Entry, Sink};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::info;
+use uringmq_auth::{Access, Authorizer, ClientInfo};
+use uringmq_codec::LastWill;
+use uringmq_session::{Message, Origin};
+
+/// The identity a will is published under: its client's, as it connected.
+#[derive(Clone)]
+pub(crate) struct WillAuthor {
+    client_id: Arc<str>,
+    username: Option<Arc<str>>,
+    listener: Arc<str>,
+    peer: Option<SocketAddr>,
+}
+
+impl WillAuthor {
+    /// The client of a CONNECT on `conn`.
+    pub(crate) fn connecting(conn: &Conn, client_id: &str, username: Option<&str>) -> Self {
+        WillAuthor {
+            client_id: client_id.into(),
+            username: username.map(Into::into),
+            listener: conn.listener.clone(),
+            peer: conn.peer,
+        }
+    }
+
+    fn ask(&self, a: &dyn Authorizer, topic: &str) -> bool {
+        let mut info = ClientInfo::new(&self.client_id, self.username.as_deref(), &self.listener);
+        info.peer = self.peer;
+        a.authorize(&info, Access::Publish, topic)
+    }
+}
+
+/// Whether `author` may publish its will `w` now: `$SYS/` never; else the authoriser's
+/// answer, asked on a hook thread when it blocks (a hook that fails denies).
+pub(crate) async fn allowed(core: &Core, author: WillAuthor, w: &LastWill) -> bool {
+    if Message::is_sys_topic(&w.topic) {
+        return false;
+    }
+    let Some(a) = core.shared.authorizer.clone() else {
+        return true;
+    };
+    if !a.is_blocking() {
+        return author.ask(&*a, &w.topic);
+    }
+    let topic = w.topic.to_string();
+    let rx = core.shared.hooks.run(move || author.ask(&*a, &topic));
+    rx.await.unwrap_or(false)
+}
+
+impl Core {
+    /// Who session `e`'s will is published as: its client, through the listener it is (or
+    /// was last) connected to.
+    pub(crate) fn will_author(&self, e: &Entry) -> WillAuthor {
+        let names = &self.shared.security;
+        let (listener, peer) = match &e.sink {
+            Sink::Conn(conn) => (conn.listener.clone(), conn.peer),
+            Sink::Offline(l) => (names.listener_name(*l).into(), None),
+            Sink::Api(_) => (
+                names.listener_name(crate::auth::NO_LISTENER_INDEX).into(),
+                None,
+            ),
+        };
+        WillAuthor {
+            client_id: e.s.client_id.clone(),
+            username: e.s.username.clone(),
+            listener,
+            peer,
+        }
+    }
+
+    /// Publishes a will (or a delayed will that came due) if its client may still publish
+    /// it. A blocking authoriser is asked on a hook thread, so the will then goes out a
+    /// little later, from a task of its own.
+    pub(crate) fn publish_will(
+        self: &Rc<Self>,
+        w: Box<LastWill>,
+        author: WillAuthor,
+        origin: Option<Origin>,
+        now: Instant,
+    ) {
+        let blocking = self
+            .shared
+            .authorizer
+            .as_ref()
+            .is_some_and(|a| a.is_blocking());
+        if !blocking {
+            let ok = !Message::is_sys_topic(&w.topic)
+                && self
+                    .shared
+                    .authorizer
+                    .as_ref()
+                    .is_none_or(|a| author.ask(&**a, &w.topic));
+            self.publish_allowed_will(&w, &author, ok, origin, now);
+            return;
+        }
+        let core = self.clone();
+        monoio::spawn(async move {
+            let ok = allowed(&core, author.clone(), &w).await;
+            core.publish_allowed_will(&w, &author, ok, origin, now);
+        });
+    }
+
+    fn publish_allowed_will(
+        self: &Rc<Self>,
+        w: &LastWill,
+        author: &WillAuthor,
+        ok: bool,
+        origin: Option<Origin>,
+        now: Instant,
+    ) {
+        if !ok {
+            add(&self.stats().wills_denied, 1);
+            info!(client_id = %author.client_id, topic = %w.topic, "will not authorised: dropped");
+            return;
+        }
+        let msg = Arc::new(uringmq_session::will::to_message(w, origin, now));
+        add(&self.stats().messages_in, 1);
+        if msg.retain {
+            self.retain(&msg);
+        }
+        self.route(&msg);
+    }
+}
