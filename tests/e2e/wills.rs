@@ -116,3 +116,70 @@ fn no_will_on_broker_stop() {
     c.expect_disconnect(Some(ReasonCode::SERVER_SHUTTING_DOWN));
     assert!(sub.try_recv().is_none());
 }
+
+/// A takeover publishes the old connection's will only when the session ends with it and
+/// the will has no delay, as Mosquitto's `07-will-takeover` expects: (old clean, new clean)
+/// = (1, 1), (0, 1), (1, 0) publish, (0, 0) does not, since a new connection for the client
+/// id was opened before the will delay (0) passed and the session goes on [MQTT-3.1.2-8].
+/// "Clean" is clean session in 3.1.1; clean start with session expiry 0 in 5.0 (else 60 s).
+/// With a will delay the will is never published [MQTT-3.1.3-9].
+#[test]
+fn a_takeover_publishes_the_will_only_when_the_session_ends() {
+    let b = broker();
+    let mut w = watcher(&b);
+    let cases = [
+        (true, true, None),
+        (false, true, None),
+        (true, false, None),
+        (false, false, None),
+        (true, true, Some(5)),
+        (false, false, Some(5)),
+    ];
+    for proto in [Protocol::V3_1_1, Protocol::V5] {
+        for (clean_old, clean_new, delay) in cases {
+            if delay.is_some() && !proto.is_v5() {
+                continue;
+            }
+            let case =
+                format!("{proto:?} old clean {clean_old} new clean {clean_new} delay {delay:?}");
+            let id = format!("to-{}-{clean_old}-{clean_new}-{delay:?}", proto as u8);
+            let session = |c: &mut Connect, clean: bool| {
+                c.clean_start = clean;
+                if proto.is_v5() {
+                    c.properties.session_expiry_interval = Some(if clean { 0 } else { 60 });
+                }
+            };
+            let mut c = with_will(proto, &id, delay);
+            session(&mut c, clean_old);
+            let (mut old, _) = Client::connect_with(b.local_addr(), c);
+            old.publish("will/t", b"ready", QoS::AtLeastOnce, false);
+            assert_eq!(&w.recv_publish().payload[..], b"ready", "{case}");
+            let mut c = connect_packet(proto, &id);
+            session(&mut c, clean_new);
+            let (mut new, ack) = Client::connect_with(b.local_addr(), c);
+            assert_eq!(ack.session_present, !clean_old && !clean_new, "{case}");
+            drop(old);
+            // The will, if any, is routed before the new CONNACK, so it comes first.
+            new.publish("will/t", b"again", QoS::AtLeastOnce, false);
+            let mut wills = 0;
+            loop {
+                let p = w.recv_publish();
+                match &p.payload[..] {
+                    b"again" => break,
+                    b"gone" => wills += 1,
+                    other => panic!("{case}: unexpected {other:?}"),
+                }
+            }
+            let expected = delay.is_none() && (clean_old || clean_new);
+            assert_eq!(wills, usize::from(expected), "{case}");
+            let mut end = Disconnect::default();
+            if proto.is_v5() && !clean_new {
+                end.properties.session_expiry_interval = Some(0);
+            }
+            new.send(&Packet::Disconnect(end));
+            assert!(new.closed().0);
+        }
+    }
+    // No delayed will comes later either.
+    w.expect_nothing();
+}

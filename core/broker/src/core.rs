@@ -850,8 +850,9 @@ impl Core {
     // ---- sessions ----
 
     /// Removes a session from this core for a takeover by `successor`: closes its connection,
-    /// handles its will, and returns the session to move (None if unknown, or discarded by
-    /// clean start). A moving session leaves a stub that forwards to `successor`.
+    /// handles its will, and returns the session to move (None if unknown, or ended: by
+    /// clean start, or because it was not persistent). A moving session leaves a stub that
+    /// forwards to `successor`.
     pub(crate) fn take_session(
         self: &Rc<Self>,
         key: u64,
@@ -866,20 +867,21 @@ impl Core {
             conn.kill(CloseReason::TakenOver);
             self.stats().connections.fetch_sub(1, Ordering::Relaxed);
         }
-        // The old connection's will: a new connection to the session before the will delay
-        // passes cancels it [MQTT-3.1.3-10]; with clean start the old session ends, so the
-        // will goes out now [MQTT-3.1.3-9]. A delay of 0 publishes at once (as Mosquitto).
-        let will =
-            e.s.will
-                .take()
-                .or_else(|| e.s.pending_will.take().map(|p| p.will));
-        if let Some(w) = will {
-            if clean_start || e.s.will_delay == 0 {
+        // The session ends here if the new connection starts clean, or if it was not kept
+        // beyond its connection (v5 expiry 0, 3.x clean session: its state must not be
+        // reused [MQTT-3.1.2-6], and Mosquitto answers session-present 0).
+        let ends = clean_start || !e.s.is_persistent();
+        // The old connection's will, as Mosquitto's 07-will-takeover: published only if the
+        // session ends and the will has no delay. A new connection for the client id opened
+        // before a will delay has passed cancels the will [MQTT-3.1.2-8] [MQTT-3.1.3-9],
+        // a pending delayed will included.
+        e.s.pending_will = None;
+        if let Some(w) = e.s.will.take() {
+            if ends && e.s.will_delay == 0 {
                 self.publish_will(w, author, None, now);
             }
         }
-        e.s.pending_will = None;
-        if clean_start {
+        if ends {
             for (filter, _) in e.s.subs.iter() {
                 self.unindex_subscription(filter, key);
             }
@@ -892,7 +894,7 @@ impl Core {
         self.stats()
             .subscriptions
             .fetch_sub(e.s.subs.len() as u64, Ordering::Relaxed);
-        if clean_start {
+        if ends {
             self.end_session_messages(&mut e.s, key);
             None
         } else {
@@ -966,6 +968,11 @@ impl Core {
                 Sink::Offline(l) => Sink::Offline(*l),
                 Sink::Api(_) => Sink::Offline(crate::auth::NO_LISTENER_INDEX),
             };
+            if *reason == CloseReason::TakenOver {
+                // Drained for a takeover, which takes the session right after and decides
+                // about the will (`take_session`).
+                return;
+            }
             let will =
                 e.s.will
                     .take()
