@@ -149,6 +149,14 @@ pub struct Config {
     /// Maximum simultaneous connections over all listeners (0 = unlimited).
     pub max_connections: usize,
     /// Largest packet accepted from a client, bytes (announced in CONNACK as Maximum Packet Size).
+    ///
+    /// Default 16 MiB: room for real payloads such as firmware images (Mosquitto allows the
+    /// protocol's 256 MiB), while what one client can make the broker hold stays bounded: the
+    /// read buffer grows with the bytes that actually arrive, not with the size a header
+    /// announces (`connection.rs`); the payload is then shared, not copied, with every
+    /// subscriber; and what waits for a subscriber is bounded by `max_outbound_bytes` (one
+    /// message past it at most) and `max_queued_bytes` (equal, so a message of the largest
+    /// size can still be queued for an offline session).
     pub max_packet_size: u32,
     /// Receive Maximum announced to v5 clients and the outbound in-flight window per client
     /// (QoS 1 and 2 messages sent and not yet acknowledged).
@@ -226,7 +234,7 @@ impl Default for Config {
             log_level: "info".to_owned(),
             listeners: Vec::new(),
             max_connections: 0,
-            max_packet_size: 1024 * 1024,
+            max_packet_size: 16 * 1024 * 1024,
             max_inflight: 64,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,

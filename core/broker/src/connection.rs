@@ -37,6 +37,8 @@ use uringmq_session::{keepalive, negotiate, Session};
 
 /// Bytes read at a time (more when a packet in progress needs more).
 const READ_CHUNK: usize = 4096;
+/// Most a read buffer grows ahead of the bytes received (see [`grow_for_read`]).
+const UNPAID_READ: usize = 64 * 1024;
 /// Largest write buffer an idle connection keeps.
 const IDLE_WRITE_BUFFER: usize = 256;
 /// Largest second buffer kept while a connection is busy.
@@ -787,7 +789,7 @@ async fn read_some(
     buf: &mut BytesMut,
 ) -> Result<(bool, bool), CloseReason> {
     let (raw, filled, closed) = if conn.transport.borrow().is_passthrough() {
-        buf.reserve(conn.decoder.get().needed(buf).max(READ_CHUNK));
+        grow_for_read(buf, conn.decoder.get().needed(buf));
         let len = buf.len();
         let (res, slice) = rd.read(std::mem::take(buf).slice_mut(len..)).await;
         *buf = slice.into_inner();
@@ -803,6 +805,30 @@ async fn read_some(
     add(&conn.core.stats().bytes_in, raw as u64);
     conn.last_seen.set(millis(Instant::now()));
     Ok((filled, closed))
+}
+
+/// Makes room in `buf` for the next read, `needed` being what the packet in progress lacks.
+/// Up to [`UNPAID_READ`] it reserves all of it (one read can take a whole small packet);
+/// beyond, the buffer grows with the bytes that actually came (doubling, capped at the
+/// packet's end), so a fixed header that announces 16 MiB and sends nothing more pins
+/// 64 KiB, not 16 MiB, and memory stays proportional to what a client sent.
+fn grow_for_read(buf: &mut BytesMut, needed: usize) {
+    let step = if needed <= UNPAID_READ {
+        needed.max(READ_CHUNK)
+    } else {
+        needed.min(buf.len().max(UNPAID_READ))
+    };
+    if buf.capacity() - buf.len() >= step {
+        return;
+    }
+    if buf.is_empty() {
+        buf.reserve(step);
+        return;
+    }
+    // Reallocate exactly: `reserve` would double the capacity past the packet's end.
+    let mut grown = BytesMut::with_capacity(buf.len() + step);
+    grown.extend_from_slice(buf);
+    *buf = grown;
 }
 
 /// Decodes and handles every complete packet in `buf`.
@@ -1193,4 +1219,45 @@ async fn writer(conn: Rc<Conn>, mut wr: OwnedWriteHalf<TcpStream>, _guard: TaskG
         let _ = wr.shutdown().await;
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `total` bytes of one packet the way `read_some` does, each read filling what
+    /// `grow_for_read` made room for; returns the largest capacity seen per length reached.
+    fn read_packet(total: usize) -> Vec<(usize, usize)> {
+        let mut buf = BytesMut::new();
+        let mut seen = Vec::new();
+        while buf.len() < total {
+            let needed = total - buf.len();
+            grow_for_read(&mut buf, needed);
+            let n = (buf.capacity() - buf.len()).min(total - buf.len());
+            buf.extend_from_slice(&vec![0u8; n]);
+            seen.push((buf.len(), buf.capacity()));
+        }
+        seen
+    }
+
+    #[test]
+    fn an_announced_large_packet_grows_the_buffer_with_the_bytes_received() {
+        let total = 16 << 20;
+        let seen = read_packet(total);
+        // Before anything arrives only UNPAID_READ is reserved, not 16 MiB.
+        assert_eq!(seen[0].1, UNPAID_READ);
+        for w in seen.windows(2) {
+            let (len, _) = w[0];
+            let (_, cap) = w[1];
+            assert!(cap <= 2 * len.max(UNPAID_READ), "{cap} after {len} bytes");
+        }
+        // Never past the packet's end.
+        assert_eq!(seen.last().unwrap(), &(total, total));
+    }
+
+    #[test]
+    fn a_small_packet_is_read_in_one_go() {
+        assert_eq!(read_packet(10_000), vec![(10_000, 10_000)]);
+        assert_eq!(read_packet(100)[0].1, READ_CHUNK);
+    }
 }
