@@ -540,6 +540,7 @@ pub(crate) async fn accept_loop(
         }
         match accepted {
             Ok((stream, peer)) => {
+                let peer = crate::listener::canonical_peer(peer);
                 let max = core.config().max_connections;
                 let n = core.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
                 if max != 0 && n > max {
