@@ -248,6 +248,10 @@ pub(crate) struct Core {
     /// When the sweep last ran ([`crate::timers::millis`]): a late sweep tells busy readers
     /// that the core's timers are starved (see `fairness.rs`).
     pub(crate) last_tick: Cell<u32>,
+    /// Detaching parked connections failed (out of descriptors): not retried before this
+    /// ([`crate::timers::millis`]), and logged once per interval (see `hibernate.rs`).
+    pub(crate) detach_paused_until: Cell<Option<u32>>,
+    pub(crate) detach_log: Cell<crate::limits::LogThrottle>,
 }
 
 /// Counts a task for the stop procedure; decremented on drop.
@@ -308,6 +312,8 @@ impl Core {
             poller_stop: LocalNotify::default(),
             collect_sweeps: Cell::new(0),
             last_tick: Cell::new(crate::timers::millis(Instant::now())),
+            detach_paused_until: Cell::new(None),
+            detach_log: Cell::default(),
         }
     }
 
