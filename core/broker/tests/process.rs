@@ -93,6 +93,21 @@ impl Proc {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
         ticks as f64 / hz as f64
     }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; how long it took, and whether it
+    /// exited with success.
+    fn terminate(&mut self) -> (Duration, bool) {
+        let start = Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (start.elapsed(), status.success());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (start.elapsed(), false)
+    }
 }
 
 impl Drop for Proc {
@@ -155,6 +170,37 @@ fn mqtt_connect(addr: SocketAddr, id: &str, timeout: Duration) -> Result<TcpStre
     } else {
         Err(s)
     }
+}
+
+#[test]
+fn sigterm_does_not_wait_for_a_client_that_does_not_read() {
+    let mut b = Proc::start("max_outbound_bytes = 65536\n", None);
+    let wait = Duration::from_secs(5);
+    let mut stalled = mqtt_connect(b.addr, "stalled", wait).expect("CONNACK");
+    let mut sub = vec![0, 1];
+    sub.extend_from_slice(&string("firehose"));
+    sub.push(0);
+    stalled.write_all(&frame(0x82, &sub)).unwrap();
+    assert!(read_exact_within(&mut stalled, &[0x90, 3, 0, 1, 0], wait));
+    // 32 MB for a reader that reads no more: far beyond the socket buffers between them (a
+    // receive window does not grow while nothing is read; the send buffer stops at tcp_wmem).
+    let mut p = mqtt_connect(b.addr, "p", wait).expect("CONNACK");
+    let mut body = string("firehose");
+    body.extend_from_slice(&vec![7u8; 64 * 1024]);
+    let publish = frame(0x30, &body);
+    for _ in 0..512 {
+        p.write_all(&publish).unwrap();
+    }
+    // The broker answers PINGREQ after routing everything sent before it.
+    p.write_all(&[0xC0, 0]).unwrap();
+    assert!(read_exact_within(
+        &mut p,
+        &[0xD0, 0],
+        Duration::from_secs(20)
+    ));
+    let (took, ok) = b.terminate();
+    assert!(ok, "exit status after SIGTERM");
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
 }
 
 #[test]
