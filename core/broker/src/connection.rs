@@ -284,24 +284,25 @@ impl Conn {
     /// two halves, their shared descriptor state: ~160 bytes) and keeps a duplicate of the
     /// descriptor instead, re-registered in the epoll set. Called by the sweep only, so a
     /// connection that is written to often is not detached and attached for every write.
-    /// True when it detached.
-    pub(crate) fn detach_if_quiet(&self, now_ms: u32, quiet_ms: u32) -> bool {
+    /// True when it detached; an error when the duplicate could not be made (out of
+    /// descriptors: the sweep backs off, see `hibernate::detach_failed`).
+    pub(crate) fn detach_if_quiet(&self, now_ms: u32, quiet_ms: u32) -> std::io::Result<bool> {
         if !self.parked.get()
             || self.detached.get()
             || self.writing.get()
             || now_ms.wrapping_sub(self.last_out.get()) < quiet_ms
         {
-            return false;
+            return Ok(false);
         }
         let Some(h) = self.core.hibernation() else {
-            return false;
+            return Ok(false);
         };
         // Both halves are home while parked and no writer runs; take neither otherwise.
         let (rd, wr) = match (self.rd.take(), self.wr.take()) {
             (Some(rd), Some(wr)) => (rd, wr),
             (rd, wr) => {
                 unreachable_halves(self, rd, wr);
-                return false;
+                return Ok(false);
             }
         };
         // Reunited, not dropped as halves: dropping the write half shuts the socket down.
@@ -309,17 +310,18 @@ impl Conn {
             Ok(stream) => stream,
             Err(e) => {
                 unreachable_halves(self, Some(e.0), Some(e.1));
-                return false;
+                return Ok(false);
             }
         };
         let old = self.fd.get();
         // SAFETY: plain system call on the connection's open descriptor.
         let new = unsafe { libc::fcntl(old, libc::F_DUPFD_CLOEXEC, 0) };
         if new < 0 {
+            let e = std::io::Error::last_os_error();
             let (rd, wr) = stream.into_split();
             self.rd.set(Some(rd));
             self.wr.set(Some(wr));
-            return false;
+            return Err(e);
         }
         // The old number leaves the epoll set before it is closed: a closed number whose file
         // stays open (through the duplicate) would stay registered, unreachable.
@@ -335,7 +337,7 @@ impl Conn {
             // Cannot wait in the set: wake up now instead of never.
             unpark(conn);
         }
-        true
+        Ok(true)
     }
 
     /// Gives a detached connection a runtime stream again (its halves in `rd` and `wr`).
@@ -548,6 +550,7 @@ pub(crate) async fn accept_loop(
     _guard: TaskGuard,
 ) {
     let name = endpoint.name.clone();
+    let mut backoff = crate::limits::AcceptBackoff::default();
     loop {
         let accepted = listener.accept().await;
         if core.stopping.get() {
@@ -555,6 +558,8 @@ pub(crate) async fn accept_loop(
         }
         match accepted {
             Ok((stream, peer)) => {
+                backoff.reset();
+                let peer = crate::listener::canonical_peer(peer);
                 let max = core.config().max_connections;
                 let n = core.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
                 if max != 0 && n > max {
@@ -577,11 +582,8 @@ pub(crate) async fn accept_loop(
                 let accepted = (name.clone(), transport, slot);
                 connection(core.clone(), stream, peer, accepted, guard);
             }
-            Err(e) => {
-                warn!(core = core.id, listener = %name, "accept failed: {e}");
-                // Out of file descriptors and the like: back off instead of spinning.
-                monoio::time::sleep(Duration::from_millis(50)).await;
-            }
+            // Out of file descriptors and the like.
+            Err(e) => backoff.failed(&core, &name, &e).await,
         }
     }
     debug!(core = core.id, listener = %name, "listener closed");

@@ -249,7 +249,17 @@ pub(crate) struct Core {
     /// When the sweep last ran ([`crate::timers::millis`]): a late sweep tells busy readers
     /// that the core's timers are starved (see `fairness.rs`).
     pub(crate) last_tick: Cell<u32>,
+    /// Detaching parked connections failed (out of descriptors): not retried before this
+    /// ([`crate::timers::millis`]), and logged once per interval (see `hibernate.rs`).
+    pub(crate) detach_paused_until: Cell<Option<u32>>,
+    pub(crate) detach_log: Cell<crate::limits::LogThrottle>,
 }
+
+/// After Stop, how long connections may take to send their last bytes before their sockets
+/// are shut down hard.
+const STOP_GRACE: Duration = Duration::from_millis(250);
+/// After that, the longest a core waits for its tasks (a hook that never answers, say).
+const STOP_LIMIT: Duration = Duration::from_millis(500);
 
 /// Counts a task for the stop procedure; decremented on drop.
 pub(crate) struct TaskGuard(Rc<Core>);
@@ -309,6 +319,8 @@ impl Core {
             poller_stop: LocalNotify::default(),
             collect_sweeps: Cell::new(0),
             last_tick: Cell::new(crate::timers::millis(Instant::now())),
+            detach_paused_until: Cell::new(None),
+            detach_log: Cell::default(),
         }
     }
 
@@ -387,14 +399,14 @@ impl Core {
             }
             mailbox.wait().await;
         }
-        // Wait for every connection and listener task to finish (bounded: a stuck peer is
-        // shut down hard by the socket shutdown already issued).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.tasks.get() > 0 && Instant::now() < deadline {
-            monoio::select! {
-                _ = self.tasks_done.wait() => {}
-                _ = monoio::time::sleep(Duration::from_millis(50)) => {}
-            }
+        // Wait for every connection and listener task to finish. A writer blocked on a client
+        // that does not read would hold its task for ever, and the sweep that shuts such
+        // sockets down hard (`timers.rs`) has ended: so after a grace for the last bytes
+        // (a v5 DISCONNECT) the core does it here, then waits a bounded time more.
+        self.wait_tasks(STOP_GRACE).await;
+        if self.tasks.get() > 0 {
+            self.shut_down_hard();
+            self.wait_tasks(STOP_LIMIT).await;
         }
         self.stop_signal.notify();
         self.finished.set(true);
@@ -416,6 +428,28 @@ impl Core {
         drop(sessions);
         drop(conns);
         debug!(core = self.id, "core stopped");
+    }
+
+    /// Waits until every connection and listener task has finished, or `limit` has passed.
+    async fn wait_tasks(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.tasks.get() > 0 && Instant::now() < deadline {
+            monoio::select! {
+                _ = self.tasks_done.wait() => {}
+                _ = monoio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    }
+
+    /// Shuts every connection's socket down in both directions: a write blocked on a full
+    /// socket fails at once, so its task ends.
+    fn shut_down_hard(&self) {
+        for c in self.st.borrow().conns.values() {
+            if c.fd() >= 0 {
+                // SAFETY: shutdown on the connection's own open descriptor.
+                unsafe { libc::shutdown(c.fd(), libc::SHUT_RDWR) };
+            }
+        }
     }
 
     /// Applies everything other cores sent. Called before every routing decision and

@@ -15,6 +15,7 @@ mod fairness;
 mod handoff;
 mod hibernate;
 mod hooks;
+mod limits;
 mod listener;
 mod mesh;
 mod out_queue;

@@ -4,6 +4,11 @@
 //! connections over the cores. Port 0 is bound once on core 0's socket and the others join
 //! that port. A fixed port is first probed without `SO_REUSEPORT`: two reuseport sockets could
 //! silently share a port with another broker, the probe turns that into `AddrInUse`.
+//!
+//! `::` is dual-stack (`IPV6_V6ONLY` off), as nginx, Apache and most servers bind it, so
+//! `--bind ::` serves IPv4 clients too (they appear as IPv4-mapped addresses, turned back into
+//! plain IPv4 by [`canonical_peer`]). Any other IPv6 address is IPv6 only. A dual-stack `::`
+//! and `0.0.0.0` on one port therefore conflict, as they do for those servers.
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
@@ -13,7 +18,7 @@ fn socket(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     if addr.is_ipv6() {
-        s.set_only_v6(true)?;
+        s.set_only_v6(!addr.ip().is_unspecified())?;
     }
     Ok(s)
 }
@@ -31,6 +36,18 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     // retried by the client only after a second); the kernel caps it at somaxconn.
     s.listen(4096)?;
     Ok(s.into())
+}
+
+/// A peer address as users write it: an IPv4 client of a dual-stack socket is reported as
+/// `::ffff:a.b.c.d`; this gives `a.b.c.d` back (logs, hooks, per-source limits).
+pub(crate) fn canonical_peer(peer: SocketAddr) -> SocketAddr {
+    match peer {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => peer,
+        },
+        v4 => v4,
+    }
 }
 
 /// Binds `cores` sockets to `addr` (one per core) and returns them; all share one port.
@@ -69,6 +86,14 @@ mod tests {
         ls[0].set_nonblocking(false).unwrap();
         let (accepted, _) = ls[0].accept().unwrap();
         assert!(SockRef::from(&accepted).tcp_nodelay().unwrap());
+    }
+
+    #[test]
+    fn mapped_peers_become_ipv4() {
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:5000".parse().unwrap();
+        assert_eq!(canonical_peer(mapped), "10.1.2.3:5000".parse().unwrap());
+        let v6: SocketAddr = "[::1]:5000".parse().unwrap();
+        assert_eq!(canonical_peer(v6), v6);
     }
 
     #[test]

@@ -49,6 +49,7 @@ fn sweep(core: &Rc<Core>, now: Instant) {
     let park_after = (core.hibernation().is_some())
         .then(|| u32::try_from(core.config().hibernate_after_ms).unwrap_or(u32::MAX));
     let ms = millis(now);
+    let mut may_detach = crate::hibernate::may_detach(core, ms);
     for c in conns {
         if let Some(at) = c.killed_at() {
             if c.draining() {
@@ -79,8 +80,15 @@ fn sweep(core: &Rc<Core>, now: Instant) {
             if c.may_park() {
                 c.request_park();
                 core.collect_sweeps.set(crate::hibernate::COLLECT_SWEEPS);
-            } else if c.detach_if_quiet(ms, after) {
-                core.collect_sweeps.set(crate::hibernate::COLLECT_SWEEPS);
+            } else if may_detach {
+                match c.detach_if_quiet(ms, after) {
+                    Ok(true) => core.collect_sweeps.set(crate::hibernate::COLLECT_SWEEPS),
+                    Ok(false) => {}
+                    Err(e) => {
+                        may_detach = false;
+                        crate::hibernate::detach_failed(core, ms, &e);
+                    }
+                }
             }
         }
     }
