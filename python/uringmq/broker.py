@@ -29,6 +29,9 @@ Payload = Union[bytes, bytearray, memoryview, str, int, float, None]
 #: with "bad user name or password", a string names the reason (``"not_authorized"``,
 #: ``"banned"``, ``"bad_credentials"``, ``"bad_authentication_method"``,
 #: ``"server_unavailable"``). A hook that raises refuses the client and logs on ``uringmq``.
+#: It sees every CONNECT, anonymous ones with ``client.username`` None, before the
+#: ``password_file`` and ``allow_anonymous`` (as a Mosquitto auth plugin does), and its answer is
+#: final.
 AuthenticateHook = Callable[[_uringmq.ClientInfo, Optional[bytes]], Union[bool, str]]
 
 #: ``authorize(client, access, topic) -> bool`` with access ``"publish"`` or ``"subscribe"``

@@ -9,7 +9,7 @@ import pytest
 
 uringmq = pytest.importorskip("uringmq")
 import mqtt_helpers  # noqa: E402
-from mqtt_helpers import MQTT311, MQTT5, RawClient, uid  # noqa: E402
+from mqtt_helpers import MQTT311, MQTT5, Paho, RawClient, uid  # noqa: E402
 
 WAIT = 5.0
 
@@ -112,6 +112,24 @@ def test_on_connect_gets_the_client_id_user_and_password(make):
     assert connack(b, MQTT5, username="alice", password=b"wrong") == 0x86
     assert [(u, p) for _, u, p in calls] == [("alice", b"secret"), ("alice", b"wrong")]
     assert all(cid.startswith("hook") for cid, _, _ in calls)
+
+
+def test_readme_only_alice_hook_refuses_an_anonymous_paho_client(make):
+    seen = []
+
+    def on_connect(client_id, username, password):  # the README's hook
+        seen.append(username)
+        return username == "alice" and password == b"secret"
+
+    # Loopback only: without the hook, anonymous clients would be let in.
+    b = make(on_connect=on_connect)
+    for version in (MQTT311, MQTT5):
+        # paho reports the v3.1.1 return code 4 as reason 0x86 too.
+        Paho(b, version=version, connect=False).connect(expect_rc=0x86)
+    alice = Paho(b, version=MQTT5, connect=False)
+    alice.c.username_pw_set("alice", "secret")
+    alice.connect()
+    assert seen == [None, None, "alice"]
 
 
 def test_on_publish_and_on_subscribe_each_check_their_access(make):

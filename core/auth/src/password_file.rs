@@ -296,6 +296,8 @@ impl StoredHash {
     }
 
     fn verify(&self, password: &[u8]) -> bool {
+        #[cfg(test)]
+        tests::VERIFIES.with(|n| n.set(n.get() + 1));
         match self {
             StoredHash::Sha512 { salt, digest } => {
                 let mut h = Sha512::new();
@@ -317,6 +319,31 @@ impl StoredHash {
                 .map(|h| Argon2::default().verify_password(password, &h).is_ok())
                 .unwrap_or(false),
             StoredHash::Scram(c) => c.verify_password(password),
+        }
+    }
+
+    /// A hash of the same scheme and cost as `self` that no password matches: verifying
+    /// against it takes as long as verifying against `self`.
+    fn dummy_like(&self) -> Self {
+        match self {
+            StoredHash::Sha512 { salt, .. } => StoredHash::Sha512 {
+                salt: salt.clone(),
+                digest: [0; SHA512_LEN],
+            },
+            StoredHash::Pbkdf2Sha512 {
+                iterations, salt, ..
+            } => StoredHash::Pbkdf2Sha512 {
+                iterations: *iterations,
+                salt: salt.clone(),
+                digest: [0; SHA512_LEN],
+            },
+            // Same parameters (m, t, p), salt and output length; an all-zero hash ('A' is a
+            // zero sextet in base64, so the field keeps its length and decodes).
+            StoredHash::Argon2id(phc) => {
+                let (params, hash) = phc.rsplit_once('$').unwrap_or((phc, ""));
+                StoredHash::Argon2id(format!("{params}${}", "A".repeat(hash.len())))
+            }
+            StoredHash::Scram(c) => StoredHash::Scram(c.dummy_like()),
         }
     }
 
@@ -379,6 +406,10 @@ pub struct PasswordFile {
     lines: Vec<Line>,
     /// User name -> index into `lines`.
     index: HashMap<String, usize>,
+    /// Verified against when the user is unknown, so that an unknown user costs as much time
+    /// as a wrong password and user names cannot be enumerated by timing. Shaped like the
+    /// file's most common kind of entry; `None` while the file is empty.
+    dummy: Option<StoredHash>,
 }
 
 impl fmt::Debug for PasswordFile {
@@ -459,7 +490,26 @@ impl PasswordFile {
                 hash,
             }));
         }
+        file.dummy = file.typical_dummy();
         Ok(file)
+    }
+
+    /// A dummy hash shaped like the first entry of the most common kind (scheme) in the file.
+    fn typical_dummy(&self) -> Option<StoredHash> {
+        let entries = || {
+            self.lines.iter().filter_map(|l| match l {
+                Line::Entry(e) => Some(&e.hash),
+                Line::Other(_) => None,
+            })
+        };
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for h in entries() {
+            *counts.entry(h.kind()).or_default() += 1;
+        }
+        let most = counts.into_iter().max_by_key(|&(kind, n)| (n, kind))?.0;
+        entries()
+            .find(|h| h.kind() == most)
+            .map(StoredHash::dummy_like)
     }
 
     /// The file this was loaded from, if any.
@@ -554,6 +604,7 @@ impl PasswordFile {
                 self.lines.push(Line::Entry(entry));
             }
         }
+        self.dummy = self.typical_dummy();
         Ok(())
     }
 
@@ -568,6 +619,7 @@ impl PasswordFile {
                 *idx -= 1;
             }
         }
+        self.dummy = self.typical_dummy();
         true
     }
 
@@ -677,7 +729,13 @@ impl Authenticator for PasswordFile {
 
     fn decide(&self, client: &ClientInfo<'_>, password: Option<&[u8]>) -> Option<AuthDecision> {
         let user = client.username?;
-        let entry = self.entry(user)?;
+        let Some(entry) = self.entry(user) else {
+            // Unknown user: spend the time a listed user's check would, then defer.
+            if let (Some(dummy), Some(p)) = (&self.dummy, password) {
+                std::hint::black_box(dummy.verify(p));
+            }
+            return None;
+        };
         // A listed user without a password is refused, as Mosquitto does.
         let ok = password.is_some_and(|p| entry.hash.verify(p));
         Some(if ok {
@@ -697,7 +755,17 @@ impl Authenticator for PasswordFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
     use std::process::Command;
+
+    thread_local! {
+        /// How many hashes this thread verified (counted by `StoredHash::verify`).
+        pub(super) static VERIFIES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn verifies() -> usize {
+        VERIFIES.with(Cell::get)
+    }
 
     /// Made with mosquitto_passwd 2.0.11; see the README beside it.
     const MOSQUITTO_FILE: &str =
@@ -955,5 +1023,47 @@ mod tests {
         assert_eq!(f.decide(&client(None), None), None);
         assert_eq!(f.decide(&client(Some("alice")), Some(b"nope")), Some(bad));
         assert!(f.is_blocking());
+    }
+
+    #[test]
+    fn an_unknown_user_is_checked_against_a_dummy_of_the_typical_entry() {
+        let mut f = PasswordFile::new();
+        assert!(f.dummy.is_none());
+        f.set("a", b"pw", Scheme::Pbkdf2Sha512).unwrap();
+        f.set("b", b"pw", Scheme::Argon2id).unwrap();
+        f.set("c", b"pw", Scheme::Argon2id).unwrap();
+        // The most common scheme, at the same cost as its entries.
+        let Some(StoredHash::Argon2id(dummy)) = &f.dummy else {
+            panic!("dummy is not argon2id: {:?}", f.dummy);
+        };
+        let Some(Line::Entry(b)) = f.lines.get(f.index["b"]) else {
+            panic!("no entry for b");
+        };
+        let params = |phc: &str| phc.rsplitn(3, '$').nth(2).unwrap().to_owned();
+        assert_eq!(params(dummy), params(&b.encoded), "same m, t, p");
+        assert_eq!(dummy.len(), b.encoded.len());
+        assert!(PasswordHash::new(dummy).is_ok(), "a valid PHC string");
+
+        let before = verifies();
+        assert_eq!(f.decide(&client(Some("mallory")), Some(b"pw")), None);
+        assert_eq!(verifies(), before + 1, "the unknown user ran one hash");
+        assert_eq!(
+            f.decide(&client(Some("b")), Some(b"wrong")),
+            Some(AuthDecision::Deny(DenyReason::BadCredentials))
+        );
+        assert_eq!(verifies(), before + 2, "as a listed user does");
+
+        // A Mosquitto file: PBKDF2 with the file's own iteration count.
+        let m = PasswordFile::parse(MOSQUITTO_FILE).unwrap();
+        assert!(matches!(
+            m.dummy,
+            Some(StoredHash::Pbkdf2Sha512 {
+                iterations: 101,
+                ..
+            })
+        ));
+        for pw in [&b"pw"[..], b"correct horse"] {
+            assert!(!m.dummy.as_ref().unwrap().verify(pw), "no password matches");
+        }
     }
 }

@@ -77,6 +77,17 @@ impl ScramCredentials {
         }
     }
 
+    /// Credentials with the same salt and iteration count (so the same cost to check) that no
+    /// password matches.
+    pub(crate) fn dummy_like(&self) -> Self {
+        Self {
+            salt: self.salt.clone(),
+            iterations: self.iterations,
+            stored_key: [0; 32],
+            server_key: [0; 32],
+        }
+    }
+
     /// Credentials with a fresh random 16-byte salt and [`DEFAULT_ITERATIONS`].
     ///
     /// # Panics

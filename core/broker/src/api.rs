@@ -13,7 +13,9 @@ use uringmq_codec::{PublishProperties, QoS};
 /// a hook thread, never on a core.
 #[derive(Clone, Default)]
 pub struct Hooks {
-    /// Decides CONNECT (after the password file, if any).
+    /// Decides CONNECT for every client, anonymous ones (user name `None`) included, before
+    /// the password file and the anonymous policy, as a Mosquitto auth plugin does; those
+    /// decide only when it has no opinion (`decide` gives `None`).
     pub authenticator: Option<Arc<dyn Authenticator>>,
     /// Decides PUBLISH, SUBSCRIBE and delivery (after the ACL file, if any).
     pub authorizer: Option<Arc<dyn Authorizer>>,

@@ -1,6 +1,7 @@
 //! Who may connect and what they may touch, wired into the broker: the anonymous policy per
 //! listener, the password file, the ACL file and the embedder's hooks composed into one
-//! authenticator and one authoriser (files first, then hooks); certificate identities as user
+//! authenticator (the hook first, for every client, then the password file, then the anonymous
+//! policy: see `Security::chain`) and one authoriser (the ACL file first, then the hook); certificate identities as user
 //! names; MQTT 5 enhanced authentication (AUTH packets) through `EnhancedAuthenticator`s such
 //! as SCRAM-SHA-256; and the refusal path (CONNACK code for the client's version, a short
 //! delay against guessing, a counter).
@@ -338,16 +339,26 @@ impl Security {
             .extend(outcome.failed.into_iter().map(|(_, why)| why));
     }
 
-    /// The authentication steps for a client of `listener`.
+    /// The authentication steps for a client of `listener`, in Mosquitto 2's order. The
+    /// embedder's hook comes first and sees EVERY client, anonymous ones with user name
+    /// `None`, as a Mosquitto auth plugin does ("If an auth_plugin is used as well as
+    /// password_file, the auth_plugin check will be made first", mosquitto.conf(5)). Its answer
+    /// is final, whatever `allow_anonymous` says: Mosquitto's `mosquitto_unpwd_check` returns
+    /// a plugin's success or refusal as is, and applies `allow_anonymous` only when every
+    /// plugin deferred. A hook with no opinion (`decide` gives `None`) leaves the client to the
+    /// password file (named users it lists), then to the anonymous policy (clients without a
+    /// user name); a named client nobody knows is refused.
     fn chain(&self, listener: &str) -> AuthChain {
-        let mut steps: Vec<Arc<dyn Authenticator>> = vec![self.policies.clone()];
-        if let Some(p) = self.files.load().password(listener) {
-            steps.push(p.clone());
-        }
+        let mut steps: Vec<Arc<dyn Authenticator>> = Vec::with_capacity(3);
         if let Some(h) = &self.hooks.authenticator {
             steps.push(h.clone());
         }
-        if steps.len() == 1 {
+        if let Some(p) = self.files.load().password(listener) {
+            steps.push(p.clone());
+        }
+        let decided_by_policy_only = steps.is_empty();
+        steps.push(self.policies.clone());
+        if decided_by_policy_only {
             // No password file and no hook: any user name is accepted (as Mosquitto does).
             steps.push(Arc::new(AllowAll));
         }
