@@ -28,6 +28,7 @@ fn _uringmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<subscription::NativeSubscription>()?;
     m.add_class::<message::Message>()?;
     m.add_class::<hooks::ClientInfo>()?;
+    m.add_class::<hooks::Client>()?;
     m.add_class::<stats::Stats>()?;
     m.add(
         "SubscriptionClosed",

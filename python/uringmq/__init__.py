@@ -24,12 +24,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._uringmq import ClientInfo, Message, Stats, SubscriptionClosed, init_logging
+    from ._uringmq import Client, ClientInfo, Message, Stats, SubscriptionClosed, init_logging
     from .broker import Broker
     from .subscription import Subscription
 
 __all__ = [
     "Broker",
+    "Client",
     "ClientInfo",
     "Message",
     "Stats",
@@ -42,6 +43,7 @@ __all__ = [
 _LAZY = {
     "Broker": ".broker",
     "Subscription": ".subscription",
+    "Client": "._uringmq",
     "ClientInfo": "._uringmq",
     "Message": "._uringmq",
     "Stats": "._uringmq",
