@@ -182,3 +182,6 @@ def interpreter_exiting() -> None:
 
 def init_logging(filter: str) -> None:
     """Sends the broker's log output to stderr with a ``tracing`` filter such as ``"info"``."""
+
+def passwd(args: List[str]) -> int:
+    """``uringmq passwd ARGS...`` (the binary's subcommand, same parser); returns the exit status."""
