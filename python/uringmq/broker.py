@@ -7,10 +7,15 @@ import atexit
 import os
 import threading
 import weakref
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _uringmq
 from .subscription import Subscription
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .settings import Settings
 
 __all__ = [
     "Broker",
@@ -130,6 +135,9 @@ class Broker:
     ``AuthorizeHook``), or in finer grain ``on_connect``, ``on_publish`` and ``on_subscribe``
     (``ConnectHook``, ``TopicHook``); ``on_disconnect`` (``DisconnectHook``) is told when a
     client leaves. The broker calls them on a helper thread, never on a core.
+
+    The keyword settings are typed (``uringmq.settings.Settings``): mypy and pyright flag an
+    unknown or mistyped setting.
     """
 
     def __init__(
@@ -142,7 +150,7 @@ class Broker:
         on_publish: Optional[TopicHook] = None,
         on_subscribe: Optional[TopicHook] = None,
         on_disconnect: Optional[DisconnectHook] = None,
-        **settings: Any,
+        **settings: "Unpack[Settings]",
     ) -> None:
         authenticate, authorize = _hooks(authenticate, authorize, on_connect, on_publish, on_subscribe)
         self._native = _uringmq.NativeBroker(
