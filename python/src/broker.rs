@@ -7,19 +7,18 @@
 
 use crate::errors::{api_error, start_error};
 use crate::exit::release_gil;
-use crate::hooks::{PyAuthenticator, PyAuthorizer};
-use crate::message::properties_from_dict;
+use crate::hooks::{disconnect_hook, Client, PyAuthenticator, PyAuthorizer};
+use crate::message::injected;
 use crate::settings::{build_config, config_to_dict};
 use crate::stats::Stats;
 use crate::subscription::NativeSubscription;
-use bytes::Bytes;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use uringmq::{ApiError, Broker, Config, Hooks, InjectedMessage, Subscription};
-use uringmq_codec::QoS;
+use uringmq::{ApiError, Broker, Config, Hooks, SubscribeOptions, Subscription};
+use uringmq_codec::RetainHandling;
 
 /// The native broker handle. `inner` is `None` while stopped.
 #[pyclass(module = "uringmq._uringmq", name = "NativeBroker", frozen)]
@@ -33,6 +32,33 @@ pub struct NativeBroker {
 }
 
 impl NativeBroker {
+    /// Starts with `config` unless running. Only called with the GIL released.
+    fn start_with(&self, config: Config) -> Result<(), uringmq::StartError> {
+        let mut slot = self.slot();
+        if slot.as_ref().is_some_and(Broker::is_running) {
+            return Ok(());
+        }
+        // A broker that died on its own is reaped before its replacement binds.
+        if let Some(mut old) = slot.take() {
+            old.stop();
+        }
+        *slot = Some(Broker::start_with_hooks(config, self.hooks.clone())?);
+        Ok(())
+    }
+
+    /// Stops, joins, and closes the in-process subscriptions. Only called with the GIL released.
+    fn stop_now(&self) {
+        // Out of the lock first: a hook calling back into this broker must not wait on it.
+        let taken = self.slot().take();
+        if let Some(mut b) = taken {
+            b.stop();
+        }
+        let subs = std::mem::take(&mut *lock(&self.subscriptions));
+        for sub in subs.iter().filter_map(Weak::upgrade) {
+            sub.close();
+        }
+    }
+
     /// The running broker slot. Only called with the GIL released (see the module docs).
     fn slot(&self) -> MutexGuard<'_, Option<Broker>> {
         lock(&self.inner)
@@ -57,26 +83,57 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn qos(v: u8) -> PyResult<QoS> {
-    QoS::from_u8(v)
-        .ok_or_else(|| PyValueError::new_err(format!("invalid qos {v}: must be 0, 1 or 2")))
+/// The subscription options from `qos` and a dict of the MQTT 5 options; unknown keys are
+/// errors naming the key.
+fn subscribe_options(qos: u8, d: Option<&Bound<'_, PyDict>>) -> PyResult<SubscribeOptions> {
+    let mut o = SubscribeOptions {
+        qos: crate::message::qos(qos)?,
+        ..Default::default()
+    };
+    for (key, value) in d.into_iter().flat_map(|d| d.iter()) {
+        match key.extract::<String>()?.as_str() {
+            "no_local" => o.no_local = value.is_truthy()?,
+            "retain_as_published" => o.retain_as_published = value.is_truthy()?,
+            "retain_handling" => {
+                o.retain_handling = match value.extract::<u8>()? {
+                    0 => RetainHandling::SendAtSubscribe,
+                    1 => RetainHandling::SendIfNew,
+                    2 => RetainHandling::DoNotSend,
+                    n => {
+                        return Err(PyValueError::new_err(format!(
+                            "invalid retain_handling {n}: must be 0, 1 or 2"
+                        )))
+                    }
+                }
+            }
+            "subscription_identifier" => o.subscription_identifier = value.extract()?,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown subscription option `{other}`"
+                )))
+            }
+        }
+    }
+    Ok(o)
 }
 
 #[pymethods]
 impl NativeBroker {
     /// Parses and validates the settings; nothing starts yet.
     #[new]
-    #[pyo3(signature = (settings=None, config=None, authenticate=None, authorize=None))]
+    #[pyo3(signature = (settings=None, config=None, authenticate=None, authorize=None, on_disconnect=None))]
     fn new(
         settings: Option<&Bound<'_, PyDict>>,
         config: Option<PathBuf>,
         authenticate: Option<Py<PyAny>>,
         authorize: Option<Py<PyAny>>,
+        on_disconnect: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let config = build_config(config.as_deref(), settings)?;
         let hooks = Hooks {
             authenticator: authenticate.map(|f| Arc::new(PyAuthenticator(f)) as _),
             authorizer: authorize.map(|f| Arc::new(PyAuthorizer(f)) as _),
+            on_disconnect: on_disconnect.map(disconnect_hook),
         };
         Ok(NativeBroker {
             config,
@@ -88,37 +145,31 @@ impl NativeBroker {
 
     /// Binds the listeners and starts the cores. No-op while running.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
-        release_gil(py, || {
-            let mut slot = self.slot();
-            if slot.as_ref().is_some_and(Broker::is_running) {
-                return Ok(());
-            }
-            // A broker that died on its own is reaped before its replacement binds.
-            if let Some(mut old) = slot.take() {
-                old.stop();
-            }
-            *slot = Some(Broker::start_with_hooks(
-                self.config.clone(),
-                self.hooks.clone(),
-            )?);
-            Ok(())
-        })
-        .map_err(start_error)
+        release_gil(py, || self.start_with(self.config.clone())).map_err(start_error)
     }
 
     /// Stops and joins every thread; the port is free on return. Idempotent.
     fn stop(&self, py: Python<'_>) {
+        release_gil(py, || self.stop_now())
+    }
+
+    /// Stops, then starts again on the ports it had (port 0 stays the port it was given), so
+    /// clients can reconnect to the same address. Sessions and retained messages are not kept
+    /// (they live in memory). Starts a stopped broker as `start()` does.
+    fn restart(&self, py: Python<'_>) -> PyResult<()> {
         release_gil(py, || {
-            // Out of the lock first: a hook calling back into this broker must not wait on it.
-            let taken = self.slot().take();
-            if let Some(mut b) = taken {
-                b.stop();
+            let mut config = self.config.clone();
+            if let Some(b) = self.slot().as_ref() {
+                let ports: Vec<u16> = b.listener_addrs().iter().map(|(_, a)| a.port()).collect();
+                config.port = ports[0];
+                for (l, port) in config.listeners.iter_mut().zip(&ports[1..]) {
+                    l.port = *port;
+                }
             }
-            let subs = std::mem::take(&mut *lock(&self.subscriptions));
-            for sub in subs.iter().filter_map(Weak::upgrade) {
-                sub.close();
-            }
+            self.stop_now();
+            self.start_with(config)
         })
+        .map_err(start_error)
     }
 
     /// Whether the broker runs.
@@ -177,31 +228,44 @@ impl NativeBroker {
         retain: bool,
         properties: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
-        let properties = match properties {
-            Some(d) => properties_from_dict(d, payload)?,
-            None => Default::default(),
-        };
-        let msg = InjectedMessage {
-            topic,
-            payload: Bytes::copy_from_slice(payload),
-            qos: self::qos(qos)?,
-            retain,
-            properties,
-        };
+        let msg = injected(topic, payload, qos, retain, properties)?;
         self.with_running(py, move |b| b.publish(msg))
     }
 
-    /// Subscribes in-process; returns once the subscription is effective.
-    #[pyo3(signature = (filter, qos=2))]
-    fn subscribe(&self, py: Python<'_>, filter: String, qos: u8) -> PyResult<NativeSubscription> {
-        let qos = self::qos(qos)?;
-        let sub = Arc::new(self.with_running(py, |b| b.subscribe(&filter, qos))?);
+    /// Subscribes in-process with MQTT 5 subscription options (`no_local`,
+    /// `retain_as_published`, `retain_handling`, `subscription_identifier`, in a dict); returns
+    /// once the subscription is effective.
+    #[pyo3(signature = (filter, qos=2, options=None))]
+    fn subscribe(
+        &self,
+        py: Python<'_>,
+        filter: String,
+        qos: u8,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<NativeSubscription> {
+        let options = subscribe_options(qos, options)?;
+        let sub = Arc::new(self.with_running(py, |b| b.subscribe_with(&filter, options))?);
         release_gil(py, || {
             let mut subs = lock(&self.subscriptions);
             subs.retain(|w| w.strong_count() > 0);
             subs.push(Arc::downgrade(&sub));
         });
         Ok(NativeSubscription::new(sub, filter))
+    }
+
+    /// The connected clients (empty while stopped).
+    fn clients(&self, py: Python<'_>) -> PyResult<Vec<Client>> {
+        let list = release_gil(py, || match self.slot().as_ref() {
+            Some(b) => b.clients(),
+            None => Ok(Vec::new()),
+        })
+        .map_err(api_error)?;
+        Ok(list.into_iter().map(Client::from).collect())
+    }
+
+    /// Closes client `client_id`'s connection (v5: DISCONNECT 0x98); whether it was connected.
+    fn disconnect(&self, py: Python<'_>, client_id: String) -> PyResult<bool> {
+        self.with_running(py, move |b| b.disconnect(&client_id))
     }
 
     /// Counters summed over cores (all zero while stopped).

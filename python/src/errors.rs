@@ -35,11 +35,13 @@ pub fn start_error(e: StartError) -> PyErr {
     }
 }
 
-/// Why `publish()` or `subscribe()` failed.
+/// Why an API call (`publish()`, `subscribe()`, `clients()`...) failed.
 pub fn api_error(e: ApiError) -> PyErr {
     match e {
         ApiError::NotRunning => PyRuntimeError::new_err(e.to_string()),
-        ApiError::InvalidTopic(_) => PyValueError::new_err(e.to_string()),
+        ApiError::InvalidTopic(_) | ApiError::InvalidOption(_) => {
+            PyValueError::new_err(e.to_string())
+        }
         ApiError::Timeout => PyTimeoutError::new_err(e.to_string()),
     }
 }

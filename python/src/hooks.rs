@@ -3,10 +3,13 @@
 //! The broker calls a hook whose `is_blocking()` is true on a hook thread, never on a core, so a
 //! callback waiting for the GIL stalls no connection. The thread attaches with `try_attach`: during
 //! interpreter shutdown it cannot, and the hook then denies. A callback that raises denies too
-//! (fail closed) and logs the traceback on the `uringmq` logger.
+//! (fail closed) and logs the traceback on the `uringmq` logger. `on_disconnect` is told about
+//! every closed connection, on a hook thread too, and nobody waits for it.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
+use std::time::UNIX_EPOCH;
+use uringmq::{ClientSummary, DisconnectHook};
 use uringmq_auth::{
     Access, AuthDecision, Authenticator, Authorizer, ClientInfo as RustClientInfo, DenyReason,
 };
@@ -135,21 +138,77 @@ impl Authorizer for PyAuthorizer {
 }
 
 /// Logs the exception with its traceback on the `uringmq` logger (falls back to stderr).
-fn log_hook_error(py: Python<'_>, hook: &str, err: &PyErr) {
+pub fn log_hook_error(py: Python<'_>, hook: &str, err: &PyErr) {
     let logged = (|| -> PyResult<()> {
         let logger = py
             .import("logging")?
             .call_method1("getLogger", ("uringmq",))?;
+        // The (type, value, traceback) triple, not the value alone: before Python 3.12 an
+        // exception fetched from C carries its traceback beside it, not in `__traceback__`, so
+        // `exc_info=value` logged no traceback there.
         let kwargs = PyDict::new(py);
-        kwargs.set_item("exc_info", err.value(py))?;
-        logger.call_method(
-            "error",
-            ("%s hook raised; access denied", hook),
-            Some(&kwargs),
-        )?;
+        let exc_info = (err.get_type(py), err.value(py), err.traceback(py));
+        kwargs.set_item("exc_info", exc_info)?;
+        logger.call_method("error", ("%s hook raised", hook), Some(&kwargs))?;
         Ok(())
     })();
     if logged.is_err() {
         err.print(py);
     }
+}
+
+/// A connected client, as listed by `Broker.clients()` and passed to `on_disconnect`.
+#[pyclass(module = "uringmq._uringmq", name = "Client", frozen, get_all)]
+pub struct Client {
+    /// Client identifier (the assigned one if the client sent none).
+    client_id: String,
+    /// User name from CONNECT, if any.
+    username: Option<String>,
+    /// Name of the listener the client came through.
+    listener: String,
+    /// `(host, port)` of the remote end.
+    peer: Option<(String, u16)>,
+    /// Protocol level: 3 (MQTT 3.1), 4 (3.1.1) or 5.
+    protocol: u8,
+    /// When CONNECT was accepted, in seconds since the epoch (like `time.time()`).
+    connected_since: f64,
+}
+
+#[pymethods]
+impl Client {
+    fn __repr__(&self) -> String {
+        format!(
+            "Client(client_id={:?}, username={:?}, peer={:?}, listener={:?}, protocol={})",
+            self.client_id, self.username, self.peer, self.listener, self.protocol
+        )
+    }
+}
+
+impl From<ClientSummary> for Client {
+    fn from(c: ClientSummary) -> Self {
+        Client {
+            client_id: c.client_id,
+            username: c.username,
+            listener: c.listener,
+            peer: c.peer.map(|a| (a.ip().to_string(), a.port())),
+            protocol: c.protocol as u8,
+            connected_since: c
+                .connected_since
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+}
+
+/// `on_disconnect(client: Client, reason: str)` as the broker's disconnect hook. What it returns
+/// is ignored; if it raises, the traceback goes to the `uringmq` logger.
+pub fn disconnect_hook(f: Py<PyAny>) -> DisconnectHook {
+    std::sync::Arc::new(move |client: ClientSummary, reason: &'static str| {
+        // During interpreter shutdown nobody is left to tell.
+        let _ = Python::try_attach(|py| {
+            if let Err(e) = f.call1(py, (Client::from(client), reason)) {
+                log_hook_error(py, "on_disconnect", &e);
+            }
+        });
+    })
 }

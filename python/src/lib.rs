@@ -21,6 +21,13 @@ fn init_logging(filter: &str) {
     uringmq::init_logging(filter)
 }
 
+/// `uringmq passwd ARGS...`: the binary's own subcommand (same clap definition); returns the
+/// exit status. Runs with the GIL released: it may prompt on the terminal.
+#[pyfunction]
+fn passwd(py: Python<'_>, args: Vec<String>) -> u8 {
+    exit::release_gil(py, || uringmq::cli::passwd_main(args))
+}
+
 /// The native module.
 #[pymodule]
 fn _uringmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -28,12 +35,14 @@ fn _uringmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<subscription::NativeSubscription>()?;
     m.add_class::<message::Message>()?;
     m.add_class::<hooks::ClientInfo>()?;
+    m.add_class::<hooks::Client>()?;
     m.add_class::<stats::Stats>()?;
     m.add(
         "SubscriptionClosed",
         m.py().get_type::<errors::SubscriptionClosed>(),
     )?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
+    m.add_function(wrap_pyfunction!(passwd, m)?)?;
     m.add_function(wrap_pyfunction!(exit::interpreter_exiting, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
-use uringmq::Delivery;
-use uringmq_codec::{ByteStr, PublishProperties};
+use uringmq::{Delivery, InjectedMessage};
+use uringmq_codec::{ByteStr, PublishProperties, QoS};
 
 /// A message delivered to an in-process subscription.
 #[pyclass(module = "uringmq._uringmq", name = "Message", frozen, get_all)]
@@ -150,4 +150,31 @@ pub fn properties_from_dict(d: &Bound<'_, PyDict>, payload: &[u8]) -> PyResult<P
         }
     }
     Ok(p)
+}
+
+/// A QoS from Python.
+pub fn qos(v: u8) -> PyResult<QoS> {
+    QoS::from_u8(v)
+        .ok_or_else(|| PyValueError::new_err(format!("invalid qos {v}: must be 0, 1 or 2")))
+}
+
+/// An in-process publish's message (payload copied once) from Python's arguments.
+pub fn injected(
+    topic: String,
+    payload: &[u8],
+    qos: u8,
+    retain: bool,
+    properties: Option<&Bound<'_, PyDict>>,
+) -> PyResult<InjectedMessage> {
+    let properties = match properties {
+        Some(d) => properties_from_dict(d, payload)?,
+        None => Default::default(),
+    };
+    Ok(InjectedMessage {
+        topic,
+        payload: Bytes::copy_from_slice(payload),
+        qos: self::qos(qos)?,
+        retain,
+        properties,
+    })
 }

@@ -10,34 +10,36 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use std::path::Path;
-use uringmq::{Config, ConfigError};
+use uringmq::Config;
 
 /// Builds and validates a `Config` from an optional TOML file and keyword overrides.
+///
+/// The file goes through `Config::from_file`, as in the binary: its errors name the file and
+/// the line, and relative paths in it are relative to its folder. The keyword arguments then
+/// override its keys (so the file must be valid on its own).
 pub fn build_config(path: Option<&Path>, settings: Option<&Bound<'_, PyDict>>) -> PyResult<Config> {
-    let mut table = match path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| {
-                let e = ConfigError::Io {
-                    path: p.to_owned(),
-                    source,
-                };
-                config_error(e)
-            })?;
-            text.parse::<toml::Table>().map_err(|e| {
-                PyValueError::new_err(format!("invalid config file {}: {e}", p.display()))
-            })?
-        }
-        None => toml::Table::new(),
+    let base = match path {
+        Some(p) => Config::from_file(p).map_err(config_error)?,
+        None => Config::default(),
     };
-    if let Some(settings) = settings {
-        for (key, value) in settings.iter() {
-            let key: String = key.extract()?;
-            // `None` means "the default": the key is left out (TOML has no null).
-            match to_toml(&key, &value)? {
-                Some(v) => table.insert(key, v),
-                None => table.remove(&key),
-            };
+    let Some(settings) = settings.filter(|s| !s.is_empty()) else {
+        return Ok(base);
+    };
+    let mut table = match toml::Value::try_from(&base) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => {
+            return Err(PyValueError::new_err(
+                "cannot represent the config file's settings",
+            ))
         }
+    };
+    for (key, value) in settings.iter() {
+        let key: String = key.extract()?;
+        // `None` means "the default": the key is left out (TOML has no null).
+        match to_toml(&key, &value)? {
+            Some(v) => table.insert(key, v),
+            None => table.remove(&key),
+        };
     }
     Config::from_toml_str(&table.to_string()).map_err(config_error)
 }

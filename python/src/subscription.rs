@@ -1,14 +1,15 @@
 //! An in-process subscription: blocking receive with the GIL released, a non-blocking poll, and
 //! the eventfd the Python side hands to `loop.add_reader` for asyncio.
 
-use crate::errors::SubscriptionClosed;
+use crate::errors::{api_error, SubscriptionClosed};
 use crate::exit::release_gil;
-use crate::message::Message;
+use crate::message::{injected, Message};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use uringmq::{RecvError, Subscription};
+use uringmq::{ApiError, RecvError, Subscription};
 
 /// How long one GIL-released wait lasts before Python signal handlers (Ctrl-C) get a chance.
 const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -90,6 +91,25 @@ impl NativeSubscription {
     /// Resets the eventfd; call after `poll()` returned None, then poll once more.
     fn clear_ready(&self) {
         self.inner.clear_ready()
+    }
+
+    /// Publishes in-process as this subscription's session (`no_local` drops it for this
+    /// subscription only).
+    #[pyo3(signature = (topic, payload, qos=0, retain=false, properties=None))]
+    fn publish(
+        &self,
+        py: Python<'_>,
+        topic: String,
+        payload: &[u8],
+        qos: u8,
+        retain: bool,
+        properties: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let msg = injected(topic, payload, qos, retain, properties)?;
+        release_gil(py, || self.inner.publish(msg)).map_err(|e| match e {
+            ApiError::NotRunning => closed(&self.filter),
+            other => api_error(other),
+        })
     }
 
     /// Unsubscribes; messages already queued can still be read.

@@ -24,14 +24,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._uringmq import ClientInfo, Message, Stats, SubscriptionClosed, init_logging
+    from ._uringmq import Client, ClientInfo, Message, Stats, SubscriptionClosed, init_logging
     from .broker import Broker
+    from .settings import ListenerSettings, Settings
     from .subscription import Subscription
 
 __all__ = [
     "Broker",
+    "Client",
     "ClientInfo",
+    "ListenerSettings",
     "Message",
+    "Settings",
     "Stats",
     "Subscription",
     "SubscriptionClosed",
@@ -42,7 +46,10 @@ __all__ = [
 _LAZY = {
     "Broker": ".broker",
     "Subscription": ".subscription",
+    "Client": "._uringmq",
     "ClientInfo": "._uringmq",
+    "ListenerSettings": ".settings",
+    "Settings": ".settings",
     "Message": "._uringmq",
     "Stats": "._uringmq",
     "SubscriptionClosed": "._uringmq",

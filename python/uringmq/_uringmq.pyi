@@ -51,6 +51,28 @@ class ClientInfo:
     def cert_common_name(self) -> Optional[str]:
         """Common Name of a verified TLS client certificate."""
 
+class Client:
+    """A connected client, as ``Broker.clients()`` lists it and ``on_disconnect`` gets it."""
+
+    @property
+    def client_id(self) -> str:
+        """Client identifier (the assigned one if the client sent none)."""
+    @property
+    def username(self) -> Optional[str]:
+        """User name from CONNECT."""
+    @property
+    def listener(self) -> str:
+        """Name of the listener the client came through."""
+    @property
+    def peer(self) -> Optional[Tuple[str, int]]:
+        """``(host, port)`` of the remote end."""
+    @property
+    def protocol(self) -> int:
+        """Protocol level: 3 (MQTT 3.1), 4 (3.1.1) or 5."""
+    @property
+    def connected_since(self) -> float:
+        """When CONNECT was accepted, in seconds since the epoch (like ``time.time()``)."""
+
 class Stats:
     """Broker counters summed over cores, at the moment ``stats()`` was called."""
 
@@ -86,6 +108,15 @@ class NativeSubscription:
         """The eventfd readable while messages may wait."""
     def clear_ready(self) -> None:
         """Resets the eventfd (poll again afterwards)."""
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        """Publishes in-process as this subscription's session (for ``no_local``)."""
     def close(self) -> None:
         """Unsubscribes."""
 
@@ -98,12 +129,15 @@ class NativeBroker:
         config: Optional[str] = None,
         authenticate: Optional[Callable[[ClientInfo, Optional[bytes]], Union[bool, str]]] = None,
         authorize: Optional[Callable[[ClientInfo, str, str], bool]] = None,
+        on_disconnect: Optional[Callable[[Client, str], None]] = None,
     ) -> None:
         """Parses the settings (ValueError naming a bad key); nothing starts."""
     def start(self) -> None:
         """Binds and starts; OSError(EADDRINUSE) for a port in use. No-op while running."""
     def stop(self) -> None:
         """Stops and joins every thread; idempotent."""
+    def restart(self) -> None:
+        """Stops and starts again on the same ports."""
     @property
     def is_running(self) -> bool:
         """Whether the broker runs."""
@@ -131,8 +165,15 @@ class NativeBroker:
         properties: Optional[Dict[str, Any]] = None,
     ) -> None:
         """Publishes in-process."""
-    def subscribe(self, filter: str, qos: int = 2) -> NativeSubscription:
-        """Subscribes in-process; returns once effective."""
+    def subscribe(
+        self, filter: str, qos: int = 2, options: Optional[Dict[str, Any]] = None
+    ) -> NativeSubscription:
+        """Subscribes in-process with MQTT 5 options (``no_local``, ``retain_as_published``,
+        ``retain_handling``, ``subscription_identifier``); returns once effective."""
+    def clients(self) -> List[Client]:
+        """The connected clients."""
+    def disconnect(self, client_id: str) -> bool:
+        """Closes a client's connection; whether it was connected."""
     def stats(self) -> Stats:
         """Counters summed over cores."""
 
@@ -142,3 +183,6 @@ def interpreter_exiting() -> None:
 
 def init_logging(filter: str) -> None:
     """Sends the broker's log output to stderr with a ``tracing`` filter such as ``"info"``."""
+
+def passwd(args: List[str]) -> int:
+    """``uringmq passwd ARGS...`` (the binary's subcommand, same parser); returns the exit status."""

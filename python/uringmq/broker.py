@@ -7,10 +7,15 @@ import atexit
 import os
 import threading
 import weakref
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _uringmq
 from .subscription import Subscription
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .settings import Settings
 
 __all__ = [
     "Broker",
@@ -18,6 +23,7 @@ __all__ = [
     "AuthenticateHook",
     "AuthorizeHook",
     "ConnectHook",
+    "DisconnectHook",
     "TopicHook",
 ]
 
@@ -42,6 +48,15 @@ AuthorizeHook = Callable[[_uringmq.ClientInfo, str, str], bool]
 #: ``on_connect(client_id, username, password) -> bool | str``: ``authenticate`` with the
 #: client's identity spread out; same return values.
 ConnectHook = Callable[[str, Optional[str], Optional[bytes]], Union[bool, str]]
+
+#: ``on_disconnect(client, reason)``: a client's connection ended (after CONNACK). ``client`` is a
+#: ``Client`` (as ``Broker.clients()`` lists them); ``reason`` a stable name:
+#: ``"client_disconnected"``, ``"client_disconnected_with_will"``, ``"connection_lost"``,
+#: ``"socket_error"``, ``"protocol_error"``, ``"keep_alive_timeout"``, ``"session_taken_over"``,
+#: ``"administrative_action"`` (``Broker.disconnect``) or ``"server_shutting_down"``. Called on a
+#: helper thread after the fact; nobody waits for it. If it raises, the traceback is logged on
+#: ``uringmq``.
+DisconnectHook = Callable[[_uringmq.Client, str], None]
 
 #: ``on_publish(client, topic) -> bool`` / ``on_subscribe(client, topic_filter) -> bool``: the two
 #: halves of ``authorize``.
@@ -121,7 +136,11 @@ class Broker:
 
     ``authenticate`` and ``authorize`` are optional Python hooks (see ``AuthenticateHook`` and
     ``AuthorizeHook``), or in finer grain ``on_connect``, ``on_publish`` and ``on_subscribe``
-    (``ConnectHook``, ``TopicHook``); the broker calls them on a helper thread, never on a core.
+    (``ConnectHook``, ``TopicHook``); ``on_disconnect`` (``DisconnectHook``) is told when a
+    client leaves. The broker calls them on a helper thread, never on a core.
+
+    The keyword settings are typed (``uringmq.settings.Settings``): mypy and pyright flag an
+    unknown or mistyped setting.
     """
 
     def __init__(
@@ -133,11 +152,16 @@ class Broker:
         on_connect: Optional[ConnectHook] = None,
         on_publish: Optional[TopicHook] = None,
         on_subscribe: Optional[TopicHook] = None,
-        **settings: Any,
+        on_disconnect: Optional[DisconnectHook] = None,
+        **settings: "Unpack[Settings]",
     ) -> None:
         authenticate, authorize = _hooks(authenticate, authorize, on_connect, on_publish, on_subscribe)
         self._native = _uringmq.NativeBroker(
-            settings, os.fspath(config) if config is not None else None, authenticate, authorize
+            dict(settings),
+            os.fspath(config) if config is not None else None,
+            authenticate,
+            authorize,
+            on_disconnect,
         )
         self._subscriptions: "weakref.WeakSet[Subscription]" = weakref.WeakSet()
 
@@ -158,6 +182,18 @@ class Broker:
             _running.discard(self)
         for sub in list(self._subscriptions):
             sub._wake()
+
+    def restart(self) -> "Broker":
+        """Stops and starts again on the same ports (a ``port=0`` broker keeps the port it got),
+        so clients can reconnect to the address they had: for tests of client reconnection.
+        Everything in memory is gone (sessions, retained messages) and in-process subscriptions
+        end, as with ``stop()``. Returns self."""
+        self._native.restart()
+        with _running_lock:
+            _running.add(self)
+        for sub in list(self._subscriptions):
+            sub._wake()
+        return self
 
     @property
     def is_running(self) -> bool:
@@ -238,21 +274,54 @@ class Broker:
         props = dict(properties) if properties is not None else None
         self._native.publish(topic, _payload_bytes(payload), qos, retain, props)
 
-    def subscribe(self, topic_filter: str, qos: int = 2) -> Subscription:
+    def subscribe(
+        self,
+        topic_filter: str,
+        qos: int = 2,
+        *,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: int = 0,
+        subscription_identifier: Optional[int] = None,
+    ) -> Subscription:
         """Subscribes in-process and returns once the subscription is effective (messages
         published afterwards, by anyone, reach it; retained ones arrive first).
 
-        Messages arrive at the minimum of their QoS and ``qos``. Use the result as a context
-        manager, iterate it (blocking or ``async for``), or call ``get``/``get_async``.
+        Messages arrive at the minimum of their QoS and ``qos``. The MQTT 5 subscription
+        options work as for a client: ``no_local`` (skip what ``Subscription.publish`` sends),
+        ``retain_as_published`` (keep the RETAIN flag of live messages), ``retain_handling``
+        (0: send retained messages now, 1: the same for a new subscription, which this always
+        is, 2: do not send them), ``subscription_identifier`` (1..268435455, listed in each
+        message's ``properties["subscription_identifiers"]``). ``$share/group/filter`` joins a
+        shared group. Use the result as a context manager, iterate it (blocking or
+        ``async for``), or call ``get``/``get_async``.
         """
-        sub = Subscription(self._native.subscribe(topic_filter, qos))
+        options = {
+            "no_local": no_local,
+            "retain_as_published": retain_as_published,
+            "retain_handling": retain_handling,
+            "subscription_identifier": subscription_identifier,
+        }
+        sub = Subscription(self._native.subscribe(topic_filter, qos, options))
         self._subscriptions.add(sub)
         return sub
 
-    async def subscribe_async(self, topic_filter: str, qos: int = 2) -> Subscription:
+    async def subscribe_async(self, topic_filter: str, qos: int = 2, **options: Any) -> Subscription:
         """``subscribe`` without blocking the event loop while the cores register the filter."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self.subscribe, topic_filter, qos)
+        return await loop.run_in_executor(None, lambda: self.subscribe(topic_filter, qos, **options))
+
+    def clients(self) -> List[_uringmq.Client]:
+        """The connected clients (``client_id``, ``username``, ``listener``, ``peer``,
+        ``protocol`` 3/4/5, ``connected_since`` in ``time.time()`` seconds); empty while
+        stopped."""
+        return self._native.clients()
+
+    def disconnect(self, client_id: str) -> bool:
+        """Closes the connection of client ``client_id`` (an MQTT 5 client gets DISCONNECT with
+        reason 0x98, administrative action; its will is published, as Mosquitto does when it
+        kicks a client). Returns whether the client was connected."""
+        return self._native.disconnect(client_id)
 
     def stats(self) -> _uringmq.Stats:
         """Counters summed over cores: ``connections``, ``sessions``, ``subscriptions``,

@@ -1,8 +1,10 @@
 """The ``uringmq`` command installed by ``pip install uringmq``: runs a standalone broker.
 
-The same options as the Rust binary (``core/broker/src/main.rs``), implemented over the embedding
-API: ``--config FILE`` (or ``$URINGMQ_CONFIG``), ``--bind``, ``--port``, ``--cores``,
-``--log-level`` (``$RUST_LOG`` wins, as in the binary), ``--driver``, ``--print-config``.
+The same command line as the Rust binary (``core/broker/src/main.rs``): ``--config FILE`` (or
+``$URINGMQ_CONFIG``), ``--bind``, ``--port``, ``--cores``, ``--log-level`` (``$RUST_LOG`` wins,
+as in the binary), ``--driver``, ``--print-config``, implemented over the embedding API, and the
+``passwd`` subcommand, which runs the binary's own definition (``uringmq::cli``) through the
+native module. ``tests/python/test_lifecycle_cli.py`` compares both commands' ``--help``.
 Command-line values override the file. Runs until SIGINT or SIGTERM, then stops cleanly (no
 wills sent) and exits 0; a bad setting exits 2, a start failure (port in use) exits 1.
 """
@@ -39,11 +41,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--log-level", help="tracing filter, e.g. info or uringmq=debug")
     p.add_argument("--driver", choices=sorted(_DRIVERS), help="io driver (overrides `driver`)")
     p.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
+    commands = p.add_subparsers(dest="command", metavar="COMMAND")
+    # Parsed by the native module (see `main`); listed here for --help.
+    commands.add_parser(
+        "passwd", add_help=False, help="create or update a Mosquitto-compatible password file (like mosquitto_passwd)"
+    )
     return p.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Runs the broker until SIGINT/SIGTERM. Returns the exit status."""
+    """Runs the broker until SIGINT/SIGTERM (or ``passwd``). Returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["passwd"]:
+        from . import _uringmq
+
+        return _uringmq.passwd(argv[1:])
     args = parse_args(argv)
     from . import _uringmq
     from .broker import Broker

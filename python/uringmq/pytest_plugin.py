@@ -10,8 +10,18 @@ Fixtures:
   the test: no retained messages or sessions left over from other tests.
 * ``mqtt_broker_session``: the shared session broker, for session- or module-scoped fixtures.
 * ``mqtt_broker_factory``: ``make(**settings)`` starts more brokers, all stopped after the test.
-* ``mqtt_capture``: records every message published on ``mqtt_broker`` during the test through
-  an in-process subscriber: ``.messages``, ``.wait_for(topic, n, timeout)``.
+* ``mqtt_capture``: records the messages published during the test on the broker the test uses
+  (``mqtt_broker_fresh`` if the test asks for it, else ``mqtt_broker``): ``.messages``,
+  ``.wait_for(topic, n, timeout)``. It starts empty (retained messages from before are not
+  sent) and listens to ``#`` unless ``@pytest.mark.mqtt_capture(filter="sensors/#")`` says
+  otherwise. ``mqtt_capture_factory(filter, broker=None)`` makes more captures.
+
+External broker: ``--mqtt-broker-url mqtt://[user:password@]host:port`` (or the ini setting
+``mqtt_broker_url``) points ``mqtt_broker``, ``mqtt_broker_fresh`` and ``mqtt_capture`` at a
+running broker (a staging broker, Mosquitto) instead of the in-process one; the fixtures then
+give an ``ExternalBroker`` (``host``, ``port``, ``url``, ``username``, ``password``,
+``publish()``), captures go through an MQTT 5 client (paho-mqtt), and tests that need the
+in-process broker (settings, ``mqtt_broker_factory``) are skipped.
 
 Brokers made by the plugin use ``FIXTURE_DEFAULTS`` (port 0, one core, no CPU pinning, so parallel
 test processes do not fight over CPUs) under the test's settings. Connect clients to
@@ -24,28 +34,57 @@ test collection of a project that merely has the package installed.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import pytest
 
-if TYPE_CHECKING:
-    from .broker import Broker
-    from .subscription import Subscription
-    from ._uringmq import Message
+from ._external import ExternalBroker
 
-__all__ = ["FIXTURE_DEFAULTS", "MqttCapture", "topic_matches"]
+if TYPE_CHECKING:
+    from ._uringmq import Message
+    from .broker import Broker
+
+__all__ = ["FIXTURE_DEFAULTS", "ExternalBroker", "MqttCapture", "topic_matches"]
+
+#: What the broker fixtures give: the in-process broker, or a handle on an external one.
+AnyBroker = Union["Broker", ExternalBroker]
 
 #: Settings every fixture broker starts with; the test's settings override them.
 FIXTURE_DEFAULTS: Dict[str, Any] = {"port": 0, "cores": 1, "pin_cores": False}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--mqtt-broker-url`` and the ``mqtt_broker_url`` ini setting."""
+    help = (
+        "run the MQTT fixtures against this broker instead of an in-process uringmq: "
+        "mqtt://[user:password@]host[:port]"
+    )
+    parser.addoption("--mqtt-broker-url", default=None, help=help)
+    parser.addini("mqtt_broker_url", help=help, default="")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Registers the ``mqtt_broker`` marker."""
+    """Registers the ``mqtt_broker`` and ``mqtt_capture`` markers."""
     config.addinivalue_line(
         "markers",
         "mqtt_broker(**settings): settings (uringmq config keys) of the test's own broker for the "
         "mqtt_broker / mqtt_broker_fresh fixtures",
     )
+    config.addinivalue_line(
+        "markers",
+        "mqtt_capture(filter='#'): the topic filter the mqtt_capture fixture listens to",
+    )
+
+
+def _external(config: pytest.Config) -> Optional[ExternalBroker]:
+    """The external broker named by ``--mqtt-broker-url`` / ``mqtt_broker_url``, if any."""
+    url = config.getoption("--mqtt-broker-url") or config.getini("mqtt_broker_url")
+    return ExternalBroker.from_url(url) if url else None
+
+
+def _needs_in_process(request: pytest.FixtureRequest, what: str) -> None:
+    if _external(request.config) is not None:
+        pytest.skip(f"{what} needs the in-process broker (--mqtt-broker-url is set)")
 
 
 def _test_settings(request: pytest.FixtureRequest) -> Dict[str, Any]:
@@ -70,12 +109,13 @@ def _start(settings: Dict[str, Any]) -> "Broker":
 
 
 @pytest.fixture
-def mqtt_broker_factory() -> Iterator[Callable[..., "Broker"]]:
+def mqtt_broker_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., "Broker"]]:
     """``make(**settings)`` starts a broker (``FIXTURE_DEFAULTS`` under ``settings``); every
     broker made is stopped when the test ends."""
     made: List["Broker"] = []
 
     def make(**settings: Any) -> "Broker":
+        _needs_in_process(request, "mqtt_broker_factory")
         broker = _start(settings)
         made.append(broker)
         return broker
@@ -86,36 +126,76 @@ def mqtt_broker_factory() -> Iterator[Callable[..., "Broker"]]:
 
 
 @pytest.fixture(scope="session")
-def mqtt_broker_session() -> Iterator["Broker"]:
-    """One broker shared by the whole test session (``FIXTURE_DEFAULTS``)."""
+def mqtt_broker_session(request: pytest.FixtureRequest) -> Iterator[AnyBroker]:
+    """One broker shared by the whole test session (``FIXTURE_DEFAULTS``), or the external one."""
+    external = _external(request.config)
+    if external is not None:
+        yield external
+        return
     broker = _start({})
     yield broker
     broker.stop()
 
 
+def _own_broker(request: pytest.FixtureRequest, make: Callable[..., "Broker"]) -> AnyBroker:
+    """A broker with the test's settings; the external one when it has none."""
+    settings = _test_settings(request)
+    external = _external(request.config)
+    if external is None:
+        return make(**settings)
+    if settings:
+        pytest.skip(f"broker settings {sorted(settings)} need the in-process broker")
+    return external
+
+
 @pytest.fixture
-def mqtt_broker(request: pytest.FixtureRequest, mqtt_broker_factory: Callable[..., "Broker"]) -> "Broker":
+def mqtt_broker(request: pytest.FixtureRequest, mqtt_broker_factory: Callable[..., "Broker"]) -> AnyBroker:
     """The session's shared broker, or a broker of the test's own when the test gives settings
     (``@pytest.mark.mqtt_broker(...)`` or indirect parametrisation)."""
-    settings = _test_settings(request)
-    if settings:
-        return mqtt_broker_factory(**settings)
-    broker: "Broker" = request.getfixturevalue("mqtt_broker_session")
+    if _test_settings(request):
+        return _own_broker(request, mqtt_broker_factory)
+    broker: AnyBroker = request.getfixturevalue("mqtt_broker_session")
     return broker
 
 
 @pytest.fixture
-def mqtt_broker_fresh(request: pytest.FixtureRequest, mqtt_broker_factory: Callable[..., "Broker"]) -> "Broker":
-    """A broker of the test's own (test settings over ``FIXTURE_DEFAULTS``), stopped afterwards."""
-    return mqtt_broker_factory(**_test_settings(request))
+def mqtt_broker_fresh(request: pytest.FixtureRequest, mqtt_broker_factory: Callable[..., "Broker"]) -> AnyBroker:
+    """A broker of the test's own (test settings over ``FIXTURE_DEFAULTS``), stopped afterwards.
+    With an external broker: that broker (its state is whatever it holds)."""
+    return _own_broker(request, mqtt_broker_factory)
 
 
 @pytest.fixture
-def mqtt_capture(mqtt_broker: "Broker") -> Iterator["MqttCapture"]:
-    """Every message published on ``mqtt_broker`` (by clients or in-process) during the test."""
-    capture = MqttCapture(mqtt_broker)
-    yield capture
-    capture.close()
+def mqtt_capture_factory() -> Iterator[Callable[..., "MqttCapture"]]:
+    """``make(topic_filter="#", broker)``: more captures, closed when the test ends."""
+    made: List["MqttCapture"] = []
+
+    def make(topic_filter: str = "#", broker: Optional[AnyBroker] = None) -> "MqttCapture":
+        if broker is None:
+            raise TypeError("mqtt_capture_factory needs the broker to capture")
+        capture = MqttCapture(broker, topic_filter)
+        made.append(capture)
+        return capture
+
+    yield make
+    for capture in made:
+        capture.close()
+
+
+@pytest.fixture
+def mqtt_capture(request: pytest.FixtureRequest, mqtt_capture_factory: Callable[..., "MqttCapture"]) -> "MqttCapture":
+    """The messages published during the test on the test's broker (``mqtt_broker_fresh`` if
+    the test uses it, else ``mqtt_broker``), matching ``@pytest.mark.mqtt_capture(filter=...)``
+    (default ``#``). Starts empty: retained messages published before are not sent."""
+    name = "mqtt_broker_fresh" if "mqtt_broker_fresh" in request.fixturenames else "mqtt_broker"
+    broker: AnyBroker = request.getfixturevalue(name)
+    marker = request.node.get_closest_marker("mqtt_capture")
+    topic_filter = "#"
+    if marker is not None:
+        if marker.args or set(marker.kwargs) - {"filter"}:
+            raise pytest.UsageError("@pytest.mark.mqtt_capture takes one keyword argument: filter")
+        topic_filter = marker.kwargs.get("filter", "#")
+    return mqtt_capture_factory(topic_filter, broker)
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -133,14 +213,18 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
 
 class MqttCapture:
-    """Records messages through an in-process subscription to ``topic_filter`` (default ``#``).
+    """Records the messages published on ``broker`` from now on that match ``topic_filter``
+    (default ``#``).
 
-    Retained messages the broker already held arrive first, with ``retain=True``.
+    Retained messages the broker held before are not sent (retain handling 2), so a capture
+    starts empty whatever earlier tests left; the RETAIN flag of what arrives is the
+    publisher's (retain as published). On an ``ExternalBroker`` an MQTT 5 client subscribes.
     """
 
-    def __init__(self, broker: "Broker", topic_filter: str = "#") -> None:
+    def __init__(self, broker: AnyBroker, topic_filter: str = "#") -> None:
         self.broker = broker
-        self._sub: "Subscription" = broker.subscribe(topic_filter)
+        self.topic_filter = topic_filter
+        self._sub: Any = broker.subscribe(topic_filter, retain_handling=2, retain_as_published=True)
         self._messages: List["Message"] = []
 
     def _drain(self) -> None:

@@ -9,10 +9,13 @@ is seen); only then wait for readability.
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Iterator, List, Mapping, Optional
 
 from . import _uringmq
 from ._uringmq import Message, SubscriptionClosed
+
+if TYPE_CHECKING:
+    from .broker import Payload
 
 __all__ = ["Subscription"]
 
@@ -152,6 +155,24 @@ class Subscription:
                 loop.call_soon_threadsafe(self._on_readable)
             except RuntimeError:
                 pass  # that loop is closed: nobody is waiting on it any more
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: "Payload" = b"",
+        qos: int = 0,
+        retain: bool = False,
+        properties: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """Publishes in-process as this subscription's session, like ``Broker.publish``: a
+        subscription made with ``no_local=True`` does not get it back [MQTT-3.8.3-3]. Raises
+        ``SubscriptionClosed`` once closed."""
+        from .broker import _payload_bytes
+
+        props = dict(properties) if properties is not None else None
+        self._native.publish(topic, _payload_bytes(payload), qos, retain, props)
 
     # -- closing -----------------------------------------------------------------------------------
 

@@ -1,15 +1,18 @@
-"""Python authentication and authorisation hooks: allow, deny, raise."""
+"""Python hooks (authentication, authorisation, disconnect: allow, deny, raise) and the
+embedder's view of clients: ``clients()``, ``disconnect()``."""
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 
 import pytest
 
 uringmq = pytest.importorskip("uringmq")
 import mqtt_helpers  # noqa: E402
-from mqtt_helpers import MQTT311, MQTT5, Paho, RawClient, uid  # noqa: E402
+from mqtt_helpers import DISCONNECT, MQTT311, MQTT5, Paho, RawClient, uid  # noqa: E402
 
 WAIT = 5.0
 
@@ -190,3 +193,89 @@ def test_raising_on_publish_denies_and_logs(make, caplog):
 def test_a_hook_and_its_fine_grained_form_are_exclusive(hooks):
     with pytest.raises(TypeError, match="not both"):
         uringmq.Broker(port=0, **hooks)
+
+
+def test_clients_lists_who_is_connected(make):
+    b = make()
+    before = time.time()
+    alice = mqtt_helpers.raw(b, MQTT5, client_id="alice", username="alice", password=b"x")
+    bob = mqtt_helpers.raw(b, MQTT311, client_id="bob")
+    clients = {c.client_id: c for c in b.clients()}
+    assert set(clients) == {"alice", "bob"}
+    a = clients["alice"]
+    assert (a.username, a.listener, a.protocol) == ("alice", "default", 5)
+    assert a.peer == alice.sock.getsockname()[:2]
+    assert before - 1 <= a.connected_since <= time.time() + 1
+    assert clients["bob"].protocol == 4 and clients["bob"].username is None
+    bob.disconnect()
+    deadline = time.monotonic() + WAIT
+    while [c.client_id for c in b.clients()] != ["alice"]:
+        assert time.monotonic() < deadline, b.clients()
+        time.sleep(0.01)
+
+
+def test_disconnect_kicks_a_client_with_administrative_action(make):
+    b = make()
+    c = mqtt_helpers.raw(b, MQTT5, client_id="victim")
+    assert b.disconnect("victim") is True
+    d = mqtt_helpers.expect_disconnect(c, 0x98)
+    assert d is not None and d.type == DISCONNECT
+    assert b.disconnect("victim") is False
+    assert b.disconnect("nobody") is False
+
+
+def test_kicked_client_will_is_published_as_mosquitto_does(make):
+    b = make()
+    with b.subscribe("wills/#") as sub:
+        mqtt_helpers.raw(b, MQTT311, client_id="w", will={"topic": "wills/w", "payload": b"gone"})
+        assert b.disconnect("w")
+        assert sub.get(WAIT).payload == b"gone"
+
+
+def test_on_disconnect_tells_who_left_and_why(make):
+    events: "queue.Queue" = queue.Queue()
+    b = make(on_disconnect=lambda client, reason: events.put((client.client_id, client.username, reason)))
+    c = mqtt_helpers.raw(b, MQTT5, client_id="polite", username="u", password=b"p")
+    c.disconnect()
+    assert events.get(timeout=WAIT) == ("polite", "u", "client_disconnected")
+    c = mqtt_helpers.raw(b, MQTT311, client_id="rude")
+    c.close()
+    assert events.get(timeout=WAIT) == ("rude", None, "connection_lost")
+    mqtt_helpers.raw(b, MQTT5, client_id="kicked")
+    b.disconnect("kicked")
+    assert events.get(timeout=WAIT) == ("kicked", None, "administrative_action")
+    mqtt_helpers.raw(b, MQTT5, client_id="twice")
+    mqtt_helpers.raw(b, MQTT5, client_id="twice")
+    assert events.get(timeout=WAIT) == ("twice", None, "session_taken_over")
+
+
+def test_raising_hook_logs_its_traceback(make, caplog):
+    def on_disconnect(client, reason):
+        raise RuntimeError("audit log down")
+
+    b = make(on_disconnect=on_disconnect)
+    with caplog.at_level(logging.ERROR, logger="uringmq"):
+        mqtt_helpers.raw(b, MQTT311, client_id=uid("t")).disconnect()
+        deadline = time.monotonic() + WAIT
+        while not any(r.exc_text or r.exc_info for r in caplog.records):
+            assert time.monotonic() < deadline, "nothing logged"
+            time.sleep(0.01)
+    (record,) = [r for r in caplog.records if "on_disconnect" in r.getMessage()]
+    text = logging.Formatter().formatException(record.exc_info)
+    # The traceback, not only the message: it names the hook's own frame (before Python 3.12
+    # only "RuntimeError: audit log down" was logged).
+    assert "Traceback" in text and "in on_disconnect" in text and "audit log down" in text
+
+
+def test_raising_authenticate_logs_its_traceback_on_every_python(make, caplog):
+    def authenticate(client, password):
+        raise RuntimeError("database down")
+
+    b = make(authenticate=authenticate)
+    with caplog.at_level(logging.ERROR, logger="uringmq"):
+        c = mqtt_helpers.RawClient(b.host, b.port, MQTT5)
+        assert c.connect(uid("t"), username="u", password=b"p").rc == 0x87
+        c.close()
+    (record,) = [r for r in caplog.records if "authenticate" in r.getMessage()]
+    text = logging.Formatter().formatException(record.exc_info)
+    assert "Traceback" in text and "in authenticate" in text and "database down" in text, text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -66,3 +67,33 @@ def test_port_in_use_exits_1():
         out = subprocess.run(CMD + ["--port", str(port)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 1
     assert f"127.0.0.1:{port}" in out.stderr
+
+
+def test_passwd_subcommand_writes_a_password_file(tmp_path):
+    pw = tmp_path / "passwd"
+    out = subprocess.run(CMD + ["passwd", "-c", "-b", str(pw), "alice", "s3cret"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert pw.read_text().startswith("alice:$")
+    out = subprocess.run(CMD + ["passwd", "-b", str(pw)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Usage: uringmq passwd" in out.stderr
+
+
+def _options_and_commands(help_text: str):
+    """The long options and the subcommands (a word, two spaces, its description) of a help."""
+    import re
+
+    options = set(re.findall(r"(--[a-z][a-z-]+)", help_text))
+    commands = set(re.findall(r"^\s+([a-z]+)\s{2,}\S", help_text, re.M)) - {"help"}
+    return options, commands
+
+
+def test_python_command_and_binary_take_the_same_command_line():
+    binary = os.environ.get("URINGMQ_BIN")
+    if not binary or not os.path.exists(binary):
+        pytest.skip("URINGMQ_BIN is not set (scripts/test.sh builds the binary)")
+    ours = subprocess.run(CMD + ["--help"], capture_output=True, text=True, timeout=60).stdout
+    theirs = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert _options_and_commands(ours) == _options_and_commands(theirs), (ours, theirs)
+    sub_ours = subprocess.run(CMD + ["passwd", "--help"], capture_output=True, text=True, timeout=60).stdout
+    sub_theirs = subprocess.run([binary, "passwd", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert sub_ours[sub_ours.index("Usage:"):] == sub_theirs[sub_theirs.index("Usage:"):]

@@ -6,8 +6,9 @@ use crate::config::ConfigError;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 use uringmq_auth::{Authenticator, Authorizer};
-use uringmq_codec::{PublishProperties, QoS};
+use uringmq_codec::{Protocol, PublishProperties, QoS, RetainHandling};
 
 /// Optional pluggable checks. A hook whose `is_blocking()` is true (a Python callback) is called on
 /// a hook thread, never on a core.
@@ -19,6 +20,49 @@ pub struct Hooks {
     pub authenticator: Option<Arc<dyn Authenticator>>,
     /// Decides PUBLISH, SUBSCRIBE and delivery (after the ACL file, if any).
     pub authorizer: Option<Arc<dyn Authorizer>>,
+    /// Told when a client's connection ends (after CONNACK); called on a hook thread, never on
+    /// a core, and nobody waits for it.
+    pub on_disconnect: Option<DisconnectHook>,
+}
+
+/// `on_disconnect(client, reason)`: `reason` is a stable name (`client_disconnected`,
+/// `connection_lost`, `keep_alive_timeout`, `session_taken_over`, `protocol_error`,
+/// `administrative_action`, `server_shutting_down`...).
+pub type DisconnectHook = Arc<dyn Fn(ClientSummary, &'static str) + Send + Sync>;
+
+/// A connected client, as listed by [`crate::Broker::clients`] and passed to
+/// [`Hooks::on_disconnect`].
+#[derive(Clone, Debug)]
+pub struct ClientSummary {
+    /// Client identifier (the assigned one if the client sent none).
+    pub client_id: String,
+    /// User name from CONNECT (or the certificate's CN with `use_identity_as_username`).
+    pub username: Option<String>,
+    /// Name of the listener the client came through.
+    pub listener: String,
+    /// The remote address.
+    pub peer: Option<SocketAddr>,
+    /// Protocol level of the connection.
+    pub protocol: Protocol,
+    /// When CONNECT was accepted (wall clock).
+    pub connected_since: SystemTime,
+}
+
+/// Options of an in-process subscription: the MQTT 5 subscription options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Maximum QoS of the deliveries.
+    pub qos: QoS,
+    /// Do not deliver what this subscription publishes itself ([`crate::Subscription::publish`])
+    /// [MQTT-3.8.3-3].
+    pub no_local: bool,
+    /// Keep the RETAIN flag of live messages [MQTT-3.3.1-12].
+    pub retain_as_published: bool,
+    /// Whether retained messages are sent when the subscription is made (`DoNotSend`: no;
+    /// an in-process subscription is always new, so `SendIfNew` sends them).
+    pub retain_handling: RetainHandling,
+    /// Subscription identifier (1..=268,435,455) carried by every delivery [MQTT-3.8.2-1].
+    pub subscription_identifier: Option<u32>,
 }
 
 /// Why a broker did not start.
@@ -52,6 +96,9 @@ pub enum ApiError {
     /// The broker did not answer in time.
     #[error("the broker did not answer in time")]
     Timeout,
+    /// An option out of range (its name and why).
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
 }
 
 /// A message published from the embedding program (no socket involved).

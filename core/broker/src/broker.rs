@@ -1,6 +1,8 @@
 //! [`Broker`]: start, embed and stop a uringmq broker in-process.
 
-use crate::api::{ApiError, Delivery, Hooks, InjectedMessage, StartError, Stats};
+use crate::api::{
+    ApiError, ClientSummary, Delivery, Hooks, InjectedMessage, StartError, Stats, SubscribeOptions,
+};
 use crate::auth::Security;
 use crate::config::{Config, ConfigError, Driver};
 use crate::core::{run_core, CoreStats, Shared};
@@ -14,10 +16,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tracing::info;
+use tracing::{info, warn};
 use uringmq_auth::EnhancedAuthenticator;
 use uringmq_codec::QoS;
-use uringmq_session::{ConnectLimits, Message};
+use uringmq_session::{ConnectLimits, Message, Origin, SubOptions};
 use uringmq_topic::{validate_topic_filter, validate_topic_name, SharedFilter};
 
 /// A running broker. Dropping it stops it.
@@ -80,6 +82,7 @@ impl Broker {
         config.validate()?;
         let cores = config.effective_cores().min(1024);
         let driver = pick_driver(config.driver);
+        warn_about(&config, &hooks, !enhanced.is_empty());
         let security = Security::new(&config, &hooks, enhanced)?;
         let (authenticator, authorizer) = (security.authenticator(), security.authorizer());
 
@@ -108,7 +111,8 @@ impl Broker {
         }
 
         let blocking = authenticator.as_ref().is_some_and(|a| a.is_blocking())
-            || authorizer.as_ref().is_some_and(|a| a.is_blocking());
+            || authorizer.as_ref().is_some_and(|a| a.is_blocking())
+            || hooks.on_disconnect.is_some();
         let limits = ConnectLimits {
             max_keepalive: config.max_keepalive,
             max_session_expiry: config.max_session_expiry_secs,
@@ -130,6 +134,7 @@ impl Broker {
             security: security.clone(),
             connections: AtomicUsize::new(0),
             next_assigned: AtomicU64::new(1),
+            on_disconnect: hooks.on_disconnect.clone(),
             config,
         });
 
@@ -206,29 +211,67 @@ impl Broker {
         if !self.running {
             return Err(ApiError::NotRunning);
         }
-        validate_topic_name(&msg.topic).map_err(|e| ApiError::InvalidTopic(e.to_string()))?;
-        let mut properties = msg.properties;
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
-        let m = Message {
-            topic: msg.topic.into(),
-            payload: msg.payload,
-            qos: msg.qos,
-            retain: msg.retain,
-            properties,
-            origin: None,
-            received_at: Instant::now(),
-        };
-        self.shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Publish(Arc::new(m))));
-        Ok(())
+        inject(&self.shared, msg, None)
     }
 
     /// Subscribes in-process; returns once the subscription is effective on every core (a
     /// message published afterwards by any client reaches it).
     pub fn subscribe(&self, filter: &str, qos: QoS) -> Result<Subscription, ApiError> {
+        self.subscribe_with(
+            filter,
+            SubscribeOptions {
+                qos,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The connected clients of every core (after CONNACK; in no particular order).
+    pub fn clients(&self) -> Result<Vec<ClientSummary>, ApiError> {
         if !self.running {
             return Err(ApiError::NotRunning);
         }
+        let (tx, rx) = std::sync::mpsc::channel();
+        for mb in &self.shared.mailboxes {
+            mb.push(MeshMsg::Api(ApiCmd::Clients(tx.clone())));
+        }
+        let deadline = Instant::now() + API_TIMEOUT;
+        let mut all = Vec::new();
+        for _ in 0..self.shared.cores() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            all.extend(rx.recv_timeout(left).map_err(|_| ApiError::Timeout)?);
+        }
+        Ok(all)
+    }
+
+    /// Closes the connection of client `client_id` as Mosquitto's kick does: a v5 client gets
+    /// DISCONNECT 0x98 (administrative action) and the will is published, as for any close the
+    /// client did not ask for [MQTT-3.1.2-8]. A persistent session stays. Returns whether the
+    /// client was connected.
+    pub fn disconnect(&self, client_id: &str) -> Result<bool, ApiError> {
+        if !self.running {
+            return Err(ApiError::NotRunning);
+        }
+        let Some(session) = self.shared.registry.owner(client_id) else {
+            return Ok(false);
+        };
+        let (reply, rx) = std::sync::mpsc::channel();
+        let core = usize::from(crate::registry::core_of(session));
+        self.shared.mailboxes[core].push(MeshMsg::Api(ApiCmd::Kick { session, reply }));
+        rx.recv_timeout(API_TIMEOUT).map_err(|_| ApiError::Timeout)
+    }
+
+    /// Subscribes in-process with MQTT 5 subscription options; returns once the subscription
+    /// is effective on every core.
+    pub fn subscribe_with(
+        &self,
+        filter: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, ApiError> {
+        if !self.running {
+            return Err(ApiError::NotRunning);
+        }
+        let opts = sub_options(&options)?;
         match SharedFilter::parse(filter) {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -250,7 +293,7 @@ impl Broker {
         let (reply_tx, reply_rx) = std::sync::mpsc::channel();
         self.shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Subscribe {
             filter: filter.to_owned(),
-            qos,
+            opts,
             sink: sink.clone(),
             reply: reply_tx,
         }));
@@ -317,6 +360,69 @@ impl Drop for Broker {
     }
 }
 
+/// Routes an injected message from core 0, as the in-process session `origin` if any.
+fn inject(shared: &Shared, msg: InjectedMessage, origin: Option<Origin>) -> Result<(), ApiError> {
+    validate_topic_name(&msg.topic).map_err(|e| ApiError::InvalidTopic(e.to_string()))?;
+    let mut properties = msg.properties;
+    properties.topic_alias = None;
+    properties.subscription_identifiers.clear();
+    let m = Message {
+        topic: msg.topic.into(),
+        payload: msg.payload,
+        qos: msg.qos,
+        retain: msg.retain,
+        properties,
+        origin,
+        received_at: Instant::now(),
+    };
+    shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Publish(Arc::new(m))));
+    Ok(())
+}
+
+/// The session options of an in-process subscription, checked as a SUBSCRIBE's would be.
+fn sub_options(o: &SubscribeOptions) -> Result<SubOptions, ApiError> {
+    if o.subscription_identifier == Some(0) || o.subscription_identifier > Some(268_435_455) {
+        return Err(ApiError::InvalidOption(
+            "subscription_identifier must be 1..268435455 [MQTT-3.8.2-1]".into(),
+        ));
+    }
+    Ok(SubOptions {
+        qos: o.qos,
+        no_local: o.no_local,
+        retain_as_published: o.retain_as_published,
+        retain_handling: o.retain_handling,
+        id: o.subscription_identifier,
+    })
+}
+
+/// Start-up warnings for settings that are legal but rarely what the user meant.
+fn warn_about(config: &Config, hooks: &Hooks, has_enhanced: bool) {
+    let has_auth = hooks.authenticator.is_some() || config.password_file.is_some() || has_enhanced;
+    let refused = std::iter::once(None)
+        .chain(config.listeners.iter().map(Some))
+        .filter(|l| !config.anonymous_allowed(*l))
+        .filter(|l| {
+            !has_auth && l.is_none_or(|l| l.password_file.is_none() && !l.use_identity_as_username)
+        })
+        .map(|l| l.map_or("default", |l| l.name.as_deref().unwrap_or("(unnamed)")))
+        .collect::<Vec<_>>();
+    if !refused.is_empty() {
+        warn!(
+            listeners = ?refused,
+            "anonymous clients are refused (a listener is not on loopback) and no way to \
+             authenticate is configured, so every client will be refused: set a password_file, \
+             an authenticate hook, or allow_anonymous = true"
+        );
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if config.cores > cpus {
+        warn!(
+            cores = config.cores,
+            cpus, "more cores than CPUs: cores will share CPUs and wait on each other"
+        );
+    }
+}
+
 /// Why [`Subscription::recv_timeout`] returned without a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
@@ -370,6 +476,19 @@ impl Subscription {
         let mut v: u64 = 0;
         // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
         unsafe { libc::read(self.event.0, (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// Publishes in-process as this subscription's session: a subscription with `no_local`
+    /// does not receive it [MQTT-3.8.3-3].
+    pub fn publish(&self, msg: InjectedMessage) -> Result<(), ApiError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(ApiError::NotRunning);
+        }
+        let origin = Origin {
+            core: crate::registry::core_of(self.key),
+            session: self.key,
+        };
+        inject(&self.shared, msg, Some(origin))
     }
 
     /// Unsubscribes (idempotent); Drop does too.

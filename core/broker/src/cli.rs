@@ -1,6 +1,7 @@
 //! `uringmq passwd`: the `mosquitto_passwd` work-alike, as a subcommand of the broker binary so
 //! one install manages its own password files. Parsing only; `uringmq_auth::passwd::run` does
-//! the work.
+//! the work. In the library (not the binary) so that the pip-installed `uringmq` command runs
+//! this very definition through the Python bindings.
 //!
 //! ```text
 //! uringmq passwd [-H argon2id|sha512-pbkdf2|scram-sha-256] [-c | -D] passwordfile username
@@ -9,7 +10,6 @@
 
 use clap::Args;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use uringmq_auth::passwd::{run, tty_prompt};
 use uringmq_auth::{PasswdArgs, PasswdOutcome, Scheme};
 
@@ -39,13 +39,14 @@ pub struct Passwd {
 }
 
 impl Passwd {
-    /// Runs the subcommand; errors go to stderr with exit code 1, as mosquitto_passwd does.
-    pub fn run(self) -> ExitCode {
+    /// Runs the subcommand and returns the exit status; errors go to stderr with status 1, as
+    /// mosquitto_passwd does.
+    pub fn run(self) -> u8 {
         if self.batch != self.password.is_some() {
             eprintln!(
                 "uringmq passwd: -b needs the password as the last argument, and only -b takes one"
             );
-            return ExitCode::from(1);
+            return 1;
         }
         let args = PasswdArgs {
             file: self.file,
@@ -64,12 +65,32 @@ impl Passwd {
                     PasswdOutcome::Deleted => "deleted",
                 };
                 eprintln!("uringmq passwd: {done} user {:?}", args.username);
-                ExitCode::SUCCESS
+                0
             }
             Err(e) => {
                 eprintln!("uringmq passwd: {e}");
-                ExitCode::from(1)
+                1
             }
+        }
+    }
+}
+
+/// `uringmq passwd ARGS...` for the Python bindings: clap parses `args` (the arguments after
+/// `passwd`) exactly as the binary does; returns the exit status (usage errors print clap's
+/// message and return 2, `--help` prints the help and returns 0).
+pub fn passwd_main(args: impl IntoIterator<Item = String>) -> u8 {
+    #[derive(clap::Parser)]
+    #[command(name = "uringmq passwd")]
+    struct Cmd {
+        #[command(flatten)]
+        passwd: Passwd,
+    }
+    use clap::Parser;
+    match Cmd::try_parse_from(std::iter::once("uringmq passwd".to_owned()).chain(args)) {
+        Ok(cmd) => cmd.passwd.run(),
+        Err(e) => {
+            let _ = e.print();
+            u8::try_from(e.exit_code()).unwrap_or(2)
         }
     }
 }

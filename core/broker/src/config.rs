@@ -55,8 +55,8 @@ pub struct ListenerConfig {
     /// Name used in logs and by auth rules; defaults to `transport:port`.
     #[serde(default)]
     pub name: Option<String>,
-    /// Address to bind.
-    #[serde(default = "default_bind")]
+    /// Address to bind (`localhost` is 127.0.0.1).
+    #[serde(default = "default_bind", deserialize_with = "de_bind")]
     pub bind: IpAddr,
     /// Port (0 picks a free one).
     pub port: u16,
@@ -126,11 +126,28 @@ impl ListenerConfig {
     }
 }
 
+/// An IP address, or `localhost` for 127.0.0.1: users write it as they would for Mosquitto's
+/// `listener 1883 localhost`, and a name lookup for other host names would make the bound
+/// address depend on the resolver at start (Mosquitto resolves them; we refuse them by name).
+fn de_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not an IP address (write an address such as 0.0.0.0 or ::1, or localhost)"
+        ))
+    })
+}
+
 /// All broker settings. Field names are the config-file keys and the Python keyword arguments.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address of the default listener. Loopback by default: nothing is exposed unless asked for.
+    /// `localhost` is 127.0.0.1.
+    #[serde(deserialize_with = "de_bind")]
     pub bind: IpAddr,
     /// Port of the default listener; 0 picks a free port (read it back from the running broker).
     pub port: u16,
@@ -293,13 +310,50 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads, parses and validates a TOML file.
+    /// Reads, parses and validates a TOML file. Relative paths in it (password, ACL and
+    /// certificate files) are relative to the file's folder, as Mosquitto's `include_dir` and
+    /// nginx do, so a config works whatever the working directory; errors name the whole path.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
             source,
         })?;
-        Self::from_toml_str(&text)
+        let in_file = |e: ConfigError| match e {
+            ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
+            ConfigError::Invalid { key, reason } => ConfigError::Invalid {
+                key,
+                reason: format!("{reason} (in {})", path.display()),
+            },
+            other => other,
+        };
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| in_file(ConfigError::Parse(e.to_string())))?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("/")));
+        config.validate().map_err(in_file)?;
+        Ok(config)
+    }
+
+    /// Makes every relative file path absolute against `dir`.
+    fn resolve_paths(&mut self, dir: &Path) {
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
+                *p = dir.join(&*p);
+            }
+        };
+        fix(&mut self.password_file);
+        fix(&mut self.acl_file);
+        for l in &mut self.listeners {
+            for p in [
+                &mut l.cert_file,
+                &mut l.key_file,
+                &mut l.ca_file,
+                &mut l.password_file,
+                &mut l.acl_file,
+            ] {
+                fix(p);
+            }
+        }
     }
 
     /// The config as a TOML document (every key, with its value).
@@ -426,6 +480,37 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_takes_localhost_and_names_a_host_name() {
+        let c = Config::from_toml_str(
+            "bind = \"localhost\"\n[[listener]]\nbind = \"LOCALHOST\"\nport = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.listeners[0].bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let e = Config::from_toml_str("bind = \"broker.lan\"").unwrap_err();
+        assert!(e.to_string().contains("not an IP address"), "{e}");
+    }
+
+    #[test]
+    fn a_files_relative_paths_and_errors_name_its_folder() {
+        let dir = std::env::temp_dir().join(format!("uringmq-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("b.toml");
+        std::fs::write(&file, "acl_file = \"acl\"\npassword_file = \"/abs/p\"\n[[listener]]\nport = 0\ncert_file = \"tls/c.pem\"\n").unwrap();
+        let c = Config::from_file(&file).unwrap();
+        assert_eq!(c.acl_file, Some(dir.join("acl")));
+        assert_eq!(c.password_file, Some(PathBuf::from("/abs/p")));
+        assert_eq!(c.listeners[0].cert_file, Some(dir.join("tls/c.pem")));
+        std::fs::write(&file, "port = 1\n\n\n\nmax_inflihgt = 3\n").unwrap();
+        let e = Config::from_file(&file).unwrap_err().to_string();
+        assert!(
+            e.contains(&file.display().to_string()) && e.contains("line 5"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_example_config_is_the_default_and_documents_every_key() {

@@ -104,7 +104,8 @@ pub(crate) struct Conn {
     pub(crate) last_seen: Cell<u32>,
     /// 1.5x keep-alive in milliseconds once connected; 0: no keep-alive.
     pub(crate) grace_ms: Cell<u32>,
-    /// Until CONNECT is accepted: its deadline ([`millis`]).
+    /// Until CONNECT is accepted: its deadline ([`millis`]); from then on, when it was
+    /// accepted (for `Broker::clients`; the sweep reads the deadline only before).
     pub(crate) connect_by: Cell<u32>,
     connected: Cell<bool>,
 }
@@ -431,6 +432,11 @@ impl Conn {
         self.connected.get()
     }
 
+    /// When CONNECT was accepted ([`millis`]); meaningful once `connected()`.
+    pub(crate) fn connected_at(&self) -> u32 {
+        self.connect_by.get()
+    }
+
     /// Ends the connection: a v5 client gets DISCONNECT with the reason code [MQTT-4.13.1-1],
     /// the writer flushes and exits, and the pending read ends (socket shut down for reading).
     /// A draining connection stops reading only when the broker stops; any other reason (a
@@ -474,6 +480,7 @@ impl Conn {
                 CloseReason::KeepAlive => (ReasonCode::KEEP_ALIVE_TIMEOUT, None),
                 CloseReason::TakenOver => (ReasonCode::SESSION_TAKEN_OVER, None),
                 CloseReason::Shutdown => (ReasonCode::SERVER_SHUTTING_DOWN, None),
+                CloseReason::Kicked => (ReasonCode::ADMINISTRATIVE_ACTION, None),
                 CloseReason::Protocol(code, why) => (ReasonCode(*code), Some(why.as_str())),
                 _ => (ReasonCode::NORMAL_DISCONNECTION, None),
             };
@@ -1144,6 +1151,7 @@ async fn on_connect(
     conn.send_packet(&Packet::ConnAck(ack));
     conn.session.set(key);
     conn.connected.set(true);
+    conn.connect_by.set(millis(Instant::now()));
     let grace = keepalive::grace(n.keep_alive.secs).map_or(0, |g| g.as_millis().max(1));
     conn.grace_ms.set(u32::try_from(grace).unwrap_or(u32::MAX));
     *conn.client_id.borrow_mut() = Some(id.clone());

@@ -4,6 +4,7 @@
 //! All state lives in one `RefCell` borrowed only inside synchronous sections (never across
 //! an `.await`), so there are no locks on the message path.
 
+use crate::api::ClientSummary;
 use crate::config::{Config, Driver};
 use crate::connection::Conn;
 use crate::handoff::{Incoming, Stub, TakeoverReq};
@@ -24,7 +25,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use uringmq_auth::{Authenticator, Authorizer};
-use uringmq_codec::{Protocol, PublishHead, QoS};
+use uringmq_codec::{Protocol, PublishHead, QoS, RetainHandling};
 use uringmq_session::{
     will, ConnectLimits, Delivery, Message, Negotiated, Origin, Session, SubOptions,
 };
@@ -75,6 +76,8 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicUsize,
     /// Source of assigned client identifiers.
     pub(crate) next_assigned: AtomicU64,
+    /// The embedder's disconnect hook (run on the hook threads).
+    pub(crate) on_disconnect: Option<crate::api::DisconnectHook>,
 }
 
 impl Shared {
@@ -129,9 +132,28 @@ pub(crate) enum CloseReason {
     Shutdown,
     /// CONNECT refused.
     Refused(u8),
+    /// The embedding program asked (`Broker::disconnect`).
+    Kicked,
 }
 
 impl CloseReason {
+    /// A stable name for the embedder's disconnect hook.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            CloseReason::Disconnect { will: false } => "client_disconnected",
+            CloseReason::Disconnect { will: true } => "client_disconnected_with_will",
+            CloseReason::Eof => "connection_lost",
+            CloseReason::Io(_) => "socket_error",
+            CloseReason::Protocol(..) => "protocol_error",
+            CloseReason::KeepAlive => "keep_alive_timeout",
+            CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::TakenOver => "session_taken_over",
+            CloseReason::Shutdown => "server_shutting_down",
+            CloseReason::Refused(_) => "connect_refused",
+            CloseReason::Kicked => "administrative_action",
+        }
+    }
+
     /// Whether the will is published [MQTT-3.1.2-8] [MQTT-3.14.4-3].
     pub(crate) fn publishes_will(&self) -> bool {
         !matches!(
@@ -156,6 +178,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::TakenOver => f.write_str("session taken over"),
             CloseReason::Shutdown => f.write_str("broker shutting down"),
             CloseReason::Refused(code) => write!(f, "CONNECT refused ({code:#04x})"),
+            CloseReason::Kicked => f.write_str("disconnected by the embedding program"),
         }
     }
 }
@@ -997,6 +1020,7 @@ impl Core {
             let author = self.will_author(e);
             e.sink = match &e.sink {
                 Sink::Conn(conn) => {
+                    self.tell_disconnect(conn, &e.s, reason);
                     Sink::Offline(self.shared.security.listener_index(&conn.listener))
                 }
                 Sink::Offline(l) => Sink::Offline(*l),
@@ -1127,21 +1151,18 @@ impl Core {
             }
             ApiCmd::Subscribe {
                 filter,
-                qos,
+                opts,
                 sink,
                 reply,
             } => {
                 let key = self.new_key();
                 let n = Negotiated::in_process(format!("$api-{key:x}"), u16::MAX);
                 let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
-                let opts = SubOptions {
-                    qos,
-                    ..Default::default()
-                };
                 let _ = s.subs.insert(&filter, opts, 0);
                 self.install_session(key, Box::new(s), Sink::Api(sink));
                 let shared = matches!(SharedFilter::parse(&filter), Ok(Some(_)));
-                if !shared {
+                // The subscription is always new, so "send if new" sends too [MQTT-3.3.1-10].
+                if !shared && opts.retain_handling != RetainHandling::DoNotSend {
                     self.send_retained(key, &filter, &opts);
                 }
                 // The caller may publish next: our interest must be on its way first.
@@ -1149,6 +1170,40 @@ impl Core {
                 let _ = reply.send(Ok(key));
             }
             ApiCmd::Unsubscribe { session } => self.end_session(session),
+            ApiCmd::Clients(reply) => {
+                let _ = reply.send(self.client_summaries());
+            }
+            ApiCmd::Kick { session, reply } => {
+                let conn = match self.st.borrow().sessions.get(&session).map(|e| &e.sink) {
+                    Some(Sink::Conn(c)) => Some(c.clone()),
+                    _ => None,
+                };
+                if let Some(c) = &conn {
+                    c.kill(CloseReason::Kicked);
+                }
+                let _ = reply.send(conn.is_some());
+            }
+        }
+    }
+
+    /// This core's connected clients (sessions with a live connection).
+    fn client_summaries(&self) -> Vec<ClientSummary> {
+        let st = self.st.borrow();
+        st.sessions
+            .values()
+            .filter_map(|e| match &e.sink {
+                Sink::Conn(c) => Some(summary(c, &e.s)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Hands a closed connection to the embedder's disconnect hook, on a hook thread.
+    fn tell_disconnect(&self, conn: &Conn, s: &Session, reason: &CloseReason) {
+        if let Some(hook) = self.shared.on_disconnect.clone() {
+            let (client, why) = (summary(conn, s), reason.name());
+            // Nobody waits for the answer: the receiver is dropped at once.
+            drop(self.shared.hooks.run(move || hook(client, why)));
         }
     }
 
@@ -1232,4 +1287,17 @@ pub(crate) fn run_core(
         Driver::Auto => go!(monoio::FusionDriver),
     }
     info!(core = id, "core thread exiting");
+}
+
+/// What `Broker::clients` and the disconnect hook tell about one connection.
+fn summary(c: &Conn, s: &Session) -> ClientSummary {
+    let age = crate::timers::millis(Instant::now()).wrapping_sub(c.connected_at());
+    ClientSummary {
+        client_id: s.client_id.to_string(),
+        username: s.username.as_deref().map(str::to_owned),
+        listener: c.listener.to_string(),
+        peer: c.peer,
+        protocol: c.protocol.get(),
+        connected_since: std::time::SystemTime::now() - Duration::from_millis(u64::from(age)),
+    }
 }

@@ -7,6 +7,7 @@
 pub mod api;
 mod auth;
 mod broker;
+pub mod cli;
 pub mod config;
 mod connection;
 mod core;

@@ -2,12 +2,10 @@
 //! it cleanly (connections closed, no wills sent); SIGHUP reloads certificates, the password
 //! file and the ACL file. `uringmq passwd` manages password files.
 
-mod cli;
-
 use clap::{Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use uringmq::{init_logging_background, Broker, Config, Driver};
+use uringmq::{cli, init_logging_background, Broker, Config, Driver};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -74,7 +72,7 @@ fn block_signals() -> libc::sigset_t {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if let Some(Command::Passwd(p)) = args.command {
-        return p.run();
+        return std::process::ExitCode::from(p.run());
     }
     let mut config = match &args.config {
         Some(path) => match Config::from_file(path) {

@@ -4,15 +4,14 @@
 //! the receiver's `notified` flag was clear; the receiver clears it before it drains, and parks
 //! only if nothing arrived since (see [`Mailbox::wait`]).
 
-use crate::api::{ApiError, Delivery};
+use crate::api::{ApiError, ClientSummary, Delivery};
 use crate::handoff::TakeoverReq;
 use crossbeam_queue::SegQueue;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
-use uringmq_codec::QoS;
-use uringmq_session::Message;
+use uringmq_session::{Message, SubOptions};
 
 /// Which subscribers of the receiving core a routed PUBLISH is for.
 #[derive(Debug)]
@@ -61,12 +60,20 @@ pub(crate) enum ApiCmd {
     /// Create an in-process session subscribed to `filter`.
     Subscribe {
         filter: String,
-        qos: QoS,
+        opts: SubOptions,
         sink: Arc<ApiSink>,
         reply: std::sync::mpsc::Sender<Result<u64, ApiError>>,
     },
     /// End an in-process session.
     Unsubscribe { session: u64 },
+    /// List this core's connected clients.
+    Clients(std::sync::mpsc::Sender<Vec<ClientSummary>>),
+    /// Close the connection of session `session` (v5: DISCONNECT 0x98); answers whether it was
+    /// connected here.
+    Kick {
+        session: u64,
+        reply: std::sync::mpsc::Sender<bool>,
+    },
     /// Publish a message (enters like a client's PUBLISH on this core).
     Publish(Arc<Message>),
 }

@@ -53,8 +53,7 @@ impl Registry {
         }
     }
 
-    /// Whether `key` owns `id`.
-    #[cfg(test)]
+    /// The key that owns `id` (`Broker::disconnect` finds the client's core by it).
     pub(crate) fn owner(&self, id: &str) -> Option<u64> {
         self.shard(id)
             .lock()

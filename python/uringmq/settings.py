@@ -1,0 +1,74 @@
+"""The broker's settings as typed dicts, so a type checker catches a misspelt or mistyped
+keyword of ``Broker(...)`` as it catches any other misuse.
+
+The broker validates every setting at run time anyway (``ValueError`` naming the key); these
+types only describe the keys of the TOML config file (``uringmq.example.toml``) for mypy and
+pyright. ``tests/python/test_embed_typing.py`` checks that they list every key the broker has.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Literal, Optional, TypedDict, Union
+
+__all__ = ["ListenerSettings", "PathSetting", "Settings"]
+
+#: A file path: a string or an ``os.PathLike`` such as ``pathlib.Path``.
+PathSetting = Union[str, "os.PathLike[str]"]
+
+
+class ListenerSettings(TypedDict, total=False):
+    """One ``[[listener]]`` table (``Broker(listener=[{...}])``)."""
+
+    name: Optional[str]
+    bind: str
+    port: int
+    transport: Literal["tcp", "tls", "ws", "wss"]
+    max_connections: int
+    ws_path: str
+    cert_file: Optional[PathSetting]
+    key_file: Optional[PathSetting]
+    ca_file: Optional[PathSetting]
+    require_certificate: bool
+    use_identity_as_username: bool
+    allow_anonymous: Optional[bool]
+    password_file: Optional[PathSetting]
+    acl_file: Optional[PathSetting]
+    scram_sha256: Optional[bool]
+
+
+class Settings(TypedDict, total=False):
+    """Every key of the config file, as ``Broker(**settings)`` keyword arguments. ``None``
+    means "the default"."""
+
+    bind: Optional[str]
+    port: Optional[int]
+    cores: Optional[int]
+    pin_cores: Optional[bool]
+    driver: Optional[Literal["auto", "io_uring", "epoll"]]
+    log_level: Optional[str]
+    listener: Optional[List[ListenerSettings]]
+    max_connections: Optional[int]
+    max_packet_size: Optional[int]
+    max_inflight: Optional[int]
+    max_queued_messages: Optional[int]
+    max_queued_bytes: Optional[int]
+    queue_qos0_messages: Optional[bool]
+    max_outbound_bytes: Optional[int]
+    max_topic_levels: Optional[int]
+    max_subscriptions_per_client: Optional[int]
+    connect_timeout_secs: Optional[int]
+    hibernate_after_ms: Optional[int]
+    max_keepalive: Optional[int]
+    max_session_expiry_secs: Optional[int]
+    topic_alias_maximum: Optional[int]
+    outbound_topic_aliases: Optional[bool]
+    max_qos: Optional[Literal[0, 1, 2]]
+    retain_available: Optional[bool]
+    max_retained_messages: Optional[int]
+    shared_subscription_strategy: Optional[Literal["round_robin", "random", "local"]]
+    allow_anonymous: Optional[bool]
+    password_file: Optional[PathSetting]
+    acl_file: Optional[PathSetting]
+    scram_sha256: Optional[bool]
+    auth_failure_delay_ms: Optional[int]
