@@ -19,7 +19,7 @@ fn start(hook: impl Authenticator, f: impl FnOnce(&mut Config)) -> Broker {
     f(&mut c);
     let hooks = Hooks {
         authenticator: Some(Arc::new(hook)),
-        authorizer: None,
+        ..Hooks::default()
     };
     Broker::start_with_hooks(c, hooks).expect("broker starts")
 }
