@@ -68,6 +68,8 @@ class Stats:
     protocol_errors: int
     auth_failures: int
     hibernating: int
+    publish_rate_limited: int
+    connections_rate_limited: int
     def as_dict(self) -> Dict[str, int]:
         """The counters as a dict."""
 

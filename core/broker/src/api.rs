@@ -114,4 +114,9 @@ pub struct Stats {
     /// Open connections hibernating: idle, parked in their core's epoll set without a task
     /// (`hibernate_after_ms`).
     pub hibernating: u64,
+    /// PUBLISH packets over their client's `max_publish_rate`/`max_publish_bytes_rate`: held
+    /// back (3.x clients, read again once the rate allows) or refused with DISCONNECT 0x96 (v5).
+    pub publish_rate_limited: u64,
+    /// New connections closed right after accept for their listener's `max_connection_rate`.
+    pub connections_rate_limited: u64,
 }

@@ -281,6 +281,8 @@ impl Broker {
             s.protocol_errors += g(&c.protocol_errors);
             s.auth_failures += g(&c.auth_failures);
             s.hibernating += g(&c.hibernating);
+            s.publish_rate_limited += g(&c.publish_rate_limited);
+            s.connections_rate_limited += g(&c.connections_rate_limited);
         }
         s
     }
