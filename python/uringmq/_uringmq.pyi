@@ -91,6 +91,8 @@ class Stats:
     auth_failures: int
     hibernating: int
     wills_denied: int
+    publish_rate_limited: int
+    connections_rate_limited: int
     def as_dict(self) -> Dict[str, int]:
         """The counters as a dict."""
 

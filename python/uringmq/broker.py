@@ -327,8 +327,9 @@ class Broker:
         """Counters summed over cores: ``connections``, ``sessions``, ``subscriptions``,
         ``retained``, ``messages_in``/``messages_out``, ``bytes_in``/``bytes_out``,
         ``dropped_qos0``, ``dropped_queue_full``, ``expired``, ``protocol_errors``,
-        ``auth_failures``, ``hibernating`` (idle connections parked without a task; all zero
-        while stopped), ``wills_denied`` (wills their client may not publish). ``.as_dict()`` gives a dict."""
+        ``auth_failures``, ``hibernating`` (idle connections parked without a task),
+        ``wills_denied`` (wills their client may not publish), ``publish_rate_limited``,
+        ``connections_rate_limited`` (all zero while stopped). ``.as_dict()`` gives a dict."""
         return self._native.stats()
 
     def __repr__(self) -> str:

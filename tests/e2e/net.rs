@@ -1,9 +1,148 @@
-//! The broker's network edge: dual-stack binds, and a stop that does not wait for clients
-//! that do not read.
+//! The broker's network edge under pressure: publish and connection rate limits, dual-stack
+//! binds, and a stop that does not wait for clients that do not read.
 
+use bytes::BytesMut;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
+use uringmq::config::{ListenerConfig, Transport};
 use uringmq_tests::*;
+
+/// Sends `n` QoS 0 PUBLISHes to `topic` in one write.
+fn burst(c: &mut Client, topic: &str, n: usize) {
+    let mut out = BytesMut::new();
+    for i in 0..n {
+        let p = publish(topic, format!("{i}").as_bytes(), QoS::AtMostOnce, false);
+        encode(&Packet::Publish(p), c.proto, &mut out).expect("encode");
+    }
+    c.send_raw(&out);
+}
+
+#[test]
+fn a_v5_client_over_its_publish_rate_is_disconnected_with_0x96() {
+    let b = broker_with(|c| c.max_publish_rate = 10);
+    // Within the rate nothing happens.
+    let mut calm = Client::connect(b.local_addr(), Protocol::V5, "calm");
+    burst(&mut calm, "t", 5);
+    calm.ping();
+    // A burst of one second's worth passes, then the client is over its rate.
+    let mut hasty = Client::connect(b.local_addr(), Protocol::V5, "hasty");
+    burst(&mut hasty, "t", 30);
+    hasty.expect_disconnect(Some(ReasonCode::MESSAGE_RATE_TOO_HIGH));
+    calm.ping();
+    assert!(b.stats().publish_rate_limited >= 1, "{:?}", b.stats());
+}
+
+#[test]
+fn a_v3_client_over_its_publish_rate_is_slowed_and_loses_nothing() {
+    const RATE: u64 = 20;
+    const SENT: usize = 60;
+    let b = broker_with(|c| c.max_publish_rate = RATE);
+    let mut sub = Client::connect(b.local_addr(), Protocol::V3_1_1, "sub");
+    sub.subscribe("t", QoS::AtMostOnce);
+    let mut publisher = Client::connect(b.local_addr(), Protocol::V3_1_1, "pub");
+    let start = Instant::now();
+    burst(&mut publisher, "t", SENT);
+    // Checkpoint: what arrived in the first 600 ms is at most the burst plus the rate.
+    let mut got = 0usize;
+    while let Some(left) = Duration::from_millis(600).checked_sub(start.elapsed()) {
+        if let Some(Packet::Publish(_)) = sub.recv_within(left) {
+            got += 1;
+        }
+    }
+    let allowed = RATE as f64 * (1.0 + start.elapsed().as_secs_f64()) + 2.0;
+    assert!(
+        (got as f64) <= allowed,
+        "{got} messages forwarded in {:?}, the rate allows {allowed}",
+        start.elapsed()
+    );
+    // The rest follows at the rate, nothing lost, the publisher still connected.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got < SENT && Instant::now() < deadline {
+        if let Some(Packet::Publish(p)) = sub.recv_within(Duration::from_secs(1)) {
+            assert_eq!(&p.payload[..], format!("{got}").as_bytes(), "in order");
+            got += 1;
+        }
+    }
+    assert_eq!(got, SENT);
+    publisher.ping();
+    assert!(b.stats().publish_rate_limited >= 1, "{:?}", b.stats());
+}
+
+#[test]
+fn the_byte_rate_limits_too() {
+    let b = broker_with(|c| c.max_publish_bytes_rate = 10_000);
+    let mut hasty = Client::connect(b.local_addr(), Protocol::V5, "bytes");
+    let payload = vec![0u8; 4000];
+    for _ in 0..5 {
+        hasty.send(&Packet::Publish(publish(
+            "t",
+            &payload,
+            QoS::AtMostOnce,
+            false,
+        )));
+    }
+    hasty.expect_disconnect(Some(ReasonCode::MESSAGE_RATE_TOO_HIGH));
+}
+
+/// Whether a CONNECT on a new connection is answered with CONNACK.
+fn try_connect(addr: SocketAddr, id: &str) -> bool {
+    let mut c = Client::raw(addr, Protocol::V5);
+    c.send(&Packet::Connect(Box::new(connect_packet(Protocol::V5, id))));
+    matches!(c.recv(), Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::SUCCESS)
+}
+
+#[test]
+fn connections_over_the_listener_rate_are_refused_while_others_succeed() {
+    const RATE: u64 = 4;
+    const TRIED: usize = 12;
+    let b = broker_with(|c| c.max_connection_rate = RATE);
+    let start = Instant::now();
+    let admitted = (0..TRIED)
+        .filter(|i| try_connect(b.local_addr(), &format!("c{i}")))
+        .count();
+    // Each of the two cores owns half the rate, with a burst of its share.
+    let allowed = RATE as f64 * (1.0 + start.elapsed().as_secs_f64());
+    assert!(admitted >= 1, "the first connections are within the rate");
+    assert!(
+        admitted as f64 <= allowed,
+        "{admitted} of {TRIED} admitted in {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        b.stats().connections_rate_limited,
+        (TRIED - admitted) as u64
+    );
+    // Once the rate allows again, a new client gets in.
+    let deadline = Instant::now() + WAIT;
+    let mut n = 0;
+    while !try_connect(b.local_addr(), &format!("later{n}")) {
+        assert!(Instant::now() < deadline, "no connection admitted again");
+        std::thread::sleep(Duration::from_millis(100));
+        n += 1;
+    }
+}
+
+#[test]
+fn a_per_listener_rate_overrides_the_global_one() {
+    let b = broker_with(|c| {
+        c.max_connection_rate = 1;
+        let mut l = ListenerConfig::new(Transport::Tcp, 0);
+        l.max_connection_rate = Some(0);
+        c.listeners.push(l);
+    });
+    let free = b.listener_addrs()[1].1;
+    assert!((0..10).all(|i| try_connect(free, &format!("f{i}"))));
+    assert_eq!(b.stats().connections_rate_limited, 0);
+    // The default listener keeps the global rate: a burst of one per core.
+    let admitted = (0..6)
+        .filter(|i| try_connect(b.local_addr(), &format!("d{i}")))
+        .count();
+    assert!(
+        admitted < 6,
+        "the global rate applies to the default listener"
+    );
+    assert!(b.stats().connections_rate_limited > 0);
+}
 
 #[test]
 fn binding_the_ipv6_any_address_serves_ipv4_clients_too() {

@@ -166,4 +166,9 @@ pub struct Stats {
     /// Wills their client may not publish: refused at CONNECT (0x87), or dropped when due
     /// because the ACL was reloaded since.
     pub wills_denied: u64,
+    /// PUBLISH packets over their client's `max_publish_rate`/`max_publish_bytes_rate`: held
+    /// back (3.x clients, read again once the rate allows) or refused with DISCONNECT 0x96 (v5).
+    pub publish_rate_limited: u64,
+    /// New connections closed right after accept for their listener's `max_connection_rate`.
+    pub connections_rate_limited: u64,
 }

@@ -331,6 +331,8 @@ impl Broker {
             s.auth_failures += g(&c.auth_failures);
             s.hibernating += g(&c.hibernating);
             s.wills_denied += g(&c.wills_denied);
+            s.publish_rate_limited += g(&c.publish_rate_limited);
+            s.connections_rate_limited += g(&c.connections_rate_limited);
         }
         s
     }

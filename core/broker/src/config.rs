@@ -100,6 +100,15 @@ pub struct ListenerConfig {
     /// Overrides the global `scram_sha256` for this listener.
     #[serde(default)]
     pub scram_sha256: Option<bool>,
+    /// Overrides the global `max_publish_rate` for this listener's clients.
+    #[serde(default)]
+    pub max_publish_rate: Option<u64>,
+    /// Overrides the global `max_publish_bytes_rate` for this listener's clients.
+    #[serde(default)]
+    pub max_publish_bytes_rate: Option<u64>,
+    /// Overrides the global `max_connection_rate` for this listener.
+    #[serde(default)]
+    pub max_connection_rate: Option<u64>,
 }
 
 impl ListenerConfig {
@@ -122,6 +131,9 @@ impl ListenerConfig {
             password_file: None,
             acl_file: None,
             scram_sha256: None,
+            max_publish_rate: None,
+            max_publish_bytes_rate: None,
+            max_connection_rate: None,
         }
     }
 }
@@ -165,6 +177,17 @@ pub struct Config {
 
     /// Maximum simultaneous connections over all listeners (0 = unlimited).
     pub max_connections: usize,
+    /// New connections a second each listener accepts (0 = unlimited); a `[[listener]]` may
+    /// set its own. Each core owns an equal share (no lock); beyond it a new socket is closed
+    /// right after accept, before reading its CONNECT.
+    pub max_connection_rate: u64,
+    /// PUBLISH packets a second one client may send (0 = unlimited), with a burst of one
+    /// second's worth. Beyond it a v5 client is disconnected with 0x96 (Message rate too
+    /// high) and a 3.x client is not read from until its rate allows, so TCP slows it down.
+    pub max_publish_rate: u64,
+    /// Bytes (topic + payload) a second one client may publish (0 = unlimited), burst and
+    /// excess as `max_publish_rate`; a single larger message passes on a full bucket.
+    pub max_publish_bytes_rate: u64,
     /// Largest packet accepted from a client, bytes (announced in CONNACK as Maximum Packet Size).
     ///
     /// Default 16 MiB: room for real payloads such as firmware images (Mosquitto allows the
@@ -251,6 +274,9 @@ impl Default for Config {
             log_level: "info".to_owned(),
             listeners: Vec::new(),
             max_connections: 0,
+            max_connection_rate: 0,
+            max_publish_rate: 0,
+            max_publish_bytes_rate: 0,
             max_packet_size: 16 * 1024 * 1024,
             max_inflight: 64,
             max_queued_messages: 1000,
@@ -464,6 +490,27 @@ impl Config {
             .unwrap_or(self.scram_sha256)
     }
 
+    /// A listener's publish limits (messages, bytes a second; 0 = unlimited): its own keys,
+    /// else the global ones (`None`: the default listener).
+    pub fn publish_rates(&self, listener: Option<&ListenerConfig>) -> (u64, u64) {
+        (
+            listener
+                .and_then(|l| l.max_publish_rate)
+                .unwrap_or(self.max_publish_rate),
+            listener
+                .and_then(|l| l.max_publish_bytes_rate)
+                .unwrap_or(self.max_publish_bytes_rate),
+        )
+    }
+
+    /// A listener's connection rate (accepts a second; 0 = unlimited): its own, else the
+    /// global one (`None`: the default listener).
+    pub fn connection_rate(&self, listener: Option<&ListenerConfig>) -> u64 {
+        listener
+            .and_then(|l| l.max_connection_rate)
+            .unwrap_or(self.max_connection_rate)
+    }
+
     /// Whether anonymous clients are allowed on a listener bound to `addr` (secure default:
     /// only while everything is on loopback).
     pub fn anonymous_allowed(&self, listener: Option<&ListenerConfig>) -> bool {
@@ -538,6 +585,9 @@ mod tests {
             password_file: Some("p".into()),
             acl_file: Some("a".into()),
             scram_sha256: Some(true),
+            max_publish_rate: Some(1),
+            max_publish_bytes_rate: Some(1),
+            max_connection_rate: Some(1),
             ..ListenerConfig::new(Transport::Tcp, 1884)
         };
         for line in toml::to_string(&every).unwrap_or_default().lines() {
@@ -614,6 +664,17 @@ mod tests {
                       [[listener]]\nport = 0\nscram_sha256 = false\n";
         let c = Config::from_toml_str(global).unwrap();
         assert!(c.scram_enabled(None) && !c.scram_enabled(Some(&c.listeners[0])));
+    }
+
+    #[test]
+    fn listener_rates_override_the_global_ones() {
+        let text = "max_publish_rate = 10\nmax_connection_rate = 5\n\
+                    [[listener]]\nport = 0\nmax_publish_bytes_rate = 100\nmax_connection_rate = 0\n";
+        let c = Config::from_toml_str(text).unwrap();
+        assert_eq!(c.publish_rates(None), (10, 0));
+        assert_eq!(c.publish_rates(Some(&c.listeners[0])), (10, 100));
+        assert_eq!(c.connection_rate(None), 5);
+        assert_eq!(c.connection_rate(Some(&c.listeners[0])), 0);
     }
 
     #[test]

@@ -108,6 +108,9 @@ pub(crate) struct Conn {
     /// accepted (for `Broker::clients`; the sweep reads the deadline only before).
     pub(crate) connect_by: Cell<u32>,
     connected: Cell<bool>,
+    /// The listener's publish limits, if it has any (see `limits.rs`); boxed, as most
+    /// connections have none.
+    pub(crate) publish_limiter: Cell<Option<Box<uringmq_session::PublishLimiter>>>,
 }
 
 impl Conn {
@@ -153,6 +156,7 @@ impl Conn {
             grace_ms: Cell::new(0),
             connect_by: Cell::new(millis(deadline)),
             connected: Cell::new(false),
+            publish_limiter: Cell::new(None),
         }
     }
 
@@ -161,8 +165,13 @@ impl Conn {
         self.killed.borrow().as_ref().map(|k| k.reason.clone())
     }
 
+    /// The core that owns the connection.
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
+
     /// Why the task must stop handling packets now: killed, and not draining.
-    fn stop_reason(&self) -> Option<CloseReason> {
+    pub(crate) fn stop_reason(&self) -> Option<CloseReason> {
         self.killed
             .borrow()
             .as_ref()
@@ -479,6 +488,7 @@ impl Conn {
             let (code, why) = match reason {
                 CloseReason::KeepAlive => (ReasonCode::KEEP_ALIVE_TIMEOUT, None),
                 CloseReason::TakenOver => (ReasonCode::SESSION_TAKEN_OVER, None),
+                CloseReason::RateLimited => (ReasonCode::MESSAGE_RATE_TOO_HIGH, None),
                 CloseReason::Shutdown => (ReasonCode::SERVER_SHUTTING_DOWN, None),
                 CloseReason::Kicked => (ReasonCode::ADMINISTRATIVE_ACTION, None),
                 CloseReason::Protocol(code, why) => (ReasonCode(*code), Some(why.as_str())),
@@ -558,6 +568,8 @@ pub(crate) async fn accept_loop(
 ) {
     let name = endpoint.name.clone();
     let mut backoff = crate::limits::AcceptBackoff::default();
+    let mut rate =
+        crate::limits::ConnectionRate::new(endpoint.connection_rate, core.shared.cores());
     loop {
         let accepted = listener.accept().await;
         if core.stopping.get() {
@@ -567,6 +579,9 @@ pub(crate) async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff.reset();
                 let peer = crate::listener::canonical_peer(peer);
+                if !rate.admit(&core, &name, peer) {
+                    continue;
+                }
                 let max = core.config().max_connections;
                 let n = core.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
                 if max != 0 && n > max {
@@ -586,7 +601,8 @@ pub(crate) async fn accept_loop(
                     continue;
                 };
                 let guard = core.task_guard();
-                let accepted = (name.clone(), transport, slot);
+                let limiter = endpoint.publish_limiter();
+                let accepted = (name.clone(), transport, slot, limiter);
                 connection(core.clone(), stream, peer, accepted, guard);
             }
             // Out of file descriptors and the like.
@@ -596,6 +612,15 @@ pub(crate) async fn accept_loop(
     debug!(core = core.id, listener = %name, "listener closed");
 }
 
+/// What the accept loop hands a new connection: its listener's name, transport adapter,
+/// connection slot and publish limits.
+type Accepted = (
+    Arc<str>,
+    uringmq_transport::Transport,
+    Slot,
+    Option<Box<uringmq_session::PublishLimiter>>,
+);
+
 /// Sets a new connection up and spawns its task. Not `async`: what is only needed here (the
 /// stream, the listener, the peer address) must not take room in the task's future, which
 /// every idle connection keeps for its lifetime.
@@ -603,7 +628,7 @@ fn connection(
     core: Rc<Core>,
     stream: TcpStream,
     peer: SocketAddr,
-    (listener, transport, slot): (Arc<str>, uringmq_transport::Transport, Slot),
+    (listener, transport, slot, limiter): Accepted,
     guard: TaskGuard,
 ) {
     // TCP_NODELAY comes from the listener (`listener.rs`).
@@ -623,6 +648,7 @@ fn connection(
             deadline,
         )
     });
+    conn.publish_limiter.set(limiter);
     core.register_conn(id, conn.clone());
     if core.stopping.get() {
         conn.kill(CloseReason::Shutdown);
@@ -856,6 +882,10 @@ async fn handle_buffered(
         match decoded {
             Ok(None) => return Ok(()),
             Ok(Some(packet)) => {
+                if let Packet::Publish(p) = &packet {
+                    let size = p.topic.len() + p.payload.len();
+                    crate::limits::admit_publish(conn, size as u64).await?;
+                }
                 if let Some(slow) = handle(core, conn, packet)? {
                     slow.await?;
                 }

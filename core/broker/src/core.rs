@@ -50,6 +50,8 @@ pub(crate) struct CoreStats {
     pub(crate) auth_failures: AtomicU64,
     pub(crate) hibernating: AtomicU64,
     pub(crate) wills_denied: AtomicU64,
+    pub(crate) publish_rate_limited: AtomicU64,
+    pub(crate) connections_rate_limited: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -134,6 +136,8 @@ pub(crate) enum CloseReason {
     Refused(u8),
     /// The embedding program asked (`Broker::disconnect`).
     Kicked,
+    /// Over `max_publish_rate` / `max_publish_bytes_rate` (v5: DISCONNECT 0x96).
+    RateLimited,
 }
 
 impl CloseReason {
@@ -151,6 +155,7 @@ impl CloseReason {
             CloseReason::Shutdown => "server_shutting_down",
             CloseReason::Refused(_) => "connect_refused",
             CloseReason::Kicked => "administrative_action",
+            CloseReason::RateLimited => "message_rate_too_high",
         }
     }
 
@@ -179,6 +184,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Shutdown => f.write_str("broker shutting down"),
             CloseReason::Refused(code) => write!(f, "CONNECT refused ({code:#04x})"),
             CloseReason::Kicked => f.write_str("disconnected by the embedding program"),
+            CloseReason::RateLimited => f.write_str("publish rate too high"),
         }
     }
 }
@@ -272,6 +278,8 @@ pub(crate) struct Core {
     /// When the sweep last ran ([`crate::timers::millis`]): a late sweep tells busy readers
     /// that the core's timers are starved (see `fairness.rs`).
     pub(crate) last_tick: Cell<u32>,
+    /// Publishes over their client's rate, logged once per interval (`limits.rs`).
+    pub(crate) publish_rate_log: Cell<crate::limits::LogThrottle>,
     /// Detaching parked connections failed (out of descriptors): not retried before this
     /// ([`crate::timers::millis`]), and logged once per interval (see `hibernate.rs`).
     pub(crate) detach_paused_until: Cell<Option<u32>>,
@@ -342,6 +350,7 @@ impl Core {
             poller_stop: LocalNotify::default(),
             collect_sweeps: Cell::new(0),
             last_tick: Cell::new(crate::timers::millis(Instant::now())),
+            publish_rate_log: Cell::default(),
             detach_paused_until: Cell::new(None),
             detach_log: Cell::default(),
         }

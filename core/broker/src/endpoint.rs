@@ -32,6 +32,10 @@ pub(crate) struct Endpoint {
     max_connections: usize,
     /// Open connections on this listener, all cores.
     open: AtomicUsize,
+    /// Each client's publish limits: messages and bytes a second (0 = unlimited).
+    publish_rates: (u64, u64),
+    /// New connections a second over all cores (0 = unlimited).
+    pub(crate) connection_rate: u64,
 }
 
 /// Why an endpoint could not be built from its table.
@@ -59,6 +63,8 @@ impl Endpoint {
             kind: Kind::Tcp,
             max_connections: 0,
             open: AtomicUsize::new(0),
+            publish_rates: (0, 0),
+            connection_rate: 0,
         }
     }
 
@@ -97,7 +103,26 @@ impl Endpoint {
             kind,
             max_connections: l.max_connections,
             open: AtomicUsize::new(0),
+            publish_rates: (0, 0),
+            connection_rate: 0,
         })
+    }
+
+    /// Sets the rate limits in force on this listener: its own keys, else the global ones.
+    fn with_rates(mut self, config: &Config, l: Option<&ListenerConfig>) -> Self {
+        self.publish_rates = config.publish_rates(l);
+        self.connection_rate = config.connection_rate(l);
+        self
+    }
+
+    /// A new client's publish limits (`None`: unlimited, the default).
+    pub(crate) fn publish_limiter(&self) -> Option<Box<uringmq_session::PublishLimiter>> {
+        let (messages, bytes) = self.publish_rates;
+        if messages == 0 && bytes == 0 {
+            return None;
+        }
+        let now = crate::timers::millis(std::time::Instant::now());
+        uringmq_session::PublishLimiter::new(messages, bytes, now).map(Box::new)
     }
 
     /// Takes one connection slot, or `None` when this listener is full.
@@ -142,9 +167,11 @@ pub(crate) fn listener_name(l: &ListenerConfig) -> String {
 
 /// Every endpoint of a config, the default TCP listener first.
 pub(crate) fn endpoints(config: &Config) -> Result<Vec<Arc<Endpoint>>, EndpointError> {
-    let mut all = vec![Arc::new(Endpoint::default_tcp())];
+    let mut all = vec![Arc::new(Endpoint::default_tcp().with_rates(config, None))];
     for l in &config.listeners {
-        all.push(Arc::new(Endpoint::from_config(l)?));
+        all.push(Arc::new(
+            Endpoint::from_config(l)?.with_rates(config, Some(l)),
+        ));
     }
     Ok(all)
 }

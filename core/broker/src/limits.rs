@@ -1,12 +1,20 @@
-//! What keeps a failing accept loop from taking a core's time: its back-off at the process's
-//! descriptor limit, and log lines that repeat at most once per [`LOG_INTERVAL_MS`] with a
-//! count.
+//! What keeps one source from taking a core's time: a client's publish rate
+//! (`max_publish_rate`, `max_publish_bytes_rate`), a listener's connection rate
+//! (`max_connection_rate`), the back-off of an accept loop that fails (out of descriptors), and
+//! log lines that repeat at most once per [`LOG_INTERVAL_MS`] with a count.
+//!
+//! Every limit is a per-core or per-connection [`TokenBucket`] (pure, in `uringmq-session`),
+//! read against the core's millisecond clock ([`millis`]): a PUBLISH is weighed against the
+//! time of the read that brought it, so a message costs no clock read of its own.
 
-use crate::core::Core;
+use crate::connection::Conn;
+use crate::core::{add, CloseReason, Core};
 use crate::timers::millis;
 use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tracing::warn;
+use uringmq_session::TokenBucket;
 
 /// A repeated warning is logged at most once per this many milliseconds, with a count.
 pub(crate) const LOG_INTERVAL_MS: u32 = 10_000;
@@ -16,6 +24,9 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest back-off: bounds how late accepting resumes once descriptors are free again, and
 /// how long a stopping core waits for its accept loop.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// Longest a slowed client waits between checks: bounds how late it notices a stop.
+const RATE_WAIT_SLICE: u32 = 100;
 
 /// Logs a repeated event once per [`LOG_INTERVAL_MS`]: the first at once, then one line
 /// saying how often it happened since. `Copy`, so it lives in a `Cell`.
@@ -69,6 +80,95 @@ impl AcceptBackoff {
         self.delay = (self.delay * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
         monoio::time::sleep(self.delay).await;
     }
+}
+
+/// One core's share of a listener's `max_connection_rate`.
+pub(crate) struct ConnectionRate {
+    bucket: Option<TokenBucket>,
+    log: LogThrottle,
+}
+
+impl ConnectionRate {
+    /// `rate` accepts a second over the listener (0: unlimited), split over `cores`.
+    pub(crate) fn new(rate: u64, cores: usize) -> Self {
+        let now = millis(Instant::now());
+        ConnectionRate {
+            bucket: (rate > 0).then(|| TokenBucket::new(rate, cores as u64, now)),
+            log: LogThrottle::default(),
+        }
+    }
+
+    /// Whether one more connection may be accepted now; a refusal is counted and logged.
+    pub(crate) fn admit(&mut self, core: &Core, listener: &str, peer: SocketAddr) -> bool {
+        let Some(bucket) = &mut self.bucket else {
+            return true;
+        };
+        let now = millis(Instant::now());
+        if bucket.try_take(1, now) {
+            return true;
+        }
+        add(&core.stats().connections_rate_limited, 1);
+        if let Some(n) = self.log.hit(now) {
+            warn!(
+                core = core.id,
+                listener,
+                %peer,
+                refused = n,
+                "max_connection_rate reached: {n} connections closed since the last report"
+            );
+        }
+        false
+    }
+}
+
+/// Waits until `conn` may publish `size` bytes under its publish limits. Over the rate a v5
+/// client is disconnected with 0x96 (Message rate too high); a 3.x client has no such code,
+/// so its connection is not read from until the rate allows and TCP slows the client down
+/// (EMQX does the same for both). The packet waits here, decoded: nothing is lost.
+pub(crate) async fn admit_publish(conn: &Conn, size: u64) -> Result<(), CloseReason> {
+    let Some(mut limiter) = conn.publish_limiter.take() else {
+        return Ok(());
+    };
+    let mut now = conn.last_seen.get();
+    let mut counted = false;
+    let result = loop {
+        let wait = limiter.admit(size, now);
+        if wait == 0 {
+            break Ok(());
+        }
+        if !counted {
+            counted = true;
+            count_slowed(conn, now);
+        }
+        if conn.protocol.get().is_v5() {
+            break Err(CloseReason::RateLimited);
+        }
+        if let Some(r) = conn.stop_reason() {
+            break Err(r);
+        }
+        monoio::time::sleep(Duration::from_millis(u64::from(wait.min(RATE_WAIT_SLICE)))).await;
+        now = millis(Instant::now());
+        // The client is not quiet: the broker is the one not reading (keep-alive).
+        conn.last_seen.set(now);
+    };
+    conn.publish_limiter.set(Some(limiter));
+    result
+}
+
+/// Counts a PUBLISH over its client's rate, and logs it (throttled per core).
+fn count_slowed(conn: &Conn, now: u32) {
+    let core = conn.core();
+    add(&core.stats().publish_rate_limited, 1);
+    let mut log = core.publish_rate_log.get();
+    if let Some(n) = log.hit(now) {
+        warn!(
+            core = core.id,
+            client_id = ?conn.client_id.borrow().as_deref(),
+            over_rate = n,
+            "max_publish_rate reached: {n} PUBLISH packets held back or refused since the last report"
+        );
+    }
+    core.publish_rate_log.set(log);
 }
 
 #[cfg(test)]
