@@ -35,6 +35,9 @@ class ListenerSettings(TypedDict, total=False):
     password_file: Optional[PathSetting]
     acl_file: Optional[PathSetting]
     scram_sha256: Optional[bool]
+    max_publish_rate: Optional[int]
+    max_publish_bytes_rate: Optional[int]
+    max_connection_rate: Optional[int]
 
 
 class Settings(TypedDict, total=False):
@@ -49,6 +52,9 @@ class Settings(TypedDict, total=False):
     log_level: Optional[str]
     listener: Optional[List[ListenerSettings]]
     max_connections: Optional[int]
+    max_connection_rate: Optional[int]
+    max_publish_rate: Optional[int]
+    max_publish_bytes_rate: Optional[int]
     max_packet_size: Optional[int]
     max_inflight: Optional[int]
     max_queued_messages: Optional[int]
