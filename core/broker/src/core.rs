@@ -1177,8 +1177,7 @@ impl Core {
     fn tell_disconnect(&self, conn: &Conn, s: &Session, reason: &CloseReason) {
         if let Some(hook) = self.shared.on_disconnect.clone() {
             let (client, why) = (summary(conn, s), reason.name());
-            // Nobody waits for the answer: the receiver is dropped at once.
-            drop(self.shared.hooks.run(move || hook(client, why)));
+            self.shared.hooks.notify(move || hook(client, why));
         }
     }
 
