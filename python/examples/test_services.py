@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import urllib.request
 
 import paho.mqtt.client as paho
+import pytest
 
 import asyncio_service
-import uringmq
-import web_app
 from device import Device
 
 
@@ -42,17 +40,18 @@ def test_asyncio_service_consumes_and_alerts():
     assert asyncio.run(scenario()) == {"hot-1": 35.0}
 
 
-def test_web_app_publishes_a_retained_command():
-    with uringmq.Broker(port=0, cores=1, pin_cores=False) as broker, web_app.serve(0, broker) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        req = urllib.request.Request(f"{base}/lights/7", data=b"on", method="POST")
-        assert urllib.request.urlopen(req, timeout=5).status == 204
+def test_web_app_publishes_a_retained_command(monkeypatch):
+    fastapi_testclient = pytest.importorskip("fastapi.testclient")
+    import web_app
+    
+    monkeypatch.setenv("URINGMQ_PORT", "0")
+    with fastapi_testclient.TestClient(web_app.app) as http:   # runs the lifespan: the broker
+        broker = web_app.app.state.broker
+        assert http.post("/lights/7", json={"state": "on"}).status_code == 204
+        assert http.post("/lights/7", json={"state": "dim"}).status_code == 422
         device = Device("7", broker.host, broker.port)   # comes online later, still gets it
         try:
             assert device.wait_relay("on")
-            clients = urllib.request.urlopen(f"{base}/clients", timeout=5).read()
-            assert b'"client_id": "7"' in clients
+            assert [c["client_id"] for c in http.get("/clients").json()] == ["7"]
         finally:
             device.close()
-            server.shutdown()
