@@ -1117,12 +1117,17 @@ impl Core {
 
     fn handle_api(self: &Rc<Self>, cmd: ApiCmd) {
         match cmd {
-            ApiCmd::Publish(msg) => {
+            ApiCmd::Publish(msg, applied) => {
                 add(&self.stats().messages_in, 1);
                 if msg.retain {
                     self.retain(&msg);
                 }
                 self.route(&msg);
+                if let Some(applied) = applied {
+                    // Every core's replica hears of it before the caller goes on (FIFO).
+                    self.flush_mesh();
+                    let _ = applied.send(());
+                }
             }
             ApiCmd::Subscribe {
                 filter,
