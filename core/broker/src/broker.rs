@@ -362,7 +362,9 @@ impl Drop for Broker {
     }
 }
 
-/// Routes an injected message from core 0, as the in-process session `origin` if any.
+/// Routes an injected message from core 0, as the in-process session `origin` if any; a
+/// retained one is in every core's retained replica (or on its way ahead of anything the caller
+/// does next) when this returns.
 fn inject(shared: &Shared, msg: InjectedMessage, origin: Option<Origin>) -> Result<(), ApiError> {
     validate_topic_name(&msg.topic).map_err(|e| ApiError::InvalidTopic(e.to_string()))?;
     let mut properties = msg.properties;
@@ -377,8 +379,17 @@ fn inject(shared: &Shared, msg: InjectedMessage, origin: Option<Origin>) -> Resu
         origin,
         received_at: Instant::now(),
     };
-    shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Publish(Arc::new(m))));
-    Ok(())
+    if !m.retain {
+        shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Publish(Arc::new(m), None)));
+        return Ok(());
+    }
+    // A retained message is stored before publish() returns, so a client that subscribes
+    // afterwards, on any core, gets it (as after a client's PUBLISH was acknowledged); the
+    // causality rule then holds because every mailbox is FIFO. Only retained messages pay
+    // this round trip.
+    let (applied, rx) = std::sync::mpsc::channel();
+    shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Publish(Arc::new(m), Some(applied))));
+    rx.recv_timeout(API_TIMEOUT).map_err(|_| ApiError::Timeout)
 }
 
 /// The session options of an in-process subscription, checked as a SUBSCRIBE's would be.

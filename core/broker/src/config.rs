@@ -141,16 +141,20 @@ impl ListenerConfig {
 /// An IP address, or `localhost` for 127.0.0.1: users write it as they would for Mosquitto's
 /// `listener 1883 localhost`, and a name lookup for other host names would make the bound
 /// address depend on the resolver at start (Mosquitto resolves them; we refuse them by name).
-fn de_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
-    let s = String::deserialize(d)?;
+/// The `bind` keys and the binary's `--bind` flag.
+pub fn parse_bind(s: &str) -> Result<IpAddr, String> {
     if s.eq_ignore_ascii_case("localhost") {
         return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
     s.parse().map_err(|_| {
-        serde::de::Error::custom(format!(
+        format!(
             "{s:?} is not an IP address (write an address such as 0.0.0.0 or ::1, or localhost)"
-        ))
+        )
     })
+}
+
+fn de_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
+    parse_bind(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 /// All broker settings. Field names are the config-file keys and the Python keyword arguments.

@@ -1151,12 +1151,17 @@ impl Core {
 
     fn handle_api(self: &Rc<Self>, cmd: ApiCmd) {
         match cmd {
-            ApiCmd::Publish(msg) => {
+            ApiCmd::Publish(msg, applied) => {
                 add(&self.stats().messages_in, 1);
                 if msg.retain {
                     self.retain(&msg);
                 }
                 self.route(&msg);
+                if let Some(applied) = applied {
+                    // Every core's replica hears of it before the caller goes on (FIFO).
+                    self.flush_mesh();
+                    let _ = applied.send(());
+                }
             }
             ApiCmd::Subscribe {
                 filter,
@@ -1211,8 +1216,7 @@ impl Core {
     fn tell_disconnect(&self, conn: &Conn, s: &Session, reason: &CloseReason) {
         if let Some(hook) = self.shared.on_disconnect.clone() {
             let (client, why) = (summary(conn, s), reason.name());
-            // Nobody waits for the answer: the receiver is dropped at once.
-            drop(self.shared.hooks.run(move || hook(client, why)));
+            self.shared.hooks.notify(move || hook(client, why));
         }
     }
 

@@ -54,6 +54,15 @@ impl HookPool {
         rx
     }
 
+    /// Runs `f` on a hook thread with nobody waiting for it (the disconnect hook): dropped if
+    /// the pool is stopped.
+    pub(crate) fn notify(&self, f: impl FnOnce() + Send + 'static) {
+        let jobs = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(jobs) = jobs {
+            let _ = jobs.send(Box::new(f));
+        }
+    }
+
     /// Stops and joins the threads.
     pub(crate) fn shutdown(&self) {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
