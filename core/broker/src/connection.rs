@@ -34,6 +34,7 @@ use uringmq_codec::{
     ReasonCode,
 };
 use uringmq_session::{keepalive, negotiate, Session};
+use uringmq_topic::check_max_levels;
 
 /// Bytes read at a time (more when a packet in progress needs more).
 const READ_CHUNK: usize = 4096;
@@ -1113,10 +1114,15 @@ async fn on_connect(
     };
     if let Some(w) = &c.will {
         // v5: a will the broker cannot honour is refused [MQTT-3.2.2-12] [MQTT-3.2.2-13].
+        // A will topic the broker would refuse in a PUBLISH: CONNACK 0x90 [§3.2.2.2].
         let code = if w.qos as u8 > cfg.max_qos {
             Some(ReasonCode::QOS_NOT_SUPPORTED)
         } else if w.retain && !cfg.retain_available {
             Some(ReasonCode::RETAIN_NOT_SUPPORTED)
+        } else if w.topic.len() > cfg.max_topic_length
+            || check_max_levels(&w.topic, cfg.max_topic_levels).is_err()
+        {
+            Some(ReasonCode::TOPIC_NAME_INVALID)
         } else {
             None
         };

@@ -561,6 +561,7 @@ impl Core {
                     let _ = st.interest.insert(&filter, core, ());
                 } else {
                     let _ = st.interest.remove(&filter, core);
+                    self.collect_soon();
                 }
             }
             MeshMsg::SharedInterest {
@@ -703,6 +704,14 @@ impl Core {
         if last {
             self.broadcast_interest(filter, false);
         }
+        self.collect_soon();
+    }
+
+    /// Memory was freed on this core (index nodes of a filter that went): have the sweep ask
+    /// mimalloc to return it for a few seconds, as after parking. Without it a client that
+    /// held large filters left the memory with the process after it was gone.
+    fn collect_soon(&self) {
+        self.collect_sweeps.set(crate::hibernate::COLLECT_SWEEPS);
     }
 
     // ---- retained ----
@@ -1171,7 +1180,7 @@ impl Core {
                 let key = self.new_key();
                 let n = Negotiated::in_process(format!("$api-{key:x}"), u16::MAX);
                 let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
-                let _ = s.subs.insert(&filter, opts, 0);
+                let _ = s.subs.insert(&filter, opts, Default::default());
                 self.install_session(key, Box::new(s), Sink::Api(sink));
                 let shared = matches!(SharedFilter::parse(&filter), Ok(Some(_)));
                 // The subscription is always new, so "send if new" sends too [MQTT-3.3.1-10].
