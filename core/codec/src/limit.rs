@@ -86,9 +86,7 @@ mod tests {
     }
 
     fn users() -> UserProperties {
-        let mut u = UserProperties::default();
-        u.push(("k".into(), "v".repeat(40).as_str().into()));
-        u
+        vec![("k".into(), "v".repeat(40).as_str().into())]
     }
 
     fn disconnect() -> Packet {
