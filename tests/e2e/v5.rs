@@ -315,6 +315,22 @@ fn the_disconnect_fits_the_client_maximum_packet_size() {
     }
 }
 
+/// A CONNACK that cannot fit the client's Maximum Packet Size even without optional
+/// properties is not sent [MQTT-3.1.2-24], and the connection ends instead of waiting.
+#[test]
+fn a_connack_larger_than_the_client_maximum_ends_the_connection() {
+    let b = broker();
+    let mut c = connect_packet(Protocol::V5, "too-tiny");
+    // Our CONNACK carries Topic Alias Maximum, Receive Maximum and Maximum Packet Size.
+    c.properties.maximum_packet_size = Some(10);
+    let mut p = Client::raw(b.local_addr(), Protocol::V5);
+    p.send(&Packet::Connect(Box::new(c)));
+    let (closed, got) = p.closed();
+    assert!(closed && got.is_empty(), "{got:?}");
+    // Others still connect.
+    Client::connect(b.local_addr(), Protocol::V5, "normal").ping();
+}
+
 /// The bytes of one client's filters are bounded (`max_subscription_bytes_per_client`): past
 /// the budget SUBACK says 0x97 (3.1.1: 0x80), unsubscribing gives the bytes back, and other
 /// clients are not affected. A filter or PUBLISH topic over `max_topic_length` is refused.
