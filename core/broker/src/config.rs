@@ -217,8 +217,24 @@ pub struct Config {
     pub max_outbound_bytes: usize,
     /// Maximum number of levels in a topic name or filter.
     pub max_topic_levels: usize,
+    /// Longest topic name or filter accepted, bytes (at most 65535, the protocol's limit).
+    ///
+    /// Default 4096: topic names in use are tens of bytes (AWS IoT allows 256), so this is
+    /// far beyond any real one, while every byte of a filter is kept in the index of its core
+    /// and in every core's interest index. Mosquitto has no such limit. A longer filter gets
+    /// SUBACK 0x8F Topic Filter invalid (3.x: 0x80); a longer PUBLISH topic ends the
+    /// connection (v5: DISCONNECT 0x90 Topic Name invalid), as too many levels do; a will
+    /// topic refuses the CONNECT (v5: CONNACK 0x90).
+    pub max_topic_length: usize,
     /// Maximum subscriptions per client (0 = unlimited).
     pub max_subscriptions_per_client: usize,
+    /// Bytes all of one client's filters may take together (0 = unlimited). A filter that
+    /// would go past it gets SUBACK 0x97 Quota exceeded (3.x: 0x80).
+    ///
+    /// Default 1 MiB: 10,000 filters (`max_subscriptions_per_client`) of 100 bytes each. The
+    /// count alone let one client hold 1,000 filters of 60 KB (60 MB, several times that in
+    /// index memory, replicated per core).
+    pub max_subscription_bytes_per_client: usize,
     /// Seconds a new socket may take to send CONNECT before it is closed.
     pub connect_timeout_secs: u32,
     /// A connection that has sent nothing for this long gives up its task and waits in the
@@ -288,7 +304,9 @@ impl Default for Config {
             queue_qos0_messages: false,
             max_outbound_bytes: 1024 * 1024,
             max_topic_levels: 128,
+            max_topic_length: 4096,
             max_subscriptions_per_client: 10_000,
+            max_subscription_bytes_per_client: 1024 * 1024,
             connect_timeout_secs: 10,
             hibernate_after_ms: 1000,
             max_keepalive: 65535,
@@ -410,6 +428,9 @@ impl Config {
         }
         if self.max_topic_levels == 0 {
             return bad("max_topic_levels", "must be at least 1");
+        }
+        if self.max_topic_length == 0 || self.max_topic_length > 65_535 {
+            return bad("max_topic_length", "must be between 1 and 65535 bytes");
         }
         if self.max_outbound_bytes < 1024 {
             return bad("max_outbound_bytes", "must be at least 1024");

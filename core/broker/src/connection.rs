@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use uringmq_auth::ClientInfo;
 use uringmq_codec::{
-    ByteStr, ConnAck, Connect, Decoder, Disconnect, DisconnectProperties, Packet, Protocol,
-    ReasonCode,
+    encoded_len_within, ByteStr, ConnAck, Connect, Decoder, Disconnect, DisconnectProperties,
+    Packet, Protocol, ReasonCode,
 };
 use uringmq_session::{keepalive, negotiate, Session};
+use uringmq_topic::check_max_levels;
 
 /// Bytes read at a time (more when a packet in progress needs more).
 const READ_CHUNK: usize = 4096;
@@ -1113,10 +1114,15 @@ async fn on_connect(
     };
     if let Some(w) = &c.will {
         // v5: a will the broker cannot honour is refused [MQTT-3.2.2-12] [MQTT-3.2.2-13].
+        // A will topic the broker would refuse in a PUBLISH: CONNACK 0x90 [§3.2.2.2].
         let code = if w.qos as u8 > cfg.max_qos {
             Some(ReasonCode::QOS_NOT_SUPPORTED)
         } else if w.retain && !cfg.retain_available {
             Some(ReasonCode::RETAIN_NOT_SUPPORTED)
+        } else if w.topic.len() > cfg.max_topic_length
+            || check_max_levels(&w.topic, cfg.max_topic_levels).is_err()
+        {
+            Some(ReasonCode::TOPIC_NAME_INVALID)
         } else {
             None
         };
@@ -1169,17 +1175,6 @@ async fn on_connect(
     };
     s.client_id = id.clone();
     s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
-    if core.stopping.get() || conn.is_killed() {
-        // Closed while waiting: the session (this key owns the id now) stays or ends as if
-        // the connection had closed right after CONNACK, without a will.
-        let reason = conn.kill_reason().unwrap_or(CloseReason::Shutdown);
-        let listener = core.shared.security.listener_index(&conn.listener);
-        core.install_session(key, s, Sink::Offline(listener));
-        core.after_install(key, moved_from);
-        core.connection_closed(key, &reason);
-        return Err(reason);
-    }
-    s.will = c.will.take().map(Box::new);
     let properties = if proto.is_v5() {
         let mut p = n.connack_properties(&limits);
         *conn.exchange.borrow_mut() = granted.apply(&mut p);
@@ -1187,12 +1182,31 @@ async fn on_connect(
     } else {
         Default::default()
     };
-    let ack = ConnAck {
+    let ack = Packet::ConnAck(ConnAck {
         session_present: present,
         reason_code: ReasonCode::SUCCESS,
         properties,
-    };
-    conn.send_packet(&Packet::ConnAck(ack));
+    });
+    // A CONNACK larger than the client's Maximum Packet Size even without its optional
+    // properties cannot be sent [MQTT-3.1.2-24]: the connection ends (as in Mosquitto,
+    // whose CONNECT fails when send__connack does), rather than wait for nothing.
+    let unfit = encoded_len_within(&ack, proto, conn.max_out.get()).is_err();
+    if core.stopping.get() || conn.is_killed() || unfit {
+        // Closed while waiting: the session (this key owns the id now) stays or ends as if
+        // the connection had closed right after CONNACK, without a will.
+        let reason = match conn.kill_reason() {
+            Some(r) => r,
+            None if unfit => CloseReason::Refused(ReasonCode::PACKET_TOO_LARGE.0),
+            None => CloseReason::Shutdown,
+        };
+        let listener = core.shared.security.listener_index(&conn.listener);
+        core.install_session(key, s, Sink::Offline(listener));
+        core.after_install(key, moved_from);
+        core.connection_closed(key, &reason);
+        return Err(reason);
+    }
+    s.will = c.will.take().map(Box::new);
+    conn.send_packet(&ack);
     conn.session.set(key);
     conn.connected.set(true);
     conn.connect_by.set(millis(Instant::now()));

@@ -561,6 +561,7 @@ impl Core {
                     let _ = st.interest.insert(&filter, core, ());
                 } else {
                     let _ = st.interest.remove(&filter, core);
+                    self.collect_soon();
                 }
             }
             MeshMsg::SharedInterest {
@@ -703,6 +704,14 @@ impl Core {
         if last {
             self.broadcast_interest(filter, false);
         }
+        self.collect_soon();
+    }
+
+    /// Memory was freed on this core (index nodes of a filter that went): have the sweep ask
+    /// mimalloc to return it for a few seconds, as after parking. Without it a client that
+    /// held large filters left the memory with the process after it was gone.
+    fn collect_soon(&self) {
+        self.collect_sweeps.set(crate::hibernate::COLLECT_SWEEPS);
     }
 
     // ---- retained ----
@@ -937,15 +946,19 @@ impl Core {
         // beyond its connection (v5 expiry 0, 3.x clean session: its state must not be
         // reused [MQTT-3.1.2-6], and Mosquitto answers session-present 0).
         let ends = clean_start || !e.s.is_persistent();
-        // The old connection's will, as Mosquitto's 07-will-takeover: published only if the
-        // session ends and the will has no delay. A new connection for the client id opened
-        // before a will delay has passed cancels the will [MQTT-3.1.2-8] [MQTT-3.1.3-9],
-        // a pending delayed will included.
+        // The old connection's will (or its pending delayed will) goes out only if the
+        // session ends here: a will is due when its delay passes or its session ends,
+        // whichever comes first [MQTT-3.1.3-9], and a new connection that goes on with the
+        // session before then cancels it [MQTT-3.1.2-8]. That is Mosquitto's
+        // 07-will-takeover matrix; Mosquitto differs only for a delayed will, which it drops
+        // even when the session ends (tests/python/test_mqtt_interop.py marks it).
+        let will =
+            e.s.will
+                .take()
+                .or_else(|| e.s.pending_will.take().map(|p| p.will));
         e.s.pending_will = None;
-        if let Some(w) = e.s.will.take() {
-            if ends && e.s.will_delay == 0 {
-                self.publish_will(w, author, None, now);
-            }
+        if let Some(w) = will.filter(|_| ends) {
+            self.publish_will(w, author, None, now);
         }
         if ends {
             for (filter, _) in e.s.subs.iter() {
@@ -1172,7 +1185,7 @@ impl Core {
                 let key = self.new_key();
                 let n = Negotiated::in_process(format!("$api-{key:x}"), u16::MAX);
                 let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
-                let _ = s.subs.insert(&filter, opts, 0);
+                let _ = s.subs.insert(&filter, opts, Default::default());
                 self.install_session(key, Box::new(s), Sink::Api(sink));
                 let shared = matches!(SharedFilter::parse(&filter), Ok(Some(_)));
                 // The subscription is always new, so "send if new" sends too [MQTT-3.3.1-10].

@@ -20,7 +20,7 @@ use uringmq_codec::{
 };
 use uringmq_session::delivery::fits;
 use uringmq_session::{
-    flow, AliasError, Delivery, Message, Origin, OutState, Queued, Session, SubOptions,
+    flow, AliasError, Delivery, Message, Origin, OutState, Queued, Session, SubLimits, SubOptions,
 };
 use uringmq_topic::{check_max_levels, validate_topic_filter, SharedFilter};
 
@@ -552,6 +552,10 @@ impl Core {
             if let Err(err) = check_max_levels(&topic, cfg.max_topic_levels) {
                 return protocol(ReasonCode::TOPIC_NAME_INVALID, &err.to_string());
             }
+            if topic.len() > cfg.max_topic_length {
+                let why = format!("topic of {} bytes exceeds max_topic_length", topic.len());
+                return protocol(ReasonCode::TOPIC_NAME_INVALID, &why);
+            }
             let mut fresh = true;
             if p.qos == QoS::ExactlyOnce {
                 if !e.s.qos2_in.contains(pid)
@@ -642,8 +646,10 @@ impl Core {
                 }
             };
             let plain = if shared { group_filter(f) } else { f };
+            // A filter over `max_topic_length` is well formed but not allowed here: 0x8F.
             if validate_topic_filter(plain).is_err()
                 || check_max_levels(plain, cfg.max_topic_levels).is_err()
+                || f.len() > cfg.max_topic_length
             {
                 codes.push(fail(ReasonCode::TOPIC_FILTER_INVALID));
                 continue;
@@ -669,11 +675,14 @@ impl Core {
                 retain_handling: o.retain_handling,
                 id: sub.properties.subscription_identifier,
             };
-            let max = cfg.max_subscriptions_per_client;
+            let limits = SubLimits {
+                count: cfg.max_subscriptions_per_client,
+                bytes: cfg.max_subscription_bytes_per_client,
+            };
             let inserted = {
                 let mut st = self.st.borrow_mut();
                 match st.sessions.get_mut(&key) {
-                    Some(e) => e.s.subs.insert(f, opts, max),
+                    Some(e) => e.s.subs.insert(f, opts, limits),
                     None => return Ok(()),
                 }
             };

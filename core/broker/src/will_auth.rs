@@ -47,15 +47,29 @@ impl WillAuthor {
 /// Whether `author` may publish its will `w` now: `$SYS/` never; else the authoriser's
 /// answer, asked on a hook thread when it blocks (a hook that fails denies).
 pub(crate) async fn allowed(core: &Core, author: WillAuthor, w: &LastWill) -> bool {
-    if Message::is_sys_topic(&w.topic) {
-        return false;
+    match decide_now(core, &author, w) {
+        Some(ok) => ok,
+        None => ask_hook(core, author, w).await,
     }
+}
+
+/// The decision when it needs no blocking authoriser, else `None`.
+fn decide_now(core: &Core, author: &WillAuthor, w: &LastWill) -> Option<bool> {
+    if Message::is_sys_topic(&w.topic) {
+        return Some(false);
+    }
+    match &core.shared.authorizer {
+        None => Some(true),
+        Some(a) if a.is_blocking() => None,
+        Some(a) => Some(author.ask(&**a, &w.topic)),
+    }
+}
+
+/// Asks the blocking authoriser on a hook thread, never on the core.
+async fn ask_hook(core: &Core, author: WillAuthor, w: &LastWill) -> bool {
     let Some(a) = core.shared.authorizer.clone() else {
         return true;
     };
-    if !a.is_blocking() {
-        return author.ask(&*a, &w.topic);
-    }
     let topic = w.topic.to_string();
     let rx = core.shared.hooks.run(move || author.ask(&*a, &topic));
     rx.await.unwrap_or(false)
@@ -92,25 +106,17 @@ impl Core {
         origin: Option<Origin>,
         now: Instant,
     ) {
-        let blocking = self
-            .shared
-            .authorizer
-            .as_ref()
-            .is_some_and(|a| a.is_blocking());
-        if !blocking {
-            let ok = !Message::is_sys_topic(&w.topic)
-                && self
-                    .shared
-                    .authorizer
-                    .as_ref()
-                    .is_none_or(|a| author.ask(&**a, &w.topic));
+        if let Some(ok) = decide_now(self, &author, &w) {
             self.publish_allowed_will(&w, &author, ok, origin, now);
             return;
         }
         let core = self.clone();
         monoio::spawn(async move {
-            let ok = allowed(&core, author.clone(), &w).await;
-            core.publish_allowed_will(&w, &author, ok, origin, now);
+            let ok = ask_hook(&core, author.clone(), &w).await;
+            // A broker that began stopping meanwhile publishes no wills.
+            if !core.stopping.get() {
+                core.publish_allowed_will(&w, &author, ok, origin, now);
+            }
         });
     }
 
