@@ -18,11 +18,11 @@ macro_rules! counters {
 }
 
 impl Stats {
-    fn fields(&self) -> [(&'static str, u64); 14] {
+    fn fields(&self) -> [(&'static str, u64); 16] {
         counters!(&self.0;
             connections, sessions, subscriptions, retained, messages_in, messages_out, bytes_in,
             bytes_out, dropped_qos0, dropped_queue_full, expired, protocol_errors, auth_failures,
-            hibernating)
+            auth_busy, hook_timeouts, hibernating)
     }
 }
 

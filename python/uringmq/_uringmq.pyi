@@ -67,6 +67,8 @@ class Stats:
     expired: int
     protocol_errors: int
     auth_failures: int
+    auth_busy: int
+    hook_timeouts: int
     hibernating: int
     def as_dict(self) -> Dict[str, int]:
         """The counters as a dict."""

@@ -31,12 +31,14 @@ Payload = Union[bytes, bytearray, memoryview, str, int, float, None]
 #: ``"server_unavailable"``). A hook that raises refuses the client and logs on ``uringmq``.
 #: It sees every CONNECT, anonymous ones with ``client.username`` None, before the
 #: ``password_file`` and ``allow_anonymous`` (as a Mosquitto auth plugin does), and its answer is
-#: final.
+#: final. A call that outlives ``hook_timeout_ms`` (default 5000) refuses the client with
+#: "server unavailable" and logs a warning; ``stop()`` never waits for a hook that is stuck.
 AuthenticateHook = Callable[[_uringmq.ClientInfo, Optional[bytes]], Union[bool, str]]
 
 #: ``authorize(client, access, topic) -> bool`` with access ``"publish"`` or ``"subscribe"``
 #: (topic is then a filter). Deliveries are not asked (a Python call per message would stall the
-#: cores); only an ``acl_file`` filters them. A hook that raises denies and logs on ``uringmq``.
+#: cores); only an ``acl_file`` filters them. A hook that raises, or outlives ``hook_timeout_ms``,
+#: denies and logs on ``uringmq``.
 AuthorizeHook = Callable[[_uringmq.ClientInfo, str, str], bool]
 
 #: ``on_connect(client_id, username, password) -> bool | str``: ``authenticate`` with the
@@ -258,7 +260,9 @@ class Broker:
         """Counters summed over cores: ``connections``, ``sessions``, ``subscriptions``,
         ``retained``, ``messages_in``/``messages_out``, ``bytes_in``/``bytes_out``,
         ``dropped_qos0``, ``dropped_queue_full``, ``expired``, ``protocol_errors``,
-        ``auth_failures``, ``hibernating`` (idle connections parked without a task; all zero
+        ``auth_failures``, ``auth_busy`` (CONNECTs refused because too many authentications were
+        in progress), ``hook_timeouts`` (checks that outlived ``hook_timeout_ms``),
+        ``hibernating`` (idle connections parked without a task; all zero
         while stopped). ``.as_dict()`` gives a dict."""
         return self._native.stats()
 

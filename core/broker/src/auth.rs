@@ -16,6 +16,8 @@ use crate::api::{Hooks, StartError};
 use crate::config::{Config, ConfigError};
 use crate::connection::{refuse, Conn};
 use crate::core::{add, CloseReason, Core, Entry, Sink};
+use crate::hooks::HookError;
+use crate::pending::{Admitted, PendingAuth};
 use crate::reload::ReloadReport;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -226,6 +228,8 @@ pub(crate) struct Security {
     /// Listener names in configuration order (`default` first), so an offline session keeps
     /// its listener as an index into this list.
     names: Vec<Arc<str>>,
+    /// Authentications in progress per listener and per address, and their caps.
+    pending: PendingAuth,
 }
 
 impl Security {
@@ -287,10 +291,15 @@ impl Security {
             }
             policies.insert(name.clone(), *policy);
         }
-        let names = listed
+        let names: Vec<Arc<str>> = listed
             .iter()
             .map(|(name, ..)| Arc::from(name.as_str()))
             .collect();
+        let pending = PendingAuth::new(
+            names.iter().map(|n| &**n),
+            config.max_pending_auth,
+            config.max_pending_auth_per_address,
+        );
         let files = Arc::new(ArcSwap::from_pointee(files));
         let scram = listed.iter().any(|(_, _, p)| p.scram).then(|| {
             Arc::new(FileScram {
@@ -306,6 +315,7 @@ impl Security {
             authenticates: refuses_someone || has_password || hooks.authenticator.is_some(),
             has_password,
             names,
+            pending,
             hooks: hooks.clone(),
             policies: Arc::new(ListenerAnonymous(policies)),
             enhanced,
@@ -582,18 +592,91 @@ pub(crate) fn take_method(
     }))
 }
 
-/// Runs `f` on a hook thread when `blocking`, else here; a hook that panicked refuses.
+/// Runs `f` on a hook thread when `blocking`, else here. `Err` when it gave no answer: the
+/// hook threads are saturated, it outlived `hook_timeout_ms` (logged and counted), it
+/// panicked, or the connection or broker is going away; the caller refuses.
 async fn off_core<T: Send + 'static>(
     core: &Core,
+    conn: &Conn,
     blocking: bool,
-    fallback: T,
     f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    if blocking {
-        core.shared.hooks.run(f).await.unwrap_or(fallback)
-    } else {
-        f()
+) -> Result<T, HookError> {
+    if !blocking {
+        return Ok(f());
     }
+    let answer = core
+        .shared
+        .hooks
+        .run(f)?
+        .answer(|| core.stopping.get() || conn.kill_reason().is_some())
+        .await;
+    if answer.as_ref().err() == Some(&HookError::TimedOut) {
+        add(&core.stats().hook_timeouts, 1);
+        warn!(peer = ?conn.peer, listener = %conn.listener, timeout_ms = core.shared.config.hook_timeout_ms, "authentication check timed out (hook_timeout_ms); refusing the client");
+    }
+    answer
+}
+
+/// Counts an authentication in progress for `conn` when it will wait for a hook thread
+/// (`blocking`); `Err` (CONNACK written) when its listener or address has too many already.
+async fn admit<'a>(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    security: &'a Security,
+    blocking: bool,
+    (proto, client_id): (Protocol, &str),
+) -> Result<Option<Admitted<'a>>, CloseReason> {
+    if !blocking {
+        return Ok(None);
+    }
+    match security
+        .pending
+        .admit(&conn.listener, conn.peer.map(|p| p.ip()))
+    {
+        Ok(admitted) => Ok(Some(admitted)),
+        Err(full) => {
+            let what = match full {
+                crate::pending::Full::Listener => "too many authentications in progress on its listener (max_pending_auth)",
+                crate::pending::Full::Address => "too many authentications in progress from its address (max_pending_auth_per_address)",
+            };
+            Err(busy(core, conn, proto, full.reason_code(), what, client_id).await)
+        }
+    }
+}
+
+/// A check that gave no answer: the pool was saturated (0x89 Server busy) or the check timed
+/// out or failed (0x88 Server unavailable). Either way the client is refused (fail closed).
+async fn no_answer(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    proto: Protocol,
+    e: HookError,
+    client_id: &str,
+) -> CloseReason {
+    match e {
+        HookError::Busy => {
+            let what = "the hook threads' queue is full";
+            busy(core, conn, proto, ReasonCode::SERVER_BUSY, what, client_id).await
+        }
+        HookError::TimedOut | HookError::Failed => {
+            refused(core, conn, proto, DenyReason::ServerUnavailable, client_id).await
+        }
+    }
+}
+
+/// A client refused for load, not for its credentials: counted as `auth_busy`, logged, and
+/// answered after the failure delay like any refusal (a flooding client must not loop faster).
+async fn busy(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    proto: Protocol,
+    code: ReasonCode,
+    what: &str,
+    client_id: &str,
+) -> CloseReason {
+    add(&core.stats().auth_busy, 1);
+    info!(client_id, peer = ?conn.peer, listener = %conn.listener, "authentication refused: {what}");
+    answer_refusal(core, conn, proto, code).await
 }
 
 /// Authenticates a CONNECT. `Ok(Some)` lets the client in (with what CONNACK must carry),
@@ -634,10 +717,15 @@ pub(crate) async fn authenticate(
         let auth = req.authenticator.clone();
         let data = req.data.clone();
         let blocking = auth.is_blocking();
-        let (step, state) = off_core(core, blocking, (AuthStep::Fail, AuthState::none()), {
+        let _pending = admit(core, conn, &security, blocking, (proto, client_id)).await?;
+        let answer = off_core(core, conn, blocking, {
             move || auth.start(&owned.info(), data.as_deref())
         })
         .await;
+        let (step, state) = match answer {
+            Ok(started) => started,
+            Err(e) => return Err(no_answer(core, conn, proto, e, client_id).await),
+        };
         return match step {
             AuthStep::Continue(data) => {
                 send_auth(
@@ -666,16 +754,15 @@ pub(crate) async fn authenticate(
     let owned = Owned::new(conn, c, client_id, cert_cn);
     let password = c.password.clone();
     let blocking = auth.is_blocking();
-    let decision = off_core(
-        core,
-        blocking,
-        AuthDecision::Deny(DenyReason::ServerUnavailable),
-        move || auth.authenticate(&owned.info(), password.as_deref()),
-    )
+    let _pending = admit(core, conn, &security, blocking, (proto, client_id)).await?;
+    let decision = off_core(core, conn, blocking, move || {
+        auth.authenticate(&owned.info(), password.as_deref())
+    })
     .await;
     match decision {
-        AuthDecision::Allow => Ok(Some(Granted::default())),
-        AuthDecision::Deny(why) => Err(refused(core, conn, proto, why, client_id).await),
+        Ok(AuthDecision::Allow) => Ok(Some(Granted::default())),
+        Ok(AuthDecision::Deny(why)) => Err(refused(core, conn, proto, why, client_id).await),
+        Err(e) => Err(no_answer(core, conn, proto, e, client_id).await),
     }
 }
 
@@ -709,16 +796,12 @@ pub(crate) async fn on_auth(
                 ));
             }
             let auth = authenticator.clone();
-            let (step, state) = off_core(
-                core,
-                authenticator.is_blocking(),
-                (AuthStep::Fail, AuthState::none()),
-                move || {
-                    let step = auth.step(&mut state, data.as_deref());
-                    (step, state)
-                },
-            )
+            let answer = off_core(core, conn, authenticator.is_blocking(), move || {
+                let step = auth.step(&mut state, data.as_deref());
+                (step, state)
+            })
             .await;
+            let (step, state) = answer.unwrap_or((AuthStep::Fail, AuthState::none()));
             (connect, method, authenticator, step, state)
         }
         Some(Exchange::Established {
@@ -738,13 +821,11 @@ pub(crate) async fn on_auth(
             // The exchange starts over, as for CONNECT, with the session's identity.
             let owned = Owned::connected(core, conn);
             let auth = authenticator.clone();
-            let (step, state) = off_core(
-                core,
-                authenticator.is_blocking(),
-                (AuthStep::Fail, AuthState::none()),
-                move || auth.start(&owned.info(), data.as_deref()),
-            )
+            let answer = off_core(core, conn, authenticator.is_blocking(), move || {
+                auth.start(&owned.info(), data.as_deref())
+            })
             .await;
+            let (step, state) = answer.unwrap_or((AuthStep::Fail, AuthState::none()));
             (None, method, authenticator, step, state)
         }
         _ => {
@@ -837,11 +918,20 @@ async fn refused(
 ) -> CloseReason {
     add(&core.stats().auth_failures, 1);
     info!(client_id, peer = ?conn.peer, listener = %conn.listener, "authentication failed: {why:?}");
+    answer_refusal(core, conn, proto, ReasonCode(why.reason_code())).await
+}
+
+/// The refusing CONNACK, after the failure delay.
+async fn answer_refusal(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    proto: Protocol,
+    code: ReasonCode,
+) -> CloseReason {
     let delay = core.shared.security.failure_delay;
     if !delay.is_zero() {
         monoio::time::sleep(delay).await;
     }
-    let code = ReasonCode(why.reason_code());
     refuse(conn, proto, code);
     CloseReason::Refused(code.0)
 }

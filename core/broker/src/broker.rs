@@ -124,7 +124,14 @@ impl Broker {
             mailboxes: (0..cores).map(|_| Mailbox::default()).collect(),
             registry: Registry::default(),
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
-            hooks: HookPool::new(if blocking { 2 } else { 0 }),
+            hooks: HookPool::new(
+                match (blocking, config.hook_threads) {
+                    (false, _) => 0,
+                    (true, 0) => HookPool::threads_for_machine(),
+                    (true, n) => n,
+                },
+                Duration::from_millis(config.hook_timeout_ms),
+            ),
             authenticator,
             authorizer,
             security: security.clone(),
@@ -280,6 +287,8 @@ impl Broker {
             s.expired += g(&c.expired);
             s.protocol_errors += g(&c.protocol_errors);
             s.auth_failures += g(&c.auth_failures);
+            s.auth_busy += g(&c.auth_busy);
+            s.hook_timeouts += g(&c.hook_timeouts);
             s.hibernating += g(&c.hibernating);
         }
         s
@@ -296,10 +305,12 @@ impl Broker {
         for mb in &self.shared.mailboxes {
             mb.push(MeshMsg::Stop);
         }
+        // Before joining the cores: queued checks are dropped (their connections end), and a
+        // thread stuck in a hook is detached, so stop() returns whatever a hook does.
+        self.shared.hooks.shutdown();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        self.shared.hooks.shutdown();
         info!("uringmq stopped");
     }
 }

@@ -205,6 +205,21 @@ pub struct Config {
     /// Milliseconds to wait before a refusing CONNACK after failed authentication, against
     /// password guessing (the connection waits; the core does not).
     pub auth_failure_delay_ms: u64,
+    /// Threads that run blocking checks (password hashes, Python hooks); 0 = one per CPU,
+    /// at least two.
+    pub hook_threads: usize,
+    /// Milliseconds a blocking check (a hook, a password hash) may take. Past it the client is
+    /// refused (CONNACK 0x88 Server unavailable / v3 3; a PUBLISH or SUBSCRIBE is denied) and
+    /// a warning is logged; the thread stuck in it is replaced.
+    pub hook_timeout_ms: u64,
+    /// Authentications in progress (waiting for or running on a hook thread) per listener;
+    /// past it a CONNECT is refused with 0x89 Server busy (v3: 3 Server unavailable).
+    /// 0 = unlimited.
+    pub max_pending_auth: usize,
+    /// Authentications in progress per client IP address; past it a CONNECT is refused with
+    /// 0x9F Connection rate exceeded (v3: 3 Server unavailable), so one address flooding wrong
+    /// passwords cannot fill the hook threads' queue for everyone. 0 = unlimited.
+    pub max_pending_auth_per_address: usize,
 }
 
 fn default_bind() -> IpAddr {
@@ -249,6 +264,10 @@ impl Default for Config {
             acl_file: None,
             scram_sha256: false,
             auth_failure_delay_ms: 500,
+            hook_threads: 0,
+            hook_timeout_ms: 5000,
+            max_pending_auth: 1024,
+            max_pending_auth_per_address: 64,
         }
     }
 }
@@ -324,6 +343,9 @@ impl Config {
         }
         if self.connect_timeout_secs == 0 {
             return bad("connect_timeout_secs", "must be at least 1");
+        }
+        if self.hook_timeout_ms == 0 {
+            return bad("hook_timeout_ms", "must be at least 1");
         }
         if self.log_level.trim().is_empty() {
             return bad("log_level", "must not be empty");

@@ -968,7 +968,7 @@ async fn pre_authorize(
     };
     let listener = conn.listener.to_string();
     let peer = conn.peer;
-    let rx = core.shared.hooks.run(move || {
+    let submitted = core.shared.hooks.run(move || {
         let mut info = ClientInfo::new(&client_id, username.as_deref(), &listener);
         info.peer = peer;
         topics
@@ -976,8 +976,20 @@ async fn pre_authorize(
             .map(|t| authz.authorize(&info, access, t))
             .collect::<Vec<bool>>()
     });
-    // A hook that panicked denies.
-    Some(rx.await.unwrap_or_default())
+    // No answer (hook threads saturated, a timeout, a panic, the broker stopping) denies:
+    // a missing verdict is a refusal.
+    let answer = match submitted {
+        Ok(wait) => {
+            wait.answer(|| core.stopping.get() || conn.kill_reason().is_some())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if answer.as_ref().err() == Some(&crate::hooks::HookError::TimedOut) {
+        add(&core.stats().hook_timeouts, 1);
+        warn!(peer = ?conn.peer, listener = %conn.listener, "authorisation hook timed out (hook_timeout_ms); access denied");
+    }
+    Some(answer.unwrap_or_default())
 }
 
 /// Writes a refusing CONNACK (mapped to a 3.x return code by the encoder).

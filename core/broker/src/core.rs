@@ -47,6 +47,8 @@ pub(crate) struct CoreStats {
     pub(crate) expired: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
+    pub(crate) auth_busy: AtomicU64,
+    pub(crate) hook_timeouts: AtomicU64,
     pub(crate) hibernating: AtomicU64,
 }
 

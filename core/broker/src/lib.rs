@@ -18,6 +18,7 @@ mod hooks;
 mod listener;
 mod mesh;
 mod out_queue;
+mod pending;
 mod registry;
 mod reload;
 mod retained;
