@@ -3,7 +3,9 @@
 //! The broker calls a hook whose `is_blocking()` is true on a hook thread, never on a core, so a
 //! callback waiting for the GIL stalls no connection. The thread attaches with `try_attach`: during
 //! interpreter shutdown it cannot, and the hook then denies. A callback that raises denies too
-//! (fail closed) and logs the traceback on the `uringmq` logger.
+//! (fail closed) and logs the traceback on the `uringmq` logger. A callback that outlives
+//! `hook_timeout_ms` denies too (the broker stops waiting and logs a warning); its thread is
+//! left to finish and never joined, so `Broker.stop()` returns whatever the callback does.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};

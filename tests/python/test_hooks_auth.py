@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import threading
 
 import pytest
@@ -190,3 +191,29 @@ def test_raising_on_publish_denies_and_logs(make, caplog):
 def test_a_hook_and_its_fine_grained_form_are_exclusive(hooks):
     with pytest.raises(TypeError, match="not both"):
         uringmq.Broker(port=0, **hooks)
+
+
+def test_a_sleeping_hook_times_out_and_stop_returns(make):
+    release = threading.Event()
+
+    def authenticate(client, password):
+        while not release.is_set():  # a hook stuck on a backend that never answers
+            time.sleep(0.05)
+        return True
+
+    b = make(authenticate=authenticate, hook_timeout_ms=300)
+    try:
+        started = time.monotonic()
+        assert connack(b, MQTT5) == 0x88  # server unavailable, after the timeout
+        assert connack(b, MQTT311) == 3
+        assert time.monotonic() - started >= 0.5
+        assert b.stats().hook_timeouts == 2
+        # One more client is waiting on a stuck hook when the broker stops.
+        waiting = RawClient(b.host, b.port, MQTT5)
+        waiting.send(mqtt_helpers.connect_packet(uid("waiting"), version=MQTT5))
+        started = time.monotonic()
+        b.stop()
+        assert time.monotonic() - started < 3.0, "stop() waited for the hook"
+        waiting.close()
+    finally:
+        release.set()
