@@ -194,11 +194,12 @@ def test_a_hook_and_its_fine_grained_form_are_exclusive(hooks):
 
 
 def test_a_sleeping_hook_times_out_and_stop_returns(make):
-    release = threading.Event()
+    release, returned = threading.Event(), threading.Semaphore(0)
 
     def authenticate(client, password):
         while not release.is_set():  # a hook stuck on a backend that never answers
             time.sleep(0.05)
+        returned.release()
         return True
 
     b = make(authenticate=authenticate, hook_timeout_ms=300)
@@ -217,3 +218,7 @@ def test_a_sleeping_hook_times_out_and_stop_returns(make):
         waiting.close()
     finally:
         release.set()
+        # The three stuck calls return before the test ends: a hook thread still inside Python
+        # when the interpreter finalises would abort the process.
+        for _ in range(3):
+            returned.acquire(timeout=WAIT)
