@@ -100,6 +100,22 @@ pub struct ListenerConfig {
     /// Overrides the global `scram_sha256` for this listener.
     #[serde(default)]
     pub scram_sha256: Option<bool>,
+    /// This listener's own JWT secret (HS256/384/512); a listener that sets any `jwt_*_file`
+    /// key verifies tokens with its own keys only (per listener, as `password_file`).
+    #[serde(default)]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// This listener's own PEM public key for JWTs (RS*/PS*/ES*).
+    #[serde(default)]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// This listener's own JWKS file.
+    #[serde(default)]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Overrides the global `jwt_username_claim` for this listener.
+    #[serde(default)]
+    pub jwt_username_claim: Option<String>,
+    /// Overrides the global `jwt_acl_claim` for this listener.
+    #[serde(default)]
+    pub jwt_acl_claim: Option<String>,
 }
 
 impl ListenerConfig {
@@ -122,7 +138,19 @@ impl ListenerConfig {
             password_file: None,
             acl_file: None,
             scram_sha256: None,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_username_claim: None,
+            jwt_acl_claim: None,
         }
+    }
+
+    /// Whether this listener has JWT keys of its own.
+    pub fn has_own_jwt_keys(&self) -> bool {
+        self.jwt_secret_file.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_file.is_some()
     }
 }
 
@@ -205,6 +233,19 @@ pub struct Config {
     /// Milliseconds to wait before a refusing CONNACK after failed authentication, against
     /// password guessing (the connection waits; the core does not).
     pub auth_failure_delay_ms: u64,
+    /// JWT authentication: a file holding the HMAC secret (HS256/384/512). The CONNECT
+    /// password carries the token; see `uringmq_auth::jwt`.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// JWT authentication: a PEM public key, RSA (RS256/384/512, PS256/384/512) or EC
+    /// (ES256/384).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// JWT authentication: a JWKS document (`{"keys": [...]}`), keys picked by `kid`.
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// The token claim that holds the user name.
+    pub jwt_username_claim: String,
+    /// The token claim that holds the client's ACL (`{"pub": [filters], "sub": [filters]}`,
+    /// `%c`/`%u` substituted); unset: tokens carry no ACL and the `acl_file` applies.
+    pub jwt_acl_claim: Option<String>,
     /// Threads that run blocking checks (password hashes, Python hooks); 0 = one per CPU,
     /// at least two.
     pub hook_threads: usize,
@@ -264,6 +305,11 @@ impl Default for Config {
             acl_file: None,
             scram_sha256: false,
             auth_failure_delay_ms: 500,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_username_claim: "sub".to_owned(),
+            jwt_acl_claim: None,
             hook_threads: 0,
             hook_timeout_ms: 5000,
             max_pending_auth: 1024,
@@ -344,6 +390,11 @@ impl Config {
         if self.connect_timeout_secs == 0 {
             return bad("connect_timeout_secs", "must be at least 1");
         }
+        let claims = std::iter::once(Some(&self.jwt_username_claim))
+            .chain(self.listeners.iter().map(|l| l.jwt_username_claim.as_ref()));
+        if claims.flatten().any(|c| c.is_empty()) {
+            return bad("jwt_username_claim", "must not be empty");
+        }
         if self.hook_timeout_ms == 0 {
             return bad("hook_timeout_ms", "must be at least 1");
         }
@@ -392,12 +443,13 @@ impl Config {
                 .chain(self.listeners.iter().map(crate::endpoint::listener_name))
                 .filter(|n| *n == name)
                 .count();
-            if (l.password_file.is_some() || l.acl_file.is_some()) && same_name > 1 {
+            let own_files = l.password_file.is_some() || l.acl_file.is_some();
+            if (own_files || l.has_own_jwt_keys()) && same_name > 1 {
                 return bad(
                     "listener.name",
                     format!(
-                        "listener `{name}` has its own password_file/acl_file, so its name \
-                         must be unique: give each [[listener]] a distinct `name`"
+                        "listener `{name}` has its own password_file/acl_file/jwt keys, so its \
+                         name must be unique: give each [[listener]] a distinct `name`"
                     ),
                 );
             }
@@ -422,6 +474,27 @@ impl Config {
         listener
             .and_then(|l| l.scram_sha256)
             .unwrap_or(self.scram_sha256)
+    }
+
+    /// The JWT settings in force on `listener` (`None`: the default listener): its own keys
+    /// and claims if it sets keys, else the global ones (claims overridable per listener).
+    pub fn jwt_settings(&self, listener: Option<&ListenerConfig>) -> uringmq_auth::JwtSettings {
+        let own = listener.filter(|l| l.has_own_jwt_keys());
+        let username_claim = listener.and_then(|l| l.jwt_username_claim.clone());
+        let acl_claim = listener.and_then(|l| l.jwt_acl_claim.clone());
+        uringmq_auth::JwtSettings {
+            secret_file: own
+                .map_or(&self.jwt_secret_file, |l| &l.jwt_secret_file)
+                .clone(),
+            public_key_file: own
+                .map_or(&self.jwt_public_key_file, |l| &l.jwt_public_key_file)
+                .clone(),
+            jwks_file: own
+                .map_or(&self.jwt_jwks_file, |l| &l.jwt_jwks_file)
+                .clone(),
+            username_claim: username_claim.unwrap_or_else(|| self.jwt_username_claim.clone()),
+            acl_claim: acl_claim.or_else(|| self.jwt_acl_claim.clone()),
+        }
     }
 
     /// Whether anonymous clients are allowed on a listener bound to `addr` (secure default:

@@ -958,12 +958,13 @@ async fn pre_authorize(
         ),
         _ => return None,
     };
-    let (client_id, username) = {
+    let (client_id, username, token_acl) = {
         let st = core.st.borrow();
         let e = st.sessions.get(&key)?;
         (
             e.s.client_id.to_string(),
             e.s.username.as_deref().map(str::to_owned),
+            e.token_acl.clone(),
         )
     };
     let listener = conn.listener.to_string();
@@ -971,6 +972,7 @@ async fn pre_authorize(
     let submitted = core.shared.hooks.run(move || {
         let mut info = ClientInfo::new(&client_id, username.as_deref(), &listener);
         info.peer = peer;
+        info.acl = token_acl.as_deref();
         topics
             .iter()
             .map(|t| authz.authorize(&info, access, t))
@@ -1041,7 +1043,7 @@ async fn on_connect(
     }
     // Authentication (certificate, enhanced AUTH exchange, password file, anonymous policy,
     // hooks): on a hook thread where blocking; refusals are delayed and counted there.
-    let granted =
+    let mut granted =
         match crate::auth::authenticate(core, conn, &mut c, &n.client_id, requested).await? {
             Some(granted) => granted,
             // Waiting for the client's AUTH packet.
@@ -1072,17 +1074,20 @@ async fn on_connect(
     };
     s.client_id = id.clone();
     s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
+    // This connection's grants replace the previous connection's (a resumed session).
     if core.stopping.get() || conn.killed.borrow().is_some() {
         // Closed while waiting: the session (this key owns the id now) stays or ends as if
         // the connection had closed right after CONNACK, without a will.
         let reason = conn.kill_reason().unwrap_or(CloseReason::Shutdown);
         let listener = core.shared.security.listener_index(&conn.listener);
         core.install_session(key, s, Sink::Offline(listener));
+        core.set_token_acl(key, granted.token_acl());
         core.after_install(key, moved_from);
         core.connection_closed(key, &reason);
         return Err(reason);
     }
     s.will = c.will.take().map(Box::new);
+    let token_acl = granted.token_acl();
     let properties = if proto.is_v5() {
         let mut p = n.connack_properties(&limits);
         *conn.exchange.borrow_mut() = granted.apply(&mut p);
@@ -1102,6 +1107,7 @@ async fn on_connect(
     conn.grace_ms.set(u32::try_from(grace).unwrap_or(u32::MAX));
     *conn.client_id.borrow_mut() = Some(id.clone());
     core.install_session(key, s, Sink::Conn(conn.clone()));
+    core.set_token_acl(key, token_acl);
     if present {
         core.resume_delivery(key);
     }
