@@ -9,6 +9,7 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use uringmq_auth::{
     Access, AuthDecision, Authenticator, Authorizer, ClientInfo as RustClientInfo, DenyReason,
 };
@@ -50,6 +51,30 @@ impl From<&RustClientInfo<'_>> for ClientInfo {
     }
 }
 
+/// Hook threads inside a Python callback now (see [`crate::exit::wait_for_hooks`]).
+static IN_CALLBACK: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether some hook thread is inside a Python callback.
+pub fn callbacks_running() -> bool {
+    IN_CALLBACK.load(Ordering::Acquire) > 0
+}
+
+/// Counts one callback in progress for as long as it lives.
+struct InCallback;
+
+impl InCallback {
+    fn enter() -> Self {
+        IN_CALLBACK.fetch_add(1, Ordering::AcqRel);
+        InCallback
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        IN_CALLBACK.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// `authenticate(client: ClientInfo, password: bytes | None) -> bool | str`.
 pub struct PyAuthenticator(pub Py<PyAny>);
 
@@ -60,6 +85,7 @@ pub struct PyAuthorizer(pub Py<PyAny>);
 
 impl Authenticator for PyAuthenticator {
     fn authenticate(&self, client: &RustClientInfo<'_>, password: Option<&[u8]>) -> AuthDecision {
+        let _counted = InCallback::enter();
         // Interpreter gone (shutdown): nobody can decide, tell the client to come back later.
         Python::try_attach(|py| {
             let password = password.map(|p| PyBytes::new(py, p));
@@ -115,6 +141,7 @@ impl Authorizer for PyAuthorizer {
             Access::Subscribe => "subscribe",
             Access::Receive => "receive",
         };
+        let _counted = InCallback::enter();
         Python::try_attach(|py| {
             match self
                 .0

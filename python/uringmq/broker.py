@@ -64,6 +64,10 @@ def _stop_all() -> None:
         brokers = list(_running)
     for broker in brokers:
         broker.stop()
+    # A hook thread still inside a Python callback when the interpreter finalises would abort
+    # the process; stop() leaves hooks stuck past hook_timeout_ms running, so give them a
+    # bounded chance to return.
+    _uringmq.wait_for_hooks(2.0)
 
 
 def _hooks(
@@ -154,7 +158,9 @@ class Broker:
 
     def stop(self) -> None:
         """Stops the broker: closes every connection (no wills), joins every thread, frees the
-        port. In-process subscriptions end (``SubscriptionClosed`` once drained). Idempotent."""
+        port. In-process subscriptions end (``SubscriptionClosed`` once drained). Idempotent.
+        Bounded in time: a hook thread stuck in a callback past ``hook_timeout_ms`` is left to
+        finish, never waited for."""
         self._native.stop()
         with _running_lock:
             _running.discard(self)

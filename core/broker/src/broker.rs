@@ -296,7 +296,8 @@ impl Broker {
 
     /// Stops the broker: closes the listeners (the port is free on return) and every
     /// connection (v5 clients get DISCONNECT 0x8B; no wills are published), and joins every
-    /// thread. Idempotent.
+    /// thread but a hook thread stuck in a hook (detached: `stop` never waits for a hook, see
+    /// `hooks.rs`). Idempotent.
     pub fn stop(&mut self) {
         if !self.running && self.threads.is_empty() {
             return;
