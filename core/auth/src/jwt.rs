@@ -578,8 +578,10 @@ mod tests {
         .unwrap();
         let claims = json!({"sub": "dev", "exp": now() + 600});
         let signed = |kid: &str, secret: &[u8]| {
-            let mut h = Header::default();
-            h.kid = Some(kid.to_owned());
+            let h = Header {
+                kid: Some(kid.to_owned()),
+                ..Header::default()
+            };
             encode(&h, &claims, &EncodingKey::from_secret(secret)).unwrap()
         };
         assert!(v.verify(&ANON, &signed("two", b"second-secret")).is_ok());
