@@ -540,6 +540,11 @@ mod tests {
             password_file: Some("p".into()),
             acl_file: Some("a".into()),
             scram_sha256: Some(true),
+            jwt_secret_file: Some("s".into()),
+            jwt_public_key_file: Some("k".into()),
+            jwt_jwks_file: Some("j".into()),
+            jwt_username_claim: Some("sub".into()),
+            jwt_acl_claim: Some("acl".into()),
             ..ListenerConfig::new(Transport::Tcp, 1884)
         };
         for line in toml::to_string(&every).unwrap_or_default().lines() {
