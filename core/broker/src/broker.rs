@@ -128,7 +128,14 @@ impl Broker {
             mailboxes: (0..cores).map(|_| Mailbox::default()).collect(),
             registry: Registry::default(),
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
-            hooks: HookPool::new(if blocking { 2 } else { 0 }),
+            hooks: HookPool::new(
+                match (blocking, config.hook_threads) {
+                    (false, _) => 0,
+                    (true, 0) => HookPool::threads_for_machine(),
+                    (true, n) => n,
+                },
+                Duration::from_millis(config.hook_timeout_ms),
+            ),
             authenticator,
             authorizer,
             security: security.clone(),
@@ -329,6 +336,8 @@ impl Broker {
             s.expired += g(&c.expired);
             s.protocol_errors += g(&c.protocol_errors);
             s.auth_failures += g(&c.auth_failures);
+            s.auth_busy += g(&c.auth_busy);
+            s.hook_timeouts += g(&c.hook_timeouts);
             s.hibernating += g(&c.hibernating);
             s.wills_denied += g(&c.wills_denied);
             s.publish_rate_limited += g(&c.publish_rate_limited);
@@ -339,7 +348,8 @@ impl Broker {
 
     /// Stops the broker: closes the listeners (the port is free on return) and every
     /// connection (v5 clients get DISCONNECT 0x8B; no wills are published), and joins every
-    /// thread. Idempotent.
+    /// thread but a hook thread stuck in a hook (detached: `stop` never waits for a hook, see
+    /// `hooks.rs`). Idempotent.
     pub fn stop(&mut self) {
         if !self.running && self.threads.is_empty() {
             return;
@@ -348,10 +358,12 @@ impl Broker {
         for mb in &self.shared.mailboxes {
             mb.push(MeshMsg::Stop);
         }
+        // Before joining the cores: queued checks are dropped (their connections end), and a
+        // thread stuck in a hook is detached, so stop() returns whatever a hook does.
+        self.shared.hooks.shutdown();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        self.shared.hooks.shutdown();
         info!("uringmq stopped");
     }
 }

@@ -109,6 +109,22 @@ pub struct ListenerConfig {
     /// Overrides the global `max_connection_rate` for this listener.
     #[serde(default)]
     pub max_connection_rate: Option<u64>,
+    /// This listener's own JWT secret (HS256/384/512); a listener that sets any `jwt_*_file`
+    /// key verifies tokens with its own keys only (per listener, as `password_file`).
+    #[serde(default)]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// This listener's own PEM public key for JWTs (RS*/PS*/ES*).
+    #[serde(default)]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// This listener's own JWKS file.
+    #[serde(default)]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Overrides the global `jwt_username_claim` for this listener.
+    #[serde(default)]
+    pub jwt_username_claim: Option<String>,
+    /// Overrides the global `jwt_acl_claim` for this listener.
+    #[serde(default)]
+    pub jwt_acl_claim: Option<String>,
 }
 
 impl ListenerConfig {
@@ -134,7 +150,19 @@ impl ListenerConfig {
             max_publish_rate: None,
             max_publish_bytes_rate: None,
             max_connection_rate: None,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_username_claim: None,
+            jwt_acl_claim: None,
         }
+    }
+
+    /// Whether this listener has JWT keys of its own.
+    pub fn has_own_jwt_keys(&self) -> bool {
+        self.jwt_secret_file.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_file.is_some()
     }
 }
 
@@ -273,6 +301,34 @@ pub struct Config {
     /// Milliseconds to wait before a refusing CONNACK after failed authentication, against
     /// password guessing (the connection waits; the core does not).
     pub auth_failure_delay_ms: u64,
+    /// JWT authentication: a file holding the HMAC secret (HS256/384/512). The CONNECT
+    /// password carries the token; see `uringmq_auth::jwt`.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// JWT authentication: a PEM public key, RSA (RS256/384/512, PS256/384/512) or EC
+    /// (ES256/384).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// JWT authentication: a JWKS document (`{"keys": [...]}`), keys picked by `kid`.
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// The token claim that holds the user name.
+    pub jwt_username_claim: String,
+    /// The token claim that holds the client's ACL (`{"pub": [filters], "sub": [filters]}`,
+    /// `%c`/`%u` substituted); unset: tokens carry no ACL and the `acl_file` applies.
+    pub jwt_acl_claim: Option<String>,
+    /// Threads that run blocking checks (password hashes, Python hooks); 0 = one per CPU,
+    /// at least two.
+    pub hook_threads: usize,
+    /// Milliseconds a blocking check (a hook, a password hash) may take. Past it the client is
+    /// refused (CONNACK 0x88 Server unavailable / v3 3; a PUBLISH or SUBSCRIBE is denied) and
+    /// a warning is logged; the thread stuck in it is replaced.
+    pub hook_timeout_ms: u64,
+    /// Authentications in progress (waiting for or running on a hook thread) per listener;
+    /// past it a CONNECT is refused with 0x89 Server busy (v3: 3 Server unavailable).
+    /// 0 = unlimited.
+    pub max_pending_auth: usize,
+    /// Authentications in progress per client IP address; past it a CONNECT is refused with
+    /// 0x9F Connection rate exceeded (v3: 3 Server unavailable), so one address flooding wrong
+    /// passwords cannot fill the hook threads' queue for everyone. 0 = unlimited.
+    pub max_pending_auth_per_address: usize,
 }
 
 fn default_bind() -> IpAddr {
@@ -322,6 +378,15 @@ impl Default for Config {
             acl_file: None,
             scram_sha256: false,
             auth_failure_delay_ms: 500,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_username_claim: "sub".to_owned(),
+            jwt_acl_claim: None,
+            hook_threads: 0,
+            hook_timeout_ms: 5000,
+            max_pending_auth: 1024,
+            max_pending_auth_per_address: 64,
         }
     }
 }
@@ -438,6 +503,14 @@ impl Config {
         if self.connect_timeout_secs == 0 {
             return bad("connect_timeout_secs", "must be at least 1");
         }
+        let claims = std::iter::once(Some(&self.jwt_username_claim))
+            .chain(self.listeners.iter().map(|l| l.jwt_username_claim.as_ref()));
+        if claims.flatten().any(|c| c.is_empty()) {
+            return bad("jwt_username_claim", "must not be empty");
+        }
+        if self.hook_timeout_ms == 0 {
+            return bad("hook_timeout_ms", "must be at least 1");
+        }
         if self.log_level.trim().is_empty() {
             return bad("log_level", "must not be empty");
         }
@@ -483,12 +556,13 @@ impl Config {
                 .chain(self.listeners.iter().map(crate::endpoint::listener_name))
                 .filter(|n| *n == name)
                 .count();
-            if (l.password_file.is_some() || l.acl_file.is_some()) && same_name > 1 {
+            let own_files = l.password_file.is_some() || l.acl_file.is_some();
+            if (own_files || l.has_own_jwt_keys()) && same_name > 1 {
                 return bad(
                     "listener.name",
                     format!(
-                        "listener `{name}` has its own password_file/acl_file, so its name \
-                         must be unique: give each [[listener]] a distinct `name`"
+                        "listener `{name}` has its own password_file/acl_file/jwt keys, so its \
+                         name must be unique: give each [[listener]] a distinct `name`"
                     ),
                 );
             }
@@ -534,6 +608,27 @@ impl Config {
         listener
             .and_then(|l| l.max_connection_rate)
             .unwrap_or(self.max_connection_rate)
+    }
+
+    /// The JWT settings in force on `listener` (`None`: the default listener): its own keys
+    /// and claims if it sets keys, else the global ones (claims overridable per listener).
+    pub fn jwt_settings(&self, listener: Option<&ListenerConfig>) -> uringmq_auth::JwtSettings {
+        let own = listener.filter(|l| l.has_own_jwt_keys());
+        let username_claim = listener.and_then(|l| l.jwt_username_claim.clone());
+        let acl_claim = listener.and_then(|l| l.jwt_acl_claim.clone());
+        uringmq_auth::JwtSettings {
+            secret_file: own
+                .map_or(&self.jwt_secret_file, |l| &l.jwt_secret_file)
+                .clone(),
+            public_key_file: own
+                .map_or(&self.jwt_public_key_file, |l| &l.jwt_public_key_file)
+                .clone(),
+            jwks_file: own
+                .map_or(&self.jwt_jwks_file, |l| &l.jwt_jwks_file)
+                .clone(),
+            username_claim: username_claim.unwrap_or_else(|| self.jwt_username_claim.clone()),
+            acl_claim: acl_claim.or_else(|| self.jwt_acl_claim.clone()),
+        }
     }
 
     /// Whether anonymous clients are allowed on a listener bound to `addr` (secure default:
@@ -613,6 +708,11 @@ mod tests {
             max_publish_rate: Some(1),
             max_publish_bytes_rate: Some(1),
             max_connection_rate: Some(1),
+            jwt_secret_file: Some("s".into()),
+            jwt_public_key_file: Some("k".into()),
+            jwt_jwks_file: Some("j".into()),
+            jwt_username_claim: Some("sub".into()),
+            jwt_acl_claim: Some("acl".into()),
             ..ListenerConfig::new(Transport::Tcp, 1884)
         };
         for line in toml::to_string(&every).unwrap_or_default().lines() {

@@ -1051,26 +1051,40 @@ async fn pre_authorize(
         ),
         _ => return None,
     };
-    let (client_id, username) = {
+    let (client_id, username, token_acl) = {
         let st = core.st.borrow();
         let e = st.sessions.get(&key)?;
         (
             e.s.client_id.to_string(),
             e.s.username.as_deref().map(str::to_owned),
+            e.token_acl.clone(),
         )
     };
     let listener = conn.listener.to_string();
     let peer = conn.peer;
-    let rx = core.shared.hooks.run(move || {
+    let submitted = core.shared.hooks.run(move || {
         let mut info = ClientInfo::new(&client_id, username.as_deref(), &listener);
         info.peer = peer;
+        info.acl = token_acl.as_deref();
         topics
             .iter()
             .map(|t| authz.authorize(&info, access, t))
             .collect::<Vec<bool>>()
     });
-    // A hook that panicked denies.
-    Some(rx.await.unwrap_or_default())
+    // No answer (hook threads saturated, a timeout, a panic, the broker stopping) denies:
+    // a missing verdict is a refusal.
+    let answer = match submitted {
+        Ok(wait) => {
+            wait.answer(|| core.stopping.get() || conn.kill_reason().is_some())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if answer.as_ref().err() == Some(&crate::hooks::HookError::TimedOut) {
+        add(&core.stats().hook_timeouts, 1);
+        warn!(peer = ?conn.peer, listener = %conn.listener, "authorisation hook timed out (hook_timeout_ms); access denied");
+    }
+    Some(answer.unwrap_or_default())
 }
 
 /// Writes a refusing CONNACK (mapped to a 3.x return code by the encoder).
@@ -1133,7 +1147,7 @@ async fn on_connect(
     }
     // Authentication (certificate, enhanced AUTH exchange, password file, anonymous policy,
     // hooks): on a hook thread where blocking; refusals are delayed and counted there.
-    let granted =
+    let mut granted =
         match crate::auth::authenticate(core, conn, &mut c, &n.client_id, requested).await? {
             Some(granted) => granted,
             // Waiting for the client's AUTH packet.
@@ -1175,6 +1189,8 @@ async fn on_connect(
     };
     s.client_id = id.clone();
     s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
+    // This connection's grants replace the previous connection's (a resumed session).
+    let token_acl = granted.token_acl();
     let properties = if proto.is_v5() {
         let mut p = n.connack_properties(&limits);
         *conn.exchange.borrow_mut() = granted.apply(&mut p);
@@ -1201,6 +1217,7 @@ async fn on_connect(
         };
         let listener = core.shared.security.listener_index(&conn.listener);
         core.install_session(key, s, Sink::Offline(listener));
+        core.set_token_acl(key, token_acl);
         core.after_install(key, moved_from);
         core.connection_closed(key, &reason);
         return Err(reason);
@@ -1214,6 +1231,7 @@ async fn on_connect(
     conn.grace_ms.set(u32::try_from(grace).unwrap_or(u32::MAX));
     *conn.client_id.borrow_mut() = Some(id.clone());
     core.install_session(key, s, Sink::Conn(conn.clone()));
+    core.set_token_acl(key, token_acl);
     if present {
         core.resume_delivery(key);
     }

@@ -48,6 +48,8 @@ pub(crate) struct CoreStats {
     pub(crate) expired: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
+    pub(crate) auth_busy: AtomicU64,
+    pub(crate) hook_timeouts: AtomicU64,
     pub(crate) hibernating: AtomicU64,
     pub(crate) wills_denied: AtomicU64,
     pub(crate) publish_rate_limited: AtomicU64,
@@ -111,6 +113,10 @@ pub(crate) struct Entry {
     /// otherwise cost that per slot, not per session.
     pub(crate) s: Box<Session>,
     pub(crate) sink: Sink,
+    /// The ACL rules of the token its current (or last) connection authenticated with (a
+    /// JWT's ACL claim): they replace the ACL file for this session. Here rather than in the
+    /// `Session`, which stays in its 256-byte allocation class.
+    pub(crate) token_acl: Option<Arc<uringmq_auth::AclFile>>,
 }
 
 /// Why a connection ended: decides the will and the log line.
@@ -1025,9 +1031,21 @@ impl Core {
         self.stats()
             .subscriptions
             .fetch_add(subs.len() as u64, Ordering::Relaxed);
-        self.st.borrow_mut().sessions.insert(key, Entry { s, sink });
+        let entry = Entry {
+            s,
+            sink,
+            token_acl: None,
+        };
+        self.st.borrow_mut().sessions.insert(key, entry);
         for (filter, opts) in subs {
             self.index_subscription(&filter, key, opts);
+        }
+    }
+
+    /// Keeps what authenticating session `key`'s connection granted (see `Entry::token_acl`).
+    pub(crate) fn set_token_acl(&self, key: u64, acl: Option<Arc<uringmq_auth::AclFile>>) {
+        if let Some(e) = self.st.borrow_mut().sessions.get_mut(&key) {
+            e.token_acl = acl;
         }
     }
 
@@ -1229,7 +1247,9 @@ impl Core {
     fn tell_disconnect(&self, conn: &Conn, s: &Session, reason: &CloseReason) {
         if let Some(hook) = self.shared.on_disconnect.clone() {
             let (client, why) = (summary(conn, s), reason.name());
-            self.shared.hooks.notify(move || hook(client, why));
+            if !self.shared.hooks.notify(move || hook(client, why)) {
+                debug!("disconnect hook not called: the hook threads are busy or stopped");
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 
 use crate::api;
 use crate::connection::Conn;
-use crate::core::{add, CloseReason, Core, Sink, State};
+use crate::core::{add, CloseReason, Core, Entry, Sink, State};
 use crate::out_queue::{OutQueue, SHARE_THRESHOLD};
 use crate::shared_sub::group_filter;
 use bytes::BytesMut;
@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::debug;
-use uringmq_auth::{Access, ClientInfo};
+use uringmq_auth::Access;
 use uringmq_codec::{
     encode, encode_within, encoded_len, Ack, ByteStr, Disconnect, Packet, Protocol, Publish,
     PublishHead, PublishProperties, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -365,13 +365,13 @@ impl Core {
         self.pump_in(st, key, now);
     }
 
-    fn client_info_allows(&self, conn: &Conn, s: &Session, access: Access, topic: &str) -> bool {
+    fn client_info_allows(&self, conn: &Conn, e: &Entry, access: Access, topic: &str) -> bool {
         match &self.shared.authorizer {
             None => true,
             // Blocking authorisers are asked on a hook thread before the packet gets here.
             Some(a) if a.is_blocking() => true,
             Some(a) => {
-                let mut info = ClientInfo::new(&s.client_id, s.username.as_deref(), &conn.listener);
+                let mut info = crate::auth::session_info(e, &conn.listener);
                 info.peer = conn.peer;
                 a.authorize(&info, access, topic)
             }
@@ -570,9 +570,7 @@ impl Core {
             }
             // `$SYS/` is the broker's [§4.7.2]: clients may not publish there.
             let allowed = !Message::is_sys_topic(&topic)
-                && pre.unwrap_or_else(|| {
-                    self.client_info_allows(conn, &e.s, Access::Publish, &topic)
-                });
+                && pre.unwrap_or_else(|| self.client_info_allows(conn, e, Access::Publish, &topic));
             if !allowed && p.qos == QoS::ExactlyOnce && v5 {
                 // A PUBREC with an error code ends the exchange: no PUBREL follows.
                 e.s.qos2_in.release(pid);
@@ -660,7 +658,7 @@ impl Core {
                     let st = self.st.borrow();
                     st.sessions
                         .get(&key)
-                        .is_some_and(|e| self.client_info_allows(conn, &e.s, Access::Subscribe, f))
+                        .is_some_and(|e| self.client_info_allows(conn, e, Access::Subscribe, f))
                 }
             };
             if !allowed {
