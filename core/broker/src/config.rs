@@ -454,8 +454,15 @@ impl Config {
                 *p = dir.join(&*p);
             }
         };
-        fix(&mut self.password_file);
-        fix(&mut self.acl_file);
+        for p in [
+            &mut self.password_file,
+            &mut self.acl_file,
+            &mut self.jwt_secret_file,
+            &mut self.jwt_public_key_file,
+            &mut self.jwt_jwks_file,
+        ] {
+            fix(p);
+        }
         for l in &mut self.listeners {
             for p in [
                 &mut l.cert_file,
@@ -463,6 +470,9 @@ impl Config {
                 &mut l.ca_file,
                 &mut l.password_file,
                 &mut l.acl_file,
+                &mut l.jwt_secret_file,
+                &mut l.jwt_public_key_file,
+                &mut l.jwt_jwks_file,
             ] {
                 fix(p);
             }
@@ -665,8 +675,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("uringmq-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("b.toml");
-        std::fs::write(&file, "acl_file = \"acl\"\npassword_file = \"/abs/p\"\n[[listener]]\nport = 0\ncert_file = \"tls/c.pem\"\n").unwrap();
+        std::fs::write(&file, "acl_file = \"acl\"\npassword_file = \"/abs/p\"\njwt_secret_file = \"s\"\n[[listener]]\nport = 0\nname = \"l\"\ncert_file = \"tls/c.pem\"\njwt_jwks_file = \"j.json\"\n").unwrap();
         let c = Config::from_file(&file).unwrap();
+        assert_eq!(c.jwt_secret_file, Some(dir.join("s")));
+        assert_eq!(c.listeners[0].jwt_jwks_file, Some(dir.join("j.json")));
         assert_eq!(c.acl_file, Some(dir.join("acl")));
         assert_eq!(c.password_file, Some(PathBuf::from("/abs/p")));
         assert_eq!(c.listeners[0].cert_file, Some(dir.join("tls/c.pem")));

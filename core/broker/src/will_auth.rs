@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 use uringmq_auth::{Access, Authorizer, ClientInfo};
 use uringmq_codec::LastWill;
 use uringmq_session::{Message, Origin};
@@ -71,8 +71,16 @@ async fn ask_hook(core: &Core, author: WillAuthor, w: &LastWill) -> bool {
         return true;
     };
     let topic = w.topic.to_string();
-    let rx = core.shared.hooks.run(move || author.ask(&*a, &topic));
-    rx.await.unwrap_or(false)
+    // Fail closed: a busy pool, a timed-out or failed check, or a stopping broker deny.
+    let Ok(wait) = core.shared.hooks.run(move || author.ask(&*a, &topic)) else {
+        return false;
+    };
+    let answer = wait.answer(|| core.stopping.get()).await;
+    if answer.as_ref().err() == Some(&crate::hooks::HookError::TimedOut) {
+        add(&core.stats().hook_timeouts, 1);
+        warn!(topic = %w.topic, "will authorisation timed out (hook_timeout_ms); dropping the will");
+    }
+    answer.unwrap_or(false)
 }
 
 impl Core {
