@@ -394,6 +394,37 @@ mod tests {
     }
 
     #[test]
+    fn with_every_thread_stuck_checks_fail_at_once_until_one_comes_back() {
+        let pool = HookPool::new(1, Duration::from_millis(20));
+        let (release, hold) = crossbeam_channel::bounded::<()>(0);
+        for _ in 0..=MAX_STUCK {
+            let hold = hold.clone();
+            let wait = pool.run(move || hold.recv().is_ok()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while wait.state.load(Ordering::Acquire) != RUNNING && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(block_on(wait.answer(|| false)), Err(HookError::TimedOut));
+        }
+        // MAX_STUCK replacements were started; the one more stuck thread was not replaced.
+        assert_eq!(pool.inner.stuck.load(Ordering::Acquire), MAX_STUCK + 1);
+        assert_eq!(
+            pool.run(|| true).err(),
+            Some(HookError::Busy),
+            "no queueing"
+        );
+        // The hooks return: one thread takes checks again, the others exit.
+        drop(release);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.inner.stuck.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pool.inner.healthy.load(Ordering::Acquire), 1);
+        let answer = pool.run(|| 5).unwrap();
+        assert_eq!(block_on(answer.answer(|| false)), Ok(5));
+    }
+
+    #[test]
     fn a_panicking_hook_fails_its_check_only() {
         let pool = HookPool::new(1, Duration::from_secs(5));
         let r = block_on(
