@@ -61,8 +61,6 @@ class Settings(TypedDict, total=False):
     max_publish_rate: Optional[int]
     max_publish_bytes_rate: Optional[int]
     max_packet_size: Optional[int]
-    max_topic_length: Optional[int]
-    max_subscription_bytes_per_client: Optional[int]
     jwt_secret_file: Optional[PathSetting]
     jwt_public_key_file: Optional[PathSetting]
     jwt_jwks_file: Optional[PathSetting]

@@ -231,3 +231,43 @@ fn listeners_may_have_their_own_keys_and_reload_re_reads_them() {
         "previous key kept"
     );
 }
+
+/// A will is a PUBLISH by its client: a client whose token rules do not allow the will's
+/// topic is refused at CONNECT, and one whose will they allow has it delivered.
+#[test]
+fn a_will_obeys_the_rules_of_its_clients_token() {
+    let secret = secret_file("jwt-will", b"hs-secret\n");
+    let b = broker_with(|c| {
+        c.jwt_secret_file = Some(secret.clone());
+        c.jwt_acl_claim = Some("acl".into());
+        c.auth_failure_delay_ms = 0;
+    });
+    let acl = json!({"acl": {"pub": ["devices/%c/status"], "sub": []}});
+    let token = hs256(&claims("owner", acl), b"hs-secret");
+    let spy = b.subscribe("#", QoS::AtLeastOnce).unwrap();
+    let with_will = |proto: Protocol, id: &str, topic: &str| {
+        let user = (!proto.is_v5()).then_some("owner");
+        let mut c = with_token(proto, id, user, &token);
+        c.will = Some(LastWill {
+            topic: topic.into(),
+            payload: bytes::Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Default::default(),
+        });
+        c
+    };
+    for proto in [Protocol::V5, Protocol::V3_1_1] {
+        let id = format!("w{}", proto as u8);
+        let refused = connack(&b, with_will(proto, &id, "secret/pwned"));
+        assert_eq!(refused, ReasonCode::NOT_AUTHORIZED, "{proto:?}");
+        let own = format!("devices/{id}/status");
+        let (c, ack) = Client::connect_with(b.local_addr(), with_will(proto, &id, &own));
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{proto:?}");
+        drop(c);
+        let d = spy.recv_timeout(Some(WAIT)).expect("the allowed will");
+        assert_eq!(d.topic, own);
+    }
+    assert!(spy.try_recv().is_none(), "the refused wills went nowhere");
+    assert_eq!(b.stats().retained, 2);
+}

@@ -565,29 +565,9 @@ struct Authz(Arc<Security>);
 
 impl Authorizer for Authz {
     fn authorize(&self, client: &ClientInfo<'_>, access: Access, topic: &str) -> bool {
-        let files = self.0.files.load();
-        // The rules of the client's token replace the ACL file for it. Else a client with no
-        // listener (an in-process subscription) cannot be matched to a listener's ACL: denied
-        // once some listener has an ACL of its own. (An offline persistent session is checked
-        // against the listener it last connected through.)
-        let acl = match client.acl {
-            Some(rules) => Some(rules),
-            None => match files.acl(client.listener) {
-                Ok(file) => file.map(|f| &**f),
-                Err(()) => return false,
-            },
-        };
-        let hook = self.0.hooks.authorizer.as_ref();
-        // Deliveries are checked on the core, per message: a blocking hook (a Python callback)
-        // is not asked about them, only the ACL is.
-        let hook = hook.filter(|h| access != Access::Receive || !h.is_blocking());
-        // The ACL, when one applies, always has an opinion; the hook decides otherwise (no
-        // opinion: denied). Neither: nothing to check.
-        match (acl, hook) {
-            (Some(acl), _) => acl.check(client, access, topic),
-            (None, Some(h)) => h.decide(client, access, topic).unwrap_or(false),
-            (None, None) => true,
-        }
+        self.0
+            .authorize_unless_blocking(client, access, topic, true)
+            .unwrap_or(false)
     }
 
     fn is_blocking(&self) -> bool {
@@ -596,6 +576,43 @@ impl Authorizer for Authz {
             .authorizer
             .as_ref()
             .is_some_and(|h| h.is_blocking())
+    }
+}
+
+impl Security {
+    /// The composed decision (ACL file or token rules first, then the hook). With
+    /// `ask_blocking` false a blocking hook is not called: `None` when only it could decide.
+    pub(crate) fn authorize_unless_blocking(
+        &self,
+        client: &ClientInfo<'_>,
+        access: Access,
+        topic: &str,
+        ask_blocking: bool,
+    ) -> Option<bool> {
+        let files = self.files.load();
+        // The rules of the client's token replace the ACL file for it. Else a client with no
+        // listener (an in-process subscription) cannot be matched to a listener's ACL: denied
+        // once some listener has an ACL of its own. (An offline persistent session is checked
+        // against the listener it last connected through.)
+        let acl = match client.acl {
+            Some(rules) => Some(rules),
+            None => match files.acl(client.listener) {
+                Ok(file) => file.map(|f| &**f),
+                Err(()) => return Some(false),
+            },
+        };
+        let hook = self.hooks.authorizer.as_ref();
+        // Deliveries are checked on the core, per message: a blocking hook (a Python callback)
+        // is not asked about them, only the ACL is.
+        let hook = hook.filter(|h| access != Access::Receive || !h.is_blocking());
+        // The ACL, when one applies, always has an opinion; the hook decides otherwise (no
+        // opinion: denied). Neither: nothing to check.
+        match (acl, hook) {
+            (Some(acl), _) => Some(acl.check(client, access, topic)),
+            (None, Some(h)) if h.is_blocking() && !ask_blocking => None,
+            (None, Some(h)) => Some(h.decide(client, access, topic).unwrap_or(false)),
+            (None, None) => Some(true),
+        }
     }
 }
 

@@ -1153,10 +1153,13 @@ async fn on_connect(
             // Waiting for the client's AUTH packet.
             None => return Ok(()),
         };
+    // This connection's grants replace the previous connection's (a resumed session).
+    let token_acl = granted.token_acl();
     if let Some(w) = &c.will {
         // A will is a PUBLISH by this client, authorised now and again when published.
         let user = c.username.as_ref().map(|u| u.as_str());
-        let author = crate::will_auth::WillAuthor::connecting(conn, &n.client_id, user);
+        let acl = token_acl.clone();
+        let author = crate::will_auth::WillAuthor::connecting(conn, &n.client_id, user, acl);
         if !crate::will_auth::allowed(core, author, w).await {
             add(&core.stats().wills_denied, 1);
             info!(client_id = %n.client_id, peer = ?conn.peer, topic = %w.topic, "CONNECT refused: will not authorised");
@@ -1189,8 +1192,6 @@ async fn on_connect(
     };
     s.client_id = id.clone();
     s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
-    // This connection's grants replace the previous connection's (a resumed session).
-    let token_acl = granted.token_acl();
     let properties = if proto.is_v5() {
         let mut p = n.connack_properties(&limits);
         *conn.exchange.borrow_mut() = granted.apply(&mut p);
