@@ -68,6 +68,18 @@ class Stats:
     protocol_errors: int
     auth_failures: int
     hibernating: int
+    packets_in: int
+    packets_out: int
+    publish_bytes_in: int
+    publish_bytes_out: int
+    connects: int
+    sockets: int
+    sessions_expired: int
+    shared_subscriptions: int
+    queued_messages: int
+    queued_bytes: int
+    inflight_messages: int
+    retained_bytes: int
     def as_dict(self) -> Dict[str, int]:
         """The counters as a dict."""
 
@@ -134,10 +146,16 @@ class NativeBroker:
         """Subscribes in-process; returns once effective."""
     def stats(self) -> Stats:
         """Counters summed over cores."""
+    def metrics_text(self) -> str:
+        """The metrics in the Prometheus text format (empty while stopped)."""
+    @property
+    def metrics_addr(self) -> Optional[Tuple[str, int]]:
+        """Bound address of ``metrics_listen`` while running."""
 
 def interpreter_exiting() -> None:
     """Called by the package's ``atexit`` handler: other threads returning from a GIL-released
     wait from now on park for good instead of taking the GIL during finalisation."""
 
-def init_logging(filter: str) -> None:
-    """Sends the broker's log output to stderr with a ``tracing`` filter such as ``"info"``."""
+def init_logging(filter: str, format: str = "text") -> None:
+    """Sends the broker's log output to stdout with a ``tracing`` filter such as ``"info"``, as
+    ``"text"`` lines or ``"json"`` objects (``log_format``)."""

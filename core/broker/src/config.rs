@@ -33,6 +33,17 @@ pub enum SharedStrategy {
     Local,
 }
 
+/// How the binary writes its log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers): `timestamp`, `level`, `fields`.
+    Json,
+}
+
 /// Transport of a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -205,6 +216,14 @@ pub struct Config {
     /// Milliseconds to wait before a refusing CONNACK after failed authentication, against
     /// password guessing (the connection waits; the core does not).
     pub auth_failure_delay_ms: u64,
+
+    /// Seconds between `$SYS/broker/...` updates (Mosquitto's `sys_interval`); 0 turns them off.
+    pub sys_interval_secs: u64,
+    /// Address of the HTTP endpoint serving `/metrics` (Prometheus text), `/healthz` and
+    /// `/readyz`, e.g. `127.0.0.1:9883` (port 0 picks a free one). Unset: no endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Log line format of the binary: `text` or `json`.
+    pub log_format: LogFormat,
 }
 
 fn default_bind() -> IpAddr {
@@ -249,6 +268,9 @@ impl Default for Config {
             acl_file: None,
             scram_sha256: false,
             auth_failure_delay_ms: 500,
+            sys_interval_secs: 10,
+            metrics_listen: None,
+            log_format: LogFormat::Text,
         }
     }
 }

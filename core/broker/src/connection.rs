@@ -540,6 +540,7 @@ pub(crate) async fn accept_loop(
         }
         match accepted {
             Ok((stream, peer)) => {
+                add(&core.stats().sockets, 1);
                 let max = core.config().max_connections;
                 let n = core.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
                 if max != 0 && n > max {
@@ -704,9 +705,15 @@ fn closed(conn: &Rc<Conn>, reason: CloseReason) {
         core.drained(key);
     }
     match client_id {
-        Some(id) => {
-            info!(client_id = %id, ?peer, core = core.id, reason = %reason, "client disconnected")
-        }
+        Some(id) => info!(
+            client_id = %id,
+            listener = %conn.listener,
+            ?peer,
+            core = core.id,
+            protocol = ?conn.protocol.get(),
+            reason = %reason,
+            "client disconnected"
+        ),
         None => debug!(?peer, reason = %reason, "connection closed before CONNECT"),
     }
     core.unregister_conn(conn.id);
@@ -808,6 +815,7 @@ async fn handle_buffered(
         match decoded {
             Ok(None) => return Ok(()),
             Ok(Some(packet)) => {
+                add(&core.stats().packets_in, 1);
                 if let Some(slow) = handle(core, conn, packet)? {
                     slow.await?;
                 }
@@ -853,7 +861,10 @@ fn handle<'a>(
             return Err(CloseReason::TakenOver);
         }
         return match packet {
-            Packet::Connect(c) => Ok(Some(Box::pin(on_connect(core, conn, c)))),
+            Packet::Connect(c) => {
+                add(&core.stats().connects, 1);
+                Ok(Some(Box::pin(on_connect(core, conn, c))))
+            }
             // v5 enhanced authentication: the client's next step before CONNACK.
             Packet::Auth(a) => Ok(Some(Box::pin(async move {
                 match crate::auth::on_auth(core, conn, a).await? {
@@ -995,6 +1006,7 @@ async fn on_connect(
     conn: &Rc<Conn>,
     mut c: Box<Connect>,
 ) -> Result<(), CloseReason> {
+    let started = Instant::now();
     let proto = c.protocol;
     conn.protocol.set(proto);
     let requested = crate::auth::take_method(core, conn, &mut c)?;
@@ -1095,8 +1107,10 @@ async fn on_connect(
     }
     core.after_install(key, moved_from);
     core.stats().connections.fetch_add(1, Ordering::Relaxed);
+    core.stats().connect_time.record(started.elapsed());
     info!(
         client_id = %id,
+        listener = %conn.listener,
         peer = ?conn.peer,
         core = core.id,
         protocol = ?proto,

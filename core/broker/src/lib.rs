@@ -17,6 +17,7 @@ mod hibernate;
 mod hooks;
 mod listener;
 mod mesh;
+mod ops;
 mod out_queue;
 mod registry;
 mod reload;

@@ -69,6 +69,12 @@ pub(crate) enum ApiCmd {
     Unsubscribe { session: u64 },
     /// Publish a message (enters like a client's PUBLISH on this core).
     Publish(Arc<Message>),
+    /// The broker's own `$SYS` messages (`ops/sys_topics.rs`): retained and routed like a
+    /// PUBLISH, not counted as received.
+    Sys(Vec<Arc<Message>>),
+    /// Refresh the gauges this core computes on demand (queued messages...), then answer
+    /// with the core's id (`ops::refresh`).
+    Snapshot(crossbeam_channel::Sender<u16>),
 }
 
 /// A message between cores.

@@ -146,7 +146,9 @@ pub(crate) fn write_publish(
 pub(crate) fn write_packet(out: &mut BytesMut, packet: &Packet, proto: Protocol) {
     if let Err(e) = encode(packet, proto, out) {
         debug!("cannot encode {}: {e}", packet.packet_type());
+        return;
     }
+    crate::ops::count_control_packet();
 }
 
 fn ack(pid: u16, code: ReasonCode) -> Ack {
@@ -156,9 +158,12 @@ fn ack(pid: u16, code: ReasonCode) -> Ack {
 }
 
 impl Core {
-    fn count_written(&self, w: Written) {
+    fn count_written(&self, w: Written, msg: &Message) {
         match w {
-            Written::Sent => add(&self.stats().messages_out, 1),
+            Written::Sent => {
+                add(&self.stats().messages_out, 1);
+                add(&self.stats().publish_bytes_out, msg.payload.len() as u64);
+            }
             Written::Expired => add(&self.stats().expired, 1),
             Written::TooLarge => {}
         }
@@ -210,6 +215,7 @@ impl Core {
                     properties,
                 });
                 add(&stats.messages_out, 1);
+                add(&stats.publish_bytes_out, msg.payload.len() as u64);
             }
             Sink::Conn(conn) => {
                 let conn = conn.clone();
@@ -224,14 +230,14 @@ impl Core {
                         return;
                     }
                     let w = write_publish(&mut out, &mut e.s, msg, &d, 0, false, now, heads);
-                    self.count_written(w);
+                    self.count_written(w, msg);
                 } else if !over && e.s.queue.is_empty() && e.s.inflight.has_room() {
                     let pid = e.s.inflight.push(msg.clone(), d.clone(), group);
                     let w = write_publish(&mut out, &mut e.s, msg, &d, pid, false, now, heads);
                     if w != Written::Sent {
                         e.s.inflight.remove(pid);
                     }
-                    self.count_written(w);
+                    self.count_written(w, msg);
                 } else {
                     if over {
                         conn.blocked.set(true);
@@ -311,7 +317,7 @@ impl Core {
                 }
                 w
             };
-            self.count_written(w);
+            self.count_written(w, &item.msg);
         }
         add(&self.stats().expired, e.s.queue.take_expired());
         drop(out);
@@ -501,6 +507,7 @@ impl Core {
         let v5 = proto.is_v5();
         let cfg = self.config();
         add(&self.stats().messages_in, 1);
+        add(&self.stats().publish_bytes_in, p.payload.len() as u64);
         let protocol =
             |code: ReasonCode, why: &str| Err(CloseReason::Protocol(code.0, why.to_owned()));
         if p.qos as u8 > cfg.max_qos {

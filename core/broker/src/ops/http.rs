@@ -1,0 +1,65 @@
+//! The HTTP endpoint of `metrics_listen`: `GET /metrics`, `/healthz`, `/readyz`, served by
+//! `tiny_http` on the `uringmq-ops` thread (its own accept thread aside), never on a core. A
+//! scrape costs the cores one mesh message each (`ops::refresh`).
+
+use super::Context;
+use crate::api::StartError;
+use std::net::SocketAddr;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+/// Binds the endpoint; a failure names the address like a listener's.
+pub(crate) fn bind(addr: SocketAddr) -> Result<(Server, SocketAddr), StartError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let server = Server::from_listener(listener, None).map_err(|e| {
+        let source = std::io::Error::other(e.to_string());
+        StartError::Bind { addr, source }
+    })?;
+    Ok((server, bound))
+}
+
+/// Answers one request.
+pub(crate) fn serve(ctx: &Context, req: Request) {
+    let (status, body, content_type) = answer(ctx, req.method(), req.url());
+    let header = Header::from_bytes("Content-Type", content_type).ok();
+    let mut resp = Response::from_string(body).with_status_code(status);
+    if let Some(h) = header {
+        resp = resp.with_header(h);
+    }
+    if let Err(e) = req.respond(resp) {
+        tracing::debug!("metrics endpoint: cannot answer: {e}");
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+/// The content type Prometheus expects for the text format 0.0.4.
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn answer(ctx: &Context, method: &Method, url: &str) -> (u16, String, &'static str) {
+    if !matches!(method, Method::Get | Method::Head) {
+        return (405, "only GET\n".into(), TEXT);
+    }
+    let path = url.split('?').next().unwrap_or("");
+    match path {
+        "/metrics" => (200, ctx.metrics_text().0, PROMETHEUS),
+        // Alive: this thread answers.
+        "/healthz" => (200, "ok\n".into(), TEXT),
+        // Listeners are bound before the broker starts; the cores must answer a snapshot.
+        "/readyz" => {
+            let stopping = ctx.stopping.load(std::sync::atomic::Ordering::Relaxed);
+            if !stopping && super::refresh(&ctx.shared) {
+                (200, "ready\n".into(), TEXT)
+            } else {
+                (
+                    503,
+                    "not ready: a core did not answer in time\n".into(),
+                    TEXT,
+                )
+            }
+        }
+        _ => (404, "not found: /metrics, /healthz, /readyz\n".into(), TEXT),
+    }
+}
