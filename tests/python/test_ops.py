@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -206,6 +207,13 @@ def test_prometheus_scrapes_the_broker(start, tmp_path):
             time.sleep(0.5)
         assert value("sum(uringmq_connections)") == 2.0
         assert value('count(uringmq_core_timer_lag_seconds_bucket{le="+Inf"})') == 2.0
+        # Every query of the Grafana dashboard parses and names series this broker exports.
+        _, text = b.get("/metrics")
+        exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
+        for expr in _dashboard_queries():
+            for name in re.findall(r"uringmq_[a-z_]+", expr):
+                assert name in exported, f"{name} (in {expr}) is not exported"
+            query(expr.replace("$job", ".*").replace("$__rate_interval", "1m"))
     finally:
         proc.terminate()
         try:
@@ -214,6 +222,11 @@ def test_prometheus_scrapes_the_broker(start, tmp_path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _dashboard_queries() -> list:
+    d = json.loads((REPO / "scripts" / "deploy" / "grafana-dashboard.json").read_text())
+    return [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
 
 
 def test_prometheus_text_and_sys_agree_on_known_traffic(start):
