@@ -708,7 +708,7 @@ fn closed(conn: &Rc<Conn>, reason: CloseReason) {
         Some(id) => info!(
             client_id = %id,
             listener = %conn.listener,
-            ?peer,
+            peer = peer.map(tracing::field::display),
             core = core.id,
             protocol = ?conn.protocol.get(),
             reason = %reason,
@@ -1111,7 +1111,7 @@ async fn on_connect(
     info!(
         client_id = %id,
         listener = %conn.listener,
-        peer = ?conn.peer,
+        peer = conn.peer.map(tracing::field::display),
         core = core.id,
         protocol = ?proto,
         clean_start = n.clean_start,
