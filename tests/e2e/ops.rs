@@ -279,3 +279,25 @@ fn metrics_port_conflict_fails_the_start_and_stop_frees_it() {
         "stopped endpoint still accepts"
     );
 }
+
+/// The delivery latency histogram samples one delivery in 64, per core: 128 deliveries to one
+/// subscriber are two observations, each no longer than the whole exchange took.
+#[test]
+fn delivery_latency_is_sampled_one_in_64() {
+    let b = broker_with(|c| c.sys_interval_secs = 0);
+    let mut sub = Client::connect(b.local_addr(), Protocol::V5, "sub");
+    sub.subscribe("lat", QoS::AtMostOnce);
+    let mut publ = Client::connect(b.local_addr(), Protocol::V5, "pub");
+    let started = Instant::now();
+    for _ in 0..128 {
+        publ.publish("lat", b"x", QoS::AtMostOnce, false);
+    }
+    for _ in 0..128 {
+        sub.recv_publish();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let text = b.metrics_text();
+    assert_eq!(metric(&text, "uringmq_delivery_latency_seconds_count"), 2.0);
+    let sum = metric(&text, "uringmq_delivery_latency_seconds_sum");
+    assert!(sum > 0.0 && sum <= 2.0 * elapsed, "{sum} s of {elapsed} s");
+}

@@ -75,6 +75,9 @@ pub(crate) struct CoreStats {
     /// How late the 100 ms sweep timer fired: how long the core ran other work before it
     /// got back to its event loop.
     pub(crate) timer_lag: crate::ops::histogram::Histogram,
+    /// PUBLISH received (or routed here) to written into a subscriber's connection buffer;
+    /// one delivery in `ops::DELIVERY_SAMPLE`.
+    pub(crate) delivery_latency: crate::ops::histogram::Histogram,
 }
 
 /// Adds `n` to a counter.

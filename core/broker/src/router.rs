@@ -158,11 +158,12 @@ fn ack(pid: u16, code: ReasonCode) -> Ack {
 }
 
 impl Core {
-    fn count_written(&self, w: Written, msg: &Message) {
+    fn count_written(&self, w: Written, msg: &Message, now: Instant) {
         match w {
             Written::Sent => {
                 add(&self.stats().messages_out, 1);
                 add(&self.stats().publish_bytes_out, msg.payload.len() as u64);
+                crate::ops::sample_delivery(self.stats(), msg.received_at, now);
             }
             Written::Expired => add(&self.stats().expired, 1),
             Written::TooLarge => {}
@@ -230,14 +231,14 @@ impl Core {
                         return;
                     }
                     let w = write_publish(&mut out, &mut e.s, msg, &d, 0, false, now, heads);
-                    self.count_written(w, msg);
+                    self.count_written(w, msg, now);
                 } else if !over && e.s.queue.is_empty() && e.s.inflight.has_room() {
                     let pid = e.s.inflight.push(msg.clone(), d.clone(), group);
                     let w = write_publish(&mut out, &mut e.s, msg, &d, pid, false, now, heads);
                     if w != Written::Sent {
                         e.s.inflight.remove(pid);
                     }
-                    self.count_written(w, msg);
+                    self.count_written(w, msg, now);
                 } else {
                     if over {
                         conn.blocked.set(true);
@@ -317,7 +318,7 @@ impl Core {
                 }
                 w
             };
-            self.count_written(w, &item.msg);
+            self.count_written(w, &item.msg, now);
         }
         add(&self.stats().expired, e.s.queue.take_expired());
         drop(out);

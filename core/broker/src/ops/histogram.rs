@@ -16,7 +16,8 @@ pub(crate) const BOUNDS_US: [u64; 16] = [
 #[derive(Default)]
 pub(crate) struct Histogram {
     buckets: [AtomicU64; BOUNDS_US.len() + 1],
-    sum_us: AtomicU64,
+    /// Nanoseconds: many observations (a delivery on one core) are below a microsecond.
+    sum_ns: AtomicU64,
 }
 
 /// A histogram's values at one moment, cumulative as Prometheus wants them.
@@ -34,10 +35,10 @@ impl Histogram {
     /// Records one observation (called only by the owning core).
     #[inline]
     pub(crate) fn record(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = BOUNDS_US.partition_point(|&b| b < us);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = BOUNDS_US.partition_point(|&b| b * 1000 < ns);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     /// Adds this histogram's counts to `into` (a sum over cores).
@@ -53,7 +54,7 @@ impl Histogram {
             }
         }
         into.count += running;
-        into.sum_secs += self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        into.sum_secs += self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
     }
 
     /// This histogram alone.

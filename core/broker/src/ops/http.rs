@@ -4,21 +4,40 @@
 
 use super::Context;
 use crate::api::StartError;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use tiny_http::{Header, Method, Request, Response, Server};
 
+/// The bound endpoint.
+pub(crate) struct Bound {
+    pub(crate) server: Server,
+    pub(crate) addr: SocketAddr,
+    /// A second handle on the listening socket: [`Bound::close`] shuts it down, so the port is
+    /// free when the broker's `stop` returns (dropping a `tiny_http::Server` only asks its
+    /// accept thread to end, some time later).
+    pub(crate) listener: TcpListener,
+}
+
 /// Binds the endpoint; a failure names the address like a listener's.
-pub(crate) fn bind(addr: SocketAddr) -> Result<(Server, SocketAddr), StartError> {
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let server = Server::from_listener(listener, None).map_err(|e| {
-        let source = std::io::Error::other(e.to_string());
-        StartError::Bind { addr, source }
-    })?;
-    Ok((server, bound))
+pub(crate) fn bind(addr: SocketAddr) -> Result<Bound, StartError> {
+    let err = |source| StartError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    let handle = listener.try_clone().map_err(err)?;
+    let server = Server::from_listener(listener, None)
+        .map_err(|e| err(std::io::Error::other(e.to_string())))?;
+    Ok(Bound {
+        server,
+        addr: bound,
+        listener: handle,
+    })
+}
+
+/// Stops listening (connections to the port are refused from now on).
+pub(crate) fn close(listener: &TcpListener) {
+    // SAFETY: shutdown on a descriptor this handle owns; the accept thread then fails its
+    // accept and, the server being dropped, ends.
+    unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
 }
 
 /// Answers one request.

@@ -162,6 +162,11 @@ pub(crate) fn render(ctx: &Context, snap: &Snapshot) -> String {
         &snap.connect_time,
     ));
     families.push(histograms(
+        "uringmq_delivery_latency_seconds",
+        "Time from a PUBLISH received to its copy written into a subscriber's connection buffer, one delivery in 64 sampled.",
+        &snap.delivery_latency,
+    ));
+    families.push(histograms(
         "uringmq_core_timer_lag_seconds",
         "How late each core's 100 ms sweep timer fired: how long the core ran other work before it got back to its event loop.",
         &snap.timer_lag,

@@ -189,6 +189,7 @@ mod tests {
             cores,
             connect_time: Vec::new(),
             timer_lag: Vec::new(),
+            delivery_latency: Vec::new(),
             all_answered: true,
         }
     }
