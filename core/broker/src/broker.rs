@@ -284,7 +284,7 @@ impl Broker {
     /// The metrics in the Prometheus text format (what `GET /metrics` on `metrics_listen`
     /// serves), for embedders who serve their own endpoint.
     pub fn metrics_text(&self) -> String {
-        self.ops.context().metrics_text().0
+        self.ops.context().metrics_text()
     }
 
     /// The bound address of `metrics_listen` (port 0 resolved), if set.

@@ -1,6 +1,7 @@
-//! The HTTP endpoint of `metrics_listen`: `GET /metrics`, `/healthz`, `/readyz`, served by
-//! `tiny_http` on the `uringmq-ops` thread (its own accept thread aside), never on a core. A
-//! scrape costs the cores one mesh message each (`ops::refresh`).
+//! The HTTP endpoint of `metrics_listen`: `GET /metrics`, `/healthz`, `/readyz`. `tiny_http`'s
+//! accept thread and small worker pool read the requests; the answers are computed on the
+//! `uringmq-ops` thread, never on a core. A scrape costs each core one mesh message
+//! (`ops::refresh`) and a walk over its sessions.
 
 use super::Context;
 use crate::api::StartError;
@@ -63,7 +64,7 @@ fn answer(ctx: &Context, method: &Method, url: &str) -> (u16, String, &'static s
     }
     let path = url.split('?').next().unwrap_or("");
     match path {
-        "/metrics" => (200, ctx.metrics_text().0, PROMETHEUS),
+        "/metrics" => (200, ctx.metrics_text(), PROMETHEUS),
         // Alive: this thread answers.
         "/healthz" => (200, "ok\n".into(), TEXT),
         // Listeners are bound before the broker starts; the cores must answer a snapshot.

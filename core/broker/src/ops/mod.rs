@@ -217,12 +217,10 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// The Prometheus text of a fresh snapshot (and whether every core answered).
-    pub(crate) fn metrics_text(&self) -> (String, bool) {
+    /// The Prometheus text of a fresh snapshot.
+    pub(crate) fn metrics_text(&self) -> String {
         let live = !self.stopping.load(Ordering::Relaxed);
-        let snap = snapshot(&self.shared, live);
-        let text = metrics::render(self, &snap);
-        (text, snap.all_answered)
+        metrics::render(self, &snapshot(&self.shared, live))
     }
 }
 
