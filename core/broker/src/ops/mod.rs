@@ -49,6 +49,7 @@ pub(crate) fn count_control_packet() {
 /// record (two atomic adds) on every one of a million deliveries a second would cost a
 /// measurable share of a core.
 pub(crate) const DELIVERY_SAMPLE: u32 = 64;
+const _: () = assert!(DELIVERY_SAMPLE.is_power_of_two());
 
 thread_local! {
     /// Deliveries written by this core, for [`DELIVERY_SAMPLE`].
@@ -64,7 +65,8 @@ pub(crate) fn sample_delivery(stats: &CoreStats, received_at: Instant, now: Inst
         c.set(n);
         n
     });
-    if n % DELIVERY_SAMPLE == 0 {
+    // A power of two: the mask is the remainder (and `is_multiple_of` is newer than 1.85).
+    if n & (DELIVERY_SAMPLE - 1) == 0 {
         stats
             .delivery_latency
             .record(now.saturating_duration_since(received_at));
