@@ -301,3 +301,22 @@ fn delivery_latency_is_sampled_one_in_64() {
     let sum = metric(&text, "uringmq_delivery_latency_seconds_sum");
     assert!(sum > 0.0 && sum <= 2.0 * elapsed, "{sum} s of {elapsed} s");
 }
+
+/// `sys_interval_secs` far beyond any deadline: the first tick is published, the next
+/// deadline does not overflow (the ops thread answers after it), and the broker stops at once.
+#[test]
+fn a_huge_sys_interval_publishes_once_and_stops_promptly() {
+    let mut b = broker_with(|c| {
+        c.sys_interval_secs = u64::MAX;
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let mut c = Client::connect(b.local_addr(), Protocol::V5, "w");
+    c.subscribe("$SYS/broker/version", QoS::AtMostOnce);
+    // Retained, or live if the first tick comes after the SUBSCRIBE.
+    assert_eq!(c.recv_publish().topic, "$SYS/broker/version");
+    // The ops thread lives on after its first tick.
+    assert_eq!(get(b.metrics_addr().unwrap(), "/healthz").0, 200);
+    let t = Instant::now();
+    b.stop();
+    assert!(t.elapsed() < WAIT, "stop took {:?}", t.elapsed());
+}

@@ -304,6 +304,10 @@ impl Drop for Ops {
     }
 }
 
+/// The ops thread wakes at least this often (a huge `sys_interval_secs` must not overflow a
+/// deadline).
+const LONGEST_WAIT: Duration = Duration::from_secs(3600);
+
 fn run(
     ctx: &Context,
     server: Option<&tiny_http::Server>,
@@ -316,13 +320,19 @@ fn run(
         let now = Instant::now();
         if let Some(tree) = sys.as_mut().filter(|_| now >= next) {
             publish_sys(ctx, tree, now);
-            // Late ticks are not caught up: the next one is a whole interval away.
-            next = (next + interval).max(now);
+            // On the interval's grid; a tick missed (a long snapshot) is not caught up.
+            let due = next.checked_add(interval).unwrap_or(now + LONGEST_WAIT);
+            next = if due > now {
+                due
+            } else {
+                now + interval.min(LONGEST_WAIT)
+            };
         }
         let wait = match sys {
             Some(_) => next.saturating_duration_since(Instant::now()),
-            None => Duration::from_secs(3600),
-        };
+            None => LONGEST_WAIT,
+        }
+        .min(LONGEST_WAIT);
         match server {
             Some(s) => match s.recv_timeout(wait) {
                 Ok(Some(req)) => http::serve(ctx, req),
