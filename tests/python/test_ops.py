@@ -10,10 +10,8 @@ without it or without the tool it drives (scripts/test.sh installs them).
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,28 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_helpers import Paho, uid
+from mqtt_helpers import Paho, need_tool, uid, uringmq_binary
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 15.0
-
-
-def _binary() -> str:
-    env = os.environ.get("URINGMQ_BIN")
-    if env:
-        return env
-    for profile in ("ci", "release", "debug"):
-        p = REPO / "target" / profile / "uringmq"
-        if p.exists():
-            return str(p)
-    pytest.skip("uringmq binary not built (set URINGMQ_BIN)")
-
-
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    if not path:
-        pytest.skip(f"{tool} not installed")
-    return path
 
 
 def _free_port() -> int:
@@ -87,7 +67,7 @@ class Bin:
         conf.write_text("\n".join(lines) + "\n")
         self.log = tmp / f"uringmq-{self.port}.log"
         self._out = open(self.log, "wb")
-        argv = [_binary(), "--port", str(self.port), "--cores", "2", "--config", str(conf)]
+        argv = [uringmq_binary(), "--port", str(self.port), "--cores", "2", "--config", str(conf)]
         self.proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT)
         _wait_port(self.port, self.proc)
         _wait_port(self.metrics_port, self.proc)
@@ -151,7 +131,7 @@ def _known_traffic(b) -> tuple[Paho, Paho]:
 def test_endpoint_health_readiness_and_promtool(start):
     """``/healthz`` and ``/readyz`` answer 200; ``promtool check metrics`` accepts ``/metrics``
     (format and naming lint); unknown paths are 404."""
-    promtool = _need("promtool")
+    promtool = need_tool("promtool")
     b = start()
     assert b.get("/healthz") == (200, "ok\n")
     assert b.get("/readyz") == (200, "ready\n")
@@ -167,7 +147,7 @@ def test_endpoint_health_readiness_and_promtool(start):
 def test_prometheus_scrapes_the_broker(start, tmp_path):
     """A real Prometheus server scrapes the endpoint every second: ``up`` is 1 and a uringmq
     series holds the count of known traffic, read through Prometheus's HTTP API."""
-    prometheus = _need("prometheus")
+    prometheus = need_tool("prometheus")
     b = start()
     _known_traffic(b)
     port = _free_port()
@@ -273,7 +253,7 @@ def test_prometheus_text_and_sys_agree_on_known_traffic(start):
 
 def test_mosquitto_sub_reads_sys(start):
     """``mosquitto_sub -t '$SYS/#' -v -C N`` prints N retained ``$SYS`` lines at once."""
-    mosquitto_sub = _need("mosquitto_sub")
+    mosquitto_sub = need_tool("mosquitto_sub")
     b = start(sys_interval_secs=1)
 
     def sub(topic: str, n: int) -> list:
