@@ -270,3 +270,5 @@ done
 
 for b in "${!SKIP[@]}"; do echo "$b: skipped (${SKIP[$b]})" >>"$OUT/skipped.txt"; done
 "$ROOT/scripts/bench-table.sh" "$OUT" | tee "$OUT/table.txt"
+# The same medians as SVG charts (throughput, CPU per message, p99, memory per connection).
+python3 "$ROOT/scripts/bench-charts.py" "$OUT" --out "$OUT/charts"

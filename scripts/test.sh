@@ -11,10 +11,17 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 step() { printf '\n==== %s (%ss since start) ====\n' "$*" "$SECONDS"; }
 
 step "system packages"
+# Mosquitto (the reference broker and mosquitto_sub/pub), Prometheus (its server and promtool, for
+# the metrics endpoint tests; installing it starts no service in a container without systemd).
+missing=()
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    missing+=(mosquitto mosquitto-clients)
+fi
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 step "python packages"

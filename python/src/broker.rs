@@ -274,6 +274,23 @@ impl NativeBroker {
             self.slot().as_ref().map(Broker::stats).unwrap_or_default()
         }))
     }
+
+    /// The metrics in the Prometheus text format (empty while stopped).
+    fn metrics_text(&self, py: Python<'_>) -> String {
+        release_gil(py, || {
+            self.slot()
+                .as_ref()
+                .map(Broker::metrics_text)
+                .unwrap_or_default()
+        })
+    }
+
+    /// `(host, port)` of the `metrics_listen` endpoint while running, else None.
+    #[getter]
+    fn metrics_addr(&self, py: Python<'_>) -> Option<(String, u16)> {
+        release_gil(py, || self.slot().as_ref().and_then(|b| b.metrics_addr()))
+            .map(|a| (a.ip().to_string(), a.port()))
+    }
 }
 
 impl Drop for NativeBroker {

@@ -14,11 +14,22 @@ mod subscription;
 
 use pyo3::prelude::*;
 
-/// Installs the broker's `tracing` log output on stderr with a filter such as `"info"` or
-/// `"uringmq=debug"`. Only the first call takes effect.
+/// Installs the broker's `tracing` log output with a filter such as `"info"` or
+/// `"uringmq=debug"`, as `"text"` lines or `"json"` objects. Only the first call takes effect.
 #[pyfunction]
-fn init_logging(filter: &str) {
-    uringmq::init_logging(filter)
+#[pyo3(signature = (filter, format="text"))]
+fn init_logging(filter: &str, format: &str) -> PyResult<()> {
+    let format = match format {
+        "text" => uringmq::LogFormat::Text,
+        "json" => uringmq::LogFormat::Json,
+        other => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "invalid log format {other:?}: \"text\" or \"json\""
+            )))
+        }
+    };
+    uringmq::init_logging(filter, format);
+    Ok(())
 }
 
 /// `uringmq passwd ARGS...`: the binary's own subcommand (same clap definition); returns the

@@ -95,6 +95,18 @@ class Stats:
     wills_denied: int
     publish_rate_limited: int
     connections_rate_limited: int
+    packets_in: int
+    packets_out: int
+    publish_bytes_in: int
+    publish_bytes_out: int
+    connects: int
+    sockets: int
+    sessions_expired: int
+    shared_subscriptions: int
+    queued_messages: int
+    queued_bytes: int
+    inflight_messages: int
+    retained_bytes: int
     def as_dict(self) -> Dict[str, int]:
         """The counters as a dict."""
 
@@ -181,6 +193,11 @@ class NativeBroker:
         """Closes a client's connection; whether it was connected."""
     def stats(self) -> Stats:
         """Counters summed over cores."""
+    def metrics_text(self) -> str:
+        """The metrics in the Prometheus text format (empty while stopped)."""
+    @property
+    def metrics_addr(self) -> Optional[Tuple[str, int]]:
+        """Bound address of ``metrics_listen`` while running."""
 
 def interpreter_exiting() -> None:
     """Called by the package's ``atexit`` handler: other threads returning from a GIL-released
@@ -190,8 +207,9 @@ def wait_for_hooks(timeout: float) -> bool:
     """Waits (GIL released) at most ``timeout`` seconds until no hook thread is inside a Python
     callback; True if none is. Called by the ``atexit`` handler after stopping the brokers."""
 
-def init_logging(filter: str) -> None:
-    """Sends the broker's log output to stderr with a ``tracing`` filter such as ``"info"``."""
+def init_logging(filter: str, format: str = "text") -> None:
+    """Sends the broker's log output to stdout with a ``tracing`` filter such as ``"info"``, as
+    ``"text"`` lines or ``"json"`` objects (``log_format``)."""
 
 def passwd(args: List[str]) -> int:
     """``uringmq passwd ARGS...`` (the binary's subcommand, same parser); returns the exit status."""

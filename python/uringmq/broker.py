@@ -332,15 +332,30 @@ class Broker:
         return self._native.disconnect(client_id)
 
     def stats(self) -> _uringmq.Stats:
-        """Counters summed over cores: ``connections``, ``sessions``, ``subscriptions``,
-        ``retained``, ``messages_in``/``messages_out``, ``bytes_in``/``bytes_out``,
-        ``dropped_qos0``, ``dropped_queue_full``, ``expired``, ``protocol_errors``,
-        ``auth_failures``, ``auth_busy`` (CONNECTs refused because too many authentications were
-        in progress), ``hook_timeouts`` (checks that outlived ``hook_timeout_ms``),
-        ``hibernating`` (idle connections parked without a task), ``wills_denied`` (wills their
-        client may not publish), ``publish_rate_limited``, ``connections_rate_limited`` (all zero
-        while stopped). ``.as_dict()`` gives a dict."""
+        """Counters summed over cores: ``connections``, ``sessions``, ``subscriptions``
+        (``shared_subscriptions`` of them shared), ``retained``/``retained_bytes``,
+        ``messages_in``/``messages_out`` (PUBLISH) with ``publish_bytes_in``/``_out``,
+        ``packets_in``/``packets_out`` (every packet type), ``bytes_in``/``bytes_out``,
+        ``connects``, ``sockets``, ``dropped_qos0``, ``dropped_queue_full``, ``expired``,
+        ``sessions_expired``, ``queued_messages``/``queued_bytes``, ``inflight_messages``,
+        ``protocol_errors``, ``auth_failures``, ``auth_busy`` (CONNECTs refused because too
+        many authentications were in progress), ``hook_timeouts`` (checks that outlived
+        ``hook_timeout_ms``), ``hibernating`` (idle connections parked without a task),
+        ``wills_denied`` (wills their client may not publish), ``publish_rate_limited``,
+        ``connections_rate_limited``. The same figures as ``$SYS`` and ``metrics_text()``; all
+        zero while stopped. ``.as_dict()`` gives a dict."""
         return self._native.stats()
+
+    def metrics_text(self) -> str:
+        """The metrics in the Prometheus text format, as ``GET /metrics`` on
+        ``metrics_listen`` serves them, for an embedder who serves its own endpoint."""
+        return self._native.metrics_text()
+
+    @property
+    def metrics_addr(self) -> Optional[Tuple[str, int]]:
+        """``(host, port)`` of the ``metrics_listen`` endpoint while running (port 0
+        resolved), else None."""
+        return self._native.metrics_addr
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"

@@ -76,7 +76,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.print_config:
         print(broker.config_toml, end="")
         return 0
-    _uringmq.init_logging(os.environ.get("RUST_LOG") or broker.settings["log_level"])
+    _uringmq.init_logging(
+        os.environ.get("RUST_LOG") or broker.settings["log_level"], broker.settings["log_format"]
+    )
 
     stop = threading.Event()
 

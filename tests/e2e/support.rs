@@ -28,7 +28,7 @@ pub fn broker_with(f: impl FnOnce(&mut Config)) -> Broker {
     let mut c = config();
     f(&mut c);
     if let Ok(filter) = std::env::var("URINGMQ_TEST_LOG") {
-        uringmq::init_logging(&filter);
+        uringmq::init_logging(&filter, uringmq::LogFormat::Text);
     }
     Broker::start(c).expect("broker starts")
 }

@@ -57,6 +57,7 @@ MOSQUITTO_OPTIONS = {
     "max_subscriptions_per_client": None,
     "max_subscription_bytes_per_client": None,
     "max_session_expiry_secs": None,
+    "sys_interval_secs": "sys_interval",
 }
 LISTENER_SCOPED = {"max_connections", "max_qos"}
 IGNORED_ON_MOSQUITTO = {"max_outbound_bytes"}

@@ -14,19 +14,44 @@ Nothing here asserts anything about the broker; the tests do.
 from __future__ import annotations
 
 import itertools
+import os
 import queue
+import shutil
 import socket
 import struct
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 # Default time a test waits for something that must happen.
 WAIT = 5.0
+
+
+def uringmq_binary() -> str:
+    """The broker binary: ``$URINGMQ_BIN``, else the first of target/{ci,release,debug}/uringmq;
+    skips the test without one."""
+    env = os.environ.get("URINGMQ_BIN")
+    if env:
+        return env
+    for profile in ("ci", "release", "debug"):
+        p = Path(__file__).resolve().parents[2] / "target" / profile / "uringmq"
+        if p.exists():
+            return str(p)
+    pytest.skip("uringmq binary not built (set URINGMQ_BIN)")
+
+
+def need_tool(tool: str) -> str:
+    """The path of a command-line tool; skips the test without it."""
+    path = shutil.which(tool)
+    if not path:
+        pytest.skip(f"{tool} not installed")
+    return path
 # Bounded time a negative assertion ("nothing else arrives") waits after a positive sync point.
 QUIET = 0.3
 # Time allowed for the broker to close a connection it must close (it closes at once when it does).

@@ -9,7 +9,6 @@ without one.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -22,19 +21,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-REPO = Path(__file__).resolve().parents[2]
+from mqtt_helpers import need_tool, uringmq_binary
+
 WAIT = 10.0
-
-
-def _binary() -> str:
-    env = os.environ.get("URINGMQ_BIN")
-    if env:
-        return env
-    for profile in ("ci", "release", "debug"):
-        p = REPO / "target" / profile / "uringmq"
-        if p.exists():
-            return str(p)
-    pytest.skip("uringmq binary not built (set URINGMQ_BIN)")
 
 
 def _free_port() -> int:
@@ -43,15 +32,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    if not path:
-        pytest.skip(f"{tool} not installed")
-    return path
-
-
 def _openssl(*args: str) -> None:
-    subprocess.run([_need("openssl"), *args], check=True, capture_output=True)
+    subprocess.run([need_tool("openssl"), *args], check=True, capture_output=True)
 
 
 def make_pki(d: Path, client_cn: str = "device-1") -> dict:
@@ -106,7 +88,7 @@ def edge_broker(tmp_path):
         conf = tmp_path / f"uringmq-{port}.toml"
         conf.write_text("\n".join(lines) + "\n")
         log = tmp_path / f"uringmq-{port}.log"
-        proc = subprocess.Popen([_binary(), "--port", str(port), "--cores", "2", "--config", str(conf)],
+        proc = subprocess.Popen([uringmq_binary(), "--port", str(port), "--cores", "2", "--config", str(conf)],
                                 stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         started.append(proc)
         deadline = time.monotonic() + WAIT
@@ -205,7 +187,7 @@ def test_paho_websockets_and_wss(edge_broker, tmp_path):
 
 
 def _mosquitto_pub(port: int, pki: dict, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([_need("mosquitto_pub"), "-h", "localhost", "-p", str(port), "--cafile", pki["ca"],
+    return subprocess.run([need_tool("mosquitto_pub"), "-h", "localhost", "-p", str(port), "--cafile", pki["ca"],
                            "-t", "tls/mosq", "-m", "hello", "-q", "1", *extra],
                           capture_output=True, text=True, timeout=WAIT)
 
@@ -218,7 +200,7 @@ def test_mosquitto_clients_over_tls_with_client_certificates(edge_broker, tmp_pa
         pki, ca_file=pki["ca"], require_certificate=True, use_identity_as_username=True)])
     port = b.ports[0]
     cert = ["--cert", pki["client"], "--key", pki["client_key"]]
-    sub = subprocess.Popen([_need("mosquitto_sub"), "-h", "localhost", "-p", str(port), "--cafile", pki["ca"],
+    sub = subprocess.Popen([need_tool("mosquitto_sub"), "-h", "localhost", "-p", str(port), "--cafile", pki["ca"],
                             *cert, "-t", "tls/#", "-C", "1", "-W", "10", "-v"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Retry the publication until the subscriber is in (no fixed sleep).
@@ -230,7 +212,7 @@ def test_mosquitto_clients_over_tls_with_client_certificates(edge_broker, tmp_pa
     assert out.strip() == "tls/mosq hello", err
     # The CN is the user name: the ACL refuses other topics (QoS 0 publish is silently dropped, so
     # check with a subscription, which mosquitto_sub reports as refused).
-    denied = subprocess.run([_need("mosquitto_sub"), "-h", "localhost", "-p", str(port), "--cafile", pki["ca"],
+    denied = subprocess.run([need_tool("mosquitto_sub"), "-h", "localhost", "-p", str(port), "--cafile", pki["ca"],
                              *cert, "-t", "other/#", "-C", "1", "-W", "2", "-V", "mqttv5"],
                             capture_output=True, text=True, timeout=WAIT)
     assert "All subscription requests were denied" in denied.stderr, denied.stderr
@@ -244,9 +226,9 @@ def test_mosquitto_clients_over_tls_with_client_certificates(edge_broker, tmp_pa
 
 def test_mosquitto_passwd_file_and_uringmq_passwd(edge_broker, tmp_path):
     passwd = tmp_path / "passwd"
-    subprocess.run([_need("mosquitto_passwd"), "-c", "-b", str(passwd), "alice", "s3cret"], check=True)
-    subprocess.run([_binary(), "passwd", "-b", str(passwd), "bob", "hunter2"], check=True, capture_output=True)
-    subprocess.run([_binary(), "passwd", "-H", "sha512-pbkdf2", "-b", str(passwd), "carol", "pw"], check=True,
+    subprocess.run([need_tool("mosquitto_passwd"), "-c", "-b", str(passwd), "alice", "s3cret"], check=True)
+    subprocess.run([uringmq_binary(), "passwd", "-b", str(passwd), "bob", "hunter2"], check=True, capture_output=True)
+    subprocess.run([uringmq_binary(), "passwd", "-H", "sha512-pbkdf2", "-b", str(passwd), "carol", "pw"], check=True,
                    capture_output=True)
     text = passwd.read_text()
     assert "s3cret" not in text and "hunter2" not in text
@@ -264,7 +246,7 @@ def test_mosquitto_passwd_file_and_uringmq_passwd(edge_broker, tmp_path):
     c.loop_stop()
     # mosquitto_passwd also reads entries that uringmq passwd wrote in Mosquitto's format
     # (it rewrites the file: a parse failure would be an error exit).
-    subprocess.run([_need("mosquitto_passwd"), "-b", str(passwd), "dave", "x"], check=True)
+    subprocess.run([need_tool("mosquitto_passwd"), "-b", str(passwd), "dave", "x"], check=True)
     assert "carol:$7$" in passwd.read_text()
     log = b.log.read_text()
     assert "s3cret" not in log and "wrong" not in log

@@ -198,3 +198,35 @@ def test_idle_paho_clients_hibernate_and_still_talk():
             assert (m.topic, m.payload) == ("quiet/1", b"still here")
         finally:
             mqtt_helpers.close_all()
+
+
+def test_stats_and_metrics_text_agree_with_metrics_endpoint():
+    """``stats()`` has the ``$SYS``/Prometheus figures; ``metrics_text()`` is what ``/metrics``
+    on ``metrics_listen`` serves (port 0 resolved in ``metrics_addr``)."""
+    import urllib.request
+
+    with uringmq.Broker(port=0, cores=2, pin_cores=False, metrics_listen="127.0.0.1:0", log_format="json") as b:
+        try:
+            sub, pub = Paho(b), Paho(b)
+            sub.subscribe("m/#", qos=1)
+            for _ in range(3):
+                pub.publish("m/1", b"1234", qos=1)
+            sub.get_n(3, WAIT)
+            s = b.stats()
+            assert (s.messages_in, s.publish_bytes_in, s.connects, s.sockets) == (3, 12, 2, 2)
+            assert s.packets_in >= 2 + 1 + 3 and s.packets_out >= 2 + 1 + 3
+            assert {"queued_messages", "inflight_messages", "shared_subscriptions", "retained_bytes"} <= set(s.as_dict())
+            host, port = b.metrics_addr
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=WAIT) as r:
+                served = r.read().decode()
+            for text in (served, b.metrics_text()):
+                assert 'uringmq_publish_received_total{core="0"}' in text
+                total = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("uringmq_publish_received_bytes_total{")
+                )
+                assert total == 12
+        finally:
+            mqtt_helpers.close_all()
+    assert b.metrics_addr is None and b.metrics_text() == ""

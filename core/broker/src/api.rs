@@ -140,7 +140,7 @@ pub struct Stats {
     pub sessions: u64,
     /// Subscriptions (ordinary and shared).
     pub subscriptions: u64,
-    /// Retained messages.
+    /// Retained messages (the broker's own `$SYS` topics not included).
     pub retained: u64,
     /// PUBLISH packets received from clients (and injected).
     pub messages_in: u64,
@@ -176,4 +176,29 @@ pub struct Stats {
     pub publish_rate_limited: u64,
     /// New connections closed right after accept for their listener's `max_connection_rate`.
     pub connections_rate_limited: u64,
+    /// MQTT packets of every type received from clients (Mosquitto's `messages/received`).
+    pub packets_in: u64,
+    /// MQTT packets of every type sent (Mosquitto's `messages/sent`): `messages_out` plus
+    /// every CONNACK, PUBACK, SUBACK, PINGRESP, DISCONNECT... written.
+    pub packets_out: u64,
+    /// Payload bytes of the PUBLISH packets counted in `messages_in`.
+    pub publish_bytes_in: u64,
+    /// Payload bytes of the PUBLISH packets counted in `messages_out`.
+    pub publish_bytes_out: u64,
+    /// CONNECT packets received (accepted or not).
+    pub connects: u64,
+    /// Sockets accepted on all listeners.
+    pub sockets: u64,
+    /// Persistent sessions ended because their expiry interval passed.
+    pub sessions_expired: u64,
+    /// Shared subscriptions (`$share/...`), also counted in `subscriptions`.
+    pub shared_subscriptions: u64,
+    /// Messages waiting in session queues (offline sessions, or beyond the in-flight window).
+    pub queued_messages: u64,
+    /// Payload bytes of `queued_messages`.
+    pub queued_bytes: u64,
+    /// QoS 1/2 messages sent and not yet acknowledged.
+    pub inflight_messages: u64,
+    /// Payload bytes of the retained messages.
+    pub retained_bytes: u64,
 }

@@ -4,7 +4,7 @@ use crate::api::{
     ApiError, ClientSummary, Delivery, Hooks, InjectedMessage, StartError, Stats, SubscribeOptions,
 };
 use crate::auth::Security;
-use crate::config::{Config, ConfigError, Driver};
+use crate::config::{Config, ConfigError, Driver, LogFormat};
 use crate::core::{run_core, CoreStats, Shared};
 use crate::endpoint::Endpoint;
 use crate::hooks::HookPool;
@@ -31,6 +31,8 @@ pub struct Broker {
     pub(crate) endpoints: Vec<Arc<Endpoint>>,
     /// Password file and ACL (re-read on SIGHUP).
     pub(crate) security: Arc<Security>,
+    /// `$SYS`, the metrics endpoint and the snapshot they read (`ops/`).
+    ops: crate::ops::Ops,
     running: bool,
 }
 
@@ -145,6 +147,13 @@ impl Broker {
             config,
         });
 
+        // Before the cores: a `metrics_listen` port conflict fails the start like a listener's.
+        let ops = crate::ops::Ops::start(Arc::new(crate::ops::Context {
+            shared: shared.clone(),
+            endpoints: endpoints.clone(),
+            started: Instant::now(),
+            stopping: Default::default(),
+        }))?;
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -155,6 +164,7 @@ impl Broker {
             listeners,
             endpoints,
             security,
+            ops,
             running: true,
         };
         for (i, ls) in per_core.into_iter().enumerate() {
@@ -318,32 +328,24 @@ impl Broker {
         })
     }
 
-    /// Counters summed over cores.
+    /// Counters summed over cores (the gauges computed on demand are refreshed first).
     pub fn stats(&self) -> Stats {
-        let mut s = Stats::default();
-        for c in &self.shared.stats {
-            let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            s.connections += g(&c.connections);
-            s.sessions += g(&c.sessions);
-            s.subscriptions += g(&c.subscriptions);
-            s.retained += g(&c.retained);
-            s.messages_in += g(&c.messages_in);
-            s.messages_out += g(&c.messages_out);
-            s.bytes_in += g(&c.bytes_in);
-            s.bytes_out += g(&c.bytes_out);
-            s.dropped_qos0 += g(&c.dropped_qos0);
-            s.dropped_queue_full += g(&c.dropped_queue_full);
-            s.expired += g(&c.expired);
-            s.protocol_errors += g(&c.protocol_errors);
-            s.auth_failures += g(&c.auth_failures);
-            s.auth_busy += g(&c.auth_busy);
-            s.hook_timeouts += g(&c.hook_timeouts);
-            s.hibernating += g(&c.hibernating);
-            s.wills_denied += g(&c.wills_denied);
-            s.publish_rate_limited += g(&c.publish_rate_limited);
-            s.connections_rate_limited += g(&c.connections_rate_limited);
-        }
-        s
+        self.snapshot().total()
+    }
+
+    fn snapshot(&self) -> crate::ops::Snapshot {
+        crate::ops::snapshot(&self.shared, self.running)
+    }
+
+    /// The metrics in the Prometheus text format (what `GET /metrics` on `metrics_listen`
+    /// serves), for embedders who serve their own endpoint.
+    pub fn metrics_text(&self) -> String {
+        self.ops.context().metrics_text()
+    }
+
+    /// The bound address of `metrics_listen` (port 0 resolved), if set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.ops.metrics_addr()
     }
 
     /// Stops the broker: closes the listeners (the port is free on return) and every
@@ -355,6 +357,7 @@ impl Broker {
             return;
         }
         self.running = false;
+        self.ops.stop();
         for mb in &self.shared.mailboxes {
             mb.push(MeshMsg::Stop);
         }
@@ -531,36 +534,44 @@ impl Drop for Subscription {
     }
 }
 
-/// Installs a `tracing` fmt subscriber with this filter (`info`, `uringmq=debug`...). Only the
-/// first call in a process has an effect.
-pub fn init_logging(filter: &str) {
-    install_logging(filter, std::io::stdout);
+/// Installs a `tracing` fmt subscriber with this filter (`info`, `uringmq=debug`...) and line
+/// format (`log_format`). Only the first call in a process has an effect.
+pub fn init_logging(filter: &str, format: LogFormat) {
+    install_logging(filter, format, std::io::stdout);
 }
 
 /// Like [`init_logging`], but a background thread writes the lines, batched: a core only
 /// formats a line into a queue, instead of one `write` system call per connect and per
 /// disconnect (a connect storm spent its time there). Nothing is dropped: a core waits when
 /// 128k lines are queued. Keep the guard until exit; dropping it writes what is queued.
-pub fn init_logging_background(filter: &str) -> tracing_appender::non_blocking::WorkerGuard {
+pub fn init_logging_background(
+    filter: &str,
+    format: LogFormat,
+) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("uringmq-log")
         .finish(std::io::BufWriter::new(std::io::stdout()));
-    install_logging(filter, writer);
+    install_logging(filter, format, writer);
     guard
 }
 
-fn install_logging<W>(filter: &str, writer: W)
+fn install_logging<W>(filter: &str, format: LogFormat, writer: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_writer(writer)
-        .try_init();
+        .with_writer(writer);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
+        // One object per line; the event's fields at the top level, where log shippers look.
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }

@@ -33,6 +33,17 @@ pub enum SharedStrategy {
     Local,
 }
 
+/// How the binary writes its log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers): `timestamp`, `level`, `fields`.
+    Json,
+}
+
 /// Transport of a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -329,6 +340,14 @@ pub struct Config {
     /// 0x9F Connection rate exceeded (v3: 3 Server unavailable), so one address flooding wrong
     /// passwords cannot fill the hook threads' queue for everyone. 0 = unlimited.
     pub max_pending_auth_per_address: usize,
+
+    /// Seconds between `$SYS/broker/...` updates (Mosquitto's `sys_interval`); 0 turns them off.
+    pub sys_interval_secs: u64,
+    /// Address of the HTTP endpoint serving `/metrics` (Prometheus text), `/healthz` and
+    /// `/readyz`, e.g. `127.0.0.1:9883` (port 0 picks a free one). Unset: no endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Log line format of the binary: `text` or `json`.
+    pub log_format: LogFormat,
 }
 
 fn default_bind() -> IpAddr {
@@ -387,6 +406,9 @@ impl Default for Config {
             hook_timeout_ms: 5000,
             max_pending_auth: 1024,
             max_pending_auth_per_address: 64,
+            sys_interval_secs: 10,
+            metrics_listen: None,
+            log_format: LogFormat::Text,
         }
     }
 }

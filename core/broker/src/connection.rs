@@ -593,6 +593,7 @@ pub(crate) async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff.reset();
+                add(&core.stats().sockets, 1);
                 let peer = crate::listener::canonical_peer(peer);
                 if !rate.admit(&core, &name, peer) {
                     continue;
@@ -769,9 +770,15 @@ fn closed(conn: &Rc<Conn>, reason: CloseReason) {
         core.drained(key);
     }
     match client_id {
-        Some(id) => {
-            info!(client_id = %id, ?peer, core = core.id, reason = %reason, "client disconnected")
-        }
+        Some(id) => info!(
+            client_id = %id,
+            listener = %conn.listener,
+            peer = peer.map(tracing::field::display),
+            core = core.id,
+            protocol = ?conn.protocol.get(),
+            reason = %reason,
+            "client disconnected"
+        ),
         None => debug!(?peer, reason = %reason, "connection closed before CONNECT"),
     }
     core.unregister_conn(conn.id);
@@ -897,6 +904,7 @@ async fn handle_buffered(
         match decoded {
             Ok(None) => return Ok(()),
             Ok(Some(packet)) => {
+                add(&core.stats().packets_in, 1);
                 if let Packet::Publish(p) = &packet {
                     let size = p.topic.len() + p.payload.len();
                     crate::limits::admit_publish(conn, size as u64).await?;
@@ -946,7 +954,10 @@ fn handle<'a>(
             return Err(CloseReason::TakenOver);
         }
         return match packet {
-            Packet::Connect(c) => Ok(Some(Box::pin(on_connect(core, conn, c)))),
+            Packet::Connect(c) => {
+                add(&core.stats().connects, 1);
+                Ok(Some(Box::pin(on_connect(core, conn, c))))
+            }
             // v5 enhanced authentication: the client's next step before CONNACK.
             Packet::Auth(a) => Ok(Some(Box::pin(async move {
                 match crate::auth::on_auth(core, conn, a).await? {
@@ -1105,6 +1116,7 @@ async fn on_connect(
     conn: &Rc<Conn>,
     mut c: Box<Connect>,
 ) -> Result<(), CloseReason> {
+    let started = Instant::now();
     let proto = c.protocol;
     conn.protocol.set(proto);
     // CONNACK is the first packet the client's limit applies to [MQTT-3.1.2-24].
@@ -1238,9 +1250,11 @@ async fn on_connect(
     }
     core.after_install(key, moved_from);
     core.stats().connections.fetch_add(1, Ordering::Relaxed);
+    core.stats().connect_time.record(started.elapsed());
     info!(
         client_id = %id,
-        peer = ?conn.peer,
+        listener = %conn.listener,
+        peer = conn.peer.map(tracing::field::display),
         core = core.id,
         protocol = ?proto,
         clean_start = n.clean_start,

@@ -54,6 +54,36 @@ pub(crate) struct CoreStats {
     pub(crate) wills_denied: AtomicU64,
     pub(crate) publish_rate_limited: AtomicU64,
     pub(crate) connections_rate_limited: AtomicU64,
+    // What `$SYS` and `/metrics` need beyond the above (see `ops/`).
+    /// MQTT packets of every type received from clients (Mosquitto's `messages/received`).
+    pub(crate) packets_in: AtomicU64,
+    /// Packets other than PUBLISH written to clients, copied from the core's own tally
+    /// (`ops::count_control_packet`) when a snapshot is taken.
+    pub(crate) control_out: AtomicU64,
+    /// Payload bytes of PUBLISH packets received (and injected).
+    pub(crate) publish_bytes_in: AtomicU64,
+    /// Payload bytes of PUBLISH packets sent.
+    pub(crate) publish_bytes_out: AtomicU64,
+    /// CONNECT packets received.
+    pub(crate) connects: AtomicU64,
+    /// Sockets accepted.
+    pub(crate) sockets: AtomicU64,
+    /// Persistent sessions ended by their expiry interval.
+    pub(crate) sessions_expired: AtomicU64,
+    /// Gauges this core computes when a snapshot is taken (`ops::refresh_core`).
+    pub(crate) shared_subscriptions: AtomicU64,
+    pub(crate) queued_messages: AtomicU64,
+    pub(crate) queued_bytes: AtomicU64,
+    pub(crate) inflight_messages: AtomicU64,
+    pub(crate) retained_bytes: AtomicU64,
+    /// CONNECT received to CONNACK queued, accepted connections only.
+    pub(crate) connect_time: crate::ops::histogram::Histogram,
+    /// How late the 100 ms sweep timer fired: how long the core ran other work before it
+    /// got back to its event loop.
+    pub(crate) timer_lag: crate::ops::histogram::Histogram,
+    /// PUBLISH received (or routed here) to written into a subscriber's connection buffer;
+    /// one delivery in `ops::DELIVERY_SAMPLE`.
+    pub(crate) delivery_latency: crate::ops::histogram::Histogram,
 }
 
 /// Adds `n` to a counter.
@@ -734,7 +764,8 @@ impl Core {
         let max = self.config().max_retained_messages;
         if max != 0 && !msg.payload.is_empty() {
             let st = self.st.borrow();
-            if st.retained.len() >= max && !st.retained.contains(&msg.topic) {
+            // The broker's own `$SYS` topics do not count (`RetainedStore::user_len`).
+            if st.retained.user_len() >= max && !st.retained.contains(&msg.topic) {
                 debug!(topic = %msg.topic, "retained store full: not retained");
                 return;
             }
@@ -747,12 +778,14 @@ impl Core {
         }
     }
 
-    fn apply_retain(&self, msg: Arc<Message>) {
+    pub(crate) fn apply_retain(&self, msg: Arc<Message>) {
         let mut st = self.st.borrow_mut();
         st.retained.set(msg);
-        let n = st.retained.len() as u64;
+        let n = st.retained.user_len() as u64;
         if self.id == 0 {
             self.stats().retained.store(n, Ordering::Relaxed);
+            let bytes = st.retained.user_bytes() as u64;
+            self.stats().retained_bytes.store(bytes, Ordering::Relaxed);
         }
     }
 
@@ -1173,6 +1206,7 @@ impl Core {
                 self.publish_will(w, author, origin, now);
             }
             if expired {
+                add(&self.stats().sessions_expired, 1);
                 self.end_session(key);
             }
         }
@@ -1184,6 +1218,7 @@ impl Core {
         match cmd {
             ApiCmd::Publish(msg, applied) => {
                 add(&self.stats().messages_in, 1);
+                add(&self.stats().publish_bytes_in, msg.payload.len() as u64);
                 if msg.retain {
                     self.retain(&msg);
                 }
@@ -1227,6 +1262,11 @@ impl Core {
                     c.kill(CloseReason::Kicked);
                 }
                 let _ = reply.send(conn.is_some());
+            }
+            ApiCmd::Sys(msgs) => self.publish_sys(msgs),
+            ApiCmd::Snapshot(reply) => {
+                self.refresh_gauges();
+                let _ = reply.send(self.id);
             }
         }
     }

@@ -125,6 +125,11 @@ impl Endpoint {
         uringmq_session::PublishLimiter::new(messages, bytes, now).map(Box::new)
     }
 
+    /// Open connections on this listener, all cores (for `/metrics`).
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
     /// Takes one connection slot, or `None` when this listener is full.
     pub(crate) fn admit(self: &Arc<Self>) -> Option<Slot> {
         let n = self.open.fetch_add(1, Ordering::Relaxed) + 1;

@@ -19,6 +19,7 @@ mod hooks;
 mod limits;
 mod listener;
 mod mesh;
+mod ops;
 mod out_queue;
 mod pending;
 mod registry;

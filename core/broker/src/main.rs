@@ -106,6 +106,7 @@ fn main() -> std::process::ExitCode {
     // Held to the end of `main`: dropping it writes the lines still queued.
     let _log = init_logging_background(
         &std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_level.clone()),
+        config.log_format,
     );
     let set = block_signals();
     let mut broker = match Broker::start(config) {
@@ -117,6 +118,9 @@ fn main() -> std::process::ExitCode {
     };
     for (name, addr) in broker.listener_addrs() {
         tracing::info!(listener = %name, %addr, "listening");
+    }
+    if let Some(addr) = broker.metrics_addr() {
+        tracing::info!(%addr, "metrics endpoint: /metrics, /healthz, /readyz");
     }
     let mut sig: libc::c_int = 0;
     loop {

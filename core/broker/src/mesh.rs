@@ -77,6 +77,12 @@ pub(crate) enum ApiCmd {
     /// Publish a message (enters like a client's PUBLISH on this core); the sender, if any, is
     /// told once the retained store has it and the other cores' replicas are on their way.
     Publish(Arc<Message>, Option<std::sync::mpsc::Sender<()>>),
+    /// The broker's own `$SYS` messages (`ops/sys_topics.rs`): retained and routed like a
+    /// PUBLISH, not counted as received.
+    Sys(Vec<Arc<Message>>),
+    /// Refresh the gauges this core computes on demand (queued messages...), then answer
+    /// with the core's id (`ops::refresh`).
+    Snapshot(crossbeam_channel::Sender<u16>),
 }
 
 /// A message between cores.

@@ -16,6 +16,15 @@ struct Node {
 pub(crate) struct RetainedStore {
     root: Node,
     len: usize,
+    /// Messages and payload bytes of topics other than the broker's own `$SYS/...`: what
+    /// users retained, counted in the stats and against `max_retained_messages`.
+    user_len: usize,
+    user_bytes: usize,
+}
+
+/// Whether `topic` is one of the broker's own (`ops/sys_topics.rs`).
+fn is_sys(topic: &str) -> bool {
+    topic.starts_with("$SYS/")
 }
 
 impl RetainedStore {
@@ -23,28 +32,44 @@ impl RetainedStore {
     /// [MQTT-3.3.1-5] [MQTT-3.3.1-6].
     pub(crate) fn set(&mut self, msg: Arc<Message>) {
         let topic = msg.topic.clone();
-        if msg.payload.is_empty() {
-            if Self::remove(&mut self.root, topic.split('/')) {
+        let user = !is_sys(&topic);
+        let old = if msg.payload.is_empty() {
+            let old = Self::remove(&mut self.root, topic.split('/'));
+            if old.is_some() {
                 self.len -= 1;
+                self.user_len -= usize::from(user);
             }
-            return;
-        }
-        let mut node = &mut self.root;
-        for level in topic.split('/') {
-            node = node.children.entry(level.into()).or_default();
-        }
-        if node.msg.replace(msg).is_none() {
-            self.len += 1;
+            old
+        } else {
+            let mut node = &mut self.root;
+            for level in topic.split('/') {
+                node = node.children.entry(level.into()).or_default();
+            }
+            if node.msg.is_none() {
+                self.len += 1;
+                self.user_len += usize::from(user);
+            }
+            if user {
+                self.user_bytes += msg.payload.len();
+            }
+            node.msg.replace(msg)
+        };
+        if let Some(old) = old {
+            if user {
+                self.user_bytes -= old.payload.len();
+            }
         }
     }
 
-    fn remove<'a>(node: &mut Node, mut levels: impl Iterator<Item = &'a str>) -> bool {
+    /// Removes the message of a topic; returns it.
+    fn remove<'a>(
+        node: &mut Node,
+        mut levels: impl Iterator<Item = &'a str>,
+    ) -> Option<Arc<Message>> {
         match levels.next() {
-            None => node.msg.take().is_some(),
+            None => node.msg.take(),
             Some(level) => {
-                let Some(child) = node.children.get_mut(level) else {
-                    return false;
-                };
+                let child = node.children.get_mut(level)?;
                 let removed = Self::remove(child, levels);
                 if child.msg.is_none() && child.children.is_empty() {
                     node.children.remove(level);
@@ -54,9 +79,20 @@ impl RetainedStore {
         }
     }
 
-    /// Number of retained messages.
+    /// Number of retained messages, `$SYS` included.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Number of retained messages on topics other than `$SYS/...`.
+    pub(crate) fn user_len(&self) -> usize {
+        self.user_len
+    }
+
+    /// Payload bytes of the retained messages on topics other than `$SYS/...`.
+    pub(crate) fn user_bytes(&self) -> usize {
+        self.user_bytes
     }
 
     /// Whether `topic` has a retained message.
@@ -177,5 +213,11 @@ mod tests {
         assert_eq!(matching(&s, "a/#"), ["a"]);
         s.set(m("nothing/here", b""));
         assert_eq!(s.len(), 2);
+        assert_eq!((s.user_len(), s.user_bytes()), (1, 1), "only `a` = x");
+        s.set(m("$SYS/x", b"zz"));
+        s.set(m("a", b"xyz"));
+        assert_eq!((s.len(), s.user_len(), s.user_bytes()), (2, 1, 3));
+        s.set(m("$SYS/x", b""));
+        assert_eq!((s.len(), s.user_len()), (1, 1));
     }
 }

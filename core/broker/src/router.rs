@@ -153,7 +153,9 @@ pub(crate) fn write_packet(
 ) {
     if let Err(e) = encode_within(packet, proto, max, out) {
         debug!("cannot send {}: {e}", packet.packet_type());
+        return;
     }
+    crate::ops::count_control_packet();
 }
 
 fn ack(pid: u16, code: ReasonCode) -> Ack {
@@ -163,9 +165,13 @@ fn ack(pid: u16, code: ReasonCode) -> Ack {
 }
 
 impl Core {
-    fn count_written(&self, w: Written) {
+    fn count_written(&self, w: Written, msg: &Message, now: Instant) {
         match w {
-            Written::Sent => add(&self.stats().messages_out, 1),
+            Written::Sent => {
+                add(&self.stats().messages_out, 1);
+                add(&self.stats().publish_bytes_out, msg.payload.len() as u64);
+                crate::ops::sample_delivery(self.stats(), msg.received_at, now);
+            }
             Written::Expired => add(&self.stats().expired, 1),
             Written::TooLarge => {}
         }
@@ -217,6 +223,7 @@ impl Core {
                     properties,
                 });
                 add(&stats.messages_out, 1);
+                add(&stats.publish_bytes_out, msg.payload.len() as u64);
             }
             Sink::Conn(conn) => {
                 let conn = conn.clone();
@@ -231,14 +238,14 @@ impl Core {
                         return;
                     }
                     let w = write_publish(&mut out, &mut e.s, msg, &d, 0, false, now, heads);
-                    self.count_written(w);
+                    self.count_written(w, msg, now);
                 } else if !over && e.s.queue.is_empty() && e.s.inflight.has_room() {
                     let pid = e.s.inflight.push(msg.clone(), d.clone(), group);
                     let w = write_publish(&mut out, &mut e.s, msg, &d, pid, false, now, heads);
                     if w != Written::Sent {
                         e.s.inflight.remove(pid);
                     }
-                    self.count_written(w);
+                    self.count_written(w, msg, now);
                 } else {
                     if over {
                         conn.blocked.set(true);
@@ -318,7 +325,7 @@ impl Core {
                 }
                 w
             };
-            self.count_written(w);
+            self.count_written(w, &item.msg, now);
         }
         add(&self.stats().expired, e.s.queue.take_expired());
         drop(out);
@@ -505,6 +512,7 @@ impl Core {
         let v5 = proto.is_v5();
         let cfg = self.config();
         add(&self.stats().messages_in, 1);
+        add(&self.stats().publish_bytes_in, p.payload.len() as u64);
         let protocol =
             |code: ReasonCode, why: &str| Err(CloseReason::Protocol(code.0, why.to_owned()));
         if p.qos as u8 > cfg.max_qos {

@@ -33,11 +33,15 @@ pub(crate) fn millis(now: Instant) -> u32 {
 /// Runs until the core stops.
 pub(crate) async fn run(core: Rc<Core>) {
     while !core.stopping.get() {
+        let due = Instant::now() + TICK;
         monoio::select! {
             _ = monoio::time::sleep(TICK) => {}
             _ = core.stop_signal.wait() => {}
         }
         let now = Instant::now();
+        core.stats()
+            .timer_lag
+            .record(now.saturating_duration_since(due));
         core.last_tick.set(millis(now));
         sweep(&core, now);
         core.fire_timers(now);

@@ -141,6 +141,7 @@ impl Core {
         }
         let msg = Arc::new(uringmq_session::will::to_message(&w, origin, now));
         add(&self.stats().messages_in, 1);
+        add(&self.stats().publish_bytes_in, msg.payload.len() as u64);
         if msg.retain {
             self.retain(&msg);
         }
