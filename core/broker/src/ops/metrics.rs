@@ -21,7 +21,7 @@ use prometheus::{Encoder, TextEncoder};
 /// A per-core figure: name, help, type, and how to read it from one core's counters.
 type PerCore = (&'static str, &'static str, MetricType, fn(&Stats) -> u64);
 
-const PER_CORE: [PerCore; 20] = {
+const PER_CORE: [PerCore; 25] = {
     use MetricType::{COUNTER as C, GAUGE as G};
     [
         (
@@ -143,6 +143,36 @@ const PER_CORE: [PerCore; 20] = {
             "CONNECTs refused by authentication.",
             C,
             |s| s.auth_failures,
+        ),
+        (
+            "uringmq_auth_busy_total",
+            "CONNECTs refused because too many authentications were in progress.",
+            C,
+            |s| s.auth_busy,
+        ),
+        (
+            "uringmq_hook_timeouts_total",
+            "Blocking checks (hooks, password hashes) that outlived hook_timeout_ms.",
+            C,
+            |s| s.hook_timeouts,
+        ),
+        (
+            "uringmq_wills_denied_total",
+            "Wills refused at CONNECT or dropped when due because their client may not publish them.",
+            C,
+            |s| s.wills_denied,
+        ),
+        (
+            "uringmq_publish_rate_limited_total",
+            "PUBLISH packets over their client's publish rate (held back, or v5 DISCONNECT 0x96).",
+            C,
+            |s| s.publish_rate_limited,
+        ),
+        (
+            "uringmq_connections_rate_limited_total",
+            "Sockets closed right after accept for their listener's connection rate.",
+            C,
+            |s| s.connections_rate_limited,
         ),
     ]
 };

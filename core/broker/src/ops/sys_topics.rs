@@ -121,7 +121,7 @@ fn broker_values(t: &Stats, max_clients: &mut u64) -> Vec<(String, String)> {
     *max_clients = (*max_clients).max(t.sessions);
     let stored = t.retained + t.queued_messages + t.inflight_messages;
     let disconnected = t.sessions.saturating_sub(t.connections);
-    let figures: [(&str, u64); 27] = [
+    let figures: [(&str, u64); 32] = [
         ("clients/total", t.sessions),
         ("clients/maximum", *max_clients),
         ("clients/connected", t.connections),
@@ -149,6 +149,11 @@ fn broker_values(t: &Stats, max_clients: &mut u64) -> Vec<(String, String)> {
         ("publish/bytes/received", t.publish_bytes_in),
         ("publish/bytes/sent", t.publish_bytes_out),
         ("connections/socket/count", t.sockets),
+        ("clients/refused/auth_busy", t.auth_busy),
+        ("clients/refused/rate_limited", t.connections_rate_limited),
+        ("publish/messages/rate_limited", t.publish_rate_limited),
+        ("wills/denied", t.wills_denied),
+        ("hooks/timeouts", t.hook_timeouts),
     ];
     figures
         .iter()
