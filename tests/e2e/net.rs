@@ -195,6 +195,8 @@ fn stop_does_not_wait_for_a_client_that_does_not_read() {
     let start = Instant::now();
     b.stop();
     let took = start.elapsed();
-    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    // Bounded by the design at 250 + 500 ms plus joins; 4 s leaves room for a loaded machine
+    // and still fails against the old 5 s.
+    assert!(took < Duration::from_secs(4), "stop took {took:?}");
     drop(stalled);
 }

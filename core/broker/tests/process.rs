@@ -200,7 +200,8 @@ fn sigterm_does_not_wait_for_a_client_that_does_not_read() {
     ));
     let (took, ok) = b.terminate();
     assert!(ok, "exit status after SIGTERM");
-    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+    // 250 + 500 ms by design; 4 s leaves room for a loaded machine, and fails against 5 s.
+    assert!(took < Duration::from_secs(4), "SIGTERM took {took:?}");
 }
 
 #[test]
