@@ -619,7 +619,7 @@ pub(crate) async fn accept_loop(
                 let accepted = (name.clone(), transport, slot, limiter);
                 connection(core.clone(), stream, peer, accepted, guard);
             }
-            // Out of file descriptors and the like.
+            // Pauses only when out of descriptors or memory (limits.rs).
             Err(e) => backoff.failed(&core, &name, &e).await,
         }
     }

@@ -25,6 +25,9 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// how long a stopping core waits for its accept loop.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
 
+/// Per-connection accept errors retried at once in a row before the loop pauses anyway.
+const UNPAUSED_FAILURES_MAX: u32 = 64;
+
 /// Longest a slowed client waits between checks: bounds how late it notices a stop.
 const RATE_WAIT_SLICE: u32 = 100;
 
@@ -58,6 +61,8 @@ impl LogThrottle {
 #[derive(Default)]
 pub(crate) struct AcceptBackoff {
     delay: Duration,
+    /// Failures in a row that did not pause.
+    unpaused: u32,
     log: LogThrottle,
 }
 
@@ -65,21 +70,41 @@ impl AcceptBackoff {
     /// An accept succeeded: the next failure starts from the shortest pause again.
     pub(crate) fn reset(&mut self) {
         self.delay = Duration::ZERO;
+        self.unpaused = 0;
     }
 
-    /// An accept failed: logs (throttled) and pauses.
+    /// An accept failed: logs (throttled) and, when the process is out of a resource,
+    /// pauses. Other errors (ECONNABORTED, EPROTO, EPERM from a firewall rule) concern only
+    /// the connection that failed: the next one is accepted at once, unless such errors
+    /// come [`UNPAUSED_FAILURES_MAX`] in a row (an error that would repeat for ever).
     pub(crate) async fn failed(&mut self, core: &Core, listener: &str, e: &io::Error) {
+        self.unpaused += 1;
+        let exhausted = out_of_resources(e) || self.unpaused > UNPAUSED_FAILURES_MAX;
         if let Some(n) = self.log.hit(millis(Instant::now())) {
+            let then = if exhausted { "backing off" } else { "retrying" };
             warn!(
                 core = core.id,
                 listener,
                 failures = n,
-                "accept failed: {e} ({n} failures since the last report); backing off"
+                "accept failed: {e} ({n} failures since the last report); {then}"
             );
         }
+        if !exhausted {
+            return;
+        }
+        self.unpaused = 0;
         self.delay = (self.delay * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
         monoio::time::sleep(self.delay).await;
     }
+}
+
+/// Whether an accept failed because the process or the system is out of descriptors or
+/// memory: every retry fails the same way until something is freed.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// One core's share of a listener's `max_connection_rate`.
@@ -184,5 +209,16 @@ mod tests {
         }
         assert_eq!(t.hit(5 + LOG_INTERVAL_MS), Some(995));
         assert_eq!(t.hit(6 + LOG_INTERVAL_MS), None);
+    }
+
+    #[test]
+    fn only_running_out_of_resources_backs_the_accept_loop_off() {
+        for code in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(out_of_resources(&io::Error::from_raw_os_error(code)));
+        }
+        for code in [libc::ECONNABORTED, libc::EPROTO, libc::EPERM] {
+            assert!(!out_of_resources(&io::Error::from_raw_os_error(code)));
+        }
+        assert!(!out_of_resources(&io::Error::other("no errno")));
     }
 }
