@@ -93,6 +93,8 @@ class Stats:
     wills_denied: int
     publish_rate_limited: int
     connections_rate_limited: int
+    accept_failures: int
+    detach_failures: int
     def as_dict(self) -> Dict[str, int]:
         """The counters as a dict."""
 

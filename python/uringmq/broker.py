@@ -329,7 +329,8 @@ class Broker:
         ``dropped_qos0``, ``dropped_queue_full``, ``expired``, ``protocol_errors``,
         ``auth_failures``, ``hibernating`` (idle connections parked without a task),
         ``wills_denied`` (wills their client may not publish), ``publish_rate_limited``,
-        ``connections_rate_limited`` (all zero while stopped). ``.as_dict()`` gives a dict."""
+        ``connections_rate_limited``, ``accept_failures`` and ``detach_failures`` (at the
+        process's descriptor limit) (all zero while stopped). ``.as_dict()`` gives a dict."""
         return self._native.stats()
 
     def __repr__(self) -> str:

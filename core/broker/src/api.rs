@@ -171,4 +171,9 @@ pub struct Stats {
     pub publish_rate_limited: u64,
     /// New connections closed right after accept for their listener's `max_connection_rate`.
     pub connections_rate_limited: u64,
+    /// Accepts that failed (out of descriptors: the accept loop backs off, see `limits.rs`).
+    pub accept_failures: u64,
+    /// Idle connections that could not be detached from their task for want of a descriptor
+    /// (the core then stops trying for a second).
+    pub detach_failures: u64,
 }

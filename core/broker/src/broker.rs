@@ -333,6 +333,8 @@ impl Broker {
             s.wills_denied += g(&c.wills_denied);
             s.publish_rate_limited += g(&c.publish_rate_limited);
             s.connections_rate_limited += g(&c.connections_rate_limited);
+            s.accept_failures += g(&c.accept_failures);
+            s.detach_failures += g(&c.detach_failures);
         }
         s
     }

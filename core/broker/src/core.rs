@@ -52,6 +52,8 @@ pub(crate) struct CoreStats {
     pub(crate) wills_denied: AtomicU64,
     pub(crate) publish_rate_limited: AtomicU64,
     pub(crate) connections_rate_limited: AtomicU64,
+    pub(crate) accept_failures: AtomicU64,
+    pub(crate) detach_failures: AtomicU64,
 }
 
 /// Adds `n` to a counter.

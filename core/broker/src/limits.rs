@@ -78,6 +78,7 @@ impl AcceptBackoff {
     /// the connection that failed: the next one is accepted at once, unless such errors
     /// come [`UNPAUSED_FAILURES_MAX`] in a row (an error that would repeat for ever).
     pub(crate) async fn failed(&mut self, core: &Core, listener: &str, e: &io::Error) {
+        add(&core.stats().accept_failures, 1);
         self.unpaused += 1;
         let exhausted = out_of_resources(e) || self.unpaused > UNPAUSED_FAILURES_MAX;
         if let Some(n) = self.log.hit(millis(Instant::now())) {
