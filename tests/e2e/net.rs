@@ -17,6 +17,17 @@ fn burst(c: &mut Client, topic: &str, n: usize) {
     c.send_raw(&out);
 }
 
+/// How many PUBLISHes `sub` receives until `until`.
+fn publishes_until(sub: &mut Client, until: Instant) -> usize {
+    let mut got = 0;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if let Some(Packet::Publish(_)) = sub.recv_within(left) {
+            got += 1;
+        }
+    }
+    got
+}
+
 #[test]
 fn a_v5_client_over_its_publish_rate_is_disconnected_with_0x96() {
     let b = broker_with(|c| c.max_publish_rate = 10);
@@ -43,12 +54,7 @@ fn a_v3_client_over_its_publish_rate_is_slowed_and_loses_nothing() {
     let start = Instant::now();
     burst(&mut publisher, "t", SENT);
     // Checkpoint: what arrived in the first 600 ms is at most the burst plus the rate.
-    let mut got = 0usize;
-    while let Some(left) = Duration::from_millis(600).checked_sub(start.elapsed()) {
-        if let Some(Packet::Publish(_)) = sub.recv_within(left) {
-            got += 1;
-        }
-    }
+    let mut got = publishes_until(&mut sub, start + Duration::from_millis(600));
     let allowed = RATE as f64 * (1.0 + start.elapsed().as_secs_f64()) + 2.0;
     assert!(
         (got as f64) <= allowed,
@@ -82,6 +88,32 @@ fn the_byte_rate_limits_too() {
         )));
     }
     hasty.expect_disconnect(Some(ReasonCode::MESSAGE_RATE_TOO_HIGH));
+}
+
+#[test]
+fn the_byte_rate_counts_properties_too() {
+    const RATE: u64 = 10_000;
+    const SENT: usize = 20;
+    let b = broker_with(|c| c.max_publish_bytes_rate = RATE);
+    let mut sub = Client::connect(b.local_addr(), Protocol::V5, "props-sub");
+    sub.subscribe("t", QoS::AtMostOnce);
+    let mut hasty = Client::connect(b.local_addr(), Protocol::V5, "props");
+    // One byte of payload, 4 kB of user properties that every subscriber gets too.
+    let mut out = BytesMut::new();
+    for _ in 0..SENT {
+        let mut p = publish("t", b"x", QoS::AtMostOnce, false);
+        p.properties.user_properties = vec![("k".into(), "v".repeat(4000).as_str().into())];
+        encode(&Packet::Publish(p), Protocol::V5, &mut out).expect("encode");
+    }
+    let start = Instant::now();
+    hasty.send_raw(&out);
+    let got = publishes_until(&mut sub, start + Duration::from_millis(600));
+    let allowed = (RATE as f64 * (1.0 + start.elapsed().as_secs_f64())) / 4000.0 + 1.0;
+    assert!(
+        (got as f64) <= allowed,
+        "{got} messages of 4 kB forwarded in {:?}, the byte rate allows {allowed:.1}",
+        start.elapsed()
+    );
 }
 
 /// Whether a CONNECT on a new connection is answered with CONNACK.

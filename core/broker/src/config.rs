@@ -185,8 +185,9 @@ pub struct Config {
     /// second's worth. Beyond it a v5 client is disconnected with 0x96 (Message rate too
     /// high) and a 3.x client is not read from until its rate allows, so TCP slows it down.
     pub max_publish_rate: u64,
-    /// Bytes (topic + payload) a second one client may publish (0 = unlimited), burst and
-    /// excess as `max_publish_rate`; a single larger message passes on a full bucket.
+    /// Bytes a second one client may publish (0 = unlimited), counting whole PUBLISH packets
+    /// as sent (header, topic, properties, payload); burst and excess as `max_publish_rate`;
+    /// a single larger message passes on a full bucket.
     pub max_publish_bytes_rate: u64,
     /// Largest packet accepted from a client, bytes (announced in CONNACK as Maximum Packet Size).
     ///

@@ -891,14 +891,17 @@ async fn handle_buffered(
             return Err(r);
         }
         let mut decoder = conn.decoder.get();
+        let before = buf.len();
         let decoded = decoder.decode(buf);
         conn.decoder.set(decoder);
         match decoded {
             Ok(None) => return Ok(()),
             Ok(Some(packet)) => {
-                if let Packet::Publish(p) = &packet {
-                    let size = p.topic.len() + p.payload.len();
-                    crate::limits::admit_publish(conn, size as u64).await?;
+                if let Packet::Publish(_) = &packet {
+                    // Weighed by its wire length (what the decoder took from the buffer):
+                    // properties, user properties included, are forwarded too.
+                    let wire = before - buf.len();
+                    crate::limits::admit_publish(conn, wire as u64).await?;
                 }
                 if let Some(slow) = handle(core, conn, packet)? {
                     slow.await?;
