@@ -17,6 +17,24 @@ fn burst(c: &mut Client, topic: &str, n: usize) {
     c.send_raw(&out);
 }
 
+/// A broker with `max_publish_rate = rate`, and a 3.1.1 client subscribed to `t`.
+fn rate_limited_with_subscriber(rate: u64) -> (Broker, Client) {
+    let b = broker_with(|c| c.max_publish_rate = rate);
+    let mut sub = Client::connect(b.local_addr(), Protocol::V3_1_1, "sub");
+    sub.subscribe("t", QoS::AtMostOnce);
+    (b, sub)
+}
+
+/// Asserts that `got` messages since `start` are at most a burst plus `rate` a second.
+fn assert_within_rate(got: usize, rate: u64, start: Instant) {
+    let allowed = rate as f64 * (1.0 + start.elapsed().as_secs_f64()) + 2.0;
+    assert!(
+        (got as f64) <= allowed,
+        "{got} messages forwarded in {:?}, the rate allows {allowed}",
+        start.elapsed()
+    );
+}
+
 /// How many PUBLISHes `sub` receives until `until`.
 fn publishes_until(sub: &mut Client, until: Instant) -> usize {
     let mut got = 0;
@@ -47,20 +65,13 @@ fn a_v5_client_over_its_publish_rate_is_disconnected_with_0x96() {
 fn a_v3_client_over_its_publish_rate_is_slowed_and_loses_nothing() {
     const RATE: u64 = 20;
     const SENT: usize = 60;
-    let b = broker_with(|c| c.max_publish_rate = RATE);
-    let mut sub = Client::connect(b.local_addr(), Protocol::V3_1_1, "sub");
-    sub.subscribe("t", QoS::AtMostOnce);
+    let (b, mut sub) = rate_limited_with_subscriber(RATE);
     let mut publisher = Client::connect(b.local_addr(), Protocol::V3_1_1, "pub");
     let start = Instant::now();
     burst(&mut publisher, "t", SENT);
     // Checkpoint: what arrived in the first 600 ms is at most the burst plus the rate.
     let mut got = publishes_until(&mut sub, start + Duration::from_millis(600));
-    let allowed = RATE as f64 * (1.0 + start.elapsed().as_secs_f64()) + 2.0;
-    assert!(
-        (got as f64) <= allowed,
-        "{got} messages forwarded in {:?}, the rate allows {allowed}",
-        start.elapsed()
-    );
+    assert_within_rate(got, RATE, start);
     // The rest follows at the rate, nothing lost, the publisher still connected.
     let deadline = Instant::now() + Duration::from_secs(10);
     while got < SENT && Instant::now() < deadline {
@@ -72,6 +83,38 @@ fn a_v3_client_over_its_publish_rate_is_slowed_and_loses_nothing() {
     assert_eq!(got, SENT);
     publisher.ping();
     assert!(b.stats().publish_rate_limited >= 1, "{:?}", b.stats());
+}
+
+#[test]
+fn a_client_that_reconnects_keeps_its_publish_debt() {
+    const RATE: u64 = 20;
+    let (b, mut sub) = rate_limited_with_subscriber(RATE);
+    let start = Instant::now();
+    // A burst's worth, then a clean close (the broker has read all of it).
+    let mut first = Client::connect(b.local_addr(), Protocol::V3_1_1, "again");
+    burst(&mut first, "t", RATE as usize);
+    first.disconnect();
+    // The next connection with the id starts with the empty bucket, not a new burst.
+    let mut second = Client::connect(b.local_addr(), Protocol::V3_1_1, "again");
+    burst(&mut second, "t", RATE as usize);
+    let got = publishes_until(&mut sub, start + Duration::from_millis(600));
+    assert_within_rate(got, RATE, start);
+}
+
+#[test]
+fn a_takeover_inherits_the_publish_debt() {
+    const RATE: u64 = 20;
+    let (b, mut sub) = rate_limited_with_subscriber(RATE);
+    let start = Instant::now();
+    // Twice the burst: half of it waits, unread, in debt.
+    let mut first = Client::connect(b.local_addr(), Protocol::V3_1_1, "twin");
+    burst(&mut first, "t", 2 * RATE as usize);
+    // A second connection with the id takes the first over, and sends a burst's worth.
+    let mut second = Client::connect(b.local_addr(), Protocol::V3_1_1, "twin");
+    burst(&mut second, "t", RATE as usize);
+    let got = publishes_until(&mut sub, start + Duration::from_millis(600));
+    assert_within_rate(got, RATE, start);
+    drop(first);
 }
 
 #[test]

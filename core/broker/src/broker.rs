@@ -127,6 +127,7 @@ impl Broker {
             limits,
             mailboxes: (0..cores).map(|_| Mailbox::default()).collect(),
             registry: Registry::default(),
+            publish_debts: Default::default(),
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
             hooks: HookPool::new(if blocking { 2 } else { 0 }),
             authenticator,

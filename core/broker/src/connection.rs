@@ -1195,6 +1195,7 @@ async fn on_connect(
         reason_code: ReasonCode::SUCCESS,
         properties,
     };
+    crate::limits::inherit_publish_debt(core, conn, &id);
     conn.send_packet(&Packet::ConnAck(ack));
     conn.session.set(key);
     conn.connected.set(true);

@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) limits: ConnectLimits,
     pub(crate) mailboxes: Vec<Mailbox>,
     pub(crate) registry: Registry,
+    /// Publish-rate debts of client ids whose connection closed (`publish_debts.rs`).
+    pub(crate) publish_debts: crate::publish_debts::PublishDebts,
     pub(crate) stats: Vec<CoreStats>,
     pub(crate) hooks: HookPool,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
@@ -931,6 +933,8 @@ impl Core {
         let mut e = self.st.borrow_mut().sessions.remove(&key)?;
         let author = self.will_author(&e);
         if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline(0)) {
+            // Before the answer: the successor takes the debt once it has it.
+            crate::limits::keep_publish_debt(self, &conn, &e.s.client_id);
             conn.clear_session();
             conn.kill(CloseReason::TakenOver);
             self.stats().connections.fetch_sub(1, Ordering::Relaxed);
@@ -1031,6 +1035,7 @@ impl Core {
             let author = self.will_author(e);
             e.sink = match &e.sink {
                 Sink::Conn(conn) => {
+                    crate::limits::keep_publish_debt(self, conn, &e.s.client_id);
                     self.tell_disconnect(conn, &e.s, reason);
                     Sink::Offline(self.shared.security.listener_index(&conn.listener))
                 }

@@ -12,6 +12,7 @@ use crate::core::{add, CloseReason, Core};
 use crate::timers::millis;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::warn;
 use uringmq_session::TokenBucket;
@@ -151,34 +152,62 @@ impl ConnectionRate {
 /// client is disconnected with 0x96 (Message rate too high); a 3.x client has no such code,
 /// so its connection is not read from until the rate allows and TCP slows the client down
 /// (EMQX does the same for both). The packet waits here, decoded: nothing is lost.
+///
+/// The limiter stays in `conn` while the packet waits, so a takeover meanwhile hands it on
+/// (`keep_publish_debt`); the wait then ends with the connection's close reason.
 pub(crate) async fn admit_publish(conn: &Conn, size: u64) -> Result<(), CloseReason> {
-    let Some(mut limiter) = conn.publish_limiter.take() else {
-        return Ok(());
-    };
     let mut now = conn.last_seen.get();
     let mut counted = false;
-    let result = loop {
+    loop {
+        let Some(mut limiter) = conn.publish_limiter.take() else {
+            // No limits; or handed on when the connection was taken over.
+            return conn.stop_reason().map_or(Ok(()), Err);
+        };
         let wait = limiter.admit(size, now);
+        conn.publish_limiter.set(Some(limiter));
         if wait == 0 {
-            break Ok(());
+            return Ok(());
         }
         if !counted {
             counted = true;
             count_slowed(conn, now);
         }
         if conn.protocol.get().is_v5() {
-            break Err(CloseReason::RateLimited);
+            return Err(CloseReason::RateLimited);
         }
         if let Some(r) = conn.stop_reason() {
-            break Err(r);
+            return Err(r);
         }
         monoio::time::sleep(Duration::from_millis(u64::from(wait.min(RATE_WAIT_SLICE)))).await;
         now = millis(Instant::now());
         // The client is not quiet: the broker is the one not reading (keep-alive).
         conn.last_seen.set(now);
+    }
+}
+
+/// `conn` is closing or taken over: what it owes its publish rate stays with its client id,
+/// for the next connection with that id (`publish_debts.rs`).
+pub(crate) fn keep_publish_debt(core: &Core, conn: &Conn, client_id: &Arc<str>) {
+    if let Some(limiter) = conn.publish_limiter.take() {
+        let now = millis(Instant::now());
+        core.shared.publish_debts.keep(client_id, limiter, now);
+    }
+}
+
+/// `conn`'s CONNECT for `client_id` is accepted (after any takeover was answered): it starts
+/// with the debt of the id's previous connection, if that one left any.
+pub(crate) fn inherit_publish_debt(core: &Core, conn: &Conn, client_id: &str) {
+    let Some(mut mine) = conn.publish_limiter.take() else {
+        return;
     };
-    conn.publish_limiter.set(Some(limiter));
-    result
+    if let Some(earlier) = core
+        .shared
+        .publish_debts
+        .take(client_id, millis(Instant::now()))
+    {
+        mine.inherit(&earlier);
+    }
+    conn.publish_limiter.set(Some(mine));
 }
 
 /// Counts a PUBLISH over its client's rate, and logs it (throttled per core).
