@@ -38,6 +38,7 @@ class ListenerSettings(TypedDict, total=False):
     max_publish_rate: Optional[int]
     max_publish_bytes_rate: Optional[int]
     max_connection_rate: Optional[int]
+    max_connection_rate_per_source: Optional[int]
 
 
 class Settings(TypedDict, total=False):
@@ -53,6 +54,7 @@ class Settings(TypedDict, total=False):
     listener: Optional[List[ListenerSettings]]
     max_connections: Optional[int]
     max_connection_rate: Optional[int]
+    max_connection_rate_per_source: Optional[int]
     max_publish_rate: Optional[int]
     max_publish_bytes_rate: Optional[int]
     max_packet_size: Optional[int]

@@ -78,7 +78,11 @@ pub fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Publish {
 impl Client {
     /// Opens a TCP connection without sending anything.
     pub fn raw(addr: SocketAddr, proto: Protocol) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Client::from_stream(TcpStream::connect(addr).expect("connect"), proto)
+    }
+
+    /// A client over an already connected stream, nothing sent yet.
+    pub fn from_stream(stream: TcpStream, proto: Protocol) -> Client {
         stream.set_nodelay(true).ok();
         Client {
             stream,

@@ -57,5 +57,5 @@ def test_typed_settings_list_every_key_the_broker_has(tmp_path):
         password_file=pw, acl_file=pw, allow_anonymous=True, listener=[{"port": 0, "name": "x"}]
     ).settings
     assert set(Settings.__annotations__) == set(effective)
-    listener_keys = set(effective["listener"][0]) | {"cert_file", "key_file", "ca_file", "password_file", "acl_file", "allow_anonymous", "scram_sha256", "max_publish_rate", "max_publish_bytes_rate", "max_connection_rate"}
+    listener_keys = set(effective["listener"][0]) | {"cert_file", "key_file", "ca_file", "password_file", "acl_file", "allow_anonymous", "scram_sha256", "max_publish_rate", "max_publish_bytes_rate", "max_connection_rate", "max_connection_rate_per_source"}
     assert set(ListenerSettings.__annotations__) == listener_keys

@@ -169,7 +169,8 @@ pub struct Stats {
     /// PUBLISH packets over their client's `max_publish_rate`/`max_publish_bytes_rate`: held
     /// back (3.x clients, read again once the rate allows) or refused with DISCONNECT 0x96 (v5).
     pub publish_rate_limited: u64,
-    /// New connections closed right after accept for their listener's `max_connection_rate`.
+    /// New connections closed right after accept for their listener's `max_connection_rate`
+    /// or `max_connection_rate_per_source`.
     pub connections_rate_limited: u64,
     /// Accepts that failed (out of descriptors: the accept loop backs off, see `limits.rs`).
     pub accept_failures: u64,

@@ -109,6 +109,9 @@ pub struct ListenerConfig {
     /// Overrides the global `max_connection_rate` for this listener.
     #[serde(default)]
     pub max_connection_rate: Option<u64>,
+    /// Overrides the global `max_connection_rate_per_source` for this listener.
+    #[serde(default)]
+    pub max_connection_rate_per_source: Option<u64>,
 }
 
 impl ListenerConfig {
@@ -134,6 +137,7 @@ impl ListenerConfig {
             max_publish_rate: None,
             max_publish_bytes_rate: None,
             max_connection_rate: None,
+            max_connection_rate_per_source: None,
         }
     }
 }
@@ -181,6 +185,12 @@ pub struct Config {
     /// set its own. Each core owns an equal share (no lock); beyond it a new socket is closed
     /// right after accept, before reading its CONNECT.
     pub max_connection_rate: u64,
+    /// New connections a second each listener accepts from one source address (an IPv6
+    /// address counts by its /64), checked before `max_connection_rate` so that one host
+    /// connecting in a loop cannot use up the listener's rate and lock everyone else out
+    /// (0 = unlimited, the default: clients behind one NAT share an address). Split over the
+    /// cores like `max_connection_rate`; a `[[listener]]` may set its own.
+    pub max_connection_rate_per_source: u64,
     /// PUBLISH packets a second one client may send (0 = unlimited), with a burst of one
     /// second's worth. Beyond it a v5 client is disconnected with 0x96 (Message rate too
     /// high) and a 3.x client is not read from until its rate allows, so TCP slows it down.
@@ -276,6 +286,7 @@ impl Default for Config {
             listeners: Vec::new(),
             max_connections: 0,
             max_connection_rate: 0,
+            max_connection_rate_per_source: 0,
             max_publish_rate: 0,
             max_publish_bytes_rate: 0,
             max_packet_size: 16 * 1024 * 1024,
@@ -512,6 +523,14 @@ impl Config {
             .unwrap_or(self.max_connection_rate)
     }
 
+    /// A listener's connection rate per source address (0 = unlimited): its own, else the
+    /// global one (`None`: the default listener).
+    pub fn connection_rate_per_source(&self, listener: Option<&ListenerConfig>) -> u64 {
+        listener
+            .and_then(|l| l.max_connection_rate_per_source)
+            .unwrap_or(self.max_connection_rate_per_source)
+    }
+
     /// Whether anonymous clients are allowed on a listener bound to `addr` (secure default:
     /// only while everything is on loopback).
     pub fn anonymous_allowed(&self, listener: Option<&ListenerConfig>) -> bool {
@@ -589,6 +608,7 @@ mod tests {
             max_publish_rate: Some(1),
             max_publish_bytes_rate: Some(1),
             max_connection_rate: Some(1),
+            max_connection_rate_per_source: Some(1),
             ..ListenerConfig::new(Transport::Tcp, 1884)
         };
         for line in toml::to_string(&every).unwrap_or_default().lines() {
@@ -676,6 +696,7 @@ mod tests {
         assert_eq!(c.publish_rates(Some(&c.listeners[0])), (10, 100));
         assert_eq!(c.connection_rate(None), 5);
         assert_eq!(c.connection_rate(Some(&c.listeners[0])), 0);
+        assert_eq!(c.connection_rate_per_source(None), 0);
     }
 
     #[test]

@@ -582,8 +582,11 @@ pub(crate) async fn accept_loop(
 ) {
     let name = endpoint.name.clone();
     let mut backoff = crate::limits::AcceptBackoff::default();
-    let mut rate =
-        crate::limits::ConnectionRate::new(endpoint.connection_rate, core.shared.cores());
+    let mut rate = crate::limits::ConnectionRate::new(
+        endpoint.connection_rate,
+        endpoint.connection_rate_per_source,
+        core.shared.cores(),
+    );
     loop {
         let accepted = listener.accept().await;
         if core.stopping.get() {

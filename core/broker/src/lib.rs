@@ -26,6 +26,7 @@ mod reload;
 mod retained;
 mod router;
 mod shared_sub;
+mod source_rates;
 mod timers;
 mod transport_io;
 mod uring;

@@ -9,6 +9,7 @@
 
 use crate::connection::Conn;
 use crate::core::{add, CloseReason, Core};
+use crate::source_rates::SourceRates;
 use crate::timers::millis;
 use std::io;
 use std::net::SocketAddr;
@@ -109,31 +110,45 @@ fn out_of_resources(e: &io::Error) -> bool {
     )
 }
 
-/// One core's share of a listener's `max_connection_rate`.
+/// One core's share of a listener's `max_connection_rate` and
+/// `max_connection_rate_per_source`.
 pub(crate) struct ConnectionRate {
     bucket: Option<TokenBucket>,
+    per_source: Option<SourceRates>,
     log: LogThrottle,
 }
 
 impl ConnectionRate {
-    /// `rate` accepts a second over the listener (0: unlimited), split over `cores`.
-    pub(crate) fn new(rate: u64, cores: usize) -> Self {
+    /// `rate` accepts a second over the listener and `per_source` from one source address
+    /// (0: unlimited), split over `cores`.
+    pub(crate) fn new(rate: u64, per_source: u64, cores: usize) -> Self {
         let now = millis(Instant::now());
+        let share = cores as u64;
         ConnectionRate {
-            bucket: (rate > 0).then(|| TokenBucket::new(rate, cores as u64, now)),
+            bucket: (rate > 0).then(|| TokenBucket::new(rate, share, now)),
+            per_source: (per_source > 0).then(|| SourceRates::new(per_source, share)),
             log: LogThrottle::default(),
         }
     }
 
     /// Whether one more connection may be accepted now; a refusal is counted and logged.
+    /// The source's own rate comes first: a refused flood spends nothing of the listener's.
     pub(crate) fn admit(&mut self, core: &Core, listener: &str, peer: SocketAddr) -> bool {
-        let Some(bucket) = &mut self.bucket else {
-            return true;
-        };
-        let now = millis(Instant::now());
-        if bucket.try_take(1, now) {
+        if self.bucket.is_none() && self.per_source.is_none() {
             return true;
         }
+        let now = millis(Instant::now());
+        let source_ok = self
+            .per_source
+            .as_mut()
+            .is_none_or(|s| s.admit(peer.ip(), now));
+        let refused = if !source_ok {
+            "max_connection_rate_per_source"
+        } else if self.bucket.as_mut().is_some_and(|b| !b.try_take(1, now)) {
+            "max_connection_rate"
+        } else {
+            return true;
+        };
         add(&core.stats().connections_rate_limited, 1);
         if let Some(n) = self.log.hit(now) {
             warn!(
@@ -141,7 +156,7 @@ impl ConnectionRate {
                 listener,
                 %peer,
                 refused = n,
-                "max_connection_rate reached: {n} connections closed since the last report"
+                "{refused} reached: {n} connections closed since the last report"
             );
         }
         false
