@@ -167,7 +167,8 @@ pub struct Stats {
     /// because the ACL was reloaded since.
     pub wills_denied: u64,
     /// PUBLISH packets over their client's `max_publish_rate`/`max_publish_bytes_rate`: held
-    /// back (3.x clients, read again once the rate allows) or refused with DISCONNECT 0x96 (v5).
+    /// back (read again once the rate allows), counted once per PUBLISH; a v5 client held
+    /// back for more than 5 s in a row is disconnected with 0x96.
     pub publish_rate_limited: u64,
     /// New connections closed right after accept for their listener's `max_connection_rate`
     /// or `max_connection_rate_per_source`.

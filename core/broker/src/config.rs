@@ -192,8 +192,9 @@ pub struct Config {
     /// cores like `max_connection_rate`; a `[[listener]]` may set its own.
     pub max_connection_rate_per_source: u64,
     /// PUBLISH packets a second one client may send (0 = unlimited), with a burst of one
-    /// second's worth. Beyond it a v5 client is disconnected with 0x96 (Message rate too
-    /// high) and a 3.x client is not read from until its rate allows, so TCP slows it down.
+    /// second's worth. Beyond it a client is not read from until its rate allows, so TCP
+    /// slows it down; a v5 client held back for more than 5 s in a row is then disconnected
+    /// with 0x96 (Message rate too high).
     pub max_publish_rate: u64,
     /// Bytes a second one client may publish (0 = unlimited), counting whole PUBLISH packets
     /// as sent (header, topic, properties, payload); burst and excess as `max_publish_rate`;

@@ -140,7 +140,7 @@ pub(crate) enum CloseReason {
     Refused(u8),
     /// The embedding program asked (`Broker::disconnect`).
     Kicked,
-    /// Over `max_publish_rate` / `max_publish_bytes_rate` (v5: DISCONNECT 0x96).
+    /// Over `max_publish_rate` / `max_publish_bytes_rate` for too long (v5: DISCONNECT 0x96).
     RateLimited,
 }
 

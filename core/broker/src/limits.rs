@@ -30,6 +30,12 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// Per-connection accept errors retried at once in a row before the loop pauses anyway.
 const UNPAUSED_FAILURES_MAX: u32 = 64;
 
+/// Longest a v5 client is held back in a row before it is disconnected with 0x96: room for a
+/// flush of a few seconds' worth (an offline buffer after a reconnect) and for any single
+/// oversized message (the debt is capped at one burst: two seconds' worth); short enough
+/// that a client that keeps sending too fast learns why.
+const V5_HOLD_MAX_MS: u32 = 5_000;
+
 /// Longest a slowed client waits between checks: bounds how late it notices a stop.
 const RATE_WAIT_SLICE: u32 = 100;
 
@@ -163,31 +169,41 @@ impl ConnectionRate {
     }
 }
 
-/// Waits until `conn` may publish `size` bytes under its publish limits. Over the rate a v5
-/// client is disconnected with 0x96 (Message rate too high); a 3.x client has no such code,
-/// so its connection is not read from until the rate allows and TCP slows the client down
-/// (EMQX does the same for both). The packet waits here, decoded: nothing is lost.
+/// Waits until `conn` may publish `size` bytes under its publish limits. Over the rate the
+/// connection is not read from until the rate allows, so TCP slows the client down (EMQX
+/// pauses reading too); the packet waits here, decoded: nothing is lost. A 3.x client, which
+/// has no code for it, is only slowed. A v5 client held back for more than
+/// [`V5_HOLD_MAX_MS`] in a row (a sustained excess, not a burst such as an offline buffer
+/// flushed after a reconnect) is disconnected with 0x96 (Message rate too high).
 ///
 /// The limiter stays in `conn` while the packet waits, so a takeover meanwhile hands it on
 /// (`keep_publish_debt`); the wait then ends with the connection's close reason.
 pub(crate) async fn admit_publish(conn: &Conn, size: u64) -> Result<(), CloseReason> {
     let mut now = conn.last_seen.get();
-    let mut counted = false;
+    let mut first = true;
     loop {
         let Some(mut limiter) = conn.publish_limiter.take() else {
             // No limits; or handed on when the connection was taken over.
             return conn.stop_reason().map_or(Ok(()), Err);
         };
         let wait = limiter.admit(size, now);
+        let held = match wait {
+            0 if first => {
+                limiter.release();
+                0
+            }
+            0 => 0,
+            _ => limiter.hold(wait, now),
+        };
         conn.publish_limiter.set(Some(limiter));
         if wait == 0 {
             return Ok(());
         }
-        if !counted {
-            counted = true;
+        if first {
+            first = false;
             count_slowed(conn, now);
         }
-        if conn.protocol.get().is_v5() {
+        if held > V5_HOLD_MAX_MS && conn.protocol.get().is_v5() {
             return Err(CloseReason::RateLimited);
         }
         if let Some(r) = conn.stop_reason() {

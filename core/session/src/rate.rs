@@ -122,6 +122,8 @@ impl TokenBucket {
 pub struct PublishLimiter {
     messages: Option<TokenBucket>,
     bytes: Option<TokenBucket>,
+    /// Since when the client has been held back without a PUBLISH passing at once.
+    held_since: Option<u32>,
 }
 
 impl PublishLimiter {
@@ -132,6 +134,7 @@ impl PublishLimiter {
         let l = PublishLimiter {
             messages: bucket(messages),
             bytes: bucket(bytes),
+            held_since: None,
         };
         (l.messages.is_some() || l.bytes.is_some()).then_some(l)
     }
@@ -150,6 +153,19 @@ impl PublishLimiter {
             }
         }
         wait
+    }
+
+    /// A PUBLISH must wait `wait` ms from `now_ms`: starts a hold unless one is running, and
+    /// returns how long the client will have been held back in a row once the wait is over
+    /// (what tells a sustained excess from a burst).
+    pub fn hold(&mut self, wait: u32, now_ms: u32) -> u32 {
+        let since = *self.held_since.get_or_insert(now_ms);
+        now_ms.wrapping_sub(since).saturating_add(wait)
+    }
+
+    /// A PUBLISH passed without waiting: the client is within its rate, the hold is over.
+    pub fn release(&mut self) {
+        self.held_since = None;
     }
 
     /// Whether every bucket is full at `now_ms`: a new connection's limiter is no different.
@@ -218,6 +234,16 @@ mod tests {
         assert!(!b.try_take(1, 1000));
         assert!(b.try_take(1, 1001));
         assert!(!b.is_full(1500) && b.is_full(2001));
+    }
+
+    #[test]
+    fn a_hold_lasts_until_a_publish_passes_at_once() {
+        let mut l = PublishLimiter::new(10, 0, 0).unwrap();
+        assert_eq!(l.hold(100, 1000), 100);
+        assert_eq!(l.hold(100, 1100), 200, "the same hold goes on");
+        assert_eq!(l.hold(50, 4000), 3050);
+        l.release();
+        assert_eq!(l.hold(100, 5000), 100, "a new hold");
     }
 
     #[test]
