@@ -12,6 +12,7 @@
 use pyo3::prelude::*;
 use std::sync::OnceLock;
 use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 /// The thread running the interpreter's exit handlers, once they started.
 static EXITING_THREAD: OnceLock<ThreadId> = OnceLock::new();
@@ -41,5 +42,21 @@ where
             }
         }
         result
+    })
+}
+
+/// Waits, with the GIL released, until no hook thread is inside a Python callback, for at most
+/// `timeout` seconds; true if none is. The same forced unwind hits a hook thread that is still
+/// in a callback (e.g. in `time.sleep`) when the interpreter finalises, and `stop()` does not
+/// wait for such threads (a hook past `hook_timeout_ms` is abandoned), so the exit handler
+/// gives them this bounded chance to return first.
+#[pyfunction]
+pub fn wait_for_hooks(py: Python<'_>, timeout: f64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 60.0));
+    py.detach(|| {
+        while crate::hooks::callbacks_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        !crate::hooks::callbacks_running()
     })
 }

@@ -3,11 +3,15 @@
 //! The broker calls a hook whose `is_blocking()` is true on a hook thread, never on a core, so a
 //! callback waiting for the GIL stalls no connection. The thread attaches with `try_attach`: during
 //! interpreter shutdown it cannot, and the hook then denies. A callback that raises denies too
-//! (fail closed) and logs the traceback on the `uringmq` logger. `on_disconnect` is told about
-//! every closed connection, on a hook thread too, and nobody waits for it.
+//! (fail closed) and logs the traceback on the `uringmq` logger. A callback that outlives
+//! `hook_timeout_ms` denies too (the broker stops waiting and logs a warning); its thread is
+//! left to finish and never joined, so `Broker.stop()` returns whatever the callback does.
+//! `on_disconnect` is told about every closed connection, on a hook thread too, under the same
+//! bounds, and nobody waits for it.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 use uringmq::{ClientSummary, DisconnectHook};
 use uringmq_auth::{
@@ -51,6 +55,30 @@ impl From<&RustClientInfo<'_>> for ClientInfo {
     }
 }
 
+/// Hook threads inside a Python callback now (see [`crate::exit::wait_for_hooks`]).
+static IN_CALLBACK: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether some hook thread is inside a Python callback.
+pub fn callbacks_running() -> bool {
+    IN_CALLBACK.load(Ordering::Acquire) > 0
+}
+
+/// Counts one callback in progress for as long as it lives.
+struct InCallback;
+
+impl InCallback {
+    fn enter() -> Self {
+        IN_CALLBACK.fetch_add(1, Ordering::AcqRel);
+        InCallback
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        IN_CALLBACK.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// `authenticate(client: ClientInfo, password: bytes | None) -> bool | str`.
 pub struct PyAuthenticator(pub Py<PyAny>);
 
@@ -61,6 +89,7 @@ pub struct PyAuthorizer(pub Py<PyAny>);
 
 impl Authenticator for PyAuthenticator {
     fn authenticate(&self, client: &RustClientInfo<'_>, password: Option<&[u8]>) -> AuthDecision {
+        let _counted = InCallback::enter();
         // Interpreter gone (shutdown): nobody can decide, tell the client to come back later.
         Python::try_attach(|py| {
             let password = password.map(|p| PyBytes::new(py, p));
@@ -116,6 +145,7 @@ impl Authorizer for PyAuthorizer {
             Access::Subscribe => "subscribe",
             Access::Receive => "receive",
         };
+        let _counted = InCallback::enter();
         Python::try_attach(|py| {
             match self
                 .0

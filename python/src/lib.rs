@@ -44,6 +44,7 @@ fn _uringmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
     m.add_function(wrap_pyfunction!(passwd, m)?)?;
     m.add_function(wrap_pyfunction!(exit::interpreter_exiting, m)?)?;
+    m.add_function(wrap_pyfunction!(exit::wait_for_hooks, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -18,12 +18,12 @@ macro_rules! counters {
 }
 
 impl Stats {
-    fn fields(&self) -> [(&'static str, u64); 19] {
+    fn fields(&self) -> [(&'static str, u64); 21] {
         counters!(&self.0;
             connections, sessions, subscriptions, retained, messages_in, messages_out, bytes_in,
             bytes_out, dropped_qos0, dropped_queue_full, expired, protocol_errors, auth_failures,
-            hibernating, wills_denied, publish_rate_limited, connections_rate_limited,
-            accept_failures, detach_failures)
+            auth_busy, hook_timeouts, hibernating, wills_denied, publish_rate_limited,
+            connections_rate_limited, accept_failures, detach_failures)
     }
 }
 

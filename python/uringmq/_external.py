@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["CapturedMessage", "ExternalBroker"]
@@ -76,7 +76,7 @@ class ExternalBroker:
         return f"mqtt://[{self.host}]:{self.port}" if ":" in self.host else f"mqtt://{self.host}:{self.port}"
 
     @property
-    def address(self) -> tuple:
+    def address(self) -> Tuple[str, int]:
         """``(host, port)``."""
         return (self.host, self.port)
 
@@ -89,16 +89,17 @@ class ExternalBroker:
         """A connected paho-mqtt MQTT 5 client (network loop running); call ``disconnect()``
         and ``loop_stop()`` when done."""
         import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
 
         c = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"uringmq-fixture-{os.getpid()}-{next(_ids)}",
             protocol=paho.MQTTv5,
         )
         if self.username is not None:
             c.username_pw_set(self.username, self.password)
         connected = threading.Event()
-        refused: list = []
+        refused: List[Any] = []
 
         def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
             if reason.is_failure:

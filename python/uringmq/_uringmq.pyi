@@ -89,6 +89,8 @@ class Stats:
     expired: int
     protocol_errors: int
     auth_failures: int
+    auth_busy: int
+    hook_timeouts: int
     hibernating: int
     wills_denied: int
     publish_rate_limited: int
@@ -139,7 +141,8 @@ class NativeBroker:
     def start(self) -> None:
         """Binds and starts; OSError(EADDRINUSE) for a port in use. No-op while running."""
     def stop(self) -> None:
-        """Stops and joins every thread; idempotent."""
+        """Stops and joins every thread but hook threads stuck in a callback past
+        ``hook_timeout_ms`` (left to finish, never waited for); idempotent."""
     def restart(self) -> None:
         """Stops and starts again on the same ports."""
     @property
@@ -184,6 +187,10 @@ class NativeBroker:
 def interpreter_exiting() -> None:
     """Called by the package's ``atexit`` handler: other threads returning from a GIL-released
     wait from now on park for good instead of taking the GIL during finalisation."""
+
+def wait_for_hooks(timeout: float) -> bool:
+    """Waits (GIL released) at most ``timeout`` seconds until no hook thread is inside a Python
+    callback; True if none is. Called by the ``atexit`` handler after stopping the brokers."""
 
 def init_logging(filter: str) -> None:
     """Sends the broker's log output to stderr with a ``tracing`` filter such as ``"info"``."""

@@ -37,12 +37,14 @@ Payload = Union[bytes, bytearray, memoryview, str, int, float, None]
 #: ``"server_unavailable"``). A hook that raises refuses the client and logs on ``uringmq``.
 #: It sees every CONNECT, anonymous ones with ``client.username`` None, before the
 #: ``password_file`` and ``allow_anonymous`` (as a Mosquitto auth plugin does), and its answer is
-#: final.
+#: final. A call that outlives ``hook_timeout_ms`` (default 5000) refuses the client with
+#: "server unavailable" and logs a warning; ``stop()`` never waits for a hook that is stuck.
 AuthenticateHook = Callable[[_uringmq.ClientInfo, Optional[bytes]], Union[bool, str]]
 
 #: ``authorize(client, access, topic) -> bool`` with access ``"publish"`` or ``"subscribe"``
 #: (topic is then a filter). Deliveries are not asked (a Python call per message would stall the
-#: cores); only an ``acl_file`` filters them. A hook that raises denies and logs on ``uringmq``.
+#: cores); only an ``acl_file`` filters them. A hook that raises, or outlives ``hook_timeout_ms``,
+#: denies and logs on ``uringmq``.
 AuthorizeHook = Callable[[_uringmq.ClientInfo, str, str], bool]
 
 #: ``on_connect(client_id, username, password) -> bool | str``: ``authenticate`` with the
@@ -77,6 +79,10 @@ def _stop_all() -> None:
         brokers = list(_running)
     for broker in brokers:
         broker.stop()
+    # A hook thread still inside a Python callback when the interpreter finalises would abort
+    # the process; stop() leaves hooks stuck past hook_timeout_ms running, so give them a
+    # bounded chance to return.
+    _uringmq.wait_for_hooks(2.0)
 
 
 def _hooks(
@@ -176,7 +182,9 @@ class Broker:
 
     def stop(self) -> None:
         """Stops the broker: closes every connection (no wills), joins every thread, frees the
-        port. In-process subscriptions end (``SubscriptionClosed`` once drained). Idempotent."""
+        port. In-process subscriptions end (``SubscriptionClosed`` once drained). Idempotent.
+        Bounded in time: a hook thread stuck in a callback past ``hook_timeout_ms`` is left to
+        finish, never waited for."""
         self._native.stop()
         with _running_lock:
             _running.discard(self)
@@ -327,10 +335,12 @@ class Broker:
         """Counters summed over cores: ``connections``, ``sessions``, ``subscriptions``,
         ``retained``, ``messages_in``/``messages_out``, ``bytes_in``/``bytes_out``,
         ``dropped_qos0``, ``dropped_queue_full``, ``expired``, ``protocol_errors``,
-        ``auth_failures``, ``hibernating`` (idle connections parked without a task),
-        ``wills_denied`` (wills their client may not publish), ``publish_rate_limited``,
-        ``connections_rate_limited``, ``accept_failures`` and ``detach_failures`` (at the
-        process's descriptor limit) (all zero while stopped). ``.as_dict()`` gives a dict."""
+        ``auth_failures``, ``auth_busy`` (CONNECTs refused because too many authentications were
+        in progress), ``hook_timeouts`` (checks that outlived ``hook_timeout_ms``),
+        ``hibernating`` (idle connections parked without a task), ``wills_denied`` (wills their
+        client may not publish), ``publish_rate_limited``, ``connections_rate_limited``,
+        ``accept_failures`` and ``detach_failures`` (at the process's descriptor limit) (all
+        zero while stopped). ``.as_dict()`` gives a dict."""
         return self._native.stats()
 
     def __repr__(self) -> str:

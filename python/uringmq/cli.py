@@ -35,7 +35,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="uringmq", description="A thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker.")
     p.add_argument("-V", "--version", action="version", version=f"uringmq {ver}")
     p.add_argument("-c", "--config", default=os.environ.get("URINGMQ_CONFIG"), help="TOML config file")
-    p.add_argument("--bind", help="address of the default listener (overrides `bind`)")
+    p.add_argument("--bind", help="address of the default listener (overrides `bind`); localhost is 127.0.0.1")
     p.add_argument("-p", "--port", type=int, help="port of the default listener; 0 picks a free one")
     p.add_argument("--cores", type=int, help="number of cores; 0 = one per CPU")
     p.add_argument("--log-level", help="tracing filter, e.g. info or uringmq=debug")

@@ -994,3 +994,59 @@ fn wait_until(f: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// A blocking authorisation hook (a Python callback, say): publishing is allowed under `w/`
+/// until the test says otherwise.
+struct WillHook {
+    deny: std::sync::atomic::AtomicBool,
+}
+
+impl uringmq_auth::Authorizer for WillHook {
+    fn authorize(
+        &self,
+        _: &uringmq_auth::ClientInfo<'_>,
+        access: uringmq_auth::Access,
+        topic: &str,
+    ) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        match access {
+            uringmq_auth::Access::Publish => topic.starts_with("w/") && !self.deny.load(SeqCst),
+            _ => true,
+        }
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+}
+
+/// With a blocking hook the will is asked about off the core at CONNECT: refused where the
+/// hook says no, delivered where it said yes, even once the hook has changed its mind, since
+/// asking it again at the close would route the will after what follows it (will_auth.rs).
+#[test]
+fn a_blocking_hook_decides_wills_at_connect() {
+    let hook = Arc::new(WillHook {
+        deny: std::sync::atomic::AtomicBool::new(false),
+    });
+    let hooks = Hooks {
+        authorizer: Some(hook.clone()),
+        ..Default::default()
+    };
+    let b = Broker::start_with_hooks(config(), hooks).expect("broker");
+    let mut watcher = Client::connect(b.local_addr(), Protocol::V5, "hook-watcher");
+    watcher.subscribe("#", QoS::AtLeastOnce);
+    for (i, proto) in [Protocol::V3_1_1, Protocol::V5].into_iter().enumerate() {
+        let c = will_on(connect_packet(proto, "hooked"), "secret/x");
+        let (_c, ack) = Client::connect_with(b.local_addr(), c);
+        assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED, "{proto:?}");
+        assert_eq!(b.stats().wills_denied, i as u64 + 1);
+        let c = will_on(connect_packet(proto, "hooked"), "w/ok");
+        let (c, ack) = Client::connect_with(b.local_addr(), c);
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{proto:?}");
+        hook.deny.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(c);
+        assert_eq!(watcher.recv_publish().topic, "w/ok", "{proto:?}");
+        watcher.expect_nothing();
+        hook.deny.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -1,4 +1,5 @@
-//! The embedding API: in-process publish/subscribe, stats, several brokers in one process, and
+//! The embedding API: in-process publish/subscribe (with the MQTT 5 subscription options),
+//! clients(), disconnect() and the disconnect hook, stats, several brokers in one process, and
 //! 100 start/stop cycles without leaking threads, fds or ports.
 
 use std::time::Duration;
@@ -189,4 +190,82 @@ fn stop_closes_in_process_subscriptions() {
         sub.recv_timeout(Some(Duration::from_secs(5))).unwrap_err(),
         RecvError::Closed
     );
+}
+
+#[test]
+fn clients_disconnect_and_the_disconnect_hook() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let hooks = uringmq::Hooks {
+        on_disconnect: Some(std::sync::Arc::new(
+            move |c: uringmq::ClientSummary, why| {
+                let _ = tx.lock().unwrap().send((c.client_id, why));
+            },
+        )),
+        ..Default::default()
+    };
+    let b = Broker::start_with_hooks(config(), hooks).unwrap();
+    // Clients on both cores are listed, with their protocol level.
+    let mut a = Client::connect(b.local_addr(), Protocol::V5, "a");
+    let _b = Client::connect(b.local_addr(), Protocol::V3_1_1, "b");
+    let mut listed: Vec<(String, Protocol)> = b
+        .clients()
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.client_id, c.protocol))
+        .collect();
+    listed.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        listed,
+        [("a".into(), Protocol::V5), ("b".into(), Protocol::V3_1_1)]
+    );
+    // A kick: DISCONNECT 0x98 to a v5 client, and the hook is told why.
+    assert!(b.disconnect("a").unwrap());
+    a.expect_disconnect(Some(ReasonCode::ADMINISTRATIVE_ACTION));
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap(),
+        ("a".into(), "administrative_action")
+    );
+    assert!(!b.disconnect("a").unwrap());
+    assert_eq!(b.clients().unwrap().len(), 1);
+}
+
+#[test]
+fn in_process_subscription_options() {
+    let b = broker();
+    let retained = InjectedMessage {
+        topic: "opt/r".into(),
+        payload: "old".into(),
+        retain: true,
+        ..Default::default()
+    };
+    b.publish(retained.clone()).unwrap();
+    let opts = uringmq::SubscribeOptions {
+        qos: QoS::AtLeastOnce,
+        no_local: true,
+        retain_as_published: true,
+        retain_handling: RetainHandling::DoNotSend,
+        subscription_identifier: Some(9),
+    };
+    let sub = b.subscribe_with("opt/#", opts).unwrap();
+    // Not sent the retained message; its own publication skipped (no local).
+    sub.publish(InjectedMessage {
+        topic: "opt/own".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    b.publish(retained).unwrap();
+    let d = sub.recv_timeout(Some(WAIT)).unwrap();
+    assert_eq!((d.topic.as_str(), d.retain), ("opt/r", true));
+    assert_eq!(&d.properties.subscription_identifiers[..], &[9]);
+    assert_eq!(
+        sub.recv_timeout(Some(Duration::from_millis(50)))
+            .unwrap_err(),
+        RecvError::Timeout
+    );
+    let bad = uringmq::SubscribeOptions {
+        subscription_identifier: Some(0),
+        ..Default::default()
+    };
+    assert!(b.subscribe_with("opt/#", bad).is_err());
 }

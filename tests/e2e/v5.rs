@@ -314,3 +314,78 @@ fn the_disconnect_fits_the_client_maximum_packet_size() {
         other => panic!("expected DISCONNECT, got {other:?}"),
     }
 }
+
+/// A CONNACK that cannot fit the client's Maximum Packet Size even without optional
+/// properties is not sent [MQTT-3.1.2-24], and the connection ends instead of waiting.
+#[test]
+fn a_connack_larger_than_the_client_maximum_ends_the_connection() {
+    let b = broker();
+    let mut c = connect_packet(Protocol::V5, "too-tiny");
+    // Our CONNACK carries Topic Alias Maximum, Receive Maximum and Maximum Packet Size.
+    c.properties.maximum_packet_size = Some(10);
+    let mut p = Client::raw(b.local_addr(), Protocol::V5);
+    p.send(&Packet::Connect(Box::new(c)));
+    let (closed, got) = p.closed();
+    assert!(closed && got.is_empty(), "{got:?}");
+    // Others still connect.
+    Client::connect(b.local_addr(), Protocol::V5, "normal").ping();
+}
+
+/// The bytes of one client's filters are bounded (`max_subscription_bytes_per_client`): past
+/// the budget SUBACK says 0x97 (3.1.1: 0x80), unsubscribing gives the bytes back, and other
+/// clients are not affected. A filter or PUBLISH topic over `max_topic_length` is refused.
+#[test]
+fn subscription_bytes_and_topic_length_are_bounded() {
+    let b = broker_with(|c| {
+        c.max_subscription_bytes_per_client = 3000;
+        c.max_topic_length = 1500;
+    });
+    let filter = |i: usize| format!("big/{i}/{}", "x".repeat(990));
+    let o = SubscriptionOptions::default();
+    for proto in [Protocol::V3_1_1, Protocol::V5] {
+        let over = if proto.is_v5() {
+            ReasonCode::QUOTA_EXCEEDED
+        } else {
+            ReasonCode(0x80)
+        };
+        let mut c = Client::connect(b.local_addr(), proto, "greedy");
+        let (f0, f1, f2, f3) = (filter(0), filter(1), filter(2), filter(3));
+        let codes = c.subscribe_with(
+            &[(&f0, o), (&f1, o), (&f2, o), (&f3, o)],
+            Default::default(),
+        );
+        assert_eq!(codes[..3], [ReasonCode::SUCCESS; 3], "{proto:?}");
+        assert_eq!(codes[3], over, "{proto:?}");
+        // Another client subscribes as much as it likes within its own budget.
+        let mut other = Client::connect(b.local_addr(), proto, "other");
+        let codes = other.subscribe_with(&[(&f3, o)], Default::default());
+        assert_eq!(codes, [ReasonCode::SUCCESS], "{proto:?}");
+        // Unsubscribing gives the bytes back.
+        c.unsubscribe(&[&f0]);
+        let codes = c.subscribe_with(&[(&f3, o)], Default::default());
+        assert_eq!(codes, [ReasonCode::SUCCESS], "{proto:?}");
+        // Too long a filter: 0x8F (3.1.1: 0x80).
+        let long = "y".repeat(1501);
+        let codes = other.subscribe_with(&[(&long, o)], Default::default());
+        let invalid = if proto.is_v5() {
+            ReasonCode::TOPIC_FILTER_INVALID
+        } else {
+            ReasonCode(0x80)
+        };
+        assert_eq!(codes, [invalid], "{proto:?}");
+        // The subscriptions work.
+        other.publish(&f3, b"hi", QoS::AtMostOnce, false);
+        assert_eq!(&c.recv_publish().payload[..], b"hi");
+        assert_eq!(&other.recv_publish().payload[..], b"hi");
+        // Too long a PUBLISH topic ends the connection (v5: DISCONNECT 0x90).
+        other.send(&Packet::Publish(publish(
+            &long,
+            b"x",
+            QoS::AtMostOnce,
+            false,
+        )));
+        let code = proto.is_v5().then_some(ReasonCode::TOPIC_NAME_INVALID);
+        other.expect_disconnect(code);
+        c.disconnect();
+    }
+}

@@ -53,7 +53,9 @@ MOSQUITTO_OPTIONS = {
     "max_qos": "max_qos",
     "connect_timeout_secs": None,
     "max_topic_levels": None,
+    "max_topic_length": None,
     "max_subscriptions_per_client": None,
+    "max_subscription_bytes_per_client": None,
     "max_session_expiry_secs": None,
 }
 LISTENER_SCOPED = {"max_connections", "max_qos"}

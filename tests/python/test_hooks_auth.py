@@ -279,3 +279,70 @@ def test_raising_authenticate_logs_its_traceback_on_every_python(make, caplog):
     (record,) = [r for r in caplog.records if "authenticate" in r.getMessage()]
     text = logging.Formatter().formatException(record.exc_info)
     assert "Traceback" in text and "in authenticate" in text and "database down" in text, text
+
+
+def test_a_sleeping_hook_times_out_and_stop_returns(make):
+    release, returned = threading.Event(), threading.Semaphore(0)
+
+    def authenticate(client, password):
+        while not release.is_set():  # a hook stuck on a backend that never answers
+            time.sleep(0.05)
+        returned.release()
+        return True
+
+    b = make(authenticate=authenticate, hook_timeout_ms=300)
+    try:
+        started = time.monotonic()
+        assert connack(b, MQTT5) == 0x88  # server unavailable, after the timeout
+        assert connack(b, MQTT311) == 3
+        assert time.monotonic() - started >= 0.5
+        assert b.stats().hook_timeouts == 2
+        # One more client is waiting on a stuck hook when the broker stops.
+        waiting = RawClient(b.host, b.port, MQTT5)
+        waiting.send(mqtt_helpers.connect_packet(uid("waiting"), version=MQTT5))
+        started = time.monotonic()
+        b.stop()
+        assert time.monotonic() - started < 3.0, "stop() waited for the hook"
+        waiting.close()
+    finally:
+        release.set()
+        # The three stuck calls return before the test ends: a hook thread still inside Python
+        # when the interpreter finalises would abort the process.
+        for _ in range(3):
+            returned.acquire(timeout=WAIT)
+
+
+def _hs256(claims: dict, secret: bytes) -> bytes:
+    """A compact HS256 JWT, made with the standard library."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret, head + b"." + body, hashlib.sha256).digest()
+    return head + b"." + body + b"." + b64(sig)
+
+
+def test_jwt_settings_are_keyword_arguments(make, tmp_path):
+    secret = tmp_path / "jwt.secret"
+    secret.write_bytes(b"py-secret\n")
+    b = make(jwt_secret_file=secret, jwt_acl_claim="acl", auth_failure_delay_ms=0)
+    assert b.settings["jwt_username_claim"] == "sub"
+    acl = {"pub": ["py/%u/#"], "sub": []}
+    good = _hs256({"sub": "py", "exp": int(time.time()) + 600, "acl": acl}, b"py-secret")
+    expired = _hs256({"sub": "py", "exp": int(time.time()) - 600}, b"py-secret")
+    assert connack(b, MQTT5, password=good) == 0  # v5: no user name needed
+    assert connack(b, MQTT311, username="py", password=good) == 0
+    assert connack(b, MQTT5, password=expired) == 0x86
+    assert connack(b, MQTT311, username="py", password=expired) == 4
+    with b.subscribe("#") as spy:
+        c = mqtt_helpers.raw(b, MQTT5, password=good)
+        assert c.publish_acked("py/py/1", b"ok", qos=1).rc == 0
+        assert c.publish_acked("other/1", b"no", qos=1).rc == 0x87
+        assert spy.get(WAIT).topic == "py/py/1"
+        assert spy.poll() is None

@@ -191,7 +191,7 @@ def test_interpreter_exit_while_threads_wait_on_subscriptions_neither_hangs_nor_
 
         def slow_hook(client, password):
             entered.set()
-            time.sleep(0.5)  # still running when the interpreter exits; stop() waits for it
+            time.sleep(0.5)  # still running when the interpreter exits; the exit handler waits
             return True
 
         b = uringmq.Broker(port=0, cores=2, pin_cores=False, authenticate=slow_hook).start()
@@ -205,6 +205,40 @@ def test_interpreter_exit_while_threads_wait_on_subscriptions_neither_hangs_nor_
         print("started", flush=True)
         """
     for _ in range(6):
+        r = run_python(code)
+        assert r.returncode == 0, r.stderr
+        assert "started" in r.stdout
+
+
+def test_interpreter_exit_after_a_hook_timed_out_waits_for_it_and_does_not_crash():
+    # The hook outlives hook_timeout_ms, so stop() leaves its thread running; at exit it is still
+    # inside Python, waking every 10 ms: taking the GIL while the interpreter finalises would
+    # abort the process, so the exit handler waits (bounded) for it to return.
+    code = """
+        import socket, threading, time, uringmq
+        entered = threading.Event()
+
+        def stuck_hook(client, password):
+            entered.set()
+            end = time.monotonic() + 1.2
+            while time.monotonic() < end:
+                time.sleep(0.01)
+            return True
+
+        class SlowTeardown:  # keeps the interpreter finalising long enough to meet the hook
+            def __del__(self):
+                time.sleep(0.5)
+
+        slow = SlowTeardown()
+        b = uringmq.Broker(port=0, cores=2, pin_cores=False, hook_timeout_ms=100,
+                           authenticate=stuck_hook).start()
+        conn = socket.create_connection((b.host, b.port))
+        conn.sendall(bytes([0x10, 15, 0, 4]) + b"MQTT" + bytes([4, 0x82, 0, 60, 0, 0, 0, 1]) + b"u")
+        assert entered.wait(10)
+        assert conn.recv(4)[3] == 3  # server unavailable: the hook timed out
+        print("started", flush=True)
+        """
+    for _ in range(3):
         r = run_python(code)
         assert r.returncode == 0, r.stderr
         assert "started" in r.stdout

@@ -97,3 +97,12 @@ def test_python_command_and_binary_take_the_same_command_line():
     sub_ours = subprocess.run(CMD + ["passwd", "--help"], capture_output=True, text=True, timeout=60).stdout
     sub_theirs = subprocess.run([binary, "passwd", "--help"], capture_output=True, text=True, timeout=60).stdout
     assert sub_ours[sub_ours.index("Usage:"):] == sub_theirs[sub_theirs.index("Usage:"):]
+
+
+def test_binary_takes_bind_localhost_like_the_python_command():
+    binary = os.environ.get("URINGMQ_BIN")
+    if not binary or not os.path.exists(binary):
+        pytest.skip("URINGMQ_BIN is not set (scripts/test.sh builds the binary)")
+    for cmd in ([binary], CMD):
+        out = subprocess.run(cmd + ["--bind", "localhost", "--print-config"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and 'bind = "127.0.0.1"' in out.stdout, (cmd, out.stderr)

@@ -12,10 +12,12 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::acl::AclFile;
+
 /// Who is asking: what the broker knows about a connection when it calls a hook.
 ///
 /// Borrowed, so the broker can build one per check without allocating.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct ClientInfo<'a> {
     /// The client identifier (the one the server assigned, if the client sent an empty one).
     pub client_id: &'a str,
@@ -29,7 +31,27 @@ pub struct ClientInfo<'a> {
     pub listener: &'a str,
     /// The Common Name of a verified TLS client certificate, if any.
     pub cert_common_name: Option<&'a str>,
+    /// ACL rules granted by the client's credentials (the ACL claim of its JWT), if any: the
+    /// broker checks them instead of the ACL file for this client.
+    pub acl: Option<&'a AclFile>,
 }
+
+// By value, and the rules by identity (they are per connection).
+impl PartialEq for ClientInfo<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.client_id == other.client_id
+            && self.username == other.username
+            && self.peer == other.peer
+            && self.listener == other.listener
+            && self.cert_common_name == other.cert_common_name
+            && match (self.acl, other.acl) {
+                (Some(a), Some(b)) => std::ptr::eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+    }
+}
+
+impl Eq for ClientInfo<'_> {}
 
 impl<'a> ClientInfo<'a> {
     /// A client with only an id, a user name and a listener name: the common case in tests and
@@ -41,6 +63,7 @@ impl<'a> ClientInfo<'a> {
             peer: None,
             listener,
             cert_common_name: None,
+            acl: None,
         }
     }
 }
@@ -500,6 +523,7 @@ mod tests {
         peer: None,
         listener: "tcp:1883",
         cert_common_name: None,
+        acl: None,
     };
 
     fn named() -> ClientInfo<'static> {

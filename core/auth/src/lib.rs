@@ -1,6 +1,6 @@
 //! Authentication and authorisation for uringmq: the hook traits the broker calls, a
-//! Mosquitto-compatible password file and ACL file, and MQTT 5 enhanced authentication
-//! (SCRAM-SHA-256).
+//! Mosquitto-compatible password file and ACL file, JWT verification, and MQTT 5 enhanced
+//! authentication (SCRAM-SHA-256).
 //!
 //! Pure: apart from reading (and, for `passwd`, atomically rewriting) files, nothing here does
 //! I/O, spawns threads or knows about the runtime, so every rule is unit-tested in place.
@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod hook;
+pub mod jwt;
 pub mod passwd;
 pub mod password_file;
 pub mod scram;
@@ -18,6 +19,7 @@ pub use hook::{
     Authorizer, AuthzChain, ChallengeTestAuthenticator, ClientInfo, DenyReason,
     EnhancedAuthenticator,
 };
+pub use jwt::{JwtError, JwtSettings, JwtVerifier, TokenIdentity, TokenRejected};
 pub use passwd::{PasswdArgs, PasswdError, PasswdOutcome};
 pub use password_file::{PasswordFile, PasswordFileError, Scheme, UnknownScheme, Verification};
 pub use scram::{ScramClient, ScramCredentials, ScramSha256};

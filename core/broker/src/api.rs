@@ -160,6 +160,11 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// CONNECTs refused by authentication.
     pub auth_failures: u64,
+    /// CONNECTs refused because too many authentications were in progress on their listener
+    /// or from their address, or the hook threads' queue was full.
+    pub auth_busy: u64,
+    /// Blocking checks (hooks, password hashes) that gave no answer within `hook_timeout_ms`.
+    pub hook_timeouts: u64,
     /// Open connections hibernating: idle, parked in their core's epoll set without a task
     /// (`hibernate_after_ms`).
     pub hibernating: u64,

@@ -16,6 +16,8 @@ use crate::api::{Hooks, StartError};
 use crate::config::{Config, ConfigError};
 use crate::connection::{refuse, Conn};
 use crate::core::{add, CloseReason, Core, Entry, Sink};
+use crate::hooks::HookError;
+use crate::pending::{Admitted, PendingAuth};
 use crate::reload::ReloadReport;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -27,8 +29,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 use uringmq_auth::scram::METHOD as SCRAM_METHOD;
 use uringmq_auth::{
-    Access, AclFile, AllowAll, AuthChain, AuthDecision, AuthState, AuthStep, Authenticator,
-    Authorizer, AuthzChain, ClientInfo, DenyReason, EnhancedAuthenticator, PasswordFile,
+    Access, AclFile, AuthDecision, AuthState, AuthStep, Authenticator, Authorizer, ClientInfo,
+    DenyReason, EnhancedAuthenticator, JwtError, JwtSettings, JwtVerifier, PasswordFile,
     ScramSha256,
 };
 use uringmq_codec::ReasonCode;
@@ -69,11 +71,13 @@ impl Authenticator for ListenerAnonymous {
     }
 }
 
-/// The password file and ACL file of one scope: the global keys, or one listener's own.
+/// The password file, ACL file and JWT keys of one scope: the global keys, or one listener's
+/// own.
 #[derive(Clone, Default)]
 struct FileSet {
     password: Option<Arc<PasswordFile>>,
     acl: Option<Arc<AclFile>>,
+    jwt: Option<Arc<JwtVerifier>>,
 }
 
 /// The files as last read. A listener that sets `password_file` or `acl_file` gets its own
@@ -94,6 +98,12 @@ impl Files {
             .get(listener)
             .and_then(|f| f.password.as_ref());
         own.or(self.global.password.as_ref())
+    }
+
+    /// The JWT verifier in force on `listener`.
+    fn jwt(&self, listener: &str) -> Option<&Arc<JwtVerifier>> {
+        let own = self.listeners.get(listener).and_then(|f| f.jwt.as_ref());
+        own.or(self.global.jwt.as_ref())
     }
 
     /// The ACL in force on `listener`; `Err` when it is unknown: a client with no listener
@@ -120,6 +130,8 @@ struct Scope {
     listener: Option<String>,
     password: Option<PathBuf>,
     acl: Option<PathBuf>,
+    /// JWT keys and claims, when this scope has settings of its own (and some key file).
+    jwt: Option<JwtSettings>,
 }
 
 /// What reading the files did.
@@ -159,6 +171,45 @@ impl Scope {
                 old.acl,
                 outcome,
             ),
+            jwt: self.read_jwt(old.jwt, outcome),
+        }
+    }
+
+    /// Reads the scope's JWT key files (all of them, or none: a failure keeps `old`).
+    fn read_jwt(
+        &self,
+        old: Option<Arc<JwtVerifier>>,
+        outcome: &mut Outcome,
+    ) -> Option<Arc<JwtVerifier>> {
+        let settings = self.jwt.as_ref()?;
+        match JwtVerifier::load(settings) {
+            Ok(verifier) => {
+                outcome.read.push(self.label("jwt keys"));
+                Some(Arc::new(verifier))
+            }
+            Err(e) => {
+                let (JwtError::Io { path, .. } | JwtError::Key { path, .. }) = &e;
+                let which = [
+                    &settings.secret_file,
+                    &settings.public_key_file,
+                    &settings.jwks_file,
+                ]
+                .iter()
+                .position(|p| p.as_ref() == Some(path))
+                .unwrap_or(0);
+                const KEYS: [[&str; 3]; 2] = [
+                    ["jwt_secret_file", "jwt_public_key_file", "jwt_jwks_file"],
+                    [
+                        "listener.jwt_secret_file",
+                        "listener.jwt_public_key_file",
+                        "listener.jwt_jwks_file",
+                    ],
+                ];
+                let key = KEYS[usize::from(self.listener.is_some())][which];
+                let why = format!("{}: {e}", self.label(KEYS[0][which]));
+                outcome.failed.push((key, why));
+                old
+            }
         }
     }
 
@@ -226,6 +277,8 @@ pub(crate) struct Security {
     /// Listener names in configuration order (`default` first), so an offline session keeps
     /// its listener as an index into this list.
     names: Vec<Arc<str>>,
+    /// Authentications in progress per listener and per address, and their caps.
+    pending: PendingAuth,
 }
 
 impl Security {
@@ -235,22 +288,25 @@ impl Security {
         hooks: &Hooks,
         enhanced: Vec<Arc<dyn EnhancedAuthenticator>>,
     ) -> Result<Arc<Security>, StartError> {
+        let global_jwt = config.jwt_settings(None);
         let mut scopes = vec![Scope {
             listener: None,
             password: config.password_file.clone(),
             acl: config.acl_file.clone(),
+            jwt: global_jwt.enabled().then_some(global_jwt),
         }];
-        scopes.extend(
-            config
-                .listeners
-                .iter()
-                .filter(|l| l.password_file.is_some() || l.acl_file.is_some())
-                .map(|l| Scope {
-                    listener: Some(crate::endpoint::listener_name(l)),
-                    password: l.password_file.clone(),
-                    acl: l.acl_file.clone(),
-                }),
-        );
+        scopes.extend(config.listeners.iter().filter_map(|l| {
+            // Its own JWT settings: its own keys, or the global keys with other claims.
+            let own_claims = l.jwt_username_claim.is_some() || l.jwt_acl_claim.is_some();
+            let jwt = Some(config.jwt_settings(Some(l)))
+                .filter(|s| s.enabled() && (l.has_own_jwt_keys() || own_claims));
+            (l.password_file.is_some() || l.acl_file.is_some() || jwt.is_some()).then(|| Scope {
+                listener: Some(crate::endpoint::listener_name(l)),
+                password: l.password_file.clone(),
+                acl: l.acl_file.clone(),
+                jwt,
+            })
+        }));
         let mut outcome = Outcome::default();
         let files = read_files(&scopes, None, &mut outcome);
         if let Some((key, reason)) = outcome.failed.into_iter().next() {
@@ -287,10 +343,15 @@ impl Security {
             }
             policies.insert(name.clone(), *policy);
         }
-        let names = listed
+        let names: Vec<Arc<str>> = listed
             .iter()
             .map(|(name, ..)| Arc::from(name.as_str()))
             .collect();
+        let pending = PendingAuth::new(
+            names.iter().map(|n| &**n),
+            config.max_pending_auth,
+            config.max_pending_auth_per_address,
+        );
         let files = Arc::new(ArcSwap::from_pointee(files));
         let scram = listed.iter().any(|(_, _, p)| p.scram).then(|| {
             Arc::new(FileScram {
@@ -300,12 +361,14 @@ impl Security {
         });
         let refuses_someone = policies
             .values()
-            .any(|p| !p.allow_anonymous || p.identity_as_username);
+            .any(|p| !p.allow_anonymous || p.identity_as_username)
+            || scopes.iter().any(|s| s.jwt.is_some());
         Ok(Arc::new(Security {
             scopes,
             authenticates: refuses_someone || has_password || hooks.authenticator.is_some(),
             has_password,
             names,
+            pending,
             hooks: hooks.clone(),
             policies: Arc::new(ListenerAnonymous(policies)),
             enhanced,
@@ -324,7 +387,9 @@ impl Security {
     /// The authoriser the cores call on PUBLISH, SUBSCRIBE and delivery, or `None` when every
     /// access is allowed.
     pub(crate) fn authorizer(self: &Arc<Self>) -> Option<Arc<dyn Authorizer>> {
-        let any = self.scopes.iter().any(|s| s.acl.is_some()) || self.hooks.authorizer.is_some();
+        let token_acls = |s: &Scope| s.jwt.as_ref().is_some_and(|j| j.acl_claim.is_some());
+        let any = self.scopes.iter().any(|s| s.acl.is_some() || token_acls(s))
+            || self.hooks.authorizer.is_some();
         any.then(|| Arc::new(Authz(self.clone())) as Arc<dyn Authorizer>)
     }
 
@@ -339,30 +404,42 @@ impl Security {
             .extend(outcome.failed.into_iter().map(|(_, why)| why));
     }
 
-    /// The authentication steps for a client of `listener`, in Mosquitto 2's order. The
-    /// embedder's hook comes first and sees EVERY client, anonymous ones with user name
-    /// `None`, as a Mosquitto auth plugin does ("If an auth_plugin is used as well as
-    /// password_file, the auth_plugin check will be made first", mosquitto.conf(5)). Its answer
-    /// is final, whatever `allow_anonymous` says: Mosquitto's `mosquitto_unpwd_check` returns
-    /// a plugin's success or refusal as is, and applies `allow_anonymous` only when every
-    /// plugin deferred. A hook with no opinion (`decide` gives `None`) leaves the client to the
-    /// password file (named users it lists), then to the anonymous policy (clients without a
-    /// user name); a named client nobody knows is refused.
-    fn chain(&self, listener: &str) -> AuthChain {
-        let mut steps: Vec<Arc<dyn Authenticator>> = Vec::with_capacity(3);
-        if let Some(h) = &self.hooks.authenticator {
-            steps.push(h.clone());
+    /// Decides a CONNECT, in Mosquitto 2's order. The embedder's hook comes first and sees
+    /// EVERY client, anonymous ones with user name `None`, as a Mosquitto auth plugin does
+    /// ("If an auth_plugin is used as well as password_file, the auth_plugin check will be
+    /// made first", mosquitto.conf(5)). Its answer is final, whatever `allow_anonymous` says:
+    /// Mosquitto's `mosquitto_unpwd_check` returns a plugin's success or refusal as is, and
+    /// applies `allow_anonymous` only when every plugin deferred. A hook with no opinion
+    /// (`decide` gives `None`) leaves the client to the password file (named users it lists),
+    /// then to the JWT keys (a token-shaped password), then to the anonymous policy (clients
+    /// without a user name); a named client nobody knows is refused. With none of hook,
+    /// password file and JWT keys on the listener, any user name is accepted (as Mosquitto
+    /// does).
+    fn check(&self, client: &ClientInfo<'_>, password: Option<&[u8]>) -> Result<Grant, DenyReason> {
+        let verdict = |d: AuthDecision| match d {
+            AuthDecision::Allow => Ok(Grant::default()),
+            AuthDecision::Deny(why) => Err(why),
+        };
+        let hook = self.hooks.authenticator.as_ref();
+        if let Some(d) = hook.and_then(|h| h.decide(client, password)) {
+            return verdict(d);
         }
-        if let Some(p) = self.files.load().password(listener) {
-            steps.push(p.clone());
+        let files = self.files.load();
+        let file = files.password(client.listener);
+        if let Some(d) = file.and_then(|f| f.decide(client, password)) {
+            return verdict(d);
         }
-        let decided_by_policy_only = steps.is_empty();
-        steps.push(self.policies.clone());
-        if decided_by_policy_only {
-            // No password file and no hook: any user name is accepted (as Mosquitto does).
-            steps.push(Arc::new(AllowAll));
+        let jwt = files.jwt(client.listener);
+        if let Some(grant) = jwt.and_then(|j| token_grant(j, client, password)) {
+            return grant;
         }
-        AuthChain::new(steps)
+        if let Some(d) = self.policies.decide(client, password) {
+            return verdict(d);
+        }
+        match (hook, file, jwt) {
+            (None, None, None) => Ok(Grant::default()),
+            _ => Err(DenyReason::BadCredentials),
+        }
     }
 
     /// The index of listener `name` (the first of that name: files and policies are looked
@@ -432,12 +509,43 @@ impl EnhancedAuthenticator for FileScram {
     }
 }
 
-/// The composed authenticator: per-listener anonymous policy, password file, hook.
+/// What authenticating a CONNECT granted besides "come in": the user name and ACL rules of
+/// a JWT.
+#[derive(Default)]
+pub(crate) struct Grant {
+    username: Option<String>,
+    acl: Option<Arc<AclFile>>,
+}
+
+/// The decision of the JWT keys: none for a password that is not a token.
+fn token_grant(
+    jwt: &JwtVerifier,
+    client: &ClientInfo<'_>,
+    password: Option<&[u8]>,
+) -> Option<Result<Grant, DenyReason>> {
+    let token = password.filter(|p| uringmq_auth::jwt::looks_like_token(p))?;
+    let token = std::str::from_utf8(token).ok()?;
+    Some(match jwt.verify(client, token) {
+        Ok(id) => Ok(Grant {
+            username: Some(id.username),
+            acl: id.acl.map(Arc::new),
+        }),
+        Err(why) => {
+            info!(client_id = client.client_id, peer = ?client.peer, listener = client.listener, "JWT refused: {why}");
+            Err(DenyReason::BadCredentials)
+        }
+    })
+}
+
+/// The composed authenticator (see [`Security::check`]).
 struct Authn(Arc<Security>);
 
 impl Authenticator for Authn {
     fn authenticate(&self, client: &ClientInfo<'_>, password: Option<&[u8]>) -> AuthDecision {
-        self.0.chain(client.listener).authenticate(client, password)
+        match self.0.check(client, password) {
+            Ok(_) => AuthDecision::Allow,
+            Err(why) => AuthDecision::Deny(why),
+        }
     }
 
     fn is_blocking(&self) -> bool {
@@ -457,30 +565,9 @@ struct Authz(Arc<Security>);
 
 impl Authorizer for Authz {
     fn authorize(&self, client: &ClientInfo<'_>, access: Access, topic: &str) -> bool {
-        let files = self.0.files.load();
-        // A client with no listener (an in-process subscription) cannot be matched to a
-        // listener's ACL: denied once some listener has an ACL of its own. (An offline
-        // persistent session is checked against the listener it last connected through.)
-        let Ok(acl) = files.acl(client.listener) else {
-            return false;
-        };
-        let hook = self.0.hooks.authorizer.as_ref();
-        // Deliveries are checked on the core, per message: a blocking hook (a Python callback)
-        // is not asked about them, only the ACL file is.
-        let hook = hook.filter(|h| access != Access::Receive || !h.is_blocking());
-        let mut steps: Vec<Arc<dyn Authorizer>> = Vec::with_capacity(2);
-        if let Some(acl) = acl {
-            steps.push(acl.clone());
-        }
-        if let Some(h) = hook {
-            steps.push(h.clone());
-        }
-        match steps.len() {
-            // No ACL applies on this listener and no hook is asked (none, or a blocking one
-            // and this is a delivery): nothing to check.
-            0 => true,
-            _ => AuthzChain::new(steps).authorize(client, access, topic),
-        }
+        self.0
+            .authorize_unless_blocking(client, access, topic, true)
+            .unwrap_or(false)
     }
 
     fn is_blocking(&self) -> bool {
@@ -492,20 +579,70 @@ impl Authorizer for Authz {
     }
 }
 
-/// The outcome of a finished enhanced exchange: the Authentication Method and the server's
-/// final data for CONNACK, and the authenticator that re-authentication will use.
+impl Security {
+    /// The composed decision (ACL file or token rules first, then the hook). With
+    /// `ask_blocking` false a blocking hook is not called: `None` when only it could decide.
+    pub(crate) fn authorize_unless_blocking(
+        &self,
+        client: &ClientInfo<'_>,
+        access: Access,
+        topic: &str,
+        ask_blocking: bool,
+    ) -> Option<bool> {
+        let files = self.files.load();
+        // The rules of the client's token replace the ACL file for it. Else a client with no
+        // listener (an in-process subscription) cannot be matched to a listener's ACL: denied
+        // once some listener has an ACL of its own. (An offline persistent session is checked
+        // against the listener it last connected through.)
+        let acl = match client.acl {
+            Some(rules) => Some(rules),
+            None => match files.acl(client.listener) {
+                Ok(file) => file.map(|f| &**f),
+                Err(()) => return Some(false),
+            },
+        };
+        let hook = self.hooks.authorizer.as_ref();
+        // Deliveries are checked on the core, per message: a blocking hook (a Python callback)
+        // is not asked about them, only the ACL is.
+        let hook = hook.filter(|h| access != Access::Receive || !h.is_blocking());
+        // The ACL, when one applies, always has an opinion; the hook decides otherwise (no
+        // opinion: denied). Neither: nothing to check.
+        match (acl, hook) {
+            (Some(acl), _) => Some(acl.check(client, access, topic)),
+            (None, Some(h)) if h.is_blocking() && !ask_blocking => None,
+            (None, Some(h)) => Some(h.decide(client, access, topic).unwrap_or(false)),
+            (None, None) => Some(true),
+        }
+    }
+}
+
+/// The outcome of a successful authentication: of an enhanced exchange, the Authentication
+/// Method and the server's final data for CONNACK and the authenticator that
+/// re-authentication will use; of a JWT, its ACL rules.
 #[derive(Default)]
-pub(crate) struct Granted(Option<(ByteStr, Option<Bytes>, Arc<dyn EnhancedAuthenticator>)>);
+pub(crate) struct Granted {
+    exchange: Option<(ByteStr, Option<Bytes>, Arc<dyn EnhancedAuthenticator>)>,
+    /// The ACL rules of the client's token, kept with its session.
+    acl: Option<Arc<AclFile>>,
+}
 
 impl Granted {
     fn new(method: ByteStr, data: Option<Vec<u8>>, auth: Arc<dyn EnhancedAuthenticator>) -> Self {
-        Granted(Some((method, data.map(Bytes::from), auth)))
+        Granted {
+            exchange: Some((method, data.map(Bytes::from), auth)),
+            acl: None,
+        }
+    }
+
+    /// The ACL rules the session keeps (`Entry::token_acl`).
+    pub(crate) fn token_acl(&mut self) -> Option<Arc<AclFile>> {
+        self.acl.take()
     }
 
     /// Puts the method and the server's final data into CONNACK [MQTT-4.12.0-5], and returns
     /// what the connection keeps for re-authentication (none without enhanced auth).
     pub(crate) fn apply(self, props: &mut ConnAckProperties) -> Option<Box<Exchange>> {
-        let (method, data, authenticator) = self.0?;
+        let (method, data, authenticator) = self.exchange?;
         props.authentication_method = Some(method.clone());
         props.authentication_data = data;
         Some(Box::new(Exchange::Established {
@@ -582,18 +719,91 @@ pub(crate) fn take_method(
     }))
 }
 
-/// Runs `f` on a hook thread when `blocking`, else here; a hook that panicked refuses.
+/// Runs `f` on a hook thread when `blocking`, else here. `Err` when it gave no answer: the
+/// hook threads are saturated, it outlived `hook_timeout_ms` (logged and counted), it
+/// panicked, or the connection or broker is going away; the caller refuses.
 async fn off_core<T: Send + 'static>(
     core: &Core,
+    conn: &Conn,
     blocking: bool,
-    fallback: T,
     f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    if blocking {
-        core.shared.hooks.run(f).await.unwrap_or(fallback)
-    } else {
-        f()
+) -> Result<T, HookError> {
+    if !blocking {
+        return Ok(f());
     }
+    let answer = core
+        .shared
+        .hooks
+        .run(f)?
+        .answer(|| core.stopping.get() || conn.kill_reason().is_some())
+        .await;
+    if answer.as_ref().err() == Some(&HookError::TimedOut) {
+        add(&core.stats().hook_timeouts, 1);
+        warn!(peer = ?conn.peer, listener = %conn.listener, timeout_ms = core.shared.config.hook_timeout_ms, "authentication check timed out (hook_timeout_ms); refusing the client");
+    }
+    answer
+}
+
+/// Counts an authentication in progress for `conn` when it will wait for a hook thread
+/// (`blocking`); `Err` (CONNACK written) when its listener or address has too many already.
+async fn admit<'a>(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    security: &'a Security,
+    blocking: bool,
+    (proto, client_id): (Protocol, &str),
+) -> Result<Option<Admitted<'a>>, CloseReason> {
+    if !blocking {
+        return Ok(None);
+    }
+    match security
+        .pending
+        .admit(&conn.listener, conn.peer.map(|p| p.ip()))
+    {
+        Ok(admitted) => Ok(Some(admitted)),
+        Err(full) => {
+            let what = match full {
+                crate::pending::Full::Listener => "too many authentications in progress on its listener (max_pending_auth)",
+                crate::pending::Full::Address => "too many authentications in progress from its address (max_pending_auth_per_address)",
+            };
+            Err(busy(core, conn, proto, full.reason_code(), what, client_id).await)
+        }
+    }
+}
+
+/// A check that gave no answer: the pool was saturated (0x89 Server busy) or the check timed
+/// out or failed (0x88 Server unavailable). Either way the client is refused (fail closed).
+async fn no_answer(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    proto: Protocol,
+    e: HookError,
+    client_id: &str,
+) -> CloseReason {
+    match e {
+        HookError::Busy => {
+            let what = "the hook threads' queue is full";
+            busy(core, conn, proto, ReasonCode::SERVER_BUSY, what, client_id).await
+        }
+        HookError::TimedOut | HookError::Failed => {
+            refused(core, conn, proto, DenyReason::ServerUnavailable, client_id).await
+        }
+    }
+}
+
+/// A client refused for load, not for its credentials: counted as `auth_busy`, logged, and
+/// answered after the failure delay like any refusal (a flooding client must not loop faster).
+async fn busy(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    proto: Protocol,
+    code: ReasonCode,
+    what: &str,
+    client_id: &str,
+) -> CloseReason {
+    add(&core.stats().auth_busy, 1);
+    info!(client_id, peer = ?conn.peer, listener = %conn.listener, "authentication refused: {what}");
+    answer_refusal(core, conn, proto, code).await
 }
 
 /// Authenticates a CONNECT. `Ok(Some)` lets the client in (with what CONNACK must carry),
@@ -634,10 +844,15 @@ pub(crate) async fn authenticate(
         let auth = req.authenticator.clone();
         let data = req.data.clone();
         let blocking = auth.is_blocking();
-        let (step, state) = off_core(core, blocking, (AuthStep::Fail, AuthState::none()), {
+        let _pending = admit(core, conn, &security, blocking, (proto, client_id)).await?;
+        let answer = off_core(core, conn, blocking, {
             move || auth.start(&owned.info(), data.as_deref())
         })
         .await;
+        let (step, state) = match answer {
+            Ok(started) => started,
+            Err(e) => return Err(no_answer(core, conn, proto, e, client_id).await),
+        };
         return match step {
             AuthStep::Continue(data) => {
                 send_auth(
@@ -660,23 +875,40 @@ pub(crate) async fn authenticate(
             }
         };
     }
-    let Some(auth) = core.shared.authenticator.clone() else {
+    let Some(auth) = core.shared.authenticator.as_ref() else {
         return Ok(Some(Granted::default()));
     };
     let owned = Owned::new(conn, c, client_id, cert_cn);
     let password = c.password.clone();
     let blocking = auth.is_blocking();
-    let decision = off_core(
-        core,
-        blocking,
-        AuthDecision::Deny(DenyReason::ServerUnavailable),
-        move || auth.authenticate(&owned.info(), password.as_deref()),
-    )
+    let _pending = admit(core, conn, &security, blocking, (proto, client_id)).await?;
+    let checker = security.clone();
+    let decision = off_core(core, conn, blocking, move || {
+        checker.check(&owned.info(), password.as_deref())
+    })
     .await;
     match decision {
-        AuthDecision::Allow => Ok(Some(Granted::default())),
-        AuthDecision::Deny(why) => Err(refused(core, conn, proto, why, client_id).await),
+        Ok(Ok(grant)) => {
+            if let Some(user) = grant.username {
+                // A token names the user: ACL rules and hooks know the client by it.
+                c.username = Some(ByteStr::from(user.as_str()));
+            }
+            Ok(Some(Granted {
+                exchange: None,
+                acl: grant.acl,
+            }))
+        }
+        Ok(Err(why)) => Err(refused(core, conn, proto, why, client_id).await),
+        Err(e) => Err(no_answer(core, conn, proto, e, client_id).await),
     }
+}
+
+/// The identity of session `e` on `listener` for an authorisation check, with the ACL rules
+/// of its token, if any.
+pub(crate) fn session_info<'a>(e: &'a Entry, listener: &'a str) -> ClientInfo<'a> {
+    let mut info = ClientInfo::new(&e.s.client_id, e.s.username.as_deref(), listener);
+    info.acl = e.token_acl.as_deref();
+    info
 }
 
 /// Handles an AUTH packet: the next step of the exchange before CONNACK, or a
@@ -709,16 +941,12 @@ pub(crate) async fn on_auth(
                 ));
             }
             let auth = authenticator.clone();
-            let (step, state) = off_core(
-                core,
-                authenticator.is_blocking(),
-                (AuthStep::Fail, AuthState::none()),
-                move || {
-                    let step = auth.step(&mut state, data.as_deref());
-                    (step, state)
-                },
-            )
+            let answer = off_core(core, conn, authenticator.is_blocking(), move || {
+                let step = auth.step(&mut state, data.as_deref());
+                (step, state)
+            })
             .await;
+            let (step, state) = answer.unwrap_or((AuthStep::Fail, AuthState::none()));
             (connect, method, authenticator, step, state)
         }
         Some(Exchange::Established {
@@ -738,13 +966,11 @@ pub(crate) async fn on_auth(
             // The exchange starts over, as for CONNECT, with the session's identity.
             let owned = Owned::connected(core, conn);
             let auth = authenticator.clone();
-            let (step, state) = off_core(
-                core,
-                authenticator.is_blocking(),
-                (AuthStep::Fail, AuthState::none()),
-                move || auth.start(&owned.info(), data.as_deref()),
-            )
+            let answer = off_core(core, conn, authenticator.is_blocking(), move || {
+                auth.start(&owned.info(), data.as_deref())
+            })
             .await;
+            let (step, state) = answer.unwrap_or((AuthStep::Fail, AuthState::none()));
             (None, method, authenticator, step, state)
         }
         _ => {
@@ -835,11 +1061,20 @@ async fn refused(
 ) -> CloseReason {
     add(&core.stats().auth_failures, 1);
     info!(client_id, peer = ?conn.peer, listener = %conn.listener, "authentication failed: {why:?}");
+    answer_refusal(core, conn, proto, ReasonCode(why.reason_code())).await
+}
+
+/// The refusing CONNACK, after the failure delay.
+async fn answer_refusal(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    proto: Protocol,
+    code: ReasonCode,
+) -> CloseReason {
     let delay = core.shared.security.failure_delay;
     if !delay.is_zero() {
         monoio::time::sleep(delay).await;
     }
-    let code = ReasonCode(why.reason_code());
     refuse(conn, proto, code);
     CloseReason::Refused(code.0)
 }
@@ -906,9 +1141,7 @@ impl Core {
                     Sink::Offline(l) => self.shared.security.listener_name(*l),
                     Sink::Api(_) => NO_LISTENER,
                 };
-                let s = &e.s;
-                let info = ClientInfo::new(&s.client_id, s.username.as_deref(), listener);
-                a.authorize(&info, Access::Receive, topic)
+                a.authorize(&session_info(e, listener), Access::Receive, topic)
             }
         }
     }
@@ -963,6 +1196,27 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("acl_file"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_jwt_key_file_is_a_start_error_naming_its_key() {
+        for (toml, key) in [
+            (
+                "jwt_public_key_file = \"/nonexistent/k.pem\"\n",
+                "`jwt_public_key_file`",
+            ),
+            (
+                "[[listener]]\nname = \"l\"\nport = 0\njwt_jwks_file = \"/nonexistent/jwks\"\n",
+                "`listener.jwt_jwks_file`",
+            ),
+        ] {
+            let config = Config::from_toml_str(toml).unwrap();
+            let err = Security::new(&config, &Hooks::default(), Vec::new())
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(key) && err.contains("/nonexistent/"), "{err}");
+        }
     }
 
     #[test]

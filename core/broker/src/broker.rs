@@ -129,7 +129,14 @@ impl Broker {
             registry: Registry::default(),
             publish_debts: Default::default(),
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
-            hooks: HookPool::new(if blocking { 2 } else { 0 }),
+            hooks: HookPool::new(
+                match (blocking, config.hook_threads) {
+                    (false, _) => 0,
+                    (true, 0) => HookPool::threads_for_machine(),
+                    (true, n) => n,
+                },
+                Duration::from_millis(config.hook_timeout_ms),
+            ),
             authenticator,
             authorizer,
             security: security.clone(),
@@ -330,6 +337,8 @@ impl Broker {
             s.expired += g(&c.expired);
             s.protocol_errors += g(&c.protocol_errors);
             s.auth_failures += g(&c.auth_failures);
+            s.auth_busy += g(&c.auth_busy);
+            s.hook_timeouts += g(&c.hook_timeouts);
             s.hibernating += g(&c.hibernating);
             s.wills_denied += g(&c.wills_denied);
             s.publish_rate_limited += g(&c.publish_rate_limited);
@@ -342,7 +351,8 @@ impl Broker {
 
     /// Stops the broker: closes the listeners (the port is free on return) and every
     /// connection (v5 clients get DISCONNECT 0x8B; no wills are published), and joins every
-    /// thread. Idempotent.
+    /// thread but a hook thread stuck in a hook (detached: `stop` never waits for a hook, see
+    /// `hooks.rs`). Idempotent.
     pub fn stop(&mut self) {
         if !self.running && self.threads.is_empty() {
             return;
@@ -351,10 +361,12 @@ impl Broker {
         for mb in &self.shared.mailboxes {
             mb.push(MeshMsg::Stop);
         }
+        // Before joining the cores: queued checks are dropped (their connections end), and a
+        // thread stuck in a hook is detached, so stop() returns whatever a hook does.
+        self.shared.hooks.shutdown();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        self.shared.hooks.shutdown();
         info!("uringmq stopped");
     }
 }
@@ -365,7 +377,9 @@ impl Drop for Broker {
     }
 }
 
-/// Routes an injected message from core 0, as the in-process session `origin` if any.
+/// Routes an injected message from core 0, as the in-process session `origin` if any; a
+/// retained one is in every core's retained replica (or on its way ahead of anything the caller
+/// does next) when this returns.
 fn inject(shared: &Shared, msg: InjectedMessage, origin: Option<Origin>) -> Result<(), ApiError> {
     validate_topic_name(&msg.topic).map_err(|e| ApiError::InvalidTopic(e.to_string()))?;
     let mut properties = msg.properties;
@@ -380,8 +394,17 @@ fn inject(shared: &Shared, msg: InjectedMessage, origin: Option<Origin>) -> Resu
         origin,
         received_at: Instant::now(),
     };
-    shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Publish(Arc::new(m))));
-    Ok(())
+    if !m.retain {
+        shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Publish(Arc::new(m), None)));
+        return Ok(());
+    }
+    // A retained message is stored before publish() returns, so a client that subscribes
+    // afterwards, on any core, gets it (as after a client's PUBLISH was acknowledged); the
+    // causality rule then holds because every mailbox is FIFO. Only retained messages pay
+    // this round trip.
+    let (applied, rx) = std::sync::mpsc::channel();
+    shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Publish(Arc::new(m), Some(applied))));
+    rx.recv_timeout(API_TIMEOUT).map_err(|_| ApiError::Timeout)
 }
 
 /// The session options of an in-process subscription, checked as a SUBSCRIBE's would be.

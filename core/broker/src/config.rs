@@ -112,6 +112,22 @@ pub struct ListenerConfig {
     /// Overrides the global `max_connection_rate_per_source` for this listener.
     #[serde(default)]
     pub max_connection_rate_per_source: Option<u64>,
+    /// This listener's own JWT secret (HS256/384/512); a listener that sets any `jwt_*_file`
+    /// key verifies tokens with its own keys only (per listener, as `password_file`).
+    #[serde(default)]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// This listener's own PEM public key for JWTs (RS*/PS*/ES*).
+    #[serde(default)]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// This listener's own JWKS file.
+    #[serde(default)]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Overrides the global `jwt_username_claim` for this listener.
+    #[serde(default)]
+    pub jwt_username_claim: Option<String>,
+    /// Overrides the global `jwt_acl_claim` for this listener.
+    #[serde(default)]
+    pub jwt_acl_claim: Option<String>,
 }
 
 impl ListenerConfig {
@@ -138,23 +154,39 @@ impl ListenerConfig {
             max_publish_bytes_rate: None,
             max_connection_rate: None,
             max_connection_rate_per_source: None,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_username_claim: None,
+            jwt_acl_claim: None,
         }
+    }
+
+    /// Whether this listener has JWT keys of its own.
+    pub fn has_own_jwt_keys(&self) -> bool {
+        self.jwt_secret_file.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_file.is_some()
     }
 }
 
 /// An IP address, or `localhost` for 127.0.0.1: users write it as they would for Mosquitto's
 /// `listener 1883 localhost`, and a name lookup for other host names would make the bound
 /// address depend on the resolver at start (Mosquitto resolves them; we refuse them by name).
-fn de_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
-    let s = String::deserialize(d)?;
+/// The `bind` keys and the binary's `--bind` flag.
+pub fn parse_bind(s: &str) -> Result<IpAddr, String> {
     if s.eq_ignore_ascii_case("localhost") {
         return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
     s.parse().map_err(|_| {
-        serde::de::Error::custom(format!(
+        format!(
             "{s:?} is not an IP address (write an address such as 0.0.0.0 or ::1, or localhost)"
-        ))
+        )
     })
+}
+
+fn de_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
+    parse_bind(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 /// All broker settings. Field names are the config-file keys and the Python keyword arguments.
@@ -225,8 +257,24 @@ pub struct Config {
     pub max_outbound_bytes: usize,
     /// Maximum number of levels in a topic name or filter.
     pub max_topic_levels: usize,
+    /// Longest topic name or filter accepted, bytes (at most 65535, the protocol's limit).
+    ///
+    /// Default 4096: topic names in use are tens of bytes (AWS IoT allows 256), so this is
+    /// far beyond any real one, while every byte of a filter is kept in the index of its core
+    /// and in every core's interest index. Mosquitto has no such limit. A longer filter gets
+    /// SUBACK 0x8F Topic Filter invalid (3.x: 0x80); a longer PUBLISH topic ends the
+    /// connection (v5: DISCONNECT 0x90 Topic Name invalid), as too many levels do; a will
+    /// topic refuses the CONNECT (v5: CONNACK 0x90).
+    pub max_topic_length: usize,
     /// Maximum subscriptions per client (0 = unlimited).
     pub max_subscriptions_per_client: usize,
+    /// Bytes all of one client's filters may take together (0 = unlimited). A filter that
+    /// would go past it gets SUBACK 0x97 Quota exceeded (3.x: 0x80).
+    ///
+    /// Default 1 MiB: 10,000 filters (`max_subscriptions_per_client`) of 100 bytes each. The
+    /// count alone let one client hold 1,000 filters of 60 KB (60 MB, several times that in
+    /// index memory, replicated per core).
+    pub max_subscription_bytes_per_client: usize,
     /// Seconds a new socket may take to send CONNECT before it is closed.
     pub connect_timeout_secs: u32,
     /// A connection that has sent nothing for this long gives up its task and waits in the
@@ -265,6 +313,34 @@ pub struct Config {
     /// Milliseconds to wait before a refusing CONNACK after failed authentication, against
     /// password guessing (the connection waits; the core does not).
     pub auth_failure_delay_ms: u64,
+    /// JWT authentication: a file holding the HMAC secret (HS256/384/512). The CONNECT
+    /// password carries the token; see `uringmq_auth::jwt`.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// JWT authentication: a PEM public key, RSA (RS256/384/512, PS256/384/512) or EC
+    /// (ES256/384).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// JWT authentication: a JWKS document (`{"keys": [...]}`), keys picked by `kid`.
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// The token claim that holds the user name.
+    pub jwt_username_claim: String,
+    /// The token claim that holds the client's ACL (`{"pub": [filters], "sub": [filters]}`,
+    /// `%c`/`%u` substituted); unset: tokens carry no ACL and the `acl_file` applies.
+    pub jwt_acl_claim: Option<String>,
+    /// Threads that run blocking checks (password hashes, Python hooks); 0 = one per CPU,
+    /// at least two.
+    pub hook_threads: usize,
+    /// Milliseconds a blocking check (a hook, a password hash) may take. Past it the client is
+    /// refused (CONNACK 0x88 Server unavailable / v3 3; a PUBLISH or SUBSCRIBE is denied) and
+    /// a warning is logged; the thread stuck in it is replaced.
+    pub hook_timeout_ms: u64,
+    /// Authentications in progress (waiting for or running on a hook thread) per listener;
+    /// past it a CONNECT is refused with 0x89 Server busy (v3: 3 Server unavailable).
+    /// 0 = unlimited.
+    pub max_pending_auth: usize,
+    /// Authentications in progress per client IP address; past it a CONNECT is refused with
+    /// 0x9F Connection rate exceeded (v3: 3 Server unavailable), so one address flooding wrong
+    /// passwords cannot fill the hook threads' queue for everyone. 0 = unlimited.
+    pub max_pending_auth_per_address: usize,
 }
 
 fn default_bind() -> IpAddr {
@@ -297,7 +373,9 @@ impl Default for Config {
             queue_qos0_messages: false,
             max_outbound_bytes: 1024 * 1024,
             max_topic_levels: 128,
+            max_topic_length: 4096,
             max_subscriptions_per_client: 10_000,
+            max_subscription_bytes_per_client: 1024 * 1024,
             connect_timeout_secs: 10,
             hibernate_after_ms: 1000,
             max_keepalive: 65535,
@@ -313,6 +391,15 @@ impl Default for Config {
             acl_file: None,
             scram_sha256: false,
             auth_failure_delay_ms: 500,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_username_claim: "sub".to_owned(),
+            jwt_acl_claim: None,
+            hook_threads: 0,
+            hook_timeout_ms: 5000,
+            max_pending_auth: 1024,
+            max_pending_auth_per_address: 64,
         }
     }
 }
@@ -380,8 +467,15 @@ impl Config {
                 *p = dir.join(&*p);
             }
         };
-        fix(&mut self.password_file);
-        fix(&mut self.acl_file);
+        for p in [
+            &mut self.password_file,
+            &mut self.acl_file,
+            &mut self.jwt_secret_file,
+            &mut self.jwt_public_key_file,
+            &mut self.jwt_jwks_file,
+        ] {
+            fix(p);
+        }
         for l in &mut self.listeners {
             for p in [
                 &mut l.cert_file,
@@ -389,6 +483,9 @@ impl Config {
                 &mut l.ca_file,
                 &mut l.password_file,
                 &mut l.acl_file,
+                &mut l.jwt_secret_file,
+                &mut l.jwt_public_key_file,
+                &mut l.jwt_jwks_file,
             ] {
                 fix(p);
             }
@@ -420,11 +517,22 @@ impl Config {
         if self.max_topic_levels == 0 {
             return bad("max_topic_levels", "must be at least 1");
         }
+        if self.max_topic_length == 0 || self.max_topic_length > 65_535 {
+            return bad("max_topic_length", "must be between 1 and 65535 bytes");
+        }
         if self.max_outbound_bytes < 1024 {
             return bad("max_outbound_bytes", "must be at least 1024");
         }
         if self.connect_timeout_secs == 0 {
             return bad("connect_timeout_secs", "must be at least 1");
+        }
+        let claims = std::iter::once(Some(&self.jwt_username_claim))
+            .chain(self.listeners.iter().map(|l| l.jwt_username_claim.as_ref()));
+        if claims.flatten().any(|c| c.is_empty()) {
+            return bad("jwt_username_claim", "must not be empty");
+        }
+        if self.hook_timeout_ms == 0 {
+            return bad("hook_timeout_ms", "must be at least 1");
         }
         if self.log_level.trim().is_empty() {
             return bad("log_level", "must not be empty");
@@ -471,12 +579,13 @@ impl Config {
                 .chain(self.listeners.iter().map(crate::endpoint::listener_name))
                 .filter(|n| *n == name)
                 .count();
-            if (l.password_file.is_some() || l.acl_file.is_some()) && same_name > 1 {
+            let own_files = l.password_file.is_some() || l.acl_file.is_some();
+            if (own_files || l.has_own_jwt_keys()) && same_name > 1 {
                 return bad(
                     "listener.name",
                     format!(
-                        "listener `{name}` has its own password_file/acl_file, so its name \
-                         must be unique: give each [[listener]] a distinct `name`"
+                        "listener `{name}` has its own password_file/acl_file/jwt keys, so its \
+                         name must be unique: give each [[listener]] a distinct `name`"
                     ),
                 );
             }
@@ -532,6 +641,27 @@ impl Config {
             .unwrap_or(self.max_connection_rate_per_source)
     }
 
+    /// The JWT settings in force on `listener` (`None`: the default listener): its own keys
+    /// and claims if it sets keys, else the global ones (claims overridable per listener).
+    pub fn jwt_settings(&self, listener: Option<&ListenerConfig>) -> uringmq_auth::JwtSettings {
+        let own = listener.filter(|l| l.has_own_jwt_keys());
+        let username_claim = listener.and_then(|l| l.jwt_username_claim.clone());
+        let acl_claim = listener.and_then(|l| l.jwt_acl_claim.clone());
+        uringmq_auth::JwtSettings {
+            secret_file: own
+                .map_or(&self.jwt_secret_file, |l| &l.jwt_secret_file)
+                .clone(),
+            public_key_file: own
+                .map_or(&self.jwt_public_key_file, |l| &l.jwt_public_key_file)
+                .clone(),
+            jwks_file: own
+                .map_or(&self.jwt_jwks_file, |l| &l.jwt_jwks_file)
+                .clone(),
+            username_claim: username_claim.unwrap_or_else(|| self.jwt_username_claim.clone()),
+            acl_claim: acl_claim.or_else(|| self.jwt_acl_claim.clone()),
+        }
+    }
+
     /// Whether anonymous clients are allowed on a listener bound to `addr` (secure default:
     /// only while everything is on loopback).
     pub fn anonymous_allowed(&self, listener: Option<&ListenerConfig>) -> bool {
@@ -566,8 +696,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("uringmq-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("b.toml");
-        std::fs::write(&file, "acl_file = \"acl\"\npassword_file = \"/abs/p\"\n[[listener]]\nport = 0\ncert_file = \"tls/c.pem\"\n").unwrap();
+        std::fs::write(&file, "acl_file = \"acl\"\npassword_file = \"/abs/p\"\njwt_secret_file = \"s\"\n[[listener]]\nport = 0\nname = \"l\"\ncert_file = \"tls/c.pem\"\njwt_jwks_file = \"j.json\"\n").unwrap();
         let c = Config::from_file(&file).unwrap();
+        assert_eq!(c.jwt_secret_file, Some(dir.join("s")));
+        assert_eq!(c.listeners[0].jwt_jwks_file, Some(dir.join("j.json")));
         assert_eq!(c.acl_file, Some(dir.join("acl")));
         assert_eq!(c.password_file, Some(PathBuf::from("/abs/p")));
         assert_eq!(c.listeners[0].cert_file, Some(dir.join("tls/c.pem")));
@@ -610,6 +742,11 @@ mod tests {
             max_publish_bytes_rate: Some(1),
             max_connection_rate: Some(1),
             max_connection_rate_per_source: Some(1),
+            jwt_secret_file: Some("s".into()),
+            jwt_public_key_file: Some("k".into()),
+            jwt_jwks_file: Some("j".into()),
+            jwt_username_claim: Some("sub".into()),
+            jwt_acl_claim: Some("acl".into()),
             ..ListenerConfig::new(Transport::Tcp, 1884)
         };
         for line in toml::to_string(&every).unwrap_or_default().lines() {

@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use uringmq_auth::ClientInfo;
 use uringmq_codec::{
-    ByteStr, ConnAck, Connect, Decoder, Disconnect, DisconnectProperties, Packet, Protocol,
-    ReasonCode,
+    encoded_len_within, ByteStr, ConnAck, Connect, Decoder, Disconnect, DisconnectProperties,
+    Packet, Protocol, ReasonCode,
 };
 use uringmq_session::{keepalive, negotiate, Session};
+use uringmq_topic::check_max_levels;
 
 /// Bytes read at a time (more when a packet in progress needs more).
 const READ_CHUNK: usize = 4096;
@@ -1056,26 +1057,40 @@ async fn pre_authorize(
         ),
         _ => return None,
     };
-    let (client_id, username) = {
+    let (client_id, username, token_acl) = {
         let st = core.st.borrow();
         let e = st.sessions.get(&key)?;
         (
             e.s.client_id.to_string(),
             e.s.username.as_deref().map(str::to_owned),
+            e.token_acl.clone(),
         )
     };
     let listener = conn.listener.to_string();
     let peer = conn.peer;
-    let rx = core.shared.hooks.run(move || {
+    let submitted = core.shared.hooks.run(move || {
         let mut info = ClientInfo::new(&client_id, username.as_deref(), &listener);
         info.peer = peer;
+        info.acl = token_acl.as_deref();
         topics
             .iter()
             .map(|t| authz.authorize(&info, access, t))
             .collect::<Vec<bool>>()
     });
-    // A hook that panicked denies.
-    Some(rx.await.unwrap_or_default())
+    // No answer (hook threads saturated, a timeout, a panic, the broker stopping) denies:
+    // a missing verdict is a refusal.
+    let answer = match submitted {
+        Ok(wait) => {
+            wait.answer(|| core.stopping.get() || conn.kill_reason().is_some())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if answer.as_ref().err() == Some(&crate::hooks::HookError::TimedOut) {
+        add(&core.stats().hook_timeouts, 1);
+        warn!(peer = ?conn.peer, listener = %conn.listener, "authorisation hook timed out (hook_timeout_ms); access denied");
+    }
+    Some(answer.unwrap_or_default())
 }
 
 /// Writes a refusing CONNACK (mapped to a 3.x return code by the encoder).
@@ -1119,10 +1134,15 @@ async fn on_connect(
     };
     if let Some(w) = &c.will {
         // v5: a will the broker cannot honour is refused [MQTT-3.2.2-12] [MQTT-3.2.2-13].
+        // A will topic the broker would refuse in a PUBLISH: CONNACK 0x90 [§3.2.2.2].
         let code = if w.qos as u8 > cfg.max_qos {
             Some(ReasonCode::QOS_NOT_SUPPORTED)
         } else if w.retain && !cfg.retain_available {
             Some(ReasonCode::RETAIN_NOT_SUPPORTED)
+        } else if w.topic.len() > cfg.max_topic_length
+            || check_max_levels(&w.topic, cfg.max_topic_levels).is_err()
+        {
+            Some(ReasonCode::TOPIC_NAME_INVALID)
         } else {
             None
         };
@@ -1133,16 +1153,19 @@ async fn on_connect(
     }
     // Authentication (certificate, enhanced AUTH exchange, password file, anonymous policy,
     // hooks): on a hook thread where blocking; refusals are delayed and counted there.
-    let granted =
+    let mut granted =
         match crate::auth::authenticate(core, conn, &mut c, &n.client_id, requested).await? {
             Some(granted) => granted,
             // Waiting for the client's AUTH packet.
             None => return Ok(()),
         };
+    // This connection's grants replace the previous connection's (a resumed session).
+    let token_acl = granted.token_acl();
     if let Some(w) = &c.will {
         // A will is a PUBLISH by this client, authorised now and again when published.
         let user = c.username.as_ref().map(|u| u.as_str());
-        let author = crate::will_auth::WillAuthor::connecting(conn, &n.client_id, user);
+        let acl = token_acl.clone();
+        let author = crate::will_auth::WillAuthor::connecting(conn, &n.client_id, user, acl);
         if !crate::will_auth::allowed(core, author, w).await {
             add(&core.stats().wills_denied, 1);
             info!(client_id = %n.client_id, peer = ?conn.peer, topic = %w.topic, "CONNECT refused: will not authorised");
@@ -1175,17 +1198,6 @@ async fn on_connect(
     };
     s.client_id = id.clone();
     s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
-    if core.stopping.get() || conn.is_killed() {
-        // Closed while waiting: the session (this key owns the id now) stays or ends as if
-        // the connection had closed right after CONNACK, without a will.
-        let reason = conn.kill_reason().unwrap_or(CloseReason::Shutdown);
-        let listener = core.shared.security.listener_index(&conn.listener);
-        core.install_session(key, s, Sink::Offline(listener));
-        core.after_install(key, moved_from);
-        core.connection_closed(key, &reason);
-        return Err(reason);
-    }
-    s.will = c.will.take().map(Box::new);
     let properties = if proto.is_v5() {
         let mut p = n.connack_properties(&limits);
         *conn.exchange.borrow_mut() = granted.apply(&mut p);
@@ -1193,13 +1205,33 @@ async fn on_connect(
     } else {
         Default::default()
     };
-    let ack = ConnAck {
+    let ack = Packet::ConnAck(ConnAck {
         session_present: present,
         reason_code: ReasonCode::SUCCESS,
         properties,
-    };
+    });
+    // A CONNACK larger than the client's Maximum Packet Size even without its optional
+    // properties cannot be sent [MQTT-3.1.2-24]: the connection ends (as in Mosquitto,
+    // whose CONNECT fails when send__connack does), rather than wait for nothing.
+    let unfit = encoded_len_within(&ack, proto, conn.max_out.get()).is_err();
+    if core.stopping.get() || conn.is_killed() || unfit {
+        // Closed while waiting: the session (this key owns the id now) stays or ends as if
+        // the connection had closed right after CONNACK, without a will.
+        let reason = match conn.kill_reason() {
+            Some(r) => r,
+            None if unfit => CloseReason::Refused(ReasonCode::PACKET_TOO_LARGE.0),
+            None => CloseReason::Shutdown,
+        };
+        let listener = core.shared.security.listener_index(&conn.listener);
+        core.install_session(key, s, Sink::Offline(listener));
+        core.set_token_acl(key, token_acl);
+        core.after_install(key, moved_from);
+        core.connection_closed(key, &reason);
+        return Err(reason);
+    }
+    s.will = c.will.take().map(Box::new);
     crate::limits::inherit_publish_debt(core, conn, &id);
-    conn.send_packet(&Packet::ConnAck(ack));
+    conn.send_packet(&ack);
     conn.session.set(key);
     conn.connected.set(true);
     conn.connect_by.set(millis(Instant::now()));
@@ -1207,6 +1239,7 @@ async fn on_connect(
     conn.grace_ms.set(u32::try_from(grace).unwrap_or(u32::MAX));
     *conn.client_id.borrow_mut() = Some(id.clone());
     core.install_session(key, s, Sink::Conn(conn.clone()));
+    core.set_token_acl(key, token_acl);
     if present {
         core.resume_delivery(key);
     }

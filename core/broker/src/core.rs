@@ -48,6 +48,8 @@ pub(crate) struct CoreStats {
     pub(crate) expired: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
+    pub(crate) auth_busy: AtomicU64,
+    pub(crate) hook_timeouts: AtomicU64,
     pub(crate) hibernating: AtomicU64,
     pub(crate) wills_denied: AtomicU64,
     pub(crate) publish_rate_limited: AtomicU64,
@@ -115,6 +117,10 @@ pub(crate) struct Entry {
     /// otherwise cost that per slot, not per session.
     pub(crate) s: Box<Session>,
     pub(crate) sink: Sink,
+    /// The ACL rules of the token its current (or last) connection authenticated with (a
+    /// JWT's ACL claim): they replace the ACL file for this session. Here rather than in the
+    /// `Session`, which stays in its 256-byte allocation class.
+    pub(crate) token_acl: Option<Arc<uringmq_auth::AclFile>>,
 }
 
 /// Why a connection ended: decides the will and the log line.
@@ -565,6 +571,7 @@ impl Core {
                     let _ = st.interest.insert(&filter, core, ());
                 } else {
                     let _ = st.interest.remove(&filter, core);
+                    self.collect_soon();
                 }
             }
             MeshMsg::SharedInterest {
@@ -707,6 +714,14 @@ impl Core {
         if last {
             self.broadcast_interest(filter, false);
         }
+        self.collect_soon();
+    }
+
+    /// Memory was freed on this core (index nodes of a filter that went): have the sweep ask
+    /// mimalloc to return it for a few seconds, as after parking. Without it a client that
+    /// held large filters left the memory with the process after it was gone.
+    fn collect_soon(&self) {
+        self.collect_sweeps.set(crate::hibernate::COLLECT_SWEEPS);
     }
 
     // ---- retained ----
@@ -943,15 +958,19 @@ impl Core {
         // beyond its connection (v5 expiry 0, 3.x clean session: its state must not be
         // reused [MQTT-3.1.2-6], and Mosquitto answers session-present 0).
         let ends = clean_start || !e.s.is_persistent();
-        // The old connection's will, as Mosquitto's 07-will-takeover: published only if the
-        // session ends and the will has no delay. A new connection for the client id opened
-        // before a will delay has passed cancels the will [MQTT-3.1.2-8] [MQTT-3.1.3-9],
-        // a pending delayed will included.
+        // The old connection's will (or its pending delayed will) goes out only if the
+        // session ends here: a will is due when its delay passes or its session ends,
+        // whichever comes first [MQTT-3.1.3-9], and a new connection that goes on with the
+        // session before then cancels it [MQTT-3.1.2-8]. That is Mosquitto's
+        // 07-will-takeover matrix; Mosquitto differs only for a delayed will, which it drops
+        // even when the session ends (tests/python/test_mqtt_interop.py marks it).
+        let will =
+            e.s.will
+                .take()
+                .or_else(|| e.s.pending_will.take().map(|p| p.will));
         e.s.pending_will = None;
-        if let Some(w) = e.s.will.take() {
-            if ends && e.s.will_delay == 0 {
-                self.publish_will(w, author, None, now);
-            }
+        if let Some(w) = will.filter(|_| ends) {
+            self.publish_will(w, author, None, now);
         }
         if ends {
             for (filter, _) in e.s.subs.iter() {
@@ -1018,9 +1037,21 @@ impl Core {
         self.stats()
             .subscriptions
             .fetch_add(subs.len() as u64, Ordering::Relaxed);
-        self.st.borrow_mut().sessions.insert(key, Entry { s, sink });
+        let entry = Entry {
+            s,
+            sink,
+            token_acl: None,
+        };
+        self.st.borrow_mut().sessions.insert(key, entry);
         for (filter, opts) in subs {
             self.index_subscription(&filter, key, opts);
+        }
+    }
+
+    /// Keeps what authenticating session `key`'s connection granted (see `Entry::token_acl`).
+    pub(crate) fn set_token_acl(&self, key: u64, acl: Option<Arc<uringmq_auth::AclFile>>) {
+        if let Some(e) = self.st.borrow_mut().sessions.get_mut(&key) {
+            e.token_acl = acl;
         }
     }
 
@@ -1158,12 +1189,17 @@ impl Core {
 
     fn handle_api(self: &Rc<Self>, cmd: ApiCmd) {
         match cmd {
-            ApiCmd::Publish(msg) => {
+            ApiCmd::Publish(msg, applied) => {
                 add(&self.stats().messages_in, 1);
                 if msg.retain {
                     self.retain(&msg);
                 }
                 self.route(&msg);
+                if let Some(applied) = applied {
+                    // Every core's replica hears of it before the caller goes on (FIFO).
+                    self.flush_mesh();
+                    let _ = applied.send(());
+                }
             }
             ApiCmd::Subscribe {
                 filter,
@@ -1174,7 +1210,7 @@ impl Core {
                 let key = self.new_key();
                 let n = Negotiated::in_process(format!("$api-{key:x}"), u16::MAX);
                 let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
-                let _ = s.subs.insert(&filter, opts, 0);
+                let _ = s.subs.insert(&filter, opts, Default::default());
                 self.install_session(key, Box::new(s), Sink::Api(sink));
                 let shared = matches!(SharedFilter::parse(&filter), Ok(Some(_)));
                 // The subscription is always new, so "send if new" sends too [MQTT-3.3.1-10].
@@ -1218,8 +1254,9 @@ impl Core {
     fn tell_disconnect(&self, conn: &Conn, s: &Session, reason: &CloseReason) {
         if let Some(hook) = self.shared.on_disconnect.clone() {
             let (client, why) = (summary(conn, s), reason.name());
-            // Nobody waits for the answer: the receiver is dropped at once.
-            drop(self.shared.hooks.run(move || hook(client, why)));
+            if !self.shared.hooks.notify(move || hook(client, why)) {
+                debug!("disconnect hook not called: the hook threads are busy or stopped");
+            }
         }
     }
 

@@ -20,6 +20,7 @@ mod limits;
 mod listener;
 mod mesh;
 mod out_queue;
+mod pending;
 mod publish_debts;
 mod registry;
 mod reload;

@@ -17,8 +17,8 @@ struct Args {
     /// TOML config file (every key is documented in uringmq.example.toml).
     #[arg(short, long, env = "URINGMQ_CONFIG")]
     config: Option<PathBuf>,
-    /// Address of the default listener (overrides `bind`).
-    #[arg(long)]
+    /// Address of the default listener (overrides `bind`); `localhost` is 127.0.0.1.
+    #[arg(long, value_parser = uringmq::parse_bind)]
     bind: Option<IpAddr>,
     /// Port of the default listener; 0 picks a free one (overrides `port`).
     #[arg(short, long)]

@@ -74,8 +74,9 @@ pub(crate) enum ApiCmd {
         session: u64,
         reply: std::sync::mpsc::Sender<bool>,
     },
-    /// Publish a message (enters like a client's PUBLISH on this core).
-    Publish(Arc<Message>),
+    /// Publish a message (enters like a client's PUBLISH on this core); the sender, if any, is
+    /// told once the retained store has it and the other cores' replicas are on their way.
+    Publish(Arc<Message>, Option<std::sync::mpsc::Sender<()>>),
 }
 
 /// A message between cores.

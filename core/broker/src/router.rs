@@ -4,7 +4,7 @@
 
 use crate::api;
 use crate::connection::Conn;
-use crate::core::{add, CloseReason, Core, Sink, State};
+use crate::core::{add, CloseReason, Core, Entry, Sink, State};
 use crate::out_queue::{OutQueue, SHARE_THRESHOLD};
 use crate::shared_sub::group_filter;
 use bytes::BytesMut;
@@ -13,14 +13,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::debug;
-use uringmq_auth::{Access, ClientInfo};
+use uringmq_auth::Access;
 use uringmq_codec::{
     encode, encode_within, encoded_len, Ack, ByteStr, Disconnect, Packet, Protocol, Publish,
     PublishHead, PublishProperties, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use uringmq_session::delivery::fits;
 use uringmq_session::{
-    flow, AliasError, Delivery, Message, Origin, OutState, Queued, Session, SubOptions,
+    flow, AliasError, Delivery, Message, Origin, OutState, Queued, Session, SubLimits, SubOptions,
 };
 use uringmq_topic::{check_max_levels, validate_topic_filter, SharedFilter};
 
@@ -365,13 +365,13 @@ impl Core {
         self.pump_in(st, key, now);
     }
 
-    fn client_info_allows(&self, conn: &Conn, s: &Session, access: Access, topic: &str) -> bool {
+    fn client_info_allows(&self, conn: &Conn, e: &Entry, access: Access, topic: &str) -> bool {
         match &self.shared.authorizer {
             None => true,
             // Blocking authorisers are asked on a hook thread before the packet gets here.
             Some(a) if a.is_blocking() => true,
             Some(a) => {
-                let mut info = ClientInfo::new(&s.client_id, s.username.as_deref(), &conn.listener);
+                let mut info = crate::auth::session_info(e, &conn.listener);
                 info.peer = conn.peer;
                 a.authorize(&info, access, topic)
             }
@@ -552,6 +552,10 @@ impl Core {
             if let Err(err) = check_max_levels(&topic, cfg.max_topic_levels) {
                 return protocol(ReasonCode::TOPIC_NAME_INVALID, &err.to_string());
             }
+            if topic.len() > cfg.max_topic_length {
+                let why = format!("topic of {} bytes exceeds max_topic_length", topic.len());
+                return protocol(ReasonCode::TOPIC_NAME_INVALID, &why);
+            }
             let mut fresh = true;
             if p.qos == QoS::ExactlyOnce {
                 if !e.s.qos2_in.contains(pid)
@@ -566,9 +570,7 @@ impl Core {
             }
             // `$SYS/` is the broker's [§4.7.2]: clients may not publish there.
             let allowed = !Message::is_sys_topic(&topic)
-                && pre.unwrap_or_else(|| {
-                    self.client_info_allows(conn, &e.s, Access::Publish, &topic)
-                });
+                && pre.unwrap_or_else(|| self.client_info_allows(conn, e, Access::Publish, &topic));
             if !allowed && p.qos == QoS::ExactlyOnce && v5 {
                 // A PUBREC with an error code ends the exchange: no PUBREL follows.
                 e.s.qos2_in.release(pid);
@@ -642,8 +644,10 @@ impl Core {
                 }
             };
             let plain = if shared { group_filter(f) } else { f };
+            // A filter over `max_topic_length` is well formed but not allowed here: 0x8F.
             if validate_topic_filter(plain).is_err()
                 || check_max_levels(plain, cfg.max_topic_levels).is_err()
+                || f.len() > cfg.max_topic_length
             {
                 codes.push(fail(ReasonCode::TOPIC_FILTER_INVALID));
                 continue;
@@ -654,7 +658,7 @@ impl Core {
                     let st = self.st.borrow();
                     st.sessions
                         .get(&key)
-                        .is_some_and(|e| self.client_info_allows(conn, &e.s, Access::Subscribe, f))
+                        .is_some_and(|e| self.client_info_allows(conn, e, Access::Subscribe, f))
                 }
             };
             if !allowed {
@@ -669,11 +673,14 @@ impl Core {
                 retain_handling: o.retain_handling,
                 id: sub.properties.subscription_identifier,
             };
-            let max = cfg.max_subscriptions_per_client;
+            let limits = SubLimits {
+                count: cfg.max_subscriptions_per_client,
+                bytes: cfg.max_subscription_bytes_per_client,
+            };
             let inserted = {
                 let mut st = self.st.borrow_mut();
                 match st.sessions.get_mut(&key) {
-                    Some(e) => e.s.subs.insert(f, opts, max),
+                    Some(e) => e.s.subs.insert(f, opts, limits),
                     None => return Ok(()),
                 }
             };

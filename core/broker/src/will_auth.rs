@@ -4,7 +4,15 @@
 //! reloaded (SIGHUP, `Broker::reload`) since: a will no longer allowed is dropped, logged and
 //! counted (`Stats::wills_denied`), as Mosquitto checks `MOSQ_ACL_WRITE` in
 //! `context__send_will`. `$SYS/` is the broker's [§4.7.2]: a will there is denied like a
-//! PUBLISH there (Mosquitto denies every write to `$SYS` in its ACL check).
+//! PUBLISH there (Mosquitto denies every write to `$SYS` in its ACL check). A client that
+//! authenticated with a JWT carrying ACL rules is held to those rules for its will too.
+//!
+//! The second check is synchronous, so a will is routed in its place in the core's order
+//! (before a takeover is answered, so before the successor's CONNACK and its first PUBLISH:
+//! a retained "offline" will cannot overwrite the "online" its client publishes after
+//! reconnecting). It re-reads what can change without the client (the ACL file, the token's
+//! rules); a blocking hook (a Python callback) is asked only at CONNECT, as a call on a hook
+//! thread here would reorder the will after what follows it, and its CONNECT answer stands.
 
 use crate::connection::Conn;
 use crate::core::{add, Core, Entry, Sink};
@@ -12,8 +20,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::info;
-use uringmq_auth::{Access, Authorizer, ClientInfo};
+use tracing::{info, warn};
+use uringmq_auth::{Access, AclFile, Authorizer, ClientInfo};
 use uringmq_codec::LastWill;
 use uringmq_session::{Message, Origin};
 
@@ -24,28 +32,38 @@ pub(crate) struct WillAuthor {
     username: Option<Arc<str>>,
     listener: Arc<str>,
     peer: Option<SocketAddr>,
+    /// The ACL rules of the client's token, if it authenticated with one.
+    acl: Option<Arc<AclFile>>,
 }
 
 impl WillAuthor {
-    /// The client of a CONNECT on `conn`.
-    pub(crate) fn connecting(conn: &Conn, client_id: &str, username: Option<&str>) -> Self {
+    /// The client of a CONNECT on `conn`, with the token rules its authentication granted.
+    pub(crate) fn connecting(
+        conn: &Conn,
+        client_id: &str,
+        username: Option<&str>,
+        acl: Option<Arc<AclFile>>,
+    ) -> Self {
         WillAuthor {
             client_id: client_id.into(),
             username: username.map(Into::into),
             listener: conn.listener.clone(),
             peer: conn.peer,
+            acl,
         }
     }
 
-    fn ask(&self, a: &dyn Authorizer, topic: &str) -> bool {
+    fn info(&self) -> ClientInfo<'_> {
         let mut info = ClientInfo::new(&self.client_id, self.username.as_deref(), &self.listener);
         info.peer = self.peer;
-        a.authorize(&info, Access::Publish, topic)
+        info.acl = self.acl.as_deref();
+        info
     }
 }
 
-/// Whether `author` may publish its will `w` now: `$SYS/` never; else the authoriser's
-/// answer, asked on a hook thread when it blocks (a hook that fails denies).
+/// Whether `author` may publish its will `w` (at CONNECT): `$SYS/` never; else the
+/// authoriser's answer, asked on a hook thread when it blocks (a hook that fails, times out
+/// or finds the pool busy denies).
 pub(crate) async fn allowed(core: &Core, author: WillAuthor, w: &LastWill) -> bool {
     if Message::is_sys_topic(&w.topic) {
         return false;
@@ -54,11 +72,36 @@ pub(crate) async fn allowed(core: &Core, author: WillAuthor, w: &LastWill) -> bo
         return true;
     };
     if !a.is_blocking() {
-        return author.ask(&*a, &w.topic);
+        return a.authorize(&author.info(), Access::Publish, &w.topic);
     }
     let topic = w.topic.to_string();
-    let rx = core.shared.hooks.run(move || author.ask(&*a, &topic));
-    rx.await.unwrap_or(false)
+    let Ok(wait) = core
+        .shared
+        .hooks
+        .run(move || a.authorize(&author.info(), Access::Publish, &topic))
+    else {
+        return false;
+    };
+    let answer = wait.answer(|| core.stopping.get()).await;
+    if answer.as_ref().err() == Some(&crate::hooks::HookError::TimedOut) {
+        add(&core.stats().hook_timeouts, 1);
+        warn!(topic = %w.topic, "will authorisation timed out (hook_timeout_ms); refusing");
+    }
+    answer.unwrap_or(false)
+}
+
+/// Whether `author` may still publish `w` now (see the module doc): without calling a
+/// blocking hook, whose CONNECT answer stands.
+fn still_allowed(core: &Core, author: &WillAuthor, w: &LastWill) -> bool {
+    if Message::is_sys_topic(&w.topic) {
+        return false;
+    }
+    core.shared.authorizer.is_none()
+        || core
+            .shared
+            .security
+            .authorize_unless_blocking(&author.info(), Access::Publish, &w.topic, false)
+            .unwrap_or(true)
 }
 
 impl Core {
@@ -79,12 +122,11 @@ impl Core {
             username: e.s.username.clone(),
             listener,
             peer,
+            acl: e.token_acl.clone(),
         }
     }
 
-    /// Publishes a will (or a delayed will that came due) if its client may still publish
-    /// it. A blocking authoriser is asked on a hook thread, so the will then goes out a
-    /// little later, from a task of its own.
+    /// Publishes a will (or a delayed will that came due) if its client may still publish it.
     pub(crate) fn publish_will(
         self: &Rc<Self>,
         w: Box<LastWill>,
@@ -92,42 +134,12 @@ impl Core {
         origin: Option<Origin>,
         now: Instant,
     ) {
-        let blocking = self
-            .shared
-            .authorizer
-            .as_ref()
-            .is_some_and(|a| a.is_blocking());
-        if !blocking {
-            let ok = !Message::is_sys_topic(&w.topic)
-                && self
-                    .shared
-                    .authorizer
-                    .as_ref()
-                    .is_none_or(|a| author.ask(&**a, &w.topic));
-            self.publish_allowed_will(&w, &author, ok, origin, now);
-            return;
-        }
-        let core = self.clone();
-        monoio::spawn(async move {
-            let ok = allowed(&core, author.clone(), &w).await;
-            core.publish_allowed_will(&w, &author, ok, origin, now);
-        });
-    }
-
-    fn publish_allowed_will(
-        self: &Rc<Self>,
-        w: &LastWill,
-        author: &WillAuthor,
-        ok: bool,
-        origin: Option<Origin>,
-        now: Instant,
-    ) {
-        if !ok {
+        if !still_allowed(self, &author, &w) {
             add(&self.stats().wills_denied, 1);
             info!(client_id = %author.client_id, topic = %w.topic, "will not authorised: dropped");
             return;
         }
-        let msg = Arc::new(uringmq_session::will::to_message(w, origin, now));
+        let msg = Arc::new(uringmq_session::will::to_message(&w, origin, now));
         add(&self.stats().messages_in, 1);
         if msg.retain {
             self.retain(&msg);

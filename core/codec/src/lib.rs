@@ -43,7 +43,7 @@ pub mod varint;
 pub use decode::Decoder;
 pub use encode::{encode, encoded_len};
 pub use error::{DecodeError, EncodeError};
-pub use limit::encode_within;
+pub use limit::{encode_within, encoded_len_within};
 pub use packet::*;
 pub use properties::*;
 pub use publish_head::PublishHead;

@@ -13,6 +13,7 @@ use crate::packet::{Ack, Auth, ConnAck, Disconnect, Packet, SubAck, UnsubAck};
 use crate::properties::UserProperties;
 use crate::{encode, encoded_len, ByteStr, EncodeError, Protocol};
 use bytes::BytesMut;
+use std::borrow::Cow;
 use std::num::NonZeroU32;
 
 /// Appends `packet` to `out` if it fits in `max` bytes (`None`: no limit), without its
@@ -24,29 +25,46 @@ pub fn encode_within(
     max: Option<NonZeroU32>,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
+    encode(&*fit(packet, proto, max)?, proto, out)
+}
+
+/// Bytes [`encode_within`] would append (or its error): whether a packet can be sent at all.
+pub fn encoded_len_within(
+    packet: &Packet,
+    proto: Protocol,
+    max: Option<NonZeroU32>,
+) -> Result<usize, EncodeError> {
+    encoded_len(&*fit(packet, proto, max)?, proto)
+}
+
+/// `packet` as it can be sent within `max`: itself, or a copy without its optional
+/// properties (only in that rare case is it cloned).
+fn fit(
+    packet: &Packet,
+    proto: Protocol,
+    max: Option<NonZeroU32>,
+) -> Result<Cow<'_, Packet>, EncodeError> {
     let Some(max) = max else {
-        return encode(packet, proto, out);
+        return Ok(Cow::Borrowed(packet));
     };
-    let fits = |p: &Packet| -> Result<Option<usize>, EncodeError> {
+    let over = |p: &Packet| -> Result<Option<usize>, EncodeError> {
         let len = encoded_len(p, proto)?;
         Ok((len > max.get() as usize).then_some(len))
     };
-    let Some(len) = fits(packet)? else {
-        return encode(packet, proto, out);
+    let too_large = |len| EncodeError::ExceedsPeerMaximum {
+        len,
+        max: max.get(),
+    };
+    let Some(len) = over(packet)? else {
+        return Ok(Cow::Borrowed(packet));
     };
     let mut stripped = packet.clone();
     if !strip_optional(&mut stripped) {
-        return Err(EncodeError::ExceedsPeerMaximum {
-            len,
-            max: max.get(),
-        });
+        return Err(too_large(len));
     }
-    match fits(&stripped)? {
-        None => encode(&stripped, proto, out),
-        Some(len) => Err(EncodeError::ExceedsPeerMaximum {
-            len,
-            max: max.get(),
-        }),
+    match over(&stripped)? {
+        None => Ok(Cow::Owned(stripped)),
+        Some(len) => Err(too_large(len)),
     }
 }
 
@@ -86,9 +104,7 @@ mod tests {
     }
 
     fn users() -> UserProperties {
-        let mut u = UserProperties::default();
-        u.push(("k".into(), "v".repeat(40).as_str().into()));
-        u
+        vec![("k".into(), "v".repeat(40).as_str().into())]
     }
 
     fn disconnect() -> Packet {
@@ -157,6 +173,15 @@ mod tests {
             encode_within(&p, Protocol::V5, max(16), &mut out).unwrap();
             assert!(out.len() <= 16, "{p:?}: {} bytes", out.len());
         }
+    }
+
+    #[test]
+    fn encoded_len_within_says_what_encode_within_writes() {
+        let mut out = BytesMut::new();
+        encode_within(&disconnect(), Protocol::V5, max(20), &mut out).unwrap();
+        let len = encoded_len_within(&disconnect(), Protocol::V5, max(20)).unwrap();
+        assert_eq!(len, out.len());
+        assert!(encoded_len_within(&disconnect(), Protocol::V5, max(2)).is_err());
     }
 
     #[test]

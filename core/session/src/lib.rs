@@ -28,6 +28,6 @@ pub use qos2::InboundQos2;
 pub use queue::{Queue, QueueFull, Queued};
 pub use rate::{PublishLimiter, TokenBucket};
 pub use session::Session;
-pub use subscriptions::Subscriptions;
+pub use subscriptions::{OverQuota, SubLimits, Subscriptions};
 pub use topic_alias::{AliasError, InboundAliases, OutboundAliases};
 pub use will::PendingWill;
