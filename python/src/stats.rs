@@ -18,14 +18,15 @@ macro_rules! counters {
 }
 
 impl Stats {
-    fn fields(&self) -> [(&'static str, u64); 31] {
+    fn fields(&self) -> [(&'static str, u64); 33] {
         counters!(&self.0;
             connections, sessions, subscriptions, retained, messages_in, messages_out, bytes_in,
             bytes_out, dropped_qos0, dropped_queue_full, expired, protocol_errors, auth_failures,
             auth_busy, hook_timeouts, hibernating, wills_denied, publish_rate_limited,
             connections_rate_limited, packets_in, packets_out, publish_bytes_in,
             publish_bytes_out, connects, sockets, sessions_expired, shared_subscriptions,
-            queued_messages, queued_bytes, inflight_messages, retained_bytes)
+            queued_messages, queued_bytes, inflight_messages, retained_bytes, accept_failures,
+            detach_failures)
     }
 }
 

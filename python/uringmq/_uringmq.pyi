@@ -107,6 +107,8 @@ class Stats:
     queued_bytes: int
     inflight_messages: int
     retained_bytes: int
+    accept_failures: int
+    detach_failures: int
     def as_dict(self) -> Dict[str, int]:
         """The counters as a dict."""
 

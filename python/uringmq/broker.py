@@ -342,7 +342,8 @@ class Broker:
         many authentications were in progress), ``hook_timeouts`` (checks that outlived
         ``hook_timeout_ms``), ``hibernating`` (idle connections parked without a task),
         ``wills_denied`` (wills their client may not publish), ``publish_rate_limited``,
-        ``connections_rate_limited``. The same figures as ``$SYS`` and ``metrics_text()``; all
+        ``connections_rate_limited``, ``accept_failures`` and ``detach_failures`` (at the
+        process's descriptor limit). The same figures as ``$SYS`` and ``metrics_text()``; all
         zero while stopped. ``.as_dict()`` gives a dict."""
         return self._native.stats()
 

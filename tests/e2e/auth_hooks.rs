@@ -5,7 +5,7 @@
 //! the excess with the right code.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -170,16 +170,6 @@ fn slow_password_file(tag: &str) -> std::path::PathBuf {
     f.set("alice", b"right", Scheme::Pbkdf2Sha512).unwrap();
     f.save_to(&path).unwrap();
     path
-}
-
-/// A TCP connection from `source` (another loopback address than the test's clients).
-fn connect_from(source: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    s.bind(&SocketAddr::from((source, 0)).into())?;
-    s.connect(&to.into())?;
-    let s = TcpStream::from(s);
-    s.set_nodelay(true).ok();
-    Ok(s)
 }
 
 fn encoded(c: Connect) -> Vec<u8> {

@@ -75,10 +75,25 @@ pub fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Publish {
     }
 }
 
+/// A TCP connection from `source` (another loopback address than the test's clients: a
+/// second host, as far as the broker can tell).
+pub fn connect_from(source: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((source, 0)).into())?;
+    s.connect(&to.into())?;
+    let s = TcpStream::from(s);
+    s.set_nodelay(true).ok();
+    Ok(s)
+}
+
 impl Client {
     /// Opens a TCP connection without sending anything.
     pub fn raw(addr: SocketAddr, proto: Protocol) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Client::from_stream(TcpStream::connect(addr).expect("connect"), proto)
+    }
+
+    /// A client over an already connected stream, nothing sent yet.
+    pub fn from_stream(stream: TcpStream, proto: Protocol) -> Client {
         stream.set_nodelay(true).ok();
         Client {
             stream,

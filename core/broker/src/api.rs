@@ -172,9 +172,11 @@ pub struct Stats {
     /// because the ACL was reloaded since.
     pub wills_denied: u64,
     /// PUBLISH packets over their client's `max_publish_rate`/`max_publish_bytes_rate`: held
-    /// back (3.x clients, read again once the rate allows) or refused with DISCONNECT 0x96 (v5).
+    /// back (read again once the rate allows), counted once per PUBLISH; a v5 client held
+    /// back for more than 5 s in a row is disconnected with 0x96.
     pub publish_rate_limited: u64,
-    /// New connections closed right after accept for their listener's `max_connection_rate`.
+    /// New connections closed right after accept for their listener's `max_connection_rate`
+    /// or `max_connection_rate_per_source`.
     pub connections_rate_limited: u64,
     /// MQTT packets of every type received from clients (Mosquitto's `messages/received`).
     pub packets_in: u64,
@@ -201,4 +203,9 @@ pub struct Stats {
     pub inflight_messages: u64,
     /// Payload bytes of the retained messages.
     pub retained_bytes: u64,
+    /// Accepts that failed (out of descriptors: the accept loop backs off, see `limits.rs`).
+    pub accept_failures: u64,
+    /// Idle connections that could not be detached from their task for want of a descriptor
+    /// (the core then stops trying for a second).
+    pub detach_failures: u64,
 }

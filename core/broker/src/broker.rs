@@ -129,6 +129,7 @@ impl Broker {
             limits,
             mailboxes: (0..cores).map(|_| Mailbox::default()).collect(),
             registry: Registry::default(),
+            publish_debts: Default::default(),
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
             hooks: HookPool::new(
                 match (blocking, config.hook_threads) {

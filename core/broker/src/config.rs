@@ -120,6 +120,9 @@ pub struct ListenerConfig {
     /// Overrides the global `max_connection_rate` for this listener.
     #[serde(default)]
     pub max_connection_rate: Option<u64>,
+    /// Overrides the global `max_connection_rate_per_source` for this listener.
+    #[serde(default)]
+    pub max_connection_rate_per_source: Option<u64>,
     /// This listener's own JWT secret (HS256/384/512); a listener that sets any `jwt_*_file`
     /// key verifies tokens with its own keys only (per listener, as `password_file`).
     #[serde(default)]
@@ -161,6 +164,7 @@ impl ListenerConfig {
             max_publish_rate: None,
             max_publish_bytes_rate: None,
             max_connection_rate: None,
+            max_connection_rate_per_source: None,
             jwt_secret_file: None,
             jwt_public_key_file: None,
             jwt_jwks_file: None,
@@ -224,12 +228,20 @@ pub struct Config {
     /// set its own. Each core owns an equal share (no lock); beyond it a new socket is closed
     /// right after accept, before reading its CONNECT.
     pub max_connection_rate: u64,
+    /// New connections a second each listener accepts from one source address (an IPv6
+    /// address counts by its /64), checked before `max_connection_rate` so that one host
+    /// connecting in a loop cannot use up the listener's rate and lock everyone else out
+    /// (0 = unlimited, the default: clients behind one NAT share an address). Split over the
+    /// cores like `max_connection_rate`; a `[[listener]]` may set its own.
+    pub max_connection_rate_per_source: u64,
     /// PUBLISH packets a second one client may send (0 = unlimited), with a burst of one
-    /// second's worth. Beyond it a v5 client is disconnected with 0x96 (Message rate too
-    /// high) and a 3.x client is not read from until its rate allows, so TCP slows it down.
+    /// second's worth. Beyond it a client is not read from until its rate allows, so TCP
+    /// slows it down; a v5 client held back for more than 5 s in a row is then disconnected
+    /// with 0x96 (Message rate too high).
     pub max_publish_rate: u64,
-    /// Bytes (topic + payload) a second one client may publish (0 = unlimited), burst and
-    /// excess as `max_publish_rate`; a single larger message passes on a full bucket.
+    /// Bytes a second one client may publish (0 = unlimited), counting whole PUBLISH packets
+    /// as sent (header, topic, properties, payload); burst and excess as `max_publish_rate`;
+    /// a single larger message passes on a full bucket.
     pub max_publish_bytes_rate: u64,
     /// Largest packet accepted from a client, bytes (announced in CONNACK as Maximum Packet Size).
     ///
@@ -370,6 +382,7 @@ impl Default for Config {
             listeners: Vec::new(),
             max_connections: 0,
             max_connection_rate: 0,
+            max_connection_rate_per_source: 0,
             max_publish_rate: 0,
             max_publish_bytes_rate: 0,
             max_packet_size: 16 * 1024 * 1024,
@@ -642,6 +655,14 @@ impl Config {
             .unwrap_or(self.max_connection_rate)
     }
 
+    /// A listener's connection rate per source address (0 = unlimited): its own, else the
+    /// global one (`None`: the default listener).
+    pub fn connection_rate_per_source(&self, listener: Option<&ListenerConfig>) -> u64 {
+        listener
+            .and_then(|l| l.max_connection_rate_per_source)
+            .unwrap_or(self.max_connection_rate_per_source)
+    }
+
     /// The JWT settings in force on `listener` (`None`: the default listener): its own keys
     /// and claims if it sets keys, else the global ones (claims overridable per listener).
     pub fn jwt_settings(&self, listener: Option<&ListenerConfig>) -> uringmq_auth::JwtSettings {
@@ -742,6 +763,7 @@ mod tests {
             max_publish_rate: Some(1),
             max_publish_bytes_rate: Some(1),
             max_connection_rate: Some(1),
+            max_connection_rate_per_source: Some(1),
             jwt_secret_file: Some("s".into()),
             jwt_public_key_file: Some("k".into()),
             jwt_jwks_file: Some("j".into()),
@@ -834,6 +856,7 @@ mod tests {
         assert_eq!(c.publish_rates(Some(&c.listeners[0])), (10, 100));
         assert_eq!(c.connection_rate(None), 5);
         assert_eq!(c.connection_rate(Some(&c.listeners[0])), 0);
+        assert_eq!(c.connection_rate_per_source(None), 0);
     }
 
     #[test]

@@ -583,8 +583,11 @@ pub(crate) async fn accept_loop(
 ) {
     let name = endpoint.name.clone();
     let mut backoff = crate::limits::AcceptBackoff::default();
-    let mut rate =
-        crate::limits::ConnectionRate::new(endpoint.connection_rate, core.shared.cores());
+    let mut rate = crate::limits::ConnectionRate::new(
+        endpoint.connection_rate,
+        endpoint.connection_rate_per_source,
+        core.shared.cores(),
+    );
     loop {
         let accepted = listener.accept().await;
         if core.stopping.get() {
@@ -621,7 +624,7 @@ pub(crate) async fn accept_loop(
                 let accepted = (name.clone(), transport, slot, limiter);
                 connection(core.clone(), stream, peer, accepted, guard);
             }
-            // Out of file descriptors and the like.
+            // Pauses only when out of descriptors or memory (limits.rs).
             Err(e) => backoff.failed(&core, &name, &e).await,
         }
     }
@@ -899,15 +902,18 @@ async fn handle_buffered(
             return Err(r);
         }
         let mut decoder = conn.decoder.get();
+        let before = buf.len();
         let decoded = decoder.decode(buf);
         conn.decoder.set(decoder);
         match decoded {
             Ok(None) => return Ok(()),
             Ok(Some(packet)) => {
                 add(&core.stats().packets_in, 1);
-                if let Packet::Publish(p) = &packet {
-                    let size = p.topic.len() + p.payload.len();
-                    crate::limits::admit_publish(conn, size as u64).await?;
+                if let Packet::Publish(_) = &packet {
+                    // Weighed by its wire length (what the decoder took from the buffer):
+                    // properties, user properties included, are forwarded too.
+                    let wire = before - buf.len();
+                    crate::limits::admit_publish(conn, wire as u64).await?;
                 }
                 if let Some(slow) = handle(core, conn, packet)? {
                     slow.await?;
@@ -1236,6 +1242,7 @@ async fn on_connect(
         return Err(reason);
     }
     s.will = c.will.take().map(Box::new);
+    crate::limits::inherit_publish_debt(core, conn, &id);
     conn.send_packet(&ack);
     conn.session.set(key);
     conn.connected.set(true);

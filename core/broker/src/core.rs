@@ -84,6 +84,8 @@ pub(crate) struct CoreStats {
     /// PUBLISH received (or routed here) to written into a subscriber's connection buffer;
     /// one delivery in `ops::DELIVERY_SAMPLE`.
     pub(crate) delivery_latency: crate::ops::histogram::Histogram,
+    pub(crate) accept_failures: AtomicU64,
+    pub(crate) detach_failures: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -100,6 +102,8 @@ pub(crate) struct Shared {
     pub(crate) limits: ConnectLimits,
     pub(crate) mailboxes: Vec<Mailbox>,
     pub(crate) registry: Registry,
+    /// Publish-rate debts of client ids whose connection closed (`publish_debts.rs`).
+    pub(crate) publish_debts: crate::publish_debts::PublishDebts,
     pub(crate) stats: Vec<CoreStats>,
     pub(crate) hooks: HookPool,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
@@ -172,7 +176,7 @@ pub(crate) enum CloseReason {
     Refused(u8),
     /// The embedding program asked (`Broker::disconnect`).
     Kicked,
-    /// Over `max_publish_rate` / `max_publish_bytes_rate` (v5: DISCONNECT 0x96).
+    /// Over `max_publish_rate` / `max_publish_bytes_rate` for too long (v5: DISCONNECT 0x96).
     RateLimited,
 }
 
@@ -977,6 +981,8 @@ impl Core {
         let mut e = self.st.borrow_mut().sessions.remove(&key)?;
         let author = self.will_author(&e);
         if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline(0)) {
+            // Before the answer: the successor takes the debt once it has it.
+            crate::limits::keep_publish_debt(self, &conn, &e.s.client_id);
             conn.clear_session();
             conn.kill(CloseReason::TakenOver);
             self.stats().connections.fetch_sub(1, Ordering::Relaxed);
@@ -1093,6 +1099,7 @@ impl Core {
             let author = self.will_author(e);
             e.sink = match &e.sink {
                 Sink::Conn(conn) => {
+                    crate::limits::keep_publish_debt(self, conn, &e.s.client_id);
                     self.tell_disconnect(conn, &e.s, reason);
                     Sink::Offline(self.shared.security.listener_index(&conn.listener))
                 }

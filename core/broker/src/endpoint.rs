@@ -36,6 +36,8 @@ pub(crate) struct Endpoint {
     publish_rates: (u64, u64),
     /// New connections a second over all cores (0 = unlimited).
     pub(crate) connection_rate: u64,
+    /// New connections a second from one source address over all cores (0 = unlimited).
+    pub(crate) connection_rate_per_source: u64,
 }
 
 /// Why an endpoint could not be built from its table.
@@ -65,6 +67,7 @@ impl Endpoint {
             open: AtomicUsize::new(0),
             publish_rates: (0, 0),
             connection_rate: 0,
+            connection_rate_per_source: 0,
         }
     }
 
@@ -105,6 +108,7 @@ impl Endpoint {
             open: AtomicUsize::new(0),
             publish_rates: (0, 0),
             connection_rate: 0,
+            connection_rate_per_source: 0,
         })
     }
 
@@ -112,6 +116,7 @@ impl Endpoint {
     fn with_rates(mut self, config: &Config, l: Option<&ListenerConfig>) -> Self {
         self.publish_rates = config.publish_rates(l);
         self.connection_rate = config.connection_rate(l);
+        self.connection_rate_per_source = config.connection_rate_per_source(l);
         self
     }
 

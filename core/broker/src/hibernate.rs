@@ -112,6 +112,7 @@ pub(crate) fn may_detach(core: &Core, now_ms: u32) -> bool {
 /// A detach failed: no more tries for [`DETACH_BACKOFF_MS`]; logged once per interval with a
 /// count. The connection stays parked, attached, and works as before.
 pub(crate) fn detach_failed(core: &Core, now_ms: u32, e: &io::Error) {
+    crate::core::add(&core.stats().detach_failures, 1);
     core.detach_paused_until
         .set(Some(now_ms.wrapping_add(DETACH_BACKOFF_MS)));
     let mut log = core.detach_log.get();

@@ -132,7 +132,8 @@ fn main() -> std::process::ExitCode {
         tracing::info!("SIGHUP: reloading certificates, password file and ACL file");
         broker.reload();
     }
-    tracing::info!(signal = sig, "stopping");
+    // The counters, for the operator (and the process tests, which see nothing else).
+    tracing::info!(signal = sig, stats = ?broker.stats(), "stopping");
     broker.stop();
     std::process::ExitCode::SUCCESS
 }

@@ -1,5 +1,5 @@
 //! The `uringmq` binary as a process, for what only a process shows: its behaviour at its own
-//! descriptor limit (CPU time, log), and SIGTERM. MQTT is spoken with hand-made frames: a few
+//! descriptor limit (its log and counters), and SIGTERM. MQTT is spoken with hand-made frames: a few
 //! bytes of CONNECT, SUBSCRIBE, PUBLISH and PINGREQ.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,19 +79,6 @@ impl Proc {
 
     fn log_len(&self) -> usize {
         self.log.lock().unwrap().len()
-    }
-
-    /// CPU time the process has used (user + system), in seconds.
-    fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .expect("/proc/PID/stat");
-        // Fields after the command name (which may hold spaces): state is field 3, utime 14.
-        let after = &stat[stat.rfind(')').expect("comm") + 2..];
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-        ticks as f64 / hz as f64
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit; how long it took, and whether it
@@ -200,13 +187,14 @@ fn sigterm_does_not_wait_for_a_client_that_does_not_read() {
     ));
     let (took, ok) = b.terminate();
     assert!(ok, "exit status after SIGTERM");
-    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+    // 250 + 500 ms by design; 4 s leaves room for a loaded machine, and fails against 5 s.
+    assert!(took < Duration::from_secs(4), "SIGTERM took {took:?}");
 }
 
 #[test]
 fn at_its_descriptor_limit_the_broker_neither_spins_nor_floods_its_log_and_recovers() {
     const NOFILE: u64 = 200;
-    let b = Proc::start("hibernate_after_ms = 100\n", Some(NOFILE));
+    let mut b = Proc::start("hibernate_after_ms = 100\n", Some(NOFILE));
     // Fill up: the first client left without CONNACK waits in the backlog, and every accept
     // of it fails for want of a descriptor.
     let mut conns = Vec::new();
@@ -220,15 +208,14 @@ fn at_its_descriptor_limit_the_broker_neither_spins_nor_floods_its_log_and_recov
             }
         }
     }
+    let at_cap = Instant::now();
     let pending = pending.expect("the broker reached its descriptor limit");
     assert!(conns.len() > 100, "only {} connections", conns.len());
     // The idle connections park (100 ms) and then fail to detach (no descriptor for the
     // duplicate); a first report of each failure is logged before the window.
     std::thread::sleep(Duration::from_millis(500));
     let from = b.log_len();
-    let (cpu0, t0) = (b.cpu_secs(), Instant::now());
     std::thread::sleep(Duration::from_millis(1500));
-    let share = (b.cpu_secs() - cpu0) / t0.elapsed().as_secs_f64();
     let window = b.log_since(from);
     let count = |what: &str| window.iter().filter(|l| l.contains(what)).count();
     assert!(
@@ -237,7 +224,6 @@ fn at_its_descriptor_limit_the_broker_neither_spins_nor_floods_its_log_and_recov
         count("accept failed")
     );
     assert!(count("cannot detach") <= 1, "{window:?}");
-    assert!(share < 0.3, "{:.0} % of a CPU at the limit", share * 100.0);
     // Descriptors free up: new clients get in again.
     drop(pending);
     conns.truncate(conns.len() - 10);
@@ -250,4 +236,40 @@ fn at_its_descriptor_limit_the_broker_neither_spins_nor_floods_its_log_and_recov
         );
         n += 1;
     }
+    // How often it tried while at the cap, from the counters it logs when stopping. Without
+    // the back-offs: ~50,000 failed detaches a second (each sweep tries every parked
+    // connection), and an accept every 50 ms. With them: one detach try a second, and
+    // accepts backing off to one per 200 ms.
+    let from = b.log_len();
+    let secs = at_cap.elapsed().as_secs_f64();
+    assert!(b.terminate().1, "exit status after SIGTERM");
+    let counter = |name: &str| stopping_counter(&b.log_since(from), name) as f64 / secs;
+    assert!(
+        counter("accept_failures") <= 10.0,
+        "{} accepts/s",
+        counter("accept_failures")
+    );
+    assert!(
+        counter("detach_failures") <= 3.0,
+        "{} detaches/s",
+        counter("detach_failures")
+    );
+}
+
+/// The counter `name` of the broker's "stopping" line (`stats = Stats { name: N, .. }`).
+fn stopping_counter(log: &[String], name: &str) -> u64 {
+    let line = log
+        .iter()
+        .find(|l| l.contains("stopping"))
+        .expect("the broker logs its counters when stopping");
+    let at = line
+        .find(&format!("{name}: "))
+        .expect("counter in the line")
+        + name.len()
+        + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a number")
 }

@@ -16,7 +16,9 @@ pub const MAX_RATE: u64 = 1 << 40;
 ///
 /// A cost larger than the burst (a payload larger than a second's byte rate) is let through
 /// once the bucket is full and leaves it in debt, so an oversized message is slowed, never
-/// refused for ever.
+/// refused for ever. The debt is capped at one burst: a single 16 MiB message at 10 kB/s would
+/// otherwise hold its client for half an hour, and the cap bounds any wait to two seconds'
+/// worth of the rate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenBucket {
     /// Millionths of a token added per millisecond.
@@ -47,13 +49,30 @@ impl TokenBucket {
     /// Brings the bucket up to `now_ms`. Times are wrapping milliseconds: a time before the
     /// last one (out of order) adds nothing.
     fn refill(&mut self, now_ms: u32) {
+        if (now_ms.wrapping_sub(self.last_ms) as i32) > 0 {
+            self.tokens = self.tokens_at(now_ms);
+            self.last_ms = now_ms;
+        }
+    }
+
+    /// Millionths held at `now_ms`, without bringing the bucket up to date.
+    fn tokens_at(&self, now_ms: u32) -> i64 {
         let elapsed = now_ms.wrapping_sub(self.last_ms);
         if elapsed as i32 <= 0 {
-            return;
+            return self.tokens;
         }
-        self.last_ms = now_ms;
         let added = i64::from(elapsed).saturating_mul(self.per_ms);
-        self.tokens = self.tokens.saturating_add(added).min(self.capacity);
+        self.tokens.saturating_add(added).min(self.capacity)
+    }
+
+    /// Whether the bucket is full again at `now_ms` (then it remembers nothing worth keeping).
+    pub fn is_full(&self, now_ms: u32) -> bool {
+        self.tokens_at(now_ms) >= self.capacity
+    }
+
+    /// Whether `other` fills at the same rate (so its level may stand in for this one's).
+    fn same_rate(&self, other: &TokenBucket) -> bool {
+        self.per_ms == other.per_ms && self.capacity == other.capacity
     }
 
     /// Milliseconds until `cost` tokens may be taken (0: now). Takes nothing.
@@ -68,9 +87,12 @@ impl TokenBucket {
     }
 
     /// Takes `cost` tokens (after [`TokenBucket::wait_ms`] said 0), going into debt for a cost
-    /// above the burst.
+    /// above the burst, at most one burst deep.
     pub fn take(&mut self, cost: u64) {
-        self.tokens = self.tokens.saturating_sub(Self::scaled(cost));
+        self.tokens = self
+            .tokens
+            .saturating_sub(Self::scaled(cost))
+            .max(-self.capacity);
     }
 
     /// Takes `cost` tokens if they are there now.
@@ -100,6 +122,8 @@ impl TokenBucket {
 pub struct PublishLimiter {
     messages: Option<TokenBucket>,
     bytes: Option<TokenBucket>,
+    /// Since when the client has been held back without a PUBLISH passing at once.
+    held_since: Option<u32>,
 }
 
 impl PublishLimiter {
@@ -110,6 +134,7 @@ impl PublishLimiter {
         let l = PublishLimiter {
             messages: bucket(messages),
             bytes: bucket(bytes),
+            held_since: None,
         };
         (l.messages.is_some() || l.bytes.is_some()).then_some(l)
     }
@@ -128,6 +153,40 @@ impl PublishLimiter {
             }
         }
         wait
+    }
+
+    /// A PUBLISH must wait `wait` ms from `now_ms`: starts a hold unless one is running, and
+    /// returns how long the client will have been held back in a row once the wait is over
+    /// (what tells a sustained excess from a burst).
+    pub fn hold(&mut self, wait: u32, now_ms: u32) -> u32 {
+        let since = *self.held_since.get_or_insert(now_ms);
+        now_ms.wrapping_sub(since).saturating_add(wait)
+    }
+
+    /// A PUBLISH passed without waiting: the client is within its rate, the hold is over.
+    pub fn release(&mut self) {
+        self.held_since = None;
+    }
+
+    /// Whether every bucket is full at `now_ms`: a new connection's limiter is no different.
+    pub fn is_full(&self, now_ms: u32) -> bool {
+        let full = |b: &Option<TokenBucket>| b.as_ref().is_none_or(|b| b.is_full(now_ms));
+        full(&self.messages) && full(&self.bytes)
+    }
+
+    /// Takes over the level of `earlier`, the limiter of a previous connection with the same
+    /// client id, for each bucket that has the same rate in both (a listener with other rates
+    /// starts afresh): a reconnecting client keeps its debt.
+    pub fn inherit(&mut self, earlier: &PublishLimiter) {
+        let take = |mine: &mut Option<TokenBucket>, theirs: &Option<TokenBucket>| {
+            if let (Some(m), Some(t)) = (mine.as_mut(), theirs) {
+                if m.same_rate(t) {
+                    *m = t.clone();
+                }
+            }
+        };
+        take(&mut self.messages, &earlier.messages);
+        take(&mut self.bytes, &earlier.bytes);
     }
 }
 
@@ -170,9 +229,38 @@ mod tests {
     fn a_cost_above_the_burst_passes_when_full_and_leaves_debt() {
         let mut b = TokenBucket::new(1000, 1, 0);
         assert!(b.try_take(3000, 0));
-        assert_eq!(b.wait_ms(1, 0), 2001);
-        assert!(!b.try_take(1, 2000));
-        assert!(b.try_take(1, 2001));
+        // The debt is capped at one burst: not 3 s, 2 s to be full again.
+        assert_eq!(b.wait_ms(1, 0), 1001);
+        assert!(!b.try_take(1, 1000));
+        assert!(b.try_take(1, 1001));
+        assert!(!b.is_full(1500) && b.is_full(2001));
+    }
+
+    #[test]
+    fn a_hold_lasts_until_a_publish_passes_at_once() {
+        let mut l = PublishLimiter::new(10, 0, 0).unwrap();
+        assert_eq!(l.hold(100, 1000), 100);
+        assert_eq!(l.hold(100, 1100), 200, "the same hold goes on");
+        assert_eq!(l.hold(50, 4000), 3050);
+        l.release();
+        assert_eq!(l.hold(100, 5000), 100, "a new hold");
+    }
+
+    #[test]
+    fn a_reconnection_inherits_the_level_of_the_same_rates_only() {
+        let mut old = PublishLimiter::new(10, 1000, 0).unwrap();
+        assert_eq!(old.admit(1000, 0), 0);
+        assert!(!old.is_full(0) && old.is_full(1000));
+        let mut new = PublishLimiter::new(10, 1000, 5).unwrap();
+        new.inherit(&old);
+        assert_eq!(new.admit(100, 5), 95, "the byte debt came along");
+        let mut other = PublishLimiter::new(10, 2000, 5).unwrap();
+        other.inherit(&old);
+        assert_eq!(
+            other.admit(100, 5),
+            0,
+            "other byte rate: its own full bucket"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use prometheus::{Encoder, TextEncoder};
 /// A per-core figure: name, help, type, and how to read it from one core's counters.
 type PerCore = (&'static str, &'static str, MetricType, fn(&Stats) -> u64);
 
-const PER_CORE: [PerCore; 25] = {
+const PER_CORE: [PerCore; 27] = {
     use MetricType::{COUNTER as C, GAUGE as G};
     [
         (
@@ -173,6 +173,18 @@ const PER_CORE: [PerCore; 25] = {
             "Sockets closed right after accept for their listener's connection rate.",
             C,
             |s| s.connections_rate_limited,
+        ),
+        (
+            "uringmq_accept_failures_total",
+            "Accepts that failed (at the descriptor limit the accept loop backs off).",
+            C,
+            |s| s.accept_failures,
+        ),
+        (
+            "uringmq_detach_failures_total",
+            "Idle connections that could not hibernate for want of a descriptor.",
+            C,
+            |s| s.detach_failures,
         ),
     ]
 };

@@ -202,6 +202,8 @@ shared_counters!(
     wills_denied,
     publish_rate_limited,
     connections_rate_limited,
+    accept_failures,
+    detach_failures,
     packets_in,
     publish_bytes_in,
     publish_bytes_out,
