@@ -263,9 +263,11 @@ impl NativeBroker {
         Ok(list.into_iter().map(Client::from).collect())
     }
 
-    /// Closes client `client_id`'s connection (v5: DISCONNECT 0x98); whether it was connected.
-    fn disconnect(&self, py: Python<'_>, client_id: String) -> PyResult<bool> {
-        self.with_running(py, move |b| b.disconnect(&client_id))
+    /// Closes client `client_id`'s connection (v5: DISCONNECT 0x98), publishing its will only
+    /// `with_will`; whether it was connected.
+    #[pyo3(signature = (client_id, with_will=false))]
+    fn disconnect(&self, py: Python<'_>, client_id: String, with_will: bool) -> PyResult<bool> {
+        self.with_running(py, move |b| b.disconnect(&client_id, with_will))
     }
 
     /// Counters summed over cores (all zero while stopped).

@@ -177,8 +177,9 @@ class NativeBroker:
         ``retain_handling``, ``subscription_identifier``); returns once effective."""
     def clients(self) -> List[Client]:
         """The connected clients."""
-    def disconnect(self, client_id: str) -> bool:
-        """Closes a client's connection; whether it was connected."""
+    def disconnect(self, client_id: str, with_will: bool = False) -> bool:
+        """Closes a client's connection (its will only ``with_will``); whether it was
+        connected."""
     def stats(self) -> Stats:
         """Counters summed over cores."""
 

@@ -325,11 +325,13 @@ class Broker:
         stopped."""
         return self._native.clients()
 
-    def disconnect(self, client_id: str) -> bool:
+    def disconnect(self, client_id: str, *, with_will: bool = False) -> bool:
         """Closes the connection of client ``client_id`` (an MQTT 5 client gets DISCONNECT with
-        reason 0x98, administrative action; its will is published, as Mosquitto does when it
-        kicks a client). Returns whether the client was connected."""
-        return self._native.disconnect(client_id)
+        reason 0x98, administrative action). Its will is published only ``with_will=True``,
+        else discarded, as Mosquitto's ``mosquitto_kick_client_by_clientid(id, with_will)``
+        (its dynamic-security plugin kicks without the will). A persistent session stays.
+        Returns whether the client was connected."""
+        return self._native.disconnect(client_id, with_will)
 
     def stats(self) -> _uringmq.Stats:
         """Counters summed over cores: ``connections``, ``sessions``, ``subscriptions``,

@@ -1,6 +1,6 @@
 //! The embedding API: in-process publish/subscribe (with the MQTT 5 subscription options),
-//! clients(), disconnect() and the disconnect hook, stats, several brokers in one process, and
-//! 100 start/stop cycles without leaking threads, fds or ports.
+//! clients(), disconnect() with and without the will, the disconnect hook, stats, several
+//! brokers in one process, and 100 start/stop cycles without leaking threads, fds or ports.
 
 use std::time::Duration;
 use uringmq::{InjectedMessage, RecvError};
@@ -220,13 +220,13 @@ fn clients_disconnect_and_the_disconnect_hook() {
         [("a".into(), Protocol::V5), ("b".into(), Protocol::V3_1_1)]
     );
     // A kick: DISCONNECT 0x98 to a v5 client, and the hook is told why.
-    assert!(b.disconnect("a").unwrap());
+    assert!(b.disconnect("a", false).unwrap());
     a.expect_disconnect(Some(ReasonCode::ADMINISTRATIVE_ACTION));
     assert_eq!(
         rx.recv_timeout(WAIT).unwrap(),
         ("a".into(), "administrative_action")
     );
-    assert!(!b.disconnect("a").unwrap());
+    assert!(!b.disconnect("a", false).unwrap());
     assert_eq!(b.clients().unwrap().len(), 1);
 }
 
@@ -268,4 +268,34 @@ fn in_process_subscription_options() {
         ..Default::default()
     };
     assert!(b.subscribe_with("opt/#", bad).is_err());
+}
+
+/// A will-carrying v3.1.1 client `id` whose will goes to `wills/<id>`.
+fn with_will(b: &Broker, id: &str) -> Client {
+    let mut c = connect_packet(Protocol::V3_1_1, id);
+    c.will = Some(LastWill {
+        topic: format!("wills/{id}").into(),
+        payload: "gone".into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    Client::connect_with(b.local_addr(), c).0
+}
+
+#[test]
+fn a_kick_publishes_the_will_only_when_asked() {
+    // Mosquitto's kick takes `with_will`; its dynamic-security plugin passes false.
+    let b = broker();
+    let mut watcher = Client::connect(b.local_addr(), Protocol::V5, "watcher");
+    watcher.subscribe("wills/#", QoS::AtMostOnce);
+    let mut quiet = with_will(&b, "quiet");
+    assert!(b.disconnect("quiet", false).unwrap());
+    quiet.closed();
+    let mut loud = with_will(&b, "loud");
+    assert!(b.disconnect("loud", true).unwrap());
+    loud.closed();
+    // Only the will asked for arrives.
+    assert_eq!(watcher.recv_publish().topic, "wills/loud");
+    watcher.expect_nothing();
 }

@@ -251,11 +251,13 @@ impl Broker {
         Ok(all)
     }
 
-    /// Closes the connection of client `client_id` as Mosquitto's kick does: a v5 client gets
-    /// DISCONNECT 0x98 (administrative action) and the will is published, as for any close the
-    /// client did not ask for [MQTT-3.1.2-8]. A persistent session stays. Returns whether the
-    /// client was connected.
-    pub fn disconnect(&self, client_id: &str) -> Result<bool, ApiError> {
+    /// Closes the connection of client `client_id`, as Mosquitto's
+    /// `mosquitto_kick_client_by_clientid(id, with_will)` does: a v5 client gets DISCONNECT
+    /// 0x98 (administrative action); its will is published only with `with_will` (Mosquitto's
+    /// dynamic-security plugin kicks with `false`: an administrator's kick is not the
+    /// abnormal loss a will announces), else it is discarded. A persistent session stays.
+    /// Returns whether the client was connected.
+    pub fn disconnect(&self, client_id: &str, with_will: bool) -> Result<bool, ApiError> {
         if !self.running {
             return Err(ApiError::NotRunning);
         }
@@ -264,7 +266,11 @@ impl Broker {
         };
         let (reply, rx) = std::sync::mpsc::channel();
         let core = usize::from(crate::registry::core_of(session));
-        self.shared.mailboxes[core].push(MeshMsg::Api(ApiCmd::Kick { session, reply }));
+        self.shared.mailboxes[core].push(MeshMsg::Api(ApiCmd::Kick {
+            session,
+            with_will,
+            reply,
+        }));
         rx.recv_timeout(API_TIMEOUT).map_err(|_| ApiError::Timeout)
     }
 

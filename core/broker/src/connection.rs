@@ -505,7 +505,7 @@ impl Conn {
                 CloseReason::TakenOver => (ReasonCode::SESSION_TAKEN_OVER, None),
                 CloseReason::RateLimited => (ReasonCode::MESSAGE_RATE_TOO_HIGH, None),
                 CloseReason::Shutdown => (ReasonCode::SERVER_SHUTTING_DOWN, None),
-                CloseReason::Kicked => (ReasonCode::ADMINISTRATIVE_ACTION, None),
+                CloseReason::Kicked { .. } => (ReasonCode::ADMINISTRATIVE_ACTION, None),
                 CloseReason::Protocol(code, why) => (ReasonCode(*code), Some(why.as_str())),
                 _ => (ReasonCode::NORMAL_DISCONNECTION, None),
             };

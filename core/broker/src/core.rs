@@ -140,8 +140,8 @@ pub(crate) enum CloseReason {
     Shutdown,
     /// CONNECT refused.
     Refused(u8),
-    /// The embedding program asked (`Broker::disconnect`).
-    Kicked,
+    /// The embedding program asked (`Broker::disconnect`); `will`: publish the will.
+    Kicked { will: bool },
     /// Over `max_publish_rate` / `max_publish_bytes_rate` (v5: DISCONNECT 0x96).
     RateLimited,
 }
@@ -160,7 +160,7 @@ impl CloseReason {
             CloseReason::TakenOver => "session_taken_over",
             CloseReason::Shutdown => "server_shutting_down",
             CloseReason::Refused(_) => "connect_refused",
-            CloseReason::Kicked => "administrative_action",
+            CloseReason::Kicked { .. } => "administrative_action",
             CloseReason::RateLimited => "message_rate_too_high",
         }
     }
@@ -170,6 +170,7 @@ impl CloseReason {
         !matches!(
             self,
             CloseReason::Disconnect { will: false }
+                | CloseReason::Kicked { will: false }
                 | CloseReason::Shutdown
                 | CloseReason::Refused(_)
         )
@@ -189,7 +190,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::TakenOver => f.write_str("session taken over"),
             CloseReason::Shutdown => f.write_str("broker shutting down"),
             CloseReason::Refused(code) => write!(f, "CONNECT refused ({code:#04x})"),
-            CloseReason::Kicked => f.write_str("disconnected by the embedding program"),
+            CloseReason::Kicked { .. } => f.write_str("disconnected by the embedding program"),
             CloseReason::RateLimited => f.write_str("publish rate too high"),
         }
     }
@@ -1218,13 +1219,17 @@ impl Core {
             ApiCmd::Clients(reply) => {
                 let _ = reply.send(self.client_summaries());
             }
-            ApiCmd::Kick { session, reply } => {
+            ApiCmd::Kick {
+                session,
+                with_will,
+                reply,
+            } => {
                 let conn = match self.st.borrow().sessions.get(&session).map(|e| &e.sink) {
                     Some(Sink::Conn(c)) => Some(c.clone()),
                     _ => None,
                 };
                 if let Some(c) = &conn {
-                    c.kill(CloseReason::Kicked);
+                    c.kill(CloseReason::Kicked { will: with_will });
                 }
                 let _ = reply.send(conn.is_some());
             }
