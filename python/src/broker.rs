@@ -217,8 +217,9 @@ impl NativeBroker {
         (self.config.bind.to_string(), self.config.port)
     }
 
-    /// Publishes in-process (no socket). `payload` is bytes.
-    #[pyo3(signature = (topic, payload, qos=0, retain=false, properties=None))]
+    /// Publishes in-process (no socket), authorised as client `$inprocess` with user
+    /// `username` (the authorisation hook, if any, runs on this thread). `payload` is bytes.
+    #[pyo3(signature = (topic, payload, qos=0, retain=false, properties=None, username=None))]
     fn publish(
         &self,
         py: Python<'_>,
@@ -227,8 +228,9 @@ impl NativeBroker {
         qos: u8,
         retain: bool,
         properties: Option<&Bound<'_, PyDict>>,
+        username: Option<String>,
     ) -> PyResult<()> {
-        let msg = injected(topic, payload, qos, retain, properties)?;
+        let msg = injected(topic, payload, qos, retain, properties, username)?;
         self.with_running(py, move |b| b.publish(msg))
     }
 

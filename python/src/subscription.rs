@@ -95,7 +95,7 @@ impl NativeSubscription {
 
     /// Publishes in-process as this subscription's session (`no_local` drops it for this
     /// subscription only).
-    #[pyo3(signature = (topic, payload, qos=0, retain=false, properties=None))]
+    #[pyo3(signature = (topic, payload, qos=0, retain=false, properties=None, username=None))]
     fn publish(
         &self,
         py: Python<'_>,
@@ -104,8 +104,9 @@ impl NativeSubscription {
         qos: u8,
         retain: bool,
         properties: Option<&Bound<'_, PyDict>>,
+        username: Option<String>,
     ) -> PyResult<()> {
-        let msg = injected(topic, payload, qos, retain, properties)?;
+        let msg = injected(topic, payload, qos, retain, properties, username)?;
         release_gil(py, || self.inner.publish(msg)).map_err(|e| match e {
             ApiError::NotRunning => closed(&self.filter),
             other => api_error(other),

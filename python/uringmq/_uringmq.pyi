@@ -119,8 +119,10 @@ class NativeSubscription:
         qos: int = 0,
         retain: bool = False,
         properties: Optional[Dict[str, Any]] = None,
+        username: Optional[str] = None,
     ) -> None:
-        """Publishes in-process as this subscription's session (for ``no_local``)."""
+        """Publishes in-process as this subscription's session (for ``no_local``), authorised
+        as ``NativeBroker.publish``; PermissionError when denied."""
     def close(self) -> None:
         """Unsubscribes."""
 
@@ -168,8 +170,10 @@ class NativeBroker:
         qos: int = 0,
         retain: bool = False,
         properties: Optional[Dict[str, Any]] = None,
+        username: Optional[str] = None,
     ) -> None:
-        """Publishes in-process."""
+        """Publishes in-process, authorised as client ``$inprocess`` with user ``username``
+        (``$SYS/``, the ACL file, the authorize hook); PermissionError when denied."""
     def subscribe(
         self, filter: str, qos: int = 2, options: Optional[Dict[str, Any]] = None
     ) -> NativeSubscription:

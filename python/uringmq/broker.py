@@ -271,16 +271,26 @@ class Broker:
         qos: int = 0,
         retain: bool = False,
         properties: Optional[Mapping[str, Any]] = None,
+        *,
+        username: Optional[str] = None,
     ) -> None:
         """Publishes a message as if a client had, without a socket.
 
         ``properties`` are MQTT 5 publish properties: ``payload_format_indicator``,
         ``message_expiry_interval``, ``content_type``, ``response_topic``,
         ``correlation_data`` (bytes) and ``user_properties`` (list of pairs or dict).
-        Raises ``ValueError`` for a bad topic or property, ``RuntimeError`` if not running.
+
+        It is authorised like a client's PUBLISH: ``$SYS/`` topics are refused, and the
+        ``acl_file`` and the ``authorize`` hook decide for the client id ``"$inprocess"`` on
+        the listener ``"default"`` with user name ``username`` (``None``: the ACL file's
+        anonymous and ``pattern`` rules apply). The hook is called on the calling thread; it
+        must not call this broker's methods from there. With no ACL file and no hook every
+        topic but ``$SYS/`` is allowed.
+        Raises ``PermissionError`` when denied, ``ValueError`` for a bad topic or property,
+        ``RuntimeError`` if not running.
         """
         props = dict(properties) if properties is not None else None
-        self._native.publish(topic, _payload_bytes(payload), qos, retain, props)
+        self._native.publish(topic, _payload_bytes(payload), qos, retain, props, username)
 
     def subscribe(
         self,

@@ -125,7 +125,8 @@ fn retained_qos_is_the_minimum() {
 fn wildcards_do_not_match_dollar_topics() {
     let b = broker();
     b.publish(uringmq::InjectedMessage {
-        topic: "$SYS/x".into(),
+        // Not `$SYS/`: an in-process publish there is refused like a client's.
+        topic: "$app/x".into(),
         payload: "1".into(),
         retain: true,
         ..Default::default()
@@ -134,6 +135,6 @@ fn wildcards_do_not_match_dollar_topics() {
     let mut s = Client::connect(b.local_addr(), Protocol::V5, "s");
     s.subscribe("#", QoS::AtMostOnce);
     s.expect_nothing();
-    s.subscribe("$SYS/#", QoS::AtMostOnce);
-    assert_eq!(s.recv_publish().topic, "$SYS/x");
+    s.subscribe("$app/#", QoS::AtMostOnce);
+    assert_eq!(s.recv_publish().topic, "$app/x");
 }

@@ -99,7 +99,20 @@ pub enum ApiError {
     /// An option out of range (its name and why).
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// The in-process publisher may not publish to this topic: a `$SYS/` topic, or the ACL
+    /// file or the authorisation hook denied it (the topic and why).
+    #[error("not authorised: {0}")]
+    NotAuthorized(String),
 }
+
+/// The client id an in-process publish ([`crate::Broker::publish`],
+/// [`crate::Subscription::publish`]) is authorised as, through the listener `default`, with
+/// the user name of [`InjectedMessage::username`]. `$` makes it a name no MQTT client is
+/// assigned, though a client may send it; an ACL `pattern` with `%c` sees this id.
+pub const IN_PROCESS_CLIENT_ID: &str = "$inprocess";
+
+/// The listener an in-process publish is authorised through (the top-level listener's name).
+pub const IN_PROCESS_LISTENER: &str = "default";
 
 /// A message published from the embedding program (no socket involved).
 #[derive(Clone, Debug, Default)]
@@ -114,6 +127,10 @@ pub struct InjectedMessage {
     pub retain: bool,
     /// v5 properties passed to subscribers (content type, response topic, user properties...).
     pub properties: PublishProperties,
+    /// The user name the publish is authorised as (the ACL file's rules for that user, and the
+    /// hook's `ClientInfo::username`); `None`: anonymous, so the ACL file's anonymous and
+    /// `pattern` rules apply. The client id is [`IN_PROCESS_CLIENT_ID`].
+    pub username: Option<String>,
 }
 
 /// A message delivered to an in-process subscription.
