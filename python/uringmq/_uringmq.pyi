@@ -144,7 +144,7 @@ class NativeBroker:
         """Stops and joins every thread but hook threads stuck in a callback past
         ``hook_timeout_ms`` (left to finish, never waited for); idempotent."""
     def restart(self) -> None:
-        """Stops and starts again on the same ports."""
+        """Stops and starts again on the ports of the last start (also after ``stop()``)."""
     @property
     def is_running(self) -> bool:
         """Whether the broker runs."""

@@ -192,8 +192,10 @@ class Broker:
             sub._wake()
 
     def restart(self) -> "Broker":
-        """Stops and starts again on the same ports (a ``port=0`` broker keeps the port it got),
-        so clients can reconnect to the address they had: for tests of client reconnection.
+        """Stops (if running) and starts again on the ports of the last start (a ``port=0``
+        broker keeps the port it got, also after ``stop()``; ``OSError`` if another process
+        took it meanwhile), so clients can reconnect to the address they had: for tests of
+        client reconnection.
         Everything in memory is gone (sessions, retained messages) and in-process subscriptions
         end, as with ``stop()``. Returns self."""
         self._native.restart()
