@@ -106,8 +106,7 @@ pub(crate) struct Conn {
     pub(crate) last_seen: Cell<u32>,
     /// 1.5x keep-alive in milliseconds once connected; 0: no keep-alive.
     pub(crate) grace_ms: Cell<u32>,
-    /// Until CONNECT is accepted: its deadline ([`millis`]); from then on, when it was
-    /// accepted (for `Broker::clients`; the sweep reads the deadline only before).
+    /// Until CONNECT is accepted: its deadline ([`millis`]; the sweep reads it only before).
     pub(crate) connect_by: Cell<u32>,
     connected: Cell<bool>,
     /// The listener's publish limits, if it has any (see `limits.rs`); boxed, as most
@@ -448,11 +447,6 @@ impl Conn {
 
     pub(crate) fn connected(&self) -> bool {
         self.connected.get()
-    }
-
-    /// When CONNECT was accepted ([`millis`]); meaningful once `connected()`.
-    pub(crate) fn connected_at(&self) -> u32 {
-        self.connect_by.get()
     }
 
     /// Ends the connection: a v5 client gets DISCONNECT with the reason code [MQTT-4.13.1-1],
@@ -1226,7 +1220,7 @@ async fn on_connect(
     conn.send_packet(&ack);
     conn.session.set(key);
     conn.connected.set(true);
-    conn.connect_by.set(millis(Instant::now()));
+    s.connected_since = std::time::SystemTime::now();
     let grace = keepalive::grace(n.keep_alive.secs).map_or(0, |g| g.as_millis().max(1));
     conn.grace_ms.set(u32::try_from(grace).unwrap_or(u32::MAX));
     *conn.client_id.borrow_mut() = Some(id.clone());

@@ -1342,13 +1342,12 @@ pub(crate) fn run_core(
 
 /// What `Broker::clients` and the disconnect hook tell about one connection.
 fn summary(c: &Conn, s: &Session) -> ClientSummary {
-    let age = crate::timers::millis(Instant::now()).wrapping_sub(c.connected_at());
     ClientSummary {
         client_id: s.client_id.to_string(),
         username: s.username.as_deref().map(str::to_owned),
         listener: c.listener.to_string(),
         peer: c.peer,
         protocol: c.protocol.get(),
-        connected_since: std::time::SystemTime::now() - Duration::from_millis(u64::from(age)),
+        connected_since: s.connected_since,
     }
 }
