@@ -56,7 +56,8 @@ ConnectHook = Callable[[str, Optional[str], Optional[bytes]], Union[bool, str]]
 #: ``"client_disconnected"``, ``"client_disconnected_with_will"``, ``"connection_lost"``,
 #: ``"socket_error"``, ``"protocol_error"``, ``"keep_alive_timeout"``, ``"session_taken_over"``,
 #: ``"administrative_action"`` (``Broker.disconnect``) or ``"server_shutting_down"``. Called on a
-#: helper thread after the fact; nobody waits for it. If it raises, the traceback is logged on
+#: helper thread after the fact; nobody waits for it. With several hook threads, two calls for one
+#: client may run concurrently or out of order. If it raises, the traceback is logged on
 #: ``uringmq``.
 DisconnectHook = Callable[[_uringmq.Client, str], None]
 

@@ -21,7 +21,9 @@ pub struct Hooks {
     /// Decides PUBLISH, SUBSCRIBE and delivery (after the ACL file, if any).
     pub authorizer: Option<Arc<dyn Authorizer>>,
     /// Told when a client's connection ends (after CONNACK); called on a hook thread, never on
-    /// a core, and nobody waits for it.
+    /// a core, and nobody waits for it. Notifications are queued in the order connections
+    /// end, but with several hook threads two of them (say a client's `connection_lost` and,
+    /// after it reconnected, its `session_taken_over`) may run concurrently or out of order.
     pub on_disconnect: Option<DisconnectHook>,
 }
 

@@ -945,6 +945,11 @@ impl Core {
         let mut e = self.st.borrow_mut().sessions.remove(&key)?;
         let author = self.will_author(&e);
         if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline(0)) {
+            // Not drained (it was already closing, or the broker stops): its `closed()` will
+            // find no session, so the disconnect hook is told here, with the reason it was
+            // closing for if it had one.
+            let reason = conn.kill_reason().unwrap_or(CloseReason::TakenOver);
+            self.tell_disconnect(&conn, &e.s, &reason);
             conn.clear_session();
             conn.kill(CloseReason::TakenOver);
             self.stats().connections.fetch_sub(1, Ordering::Relaxed);
