@@ -233,8 +233,7 @@ impl NativeBroker {
     /// `username` (the authorisation hook, if any, runs on this thread). `payload` is bytes.
     #[pyo3(signature = (topic, payload, qos=0, retain=false, properties=None, username=None))]
     fn publish(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         topic: String,
         payload: &[u8],
         qos: u8,
@@ -243,7 +242,7 @@ impl NativeBroker {
         username: Option<String>,
     ) -> PyResult<()> {
         let msg = injected(topic, payload, qos, retain, properties, username)?;
-        self.with_running(py, move |b| b.publish(msg))
+        slf.get().with_running(slf.py(), move |b| b.publish(msg))
     }
 
     /// Subscribes in-process with MQTT 5 subscription options (`no_local`,

@@ -97,8 +97,7 @@ impl NativeSubscription {
     /// subscription only).
     #[pyo3(signature = (topic, payload, qos=0, retain=false, properties=None, username=None))]
     fn publish(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         topic: String,
         payload: &[u8],
         qos: u8,
@@ -107,8 +106,9 @@ impl NativeSubscription {
         username: Option<String>,
     ) -> PyResult<()> {
         let msg = injected(topic, payload, qos, retain, properties, username)?;
-        release_gil(py, || self.inner.publish(msg)).map_err(|e| match e {
-            ApiError::NotRunning => closed(&self.filter),
+        let this = slf.get();
+        release_gil(slf.py(), || this.inner.publish(msg)).map_err(|e| match e {
+            ApiError::NotRunning => closed(&this.filter),
             other => api_error(other),
         })
     }

@@ -370,8 +370,11 @@ fn in_process_publish_to_sys_is_refused() {
     );
 }
 
+/// Who asked: client id, user name, listener, thread.
+type Asked = (String, Option<String>, String, std::thread::ThreadId);
+
 /// Records who asks, on which thread, and denies `secret/#`; blocking, like a Python hook.
-struct Recorder(std::sync::Mutex<Vec<(String, Option<String>, String, std::thread::ThreadId)>>);
+struct Recorder(std::sync::Mutex<Vec<Asked>>);
 
 impl uringmq_auth::Authorizer for Recorder {
     fn authorize(
