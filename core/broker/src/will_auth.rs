@@ -7,14 +7,14 @@
 //! PUBLISH there (Mosquitto denies every write to `$SYS` in its ACL check).
 
 use crate::connection::Conn;
-use crate::core::{add, Core, Entry, Sink};
+use crate::core::{add, CloseReason, Core, Entry, Sink};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{info, warn};
 use uringmq_auth::{Access, Authorizer, ClientInfo};
-use uringmq_codec::LastWill;
+use uringmq_codec::{Connect, LastWill, ReasonCode};
 use uringmq_session::{Message, Origin};
 
 /// The identity a will is published under: its client's, as it connected.
@@ -44,9 +44,30 @@ impl WillAuthor {
     }
 }
 
+/// At CONNECT: a will is a PUBLISH by its client, authorised now (and again when it is
+/// published); one it may not publish refuses the connection with 0x87 (3.x: 5).
+pub(crate) async fn check_at_connect(
+    core: &Core,
+    conn: &Conn,
+    client_id: &str,
+    c: &Connect,
+) -> Result<(), CloseReason> {
+    let Some(w) = &c.will else {
+        return Ok(());
+    };
+    let user = c.username.as_ref().map(|u| u.as_str());
+    if allowed(core, WillAuthor::connecting(conn, client_id, user), w).await {
+        return Ok(());
+    }
+    add(&core.stats().wills_denied, 1);
+    info!(client_id, peer = ?conn.peer, topic = %w.topic, "CONNECT refused: will not authorised");
+    crate::connection::refuse(conn, c.protocol, ReasonCode::NOT_AUTHORIZED);
+    Err(CloseReason::Refused(ReasonCode::NOT_AUTHORIZED.0))
+}
+
 /// Whether `author` may publish its will `w` now: `$SYS/` never; else the authoriser's
 /// answer, asked on a hook thread when it blocks (a hook that fails denies).
-pub(crate) async fn allowed(core: &Core, author: WillAuthor, w: &LastWill) -> bool {
+async fn allowed(core: &Core, author: WillAuthor, w: &LastWill) -> bool {
     match decide_now(core, &author, w) {
         Some(ok) => ok,
         None => ask_hook(core, author, w).await,
