@@ -327,10 +327,29 @@ class Broker:
         self._subscriptions.add(sub)
         return sub
 
-    async def subscribe_async(self, topic_filter: str, qos: int = 2, **options: Any) -> Subscription:
+    async def subscribe_async(
+        self,
+        topic_filter: str,
+        qos: int = 2,
+        *,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: int = 0,
+        subscription_identifier: Optional[int] = None,
+    ) -> Subscription:
         """``subscribe`` without blocking the event loop while the cores register the filter."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, lambda: self.subscribe(topic_filter, qos, **options))
+        return await loop.run_in_executor(
+            None,
+            lambda: self.subscribe(
+                topic_filter,
+                qos,
+                no_local=no_local,
+                retain_as_published=retain_as_published,
+                retain_handling=retain_handling,
+                subscription_identifier=subscription_identifier,
+            ),
+        )
 
     def clients(self) -> List[_uringmq.Client]:
         """The connected clients (``client_id``, ``username``, ``listener``, ``peer``,
