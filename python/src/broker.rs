@@ -26,6 +26,9 @@ pub struct NativeBroker {
     config: Config,
     hooks: Hooks,
     inner: Mutex<Option<Broker>>,
+    /// The ports the listeners were bound to by the last start (port 0 resolved), kept after
+    /// `stop()` so that `restart()` comes back on them.
+    ports: Mutex<Vec<u16>>,
     /// In-process subscriptions, closed on stop so their readers see the end instead of waiting
     /// forever on a broker that is gone.
     subscriptions: Mutex<Vec<Weak<Subscription>>>,
@@ -42,7 +45,13 @@ impl NativeBroker {
         if let Some(mut old) = slot.take() {
             old.stop();
         }
-        *slot = Some(Broker::start_with_hooks(config, self.hooks.clone())?);
+        let broker = Broker::start_with_hooks(config, self.hooks.clone())?;
+        *lock(&self.ports) = broker
+            .listener_addrs()
+            .iter()
+            .map(|(_, a)| a.port())
+            .collect();
+        *slot = Some(broker);
         Ok(())
     }
 
@@ -139,6 +148,7 @@ impl NativeBroker {
             config,
             hooks,
             inner: Mutex::new(None),
+            ports: Mutex::new(Vec::new()),
             subscriptions: Mutex::new(Vec::new()),
         })
     }
@@ -154,15 +164,17 @@ impl NativeBroker {
     }
 
     /// Stops, then starts again on the ports it had (port 0 stays the port it was given), so
-    /// clients can reconnect to the same address. Sessions and retained messages are not kept
-    /// (they live in memory). Starts a stopped broker as `start()` does.
+    /// clients can reconnect to the same address, also after `stop()` (another process may
+    /// have taken a port meanwhile: then `OSError` EADDRINUSE). Sessions and retained
+    /// messages are not kept (they live in memory). Starts a never-started broker as `start()`
+    /// does.
     fn restart(&self, py: Python<'_>) -> PyResult<()> {
         release_gil(py, || {
             let mut config = self.config.clone();
-            if let Some(b) = self.slot().as_ref() {
-                let ports: Vec<u16> = b.listener_addrs().iter().map(|(_, a)| a.port()).collect();
-                config.port = ports[0];
-                for (l, port) in config.listeners.iter_mut().zip(&ports[1..]) {
+            let ports = lock(&self.ports).clone();
+            if let Some((first, rest)) = ports.split_first() {
+                config.port = *first;
+                for (l, port) in config.listeners.iter_mut().zip(rest) {
                     l.port = *port;
                 }
             }
@@ -217,19 +229,20 @@ impl NativeBroker {
         (self.config.bind.to_string(), self.config.port)
     }
 
-    /// Publishes in-process (no socket). `payload` is bytes.
-    #[pyo3(signature = (topic, payload, qos=0, retain=false, properties=None))]
+    /// Publishes in-process (no socket), authorised as client `$inprocess` with user
+    /// `username` (the authorisation hook, if any, runs on this thread). `payload` is bytes.
+    #[pyo3(signature = (topic, payload, qos=0, retain=false, properties=None, username=None))]
     fn publish(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         topic: String,
         payload: &[u8],
         qos: u8,
         retain: bool,
         properties: Option<&Bound<'_, PyDict>>,
+        username: Option<String>,
     ) -> PyResult<()> {
-        let msg = injected(topic, payload, qos, retain, properties)?;
-        self.with_running(py, move |b| b.publish(msg))
+        let msg = injected(topic, payload, qos, retain, properties, username)?;
+        slf.get().with_running(slf.py(), move |b| b.publish(msg))
     }
 
     /// Subscribes in-process with MQTT 5 subscription options (`no_local`,
@@ -263,9 +276,11 @@ impl NativeBroker {
         Ok(list.into_iter().map(Client::from).collect())
     }
 
-    /// Closes client `client_id`'s connection (v5: DISCONNECT 0x98); whether it was connected.
-    fn disconnect(&self, py: Python<'_>, client_id: String) -> PyResult<bool> {
-        self.with_running(py, move |b| b.disconnect(&client_id))
+    /// Closes client `client_id`'s connection (v5: DISCONNECT 0x98), publishing its will only
+    /// `with_will`; whether it was connected.
+    #[pyo3(signature = (client_id, with_will=false))]
+    fn disconnect(&self, py: Python<'_>, client_id: String, with_will: bool) -> PyResult<bool> {
+        self.with_running(py, move |b| b.disconnect(&client_id, with_will))
     }
 
     /// Counters summed over cores (all zero while stopped).

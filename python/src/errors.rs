@@ -3,7 +3,9 @@
 //! exception of our own for a subscription whose broker went away.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyOSError, PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyOSError, PyPermissionError, PyRuntimeError, PyTimeoutError, PyValueError,
+};
 use pyo3::PyErr;
 use uringmq::{ApiError, ConfigError, StartError};
 
@@ -43,6 +45,7 @@ pub fn api_error(e: ApiError) -> PyErr {
             PyValueError::new_err(e.to_string())
         }
         ApiError::Timeout => PyTimeoutError::new_err(e.to_string()),
+        ApiError::NotAuthorized(_) => PyPermissionError::new_err(e.to_string()),
     }
 }
 

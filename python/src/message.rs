@@ -158,13 +158,15 @@ pub fn qos(v: u8) -> PyResult<QoS> {
         .ok_or_else(|| PyValueError::new_err(format!("invalid qos {v}: must be 0, 1 or 2")))
 }
 
-/// An in-process publish's message (payload copied once) from Python's arguments.
+/// An in-process publish's message (payload copied once) from Python's arguments; it is
+/// authorised as user `username` (`None`: anonymous).
 pub fn injected(
     topic: String,
     payload: &[u8],
     qos: u8,
     retain: bool,
     properties: Option<&Bound<'_, PyDict>>,
+    username: Option<String>,
 ) -> PyResult<InjectedMessage> {
     let properties = match properties {
         Some(d) => properties_from_dict(d, payload)?,
@@ -176,5 +178,6 @@ pub fn injected(
         qos: self::qos(qos)?,
         retain,
         properties,
+        username,
     })
 }

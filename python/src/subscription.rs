@@ -95,19 +95,20 @@ impl NativeSubscription {
 
     /// Publishes in-process as this subscription's session (`no_local` drops it for this
     /// subscription only).
-    #[pyo3(signature = (topic, payload, qos=0, retain=false, properties=None))]
+    #[pyo3(signature = (topic, payload, qos=0, retain=false, properties=None, username=None))]
     fn publish(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         topic: String,
         payload: &[u8],
         qos: u8,
         retain: bool,
         properties: Option<&Bound<'_, PyDict>>,
+        username: Option<String>,
     ) -> PyResult<()> {
-        let msg = injected(topic, payload, qos, retain, properties)?;
-        release_gil(py, || self.inner.publish(msg)).map_err(|e| match e {
-            ApiError::NotRunning => closed(&self.filter),
+        let msg = injected(topic, payload, qos, retain, properties, username)?;
+        let this = slf.get();
+        release_gil(slf.py(), || this.inner.publish(msg)).map_err(|e| match e {
+            ApiError::NotRunning => closed(&this.filter),
             other => api_error(other),
         })
     }

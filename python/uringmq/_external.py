@@ -125,10 +125,18 @@ class ExternalBroker:
         """Publishes through a short-lived client and waits until the broker has it."""
         if properties:
             raise NotImplementedError("properties are supported by the in-process broker only")
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
         c = self.client()
         try:
-            # QoS 1 at least: the broker has the message once the call returns.
-            c.publish(topic, payload, qos=max(qos, 1), retain=retain).wait_for_publish(10)
+            c.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(10)
+            if qos == 0:
+                # A QoS 0 PUBLISH is not acknowledged, and raising its QoS would change what
+                # subscribers see. A broker handles one connection's packets in order, so the
+                # SUBACK of a later SUBSCRIBE (to a filter nobody uses) shows that it
+                # has routed the message.
+                barrier = f"uringmq-fixture/barrier/{os.getpid()}-{next(_ids)}"
+                _subscribe_acked(c, barrier, SubscribeOptions(qos=0))
         finally:
             c.disconnect()
             c.loop_stop()
@@ -163,18 +171,23 @@ class ExternalSubscription:
         self.filter = topic_filter
         self._queue: "queue.Queue[CapturedMessage]" = queue.Queue()
         self._client = broker.client()
-        acked = threading.Event()
-        self._client.on_subscribe = lambda *args: acked.set()
         self._client.on_message = lambda client, userdata, m: self._queue.put(
             CapturedMessage(m.topic, m.payload, m.qos, bool(m.retain), _properties(m.properties))
         )
         options = SubscribeOptions(
             qos=qos, noLocal=no_local, retainAsPublished=retain_as_published, retainHandling=retain_handling
         )
-        self._client.subscribe(topic_filter, options=options)
-        if not acked.wait(10):
+        try:
+            codes = _subscribe_acked(self._client, topic_filter, options)
+        except BaseException:
             self.close()
-            raise TimeoutError(f"{broker.url} did not acknowledge the subscription to {topic_filter!r}")
+            raise
+        refused = [code for code in codes if code.is_failure]
+        if refused:
+            # A refused filter (0x80 unspecified, 0x87 not authorised...) would leave a capture
+            # that silently sees nothing.
+            self.close()
+            raise PermissionError(f"{broker.url} refused the subscription to {topic_filter!r}: {refused[0]}")
 
     def poll(self) -> Optional[CapturedMessage]:
         """A waiting message, or None."""
@@ -205,3 +218,19 @@ class ExternalSubscription:
         """Disconnects the client."""
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def _subscribe_acked(client: Any, topic_filter: str, options: Any, timeout: float = 10.0) -> List[Any]:
+    """Subscribes and waits for the SUBACK; returns its reason codes (paho ``ReasonCode``s)."""
+    acked = threading.Event()
+    codes: List[Any] = []
+
+    def on_subscribe(client: Any, userdata: Any, mid: Any, reason_codes: Any, props: Any) -> None:
+        codes.extend(reason_codes)
+        acked.set()
+
+    client.on_subscribe = on_subscribe
+    client.subscribe(topic_filter, options=options)
+    if not acked.wait(timeout):
+        raise TimeoutError(f"no SUBACK for the subscription to {topic_filter!r} within {timeout} s")
+    return codes

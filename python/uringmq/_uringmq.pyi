@@ -133,8 +133,10 @@ class NativeSubscription:
         qos: int = 0,
         retain: bool = False,
         properties: Optional[Dict[str, Any]] = None,
+        username: Optional[str] = None,
     ) -> None:
-        """Publishes in-process as this subscription's session (for ``no_local``)."""
+        """Publishes in-process as this subscription's session (for ``no_local``), authorised
+        as ``NativeBroker.publish``; PermissionError when denied."""
     def close(self) -> None:
         """Unsubscribes."""
 
@@ -156,7 +158,7 @@ class NativeBroker:
         """Stops and joins every thread but hook threads stuck in a callback past
         ``hook_timeout_ms`` (left to finish, never waited for); idempotent."""
     def restart(self) -> None:
-        """Stops and starts again on the same ports."""
+        """Stops and starts again on the ports of the last start (also after ``stop()``)."""
     @property
     def is_running(self) -> bool:
         """Whether the broker runs."""
@@ -182,8 +184,10 @@ class NativeBroker:
         qos: int = 0,
         retain: bool = False,
         properties: Optional[Dict[str, Any]] = None,
+        username: Optional[str] = None,
     ) -> None:
-        """Publishes in-process."""
+        """Publishes in-process, authorised as client ``$inprocess`` with user ``username``
+        (``$SYS/``, the ACL file, the authorize hook); PermissionError when denied."""
     def subscribe(
         self, filter: str, qos: int = 2, options: Optional[Dict[str, Any]] = None
     ) -> NativeSubscription:
@@ -191,8 +195,9 @@ class NativeBroker:
         ``retain_handling``, ``subscription_identifier``); returns once effective."""
     def clients(self) -> List[Client]:
         """The connected clients."""
-    def disconnect(self, client_id: str) -> bool:
-        """Closes a client's connection; whether it was connected."""
+    def disconnect(self, client_id: str, with_will: bool = False) -> bool:
+        """Closes a client's connection (its will only ``with_will``); whether it was
+        connected."""
     def stats(self) -> Stats:
         """Counters summed over cores."""
     def metrics_text(self) -> str:

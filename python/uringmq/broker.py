@@ -56,7 +56,8 @@ ConnectHook = Callable[[str, Optional[str], Optional[bytes]], Union[bool, str]]
 #: ``"client_disconnected"``, ``"client_disconnected_with_will"``, ``"connection_lost"``,
 #: ``"socket_error"``, ``"protocol_error"``, ``"keep_alive_timeout"``, ``"session_taken_over"``,
 #: ``"administrative_action"`` (``Broker.disconnect``) or ``"server_shutting_down"``. Called on a
-#: helper thread after the fact; nobody waits for it. If it raises, the traceback is logged on
+#: helper thread after the fact; nobody waits for it. With several hook threads, two calls for one
+#: client may run concurrently or out of order. If it raises, the traceback is logged on
 #: ``uringmq``.
 DisconnectHook = Callable[[_uringmq.Client, str], None]
 
@@ -192,8 +193,10 @@ class Broker:
             sub._wake()
 
     def restart(self) -> "Broker":
-        """Stops and starts again on the same ports (a ``port=0`` broker keeps the port it got),
-        so clients can reconnect to the address they had: for tests of client reconnection.
+        """Stops (if running) and starts again on the ports of the last start (a ``port=0``
+        broker keeps the port it got, also after ``stop()``; ``OSError`` if another process
+        took it meanwhile), so clients can reconnect to the address they had: for tests of
+        client reconnection.
         Everything in memory is gone (sessions, retained messages) and in-process subscriptions
         end, as with ``stop()``. Returns self."""
         self._native.restart()
@@ -271,16 +274,26 @@ class Broker:
         qos: int = 0,
         retain: bool = False,
         properties: Optional[Mapping[str, Any]] = None,
+        *,
+        username: Optional[str] = None,
     ) -> None:
         """Publishes a message as if a client had, without a socket.
 
         ``properties`` are MQTT 5 publish properties: ``payload_format_indicator``,
         ``message_expiry_interval``, ``content_type``, ``response_topic``,
         ``correlation_data`` (bytes) and ``user_properties`` (list of pairs or dict).
-        Raises ``ValueError`` for a bad topic or property, ``RuntimeError`` if not running.
+
+        It is authorised like a client's PUBLISH: ``$SYS/`` topics are refused, and the
+        ``acl_file`` and the ``authorize`` hook decide for the client id ``"$inprocess"`` on
+        the listener ``"default"`` with user name ``username`` (``None``: the ACL file's
+        anonymous and ``pattern`` rules apply). The hook is called on the calling thread; it
+        must not call this broker's methods from there. With no ACL file and no hook every
+        topic but ``$SYS/`` is allowed.
+        Raises ``PermissionError`` when denied, ``ValueError`` for a bad topic or property,
+        ``RuntimeError`` if not running.
         """
         props = dict(properties) if properties is not None else None
-        self._native.publish(topic, _payload_bytes(payload), qos, retain, props)
+        self._native.publish(topic, _payload_bytes(payload), qos, retain, props, username)
 
     def subscribe(
         self,
@@ -314,10 +327,29 @@ class Broker:
         self._subscriptions.add(sub)
         return sub
 
-    async def subscribe_async(self, topic_filter: str, qos: int = 2, **options: Any) -> Subscription:
+    async def subscribe_async(
+        self,
+        topic_filter: str,
+        qos: int = 2,
+        *,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: int = 0,
+        subscription_identifier: Optional[int] = None,
+    ) -> Subscription:
         """``subscribe`` without blocking the event loop while the cores register the filter."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, lambda: self.subscribe(topic_filter, qos, **options))
+        return await loop.run_in_executor(
+            None,
+            lambda: self.subscribe(
+                topic_filter,
+                qos,
+                no_local=no_local,
+                retain_as_published=retain_as_published,
+                retain_handling=retain_handling,
+                subscription_identifier=subscription_identifier,
+            ),
+        )
 
     def clients(self) -> List[_uringmq.Client]:
         """The connected clients (``client_id``, ``username``, ``listener``, ``peer``,
@@ -325,11 +357,13 @@ class Broker:
         stopped."""
         return self._native.clients()
 
-    def disconnect(self, client_id: str) -> bool:
+    def disconnect(self, client_id: str, *, with_will: bool = False) -> bool:
         """Closes the connection of client ``client_id`` (an MQTT 5 client gets DISCONNECT with
-        reason 0x98, administrative action; its will is published, as Mosquitto does when it
-        kicks a client). Returns whether the client was connected."""
-        return self._native.disconnect(client_id)
+        reason 0x98, administrative action). Its will is published only ``with_will=True``,
+        else discarded, as Mosquitto's ``mosquitto_kick_client_by_clientid(id, with_will)``
+        (its dynamic-security plugin kicks without the will). A persistent session stays.
+        Returns whether the client was connected."""
+        return self._native.disconnect(client_id, with_will)
 
     def stats(self) -> _uringmq.Stats:
         """Counters summed over cores: ``connections``, ``sessions``, ``subscriptions``

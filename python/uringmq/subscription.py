@@ -165,14 +165,17 @@ class Subscription:
         qos: int = 0,
         retain: bool = False,
         properties: Optional[Mapping[str, Any]] = None,
+        *,
+        username: Optional[str] = None,
     ) -> None:
-        """Publishes in-process as this subscription's session, like ``Broker.publish``: a
-        subscription made with ``no_local=True`` does not get it back [MQTT-3.8.3-3]. Raises
-        ``SubscriptionClosed`` once closed."""
+        """Publishes in-process as this subscription's session, like ``Broker.publish`` (and
+        authorised as it is, ``PermissionError`` when denied): a subscription made with
+        ``no_local=True`` does not get it back [MQTT-3.8.3-3]. Raises ``SubscriptionClosed``
+        once closed."""
         from .broker import _payload_bytes
 
         props = dict(properties) if properties is not None else None
-        self._native.publish(topic, _payload_bytes(payload), qos, retain, props)
+        self._native.publish(topic, _payload_bytes(payload), qos, retain, props, username)
 
     # -- closing -----------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 //! The embedding API: in-process publish/subscribe (with the MQTT 5 subscription options),
-//! clients(), disconnect() and the disconnect hook, stats, several brokers in one process, and
-//! 100 start/stop cycles without leaking threads, fds or ports.
+//! the in-process publish authorised like a PUBLISH (ACL file, hook, `$SYS/`), clients(),
+//! disconnect() with and without the will, the disconnect hook, stats, several brokers in one
+//! process, and 100 start/stop cycles without leaking threads, fds or ports.
 
 use std::time::Duration;
 use uringmq::{InjectedMessage, RecvError};
@@ -220,13 +221,13 @@ fn clients_disconnect_and_the_disconnect_hook() {
         [("a".into(), Protocol::V5), ("b".into(), Protocol::V3_1_1)]
     );
     // A kick: DISCONNECT 0x98 to a v5 client, and the hook is told why.
-    assert!(b.disconnect("a").unwrap());
+    assert!(b.disconnect("a", false).unwrap());
     a.expect_disconnect(Some(ReasonCode::ADMINISTRATIVE_ACTION));
     assert_eq!(
         rx.recv_timeout(WAIT).unwrap(),
         ("a".into(), "administrative_action")
     );
-    assert!(!b.disconnect("a").unwrap());
+    assert!(!b.disconnect("a", false).unwrap());
     assert_eq!(b.clients().unwrap().len(), 1);
 }
 
@@ -268,4 +269,157 @@ fn in_process_subscription_options() {
         ..Default::default()
     };
     assert!(b.subscribe_with("opt/#", bad).is_err());
+}
+
+/// A will-carrying v3.1.1 client `id` whose will goes to `wills/<id>`.
+fn with_will(b: &Broker, id: &str) -> Client {
+    let mut c = connect_packet(Protocol::V3_1_1, id);
+    c.will = Some(LastWill {
+        topic: format!("wills/{id}").into(),
+        payload: "gone".into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    Client::connect_with(b.local_addr(), c).0
+}
+
+#[test]
+fn a_kick_publishes_the_will_only_when_asked() {
+    // Mosquitto's kick takes `with_will`; its dynamic-security plugin passes false.
+    let b = broker();
+    let mut watcher = Client::connect(b.local_addr(), Protocol::V5, "watcher");
+    watcher.subscribe("wills/#", QoS::AtMostOnce);
+    let mut quiet = with_will(&b, "quiet");
+    assert!(b.disconnect("quiet", false).unwrap());
+    quiet.closed();
+    let mut loud = with_will(&b, "loud");
+    assert!(b.disconnect("loud", true).unwrap());
+    loud.closed();
+    // Only the will asked for arrives.
+    assert_eq!(watcher.recv_publish().topic, "wills/loud");
+    watcher.expect_nothing();
+}
+
+/// An ACL file: anonymous clients may write `open/#` only; alice may write `alice/#`; everyone
+/// may read everything.
+fn acl_broker(tag: &str) -> Broker {
+    let dir = std::env::temp_dir().join(format!("uringmq-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let acl = dir.join("acl");
+    std::fs::write(
+        &acl,
+        "topic read #\ntopic write open/#\n\nuser alice\ntopic read #\ntopic write alice/#\n",
+    )
+    .unwrap();
+    broker_with(|c| c.acl_file = Some(acl))
+}
+
+fn injected(topic: &str, username: Option<&str>) -> InjectedMessage {
+    InjectedMessage {
+        topic: topic.into(),
+        payload: topic.to_owned().into(),
+        username: username.map(Into::into),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn in_process_publish_is_authorised_by_the_acl_file() {
+    let b = acl_broker("inproc-acl");
+    let mut s = Client::connect(b.local_addr(), Protocol::V5, "reader");
+    s.subscribe("#", QoS::AtMostOnce);
+    // Anonymous (no user name): the anonymous rules apply.
+    let denied = b.publish(injected("alice/x", None)).unwrap_err();
+    assert!(
+        matches!(denied, uringmq::ApiError::NotAuthorized(_)),
+        "{denied}"
+    );
+    b.publish(injected("open/x", None)).unwrap();
+    assert_eq!(
+        s.recv_publish().topic,
+        "open/x",
+        "the denied one was not routed"
+    );
+    // As a named user: that user's rules.
+    b.publish(injected("alice/y", Some("alice"))).unwrap();
+    assert_eq!(s.recv_publish().topic, "alice/y");
+    assert!(b.publish(injected("open/y", Some("alice"))).is_err());
+    // A subscription's publish is checked too.
+    let sub = b.subscribe("x/#", QoS::AtMostOnce).unwrap();
+    assert!(matches!(
+        sub.publish(injected("alice/z", None)),
+        Err(uringmq::ApiError::NotAuthorized(_))
+    ));
+    s.expect_nothing();
+}
+
+#[test]
+fn in_process_publish_to_sys_is_refused() {
+    let b = broker();
+    let sub = b.subscribe("$SYS/#", QoS::AtMostOnce).unwrap();
+    for topic in ["$SYS/broker/uptime", "$SYS"] {
+        assert!(matches!(
+            b.publish(injected(topic, None)),
+            Err(uringmq::ApiError::NotAuthorized(_))
+        ));
+    }
+    assert_eq!(
+        sub.recv_timeout(Some(QUIET)).unwrap_err(),
+        RecvError::Timeout
+    );
+}
+
+/// Who asked: client id, user name, listener, thread.
+type Asked = (String, Option<String>, String, std::thread::ThreadId);
+
+/// Records who asks, on which thread, and denies `secret/#`; blocking, like a Python hook.
+struct Recorder(std::sync::Mutex<Vec<Asked>>);
+
+impl uringmq_auth::Authorizer for Recorder {
+    fn authorize(
+        &self,
+        c: &uringmq_auth::ClientInfo<'_>,
+        access: uringmq_auth::Access,
+        topic: &str,
+    ) -> bool {
+        if access == uringmq_auth::Access::Publish {
+            self.0.lock().unwrap().push((
+                c.client_id.to_owned(),
+                c.username.map(str::to_owned),
+                c.listener.to_owned(),
+                std::thread::current().id(),
+            ));
+        }
+        !topic.starts_with("secret/")
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn in_process_publish_asks_the_hook_on_the_calling_thread() {
+    let hook = std::sync::Arc::new(Recorder(Default::default()));
+    let hooks = uringmq::Hooks {
+        authorizer: Some(hook.clone()),
+        ..Default::default()
+    };
+    let b = Broker::start_with_hooks(config(), hooks).unwrap();
+    b.publish(injected("open/x", None)).unwrap();
+    assert!(matches!(
+        b.publish(injected("secret/x", Some("alice"))),
+        Err(uringmq::ApiError::NotAuthorized(_))
+    ));
+    let me = std::thread::current().id();
+    let id = uringmq::IN_PROCESS_CLIENT_ID.to_owned();
+    let listener = "default".to_owned();
+    assert_eq!(
+        *hook.0.lock().unwrap(),
+        [
+            (id.clone(), None, listener.clone(), me),
+            (id, Some("alice".into()), listener, me),
+        ]
+    );
 }

@@ -126,7 +126,8 @@ fn wildcards_do_not_match_dollar_topics() {
     // Without the broker's own $SYS topics, which `$SYS/#` would get first.
     let b = broker_with(|c| c.sys_interval_secs = 0);
     b.publish(uringmq::InjectedMessage {
-        topic: "$SYS/x".into(),
+        // Not `$SYS/`: an in-process publish there is refused like a client's.
+        topic: "$app/x".into(),
         payload: "1".into(),
         retain: true,
         ..Default::default()
@@ -135,6 +136,6 @@ fn wildcards_do_not_match_dollar_topics() {
     let mut s = Client::connect(b.local_addr(), Protocol::V5, "s");
     s.subscribe("#", QoS::AtMostOnce);
     s.expect_nothing();
-    s.subscribe("$SYS/#", QoS::AtMostOnce);
-    assert_eq!(s.recv_publish().topic, "$SYS/x");
+    s.subscribe("$app/#", QoS::AtMostOnce);
+    assert_eq!(s.recv_publish().topic, "$app/x");
 }

@@ -224,12 +224,71 @@ def test_disconnect_kicks_a_client_with_administrative_action(make):
     assert b.disconnect("nobody") is False
 
 
-def test_kicked_client_will_is_published_as_mosquitto_does(make):
+def test_kicked_client_will_is_published_only_with_will(make):
+    """Mosquitto's kick takes ``with_will``; its dynamic-security plugin passes false."""
     b = make()
     with b.subscribe("wills/#") as sub:
-        mqtt_helpers.raw(b, MQTT311, client_id="w", will={"topic": "wills/w", "payload": b"gone"})
-        assert b.disconnect("w")
-        assert sub.get(WAIT).payload == b"gone"
+        quiet = mqtt_helpers.raw(b, MQTT311, client_id="quiet", will={"topic": "wills/quiet", "payload": b"q"})
+        assert b.disconnect("quiet")
+        mqtt_helpers.expect_disconnect(quiet)
+        mqtt_helpers.raw(b, MQTT311, client_id="loud", will={"topic": "wills/loud", "payload": b"gone"})
+        assert b.disconnect("loud", with_will=True)
+        # Wills of both kicks would be routed in kick order; only the one asked for comes.
+        assert sub.get(WAIT).topic == "wills/loud"
+        assert sub.poll() is None
+
+
+@pytest.fixture
+def acl(tmp_path):
+    """Anonymous clients may write ``open/#``; alice may write ``alice/#``; all may read."""
+    path = tmp_path / "acl"
+    path.write_text("topic read #\ntopic write open/#\n\nuser alice\ntopic read #\ntopic write alice/#\n")
+    return str(path)
+
+
+def test_in_process_publish_is_authorised_by_the_acl_file(make, acl):
+    b = make(acl_file=acl)
+    reader = Paho(b)
+    reader.subscribe("#", 0)
+    with pytest.raises(PermissionError, match="alice/x"):
+        b.publish("alice/x", b"anonymous")  # anonymous rules: open/# only
+    b.publish("open/x", b"anonymous")
+    b.publish("alice/y", b"as alice", username="alice")
+    with pytest.raises(PermissionError):
+        b.publish("open/y", b"as alice", username="alice")
+    with b.subscribe("x") as sub, pytest.raises(PermissionError):
+        sub.publish("alice/z", b"from a subscription")
+    assert [m.topic for m in reader.get_n(2)] == ["open/x", "alice/y"]
+
+
+def test_in_process_publish_to_sys_is_refused(make):
+    b = make()
+    with b.subscribe("$SYS/#") as sub:
+        with pytest.raises(PermissionError, match=r"\$SYS"):
+            b.publish("$SYS/broker/uptime", b"forged")
+        b.publish("$app/x", b"allowed")  # only $SYS/ is the broker's
+        assert sub.poll() is None
+
+
+def test_in_process_publish_asks_the_hook_on_the_calling_thread(make):
+    calls = []
+
+    def authorize(client, access, topic):
+        if access == "publish":
+            calls.append((client.client_id, client.username, client.listener, threading.current_thread()))
+        return not topic.startswith("secret/")
+
+    b = make(authorize=authorize)
+    b.publish("t/1", b"x")
+    b.publish("t/2", b"x", username="bob")
+    with pytest.raises(PermissionError):
+        b.publish("secret/1", b"x")
+    me = threading.current_thread()
+    assert calls == [
+        ("$inprocess", None, "default", me),
+        ("$inprocess", "bob", "default", me),
+        ("$inprocess", None, "default", me),
+    ]
 
 
 def test_on_disconnect_tells_who_left_and_why(make):

@@ -48,3 +48,14 @@ def test_restart_of_a_stopped_broker_starts_it():
         assert broker.is_running and broker.port != 0
     finally:
         broker.stop()
+
+
+def test_restart_after_stop_comes_back_on_the_same_port():
+    broker = uringmq.Broker(port=0, cores=1, pin_cores=False)
+    try:
+        port = broker.start().port
+        broker.stop()
+        broker.restart()
+        assert broker.is_running and broker.port == port
+    finally:
+        broker.stop()

@@ -178,3 +178,32 @@ def test_it(mqtt_broker):
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+@pytest.fixture
+def guarded(tmp_path):
+    """An in-process uringmq whose ACL lets everyone read and write ``open/#`` only, reached as
+    an external broker."""
+    pytest.importorskip("paho.mqtt.client")
+    from uringmq.pytest_plugin import ExternalBroker
+
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite open/#\n")
+    with uringmq.Broker(port=0, cores=1, pin_cores=False, acl_file=str(acl)) as b:
+        yield b, ExternalBroker(b.host, b.port)
+
+
+def test_external_publish_keeps_qos_0(guarded):
+    broker, external = guarded
+    with broker.subscribe("open/#", qos=2) as sub:
+        external.publish("open/q0", b"x")  # returns once the broker routed it
+        assert sub.get(5).qos == 0
+        external.publish("open/q1", b"y", qos=1)
+        assert sub.get(5).qos == 1
+
+
+def test_external_subscription_refused_by_the_broker_raises(guarded):
+    _, external = guarded
+    with pytest.raises(PermissionError, match="secret/#"):
+        external.subscribe("secret/#")
+    external.subscribe("open/#").close()

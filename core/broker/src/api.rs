@@ -21,7 +21,9 @@ pub struct Hooks {
     /// Decides PUBLISH, SUBSCRIBE and delivery (after the ACL file, if any).
     pub authorizer: Option<Arc<dyn Authorizer>>,
     /// Told when a client's connection ends (after CONNACK); called on a hook thread, never on
-    /// a core, and nobody waits for it.
+    /// a core, and nobody waits for it. Notifications are queued in the order connections
+    /// end, but with several hook threads two of them (say a client's `connection_lost` and,
+    /// after it reconnected, its `session_taken_over`) may run concurrently or out of order.
     pub on_disconnect: Option<DisconnectHook>,
 }
 
@@ -99,7 +101,20 @@ pub enum ApiError {
     /// An option out of range (its name and why).
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// The in-process publisher may not publish to this topic: a `$SYS/` topic, or the ACL
+    /// file or the authorisation hook denied it (the topic and why).
+    #[error("not authorised: {0}")]
+    NotAuthorized(String),
 }
+
+/// The client id an in-process publish ([`crate::Broker::publish`],
+/// [`crate::Subscription::publish`]) is authorised as, through the listener `default`, with
+/// the user name of [`InjectedMessage::username`]. `$` makes it a name no MQTT client is
+/// assigned, though a client may send it; an ACL `pattern` with `%c` sees this id.
+pub const IN_PROCESS_CLIENT_ID: &str = "$inprocess";
+
+/// The listener an in-process publish is authorised through (the top-level listener's name).
+pub const IN_PROCESS_LISTENER: &str = "default";
 
 /// A message published from the embedding program (no socket involved).
 #[derive(Clone, Debug, Default)]
@@ -114,6 +129,10 @@ pub struct InjectedMessage {
     pub retain: bool,
     /// v5 properties passed to subscribers (content type, response topic, user properties...).
     pub properties: PublishProperties,
+    /// The user name the publish is authorised as (the ACL file's rules for that user, and the
+    /// hook's `ClientInfo::username`); `None`: anonymous, so the ACL file's anonymous and
+    /// `pattern` rules apply. The client id is [`IN_PROCESS_CLIENT_ID`].
+    pub username: Option<String>,
 }
 
 /// A message delivered to an in-process subscription.

@@ -2,6 +2,7 @@
 
 use crate::api::{
     ApiError, ClientSummary, Delivery, Hooks, InjectedMessage, StartError, Stats, SubscribeOptions,
+    IN_PROCESS_CLIENT_ID, IN_PROCESS_LISTENER,
 };
 use crate::auth::Security;
 use crate::config::{Config, ConfigError, Driver, LogFormat};
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
-use uringmq_auth::EnhancedAuthenticator;
+use uringmq_auth::{Access, ClientInfo, EnhancedAuthenticator};
 use uringmq_codec::QoS;
 use uringmq_session::{ConnectLimits, Message, Origin, SubOptions};
 use uringmq_topic::{validate_topic_filter, validate_topic_name, SharedFilter};
@@ -220,11 +221,14 @@ impl Broker {
 
     /// Publishes a message in-process (no socket); it enters core 0 like a client's PUBLISH.
     ///
-    /// It is published as the embedder, which is trusted like the broker itself: no ACL or
-    /// authorisation hook is asked, and `$SYS/` topics are allowed (an embedder may publish
-    /// its own status there). Deliveries to clients are still checked against each
-    /// subscriber's `read` rules. Code that publishes on behalf of a client (a bridge, a
-    /// gateway) must authorise that client itself before calling this.
+    /// It is authorised like a client's PUBLISH (every path that publishes is): a `$SYS/`
+    /// topic is refused, then the ACL file and the authorisation hook decide for the client
+    /// [`crate::IN_PROCESS_CLIENT_ID`] on the listener `default` with the user name
+    /// [`InjectedMessage::username`] (`None`: the ACL file's anonymous and `pattern` rules
+    /// apply). The check runs on the calling thread, so a blocking hook (Python) is called
+    /// here, never on a core. A denied publish is [`ApiError::NotAuthorized`]. With no ACL
+    /// file and no hook everything is allowed. Deliveries to clients are checked against
+    /// each subscriber's `read` rules as usual.
     pub fn publish(&self, msg: InjectedMessage) -> Result<(), ApiError> {
         if !self.running {
             return Err(ApiError::NotRunning);
@@ -262,11 +266,13 @@ impl Broker {
         Ok(all)
     }
 
-    /// Closes the connection of client `client_id` as Mosquitto's kick does: a v5 client gets
-    /// DISCONNECT 0x98 (administrative action) and the will is published, as for any close the
-    /// client did not ask for [MQTT-3.1.2-8]. A persistent session stays. Returns whether the
-    /// client was connected.
-    pub fn disconnect(&self, client_id: &str) -> Result<bool, ApiError> {
+    /// Closes the connection of client `client_id`, as Mosquitto's
+    /// `mosquitto_kick_client_by_clientid(id, with_will)` does: a v5 client gets DISCONNECT
+    /// 0x98 (administrative action); its will is published only with `with_will` (Mosquitto's
+    /// dynamic-security plugin kicks with `false`: an administrator's kick is not the
+    /// abnormal loss a will announces), else it is discarded. A persistent session stays.
+    /// Returns whether the client was connected.
+    pub fn disconnect(&self, client_id: &str, with_will: bool) -> Result<bool, ApiError> {
         if !self.running {
             return Err(ApiError::NotRunning);
         }
@@ -275,7 +281,11 @@ impl Broker {
         };
         let (reply, rx) = std::sync::mpsc::channel();
         let core = usize::from(crate::registry::core_of(session));
-        self.shared.mailboxes[core].push(MeshMsg::Api(ApiCmd::Kick { session, reply }));
+        self.shared.mailboxes[core].push(MeshMsg::Api(ApiCmd::Kick {
+            session,
+            with_will,
+            reply,
+        }));
         rx.recv_timeout(API_TIMEOUT).map_err(|_| ApiError::Timeout)
     }
 
@@ -383,6 +393,7 @@ impl Drop for Broker {
 /// does next) when this returns.
 fn inject(shared: &Shared, msg: InjectedMessage, origin: Option<Origin>) -> Result<(), ApiError> {
     validate_topic_name(&msg.topic).map_err(|e| ApiError::InvalidTopic(e.to_string()))?;
+    authorise(shared, &msg)?;
     let mut properties = msg.properties;
     properties.topic_alias = None;
     properties.subscription_identifiers.clear();
@@ -406,6 +417,30 @@ fn inject(shared: &Shared, msg: InjectedMessage, origin: Option<Origin>) -> Resu
     let (applied, rx) = std::sync::mpsc::channel();
     shared.mailboxes[0].push(MeshMsg::Api(ApiCmd::Publish(Arc::new(m), Some(applied))));
     rx.recv_timeout(API_TIMEOUT).map_err(|_| ApiError::Timeout)
+}
+
+/// Authorises an in-process publish like a client's PUBLISH, on the caller's thread (never a
+/// core's, so a blocking hook may run here): `$SYS/` is the broker's [§4.7.2] (Mosquitto
+/// denies every write there), then the authoriser chain (ACL file, then the hook) decides
+/// for [`IN_PROCESS_CLIENT_ID`] on [`IN_PROCESS_LISTENER`].
+fn authorise(shared: &Shared, msg: &InjectedMessage) -> Result<(), ApiError> {
+    let denied = |why: &str| Err(ApiError::NotAuthorized(format!("{}: {why}", msg.topic)));
+    if Message::is_sys_topic(&msg.topic) {
+        return denied("`$SYS/` topics are reserved to the broker");
+    }
+    let Some(a) = &shared.authorizer else {
+        return Ok(());
+    };
+    let who = ClientInfo::new(
+        IN_PROCESS_CLIENT_ID,
+        msg.username.as_deref(),
+        IN_PROCESS_LISTENER,
+    );
+    if a.authorize(&who, Access::Publish, &msg.topic) {
+        Ok(())
+    } else {
+        denied("denied by the ACL file or the authorisation hook")
+    }
 }
 
 /// The session options of an in-process subscription, checked as a SUBSCRIBE's would be.
@@ -508,7 +543,7 @@ impl Subscription {
     }
 
     /// Publishes in-process as this subscription's session: a subscription with `no_local`
-    /// does not receive it [MQTT-3.8.3-3].
+    /// does not receive it [MQTT-3.8.3-3]. Authorised as [`Broker::publish`] is.
     pub fn publish(&self, msg: InjectedMessage) -> Result<(), ApiError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(ApiError::NotRunning);

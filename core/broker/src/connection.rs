@@ -8,6 +8,7 @@
 //! they are written). Timers never race a read: the keep-alive sweep and takeovers shut the
 //! socket down, which ends the pending wait or read.
 
+use crate::config::Config;
 use crate::core::{add, CloseReason, Core, Sink, TaskGuard};
 use crate::endpoint::{Endpoint, Slot};
 use crate::out_queue::OutQueue;
@@ -33,7 +34,7 @@ use uringmq_codec::{
     encoded_len_within, ByteStr, ConnAck, Connect, Decoder, Disconnect, DisconnectProperties,
     Packet, Protocol, ReasonCode,
 };
-use uringmq_session::{keepalive, negotiate, Session};
+use uringmq_session::{keepalive, negotiate, Negotiated, Session};
 use uringmq_topic::check_max_levels;
 
 /// Bytes read at a time (more when a packet in progress needs more).
@@ -106,8 +107,7 @@ pub(crate) struct Conn {
     pub(crate) last_seen: Cell<u32>,
     /// 1.5x keep-alive in milliseconds once connected; 0: no keep-alive.
     pub(crate) grace_ms: Cell<u32>,
-    /// Until CONNECT is accepted: its deadline ([`millis`]); from then on, when it was
-    /// accepted (for `Broker::clients`; the sweep reads the deadline only before).
+    /// Until CONNECT is accepted: its deadline ([`millis`]; the sweep reads it only before).
     pub(crate) connect_by: Cell<u32>,
     connected: Cell<bool>,
     /// The listener's publish limits, if it has any (see `limits.rs`); boxed, as most
@@ -450,11 +450,6 @@ impl Conn {
         self.connected.get()
     }
 
-    /// When CONNECT was accepted ([`millis`]); meaningful once `connected()`.
-    pub(crate) fn connected_at(&self) -> u32 {
-        self.connect_by.get()
-    }
-
     /// Ends the connection: a v5 client gets DISCONNECT with the reason code [MQTT-4.13.1-1],
     /// the writer flushes and exits, and the pending read ends (socket shut down for reading).
     /// A draining connection stops reading only when the broker stops; any other reason (a
@@ -505,7 +500,7 @@ impl Conn {
                 CloseReason::TakenOver => (ReasonCode::SESSION_TAKEN_OVER, None),
                 CloseReason::RateLimited => (ReasonCode::MESSAGE_RATE_TOO_HIGH, None),
                 CloseReason::Shutdown => (ReasonCode::SERVER_SHUTTING_DOWN, None),
-                CloseReason::Kicked => (ReasonCode::ADMINISTRATIVE_ACTION, None),
+                CloseReason::Kicked { .. } => (ReasonCode::ADMINISTRATIVE_ACTION, None),
                 CloseReason::Protocol(code, why) => (ReasonCode(*code), Some(why.as_str())),
                 _ => (ReasonCode::NORMAL_DISCONNECTION, None),
             };
@@ -1117,6 +1112,8 @@ pub(crate) fn refuse(conn: &Conn, proto: Protocol, code: ReasonCode) {
     });
 }
 
+/// CONNECT: negotiation, the will's settings, authentication, the will's authorisation,
+/// the session (new, or taken over from wherever it lives), then CONNACK.
 async fn on_connect(
     core: &Rc<Core>,
     conn: &Rc<Conn>,
@@ -1129,40 +1126,8 @@ async fn on_connect(
     let max_out = c.properties.maximum_packet_size.and_then(NonZeroU32::new);
     conn.max_out.set(max_out);
     let requested = crate::auth::take_method(core, conn, &mut c)?;
-    let shared = core.shared.clone();
-    let limits = shared.limits;
-    let cfg = &shared.config;
-    let negotiated = negotiate(&c, &limits, || {
-        let n = shared.next_assigned.fetch_add(1, Ordering::Relaxed);
-        format!("uringmq-{:x}-{n:x}", std::process::id())
-    });
-    let n = match negotiated {
-        Ok(n) => n,
-        Err(r) => {
-            debug!(peer = ?conn.peer, "CONNECT refused: {r}");
-            refuse(conn, proto, r.reason);
-            return Err(CloseReason::Refused(r.reason.0));
-        }
-    };
-    if let Some(w) = &c.will {
-        // v5: a will the broker cannot honour is refused [MQTT-3.2.2-12] [MQTT-3.2.2-13].
-        // A will topic the broker would refuse in a PUBLISH: CONNACK 0x90 [§3.2.2.2].
-        let code = if w.qos as u8 > cfg.max_qos {
-            Some(ReasonCode::QOS_NOT_SUPPORTED)
-        } else if w.retain && !cfg.retain_available {
-            Some(ReasonCode::RETAIN_NOT_SUPPORTED)
-        } else if w.topic.len() > cfg.max_topic_length
-            || check_max_levels(&w.topic, cfg.max_topic_levels).is_err()
-        {
-            Some(ReasonCode::TOPIC_NAME_INVALID)
-        } else {
-            None
-        };
-        if let Some(code) = code {
-            refuse(conn, proto, code);
-            return Err(CloseReason::Refused(code.0));
-        }
-    }
+    let n = negotiated(core, conn, &c)?;
+    check_will_settings(&core.shared.config, conn, &c)?;
     // Authentication (certificate, enhanced AUTH exchange, password file, anonymous policy,
     // hooks): on a hook thread where blocking; refusals are delayed and counted there.
     let mut granted =
@@ -1173,52 +1138,18 @@ async fn on_connect(
         };
     // This connection's grants replace the previous connection's (a resumed session).
     let token_acl = granted.token_acl();
-    if let Some(w) = &c.will {
-        // A will is a PUBLISH by this client, authorised now and again when published.
-        let user = c.username.as_ref().map(|u| u.as_str());
-        let acl = token_acl.clone();
-        let author = crate::will_auth::WillAuthor::connecting(conn, &n.client_id, user, acl);
-        if !crate::will_auth::allowed(core, author, w).await {
-            add(&core.stats().wills_denied, 1);
-            info!(client_id = %n.client_id, peer = ?conn.peer, topic = %w.topic, "CONNECT refused: will not authorised");
-            refuse(conn, proto, ReasonCode::NOT_AUTHORIZED);
-            return Err(CloseReason::Refused(ReasonCode::NOT_AUTHORIZED.0));
-        }
-    }
-    // Claim the client id; take the session over from wherever it lives [MQTT-3.1.4-3].
-    // The registry orders CONNECTs with one id; see handoff.rs.
-    let id: Arc<str> = n.client_id.as_str().into();
-    let claim = core.claim_client_id(&id, n.clean_start);
-    let key = claim.key;
-    let (old, moved_from) = claim.session().await;
-    let alias_in = limits.topic_alias_maximum;
-    let (mut s, present) = match old {
-        Some(mut s) if !n.clean_start => {
-            s.attach(&n, proto, alias_in);
-            (s, true)
-        }
-        _ => (
-            Box::new(Session::new(
-                &n,
-                proto,
-                cfg.max_queued_messages,
-                cfg.max_queued_bytes,
-                alias_in,
-            )),
-            false,
-        ),
-    };
-    s.client_id = id.clone();
-    s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
+    let acl = token_acl.clone();
+    crate::will_auth::check_at_connect(core, conn, &n.client_id, &c, acl).await?;
+    let mut claimed = claim_session(core, &n, &c).await;
     let properties = if proto.is_v5() {
-        let mut p = n.connack_properties(&limits);
+        let mut p = n.connack_properties(&core.shared.limits);
         *conn.exchange.borrow_mut() = granted.apply(&mut p);
         p
     } else {
         Default::default()
     };
     let ack = Packet::ConnAck(ConnAck {
-        session_present: present,
+        session_present: claimed.present,
         reason_code: ReasonCode::SUCCESS,
         properties,
     });
@@ -1227,49 +1158,154 @@ async fn on_connect(
     // whose CONNECT fails when send__connack does), rather than wait for nothing.
     let unfit = encoded_len_within(&ack, proto, conn.max_out.get()).is_err();
     if core.stopping.get() || conn.is_killed() || unfit {
-        // Closed while waiting: the session (this key owns the id now) stays or ends as if
-        // the connection had closed right after CONNACK, without a will.
-        let reason = match conn.kill_reason() {
-            Some(r) => r,
-            None if unfit => CloseReason::Refused(ReasonCode::PACKET_TOO_LARGE.0),
-            None => CloseReason::Shutdown,
-        };
-        let listener = core.shared.security.listener_index(&conn.listener);
-        core.install_session(key, s, Sink::Offline(listener));
-        core.set_token_acl(key, token_acl);
-        core.after_install(key, moved_from);
-        core.connection_closed(key, &reason);
-        return Err(reason);
+        return Err(closed_while_connecting(
+            core, conn, claimed, token_acl, unfit,
+        ));
     }
-    s.will = c.will.take().map(Box::new);
-    crate::limits::inherit_publish_debt(core, conn, &id);
+    claimed.s.will = c.will.take().map(Box::new);
+    crate::limits::inherit_publish_debt(core, conn, &claimed.id);
     conn.send_packet(&ack);
+    install_connected(core, conn, &n, claimed, token_acl);
+    core.stats().connect_time.record(started.elapsed());
+    Ok(())
+}
+
+/// The negotiated CONNECT, or its refusal (CONNACK sent).
+fn negotiated(core: &Core, conn: &Conn, c: &Connect) -> Result<Negotiated, CloseReason> {
+    let shared = &core.shared;
+    let negotiated = negotiate(c, &shared.limits, || {
+        let n = shared.next_assigned.fetch_add(1, Ordering::Relaxed);
+        format!("uringmq-{:x}-{n:x}", std::process::id())
+    });
+    negotiated.map_err(|r| {
+        debug!(peer = ?conn.peer, "CONNECT refused: {r}");
+        refuse(conn, c.protocol, r.reason);
+        CloseReason::Refused(r.reason.0)
+    })
+}
+
+/// Refuses a will the broker cannot honour (v5 [MQTT-3.2.2-12] [MQTT-3.2.2-13]) or whose
+/// topic it would refuse in a PUBLISH (CONNACK 0x90 [§3.2.2.2]).
+fn check_will_settings(cfg: &Config, conn: &Conn, c: &Connect) -> Result<(), CloseReason> {
+    let Some(w) = &c.will else {
+        return Ok(());
+    };
+    let code = if w.qos as u8 > cfg.max_qos {
+        ReasonCode::QOS_NOT_SUPPORTED
+    } else if w.retain && !cfg.retain_available {
+        ReasonCode::RETAIN_NOT_SUPPORTED
+    } else if w.topic.len() > cfg.max_topic_length
+        || check_max_levels(&w.topic, cfg.max_topic_levels).is_err()
+    {
+        ReasonCode::TOPIC_NAME_INVALID
+    } else {
+        return Ok(());
+    };
+    refuse(conn, c.protocol, code);
+    Err(CloseReason::Refused(code.0))
+}
+
+/// A CONNECT's session: the client id claimed, and the previous session if it goes on.
+struct Claimed {
+    id: Arc<str>,
+    key: u64,
+    s: Box<Session>,
+    present: bool,
+    /// The key the session moved from (a takeover), for `after_install`.
+    moved_from: Option<u64>,
+}
+
+/// Claims the client id and takes the session over from wherever it lives [MQTT-3.1.4-3]
+/// (the registry orders CONNECTs with one id; see handoff.rs), or starts a new one.
+async fn claim_session(core: &Rc<Core>, n: &Negotiated, c: &Connect) -> Claimed {
+    let cfg = &core.shared.config;
+    let proto = c.protocol;
+    let id: Arc<str> = n.client_id.as_str().into();
+    let claim = core.claim_client_id(&id, n.clean_start);
+    let key = claim.key;
+    let (old, moved_from) = claim.session().await;
+    let alias_in = core.shared.limits.topic_alias_maximum;
+    let (mut s, present) = match old {
+        Some(mut s) if !n.clean_start => {
+            s.attach(n, proto, alias_in);
+            (s, true)
+        }
+        _ => {
+            let (count, bytes) = (cfg.max_queued_messages, cfg.max_queued_bytes);
+            (
+                Box::new(Session::new(n, proto, count, bytes, alias_in)),
+                false,
+            )
+        }
+    };
+    s.client_id = id.clone();
+    s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
+    Claimed {
+        id,
+        key,
+        s,
+        present,
+        moved_from,
+    }
+}
+
+/// Closed while the CONNECT waited (or its CONNACK cannot fit): the session (this key owns
+/// the id now) stays or ends as if the connection had closed right after CONNACK, without a
+/// will. Returns why.
+fn closed_while_connecting(
+    core: &Rc<Core>,
+    conn: &Conn,
+    claimed: Claimed,
+    token_acl: Option<Arc<uringmq_auth::AclFile>>,
+    unfit: bool,
+) -> CloseReason {
+    let reason = match conn.kill_reason() {
+        Some(r) => r,
+        None if unfit => CloseReason::Refused(ReasonCode::PACKET_TOO_LARGE.0),
+        None => CloseReason::Shutdown,
+    };
+    let key = claimed.key;
+    let listener = core.shared.security.listener_index(&conn.listener);
+    core.install_session(key, claimed.s, Sink::Offline(listener));
+    core.set_token_acl(key, token_acl);
+    core.after_install(key, claimed.moved_from);
+    core.connection_closed(key, &reason);
+    reason
+}
+
+/// After CONNACK: the connection is connected and the session installed on it.
+fn install_connected(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    n: &Negotiated,
+    mut claimed: Claimed,
+    token_acl: Option<Arc<uringmq_auth::AclFile>>,
+) {
+    let key = claimed.key;
     conn.session.set(key);
     conn.connected.set(true);
-    conn.connect_by.set(millis(Instant::now()));
+    claimed.s.connected_since = std::time::SystemTime::now();
     let grace = keepalive::grace(n.keep_alive.secs).map_or(0, |g| g.as_millis().max(1));
     conn.grace_ms.set(u32::try_from(grace).unwrap_or(u32::MAX));
-    *conn.client_id.borrow_mut() = Some(id.clone());
-    core.install_session(key, s, Sink::Conn(conn.clone()));
+    *conn.client_id.borrow_mut() = Some(claimed.id.clone());
+    core.install_session(key, claimed.s, Sink::Conn(conn.clone()));
     core.set_token_acl(key, token_acl);
-    if present {
+    if claimed.present {
         core.resume_delivery(key);
     }
-    core.after_install(key, moved_from);
+    core.after_install(key, claimed.moved_from);
     core.stats().connections.fetch_add(1, Ordering::Relaxed);
-    core.stats().connect_time.record(started.elapsed());
     info!(
-        client_id = %id,
+        client_id = %claimed.id,
         listener = %conn.listener,
         peer = conn.peer.map(tracing::field::display),
         core = core.id,
-        protocol = ?proto,
+        protocol = ?conn.protocol.get(),
         clean_start = n.clean_start,
-        session_present = present,
+        session_present = claimed.present,
         keep_alive = n.keep_alive.secs,
         "client connected"
     );
-    Ok(())
 }
 
 /// Flushes the connection's queue until it is empty: one write (a `writev` when large

@@ -174,8 +174,8 @@ pub(crate) enum CloseReason {
     Shutdown,
     /// CONNECT refused.
     Refused(u8),
-    /// The embedding program asked (`Broker::disconnect`).
-    Kicked,
+    /// The embedding program asked (`Broker::disconnect`); `will`: publish the will.
+    Kicked { will: bool },
     /// Over `max_publish_rate` / `max_publish_bytes_rate` for too long (v5: DISCONNECT 0x96).
     RateLimited,
 }
@@ -194,7 +194,7 @@ impl CloseReason {
             CloseReason::TakenOver => "session_taken_over",
             CloseReason::Shutdown => "server_shutting_down",
             CloseReason::Refused(_) => "connect_refused",
-            CloseReason::Kicked => "administrative_action",
+            CloseReason::Kicked { .. } => "administrative_action",
             CloseReason::RateLimited => "message_rate_too_high",
         }
     }
@@ -204,6 +204,7 @@ impl CloseReason {
         !matches!(
             self,
             CloseReason::Disconnect { will: false }
+                | CloseReason::Kicked { will: false }
                 | CloseReason::Shutdown
                 | CloseReason::Refused(_)
         )
@@ -223,7 +224,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::TakenOver => f.write_str("session taken over"),
             CloseReason::Shutdown => f.write_str("broker shutting down"),
             CloseReason::Refused(code) => write!(f, "CONNECT refused ({code:#04x})"),
-            CloseReason::Kicked => f.write_str("disconnected by the embedding program"),
+            CloseReason::Kicked { .. } => f.write_str("disconnected by the embedding program"),
             CloseReason::RateLimited => f.write_str("publish rate too high"),
         }
     }
@@ -983,6 +984,11 @@ impl Core {
         if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline(0)) {
             // Before the answer: the successor takes the debt once it has it.
             crate::limits::keep_publish_debt(self, &conn, &e.s.client_id);
+            // Not drained (it was already closing, or the broker stops): its `closed()` will
+            // find no session, so the disconnect hook is told here, with the reason it was
+            // closing for if it had one.
+            let reason = conn.kill_reason().unwrap_or(CloseReason::TakenOver);
+            self.tell_disconnect(&conn, &e.s, &reason);
             conn.clear_session();
             conn.kill(CloseReason::TakenOver);
             self.stats().connections.fetch_sub(1, Ordering::Relaxed);
@@ -1260,13 +1266,17 @@ impl Core {
             ApiCmd::Clients(reply) => {
                 let _ = reply.send(self.client_summaries());
             }
-            ApiCmd::Kick { session, reply } => {
+            ApiCmd::Kick {
+                session,
+                with_will,
+                reply,
+            } => {
                 let conn = match self.st.borrow().sessions.get(&session).map(|e| &e.sink) {
                     Some(Sink::Conn(c)) => Some(c.clone()),
                     _ => None,
                 };
                 if let Some(c) = &conn {
-                    c.kill(CloseReason::Kicked);
+                    c.kill(CloseReason::Kicked { will: with_will });
                 }
                 let _ = reply.send(conn.is_some());
             }
@@ -1384,13 +1394,12 @@ pub(crate) fn run_core(
 
 /// What `Broker::clients` and the disconnect hook tell about one connection.
 fn summary(c: &Conn, s: &Session) -> ClientSummary {
-    let age = crate::timers::millis(Instant::now()).wrapping_sub(c.connected_at());
     ClientSummary {
         client_id: s.client_id.to_string(),
         username: s.username.as_deref().map(str::to_owned),
         listener: c.listener.to_string(),
         peer: c.peer,
         protocol: c.protocol.get(),
-        connected_since: std::time::SystemTime::now() - Duration::from_millis(u64::from(age)),
+        connected_since: s.connected_since,
     }
 }

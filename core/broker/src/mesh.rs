@@ -68,10 +68,11 @@ pub(crate) enum ApiCmd {
     Unsubscribe { session: u64 },
     /// List this core's connected clients.
     Clients(std::sync::mpsc::Sender<Vec<ClientSummary>>),
-    /// Close the connection of session `session` (v5: DISCONNECT 0x98); answers whether it was
-    /// connected here.
+    /// Close the connection of session `session` (v5: DISCONNECT 0x98), publishing its will
+    /// only `with_will`; answers whether it was connected here.
     Kick {
         session: u64,
+        with_will: bool,
         reply: std::sync::mpsc::Sender<bool>,
     },
     /// Publish a message (enters like a client's PUBLISH on this core); the sender, if any, is

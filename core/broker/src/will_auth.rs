@@ -15,14 +15,14 @@
 //! thread here would reorder the will after what follows it, and its CONNECT answer stands.
 
 use crate::connection::Conn;
-use crate::core::{add, Core, Entry, Sink};
+use crate::core::{add, CloseReason, Core, Entry, Sink};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{info, warn};
 use uringmq_auth::{Access, AclFile, Authorizer, ClientInfo};
-use uringmq_codec::LastWill;
+use uringmq_codec::{Connect, LastWill, ReasonCode};
 use uringmq_session::{Message, Origin};
 
 /// The identity a will is published under: its client's, as it connected.
@@ -59,6 +59,29 @@ impl WillAuthor {
         info.acl = self.acl.as_deref();
         info
     }
+}
+
+/// At CONNECT: a will is a PUBLISH by its client, authorised now (and again when it is
+/// published); one it may not publish refuses the connection with 0x87 (3.x: 5). `acl`: the
+/// rules of the client's token, if its authentication granted some.
+pub(crate) async fn check_at_connect(
+    core: &Core,
+    conn: &Conn,
+    client_id: &str,
+    c: &Connect,
+    acl: Option<Arc<AclFile>>,
+) -> Result<(), CloseReason> {
+    let Some(w) = &c.will else {
+        return Ok(());
+    };
+    let user = c.username.as_ref().map(|u| u.as_str());
+    if allowed(core, WillAuthor::connecting(conn, client_id, user, acl), w).await {
+        return Ok(());
+    }
+    add(&core.stats().wills_denied, 1);
+    info!(client_id, peer = ?conn.peer, topic = %w.topic, "CONNECT refused: will not authorised");
+    crate::connection::refuse(conn, c.protocol, ReasonCode::NOT_AUTHORIZED);
+    Err(CloseReason::Refused(ReasonCode::NOT_AUTHORIZED.0))
 }
 
 /// Whether `author` may publish its will `w` (at CONNECT): `$SYS/` never; else the

@@ -49,6 +49,10 @@ pub struct Session {
     pub expires_at: Option<Instant>,
     /// Send reason strings (v5 Request Problem Information).
     pub problem_information: bool,
+    /// When the current (or last) connection's CONNECT was accepted, by the wall clock, as
+    /// the broker's API reports it; set by the broker at CONNACK (`UNIX_EPOCH` before).
+    /// Here rather than derived from a millisecond counter, which wraps after 49.7 days.
+    pub connected_since: std::time::SystemTime,
 }
 
 impl Session {
@@ -77,6 +81,7 @@ impl Session {
             pending_will: None,
             expires_at: None,
             problem_information: true,
+            connected_since: std::time::UNIX_EPOCH,
         };
         s.attach(n, protocol, alias_max_in);
         s
