@@ -598,7 +598,10 @@ where
 {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // The metrics endpoint stops by shutting its socket down; tiny_http's accept thread then
+        // logs an ERROR that is no error. It logs nothing else of use (`ops/http.rs` logs).
+        .add_directive("tiny_http=off".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
