@@ -49,6 +49,7 @@ def test_its_will_tells_when_it_drops_off(mqtt_broker_fresh):
     with mqtt_broker_fresh.subscribe("devices/dev-4/status") as sub:
         d = Device("dev-4", mqtt_broker_fresh.host, mqtt_broker_fresh.port)
         assert sub.get(timeout=5).payload == b"online"
-        assert mqtt_broker_fresh.disconnect("dev-4")   # as if the network dropped it
+        # As if the network dropped it: the will goes out (a plain kick sends none).
+        assert mqtt_broker_fresh.disconnect("dev-4", with_will=True)
         assert sub.get(timeout=5).payload == b"offline"
     d.close()
