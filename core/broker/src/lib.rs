@@ -29,6 +29,7 @@ mod retained;
 mod router;
 mod shared_sub;
 mod source_rates;
+pub mod store;
 mod timers;
 mod transport_io;
 mod uring;
