@@ -423,6 +423,11 @@ impl ShardStore {
         if let Some(first) = plan.snapshot_end {
             self.snapshot_done(io, first);
         }
+        let st = self.st.borrow();
+        if st.snap.is_some() || (st.need_snapshot && !st.failing) {
+            // A snapshot goes on (or starts) in the next commit even if nothing is pushed.
+            self.work.set(true);
+        }
     }
 
     fn injected_fault(&self) -> Option<std::io::Error> {
@@ -544,7 +549,8 @@ impl ShardStore {
                 st.stats.syncs += 1;
                 st.last_sync = Instant::now();
                 st.dir_unsynced &= !dir;
-                st.unsynced = st.written != upto;
+                // The task writes and syncs in turn: nothing was written during the sync.
+                st.unsynced = false;
                 st.durable = st.durable.max(upto);
                 drop(st);
                 self.marks.set(self.shard, upto);
