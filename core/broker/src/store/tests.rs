@@ -792,3 +792,34 @@ fn a_snapshot_cut_short_or_not_yet_cleaned_up_recovers_the_same_state() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn interval_syncs_by_itself_and_never_does_not_sync() {
+    on_both_drivers(|| async {
+        for (sync, syncs) in [
+            (
+                SyncPolicy::Interval(std::time::Duration::from_millis(30)),
+                1,
+            ),
+            (SyncPolicy::Never, 0),
+        ] {
+            let dir = tmpdir("policy");
+            let (stores, _) = Store::open(&dir, 1, &cfg(sync)).unwrap();
+            let s = Rc::new(stores.into_iter().next().unwrap());
+            monoio::spawn(s.clone().run());
+            let t = s.push(fresh_session("c"));
+            // Nothing else is pushed: the interval's timer (or, for never, the write) makes
+            // the record durable.
+            s.wait_durable(t).await.unwrap();
+            assert_eq!(s.stats().syncs, syncs, "{sync:?}");
+            s.close().await;
+            drop(s);
+            let (_, rec) = Store::open(&dir, 1, &cfg(sync)).unwrap();
+            assert!(
+                find(&rec, "c").is_some(),
+                "{sync:?}: a clean close keeps it"
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    });
+}
