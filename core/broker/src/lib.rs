@@ -16,6 +16,7 @@ mod ops;
 mod routing;
 mod security;
 mod shard;
+pub mod store;
 
 pub use api::*;
 pub use config::*;
