@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod bridge;
 pub mod cli;
 pub mod config;
 mod conn;
@@ -18,5 +19,6 @@ mod security;
 mod shard;
 
 pub use api::*;
+pub use bridge::BridgeState;
 pub use config::*;
 pub use embed::{init_logging, init_logging_background, Broker, RecvError, Subscription};

@@ -135,7 +135,7 @@ impl Shard {
         let (listener, peer) = match &e.sink {
             Sink::Conn(conn) => (conn.listener.clone(), conn.peer),
             Sink::Offline(l) => (names.listener_name(*l).into(), None),
-            Sink::Api(_) => (
+            Sink::Api(_) | Sink::Bridge(_) => (
                 names
                     .listener_name(crate::security::NO_LISTENER_INDEX)
                     .into(),
