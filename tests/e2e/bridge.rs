@@ -536,3 +536,37 @@ fn bad_bridge_settings_name_the_key() {
     assert!(e.contains("bridge.address"), "{e}");
 }
 
+/// A bridge's state in `/metrics` and in `$SYS` (Mosquitto's `connection/<name>/state`).
+#[test]
+fn bridge_state_shows_in_metrics_and_sys() {
+    let remote = broker();
+    let cfg = bridge(
+        "seen",
+        remote.local_addr(),
+        BridgeProtocol::V311,
+        vec![topic("s/#", Direction::Both, "", "")],
+    );
+    let local = broker_with(|c| {
+        c.sys_interval_secs = 1;
+        c.bridges.push(cfg);
+    });
+    wait_connected(&local, "seen");
+    let mut lp = Client::connect(local.local_addr(), Protocol::V3_1_1, "lp");
+    lp.publish("s/1", b"x", QoS::AtLeastOnce, false);
+    wait_for("the message to be acknowledged", || {
+        local.bridges()[0].sent == 1
+    });
+    let text = local.metrics_text();
+    assert!(
+        text.contains("uringmq_bridge_connected{bridge=\"seen\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("uringmq_bridge_sent_messages_total{bridge=\"seen\"} 1"),
+        "{text}"
+    );
+    let mut s = Client::connect(local.local_addr(), Protocol::V3_1_1, "sys");
+    s.subscribe("$SYS/broker/connection/seen/state", QoS::AtMostOnce);
+    let got = s.recv_publish();
+    assert_eq!(&got.payload[..], b"1");
+}

@@ -23,10 +23,12 @@
 mod inbound;
 mod link;
 mod remote;
+mod report;
 mod wire;
 
 pub use link::BridgeStats;
 pub(crate) use link::Link;
+pub(crate) use report::{sys_values, METRICS};
 
 use crate::config::bridge::split_host_port;
 use crate::config::{BridgeConfig, BridgeTopic};
