@@ -196,7 +196,8 @@ pub(crate) fn resume(b: &Bridge, live: &Live, outbox: &mut Outbox, session_prese
         .collect();
     if !filters.is_empty() {
         let sub = Subscribe {
-            packet_id: outbox.next_id_for_subscribe(),
+            // An id no message in flight uses; SUBACK frees it at once.
+            packet_id: outbox.next_id(),
             properties: Default::default(),
             filters,
         };
@@ -204,13 +205,6 @@ pub(crate) fn resume(b: &Bridge, live: &Live, outbox: &mut Outbox, session_prese
         return true;
     }
     false
-}
-
-impl Outbox {
-    /// A packet id for SUBSCRIBE that no message in flight uses (SUBACK frees it at once).
-    fn next_id_for_subscribe(&mut self) -> u16 {
-        self.next_id()
-    }
 }
 
 /// Encodes one outgoing message with packet id `pid` (0 for QoS 0).

@@ -490,6 +490,35 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_documents_every_bridge_key() {
+        let example: String = include_str!("../../../../uringmq.example.toml")
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let every = BridgeConfig {
+            client_id: Some("c".into()),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            ca_file: Some("ca".into()),
+            cert_file: Some("c".into()),
+            key_file: Some("k".into()),
+            server_name: Some("s".into()),
+            topics: vec![BridgeTopic::default()],
+            ..BridgeConfig::new("b", "h:1")
+        };
+        let text = toml::to_string(&every).unwrap();
+        for line in text.lines() {
+            if let Some((key, _)) = line.split_once(" = ") {
+                assert!(
+                    example.contains(&format!("\n{key} = ")),
+                    "{key} is not documented"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn host_port_forms() {
         assert_eq!(split_host_port("h:1883"), Some(("h", 1883)));
         assert_eq!(split_host_port("[::1]:8883"), Some(("::1", 8883)));
