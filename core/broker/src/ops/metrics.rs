@@ -295,8 +295,12 @@ fn dropped(snap: &Snapshot) -> MetricFamily {
     )
 }
 
-/// Per-bridge figures, labelled with the bridge's name (`bridge::METRICS`).
+/// Per-bridge figures, labelled with the bridge's name (`bridge::METRICS`). None without
+/// bridges: the encoder refuses a family with no metric.
 fn bridges(snap: &Snapshot) -> Vec<MetricFamily> {
+    if snap.bridges.is_empty() {
+        return Vec::new();
+    }
     crate::bridge::METRICS
         .iter()
         .map(|(name, help, counter, f)| {
