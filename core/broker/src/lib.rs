@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod bridge;
 pub mod cli;
 pub mod config;
 mod conn;
@@ -19,5 +20,6 @@ mod shard;
 pub mod store;
 
 pub use api::*;
+pub use bridge::BridgeState;
 pub use config::*;
 pub use embed::{init_logging, init_logging_background, Broker, RecvError, Subscription};

@@ -98,7 +98,7 @@ impl Config {
                 );
             }
         }
-        Ok(())
+        super::bridge::validate_all(&self.bridges)
     }
 
     /// The number of cores to run: `cores`, or one per available CPU.

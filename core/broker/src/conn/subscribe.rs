@@ -61,10 +61,14 @@ impl Shard {
                 continue;
             }
             let granted = QoS::from_u8((o.qos as u8).min(cfg.max_qos)).unwrap_or_default();
+            // A bridge (CONNECT level | 0x80) on MQTT 3.x gets No Local and Retain As
+            // Published on every filter, as Mosquitto's handle_subscribe gives it: its own
+            // messages do not loop back, and RETAIN crosses the bridge.
+            let bridge = !v5 && conn.decoder.get().is_bridge();
             let opts = SubOptions {
                 qos: granted,
-                no_local: o.no_local,
-                retain_as_published: o.retain_as_published,
+                no_local: o.no_local || bridge,
+                retain_as_published: o.retain_as_published || bridge,
                 retain_handling: o.retain_handling,
                 id: sub.properties.subscription_identifier,
             };

@@ -121,6 +121,7 @@ impl Broker {
             connections: AtomicUsize::new(0),
             next_assigned: AtomicU64::new(1),
             on_disconnect: hooks.on_disconnect.clone(),
+            bridges: Default::default(),
             config,
         });
 

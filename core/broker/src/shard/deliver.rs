@@ -49,7 +49,7 @@ impl Shard {
             return;
         };
         // ACL `read` on every delivery to a client, retained messages and wills included.
-        if !matches!(e.sink, Sink::Api(_)) && !self.may_receive(e, &msg.topic) {
+        if !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) && !self.may_receive(e, &msg.topic) {
             return;
         }
         let stats = self.stats();
@@ -73,6 +73,7 @@ impl Shard {
                 add(&stats.messages_out, 1);
                 add(&stats.publish_bytes_out, msg.payload.len() as u64);
             }
+            Sink::Bridge(link) => link.offer(msg, &d, now),
             Sink::Conn(conn) => {
                 let conn = conn.clone();
                 let mut out = conn.out.borrow_mut();
@@ -232,7 +233,7 @@ impl Shard {
                     // Offline: the listener it last connected through, as Mosquitto keeps a
                     // disconnected client's listener for its per-listener settings.
                     Sink::Offline(l) => self.shared.security.listener_name(*l),
-                    Sink::Api(_) => NO_LISTENER,
+                    Sink::Api(_) | Sink::Bridge(_) => NO_LISTENER,
                 };
                 a.authorize(&session_info(e, listener), Access::Receive, topic)
             }

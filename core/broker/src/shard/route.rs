@@ -267,7 +267,7 @@ impl Shard {
                 }
                 let online = matches!(
                     st.sessions.get(&key).map(|e| &e.sink),
-                    Some(Sink::Conn(_) | Sink::Api(_))
+                    Some(Sink::Conn(_) | Sink::Api(_) | Sink::Bridge(_))
                 );
                 if online {
                     return Some((key, *opts));

@@ -29,6 +29,7 @@ impl Shard {
         }
         monoio::spawn(crate::shard::timers::run(self.clone()));
         monoio::spawn(flush_loop(self.clone()));
+        crate::bridge::start_configured(&self);
         if self.hibernation.is_some() {
             monoio::spawn(crate::conn::hibernate::poller(self.clone()));
         }
@@ -107,6 +108,7 @@ impl Shard {
         for c in conns {
             c.kill(CloseReason::Shutdown);
         }
+        crate::bridge::stop_all();
         self.stop_signal.notify();
     }
 

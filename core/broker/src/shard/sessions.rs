@@ -111,7 +111,7 @@ impl Shard {
             .subscriptions
             .fetch_sub(e.s.subs.len() as u64, Ordering::Relaxed);
         self.end_session_messages(&mut e.s, key);
-        if !matches!(e.sink, Sink::Api(_)) {
+        if !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) {
             self.shared.registry.release(&e.s.client_id, key);
         }
     }
@@ -158,7 +158,7 @@ impl Shard {
                     Sink::Offline(self.shared.security.listener_index(&conn.listener))
                 }
                 Sink::Offline(l) => Sink::Offline(*l),
-                Sink::Api(_) => Sink::Offline(crate::security::NO_LISTENER_INDEX),
+                Sink::Api(_) | Sink::Bridge(_) => Sink::Offline(crate::security::NO_LISTENER_INDEX),
             };
             if *reason == CloseReason::TakenOver {
                 // Drained for a takeover, which takes the session right after and decides
