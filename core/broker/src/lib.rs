@@ -19,4 +19,6 @@ mod shard;
 
 pub use api::*;
 pub use config::*;
-pub use embed::{init_logging, init_logging_background, Broker, RecvError, Subscription};
+pub use embed::{
+    init_logging, init_logging_background, Broker, BrokerBuilder, RecvError, Subscription,
+};

@@ -109,7 +109,7 @@ fn main() -> std::process::ExitCode {
         config.log_format,
     );
     let set = block_signals();
-    let mut broker = match Broker::start(config) {
+    let mut broker = match Broker::builder(config).start() {
         Ok(b) => b,
         Err(e) => {
             eprintln!("uringmq: {e}");
