@@ -45,7 +45,7 @@ impl NativeBroker {
         if let Some(mut old) = slot.take() {
             old.stop();
         }
-        let broker = Broker::start_with_hooks(config, self.hooks.clone())?;
+        let broker = Broker::builder(config).hooks(self.hooks.clone()).start()?;
         *lock(&self.ports) = broker
             .listener_addrs()
             .iter()

@@ -22,4 +22,6 @@ pub mod store;
 pub use api::*;
 pub use bridge::BridgeState;
 pub use config::*;
-pub use embed::{init_logging, init_logging_background, Broker, RecvError, Subscription};
+pub use embed::{
+    init_logging, init_logging_background, Broker, BrokerBuilder, RecvError, Subscription,
+};

@@ -9,8 +9,10 @@ mod broker;
 mod logging;
 mod reload;
 mod start;
+
 mod subscription;
 
 pub use broker::Broker;
 pub use logging::{init_logging, init_logging_background};
+pub use start::BrokerBuilder;
 pub use subscription::{RecvError, Subscription};

@@ -28,6 +28,7 @@ mod shared;
 mod stats;
 pub(crate) mod timers;
 
+pub(crate) use deliver::ToDeliver;
 pub(crate) use notify::LocalNotify;
 pub(crate) use run::run_core;
 pub(crate) use shared::Shared;
