@@ -48,7 +48,7 @@ impl Config {
         for l in &self.listeners {
             self.validate_listener(l)?;
         }
-        Ok(())
+        super::bridge::validate_all(&self.bridges)
     }
 
     /// Checks one `[[listener]]` table against itself and the rest of the config.
@@ -95,7 +95,7 @@ impl Config {
                 ),
             );
         }
-        super::bridge::validate_all(&self.bridges)
+        Ok(())
     }
 
     /// The number of cores to run: `cores`, or one per available CPU.
