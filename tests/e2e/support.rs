@@ -1,5 +1,6 @@
 //! Shared helpers for the end-to-end tests: an in-process broker on port 0 with two cores, and
-//! a small blocking MQTT client over `std::net::TcpStream` built on `uringmq-codec`.
+//! a small blocking MQTT client over `std::net::TcpStream` built on `uringmq-codec`, and a real
+//! etcd for the cluster tests ([`etcd`]).
 
 use bytes::{Bytes, BytesMut};
 use std::io::{Read, Write};
@@ -7,6 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 pub use uringmq::{Broker, Config};
 pub use uringmq_codec::*;
+
+pub mod etcd;
 
 /// How long a test waits for a packet that must arrive.
 pub const WAIT: Duration = Duration::from_secs(5);
