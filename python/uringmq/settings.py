@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import List, Literal, Optional, TypedDict, Union
 
-__all__ = ["ListenerSettings", "PathSetting", "Settings"]
+__all__ = ["ClusterSettings", "ListenerSettings", "PathSetting", "Settings"]
 
 #: A file path: a string or an ``os.PathLike`` such as ``pathlib.Path``.
 PathSetting = Union[str, "os.PathLike[str]"]
@@ -44,6 +44,21 @@ class ListenerSettings(TypedDict, total=False):
     jwt_jwks_file: Optional[PathSetting]
     jwt_username_claim: Optional[str]
     jwt_acl_claim: Optional[str]
+
+
+class ClusterSettings(TypedDict, total=False):
+    """The ``[cluster]`` table (``Broker(cluster={...})``); ``name`` and a secret are needed."""
+
+    name: str
+    etcd: List[str]
+    prefix: str
+    bind: str
+    port: int
+    advertise: Optional[str]
+    lease_ttl_secs: int
+    secret: Optional[str]
+    secret_file: Optional[PathSetting]
+    session_store: Optional[str]
 
 
 class Settings(TypedDict, total=False):
@@ -99,3 +114,4 @@ class Settings(TypedDict, total=False):
     acl_file: Optional[PathSetting]
     scram_sha256: Optional[bool]
     auth_failure_delay_ms: Optional[int]
+    cluster: Optional[ClusterSettings]
