@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cli;
+mod cluster;
 pub mod config;
 mod conn;
 mod embed;
@@ -18,5 +19,6 @@ mod security;
 mod shard;
 
 pub use api::*;
+pub use cluster::status::{ClusterStatus, NodeStatus};
 pub use config::*;
 pub use embed::{init_logging, init_logging_background, Broker, RecvError, Subscription};

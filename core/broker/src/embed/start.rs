@@ -142,6 +142,7 @@ impl Broker {
             endpoints,
             security,
             ops,
+            cluster: None,
             running: true,
         };
         for (i, ls) in per_core.into_iter().enumerate() {
@@ -165,6 +166,16 @@ impl Broker {
             }
         }
         broker.threads = threads;
+        // Once the cores serve: a node registers only when it can take clients and links.
+        if let Some(c) = &broker.shared.config.cluster {
+            match crate::cluster::Cluster::start(c, broker.ops.metrics_addr()) {
+                Ok(c) => broker.cluster = Some(c),
+                Err(e) => {
+                    broker.stop();
+                    return Err(e);
+                }
+            }
+        }
         info!(
             addr = %broker.local_addr(),
             cores,

@@ -1,0 +1,148 @@
+//! A uringmq cluster (issue #19): nodes register in etcd and see each other.
+//!
+//! This module owns everything of the cluster and nothing of it runs without `[cluster]`.
+//! With it, [`Cluster::start`] starts one thread, `uringmq-cluster`, with a tokio runtime of
+//! its own: the etcd client (tonic, on tokio) runs there and never on a core.
+//!
+//! - `config/cluster.rs` (with the other settings): the `[cluster]` table.
+//! - `membership.rs`: this node's key under an etcd lease, the watch of the others.
+//! - `status.rs`: what the thread knows, for [`crate::Broker::cluster_status`].
+
+pub mod membership;
+pub mod status;
+
+use crate::api::StartError;
+use crate::config::ClusterConfig;
+use crate::config::ConfigError;
+use membership::{Members, Membership, NodeRecord};
+use status::{ClusterStatus, StatusBoard};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// A running cluster thread. Dropping it stops it.
+pub struct Cluster {
+    board: Arc<StatusBoard>,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn invalid((key, reason): (&'static str, String)) -> StartError {
+    StartError::Config(ConfigError::Invalid { key, reason })
+}
+
+impl Cluster {
+    /// Starts the cluster thread; `metrics` is this node's `/metrics` address, registered
+    /// with the node.
+    pub(crate) fn start(
+        config: &ClusterConfig,
+        metrics: Option<SocketAddr>,
+    ) -> Result<Cluster, StartError> {
+        config.validate().map_err(invalid)?;
+        let bound = SocketAddr::new(config.bind, config.port);
+        let me = NodeRecord {
+            addr: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| bound.to_string()),
+            started: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            metrics: metrics.map(|m| m.to_string()),
+        };
+        let board = Arc::new(StatusBoard::new(&config.name));
+        let (stop, stop_rx) = watch::channel(false);
+        let (members, _) = watch::channel(Members::new());
+        let membership = Membership {
+            config: config.clone(),
+            me,
+            members,
+            board: board.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StartError::Runtime(format!("cluster runtime: {e}")))?;
+        let thread = std::thread::Builder::new()
+            .name("uringmq-cluster".into())
+            .spawn(move || {
+                runtime.block_on(membership.run(stop_rx));
+            })
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        Ok(Cluster {
+            board,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        self.board.snapshot()
+    }
+
+    /// Leaves the cluster (the lease is revoked, so the others see it at once) and ends the
+    /// thread. Idempotent.
+    pub fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Exponential backoff with jitter, for dialing etcd and peers again.
+pub(crate) struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// From `first`, doubling up to `max`.
+    pub(crate) fn new(first: Duration, max: Duration) -> Self {
+        Backoff {
+            first,
+            max,
+            next: first,
+        }
+    }
+
+    /// The next wait: the current step with ±20% jitter (so that nodes cut off together do
+    /// not all dial again in the same instant), then the step doubles.
+    pub(crate) fn next(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (step * 2).min(self.max);
+        step.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.8..1.2))
+    }
+
+    /// Back to the first step (after a link or session that lasted).
+    pub(crate) fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let waits: Vec<_> = (0..4).map(|_| b.next().as_millis()).collect();
+        for (w, base) in waits.iter().zip([100, 200, 400, 400]) {
+            assert!((base * 8 / 10..=base * 12 / 10).contains(w), "{waits:?}");
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(120));
+    }
+}
