@@ -1,11 +1,14 @@
 //! A uringmq cluster on a real etcd (issue #19), started by each test on free loopback ports:
 //! membership seen by every node, a node that stops or is killed disappears, etcd restarted
-//! under running nodes.
+//! under running nodes, node-to-node links authenticated, cut and restored.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uringmq::{ClusterConfig, ClusterStatus};
-use uringmq_tests::etcd::Etcd;
+use uringmq_tests::etcd::{free_port, Etcd};
 use uringmq_tests::*;
 
 const SECRET: &str = "a-test-cluster-secret";
@@ -38,24 +41,27 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Durat
     start.elapsed()
 }
 
-/// Whether `b` sees exactly `names` registered.
+/// Whether `b` sees exactly `names` registered and is linked both ways with each of them.
 fn sees_all(b: &Broker, names: &[&str]) -> bool {
-    status(b).node_names() == names
+    let s = status(b);
+    s.node_names() == names && names.iter().all(|n| *n == s.name || s.link_up(n))
 }
 
 #[test]
-fn three_nodes_see_each_other() {
+fn three_nodes_see_each_other_and_link() {
     let etcd = Etcd::start();
     let names = ["a", "b", "c"];
     let nodes: Vec<Broker> = names
         .iter()
         .map(|n| node_with(cluster_config(&etcd, n, "/three")))
         .collect();
-    let took = wait_until("every node sees the others", WAIT * 2, || {
+    let took = wait_until("every node sees and links the others", WAIT * 2, || {
         nodes.iter().all(|b| sees_all(b, &names))
     });
-    eprintln!("3 nodes registered in {took:?}");
-    assert!(status(&nodes[0]).registered);
+    eprintln!("3 nodes registered and linked in {took:?}");
+    let s = status(&nodes[0]);
+    assert!(s.registered);
+    assert_eq!(s.links.len(), 2, "{s:?}");
     assert!(
         broker().cluster_status().is_none(),
         "no [cluster], no cluster"
@@ -68,7 +74,8 @@ fn a_stopped_node_leaves_at_once_and_a_killed_one_within_the_ttl() {
     let a = node_with(cluster_config(&etcd, "a", "/leave"));
     let mut b = node_with(cluster_config(&etcd, "b", "/leave"));
     let mut c = ChildNode::start(cluster_config(&etcd, "c", "/leave"));
-    wait_until("a sees b and c", WAIT * 2, || {
+    // A child process starting its broker on a loaded machine may take a while.
+    wait_until("a sees and links b and c", WAIT * 6, || {
         sees_all(&a, &["a", "b", "c"])
     });
 
@@ -79,7 +86,7 @@ fn a_stopped_node_leaves_at_once_and_a_killed_one_within_the_ttl() {
     });
     eprintln!("stopped node gone after {took:?}");
 
-    // kill -9: the lease expires by itself.
+    // kill -9: the lease expires by itself, and the link goes down with the process.
     c.kill();
     let took = wait_until(
         "a sees the killed node leave",
@@ -87,6 +94,7 @@ fn a_stopped_node_leaves_at_once_and_a_killed_one_within_the_ttl() {
         || status(&a).node_names() == ["a"],
     );
     eprintln!("killed node gone after {took:?} (lease TTL {TTL} s)");
+    assert!(status(&a).links.is_empty(), "{:?}", status(&a));
 }
 
 #[test]
@@ -97,7 +105,7 @@ fn nodes_register_again_when_etcd_comes_back_without_its_data() {
         .iter()
         .map(|n| node_with(cluster_config(&etcd, n, "/restart")))
         .collect();
-    wait_until("every node sees the others", WAIT * 2, || {
+    wait_until("every node sees and links the others", WAIT * 2, || {
         nodes.iter().all(|b| sees_all(b, &names))
     });
 
@@ -105,7 +113,7 @@ fn nodes_register_again_when_etcd_comes_back_without_its_data() {
     wait_until("every node notices etcd is gone", WAIT * 2, || {
         nodes.iter().all(|b| !status(b).registered)
     });
-    // The last view is kept meanwhile.
+    // An etcd outage does not cut the links between live nodes.
     assert!(nodes.iter().all(|b| sees_all(b, &names)));
 
     // A new, empty etcd on the same address: only registering again brings the nodes back.
@@ -119,6 +127,64 @@ fn nodes_register_again_when_etcd_comes_back_without_its_data() {
 }
 
 #[test]
+fn a_cut_link_is_dialed_again() {
+    let etcd = Etcd::start();
+    // b's links are reached through a proxy the test can cut.
+    let b_port = free_port();
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], b_port)));
+    let mut b_config = cluster_config(&etcd, "b", "/cut");
+    b_config.port = b_port;
+    b_config.advertise = Some(proxy.addr.to_string());
+    let a = node_with(cluster_config(&etcd, "a", "/cut"));
+    let b = node_with(b_config);
+    wait_until("a and b linked", WAIT * 2, || {
+        sees_all(&a, &["a", "b"]) && sees_all(&b, &["a", "b"])
+    });
+    let connects = |x: &Broker, peer: &str| status(x).links[peer].outbound.connects;
+    assert_eq!(connects(&a, "b"), 1);
+
+    proxy.cut();
+    let took = wait_until("a dialed b again", WAIT * 2, || {
+        connects(&a, "b") >= 2 && sees_all(&a, &["a", "b"])
+    });
+    eprintln!("link restored {took:?} after the cut");
+    assert_eq!(connects(&b, "a"), 1, "the other direction was not cut");
+    assert!(sees_all(&b, &["a", "b"]));
+}
+
+#[test]
+fn a_node_without_the_secret_gets_no_link() {
+    let etcd = Etcd::start();
+    let a = node_with(cluster_config(&etcd, "a", "/secret"));
+    let b = node_with(cluster_config(&etcd, "b", "/secret"));
+    let mut intruder = cluster_config(&etcd, "x", "/secret");
+    intruder.secret = Some("not-the-cluster-secret".to_owned());
+    let x = node_with(intruder);
+    wait_until("the refusals are counted on both sides", WAIT * 2, || {
+        status(&a).link_auth_failures > 0 && status(&x).link_auth_failures > 0
+    });
+    wait_until("a and b linked", WAIT * 2, || a_and_b_linked(&a, &b));
+    // Registered in etcd (which knows no secret), but never linked.
+    assert_eq!(status(&a).node_names(), ["a", "b", "x"]);
+    for s in [status(&a), status(&b)] {
+        assert!(
+            !s.links
+                .get("x")
+                .is_some_and(|l| l.outbound.up || l.inbound.up),
+            "{s:?}"
+        );
+    }
+    assert!(status(&x)
+        .links
+        .values()
+        .all(|l| !l.outbound.up && !l.inbound.up));
+}
+
+fn a_and_b_linked(a: &Broker, b: &Broker) -> bool {
+    status(a).link_up("b") && status(b).link_up("a")
+}
+
+#[test]
 fn cluster_keys_are_checked_before_anything_starts() {
     let etcd = Etcd::start();
     let mut c = cluster_config(&etcd, "a", "/bad");
@@ -127,6 +193,13 @@ fn cluster_keys_are_checked_before_anything_starts() {
     config.cluster = Some(c);
     let e = Broker::start(config).err().expect("no secret, no start");
     assert!(e.to_string().contains("cluster.secret"), "{e}");
+    // The link port is bound at start: a conflict fails it like a listener's.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = cluster_config(&etcd, "a", "/bad");
+    c.port = taken.local_addr().unwrap().port();
+    let mut config = uringmq_tests::config();
+    config.cluster = Some(c);
+    assert!(Broker::start(config).is_err());
 }
 
 /// A node in a child process (this test binary running [`cluster_child_node`]), so that it
@@ -169,4 +242,51 @@ fn cluster_child_node() {
     let _node = Broker::start(config).expect("child node starts");
     // Bounded: the parent kills it long before.
     std::thread::sleep(Duration::from_secs(60));
+}
+
+/// A TCP proxy to `to` whose connections the test can cut.
+struct Proxy {
+    addr: SocketAddr,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(to: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let conns = open.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let mut list = conns.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pump(server, client);
+            }
+        });
+        Proxy { addr, open }
+    }
+
+    /// Cuts every connection through the proxy (new ones still pass).
+    fn cut(&self) {
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0; 4096];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
 }

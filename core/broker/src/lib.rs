@@ -19,6 +19,6 @@ mod security;
 mod shard;
 
 pub use api::*;
-pub use cluster::status::{ClusterStatus, NodeStatus};
+pub use cluster::status::{ClusterStatus, LinkStatus, NodeStatus, PeerLinks};
 pub use config::*;
 pub use embed::{init_logging, init_logging_background, Broker, RecvError, Subscription};

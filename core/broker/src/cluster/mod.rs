@@ -1,13 +1,18 @@
-//! A uringmq cluster (issue #19): nodes register in etcd and see each other.
+//! A uringmq cluster (issue #19): nodes register in etcd and link to each other.
 //!
 //! This module owns everything of the cluster and nothing of it runs without `[cluster]`.
-//! With it, [`Cluster::start`] starts one thread, `uringmq-cluster`, with a tokio runtime of
-//! its own: the etcd client (tonic, on tokio) runs there and never on a core.
+//! With it, [`Cluster::start`] binds the node-to-node listener (a port conflict fails the
+//! broker's start) and starts one thread, `uringmq-cluster`, with a tokio runtime of its own:
+//! the etcd client (tonic, on tokio) and the links run there and never on a core.
 //!
 //! - `config/cluster.rs` (with the other settings): the `[cluster]` table.
 //! - `membership.rs`: this node's key under an etcd lease, the watch of the others.
+//! - `links.rs`, `frame.rs`, `link_auth.rs`: authenticated node-to-node links.
 //! - `status.rs`: what the thread knows, for [`crate::Broker::cluster_status`].
 
+mod frame;
+mod link_auth;
+mod links;
 pub mod membership;
 pub mod status;
 
@@ -34,14 +39,19 @@ fn invalid((key, reason): (&'static str, String)) -> StartError {
 }
 
 impl Cluster {
-    /// Starts the cluster thread; `metrics` is this node's `/metrics` address, registered
-    /// with the node.
+    /// Binds the link listener and starts the cluster thread; `metrics` is this node's
+    /// `/metrics` address, registered with the node.
     pub(crate) fn start(
         config: &ClusterConfig,
         metrics: Option<SocketAddr>,
     ) -> Result<Cluster, StartError> {
         config.validate().map_err(invalid)?;
-        let bound = SocketAddr::new(config.bind, config.port);
+        let secret = config.load_secret().map_err(invalid)?;
+        let addr = SocketAddr::new(config.bind, config.port);
+        let bind_err = |source| StartError::Bind { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let bound = listener.local_addr().map_err(bind_err)?;
         let me = NodeRecord {
             addr: config
                 .advertise
@@ -55,13 +65,18 @@ impl Cluster {
         };
         let board = Arc::new(StatusBoard::new(&config.name));
         let (stop, stop_rx) = watch::channel(false);
-        let (members, _) = watch::channel(Members::new());
+        let (members, members_rx) = watch::channel(Members::new());
         let membership = Membership {
             config: config.clone(),
             me,
             members,
             board: board.clone(),
         };
+        let ctx = Arc::new(links::LinkCtx {
+            name: config.name.clone(),
+            secret,
+            board: board.clone(),
+        });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -69,7 +84,15 @@ impl Cluster {
         let thread = std::thread::Builder::new()
             .name("uringmq-cluster".into())
             .spawn(move || {
-                runtime.block_on(membership.run(stop_rx));
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => return tracing::error!(error = %e, "cluster: listener"),
+                    };
+                    tokio::spawn(links::accept(ctx.clone(), listener));
+                    tokio::spawn(links::manage(ctx, members_rx));
+                    membership.run(stop_rx).await;
+                });
             })
             .map_err(|e| StartError::Runtime(e.to_string()))?;
         Ok(Cluster {
@@ -85,7 +108,7 @@ impl Cluster {
     }
 
     /// Leaves the cluster (the lease is revoked, so the others see it at once) and ends the
-    /// thread. Idempotent.
+    /// thread; its links close with it. Idempotent.
     pub fn stop(&mut self) {
         let _ = self.stop.send(true);
         if let Some(t) = self.thread.take() {

@@ -2,7 +2,9 @@
 //! fine here, off every core's path.
 
 use super::membership::Members;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 /// A node as registered in etcd.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +17,31 @@ pub struct NodeStatus {
     pub started: u64,
 }
 
+/// One direction of the link with a peer: the connection this node dialed (outbound) or the
+/// one the peer dialed (inbound).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// Whether the link is up (authenticated and alive).
+    pub up: bool,
+    /// How many times it came up.
+    pub connects: u64,
+    /// When it last came up or went down.
+    pub since: Option<SystemTime>,
+    /// Frames sent on it.
+    pub frames_out: u64,
+    /// Frames received on it.
+    pub frames_in: u64,
+}
+
+/// The links with one peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerLinks {
+    /// The connection this node dials.
+    pub outbound: LinkStatus,
+    /// The connection the peer dials.
+    pub inbound: LinkStatus,
+}
+
 /// This node's view of the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterStatus {
@@ -24,13 +51,33 @@ pub struct ClusterStatus {
     pub registered: bool,
     /// The registered nodes, this one included, by name.
     pub nodes: Vec<NodeStatus>,
+    /// The links with every other node seen, by peer name.
+    pub links: BTreeMap<String, PeerLinks>,
+    /// Link handshakes refused (bad secret, another version, a name clash).
+    pub link_auth_failures: u64,
 }
 
 impl ClusterStatus {
+    /// Whether both directions of the link with `peer` are up.
+    pub fn link_up(&self, peer: &str) -> bool {
+        self.links
+            .get(peer)
+            .is_some_and(|l| l.outbound.up && l.inbound.up)
+    }
+
     /// The names of the registered nodes.
     pub fn node_names(&self) -> Vec<&str> {
         self.nodes.iter().map(|n| n.name.as_str()).collect()
     }
+}
+
+/// Which direction of a link.
+#[derive(Clone, Copy, Debug)]
+pub enum Direction {
+    /// Dialed by this node.
+    Outbound,
+    /// Dialed by the peer.
+    Inbound,
 }
 
 /// The shared status, updated by the cluster thread's tasks.
@@ -61,7 +108,7 @@ impl StatusBoard {
         self.with(|s| s.registered = on);
     }
 
-    /// The members seen in etcd.
+    /// The members seen in etcd; links of peers that left are forgotten.
     pub fn set_members(&self, members: &Members) {
         self.with(|s| {
             s.nodes = members
@@ -72,6 +119,38 @@ impl StatusBoard {
                     started: r.started,
                 })
                 .collect();
+            s.links.retain(|peer, _| members.contains_key(peer));
         });
+    }
+
+    /// Updates one direction of the link with `peer`.
+    pub fn link(&self, peer: &str, dir: Direction, f: impl FnOnce(&mut LinkStatus)) {
+        self.with(|s| {
+            let links = s.links.entry(peer.to_owned()).or_default();
+            f(match dir {
+                Direction::Outbound => &mut links.outbound,
+                Direction::Inbound => &mut links.inbound,
+            })
+        });
+    }
+
+    /// Marks one direction up or down. A link going down is not added back once the peer
+    /// left (its entry went with it).
+    pub fn set_up(&self, peer: &str, dir: Direction, up: bool) {
+        if !up && !self.with(|s| s.links.contains_key(peer)) {
+            return;
+        }
+        self.link(peer, dir, |l| {
+            if up {
+                l.connects += 1;
+            }
+            l.up = up;
+            l.since = Some(SystemTime::now());
+        });
+    }
+
+    /// Counts a refused handshake.
+    pub fn auth_failed(&self) {
+        self.with(|s| s.link_auth_failures += 1);
     }
 }
