@@ -77,15 +77,15 @@ pub async fn manage(ctx: Arc<LinkCtx>, mut members: watch::Receiver<Members>) {
 async fn dial(ctx: Arc<LinkCtx>, peer: String, addr: String) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        let mut was_up = false;
-        let result = outbound(&ctx, &peer, &addr, &mut was_up).await;
-        if was_up {
-            ctx.board.set_up(&peer, Direction::Outbound, false);
+        let mut up = None;
+        let result = outbound(&ctx, &peer, &addr, &mut up).await;
+        if let Some(generation) = up {
+            ctx.board.set_down(&peer, Direction::Outbound, generation);
             backoff.reset();
         }
         let wait = backoff.next();
         if let Err(e) = result {
-            if was_up {
+            if up.is_some() {
                 warn!(peer = %peer, addr = %addr, error = %e, "cluster: link lost");
             } else {
                 tracing::debug!(peer = %peer, addr = %addr, error = %e, retry_in = ?wait,
@@ -96,8 +96,14 @@ async fn dial(ctx: Arc<LinkCtx>, peer: String, addr: String) {
     }
 }
 
-/// Dials, authenticates and then pings the link until it fails.
-async fn outbound(ctx: &LinkCtx, peer: &str, addr: &str, was_up: &mut bool) -> std::io::Result<()> {
+/// Dials, authenticates and then pings the link until it fails; `up` gets the link's
+/// generation once it is up.
+async fn outbound(
+    ctx: &LinkCtx,
+    peer: &str,
+    addr: &str,
+    up: &mut Option<u64>,
+) -> std::io::Result<()> {
     let mut stream = timeout(HANDSHAKE, TcpStream::connect(addr))
         .await
         .map_err(|_| Error::new(ErrorKind::TimedOut, "connect timed out"))??;
@@ -105,8 +111,7 @@ async fn outbound(ctx: &LinkCtx, peer: &str, addr: &str, was_up: &mut bool) -> s
     timeout(HANDSHAKE, handshake_dialer(ctx, peer, &mut stream))
         .await
         .map_err(|_| Error::new(ErrorKind::TimedOut, "handshake timed out"))??;
-    *was_up = true;
-    ctx.board.set_up(peer, Direction::Outbound, true);
+    *up = Some(ctx.board.set_up(peer, Direction::Outbound));
     info!(peer = %peer, addr = %addr, "cluster: link up");
     let (mut rd, mut wr) = stream.into_split();
     let mut ping = interval(PING_EVERY);
@@ -203,9 +208,9 @@ async fn inbound(ctx: &LinkCtx, mut stream: TcpStream) -> std::io::Result<()> {
         }
         Err(_) => return Err(Error::new(ErrorKind::TimedOut, "handshake timed out")),
     };
-    ctx.board.set_up(&peer, Direction::Inbound, true);
+    let generation = ctx.board.set_up(&peer, Direction::Inbound);
     let result = serve_inbound(ctx, &peer, &mut stream).await;
-    ctx.board.set_up(&peer, Direction::Inbound, false);
+    ctx.board.set_down(&peer, Direction::Inbound, generation);
     result
 }
 

@@ -134,18 +134,30 @@ impl StatusBoard {
         });
     }
 
-    /// Marks one direction up or down. A link going down is not added back once the peer
+    /// Marks one direction up; returns the connection's generation for [`Self::set_down`].
+    pub fn set_up(&self, peer: &str, dir: Direction) -> u64 {
+        let mut generation = 0;
+        self.link(peer, dir, |l| {
+            l.connects += 1;
+            l.up = true;
+            l.since = Some(SystemTime::now());
+            generation = l.connects;
+        });
+        generation
+    }
+
+    /// Marks one direction down, unless a newer connection came up meanwhile (a peer that
+    /// dials again may do so before its old connection's end is noticed here) or the peer
     /// left (its entry went with it).
-    pub fn set_up(&self, peer: &str, dir: Direction, up: bool) {
-        if !up && !self.with(|s| s.links.contains_key(peer)) {
+    pub fn set_down(&self, peer: &str, dir: Direction, generation: u64) {
+        if !self.with(|s| s.links.contains_key(peer)) {
             return;
         }
         self.link(peer, dir, |l| {
-            if up {
-                l.connects += 1;
+            if l.connects == generation {
+                l.up = false;
+                l.since = Some(SystemTime::now());
             }
-            l.up = up;
-            l.since = Some(SystemTime::now());
         });
     }
 
