@@ -69,6 +69,50 @@ fn three_nodes_see_each_other_and_link() {
 }
 
 #[test]
+fn cluster_status_lists_nodes_and_links_from_etcd_and_metrics() {
+    let etcd = Etcd::start();
+    let nodes: Vec<Broker> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let cluster = cluster_config(&etcd, n, "/report");
+            broker_with(|c| {
+                c.cluster = Some(cluster);
+                c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+            })
+        })
+        .collect();
+    wait_until("a and b linked", WAIT * 2, || {
+        a_and_b_linked(&nodes[0], &nodes[1])
+    });
+    let metrics = nodes[0].metrics_text();
+    for line in [
+        "uringmq_cluster_registered 1",
+        "uringmq_cluster_nodes 2",
+        "uringmq_cluster_link_up{peer=\"b\",direction=\"outbound\"} 1",
+        "uringmq_cluster_link_connects_total{peer=\"b\",direction=\"inbound\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    let report = uringmq::cluster_status_report(&[etcd.url()], "/report").unwrap();
+    assert!(
+        report.starts_with("2 node(s) registered under /report\n"),
+        "{report}"
+    );
+    for node in &nodes {
+        let s = status(node);
+        let me = s.nodes.iter().find(|n| n.name == s.name).unwrap();
+        assert!(
+            report.contains(&format!("node {}  links at {}", me.name, me.addr)),
+            "{report}"
+        );
+    }
+    let up_lines = report.lines().filter(|l| l.ends_with(" up")).count();
+    assert_eq!(up_lines, 4, "two links both ways:\n{report}");
+    let empty = uringmq::cluster_status_report(&[etcd.url()], "/nobody").unwrap();
+    assert!(empty.starts_with("0 node(s)"), "{empty}");
+}
+
+#[test]
 fn a_stopped_node_leaves_at_once_and_a_killed_one_within_the_ttl() {
     let etcd = Etcd::start();
     let a = node_with(cluster_config(&etcd, "a", "/leave"));

@@ -19,6 +19,7 @@ mod security;
 mod shard;
 
 pub use api::*;
+pub use cluster::cli::{status_report as cluster_status_report, ClusterCmd};
 pub use cluster::status::{ClusterStatus, LinkStatus, NodeStatus, PeerLinks};
 pub use config::*;
 pub use embed::{init_logging, init_logging_background, Broker, RecvError, Subscription};

@@ -8,8 +8,11 @@
 //! - `config/cluster.rs` (with the other settings): the `[cluster]` table.
 //! - `membership.rs`: this node's key under an etcd lease, the watch of the others.
 //! - `links.rs`, `frame.rs`, `link_auth.rs`: authenticated node-to-node links.
-//! - `status.rs`: what the thread knows, for [`crate::Broker::cluster_status`].
+//! - `status.rs`: what the thread knows, for [`crate::Broker::cluster_status`];
+//!   `ops/cluster.rs` puts it in `/metrics`.
+//! - `cli.rs`: `uringmq cluster status`.
 
+pub mod cli;
 mod frame;
 mod link_auth;
 mod links;
@@ -40,7 +43,7 @@ fn invalid((key, reason): (&'static str, String)) -> StartError {
 
 impl Cluster {
     /// Binds the link listener and starts the cluster thread; `metrics` is this node's
-    /// `/metrics` address, registered with the node.
+    /// `/metrics` address, registered for `uringmq cluster status`.
     pub(crate) fn start(
         config: &ClusterConfig,
         metrics: Option<SocketAddr>,
@@ -100,6 +103,11 @@ impl Cluster {
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// The status the cluster thread keeps (for `/metrics`).
+    pub(crate) fn board(&self) -> Arc<StatusBoard> {
+        self.board.clone()
     }
 
     /// This node's view of the cluster.

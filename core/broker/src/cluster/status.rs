@@ -1,4 +1,5 @@
-//! What the cluster thread knows, for [`crate::Broker::cluster_status`]. Written by the cluster thread, read by whoever asks; a mutex is
+//! What the cluster thread knows, for [`crate::Broker::cluster_status`], `/metrics` and
+//! `uringmq cluster status`. Written by the cluster thread, read by whoever asks; a mutex is
 //! fine here, off every core's path.
 
 use super::membership::Members;

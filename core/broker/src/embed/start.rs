@@ -130,6 +130,7 @@ impl Broker {
             endpoints: endpoints.clone(),
             started: Instant::now(),
             stopping: Default::default(),
+            cluster: Default::default(),
         }))?;
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -169,7 +170,10 @@ impl Broker {
         // Once the cores serve: a node registers only when it can take clients and links.
         if let Some(c) = &broker.shared.config.cluster {
             match crate::cluster::Cluster::start(c, broker.ops.metrics_addr()) {
-                Ok(c) => broker.cluster = Some(c),
+                Ok(c) => {
+                    let _ = broker.ops.context().cluster.set(c.board());
+                    broker.cluster = Some(c);
+                }
                 Err(e) => {
                     broker.stop();
                     return Err(e);
