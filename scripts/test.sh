@@ -18,6 +18,11 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     missing+=(mosquitto mosquitto-clients)
 fi
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# etcd and Redis for the cluster tests, which start their own on free loopback ports (neither
+# starts a service here); protoc, which the etcd client crate's build script runs.
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq

@@ -11,7 +11,14 @@ from __future__ import annotations
 import os
 from typing import List, Literal, Optional, TypedDict, Union
 
-__all__ = ["BridgeSettings", "BridgeTopicSettings", "ListenerSettings", "PathSetting", "Settings"]
+__all__ = [
+    "BridgeSettings",
+    "BridgeTopicSettings",
+    "ClusterSettings",
+    "ListenerSettings",
+    "PathSetting",
+    "Settings",
+]
 
 #: A file path: a string or an ``os.PathLike`` such as ``pathlib.Path``.
 PathSetting = Union[str, "os.PathLike[str]"]
@@ -81,6 +88,21 @@ class BridgeSettings(TypedDict, total=False):
     topic: List[BridgeTopicSettings]
 
 
+class ClusterSettings(TypedDict, total=False):
+    """The ``[cluster]`` table (``Broker(cluster={...})``); ``name`` and a secret are needed."""
+
+    name: str
+    etcd: List[str]
+    prefix: str
+    bind: str
+    port: int
+    advertise: Optional[str]
+    lease_ttl_secs: int
+    secret: Optional[str]
+    secret_file: Optional[PathSetting]
+    session_store: Optional[str]
+
+
 class Settings(TypedDict, total=False):
     """Every key of the config file, as ``Broker(**settings)`` keyword arguments. ``None``
     means "the default"."""
@@ -135,3 +157,4 @@ class Settings(TypedDict, total=False):
     acl_file: Optional[PathSetting]
     scram_sha256: Optional[bool]
     auth_failure_delay_ms: Optional[int]
+    cluster: Optional[ClusterSettings]

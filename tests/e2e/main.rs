@@ -8,6 +8,7 @@ mod auth;
 mod auth_hooks;
 mod basic;
 mod bridge;
+mod cluster;
 mod embed;
 mod hibernate;
 mod jwt;

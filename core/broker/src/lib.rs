@@ -8,6 +8,7 @@
 pub mod api;
 mod bridge;
 pub mod cli;
+mod cluster;
 pub mod config;
 mod conn;
 mod embed;
@@ -21,6 +22,8 @@ pub mod store;
 
 pub use api::*;
 pub use bridge::BridgeState;
+pub use cluster::cli::{status_report as cluster_status_report, ClusterCmd};
+pub use cluster::status::{ClusterStatus, LinkStatus, NodeStatus, PeerLinks};
 pub use config::*;
 pub use embed::{
     init_logging, init_logging_background, Broker, BrokerBuilder, RecvError, Subscription,

@@ -43,6 +43,9 @@ struct Args {
 enum Command {
     /// Create or update a Mosquitto-compatible password file (like mosquitto_passwd).
     Passwd(cli::Passwd),
+    /// Inspect a uringmq cluster: `uringmq cluster status`.
+    #[command(subcommand)]
+    Cluster(uringmq::ClusterCmd),
 }
 
 fn parse_driver(s: &str) -> Result<Driver, String> {
@@ -71,8 +74,10 @@ fn block_signals() -> libc::sigset_t {
 
 fn main() -> std::process::ExitCode {
     let mut args = Args::parse();
-    if let Some(Command::Passwd(p)) = args.command.take() {
-        return std::process::ExitCode::from(p.run());
+    match args.command.take() {
+        Some(Command::Passwd(p)) => return std::process::ExitCode::from(p.run()),
+        Some(Command::Cluster(c)) => return std::process::ExitCode::from(c.run()),
+        None => {}
     }
     let config = match config_of(&args) {
         Ok(c) => c,

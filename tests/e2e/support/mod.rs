@@ -3,6 +3,7 @@
 //! and WebSocket streams it can run over ([`streams`]).
 
 pub mod client;
+pub mod etcd;
 pub mod streams;
 
 use bytes::Bytes;

@@ -75,6 +75,9 @@ impl Config {
         ] {
             fix(p);
         }
+        if let Some(c) = &mut self.cluster {
+            fix(&mut c.secret_file);
+        }
         for l in &mut self.listeners {
             for p in [
                 &mut l.cert_file,

@@ -2,11 +2,13 @@
 //!
 //! Every key has a default, so an empty file is a valid config (the fixture case: loopback only,
 //! anonymous allowed). Unknown keys are errors that name the key. Owns the `Config` struct and
-//! its defaults (here), listener tables (`listener.rs`), reading (`load.rs`) and the checks
+//! its defaults (here), listener tables (`listener.rs`), the `[cluster]` table (`cluster.rs`),
+//! reading (`load.rs`) and the checks
 //! across keys with the per-listener effective values (`validate.rs`). A leaf: it imports
 //! nothing else of the crate.
 
 pub(crate) mod bridge;
+mod cluster;
 mod listener;
 mod load;
 #[cfg(test)]
@@ -14,6 +16,7 @@ mod tests;
 mod validate;
 
 pub use bridge::{Addresses, BridgeConfig, BridgeProtocol, BridgeTopic, Direction};
+pub use cluster::ClusterConfig;
 pub use listener::*;
 pub use load::ConfigError;
 
@@ -221,6 +224,9 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Log line format of the binary: `text` or `json`.
     pub log_format: LogFormat,
+    /// `[cluster]`: this node's place in a cluster (`cluster/config.rs`); absent: one node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 pub(super) fn default_bind() -> IpAddr {
@@ -284,6 +290,7 @@ impl Default for Config {
             sys_interval_secs: 10,
             metrics_listen: None,
             log_format: LogFormat::Text,
+            cluster: None,
         }
     }
 }

@@ -45,6 +45,10 @@ impl Config {
                 "needs a password_file with SCRAM-SHA-256 entries (uringmq passwd -H scram-sha-256)",
             );
         }
+        if let Some(c) = &self.cluster {
+            c.validate()
+                .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
+        }
         for l in &self.listeners {
             self.validate_listener(l)?;
         }

@@ -32,6 +32,8 @@ pub struct Broker {
     pub(crate) security: Arc<Security>,
     /// `$SYS`, the metrics endpoint and the snapshot they read (`ops/`).
     pub(super) ops: crate::ops::Ops,
+    /// The cluster thread, with `[cluster]` (`cluster/`).
+    pub(super) cluster: Option<crate::cluster::Cluster>,
     pub(super) running: bool,
 }
 
@@ -194,6 +196,11 @@ impl Broker {
         self.ops.context().metrics_text()
     }
 
+    /// This node's view of its cluster (registered nodes, links), with `[cluster]`.
+    pub fn cluster_status(&self) -> Option<crate::ClusterStatus> {
+        self.cluster.as_ref().map(|c| c.status())
+    }
+
     /// The bound address of `metrics_listen` (port 0 resolved), if set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.ops.metrics_addr()
@@ -208,6 +215,10 @@ impl Broker {
             return;
         }
         self.running = false;
+        // Leave the cluster first: the others stop routing here before the clients go.
+        if let Some(c) = &mut self.cluster {
+            c.stop();
+        }
         self.ops.stop();
         for mb in &self.shared.mailboxes {
             mb.push(MeshMsg::Stop);

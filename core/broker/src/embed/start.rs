@@ -107,6 +107,7 @@ impl BrokerBuilder {
             endpoints: bound.endpoints.clone(),
             started: Instant::now(),
             stopping: Default::default(),
+            cluster: Default::default(),
         }))?;
         let mut broker = Broker {
             shared,
@@ -115,9 +116,23 @@ impl BrokerBuilder {
             endpoints: bound.endpoints,
             security,
             ops,
+            cluster: None,
             running: true,
         };
         start_cores(&mut broker, bound.per_core, driver)?;
+        // Once the cores serve: a node registers only when it can take clients and links.
+        if let Some(c) = &broker.shared.config.cluster {
+            match crate::cluster::Cluster::start(c, broker.ops.metrics_addr()) {
+                Ok(c) => {
+                    let _ = broker.ops.context().cluster.set(c.board());
+                    broker.cluster = Some(c);
+                }
+                Err(e) => {
+                    broker.stop();
+                    return Err(e);
+                }
+            }
+        }
         info!(
             addr = %broker.local_addr(),
             cores,

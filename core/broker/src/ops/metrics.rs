@@ -199,6 +199,9 @@ pub(crate) fn render(ctx: &Context, snap: &Snapshot) -> String {
     families.push(expired_sessions(snap));
     families.extend(bridges(snap));
     families.extend(broker_wide(ctx, snap));
+    if let Some(board) = ctx.cluster.get() {
+        families.extend(super::cluster::families(&board.snapshot()));
+    }
     families.push(histograms(
         "uringmq_connect_duration_seconds",
         "Time from CONNECT received to CONNACK queued, accepted connections (authentication included).",
@@ -233,7 +236,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
         .collect()
 }
 
-fn sample(ty: MetricType, value: f64, label_pairs: &[(&str, &str)]) -> Metric {
+pub(super) fn sample(ty: MetricType, value: f64, label_pairs: &[(&str, &str)]) -> Metric {
     let mut m = Metric::default();
     m.set_label(labels(label_pairs));
     if ty == MetricType::COUNTER {
@@ -248,7 +251,7 @@ fn sample(ty: MetricType, value: f64, label_pairs: &[(&str, &str)]) -> Metric {
     m
 }
 
-fn family(name: &str, help: &str, ty: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+pub(super) fn family(name: &str, help: &str, ty: MetricType, metrics: Vec<Metric>) -> MetricFamily {
     let mut f = MetricFamily::default();
     f.set_name(name.to_owned());
     f.set_help(help.to_owned());

@@ -9,6 +9,7 @@
 //! subscriptions): a walk over the core's sessions, once per scrape or `$SYS` tick, instead of
 //! bookkeeping on every delivery. The reader then sums the cores' atomics.
 
+mod cluster;
 mod http;
 mod metrics;
 mod sys_topics;
@@ -186,6 +187,8 @@ pub(crate) struct Context {
     pub(crate) endpoints: Vec<Arc<Endpoint>>,
     pub(crate) started: Instant,
     pub(crate) stopping: AtomicBool,
+    /// The cluster thread's status, once it runs (`[cluster]`): its families in `/metrics`.
+    pub(crate) cluster: std::sync::OnceLock<Arc<crate::cluster::status::StatusBoard>>,
 }
 
 impl Context {

@@ -1,0 +1,297 @@
+//! Node-to-node links: one long-lived TCP connection dialed by each node to every other
+//! member, authenticated both ways with the cluster secret (`link_auth.rs`), kept alive with
+//! pings, and dialed again with a backoff when it breaks.
+//!
+//! Each node dials every other member and sends on the connection it dialed; it accepts the
+//! others' connections and receives on them. So a pair of nodes has two connections, one per
+//! direction, and no tie-break is needed when two nodes dial each other at once. The link
+//! manager follows the membership view: a member that joins gets a dialer, one that leaves
+//! loses it. Every read and write has a deadline, so a peer that stops answering is detected
+//! within [`SILENCE`] and its link dialed again.
+
+use super::frame::{read_frame, Frame, MAX_FRAME, MAX_HANDSHAKE_FRAME, VERSION};
+use super::link_auth::{nonce, sign, verify, Exchange, Role};
+use super::membership::Members;
+use super::status::{Direction, StatusBoard};
+use super::Backoff;
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::io::{Error, ErrorKind};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{interval, sleep, timeout, MissedTickBehavior};
+use tracing::{info, warn};
+
+/// How often the dialing node pings an idle link.
+const PING_EVERY: Duration = Duration::from_millis(500);
+/// A link on which nothing arrived for this long is dead.
+const SILENCE: Duration = Duration::from_secs(2);
+/// The deadline of a connect and of the whole handshake.
+const HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// What the link tasks share.
+pub struct LinkCtx {
+    /// This node's name.
+    pub name: String,
+    /// The cluster secret.
+    pub secret: Vec<u8>,
+    /// Status for `cluster_status`.
+    pub board: Arc<StatusBoard>,
+}
+
+/// Follows the membership view: one dialer per other member, replaced when its address
+/// changes, ended when it leaves.
+pub async fn manage(ctx: Arc<LinkCtx>, mut members: watch::Receiver<Members>) {
+    let mut dialers: HashMap<String, (String, JoinHandle<()>)> = HashMap::new();
+    loop {
+        {
+            let view = members.borrow_and_update();
+            dialers.retain(|peer, (addr, task)| {
+                let keep = view.get(peer).is_some_and(|r| r.addr == *addr);
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            for (peer, rec) in view.iter().filter(|(n, _)| **n != ctx.name) {
+                if !dialers.contains_key(peer) {
+                    let task = tokio::spawn(dial(ctx.clone(), peer.clone(), rec.addr.clone()));
+                    dialers.insert(peer.clone(), (rec.addr.clone(), task));
+                }
+            }
+        }
+        if members.changed().await.is_err() {
+            break;
+        }
+    }
+    for (_, (_, task)) in dialers {
+        task.abort();
+    }
+}
+
+/// Keeps the outbound link to `peer` at `addr` up, dialing again after a backoff.
+async fn dial(ctx: Arc<LinkCtx>, peer: String, addr: String) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let mut up = None;
+        let result = outbound(&ctx, &peer, &addr, &mut up).await;
+        if let Some(generation) = up {
+            ctx.board.set_down(&peer, Direction::Outbound, generation);
+            backoff.reset();
+        }
+        let wait = backoff.next();
+        if let Err(e) = result {
+            if up.is_some() {
+                warn!(peer = %peer, addr = %addr, error = %e, "cluster: link lost");
+            } else {
+                tracing::debug!(peer = %peer, addr = %addr, error = %e, retry_in = ?wait,
+                    "cluster: cannot link");
+            }
+        }
+        sleep(wait).await;
+    }
+}
+
+/// Dials, authenticates and then pings the link until it fails; `up` gets the link's
+/// generation once it is up.
+async fn outbound(
+    ctx: &LinkCtx,
+    peer: &str,
+    addr: &str,
+    up: &mut Option<u64>,
+) -> std::io::Result<()> {
+    let mut stream = timeout(HANDSHAKE, TcpStream::connect(addr))
+        .await
+        .map_err(|_| Error::new(ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    timeout(HANDSHAKE, handshake_dialer(ctx, peer, &mut stream))
+        .await
+        .map_err(|_| Error::new(ErrorKind::TimedOut, "handshake timed out"))??;
+    *up = Some(ctx.board.set_up(peer, Direction::Outbound));
+    info!(peer = %peer, addr = %addr, "cluster: link up");
+    let (mut rd, mut wr) = stream.into_split();
+    let mut ping = interval(PING_EVERY);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut buf = Vec::new();
+    let mut out = BytesMut::new();
+    loop {
+        tokio::select! {
+            _ = ping.tick() => {
+                out.clear();
+                Frame::Ping.encode(&mut out);
+                timeout(SILENCE, wr.write_all(&out)).await.map_err(|_| silent())??;
+                ctx.board.link(peer, Direction::Outbound, |l| l.frames_out += 1);
+            }
+            frame = timeout(SILENCE, read_frame(&mut rd, &mut buf, MAX_FRAME)) => {
+                match frame.map_err(|_| silent())?? {
+                    Frame::Pong => ctx.board.link(peer, Direction::Outbound, |l| l.frames_in += 1),
+                    other => return Err(unexpected(&other)),
+                }
+            }
+        }
+    }
+}
+
+/// The dialing side of the handshake: read Hello, send Auth, check Welcome.
+async fn handshake_dialer(ctx: &LinkCtx, peer: &str, s: &mut TcpStream) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let Frame::Hello {
+        name,
+        nonce: theirs,
+        ..
+    } = read_frame(s, &mut buf, MAX_HANDSHAKE_FRAME).await?
+    else {
+        return Err(Error::new(ErrorKind::InvalidData, "expected Hello"));
+    };
+    if name != peer {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("the node at this address is {name:?}, not {peer:?}"),
+        ));
+    }
+    let mine = nonce();
+    let x = Exchange {
+        acceptor_nonce: &theirs,
+        dialer_nonce: &mine,
+        dialer: &ctx.name,
+        acceptor: peer,
+    };
+    let auth = Frame::Auth {
+        name: ctx.name.clone(),
+        nonce: mine,
+        mac: sign(&ctx.secret, Role::Dialer, &x),
+    };
+    send(s, &auth).await?;
+    match read_frame(s, &mut buf, MAX_HANDSHAKE_FRAME).await? {
+        Frame::Welcome { mac } if verify(&ctx.secret, Role::Acceptor, &x, &mac) => Ok(()),
+        _ => Err(Error::new(
+            ErrorKind::PermissionDenied,
+            "the peer does not hold the cluster secret",
+        )),
+    }
+}
+
+/// Accepts the other nodes' links until the runtime ends.
+pub async fn accept(ctx: Arc<LinkCtx>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = inbound(&ctx, stream).await {
+                        tracing::debug!(%from, error = %e, "cluster: inbound link ended");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "cluster: accept failed");
+                sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Authenticates an inbound link, then answers its pings until it fails.
+async fn inbound(ctx: &LinkCtx, mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let from = stream.peer_addr()?;
+    let peer = match timeout(HANDSHAKE, handshake_acceptor(ctx, &mut stream)).await {
+        Ok(Ok(peer)) => peer,
+        Ok(Err(e)) => {
+            ctx.board.auth_failed();
+            warn!(%from, error = %e, "cluster: link refused");
+            return Err(e);
+        }
+        Err(_) => return Err(Error::new(ErrorKind::TimedOut, "handshake timed out")),
+    };
+    let generation = ctx.board.set_up(&peer, Direction::Inbound);
+    let result = serve_inbound(ctx, &peer, &mut stream).await;
+    ctx.board.set_down(&peer, Direction::Inbound, generation);
+    result
+}
+
+async fn serve_inbound(ctx: &LinkCtx, peer: &str, stream: &mut TcpStream) -> std::io::Result<()> {
+    let (mut rd, mut wr) = stream.split();
+    let mut buf = Vec::new();
+    let mut out = BytesMut::new();
+    loop {
+        let frame = timeout(SILENCE, read_frame(&mut rd, &mut buf, MAX_FRAME))
+            .await
+            .map_err(|_| silent())??;
+        ctx.board
+            .link(peer, Direction::Inbound, |l| l.frames_in += 1);
+        match frame {
+            Frame::Ping => {
+                out.clear();
+                Frame::Pong.encode(&mut out);
+                timeout(SILENCE, wr.write_all(&out))
+                    .await
+                    .map_err(|_| silent())??;
+                ctx.board
+                    .link(peer, Direction::Inbound, |l| l.frames_out += 1);
+            }
+            other => return Err(unexpected(&other)),
+        }
+    }
+}
+
+/// The accepting side of the handshake: send Hello, check Auth, send Welcome. Returns the
+/// authenticated peer's name.
+async fn handshake_acceptor(ctx: &LinkCtx, s: &mut TcpStream) -> std::io::Result<String> {
+    let mine = nonce();
+    let hello = Frame::Hello {
+        version: VERSION,
+        name: ctx.name.clone(),
+        nonce: mine,
+    };
+    send(s, &hello).await?;
+    let mut buf = Vec::new();
+    let Frame::Auth { name, nonce, mac } = read_frame(s, &mut buf, MAX_HANDSHAKE_FRAME).await?
+    else {
+        return Err(Error::new(ErrorKind::InvalidData, "expected Auth"));
+    };
+    let x = Exchange {
+        acceptor_nonce: &mine,
+        dialer_nonce: &nonce,
+        dialer: &name,
+        acceptor: &ctx.name,
+    };
+    if !verify(&ctx.secret, Role::Dialer, &x, &mac) {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!("node {name:?} does not hold the cluster secret"),
+        ));
+    }
+    if name == ctx.name {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("another node is also named {name:?}"),
+        ));
+    }
+    send(
+        s,
+        &Frame::Welcome {
+            mac: sign(&ctx.secret, Role::Acceptor, &x),
+        },
+    )
+    .await?;
+    Ok(name)
+}
+
+async fn send(s: &mut TcpStream, f: &Frame) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    f.encode(&mut out);
+    s.write_all(&out).await
+}
+
+fn silent() -> Error {
+    Error::new(ErrorKind::TimedOut, "the peer went silent")
+}
+
+fn unexpected(f: &Frame) -> Error {
+    Error::new(ErrorKind::InvalidData, format!("unexpected frame {f:?}"))
+}

@@ -1,0 +1,169 @@
+//! What the cluster thread knows, for [`crate::Broker::cluster_status`], `/metrics` and
+//! `uringmq cluster status`. Written by the cluster thread, read by whoever asks; a mutex is
+//! fine here, off every core's path.
+
+use super::membership::Members;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// A node as registered in etcd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Its name.
+    pub name: String,
+    /// `host:port` of its node-to-node links.
+    pub addr: String,
+    /// When it started (seconds since the Unix epoch).
+    pub started: u64,
+}
+
+/// One direction of the link with a peer: the connection this node dialed (outbound) or the
+/// one the peer dialed (inbound).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// Whether the link is up (authenticated and alive).
+    pub up: bool,
+    /// How many times it came up.
+    pub connects: u64,
+    /// When it last came up or went down.
+    pub since: Option<SystemTime>,
+    /// Frames sent on it.
+    pub frames_out: u64,
+    /// Frames received on it.
+    pub frames_in: u64,
+}
+
+/// The links with one peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerLinks {
+    /// The connection this node dials.
+    pub outbound: LinkStatus,
+    /// The connection the peer dials.
+    pub inbound: LinkStatus,
+}
+
+/// This node's view of the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This node's name.
+    pub name: String,
+    /// Whether this node's key is in etcd now (its etcd session is up).
+    pub registered: bool,
+    /// The registered nodes, this one included, by name.
+    pub nodes: Vec<NodeStatus>,
+    /// The links with every other node seen, by peer name.
+    pub links: BTreeMap<String, PeerLinks>,
+    /// Link handshakes refused (bad secret, another version, a name clash).
+    pub link_auth_failures: u64,
+}
+
+impl ClusterStatus {
+    /// Whether both directions of the link with `peer` are up.
+    pub fn link_up(&self, peer: &str) -> bool {
+        self.links
+            .get(peer)
+            .is_some_and(|l| l.outbound.up && l.inbound.up)
+    }
+
+    /// The names of the registered nodes.
+    pub fn node_names(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.name.as_str()).collect()
+    }
+}
+
+/// Which direction of a link.
+#[derive(Clone, Copy, Debug)]
+pub enum Direction {
+    /// Dialed by this node.
+    Outbound,
+    /// Dialed by the peer.
+    Inbound,
+}
+
+/// The shared status, updated by the cluster thread's tasks.
+#[derive(Default)]
+pub struct StatusBoard(Mutex<ClusterStatus>);
+
+impl StatusBoard {
+    /// A board for node `name`.
+    pub fn new(name: &str) -> Self {
+        StatusBoard(Mutex::new(ClusterStatus {
+            name: name.to_owned(),
+            ..Default::default()
+        }))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut ClusterStatus) -> R) -> R {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s)
+    }
+
+    /// A copy of the status.
+    pub fn snapshot(&self) -> ClusterStatus {
+        self.with(|s| s.clone())
+    }
+
+    /// Whether this node's key is in etcd.
+    pub fn set_registered(&self, on: bool) {
+        self.with(|s| s.registered = on);
+    }
+
+    /// The members seen in etcd; links of peers that left are forgotten.
+    pub fn set_members(&self, members: &Members) {
+        self.with(|s| {
+            s.nodes = members
+                .iter()
+                .map(|(name, r)| NodeStatus {
+                    name: name.clone(),
+                    addr: r.addr.clone(),
+                    started: r.started,
+                })
+                .collect();
+            s.links.retain(|peer, _| members.contains_key(peer));
+        });
+    }
+
+    /// Updates one direction of the link with `peer`.
+    pub fn link(&self, peer: &str, dir: Direction, f: impl FnOnce(&mut LinkStatus)) {
+        self.with(|s| {
+            let links = s.links.entry(peer.to_owned()).or_default();
+            f(match dir {
+                Direction::Outbound => &mut links.outbound,
+                Direction::Inbound => &mut links.inbound,
+            })
+        });
+    }
+
+    /// Marks one direction up; returns the connection's generation for [`Self::set_down`].
+    pub fn set_up(&self, peer: &str, dir: Direction) -> u64 {
+        let mut generation = 0;
+        self.link(peer, dir, |l| {
+            l.connects += 1;
+            l.up = true;
+            l.since = Some(SystemTime::now());
+            generation = l.connects;
+        });
+        generation
+    }
+
+    /// Marks one direction down, unless a newer connection came up meanwhile (a peer that
+    /// dials again may do so before its old connection's end is noticed here) or the peer
+    /// left (its entry went with it).
+    pub fn set_down(&self, peer: &str, dir: Direction, generation: u64) {
+        if !self.with(|s| s.links.contains_key(peer)) {
+            return;
+        }
+        self.link(peer, dir, |l| {
+            if l.connects == generation {
+                l.up = false;
+                l.since = Some(SystemTime::now());
+            }
+        });
+    }
+
+    /// Counts a refused handshake.
+    pub fn auth_failed(&self) {
+        self.with(|s| s.link_auth_failures += 1);
+    }
+}

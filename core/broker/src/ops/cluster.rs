@@ -1,0 +1,82 @@
+//! The cluster's families in `/metrics` (built from the cluster thread's [`ClusterStatus`]
+//! when scraped, `[cluster]` only): registration, nodes seen, and per link (`peer`,
+//! `direction`) its state, connects and frames. `uringmq cluster status` reads
+//! `uringmq_cluster_link_up` from here.
+
+use super::metrics::{family, sample};
+use crate::cluster::status::{ClusterStatus, LinkStatus};
+use prometheus::proto::{MetricFamily, MetricType};
+
+/// A per-link figure: name, help, type, how to read it.
+type PerLink = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&LinkStatus) -> u64,
+);
+
+const PER_LINK: [PerLink; 4] = {
+    use MetricType::{COUNTER as C, GAUGE as G};
+    [
+        (
+            "uringmq_cluster_link_up",
+            "Whether the link with a peer is up (authenticated, answering), per direction.",
+            G,
+            |l| u64::from(l.up),
+        ),
+        (
+            "uringmq_cluster_link_connects_total",
+            "Times the link came up.",
+            C,
+            |l| l.connects,
+        ),
+        (
+            "uringmq_cluster_link_frames_sent_total",
+            "Frames sent on the link.",
+            C,
+            |l| l.frames_out,
+        ),
+        (
+            "uringmq_cluster_link_frames_received_total",
+            "Frames received on the link.",
+            C,
+            |l| l.frames_in,
+        ),
+    ]
+};
+
+/// Every cluster family of `s`.
+pub(super) fn families(s: &ClusterStatus) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER, GAUGE};
+    let mut out = vec![
+        family(
+            "uringmq_cluster_registered",
+            "Whether this node's key is in etcd (its etcd session is up).",
+            GAUGE,
+            vec![sample(GAUGE, f64::from(u8::from(s.registered)), &[])],
+        ),
+        family(
+            "uringmq_cluster_nodes",
+            "Nodes registered in etcd, this one included, as this node sees them.",
+            GAUGE,
+            vec![sample(GAUGE, s.nodes.len() as f64, &[])],
+        ),
+        family(
+            "uringmq_cluster_link_auth_failures_total",
+            "Link handshakes refused (no cluster secret, another version, a name clash).",
+            COUNTER,
+            vec![sample(COUNTER, s.link_auth_failures as f64, &[])],
+        ),
+    ];
+    for (name, help, ty, f) in PER_LINK {
+        let mut samples = Vec::new();
+        for (peer, links) in &s.links {
+            for (dir, l) in [("outbound", &links.outbound), ("inbound", &links.inbound)] {
+                let labels = [("peer", peer.as_str()), ("direction", dir)];
+                samples.push(sample(ty, f(l) as f64, &labels));
+            }
+        }
+        out.push(family(name, help, ty, samples));
+    }
+    out
+}
