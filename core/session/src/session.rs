@@ -28,7 +28,7 @@ pub struct Session {
     pub queue: Queue,
     /// Inbound QoS 2 awaiting PUBREL.
     pub qos2_in: InboundQos2,
-    /// Session Expiry Interval (u32::MAX: never).
+    /// Session Expiry Interval (u32::MAX: never); DISCONNECT may change it.
     pub session_expiry: u32,
     /// Inbound topic aliases (per connection).
     pub in_aliases: InboundAliases,
@@ -110,6 +110,16 @@ impl Session {
     /// Whether the session outlives its connection.
     pub fn is_persistent(&self) -> bool {
         self.session_expiry != 0
+    }
+
+    /// Session Expiry Interval in seconds (u32::MAX: never), as CONNECT or DISCONNECT set it.
+    pub fn session_expiry(&self) -> u32 {
+        self.session_expiry
+    }
+
+    /// Will Delay Interval of the current connection, in seconds.
+    pub fn will_delay(&self) -> u32 {
+        self.will_delay
     }
 }
 
