@@ -68,8 +68,9 @@ impl Session {
             .map_err(Violation::TopicAlias)?;
         check_topic(&topic, limits)?;
         let fresh = qos != QoS::ExactlyOnce || self.receive_qos2(pid, limits)?;
-        // `$SYS/` is the broker's [§4.7.2]: clients may not publish there.
-        let allowed = !Message::is_sys_topic(&topic) && authorize(self, &topic);
+        // `$SYS/` is the broker's [§4.7.2]: clients may not publish there (but for a bridge's
+        // state topic, as Mosquitto).
+        let allowed = !Message::is_reserved_for_broker(&topic) && authorize(self, &topic);
         let v5 = self.protocol.is_v5();
         if !allowed && qos == QoS::ExactlyOnce && v5 {
             // A PUBREC with an error code ends the exchange: no PUBREL follows.

@@ -1,7 +1,6 @@
 //! CONNECT: negotiation, authorisation, claiming the client id and installing the session.
 
 use super::Conn;
-use crate::config::Config;
 use crate::conn::{write_packet, CloseReason};
 use crate::shard::{add, Shard, Sink};
 use std::num::NonZeroU32;
@@ -13,7 +12,6 @@ use tracing::{debug, info, warn};
 use uringmq_auth::ClientInfo;
 use uringmq_codec::{encoded_len_within, ConnAck, Connect, Packet, Protocol, ReasonCode};
 use uringmq_session::{keepalive, negotiate, Negotiated, Session};
-use uringmq_topic::check_max_levels;
 
 /// Asks a blocking authoriser on a hook thread (never on the core) about a PUBLISH topic or
 /// each SUBSCRIBE filter.
@@ -102,8 +100,8 @@ pub(super) async fn on_connect(
     let max_out = c.properties.maximum_packet_size.and_then(NonZeroU32::new);
     conn.max_out.set(max_out);
     let requested = super::login::take_method(core, conn, &mut c)?;
+    // Refuses a will the broker cannot honour, too.
     let n = negotiated(core, conn, &c)?;
-    check_will_settings(&core.shared.config, conn, &c)?;
     // Authentication (certificate, enhanced AUTH exchange, password file, anonymous policy,
     // hooks): on a hook thread where blocking; refusals are delayed and counted there.
     let mut granted =
@@ -158,27 +156,6 @@ fn negotiated(core: &Shard, conn: &Conn, c: &Connect) -> Result<Negotiated, Clos
         refuse(conn, c.protocol, r.reason);
         CloseReason::Refused(r.reason.0)
     })
-}
-
-/// Refuses a will the broker cannot honour (v5 [MQTT-3.2.2-12] [MQTT-3.2.2-13]) or whose
-/// topic it would refuse in a PUBLISH (CONNACK 0x90 [§3.2.2.2]).
-fn check_will_settings(cfg: &Config, conn: &Conn, c: &Connect) -> Result<(), CloseReason> {
-    let Some(w) = &c.will else {
-        return Ok(());
-    };
-    let code = if w.qos as u8 > cfg.max_qos {
-        ReasonCode::QOS_NOT_SUPPORTED
-    } else if w.retain && !cfg.retain_available {
-        ReasonCode::RETAIN_NOT_SUPPORTED
-    } else if w.topic.len() > cfg.max_topic_length
-        || check_max_levels(&w.topic, cfg.max_topic_levels).is_err()
-    {
-        ReasonCode::TOPIC_NAME_INVALID
-    } else {
-        return Ok(());
-    };
-    refuse(conn, c.protocol, code);
-    Err(CloseReason::Refused(code.0))
 }
 
 /// A CONNECT's session: the client id claimed, and the previous session if it goes on.

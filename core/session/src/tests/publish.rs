@@ -213,7 +213,7 @@ fn an_unknown_pubrel_gets_pubcomp_packet_identifier_not_found() {
 }
 
 /// `$SYS/` is the broker's [§4.7.2]: a client's PUBLISH there is not routed; v5 says 0x87,
-/// 3.x cannot say no. The ACL is not asked. Moved from the e2e test
+/// 3.x cannot say no. The ACL is not asked. A bridge's state topic is the exception. Moved from the e2e test
 /// `v5::sys_topics_cannot_be_published_by_clients`.
 #[test]
 fn sys_topics_cannot_be_published_by_clients() {
@@ -228,6 +228,9 @@ fn sys_topics_cannot_be_published_by_clients() {
         assert_eq!(pair.acl_asked, 0);
         pair.publish("$SYSTEM/x", QoS::AtMostOnce);
         assert_eq!(pair.routed.len(), 1, "only `$SYS` itself is reserved");
+        // A bridge's state, which Mosquitto lets clients (bridges) write.
+        pair.publish("$SYS/broker/connection/b/state", QoS::AtMostOnce);
+        assert_eq!(pair.routed.len(), 2);
     }
 }
 
