@@ -49,6 +49,7 @@ fn the_routed_message_is_the_publish_at_the_broker_clock() {
     );
 }
 
+/// Moved from the end of the e2e test `v5::subscription_limits_and_max_qos`.
 #[test]
 fn qos_above_maximum_qos_ends_the_connection() {
     let mut pair = Pair::with_limits(Protocol::V5, |l| l.max_qos = 1);
