@@ -106,6 +106,13 @@ impl Session {
         Ok(Received { ack, route })
     }
 
+    /// The topic `p` names, its own or its alias's, without handling it: what a blocking
+    /// authoriser is asked about, off the core, before [`Session::handle_publish`]. `None` when
+    /// it names none (`handle_publish` then finds the violation).
+    pub fn publish_topic(&self, p: &Publish) -> Option<ByteStr> {
+        self.in_aliases.peek(&p.topic, p.properties.topic_alias)
+    }
+
     /// A QoS 2 PUBLISH: true when it is new, false for a retransmission of one awaiting PUBREL
     /// (which does not count again against our Receive Maximum).
     fn receive_qos2(&mut self, pid: u16, limits: &Limits) -> Result<bool, Violation> {

@@ -9,9 +9,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, info, warn};
-use uringmq_auth::ClientInfo;
+use uringmq_auth::{Access, ClientInfo};
 use uringmq_codec::{encoded_len_within, ConnAck, Connect, Packet, Protocol, ReasonCode};
 use uringmq_session::{keepalive, negotiate, Negotiated, Session};
+
+/// What a blocking authoriser is asked about a packet: the topic of a PUBLISH (also the one
+/// its topic alias stands for: the hook decides by topic, and an alias must not get past it)
+/// or each filter of a SUBSCRIBE.
+fn asked_topics(s: &Session, packet: &Packet) -> Option<(Access, Vec<String>)> {
+    match packet {
+        Packet::Publish(p) => Some((Access::Publish, vec![s.publish_topic(p)?.to_string()])),
+        Packet::Subscribe(sub) => Some((
+            Access::Subscribe,
+            sub.filters.iter().map(|(f, _)| f.to_string()).collect(),
+        )),
+        _ => None,
+    }
+}
 
 /// Asks a blocking authoriser on a hook thread (never on the core) about a PUBLISH topic or
 /// each SUBSCRIBE filter.
@@ -27,20 +41,13 @@ pub(super) async fn pre_authorize(
         .as_ref()
         .filter(|a| a.is_blocking())?
         .clone();
-    let (access, topics): (_, Vec<String>) = match packet {
-        Packet::Publish(p) if !p.topic.is_empty() => {
-            (uringmq_auth::Access::Publish, vec![p.topic.to_string()])
-        }
-        Packet::Subscribe(s) => (
-            uringmq_auth::Access::Subscribe,
-            s.filters.iter().map(|(f, _)| f.to_string()).collect(),
-        ),
-        _ => return None,
-    };
-    let (client_id, username, token_acl) = {
+    let (access, topics, client_id, username, token_acl) = {
         let st = core.st.borrow();
         let e = st.sessions.get(&key)?;
+        let (access, topics) = asked_topics(&e.s, packet)?;
         (
+            access,
+            topics,
             e.s.client_id.to_string(),
             e.s.username.as_deref().map(str::to_owned),
             e.token_acl.clone(),

@@ -25,8 +25,9 @@ impl Shard {
     ) -> bool {
         match &self.shared.authorizer {
             None => true,
-            // Blocking authorisers are asked on a hook thread before the packet gets here.
-            Some(a) if a.is_blocking() => true,
+            // Blocking authorisers are asked on a hook thread before the packet gets here
+            // (`pre`); without their answer, the access is denied.
+            Some(a) if a.is_blocking() => false,
             Some(a) => {
                 let mut info = crate::conn::session_info(s, acl, &conn.listener);
                 info.peer = conn.peer;

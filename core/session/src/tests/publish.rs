@@ -264,3 +264,18 @@ fn a_publish_the_acl_refuses_is_dropped() {
     assert!(v5.routed.is_empty() && v3.routed.is_empty());
     assert_eq!((v5.closed, v3.closed), (None, None::<Closed>));
 }
+
+/// What a blocking authoriser is asked about before the PUBLISH is handled: the topic an alias
+/// stands for, not an empty one.
+#[test]
+fn the_topic_of_a_publish_by_alias_is_known_before_it_is_handled() {
+    let mut pair = Pair::v5();
+    let mut p = pair.publish_packet("a/b", QoS::AtMostOnce);
+    p.properties.topic_alias = Some(1);
+    assert_eq!(pair.session.publish_topic(&p).as_deref(), Some("a/b"));
+    pair.send(Packet::Publish(p.clone()));
+    p.topic = ByteStr::new();
+    assert_eq!(pair.session.publish_topic(&p).as_deref(), Some("a/b"));
+    p.properties.topic_alias = Some(2);
+    assert_eq!(pair.session.publish_topic(&p), None);
+}
