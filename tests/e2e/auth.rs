@@ -1056,3 +1056,38 @@ fn a_blocking_hook_decides_wills_at_connect() {
         hook.deny.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A topic alias does not get past a blocking hook: a PUBLISH that uses the alias of a topic
+/// the hook refused is refused too, as the same PUBLISH with its topic is (v5: PUBACK 0x87),
+/// and never delivered.
+#[test]
+fn a_blocking_hook_also_decides_publishes_by_topic_alias() {
+    let hook = Arc::new(WillHook {
+        deny: std::sync::atomic::AtomicBool::new(false),
+    });
+    let hooks = Hooks {
+        authorizer: Some(hook),
+        ..Default::default()
+    };
+    let b = Broker::builder(config())
+        .hooks(hooks)
+        .start()
+        .expect("broker");
+    let mut watcher = Client::connect(b.local_addr(), Protocol::V5, "alias-watcher");
+    watcher.subscribe("#", QoS::AtLeastOnce);
+    let mut p = Client::connect(b.local_addr(), Protocol::V5, "alias-publisher");
+    let mut m = publish("secret/x", b"1", QoS::AtLeastOnce, false);
+    m.properties.topic_alias = Some(1);
+    assert_eq!(p.publish_with(m.clone()), ReasonCode::NOT_AUTHORIZED);
+    m.topic = ByteStr::new();
+    assert_eq!(p.publish_with(m), ReasonCode::NOT_AUTHORIZED);
+    let mut ok = publish("w/ok", b"2", QoS::AtLeastOnce, false);
+    ok.properties.topic_alias = Some(2);
+    assert_eq!(p.publish_with(ok.clone()), ReasonCode::SUCCESS);
+    ok.topic = ByteStr::new();
+    assert_eq!(p.publish_with(ok), ReasonCode::SUCCESS);
+    for _ in 0..2 {
+        assert_eq!(watcher.recv_publish().topic, "w/ok");
+    }
+    watcher.expect_nothing();
+}

@@ -159,22 +159,3 @@ fn connections_gauge_follows_takeovers_and_disconnects() {
     }
     assert_eq!(b.stats().connections, 1);
 }
-
-#[test]
-fn a_will_the_broker_cannot_honour_is_refused() {
-    let b = broker_with(|c| c.max_qos = 1);
-    let mut c = connect_packet(Protocol::V5, "w");
-    c.will = Some(LastWill {
-        topic: "w".into(),
-        payload: Default::default(),
-        qos: QoS::ExactlyOnce,
-        retain: false,
-        properties: Default::default(),
-    });
-    let (_c, ack) = Client::connect_with(b.local_addr(), c);
-    assert_eq!(
-        ack.reason_code,
-        ReasonCode::QOS_NOT_SUPPORTED,
-        "[MQTT-3.2.2-12]"
-    );
-}

@@ -94,25 +94,6 @@ fn released_qos2_is_resent_as_pubrel() {
 }
 
 #[test]
-fn inbound_qos2_is_delivered_exactly_once() {
-    let b = broker();
-    let mut sub = Client::connect(b.local_addr(), Protocol::V5, "sub");
-    sub.subscribe("eo/t", QoS::ExactlyOnce);
-    let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
-    let mut m = publish("eo/t", b"x", QoS::ExactlyOnce, false);
-    m.packet_id = 10;
-    p.send(&Packet::Publish(m.clone()));
-    assert!(matches!(p.recv(), Some(Packet::PubRec(_))));
-    m.dup = true;
-    p.send(&Packet::Publish(m)); // resent before PUBREL: not routed again
-    assert!(matches!(p.recv(), Some(Packet::PubRec(_))));
-    p.send(&Packet::PubRel(Ack::new(10)));
-    assert!(matches!(p.recv(), Some(Packet::PubComp(_))));
-    sub.recv_publish();
-    sub.expect_nothing();
-}
-
-#[test]
 fn takeover_disconnects_the_first_connection_on_any_core() {
     let b = broker();
     // Several rounds: with two cores, some takeovers cross cores.

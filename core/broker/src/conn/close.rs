@@ -59,6 +59,14 @@ impl CloseReason {
     }
 }
 
+/// A rule the client broke: the DISCONNECT (v5) carries its reason code, and its Display (the
+/// rule) is the Reason String and the log line.
+impl From<uringmq_session::Violation> for CloseReason {
+    fn from(v: uringmq_session::Violation) -> Self {
+        CloseReason::Protocol(v.reason_code().0, v.to_string())
+    }
+}
+
 impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

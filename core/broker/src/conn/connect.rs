@@ -1,7 +1,6 @@
 //! CONNECT: negotiation, authorisation, claiming the client id and installing the session.
 
 use super::Conn;
-use crate::config::Config;
 use crate::conn::{write_packet, CloseReason};
 use crate::shard::{add, Shard, Sink};
 use std::num::NonZeroU32;
@@ -10,10 +9,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, info, warn};
-use uringmq_auth::ClientInfo;
+use uringmq_auth::{Access, ClientInfo};
 use uringmq_codec::{encoded_len_within, ConnAck, Connect, Packet, Protocol, ReasonCode};
 use uringmq_session::{keepalive, negotiate, Negotiated, Session};
-use uringmq_topic::check_max_levels;
+
+/// What a blocking authoriser is asked about a packet: the topic of a PUBLISH (also the one
+/// its topic alias stands for: the hook decides by topic, and an alias must not get past it)
+/// or each filter of a SUBSCRIBE.
+fn asked_topics(s: &Session, packet: &Packet) -> Option<(Access, Vec<String>)> {
+    match packet {
+        Packet::Publish(p) => Some((Access::Publish, vec![s.publish_topic(p)?.to_string()])),
+        Packet::Subscribe(sub) => Some((
+            Access::Subscribe,
+            sub.filters.iter().map(|(f, _)| f.to_string()).collect(),
+        )),
+        _ => None,
+    }
+}
 
 /// Asks a blocking authoriser on a hook thread (never on the core) about a PUBLISH topic or
 /// each SUBSCRIBE filter.
@@ -29,20 +41,13 @@ pub(super) async fn pre_authorize(
         .as_ref()
         .filter(|a| a.is_blocking())?
         .clone();
-    let (access, topics): (_, Vec<String>) = match packet {
-        Packet::Publish(p) if !p.topic.is_empty() => {
-            (uringmq_auth::Access::Publish, vec![p.topic.to_string()])
-        }
-        Packet::Subscribe(s) => (
-            uringmq_auth::Access::Subscribe,
-            s.filters.iter().map(|(f, _)| f.to_string()).collect(),
-        ),
-        _ => return None,
-    };
-    let (client_id, username, token_acl) = {
+    let (access, topics, client_id, username, token_acl) = {
         let st = core.st.borrow();
         let e = st.sessions.get(&key)?;
+        let (access, topics) = asked_topics(&e.s, packet)?;
         (
+            access,
+            topics,
             e.s.client_id.to_string(),
             e.s.username.as_deref().map(str::to_owned),
             e.token_acl.clone(),
@@ -102,8 +107,8 @@ pub(super) async fn on_connect(
     let max_out = c.properties.maximum_packet_size.and_then(NonZeroU32::new);
     conn.max_out.set(max_out);
     let requested = super::login::take_method(core, conn, &mut c)?;
+    // Refuses a will the broker cannot honour, too.
     let n = negotiated(core, conn, &c)?;
-    check_will_settings(&core.shared.config, conn, &c)?;
     // Authentication (certificate, enhanced AUTH exchange, password file, anonymous policy,
     // hooks): on a hook thread where blocking; refusals are delayed and counted there.
     let mut granted =
@@ -158,27 +163,6 @@ fn negotiated(core: &Shard, conn: &Conn, c: &Connect) -> Result<Negotiated, Clos
         refuse(conn, c.protocol, r.reason);
         CloseReason::Refused(r.reason.0)
     })
-}
-
-/// Refuses a will the broker cannot honour (v5 [MQTT-3.2.2-12] [MQTT-3.2.2-13]) or whose
-/// topic it would refuse in a PUBLISH (CONNACK 0x90 [§3.2.2.2]).
-fn check_will_settings(cfg: &Config, conn: &Conn, c: &Connect) -> Result<(), CloseReason> {
-    let Some(w) = &c.will else {
-        return Ok(());
-    };
-    let code = if w.qos as u8 > cfg.max_qos {
-        ReasonCode::QOS_NOT_SUPPORTED
-    } else if w.retain && !cfg.retain_available {
-        ReasonCode::RETAIN_NOT_SUPPORTED
-    } else if w.topic.len() > cfg.max_topic_length
-        || check_max_levels(&w.topic, cfg.max_topic_levels).is_err()
-    {
-        ReasonCode::TOPIC_NAME_INVALID
-    } else {
-        return Ok(());
-    };
-    refuse(conn, c.protocol, code);
-    Err(CloseReason::Refused(code.0))
 }
 
 /// A CONNECT's session: the client id claimed, and the previous session if it goes on.

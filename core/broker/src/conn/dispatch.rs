@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use std::rc::Rc;
 use tracing::debug;
 use uringmq_codec::{Packet, Protocol, ReasonCode};
+use uringmq_session::Violation;
 
 /// Decodes and handles every complete packet in `buf`.
 pub(super) async fn handle_buffered(
@@ -90,13 +91,7 @@ pub(super) fn handle<'a>(
                     None => Ok(()),
                 }
             }))),
-            other => Err(CloseReason::Protocol(
-                ReasonCode::PROTOCOL_ERROR.0,
-                format!(
-                    "[MQTT-3.1.0-1] first packet must be CONNECT, got type {}",
-                    other.packet_type()
-                ),
-            )),
+            other => Err(Violation::NotConnect(other.packet_type()).into()),
         };
     };
     debug!(client_id = ?conn.client_id.borrow().as_deref(), packet = ?packet_name(&packet), "packet in");

@@ -4,13 +4,16 @@
 use super::reauth::{send_auth, Exchange, Granted};
 use crate::conn::{refuse, CloseReason, Conn};
 use crate::security::{Admitted, HookError, Security};
-use crate::shard::{add, Entry, Shard};
+use crate::shard::{add, Shard};
 use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::Arc;
 use tracing::{info, warn};
-use uringmq_auth::{AuthStep, Authenticator, ClientInfo, DenyReason, EnhancedAuthenticator};
+use uringmq_auth::{
+    AclFile, AuthStep, Authenticator, ClientInfo, DenyReason, EnhancedAuthenticator,
+};
 use uringmq_codec::{ByteStr, Connect, Protocol, ReasonCode};
+use uringmq_session::Session;
 
 /// The method a CONNECT asks for, when this broker offers it. The method and data are taken out
 /// of the CONNECT so negotiation does not refuse it; an unknown method is left in place and
@@ -272,11 +275,15 @@ async fn check_credentials(
     }
 }
 
-/// The identity of session `e` on `listener` for an authorisation check, with the ACL rules
-/// of its token, if any.
-pub(crate) fn session_info<'a>(e: &'a Entry, listener: &'a str) -> ClientInfo<'a> {
-    let mut info = ClientInfo::new(&e.s.client_id, e.s.username.as_deref(), listener);
-    info.acl = e.token_acl.as_deref();
+/// The identity of session `s` on `listener` for an authorisation check, with the ACL rules
+/// of its token (`acl`), if any.
+pub(crate) fn session_info<'a>(
+    s: &'a Session,
+    acl: Option<&'a AclFile>,
+    listener: &'a str,
+) -> ClientInfo<'a> {
+    let mut info = ClientInfo::new(&s.client_id, s.username.as_deref(), listener);
+    info.acl = acl;
     info
 }
 

@@ -104,9 +104,10 @@ impl Shard {
             Some(a) => a,
             None => {
                 let st = self.st.borrow();
-                st.sessions
-                    .get(&key)
-                    .is_some_and(|e| self.client_info_allows(conn, e, Access::Subscribe, f))
+                st.sessions.get(&key).is_some_and(|e| {
+                    let acl = e.token_acl.as_deref();
+                    self.allows(conn, &e.s, acl, Access::Subscribe, f)
+                })
             }
         };
         if !allowed {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use uringmq_auth::EnhancedAuthenticator;
-use uringmq_session::ConnectLimits;
+use uringmq_session::Limits;
 
 /// Whether io_uring is used, decided once for all cores.
 fn pick_driver(d: Driver) -> Driver {
@@ -187,7 +187,7 @@ fn shared_state(
     let blocking = authenticator.as_ref().is_some_and(|a| a.is_blocking())
         || authorizer.as_ref().is_some_and(|a| a.is_blocking())
         || hooks.on_disconnect.is_some();
-    let limits = ConnectLimits {
+    let limits = Limits {
         max_keepalive: config.max_keepalive,
         max_session_expiry: config.max_session_expiry_secs,
         max_inflight: config.max_inflight,
@@ -196,6 +196,8 @@ fn shared_state(
         max_qos: config.max_qos,
         retain_available: config.retain_available,
         outbound_topic_aliases: config.outbound_topic_aliases,
+        max_topic_levels: config.max_topic_levels,
+        max_topic_length: config.max_topic_length,
     };
     Arc::new(Shared {
         limits,

@@ -277,7 +277,11 @@ impl Shard {
                     Sink::Offline(l) => self.shared.security.listener_name(*l),
                     Sink::Api(_) | Sink::Bridge(_) => NO_LISTENER,
                 };
-                a.authorize(&session_info(e, listener), Access::Receive, topic)
+                a.authorize(
+                    &session_info(&e.s, e.token_acl.as_deref(), listener),
+                    Access::Receive,
+                    topic,
+                )
             }
         }
     }

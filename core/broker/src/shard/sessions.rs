@@ -199,8 +199,8 @@ impl Shard {
             will,
             author,
             persistent: e.s.is_persistent(),
-            expiry: e.s.session_expiry,
-            delay: e.s.will_delay,
+            expiry: e.s.session_expiry(),
+            delay: e.s.will_delay(),
             client_id: e.s.client_id.clone(),
         })
     }

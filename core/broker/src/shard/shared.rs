@@ -7,12 +7,12 @@ use crate::security::HookPool;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use uringmq_auth::{Authenticator, Authorizer};
-use uringmq_session::ConnectLimits;
+use uringmq_session::Limits;
 
 /// What all cores share (read-only after start, except atomics, mailboxes and the registry).
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) limits: ConnectLimits,
+    pub(crate) limits: Limits,
     pub(crate) mailboxes: Vec<Mailbox>,
     pub(crate) registry: Registry,
     /// Publish-rate debts of client ids whose connection closed (`net/publish_debts.rs`).
