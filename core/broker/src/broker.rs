@@ -126,10 +126,15 @@ impl Broker {
             retain_available: config.retain_available,
             outbound_topic_aliases: config.outbound_topic_aliases,
         };
+        // Recovered sessions are placed (and their client ids claimed) before any core runs.
+        let registry = Registry::default();
+        let boot = crate::persist::Boot::open(&config, cores, &registry)
+            .map_err(|e| invalid("persistence_dir", e.to_string()))?;
         let shared = Arc::new(Shared {
             limits,
             mailboxes: (0..cores).map(|_| Mailbox::default()).collect(),
-            registry: Registry::default(),
+            registry,
+            boot,
             publish_debts: Default::default(),
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
             hooks: HookPool::new(
@@ -207,6 +212,12 @@ impl Broker {
     /// Every listener's name and bound address.
     pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.listeners.clone()
+    }
+
+    /// What the durable store recovered at start and has written since (None without
+    /// `persistence_dir`). The store's counters are refreshed every 100 ms.
+    pub fn persistence_stats(&self) -> Option<crate::PersistenceStats> {
+        self.shared.boot.as_ref().map(|b| b.stats())
     }
 
     /// The configuration in use.

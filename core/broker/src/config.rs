@@ -44,6 +44,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// When the durable store is synced to disk (`persistence_sync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PersistenceSync {
+    /// Nothing is acknowledged (PUBACK, PUBREC, SUBACK, CONNACK of a persistent session)
+    /// before what it depends on is synced, on every core involved. One sync per core per
+    /// event-loop turn, shared by everything the turn produced.
+    Always,
+    /// Synced every `persistence_sync_interval_ms`: a crash loses at most that window; a clean
+    /// stop loses nothing.
+    #[default]
+    Interval,
+    /// Written, never synced by the broker (the OS decides); a clean stop still syncs.
+    Never,
+}
+
 /// Transport of a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -360,6 +376,16 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Log line format of the binary: `text` or `json`.
     pub log_format: LogFormat,
+
+    /// Directory of the durable store (Mosquitto's `persistence_location` with `persistence
+    /// true`): sessions, subscriptions, queued and in-flight QoS 1/2 messages, inbound QoS 2
+    /// ids and retained messages survive a restart and a crash. Each core writes its own log
+    /// there. Unset: memory only.
+    pub persistence_dir: Option<PathBuf>,
+    /// When the store is synced: `always`, `interval` or `never` (see [`PersistenceSync`]).
+    pub persistence_sync: PersistenceSync,
+    /// Milliseconds between syncs with `persistence_sync = "interval"`: what a crash can lose.
+    pub persistence_sync_interval_ms: u64,
 }
 
 fn default_bind() -> IpAddr {
@@ -422,6 +448,9 @@ impl Default for Config {
             sys_interval_secs: 10,
             metrics_listen: None,
             log_format: LogFormat::Text,
+            persistence_dir: None,
+            persistence_sync: PersistenceSync::Interval,
+            persistence_sync_interval_ms: 1000,
         }
     }
 }
@@ -495,6 +524,7 @@ impl Config {
             &mut self.jwt_secret_file,
             &mut self.jwt_public_key_file,
             &mut self.jwt_jwks_file,
+            &mut self.persistence_dir,
         ] {
             fix(p);
         }
@@ -555,6 +585,9 @@ impl Config {
         }
         if self.hook_timeout_ms == 0 {
             return bad("hook_timeout_ms", "must be at least 1");
+        }
+        if self.persistence_sync_interval_ms == 0 {
+            return bad("persistence_sync_interval_ms", "must be at least 1");
         }
         if self.log_level.trim().is_empty() {
             return bad("log_level", "must not be empty");

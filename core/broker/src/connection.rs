@@ -1007,10 +1007,18 @@ fn handle_now(
     packet: Packet,
     pre: Option<Vec<bool>>,
 ) -> Result<(), CloseReason> {
+    // The durable store's view of the packet (nothing without `persistence_dir`).
+    let (before, refused) = core.persist_before(conn, key, &packet);
+    if let Some(r) = refused {
+        return r;
+    }
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         core.handle_packet(conn, key, packet, pre)
     })) {
-        Ok(r) => r,
+        Ok(r) => {
+            core.persist_after(key, before);
+            r
+        }
         // A bug must end this connection, not the core.
         Err(_) => Err(CloseReason::Protocol(
             ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR.0,
@@ -1338,6 +1346,14 @@ async fn writer(conn: Rc<Conn>, mut wr: OwnedWriteHalf<TcpStream>, _guard: TaskG
         let n = flush.len();
         // Cross-core effects this client could observe through these bytes go first.
         core.flush_mesh();
+        // `persistence_sync = "always"`: and what they acknowledge is durable, on every core.
+        if let Some(p) = &core.persist {
+            if let Err(e) = p.barrier().await {
+                conn.kill(CloseReason::Io(e.to_string()));
+                conn.out.borrow_mut().clear();
+                break;
+            }
+        }
         // Boxed so that an idle writer's future holds no room for the write in flight.
         let (res, mut buf) = Box::pin(flush.write_to(&mut wr)).await;
         if let Err(e) = res {

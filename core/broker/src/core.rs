@@ -116,6 +116,8 @@ pub(crate) struct Shared {
     pub(crate) next_assigned: AtomicU64,
     /// The embedder's disconnect hook (run on the hook threads).
     pub(crate) on_disconnect: Option<crate::api::DisconnectHook>,
+    /// What the durable store recovered, taken by each core as it starts (`persist.rs`).
+    pub(crate) boot: Option<crate::persist::Boot>,
 }
 
 impl Shared {
@@ -233,7 +235,7 @@ impl std::fmt::Display for CloseReason {
 /// Everything a core owns, borrowed in short synchronous sections.
 pub(crate) struct State {
     pub(crate) sessions: HashMap<u64, Entry, ahash::RandomState>,
-    next_key: u64,
+    pub(crate) next_key: u64,
     /// This core's ordinary subscriptions: session key -> options.
     pub(crate) local: SubscriptionIndex<u64, SubOptions>,
     /// Replica: which cores have subscribers per filter.
@@ -325,6 +327,8 @@ pub(crate) struct Core {
     /// ([`crate::timers::millis`]), and logged once per interval (see `hibernate.rs`).
     pub(crate) detach_paused_until: Cell<Option<u32>>,
     pub(crate) detach_log: Cell<crate::limits::LogThrottle>,
+    /// This core's durable store, when `persistence_dir` is set (`persist.rs`).
+    pub(crate) persist: Option<crate::persist::Persist>,
 }
 
 /// After Stop, how long connections may take to send their last bytes before their sockets
@@ -357,7 +361,7 @@ impl Core {
                 .map_err(|e| warn!(core = id, "hibernation disabled: {e}"))
                 .ok()
         };
-        Core {
+        let mut core = Core {
             id,
             st: RefCell::new(State {
                 sessions: HashMap::default(),
@@ -394,7 +398,10 @@ impl Core {
             publish_rate_log: Cell::default(),
             detach_paused_until: Cell::new(None),
             detach_log: Cell::default(),
-        }
+            persist: None,
+        };
+        core.persist = core.restore();
+        core
     }
 
     /// This core's counters.
@@ -460,6 +467,9 @@ impl Core {
         }
         monoio::spawn(crate::timers::run(self.clone()));
         monoio::spawn(flush_loop(self.clone()));
+        if let Some(p) = &self.persist {
+            monoio::spawn(p.store.clone().run());
+        }
         if self.hibernation.is_some() {
             monoio::spawn(crate::hibernate::poller(self.clone()));
         }
@@ -480,6 +490,10 @@ impl Core {
         if self.tasks.get() > 0 {
             self.shut_down_hard();
             self.wait_tasks(STOP_LIMIT).await;
+        }
+        if let Some(p) = &self.persist {
+            // Writes and syncs what is left: a clean stop loses nothing.
+            p.store.close().await;
         }
         self.stop_signal.notify();
         self.finished.set(true);
@@ -559,6 +573,9 @@ impl Core {
     /// reply, and before a takeover's answer. A client that saw SUBACK therefore finds this
     /// core's interest already queued on every other core (each queue is FIFO).
     pub(crate) fn send(&self, core: usize, msg: MeshMsg) {
+        if let Some(p) = &self.persist {
+            p.sending(core, &msg, self.draining.get());
+        }
         let mut outbox = self.outbox.borrow_mut();
         if let Some(q) = outbox.get_mut(core) {
             if q.is_empty() {
@@ -571,6 +588,9 @@ impl Core {
     /// Pushes everything queued by [`Core::send`] (see there for when it must be called).
     pub(crate) fn flush_mesh(&self) {
         let mut outbox = self.outbox.borrow_mut();
+        if let Some(p) = &self.persist {
+            p.seal(self.id, &mut outbox);
+        }
         for (c, q) in outbox.iter_mut().enumerate() {
             let msg = match q.len() {
                 0 => continue,
@@ -639,6 +659,7 @@ impl Core {
             }
             MeshMsg::MoveDone { key } => self.move_done(key),
             MeshMsg::Api(cmd) => self.handle_api(cmd),
+            MeshMsg::Persist(m) => crate::persist::on_mesh(self, m),
             MeshMsg::Stop => self.stop(),
         }
     }
@@ -646,6 +667,9 @@ impl Core {
     fn stop(self: &Rc<Self>) {
         if self.stopping.replace(true) {
             return;
+        }
+        if let Some(p) = &self.persist {
+            p.release();
         }
         for &fd in self.listener_fds.borrow().iter() {
             // SAFETY: shutting down a socket fd the accept loop owns; it stays open until the
@@ -784,6 +808,7 @@ impl Core {
     }
 
     pub(crate) fn apply_retain(&self, msg: Arc<Message>) {
+        self.persist_retained(&msg);
         let mut st = self.st.borrow_mut();
         st.retained.set(msg);
         let n = st.retained.user_len() as u64;
@@ -1012,10 +1037,12 @@ impl Core {
             self.publish_will(w, author, None, now);
         }
         if ends {
+            self.persist_gone(&e.s.client_id);
             for (filter, _) in e.s.subs.iter() {
                 self.unindex_subscription(filter, key);
             }
         } else {
+            self.persist_moved(&e.s.client_id);
             // Messages routed here while the session moves are forwarded, not lost.
             let filters = e.s.subs.iter().map(|(f, _)| f.to_owned()).collect();
             self.leave_stub(&mut self.st.borrow_mut(), key, successor, filters);
@@ -1055,6 +1082,9 @@ impl Core {
         let Some(mut e) = self.st.borrow_mut().sessions.remove(&key) else {
             return;
         };
+        if !matches!(e.sink, Sink::Api(_)) {
+            self.persist_gone(&e.s.client_id);
+        }
         for (filter, _) in e.s.subs.iter() {
             self.unindex_subscription(filter, key);
         }
@@ -1082,6 +1112,7 @@ impl Core {
             token_acl: None,
         };
         self.st.borrow_mut().sessions.insert(key, entry);
+        self.persist_installed(key);
         for (filter, opts) in subs {
             self.index_subscription(&filter, key, opts);
         }
@@ -1142,6 +1173,7 @@ impl Core {
             return;
         }
         if self.stopping.get() {
+            self.persist_closed(key);
             return;
         }
         let mut st = self.st.borrow_mut();
@@ -1176,6 +1208,7 @@ impl Core {
             st.timers.push(Reverse((at, key)));
         }
         drop(st);
+        self.persist_closed(key);
         self.redeliver_shared(redeliver, key);
         debug!(client_id = %client_id, "session kept offline");
         // Fire at once if the will is due now.

@@ -22,6 +22,8 @@ mod mesh;
 mod ops;
 mod out_queue;
 mod pending;
+#[path = "shard/persist.rs"]
+mod persist;
 mod publish_debts;
 mod registry;
 mod reload;
@@ -38,4 +40,5 @@ mod will_auth;
 pub use api::*;
 pub use broker::{init_logging, init_logging_background, Broker, RecvError, Subscription};
 pub use config::*;
+pub use persist::PersistenceStats;
 pub use reload::ReloadReport;

@@ -122,6 +122,8 @@ pub(crate) enum MeshMsg {
     MoveBarrier { old: u64 },
     /// The stub forwarding to `key` is gone: no forwarded deliveries will follow.
     MoveDone { key: u64 },
+    /// The `always` barrier of the durable store (`persist.rs`).
+    Persist(crate::persist::PersistMsg),
     /// In-process API.
     Api(ApiCmd),
     /// Stop: close listeners and connections (no wills), then end the core.

@@ -244,6 +244,8 @@ impl Core {
                     let w = write_publish(&mut out, &mut e.s, msg, &d, pid, false, now, heads);
                     if w != Written::Sent {
                         e.s.inflight.remove(pid);
+                    } else {
+                        self.persist_sent(e);
                     }
                     self.count_written(w, msg, now);
                 } else {
@@ -255,7 +257,9 @@ impl Core {
                         delivery: d,
                         shared_group: group,
                     };
-                    enqueue(&mut e.s, stats, q);
+                    if enqueue(&mut e.s, stats, q) {
+                        self.persist_queued(e);
+                    }
                 }
                 drop(out);
                 conn.wake();
@@ -267,7 +271,9 @@ impl Core {
                         delivery: d,
                         shared_group: group,
                     };
-                    enqueue(&mut e.s, stats, q);
+                    if enqueue(&mut e.s, stats, q) {
+                        self.persist_queued(e);
+                    }
                 }
             }
         }
@@ -321,7 +327,11 @@ impl Core {
                     None,
                 );
                 if w != Written::Sent {
-                    e.s.inflight.remove(pid);
+                    if let Some(o) = e.s.inflight.remove(pid) {
+                        self.persist_done(&e.s.client_id, o.delivery.store_id);
+                    }
+                } else {
+                    self.persist_sent(e);
                 }
                 w
             };
@@ -365,6 +375,7 @@ impl Core {
                     );
                     if w != Written::Sent {
                         e.s.inflight.remove(o.packet_id);
+                        self.persist_done(&e.s.client_id, o.delivery.store_id);
                     }
                 }
             }
@@ -757,8 +768,15 @@ impl Core {
 
 /// Queues a message in its session (offline, or held back by flow control or a full outbound
 /// buffer); a full queue drops it, and the drop is counted.
-fn enqueue(session: &mut uringmq_session::Session, stats: &crate::core::CoreStats, q: Queued) {
+/// Returns whether it was queued.
+fn enqueue(
+    session: &mut uringmq_session::Session,
+    stats: &crate::core::CoreStats,
+    q: Queued,
+) -> bool {
     if session.queue.push(q).is_err() {
         add(&stats.dropped_queue_full, session.queue.take_dropped());
+        return false;
     }
+    true
 }
