@@ -174,6 +174,8 @@ fn inbound_qos2_id_survives_restart() {
             other => panic!("expected PUBREC, got {other:?}"),
         }
         assert_eq!(&sub.recv_publish().payload[..], b"once");
+        // The PUBCOMP is handled before the stop.
+        sub.ping();
         drop(b);
 
         let b = persistent_broker(dir.path(), PersistenceSync::Always);

@@ -222,9 +222,19 @@ pub struct Stats {
     pub inflight_messages: u64,
     /// Payload bytes of the retained messages.
     pub retained_bytes: u64,
-    /// Accepts that failed (out of descriptors: the accept loop backs off, see `limits.rs`).
+    /// Accepts that failed (out of descriptors: the accept loop backs off, see `conn/limits.rs`).
     pub accept_failures: u64,
     /// Idle connections that could not be detached from their task for want of a descriptor
     /// (the core then stops trying for a second).
     pub detach_failures: u64,
+}
+
+/// What a reload did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// What was re-read successfully (`listener <name>` for certificates, `password_file`,
+    /// `acl_file`, and `acl_file (listener <name>)` for a listener's own files).
+    pub reloaded: Vec<String>,
+    /// What failed, with why; the previous version of each stays in force.
+    pub errors: Vec<String>,
 }

@@ -10,9 +10,9 @@
 //! Names follow Prometheus conventions: `uringmq_` prefix, base units (`_bytes`, `_seconds`),
 //! `_total` on counters, one `core` label per core and `listener` per listener.
 
-use super::histogram::{HistogramSnapshot, BOUNDS_US};
 use super::{Context, Snapshot};
 use crate::api::Stats;
+use crate::shard::histogram::{HistogramSnapshot, BOUNDS_US};
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };

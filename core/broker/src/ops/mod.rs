@@ -1,7 +1,7 @@
 //! Operations: what an operator watches. Owns the `$SYS/broker/...` topics (`sys_topics.rs`),
 //! the Prometheus text (`metrics.rs`), the HTTP endpoint with `/metrics`, `/healthz` and
-//! `/readyz` (`http.rs`), the per-core histograms (`histogram.rs`) and the `uringmq-ops`
-//! thread that runs the first three.
+//! `/readyz` (`http.rs`) and the `uringmq-ops` thread that runs them. The counters and
+//! histograms it reads are the cores' own (`shard/stats.rs`, `shard/histogram.rs`).
 //!
 //! Nothing here runs on a core. Cores only bump their own relaxed counters (`CoreStats`) and,
 //! when a snapshot is taken, answer one mesh message (`ApiCmd::Snapshot`) after refreshing the
@@ -9,17 +9,15 @@
 //! subscriptions): a walk over the core's sessions, once per scrape or `$SYS` tick, instead of
 //! bookkeeping on every delivery. The reader then sums the cores' atomics.
 
-pub(crate) mod histogram;
 mod http;
 mod metrics;
 mod sys_topics;
 
 use crate::api::{StartError, Stats};
-use crate::core::{Core, CoreStats, Shared};
-use crate::endpoint::Endpoint;
 use crate::mesh::{ApiCmd, MeshMsg};
-use histogram::HistogramSnapshot;
-use std::cell::Cell;
+use crate::net::Endpoint;
+use crate::shard::histogram::HistogramSnapshot;
+use crate::shard::{CoreStats, Shard, Shared};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,53 +30,15 @@ use uringmq_session::Message;
 /// ready (`/readyz`), and its gauges are reported as last refreshed.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(1);
 
-thread_local! {
-    /// Packets other than PUBLISH written by this core since it started. A thread-local
-    /// because they are written through a free function with no access to the core; the
-    /// core copies it into `CoreStats::control_out` when a snapshot is taken.
-    static CONTROL_OUT: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Counts one control packet (CONNACK, PUBACK, SUBACK, PINGRESP...) written on this core.
-#[inline]
-pub(crate) fn count_control_packet() {
-    CONTROL_OUT.with(|c| c.set(c.get() + 1));
-}
-
-/// One delivery in this many has its latency recorded: the histogram needs a sample, and a
-/// record (two atomic adds) on every one of a million deliveries a second would cost a
-/// measurable share of a core.
-pub(crate) const DELIVERY_SAMPLE: u32 = 64;
-const _: () = assert!(DELIVERY_SAMPLE.is_power_of_two());
-
-thread_local! {
-    /// Deliveries written by this core, for [`DELIVERY_SAMPLE`].
-    static DELIVERIES: Cell<u32> = const { Cell::new(0) };
-}
-
-/// A PUBLISH was written to a subscriber's buffer at `now`: records its latency through the
-/// broker (since it was received) once per [`DELIVERY_SAMPLE`] deliveries.
-#[inline]
-pub(crate) fn sample_delivery(stats: &CoreStats, received_at: Instant, now: Instant) {
-    let n = DELIVERIES.with(|c| {
-        let n = c.get().wrapping_add(1);
-        c.set(n);
-        n
-    });
-    // A power of two: the mask is the remainder (and `is_multiple_of` is newer than 1.85).
-    if n & (DELIVERY_SAMPLE - 1) == 0 {
-        stats
-            .delivery_latency
-            .record(now.saturating_duration_since(received_at));
-    }
-}
-
-impl Core {
+impl Shard {
     /// Refreshes the gauges computed on demand (answering `ApiCmd::Snapshot`).
     pub(crate) fn refresh_gauges(&self) {
         let stats = self.stats();
         let set = |a: &std::sync::atomic::AtomicU64, v: usize| a.store(v as u64, Ordering::Relaxed);
-        set(&stats.control_out, CONTROL_OUT.with(Cell::get) as usize);
+        set(
+            &stats.control_out,
+            crate::shard::control_packets_written() as usize,
+        );
         let st = self.st.borrow();
         let (mut queued, mut bytes, mut inflight) = (0, 0, 0);
         for e in st.sessions.values() {
@@ -156,7 +116,7 @@ pub(crate) fn snapshot(shared: &Shared, live: bool) -> Snapshot {
 /// One histogram of every core.
 fn histograms(
     shared: &Shared,
-    h: fn(&CoreStats) -> &histogram::Histogram,
+    h: fn(&CoreStats) -> &crate::shard::histogram::Histogram,
 ) -> Vec<HistogramSnapshot> {
     shared.stats.iter().map(|c| h(c).snapshot()).collect()
 }

@@ -23,8 +23,9 @@
 //! and writes only once all of them are confirmed. The wait is shared by everything the writer
 //! flushes at once (group commit per turn on every shard).
 
-use crate::core::{Core, Entry, Sink};
-use crate::mesh::MeshMsg;
+use super::{Entry, Shard, Sink};
+use crate::conn::{CloseReason, Conn};
+use crate::mesh::{MeshMsg, PersistMsg};
 use crate::store::{
     self, MsgState, Record, Recovered, RecoveredSession, SessionMeta, ShardStore, StoreConfig,
     StoreError, StoredMsg, SyncPolicy,
@@ -41,16 +42,6 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 use uringmq_codec::{Packet, QoS};
 use uringmq_session::{will, Message, Negotiated, OutEntry, OutState, Queued, Session, SubLimits};
-
-/// Mesh messages of the `always` barrier.
-#[derive(Debug)]
-pub(crate) enum PersistMsg {
-    /// Answer `Durable { seq }` once what you pushed before this is durable.
-    DurableReq { from: u16, seq: u64 },
-    /// Everything shard `from` pushed before handling request `seq` is durable (`ok`), or
-    /// its write failed.
-    Durable { from: u16, seq: u64, ok: bool },
-}
 
 /// Figures an embedder (and the tests) can read: what recovery found, and the stores' work.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -118,7 +109,7 @@ impl Boot {
     pub(crate) fn open(
         config: &crate::Config,
         cores: usize,
-        registry: &crate::registry::Registry,
+        registry: &crate::mesh::Registry,
     ) -> std::io::Result<Option<Boot>> {
         let Some(dir) = &config.persistence_dir else {
             return Ok(None);
@@ -215,7 +206,7 @@ pub(crate) struct Persist {
     deferred: RefCell<std::collections::VecDeque<(Vec<u64>, Record)>>,
 }
 
-impl Core {
+impl Shard {
     /// Builds this core's `Persist` and restores its recovered sessions, every core's
     /// interest and shared-group counts, and the retained replica. Before the core runs.
     pub(crate) fn restore(&self) -> Option<Persist> {
@@ -247,7 +238,7 @@ impl Core {
                 let _ = st.interest.insert(filter, *core, ());
             }
             for (group, core, n) in &boot.shared {
-                let filter = crate::shared_sub::group_filter(group);
+                let filter = crate::routing::group_filter(group);
                 st.shared.set_count(group, filter, *core, *n, cores);
             }
             for m in &boot.retained {
@@ -317,7 +308,7 @@ impl Core {
             st.timers.push(std::cmp::Reverse((at, key)));
         }
         self.stats().sessions.fetch_add(1, Ordering::Relaxed);
-        crate::core::add(&self.stats().subscriptions, rs.subs.len() as u64);
+        super::add(&self.stats().subscriptions, rs.subs.len() as u64);
         let entry = Entry {
             s: Box::new(s),
             sink: Sink::Offline(meta.listener),
@@ -568,7 +559,7 @@ impl Persist {
     /// Pushes `rec` once what this core routed so far is durable wherever it went: an
     /// inbound QoS 2 id must not be on disk without the deliveries of its message, or a
     /// retransmission after a crash would be taken for a duplicate and the message lost.
-    fn after_routed(&self, core: &Core, rec: Record) {
+    fn after_routed(&self, core: &Shard, rec: Record) {
         if !self.always {
             self.push(rec);
             return;
@@ -629,7 +620,7 @@ fn covers(confirmed: &[u64], need: &[u64]) -> bool {
 }
 
 /// Handles a barrier message from another core.
-pub(crate) fn on_mesh(core: &Rc<Core>, msg: PersistMsg) {
+pub(crate) fn on_mesh(core: &Rc<Shard>, msg: PersistMsg) {
     let Some(p) = &core.persist else { return };
     match msg {
         PersistMsg::DurableReq { from, seq } => {
@@ -649,7 +640,7 @@ pub(crate) fn on_mesh(core: &Rc<Core>, msg: PersistMsg) {
 /// Answers request `seq` of core `from` once what this core pushed so far is durable and,
 /// if handling mesh messages made it pass messages on (a stub's forward, a shared group
 /// without members here), once the cores it passed them to confirmed them too.
-fn answer(core: &Rc<Core>, p: &Persist, from: u16, seq: u64) {
+fn answer(core: &Rc<Shard>, p: &Persist, from: u16, seq: u64) {
     let at = p.store.position();
     let need = p.relayed.replace(false).then(|| {
         core.flush_mesh();
@@ -670,7 +661,7 @@ fn answer(core: &Rc<Core>, p: &Persist, from: u16, seq: u64) {
     });
 }
 
-impl Core {
+impl Shard {
     /// A session was installed after its claim: answer the requests that waited for it.
     pub(crate) fn persist_unpark(self: &Rc<Self>) {
         let Some(p) = &self.persist else { return };
@@ -687,7 +678,7 @@ impl Core {
 
 // ---- the events (each a no-op without a store) ----
 
-impl Core {
+impl Shard {
     /// A session was installed on this core (CONNECT, takeover): written if it outlives its
     /// connection; a session that no longer does (expiry 0 now) is gone.
     pub(crate) fn persist_installed(&self, key: u64) {
@@ -710,7 +701,7 @@ impl Core {
         match &e.sink {
             Sink::Offline(l) => *l,
             Sink::Conn(c) => self.shared.security.listener_index(&c.listener),
-            Sink::Api(_) => crate::auth::NO_LISTENER_INDEX,
+            Sink::Api(_) => crate::security::NO_LISTENER_INDEX,
         }
     }
 
@@ -814,10 +805,10 @@ impl Core {
     /// store cannot write (a full disk). `Some(result)`: handled here.
     pub(crate) fn persist_before(
         &self,
-        conn: &crate::connection::Conn,
+        conn: &Conn,
         key: u64,
         packet: &Packet,
-    ) -> (Before, Option<Result<(), crate::core::CloseReason>>) {
+    ) -> (Before, Option<Result<(), CloseReason>>) {
         let Some(p) = &self.persist else {
             return (Before::Nothing, None);
         };
@@ -932,23 +923,23 @@ impl Core {
     }
 }
 
-impl Core {
+impl Shard {
     /// While the store cannot write (a full disk): a QoS 1/2 PUBLISH is refused (v5: PUBACK
     /// or PUBREC 0x97 Quota exceeded; 3.x has no refusal, so the connection is closed and
     /// the client sends it again later), and a persistent session's SUBSCRIBE gets 0x97
     /// (3.x: 0x80) for every filter. Counted, logged once per store failure by the store.
     fn refuse_while_failing(
         &self,
-        conn: &crate::connection::Conn,
+        conn: &Conn,
         e: &Entry,
         packet: &Packet,
-    ) -> Option<Result<(), crate::core::CloseReason>> {
+    ) -> Option<Result<(), CloseReason>> {
         use uringmq_codec::{Ack, ReasonCode, SubAck};
         let v5 = conn.protocol.get().is_v5();
         let refused = match packet {
             Packet::Publish(m) if m.qos != QoS::AtMostOnce => {
                 if !v5 {
-                    Err(crate::core::CloseReason::Protocol(
+                    Err(CloseReason::Protocol(
                         ReasonCode::QUOTA_EXCEEDED.0,
                         "the store cannot write: QoS 1/2 PUBLISH refused".into(),
                     ))
@@ -979,7 +970,7 @@ impl Core {
             _ => return None,
         };
         if let Some(boot) = &self.shared.boot {
-            crate::core::add(&boot.counters[usize::from(self.id)][3], 1);
+            super::add(&boot.counters[usize::from(self.id)][3], 1);
         }
         Some(refused)
     }

@@ -1,0 +1,159 @@
+//! One client connection: the accept loop, the connection's task (waits for readability,
+//! decodes, handles CONNECT and every later packet) and a writer task that exists only while
+//! there is something to write (one write per wake-up).
+//!
+//! An idle connection is one small task waiting for readability and its [`Conn`]: no buffers
+//! (the read buffer is allocated once the socket is readable and dropped once every complete
+//! packet is handled), no writer (spawned by [`Conn::wake`] when bytes are queued, gone when
+//! they are written). Timers never race a read: the keep-alive sweep and takeovers shut the
+//! socket down, which ends the pending wait or read.
+//!
+//! Owns: the `Conn` (here), its life and kill (`lifecycle.rs`), waking and parking
+//! (`park.rs`, `hibernate.rs`), accepting (`accept.rs`, with the accept limits in
+//! `limits.rs`), reading (`read.rs`, `fairness.rs`, `transport_io.rs` for TLS/WebSocket),
+//! dispatching packets (`dispatch.rs`), CONNECT (`connect.rs`, `login.rs`, `will_auth.rs`),
+//! AUTH (`reauth.rs`), the packets of a connected client (`packets.rs`, `subscribe.rs`),
+//! writing (`writer.rs`) and why a connection ended (`close.rs`).
+//!
+//! The one import cycle of the crate is between this module and `shard` (see there): a
+//! connection's task works on its shard (`Rc<Shard>`), which owns the connection (`Rc<Conn>`).
+
+mod accept;
+mod close;
+mod connect;
+mod dispatch;
+pub(crate) mod fairness;
+pub(crate) mod hibernate;
+mod lifecycle;
+pub(crate) mod limits;
+mod login;
+mod packets;
+mod park;
+mod read;
+mod reauth;
+mod subscribe;
+pub(crate) mod transport_io;
+pub(crate) mod will_auth;
+mod writer;
+
+pub(crate) use accept::accept_loop;
+pub(crate) use close::CloseReason;
+pub(crate) use connect::refuse;
+pub(crate) use login::session_info;
+pub(crate) use read::unpark;
+pub(crate) use reauth::Exchange;
+pub(crate) use writer::write_packet;
+
+use crate::net::Slot;
+use crate::routing::OutQueue;
+use crate::shard::{Shard, TaskGuard};
+use monoio::io::{OwnedReadHalf, OwnedWriteHalf};
+use monoio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::os::fd::RawFd;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
+use uringmq_codec::{Decoder, Protocol};
+
+/// Bytes read at a time (more when a packet in progress needs more).
+pub(super) const READ_CHUNK: usize = 4096;
+/// Most a read buffer grows ahead of the bytes received (see [`grow_for_read`]).
+pub(super) const UNPAID_READ: usize = 64 * 1024;
+/// Largest write buffer an idle connection keeps.
+pub(super) const IDLE_WRITE_BUFFER: usize = 256;
+/// Largest second buffer kept while a connection is busy.
+pub(super) const MAX_SPARE_WRITE_BUFFER: usize = 256 * 1024;
+
+/// What the core knows about one connection (shared by its task, its writer and the core).
+pub(crate) struct Conn {
+    core: Rc<Shard>,
+    /// This connection, to hand to the writer it spawns.
+    me: Weak<Conn>,
+    /// The write half while no writer runs (`None` while one does, and after the last write).
+    wr: Cell<Option<OwnedWriteHalf<TcpStream>>>,
+    /// A writer task runs (or the connection has finished writing for good).
+    writing: Cell<bool>,
+    /// The read half while the connection is parked (see `hibernate.rs`).
+    rd: Cell<Option<OwnedReadHalf<TcpStream>>>,
+    /// The listener slot and the core's task count, held from accept to close whether a task
+    /// runs or the connection is parked.
+    held: Cell<Option<(Slot, TaskGuard)>>,
+    /// Wakes the task's readiness wait when the sweep asks it to park.
+    park_waker: Cell<Option<Waker>>,
+    /// The sweep asked the task to park at its next wait.
+    park_requested: Cell<bool>,
+    /// The task stopped reading until the writer drains `out` (see [`Conn::reads_held`]); it
+    /// waits on `park_waker`.
+    read_held: Cell<bool>,
+    /// Parked: no task; the core's epoll set wakes it.
+    parked: Cell<bool>,
+    /// The socket is in the core's epoll set (parked once before: re-arm, not add).
+    in_epoll: Cell<bool>,
+    /// Parked and quiet in both directions: the runtime's stream is dropped and `fd` (a
+    /// duplicate of its descriptor) is owned by this `Conn`; see [`Conn::detach_if_quiet`].
+    detached: Cell<bool>,
+    /// When the writer last finished ([`millis`]).
+    last_out: Cell<u32>,
+    /// Kept between reads: it learns the protocol level from CONNECT.
+    decoder: Cell<Decoder>,
+    id: u64,
+    /// The socket (the number changes when the connection detaches).
+    fd: Cell<RawFd>,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) listener: Arc<str>,
+    /// TLS / WebSocket adapter (`Transport::Tcp`, a unit variant, for plain TCP).
+    pub(crate) transport: RefCell<uringmq_transport::Transport>,
+    /// A v5 enhanced authentication exchange before CONNACK (none for most connections).
+    pub(crate) exchange: RefCell<Option<Box<crate::conn::Exchange>>>,
+    /// Bytes waiting for the writer (large payloads shared, not copied).
+    pub(crate) out: RefCell<OutQueue>,
+    /// A delivery was refused because `out` was over the limit: pump the session after flushing.
+    pub(crate) blocked: Cell<bool>,
+    /// The writer flushes what is left and exits.
+    pub(crate) closing: Cell<bool>,
+    /// The session's key while connected (0: none; keys are never 0).
+    session: Cell<u64>,
+    pub(crate) client_id: RefCell<Option<Arc<str>>>,
+    pub(crate) protocol: Cell<Protocol>,
+    /// The client's Maximum Packet Size from its CONNECT (none: the protocol's limit).
+    pub(crate) max_out: Cell<Option<NonZeroU32>>,
+    /// Set when the core closes the connection (keep-alive, takeover, stop).
+    /// Boxed: most connections are never killed, and every idle one would carry the room.
+    /// A `Cell` (read through [`Conn::with_kill`]), not a `RefCell`: eight bytes less.
+    killed: Cell<Option<Box<Kill>>>,
+    /// When a packet last arrived ([`millis`]: four bytes, not sixteen).
+    pub(crate) last_seen: Cell<u32>,
+    /// 1.5x keep-alive in milliseconds once connected; 0: no keep-alive.
+    pub(crate) grace_ms: Cell<u32>,
+    /// Until CONNECT is accepted: its deadline ([`millis`]; the sweep reads it only before).
+    pub(crate) connect_by: Cell<u32>,
+    connected: Cell<bool>,
+    /// The listener's publish limits, if it has any (see `limits.rs`); boxed, as most
+    /// connections have none.
+    pub(crate) publish_limiter: Cell<Option<Box<uringmq_session::PublishLimiter>>>,
+}
+
+/// Why and when the core closed a connection.
+pub(super) struct Kill {
+    reason: CloseReason,
+    at: Instant,
+    /// Closing for a takeover: the task still handles what its client had sent.
+    drain: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.detached.get() {
+            // SAFETY: a detached connection owns its descriptor, and nothing else uses it.
+            unsafe { libc::close(self.fd.get()) };
+        }
+    }
+}
+
+// Every connection is one allocation of this (plus the `Rc` counts): keep it in mimalloc's
+// 320-byte class (BENCHMARKS.md, idle memory per connection).
+const _: () = assert!(std::mem::size_of::<Conn>() <= 304);

@@ -1,0 +1,13 @@
+//! The mesh: how cores talk. Owns the messages and the per-core lock-free inbound queue
+//! (`messages.rs`), the takeover request a session answers through, and the global client-id
+//! registry (`registry.rs`, touched only on CONNECT and session end). A leaf below the cores:
+//! what a core does with each message is in `shard/inbox.rs`, and how a session moves between
+//! cores in `shard/moves.rs`.
+
+mod messages;
+mod registry;
+
+pub(crate) use messages::{
+    ApiCmd, ApiSink, EventFd, Mailbox, MeshMsg, PersistMsg, TakeoverReq, Target,
+};
+pub(crate) use registry::{core_of, Registry};

@@ -1,0 +1,82 @@
+//! The client-id registry: which session (and so which core) owns a client identifier.
+//!
+//! Touched only on CONNECT and when a session ends, never per message, so a sharded mutex is
+//! cheap enough. A session key is (core, generation): the core in the high bits (see
+//! [`core_of`]), a per-core counter below, new for every CONNECT. The registry is the
+//! authority on which generation owns an id: [`Registry::claim`] hands each previous owner to
+//! exactly one successor (see `shard/moves.rs`), and [`Registry::release`] removes the entry only
+//! for the generation that still owns it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const SHARDS: usize = 16;
+
+/// The core a session key belongs to.
+pub(crate) fn core_of(key: u64) -> u16 {
+    (key >> 48) as u16
+}
+
+/// Client id -> session key.
+pub(crate) struct Registry {
+    shards: Vec<Mutex<HashMap<Arc<str>, u64, ahash::RandomState>>>,
+    hasher: ahash::RandomState,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+}
+
+impl Registry {
+    fn shard(&self, id: &str) -> &Mutex<HashMap<Arc<str>, u64, ahash::RandomState>> {
+        &self.shards[(self.hasher.hash_one(id) as usize) % SHARDS]
+    }
+
+    /// Makes `key` the owner of `id`; returns the previous owner (to take over).
+    pub(crate) fn claim(&self, id: &Arc<str>, key: u64) -> Option<u64> {
+        let mut map = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(id.clone(), key)
+    }
+
+    /// Forgets `id` if `key` still owns it (a newer connection may have claimed it).
+    pub(crate) fn release(&self, id: &str, key: u64) {
+        let mut map = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(id) == Some(&key) {
+            map.remove(id);
+        }
+    }
+
+    /// The key that owns `id` (`Broker::disconnect` finds the client's core by it).
+    pub(crate) fn owner(&self, id: &str) -> Option<u64> {
+        self.shard(id)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_returns_the_previous_owner_and_release_checks_it() {
+        let r = Registry::default();
+        let id: Arc<str> = "c".into();
+        assert_eq!(r.claim(&id, 1), None);
+        assert_eq!(r.claim(&id, (1 << 48) | 2), Some(1));
+        r.release("c", 1);
+        assert_eq!(r.owner("c"), Some((1 << 48) | 2));
+        r.release("c", (1 << 48) | 2);
+        assert_eq!(r.owner("c"), None);
+        assert_eq!(core_of((3 << 48) | 9), 3);
+    }
+}

@@ -1,0 +1,98 @@
+//! In-process API commands from `Broker` (`ApiCmd`) handled on a core.
+
+use super::stats::add;
+use super::{Shard, Sink};
+use crate::api::ClientSummary;
+use crate::conn::{CloseReason, Conn};
+use crate::mesh::ApiCmd;
+use std::rc::Rc;
+use uringmq_codec::{Protocol, RetainHandling};
+use uringmq_session::{Negotiated, Session};
+use uringmq_topic::SharedFilter;
+
+impl Shard {
+    pub(super) fn handle_api(self: &Rc<Self>, cmd: ApiCmd) {
+        match cmd {
+            ApiCmd::Publish(msg, applied) => {
+                add(&self.stats().messages_in, 1);
+                add(&self.stats().publish_bytes_in, msg.payload.len() as u64);
+                if msg.retain {
+                    self.retain(&msg);
+                }
+                self.route(&msg);
+                if let Some(applied) = applied {
+                    // Every core's replica hears of it before the caller goes on (FIFO).
+                    self.flush_mesh();
+                    let _ = applied.send(());
+                }
+            }
+            ApiCmd::Subscribe {
+                filter,
+                opts,
+                sink,
+                reply,
+            } => {
+                let key = self.new_key();
+                let n = Negotiated::in_process(format!("$api-{key:x}"), u16::MAX);
+                let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
+                let _ = s.subs.insert(&filter, opts, Default::default());
+                self.install_session(key, Box::new(s), Sink::Api(sink));
+                let shared = matches!(SharedFilter::parse(&filter), Ok(Some(_)));
+                // The subscription is always new, so "send if new" sends too [MQTT-3.3.1-10].
+                if !shared && opts.retain_handling != RetainHandling::DoNotSend {
+                    self.send_retained(key, &filter, &opts);
+                }
+                // The caller may publish next: our interest must be on its way first.
+                self.flush_mesh();
+                let _ = reply.send(Ok(key));
+            }
+            ApiCmd::Unsubscribe { session } => self.end_session(session),
+            ApiCmd::Clients(reply) => {
+                let _ = reply.send(self.client_summaries());
+            }
+            ApiCmd::Kick {
+                session,
+                with_will,
+                reply,
+            } => {
+                let conn = match self.st.borrow().sessions.get(&session).map(|e| &e.sink) {
+                    Some(Sink::Conn(c)) => Some(c.clone()),
+                    _ => None,
+                };
+                if let Some(c) = &conn {
+                    c.kill(CloseReason::Kicked { will: with_will });
+                }
+                let _ = reply.send(conn.is_some());
+            }
+            ApiCmd::Sys(msgs) => self.publish_sys(msgs),
+            ApiCmd::Snapshot(reply) => {
+                self.refresh_gauges();
+                let _ = reply.send(self.id);
+            }
+        }
+    }
+
+    /// This core's connected clients (sessions with a live connection).
+    fn client_summaries(&self) -> Vec<ClientSummary> {
+        let st = self.st.borrow();
+        st.sessions
+            .values()
+            .filter_map(|e| match &e.sink {
+                Sink::Conn(c) => Some(summary(c, &e.s)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// What `Broker::clients` and the disconnect hook tell about one connection.
+pub(super) fn summary(c: &Conn, s: &Session) -> ClientSummary {
+    ClientSummary {
+        client_id: s.client_id.to_string(),
+        username: s.username.as_deref().map(str::to_owned),
+        listener: c.listener.to_string(),
+        peer: c.peer,
+        protocol: c.protocol.get(),
+        connected_since: s.connected_since,
+    }
+}

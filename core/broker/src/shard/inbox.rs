@@ -1,0 +1,137 @@
+//! The core's side of the mesh: draining its inbound queue (never re-entrant, see
+//! ARCHITECTURE.md), the per-destination outbox flushed once per loop turn, and applying each
+//! message.
+
+use super::Shard;
+use crate::mesh::{MeshMsg, Target};
+use crate::routing::group_filter;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Instant;
+
+impl Shard {
+    /// Applies everything other cores sent. Called before every routing decision and
+    /// retained lookup (the causality rule, see ARCHITECTURE.md).
+    ///
+    /// Not re-entrant: a mesh message whose handling routes (an injected PUBLISH, a will)
+    /// must not apply messages queued after it first, or they would overtake it
+    /// [MQTT-4.6.0-6]; everything queued before it is already applied.
+    pub(crate) fn drain_mesh(self: &Rc<Self>) {
+        if self.draining.replace(true) {
+            return;
+        }
+        // Reset even if a handler panics (the connection's catch_unwind keeps the core alive).
+        struct Reset<'a>(&'a Cell<bool>);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _reset = Reset(&self.draining);
+        let mailbox = &self.shared.mailboxes[usize::from(self.id)];
+        while let Some(msg) = mailbox.pop() {
+            self.handle_mesh(msg);
+        }
+    }
+
+    /// Queues `msg` for core `core`. Messages are batched per event-loop turn: the flush task,
+    /// woken here, runs after the tasks already scheduled in this turn and pushes one
+    /// `MeshMsg::Batch` per core (one queue operation and at most one wake-up each).
+    ///
+    /// Causality: the outbox is also flushed before anything lets a client (or the embedder)
+    /// observe an effect of this core: before every socket write (SUBACK, PUBACK, CONNACK and
+    /// deliveries go out only through the writer), before an in-process delivery or API
+    /// reply, and before a takeover's answer. A client that saw SUBACK therefore finds this
+    /// core's interest already queued on every other core (each queue is FIFO).
+    pub(crate) fn send(&self, core: usize, msg: MeshMsg) {
+        if let Some(p) = &self.persist {
+            p.sending(core, &msg, self.draining.get());
+        }
+        let mut outbox = self.outbox.borrow_mut();
+        if let Some(q) = outbox.get_mut(core) {
+            if q.is_empty() {
+                self.outbox_ready.notify();
+            }
+            q.push(msg);
+        }
+    }
+
+    /// Pushes everything queued by [`Shard::send`] (see there for when it must be called).
+    pub(crate) fn flush_mesh(&self) {
+        let mut outbox = self.outbox.borrow_mut();
+        if let Some(p) = &self.persist {
+            p.seal(self.id, &mut outbox);
+        }
+        for (c, q) in outbox.iter_mut().enumerate() {
+            let msg = match q.len() {
+                0 => continue,
+                1 => q.pop(),
+                _ => Some(MeshMsg::Batch(std::mem::take(q))),
+            };
+            if let Some(msg) = msg {
+                self.shared.mailboxes[c].push(msg);
+            }
+        }
+    }
+
+    fn handle_mesh(self: &Rc<Self>, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Batch(msgs) => {
+                for m in msgs {
+                    self.handle_mesh(m);
+                }
+            }
+            MeshMsg::Publish { msg, target } => match target {
+                Target::Subscribers => self.deliver_local(&msg),
+                Target::Shared { group, exclude } => {
+                    self.deliver_shared(&group, &msg, exclude, true)
+                }
+            },
+            MeshMsg::Interest { filter, core, add } => {
+                let mut st = self.st.borrow_mut();
+                if add {
+                    let _ = st.interest.insert(&filter, core, ());
+                } else {
+                    let _ = st.interest.remove(&filter, core);
+                    self.collect_soon();
+                }
+            }
+            MeshMsg::SharedInterest {
+                group,
+                core,
+                members,
+            } => {
+                let cores = self.shared.cores();
+                self.st.borrow_mut().shared.set_count(
+                    &group,
+                    group_filter(&group),
+                    core,
+                    members,
+                    cores,
+                );
+            }
+            MeshMsg::Retain(msg) => self.apply_retain(msg),
+            MeshMsg::Takeover(req) => self.handle_takeover(req),
+            MeshMsg::Forward {
+                key,
+                msg,
+                delivery,
+                group,
+            } => {
+                let mut st = self.st.borrow_mut();
+                self.forwarded(&mut st, key, &msg, delivery, group, Instant::now());
+            }
+            MeshMsg::MoveAck { old } => self.move_acked(old),
+            MeshMsg::MoveBarrier { old } => {
+                self.send(
+                    usize::from(crate::mesh::core_of(old)),
+                    MeshMsg::MoveAck { old },
+                );
+            }
+            MeshMsg::MoveDone { key } => self.move_done(key),
+            MeshMsg::Api(cmd) => self.handle_api(cmd),
+            MeshMsg::Persist(m) => super::persist::on_mesh(self, m),
+            MeshMsg::Stop => self.stop(),
+        }
+    }
+}

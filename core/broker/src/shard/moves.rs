@@ -1,0 +1,354 @@
+//! Session handoff between connections (and cores) of one client id: one session per client
+//! id [MQTT-3.1.4-3], no message lost while it moves.
+//!
+//! The registry is authoritative: every CONNECT gets a fresh session key (its core in the high
+//! bits, a per-core generation below) and claiming the client id returns the previous owner's
+//! key, so the owners form one chain `k0 -> k1 -> k2` in claim order, each key taken over by
+//! exactly its successor. Anything that names a key that is not current any more (a takeover
+//! of a session that ended, a forward or an acknowledgement for a finished move) finds nothing
+//! and is ignored.
+//!
+//! Three windows are closed here:
+//!
+//! - **A takeover that arrives before the previous CONNECT finished.** Between its claim and
+//!   its `install_session` a key is `Incoming` on its core; a takeover request for it is parked
+//!   there and answered right after the install (that connection gets CONNACK and then
+//!   DISCONNECT 0x8E, as if the two CONNECTs had come one after the other).
+//! - **Packets the old connection sent before the successor's CONNECT.** A client that sends
+//!   PUBACK and DISCONNECT and reconnects at once must not find the message redelivered or its
+//!   will published. A takeover of a live connection therefore drains it first
+//!   (`Conn::drain_for_takeover`: shut down for reading, the buffered packets handled) and
+//!   takes the session when that connection has closed (`drained`), at most `DRAIN_LIMIT`
+//!   later.
+//! - **Messages routed while the session moves.** The old core keeps the session's entries in
+//!   its local index as a `Stub` that forwards every delivery to the new key (`Forward`); the
+//!   new core holds forwards that arrive before the install and applies them after it. After
+//!   the install the new core tells the old one (`MoveAck`) and has every other core do the
+//!   same after applying what it queued before (`MoveBarrier`): the new owner's interest was
+//!   pushed before those, so once the old core has every acknowledgement, no core routes a
+//!   message for this session to the old core only, and the stub goes (`MoveDone`). Until
+//!   then a message can reach the session twice (directly and through the stub); the new
+//!   core remembers what it gave the session during that window and drops the second copy.
+//!   Takeovers of the new key wait for `MoveDone`, so at most one move per client id is open.
+
+use crate::mesh::{core_of, MeshMsg, TakeoverReq};
+use crate::shard::{Shard, Sink, State};
+use futures_channel::oneshot;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+use uringmq_session::{Delivery, Message, Session};
+
+/// A live delivery that went through a stub.
+pub(crate) struct Forwarded {
+    msg: Arc<Message>,
+    delivery: Delivery,
+    group: Option<Arc<str>>,
+}
+
+/// A key of this core from its claim until its move is complete.
+#[derive(Default)]
+pub(crate) struct Incoming {
+    /// `install_session` ran.
+    installed: bool,
+    /// Forwarded before the install, applied right after it in order.
+    early: Vec<Forwarded>,
+    /// The successor's takeover, answered once the install (and move) is complete.
+    parked: Option<TakeoverReq>,
+    /// Messages given to the session while forwards may still come (held, so their
+    /// addresses stay unique). Few: the window is one mesh round trip.
+    seen: Vec<Arc<Message>>,
+}
+
+impl Incoming {
+    /// Holds forwarded deliveries until its install.
+    pub(crate) fn holds_early(&self) -> bool {
+        !self.early.is_empty()
+    }
+
+    /// Records `msg`; false if the session had it already.
+    fn first_sight(&mut self, msg: &Arc<Message>) -> bool {
+        if self.seen.iter().any(|m| Arc::ptr_eq(m, msg)) {
+            return false;
+        }
+        self.seen.push(msg.clone());
+        true
+    }
+}
+
+/// What a session that moved away leaves in its old core's indexes.
+pub(crate) struct Stub {
+    /// The key the session now has.
+    to: u64,
+    /// Acknowledgements still missing before the stub may go.
+    acks_left: usize,
+    /// Its filters (still indexed under the old key).
+    filters: Vec<String>,
+}
+
+/// The outcome of claiming a client id.
+pub(crate) struct Claim {
+    /// The new session key.
+    pub(crate) key: u64,
+    previous: Option<u64>,
+    reply: Option<oneshot::Receiver<Option<Box<Session>>>>,
+}
+
+impl Claim {
+    /// The previous owner's session (None if there was none, it ended, or clean start
+    /// discarded it) and, when it comes from a stub, the stub's key.
+    pub(crate) async fn session(self) -> (Option<Box<Session>>, Option<u64>) {
+        let Some(rx) = self.reply else {
+            return (None, None);
+        };
+        match rx.await {
+            Ok(Some(s)) => (Some(s), self.previous),
+            _ => (None, None),
+        }
+    }
+}
+
+impl State {
+    /// Whether a live delivery of `msg` to `key` is not a duplicate of one that came (or
+    /// will come) through a stub.
+    pub(crate) fn first_sight(&mut self, key: u64, msg: &Arc<Message>) -> bool {
+        if self.incoming.is_empty() {
+            return true;
+        }
+        self.incoming
+            .get_mut(&key)
+            .is_none_or(|inc| inc.first_sight(msg))
+    }
+}
+
+impl Shard {
+    /// Claims `id` for a new CONNECT (synchronously: the new key is `Incoming` here before
+    /// any other core can learn it) and asks the previous owner for the session.
+    pub(crate) fn claim_client_id(self: &Rc<Self>, id: &Arc<str>, clean_start: bool) -> Claim {
+        let key = self.new_key();
+        self.st
+            .borrow_mut()
+            .incoming
+            .insert(key, Incoming::default());
+        let previous = self.shared.registry.claim(id, key);
+        let reply = previous.map(|k| {
+            let (tx, rx) = oneshot::channel();
+            let req = TakeoverReq {
+                key: k,
+                clean_start,
+                successor: key,
+                reply: tx,
+            };
+            if core_of(k) == self.id {
+                self.handle_takeover(req);
+            } else {
+                self.send(usize::from(core_of(k)), MeshMsg::Takeover(req));
+            }
+            rx
+        });
+        Claim {
+            key,
+            previous,
+            reply,
+        }
+    }
+
+    /// A takeover request for a key of this core: parked while that key's CONNECT or move is
+    /// not complete, else answered now.
+    pub(crate) fn handle_takeover(self: &Rc<Self>, req: TakeoverReq) {
+        {
+            let mut st = self.st.borrow_mut();
+            if let Some(inc) = st.incoming.get_mut(&req.key) {
+                // Only the successor in the registry's chain asks, once.
+                inc.parked = Some(req);
+                return;
+            }
+        }
+        let live = match self.st.borrow().sessions.get(&req.key).map(|e| &e.sink) {
+            Some(Sink::Conn(conn)) => Some(conn.clone()),
+            _ => None,
+        };
+        if live.is_some_and(|conn| conn.drain_for_takeover()) {
+            self.st.borrow_mut().draining.insert(req.key, req);
+            return;
+        }
+        let s = self.take_session(req.key, req.clean_start, req.successor);
+        // What the takeover queued (a will, interest changes) goes before the new CONNACK.
+        self.flush_mesh();
+        // A successor that is gone (its core stopped) loses the session with it.
+        let _ = req.reply.send(s);
+    }
+
+    /// The connection of session `key` closed: answers a takeover that waited for its drain.
+    pub(crate) fn drained(self: &Rc<Self>, key: u64) {
+        let req = self.st.borrow_mut().draining.remove(&key);
+        if let Some(req) = req {
+            self.handle_takeover(req);
+        }
+    }
+
+    /// After `install_session` of `key` (whose session came from stub `from`, if any):
+    /// applies early forwards, then completes the move or answers a parked takeover.
+    pub(crate) fn after_install(self: &Rc<Self>, key: u64, from: Option<u64>) {
+        let now = Instant::now();
+        let parked = {
+            let mut guard = self.st.borrow_mut();
+            let st = &mut *guard;
+            let Some(mut inc) = st.incoming.remove(&key) else {
+                return;
+            };
+            for f in std::mem::take(&mut inc.early) {
+                self.deliver_to(st, key, &f.msg, f.delivery, f.group, now, false);
+            }
+            match from {
+                Some(old) if core_of(old) != self.id => {
+                    // Wait for the old core to drop its stub; keep deduplicating until then.
+                    inc.installed = true;
+                    st.incoming.insert(key, inc);
+                    None
+                }
+                _ => inc.parked,
+            }
+        };
+        // Its held deliveries are written now: barrier answers that waited may go.
+        self.persist_unpark();
+        match from {
+            Some(old) if core_of(old) == self.id => self.drop_stub(old),
+            Some(old) => {
+                let home = core_of(old);
+                for c in 0..self.shared.cores() {
+                    if c == usize::from(home) {
+                        self.send(c, MeshMsg::MoveAck { old });
+                    } else if c != usize::from(self.id) {
+                        self.send(c, MeshMsg::MoveBarrier { old });
+                    }
+                }
+            }
+            None => {}
+        }
+        if let Some(req) = parked {
+            self.handle_takeover(req);
+        }
+    }
+
+    /// Leaves a stub for session `key` that moves to `to` (its subscriptions stay indexed).
+    pub(crate) fn leave_stub(&self, st: &mut State, key: u64, to: u64, filters: Vec<String>) {
+        let acks_left = if core_of(to) == self.id {
+            0
+        } else {
+            self.shared.cores() - 1
+        };
+        st.stubs.insert(
+            key,
+            Stub {
+                to,
+                acks_left,
+                filters,
+            },
+        );
+    }
+
+    /// A live delivery matched the stub `key`: pass it on to where the session went.
+    /// Returns false if `key` is no stub.
+    pub(crate) fn forward_from_stub(
+        &self,
+        st: &mut State,
+        key: u64,
+        msg: &Arc<Message>,
+        delivery: Delivery,
+        group: Option<Arc<str>>,
+        now: Instant,
+    ) -> bool {
+        let Some(to) = st.stubs.get(&key).map(|s| s.to) else {
+            return false;
+        };
+        if core_of(to) == self.id {
+            self.forwarded(st, to, msg, delivery, group, now);
+        } else {
+            self.send(
+                usize::from(core_of(to)),
+                MeshMsg::Forward {
+                    key: to,
+                    msg: msg.clone(),
+                    delivery,
+                    group,
+                },
+            );
+        }
+        true
+    }
+
+    /// A delivery forwarded by a stub to `key` on this core.
+    pub(crate) fn forwarded(
+        &self,
+        st: &mut State,
+        key: u64,
+        msg: &Arc<Message>,
+        delivery: Delivery,
+        group: Option<Arc<str>>,
+        now: Instant,
+    ) {
+        if let Some(inc) = st.incoming.get_mut(&key) {
+            if !inc.first_sight(msg) {
+                return;
+            }
+            if !inc.installed {
+                inc.early.push(Forwarded {
+                    msg: msg.clone(),
+                    delivery,
+                    group,
+                });
+                return;
+            }
+        }
+        // Installed, or moved on again (then `deliver_to` finds its stub), or ended.
+        self.deliver_to(st, key, msg, delivery, group, now, false);
+    }
+
+    /// One core acknowledged the move away from stub `old`.
+    pub(crate) fn move_acked(self: &Rc<Self>, old: u64) {
+        let done = {
+            let mut st = self.st.borrow_mut();
+            match st.stubs.get_mut(&old) {
+                Some(stub) => {
+                    stub.acks_left = stub.acks_left.saturating_sub(1);
+                    stub.acks_left == 0
+                }
+                None => false,
+            }
+        };
+        if done {
+            self.drop_stub(old);
+        }
+    }
+
+    /// Removes stub `old` from the indexes and tells the new owner no forwards will follow.
+    fn drop_stub(self: &Rc<Self>, old: u64) {
+        let Some(stub) = self.st.borrow_mut().stubs.remove(&old) else {
+            return;
+        };
+        for f in &stub.filters {
+            self.unindex_subscription(f, old);
+        }
+        if core_of(stub.to) != self.id {
+            self.send(
+                usize::from(core_of(stub.to)),
+                MeshMsg::MoveDone { key: stub.to },
+            );
+        }
+    }
+
+    /// The stub that forwarded to `key` is gone: stop deduplicating, answer a parked takeover.
+    pub(crate) fn move_done(self: &Rc<Self>, key: u64) {
+        let parked = {
+            let mut st = self.st.borrow_mut();
+            match st.incoming.get(&key) {
+                Some(inc) if inc.installed => st.incoming.remove(&key).and_then(|i| i.parked),
+                _ => None,
+            }
+        };
+        if let Some(req) = parked {
+            self.handle_takeover(req);
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Routing on one core: the interest index kept in step with the other cores, retained
+//! messages, matching a PUBLISH to cores and to local sessions, shared-group picks.
+
+use super::{Shard, Sink};
+use crate::mesh::{MeshMsg, Target};
+use crate::routing::group_filter;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::debug;
+use uringmq_session::{Delivery, Message, Origin, SubOptions};
+use uringmq_topic::SharedFilter;
+
+impl Shard {
+    /// Tells every core (this one directly) that this core gained/lost `filter`.
+    fn broadcast_interest(&self, filter: &str, add: bool) {
+        let filter: Arc<str> = filter.into();
+        {
+            let mut st = self.st.borrow_mut();
+            if add {
+                let _ = st.interest.insert(&filter, self.id, ());
+            } else {
+                let _ = st.interest.remove(&filter, self.id);
+            }
+        }
+        for c in 0..self.shared.cores() {
+            if c != usize::from(self.id) {
+                self.send(
+                    c,
+                    MeshMsg::Interest {
+                        filter: filter.clone(),
+                        core: self.id,
+                        add,
+                    },
+                );
+            }
+        }
+    }
+
+    fn broadcast_shared(&self, group: &Arc<str>, members: u32) {
+        let cores = self.shared.cores();
+        self.st
+            .borrow_mut()
+            .shared
+            .set_count(group, group_filter(group), self.id, members, cores);
+        for c in 0..self.shared.cores() {
+            if c != usize::from(self.id) {
+                self.send(
+                    c,
+                    MeshMsg::SharedInterest {
+                        group: group.clone(),
+                        core: self.id,
+                        members,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Adds `key`'s subscription to the indexes. Returns whether it is shared.
+    pub(crate) fn index_subscription(&self, filter: &str, key: u64, opts: SubOptions) -> bool {
+        if let Ok(Some(_)) = SharedFilter::parse(filter) {
+            let group: Arc<str> = filter.into();
+            let n = self.st.borrow_mut().shared.join(&group, key, opts);
+            self.broadcast_shared(&group, n);
+            return true;
+        }
+        let first = {
+            let mut st = self.st.borrow_mut();
+            match st.local.insert(filter, key, opts) {
+                Ok(ins) => ins.first_subscriber,
+                Err(_) => false,
+            }
+        };
+        if first {
+            self.broadcast_interest(filter, true);
+        }
+        false
+    }
+
+    /// Removes `key`'s subscription from the indexes.
+    pub(crate) fn unindex_subscription(&self, filter: &str, key: u64) {
+        if let Ok(Some(_)) = SharedFilter::parse(filter) {
+            let left = self.st.borrow_mut().shared.leave(filter, key);
+            if let Some(n) = left {
+                self.broadcast_shared(&filter.into(), n);
+            }
+            return;
+        }
+        let last = self
+            .st
+            .borrow_mut()
+            .local
+            .remove(filter, key)
+            .last_subscriber;
+        if last {
+            self.broadcast_interest(filter, false);
+        }
+        self.collect_soon();
+    }
+
+    /// Memory was freed on this core (index nodes of a filter that went): have the sweep ask
+    /// mimalloc to return it for a few seconds, as after parking. Without it a client that
+    /// held large filters left the memory with the process after it was gone.
+    pub(super) fn collect_soon(&self) {
+        self.collect_sweeps
+            .set(crate::conn::hibernate::COLLECT_SWEEPS);
+    }
+
+    // ---- retained ----
+
+    /// A PUBLISH with RETAIN from a client on this core: store and tell the other cores.
+    ///
+    /// `max_retained_messages` is checked against this core's replica: a new topic is refused
+    /// when the replica holds `max` topics. Replicas apply every `Retain` unconditionally, so
+    /// they converge on one store, but a replica sees other cores' new topics only when their
+    /// `Retain` arrives: the store can exceed `max` by the new topics that other cores admitted
+    /// while their `Retain` was still on its way here (one mesh hop, usually microseconds).
+    /// With one core the limit is exact.
+    pub(crate) fn retain(self: &Rc<Self>, msg: &Arc<Message>) {
+        let max = self.config().max_retained_messages;
+        if max != 0 && !msg.payload.is_empty() {
+            let st = self.st.borrow();
+            // The broker's own `$SYS` topics do not count (`RetainedStore::user_len`).
+            if st.retained.user_len() >= max && !st.retained.contains(&msg.topic) {
+                debug!(topic = %msg.topic, "retained store full: not retained");
+                return;
+            }
+        }
+        self.apply_retain(msg.clone());
+        for c in 0..self.shared.cores() {
+            if c != usize::from(self.id) {
+                self.send(c, MeshMsg::Retain(msg.clone()));
+            }
+        }
+    }
+
+    pub(crate) fn apply_retain(&self, msg: Arc<Message>) {
+        self.persist_retained(&msg);
+        let mut st = self.st.borrow_mut();
+        st.retained.set(msg);
+        let n = st.retained.user_len() as u64;
+        if self.id == 0 {
+            self.stats().retained.store(n, Ordering::Relaxed);
+            let bytes = st.retained.user_bytes() as u64;
+            self.stats().retained_bytes.store(bytes, Ordering::Relaxed);
+        }
+    }
+
+    // ---- routing ----
+
+    /// Routes a message: once to every other core with subscribers, to the chosen core of each
+    /// matching shared group, then to this core's own subscribers.
+    pub(crate) fn route(self: &Rc<Self>, msg: &Arc<Message>) {
+        self.drain_mesh();
+        let me = usize::from(self.id);
+        let strategy = self.config().shared_subscription_strategy;
+        let mut shared_targets: smallvec::SmallVec<[(Arc<str>, u16); 2]> =
+            smallvec::SmallVec::new();
+        let local = {
+            let mut guard = self.st.borrow_mut();
+            let st = &mut *guard;
+            st.scratch_cores.iter_mut().for_each(|c| *c = false);
+            let marks = &mut st.scratch_cores;
+            st.interest.for_each_matching_filter(&msg.topic, |members| {
+                for (core, _) in members.iter() {
+                    if let Some(m) = marks.get_mut(usize::from(core)) {
+                        *m = true;
+                    }
+                }
+            });
+            st.shared.route(&msg.topic, self.id, strategy, |g, c| {
+                shared_targets.push((g, c))
+            });
+            for (c, &marked) in st.scratch_cores.iter().enumerate() {
+                if marked && c != me {
+                    self.send(
+                        c,
+                        MeshMsg::Publish {
+                            msg: msg.clone(),
+                            target: Target::Subscribers,
+                        },
+                    );
+                }
+            }
+            st.scratch_cores[me]
+        };
+        for (group, core) in shared_targets {
+            if usize::from(core) == me {
+                self.deliver_shared(&group, msg, None, true);
+            } else {
+                self.send(
+                    usize::from(core),
+                    MeshMsg::Publish {
+                        msg: msg.clone(),
+                        target: Target::Shared {
+                            group,
+                            exclude: None,
+                        },
+                    },
+                );
+            }
+        }
+        if local {
+            self.deliver_local(msg);
+        }
+    }
+
+    /// Delivers to this core's ordinary subscribers: one copy per session at the highest QoS
+    /// of its matching subscriptions, with all their identifiers [MQTT-3.3.5-1].
+    pub(crate) fn deliver_local(self: &Rc<Self>, msg: &Arc<Message>) {
+        let now = Instant::now();
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        let mut matches = std::mem::take(&mut st.scratch_matches);
+        matches.clear();
+        let id = self.id;
+        st.local.for_each_match(&msg.topic, |key, opts| {
+            if let Some(d) = Delivery::live(
+                msg,
+                opts,
+                Some(Origin {
+                    core: id,
+                    session: key,
+                }),
+            ) {
+                matches.push((key, d));
+            }
+        });
+        if matches.len() > 1 {
+            matches.sort_unstable_by_key(|(k, _)| *k);
+            let mut merged: Vec<(u64, Delivery)> = Vec::with_capacity(matches.len());
+            for (k, d) in matches.drain(..) {
+                match merged.last_mut() {
+                    Some((lk, ld)) if *lk == k => ld.merge(d),
+                    _ => merged.push((k, d)),
+                }
+            }
+            matches = merged;
+        }
+        st.heads.clear();
+        for (key, d) in matches.drain(..) {
+            if st.first_sight(key, msg) {
+                self.deliver_to(st, key, msg, d, None, now, true);
+            }
+        }
+        st.scratch_matches = matches;
+    }
+
+    /// Delivers to one member of a shared group on this core (online members first). With
+    /// `forward`, a group without members here goes to another core that has some.
+    pub(crate) fn deliver_shared(
+        self: &Rc<Self>,
+        group: &Arc<str>,
+        msg: &Arc<Message>,
+        exclude: Option<u64>,
+        forward: bool,
+    ) {
+        let now = Instant::now();
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        let picked = st.shared.local.get(group).and_then(|members| {
+            let n = members.len();
+            let mut fallback = None;
+            for _ in 0..n {
+                let (key, opts) = members.pick_next()?;
+                if Some(key) == exclude {
+                    continue;
+                }
+                let online = matches!(
+                    st.sessions.get(&key).map(|e| &e.sink),
+                    Some(Sink::Conn(_) | Sink::Api(_))
+                );
+                if online {
+                    return Some((key, *opts));
+                }
+                fallback.get_or_insert((key, *opts));
+            }
+            fallback
+        });
+        match picked {
+            Some((key, opts)) => {
+                // A shared subscription never gets retained-as-published... it does: RAP applies.
+                if !st.first_sight(key, msg) {
+                    return;
+                }
+                if let Some(d) = Delivery::live(msg, &opts, None) {
+                    self.deliver_to(st, key, msg, d, Some(group.clone()), now, false);
+                }
+            }
+            None if forward => {
+                if let Some(core) = st.shared.other_core(group, self.id) {
+                    if core != self.id {
+                        self.send(
+                            usize::from(core),
+                            MeshMsg::Publish {
+                                msg: msg.clone(),
+                                target: Target::Shared {
+                                    group: group.clone(),
+                                    exclude,
+                                },
+                            },
+                        );
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Offers QoS 1/2 messages of a shared-group member that left to another member.
+    pub(crate) fn redeliver_shared(
+        self: &Rc<Self>,
+        items: Vec<(Arc<str>, Arc<Message>)>,
+        exclude: u64,
+    ) {
+        for (group, msg) in items {
+            self.deliver_shared(&group, &msg, Some(exclude), true);
+        }
+    }
+
+    // ---- sessions ----
+
+    /// Sends the retained messages matching `filter` to session `key` (after SUBACK).
+    pub(crate) fn send_retained(self: &Rc<Self>, key: u64, filter: &str, opts: &SubOptions) {
+        self.drain_mesh();
+        let now = Instant::now();
+        let mut msgs = Vec::new();
+        self.st
+            .borrow()
+            .retained
+            .for_each_match(filter, |m| msgs.push(m.clone()));
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        for m in msgs {
+            let d = Delivery::retained(&m, opts);
+            self.deliver_to(st, key, &m, d, None, now, false);
+        }
+    }
+}

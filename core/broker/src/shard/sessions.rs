@@ -1,0 +1,309 @@
+//! Sessions of one core: taking one over, installing, ending, a connection closing, will delays
+//! and session expiry.
+
+use super::api_cmds::summary;
+use super::stats::add;
+use super::{Entry, Shard, Sink};
+use crate::conn::{CloseReason, Conn};
+use bytes::BytesMut;
+use std::cmp::Reverse;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::debug;
+use uringmq_codec::QoS;
+use uringmq_session::{will, Origin, Session, SubOptions};
+
+impl Shard {
+    /// Removes a session from this core for a takeover by `successor`: closes its connection,
+    /// handles its will, and returns the session to move (None if unknown, or ended: by
+    /// clean start, or because it was not persistent). A moving session leaves a stub that
+    /// forwards to `successor`.
+    pub(crate) fn take_session(
+        self: &Rc<Self>,
+        key: u64,
+        clean_start: bool,
+        successor: u64,
+    ) -> Option<Box<Session>> {
+        let now = Instant::now();
+        let mut e = self.st.borrow_mut().sessions.remove(&key)?;
+        let author = self.will_author(&e);
+        if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline(0)) {
+            // Before the answer: the successor takes the debt once it has it.
+            crate::conn::limits::keep_publish_debt(self, &conn, &e.s.client_id);
+            // Not drained (it was already closing, or the broker stops): its `closed()` will
+            // find no session, so the disconnect hook is told here, with the reason it was
+            // closing for if it had one.
+            let reason = conn.kill_reason().unwrap_or(CloseReason::TakenOver);
+            self.tell_disconnect(&conn, &e.s, &reason);
+            conn.clear_session();
+            conn.kill(CloseReason::TakenOver);
+            self.stats().connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        // The session ends here if the new connection starts clean, or if it was not kept
+        // beyond its connection (v5 expiry 0, 3.x clean session: its state must not be
+        // reused [MQTT-3.1.2-6], and Mosquitto answers session-present 0).
+        let ends = clean_start || !e.s.is_persistent();
+        // The old connection's will (or its pending delayed will) goes out only if the
+        // session ends here: a will is due when its delay passes or its session ends,
+        // whichever comes first [MQTT-3.1.3-9], and a new connection that goes on with the
+        // session before then cancels it [MQTT-3.1.2-8]. That is Mosquitto's
+        // 07-will-takeover matrix; Mosquitto differs only for a delayed will, which it drops
+        // even when the session ends (tests/python/test_mqtt_interop.py marks it).
+        let will =
+            e.s.will
+                .take()
+                .or_else(|| e.s.pending_will.take().map(|p| p.will));
+        e.s.pending_will = None;
+        if let Some(w) = will.filter(|_| ends) {
+            self.publish_will(w, author, None, now);
+        }
+        if ends {
+            self.persist_gone(&e.s.client_id);
+            for (filter, _) in e.s.subs.iter() {
+                self.unindex_subscription(filter, key);
+            }
+        } else {
+            self.persist_moved(&e.s.client_id);
+            // Messages routed here while the session moves are forwarded, not lost.
+            let filters = e.s.subs.iter().map(|(f, _)| f.to_owned()).collect();
+            self.leave_stub(&mut self.st.borrow_mut(), key, successor, filters);
+        }
+        self.stats().sessions.fetch_sub(1, Ordering::Relaxed);
+        self.stats()
+            .subscriptions
+            .fetch_sub(e.s.subs.len() as u64, Ordering::Relaxed);
+        if ends {
+            self.end_session_messages(&mut e.s, key);
+            None
+        } else {
+            Some(e.s)
+        }
+    }
+
+    /// A session ends: shared-group messages go to other members; everything else is dropped.
+    fn end_session_messages(self: &Rc<Self>, s: &mut Session, key: u64) {
+        let mut items = Vec::new();
+        for e in s.inflight.drain() {
+            if let Some(g) = e.shared_group {
+                items.push((g, e.msg));
+            }
+        }
+        for q in s.queue.drain() {
+            if let Some(g) = q.shared_group {
+                if q.delivery.qos != QoS::AtMostOnce {
+                    items.push((g, q.msg));
+                }
+            }
+        }
+        self.redeliver_shared(items, key);
+    }
+
+    /// Removes a session that ended (expired, or non-persistent and disconnected).
+    pub(crate) fn end_session(self: &Rc<Self>, key: u64) {
+        let Some(mut e) = self.st.borrow_mut().sessions.remove(&key) else {
+            return;
+        };
+        if !matches!(e.sink, Sink::Api(_)) {
+            self.persist_gone(&e.s.client_id);
+        }
+        for (filter, _) in e.s.subs.iter() {
+            self.unindex_subscription(filter, key);
+        }
+        self.stats().sessions.fetch_sub(1, Ordering::Relaxed);
+        self.stats()
+            .subscriptions
+            .fetch_sub(e.s.subs.len() as u64, Ordering::Relaxed);
+        self.end_session_messages(&mut e.s, key);
+        if !matches!(e.sink, Sink::Api(_)) {
+            self.shared.registry.release(&e.s.client_id, key);
+        }
+    }
+
+    /// Installs a session for a newly accepted CONNECT and indexes its subscriptions.
+    pub(crate) fn install_session(self: &Rc<Self>, key: u64, s: Box<Session>, sink: Sink) {
+        let subs: Vec<(String, SubOptions)> =
+            s.subs.iter().map(|(f, o)| (f.to_owned(), *o)).collect();
+        self.stats().sessions.fetch_add(1, Ordering::Relaxed);
+        self.stats()
+            .subscriptions
+            .fetch_add(subs.len() as u64, Ordering::Relaxed);
+        let entry = Entry {
+            s,
+            sink,
+            token_acl: None,
+        };
+        self.st.borrow_mut().sessions.insert(key, entry);
+        self.persist_installed(key);
+        for (filter, opts) in subs {
+            self.index_subscription(&filter, key, opts);
+        }
+    }
+
+    /// Keeps what authenticating session `key`'s connection granted (see `Entry::token_acl`).
+    pub(crate) fn set_token_acl(&self, key: u64, acl: Option<Arc<uringmq_auth::AclFile>>) {
+        if let Some(e) = self.st.borrow_mut().sessions.get_mut(&key) {
+            e.token_acl = acl;
+        }
+    }
+
+    /// The connection of session `key` closed.
+    pub(crate) fn connection_closed(self: &Rc<Self>, key: u64, reason: &CloseReason) {
+        let now = Instant::now();
+        let (will, author, persistent, expiry, delay, client_id) = {
+            let mut st = self.st.borrow_mut();
+            let Some(e) = st.sessions.get_mut(&key) else {
+                return;
+            };
+            let author = self.will_author(e);
+            e.sink = match &e.sink {
+                Sink::Conn(conn) => {
+                    crate::conn::limits::keep_publish_debt(self, conn, &e.s.client_id);
+                    self.tell_disconnect(conn, &e.s, reason);
+                    Sink::Offline(self.shared.security.listener_index(&conn.listener))
+                }
+                Sink::Offline(l) => Sink::Offline(*l),
+                Sink::Api(_) => Sink::Offline(crate::security::NO_LISTENER_INDEX),
+            };
+            if *reason == CloseReason::TakenOver {
+                // Drained for a takeover, which takes the session right after and decides
+                // about the will (`take_session`).
+                return;
+            }
+            let will =
+                e.s.will
+                    .take()
+                    .filter(|_| reason.publishes_will() && !self.stopping.get());
+            (
+                will,
+                author,
+                e.s.is_persistent(),
+                e.s.session_expiry,
+                e.s.will_delay,
+                e.s.client_id.clone(),
+            )
+        };
+        if !persistent {
+            if let Some(w) = will {
+                let origin = Some(Origin {
+                    core: self.id,
+                    session: key,
+                });
+                self.publish_will(w, author, origin, now);
+            }
+            self.end_session(key);
+            return;
+        }
+        if self.stopping.get() {
+            self.persist_closed(key);
+            return;
+        }
+        let mut st = self.st.borrow_mut();
+        let mut redeliver = Vec::new();
+        let mut due_times = Vec::new();
+        if let Some(e) = st.sessions.get_mut(&key) {
+            if let Some(w) = will {
+                let due = will::due(now, delay, expiry);
+                e.s.pending_will = Some(Box::new(will::PendingWill { will: w, due }));
+                due_times.push(due);
+            }
+            if expiry != u32::MAX {
+                let at = now + Duration::from_secs(u64::from(expiry));
+                e.s.expires_at = Some(at);
+                due_times.push(at);
+            }
+            // Shared-group messages of a member that left go to another member.
+            for o in e.s.inflight.extract(|o| {
+                o.shared_group.is_some() && o.state != uringmq_session::OutState::PubComp
+            }) {
+                if let Some(g) = o.shared_group {
+                    redeliver.push((g, o.msg));
+                }
+            }
+            for q in e.s.queue.extract(|q| q.shared_group.is_some()) {
+                if let Some(g) = q.shared_group {
+                    redeliver.push((g, q.msg));
+                }
+            }
+        }
+        for at in due_times {
+            st.timers.push(Reverse((at, key)));
+        }
+        drop(st);
+        self.persist_closed(key);
+        self.redeliver_shared(redeliver, key);
+        debug!(client_id = %client_id, "session kept offline");
+        // Fire at once if the will is due now.
+        self.fire_timers(now);
+    }
+
+    /// Runs due timers: delayed wills and session expiry.
+    pub(crate) fn fire_timers(self: &Rc<Self>, now: Instant) {
+        loop {
+            let key = {
+                let mut st = self.st.borrow_mut();
+                match st.timers.peek() {
+                    Some(Reverse((due, _))) if *due <= now => {}
+                    _ => return,
+                }
+                let Some(Reverse((_, key))) = st.timers.pop() else {
+                    return;
+                };
+                key
+            };
+            let (will, author, expired) = {
+                let mut st = self.st.borrow_mut();
+                let Some(e) = st.sessions.get_mut(&key) else {
+                    continue;
+                };
+                if !matches!(e.sink, Sink::Offline(_)) {
+                    continue;
+                }
+                let will = match &e.s.pending_will {
+                    Some(p) if p.due <= now => e.s.pending_will.take().map(|p| p.will),
+                    _ => None,
+                };
+                let author = will.is_some().then(|| self.will_author(e));
+                (will, author, e.s.expires_at.is_some_and(|at| at <= now))
+            };
+            if let (Some(w), Some(author)) = (will, author) {
+                let origin = Some(Origin {
+                    core: self.id,
+                    session: key,
+                });
+                self.publish_will(w, author, origin, now);
+            }
+            if expired {
+                add(&self.stats().sessions_expired, 1);
+                self.end_session(key);
+            }
+        }
+    }
+
+    // ---- in-process API ----
+
+    /// Hands a closed connection to the embedder's disconnect hook, on a hook thread.
+    fn tell_disconnect(&self, conn: &Conn, s: &Session, reason: &CloseReason) {
+        if let Some(hook) = self.shared.on_disconnect.clone() {
+            let (client, why) = (summary(conn, s), reason.name());
+            if !self.shared.hooks.notify(move || hook(client, why)) {
+                debug!("disconnect hook not called: the hook threads are busy or stopped");
+            }
+        }
+    }
+
+    /// Writes everything queued for session `key` that the window and the outbound limit allow.
+    pub(crate) fn pump(self: &Rc<Self>, key: u64) {
+        let now = Instant::now();
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        self.pump_in(st, key, now);
+    }
+
+    /// Appends raw bytes (an ack) to the connection of the session.
+    pub(crate) fn write_out(conn: &Conn, f: impl FnOnce(&mut BytesMut)) {
+        f(conn.out.borrow_mut().buf());
+        conn.wake();
+    }
+}

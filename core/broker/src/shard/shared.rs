@@ -1,0 +1,40 @@
+//! What all cores share: read-only after start, except atomics, mailboxes and the registry.
+
+use super::stats::CoreStats;
+use crate::config::Config;
+use crate::mesh::{Mailbox, Registry};
+use crate::security::HookPool;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use uringmq_auth::{Authenticator, Authorizer};
+use uringmq_session::ConnectLimits;
+
+/// What all cores share (read-only after start, except atomics, mailboxes and the registry).
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) limits: ConnectLimits,
+    pub(crate) mailboxes: Vec<Mailbox>,
+    pub(crate) registry: Registry,
+    /// Publish-rate debts of client ids whose connection closed (`net/publish_debts.rs`).
+    pub(crate) publish_debts: crate::net::PublishDebts,
+    pub(crate) stats: Vec<CoreStats>,
+    pub(crate) hooks: HookPool,
+    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+    pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
+    /// Listener policies, files and enhanced authenticators behind the two above.
+    pub(crate) security: Arc<crate::security::Security>,
+    /// Open client sockets, all cores (for `max_connections`).
+    pub(crate) connections: AtomicUsize,
+    /// Source of assigned client identifiers.
+    pub(crate) next_assigned: AtomicU64,
+    /// The embedder's disconnect hook (run on the hook threads).
+    pub(crate) on_disconnect: Option<crate::api::DisconnectHook>,
+    /// What the durable store recovered, taken by each core as it starts (`persist.rs`).
+    pub(crate) boot: Option<crate::shard::persist::Boot>,
+}
+
+impl Shared {
+    pub(crate) fn cores(&self) -> usize {
+        self.mailboxes.len()
+    }
+}
