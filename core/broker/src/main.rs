@@ -133,7 +133,12 @@ fn main() -> std::process::ExitCode {
         broker.reload();
     }
     // The counters, for the operator (and the process tests, which see nothing else).
-    tracing::info!(signal = sig, stats = ?broker.stats(), "stopping");
+    tracing::info!(
+        signal = sig,
+        stats = ?broker.stats(),
+        persistence = ?broker.persistence_stats(),
+        "stopping"
+    );
     broker.stop();
     std::process::ExitCode::SUCCESS
 }

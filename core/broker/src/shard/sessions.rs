@@ -217,11 +217,13 @@ impl Shard {
             for o in e.s.inflight.extract(|o| {
                 o.shared_group.is_some() && o.state != uringmq_session::OutState::PubComp
             }) {
+                self.persist_done(&e.s.client_id, o.delivery.store_id);
                 if let Some(g) = o.shared_group {
                     redeliver.push((g, o.msg));
                 }
             }
             for q in e.s.queue.extract(|q| q.shared_group.is_some()) {
+                self.persist_done(&e.s.client_id, q.delivery.store_id);
                 if let Some(g) = q.shared_group {
                     redeliver.push((g, q.msg));
                 }
