@@ -126,6 +126,7 @@ pub(crate) fn open(
     let started = Instant::now();
     let shards = shards.max(1);
     fs::create_dir_all(dir)?;
+    let lock = Arc::new(lock(dir)?);
     let clocks = Clocks {
         instant: Instant::now(),
         wall: now,
@@ -135,10 +136,10 @@ pub(crate) fn open(
     let mut max_stamp = 0;
     let mut state = State::new(true);
     if let Some(g) = current {
-        for log in shard_dirs(&dir.join(gen_name(g)))? {
-            let (s, m) = read_log(&log, &clocks, &mut report)?;
+        for (s, m, r) in read_logs(&shard_dirs(&dir.join(gen_name(g)))?, &clocks)? {
             max_stamp = max_stamp.max(m);
             state.merge(s);
+            report.add(r);
         }
     }
     report.orphans = state.orphans;
@@ -150,10 +151,21 @@ pub(crate) fn open(
     let gen_dir = dir.join(gen_name(next));
     let _ = fs::remove_dir_all(&gen_dir);
     fs::create_dir_all(&gen_dir)?;
+    // One thread per shard: encoding and writing a million sessions is seconds of work.
+    let opened: Vec<io::Result<Opened>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = split(state, shards)
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let (gen_dir, clock, marks) = (&gen_dir, &clock, &marks);
+                scope.spawn(move || write_shard(gen_dir, i, s, cfg, clock, marks, &clocks))
+            })
+            .collect();
+        handles.into_iter().map(join).collect()
+    });
     let mut stores = Vec::with_capacity(shards);
-    for (i, s) in split(state, shards).into_iter().enumerate() {
-        let o = write_shard(&gen_dir, i, s, cfg, &clock, &marks, &clocks)?;
-        stores.push(ShardStore::new(o));
+    for o in opened {
+        stores.push(ShardStore::new(o?, lock.clone()));
     }
     sync_dir(&gen_dir)?;
     switch_current(dir, next)?;
@@ -171,6 +183,23 @@ pub(crate) fn open(
         );
     }
     Ok((stores, recovered))
+}
+
+/// Takes `DIR/LOCK` (an exclusive `flock`, released when the last shard's store is dropped),
+/// so a second broker (or a restart in the same process before the first stopped) cannot
+/// write the same logs.
+fn lock(dir: &Path) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let f = File::create(dir.join("LOCK"))?;
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("{} is in use by another broker: {e}", dir.display()),
+        ));
+    }
+    Ok(f)
 }
 
 fn read_current(dir: &Path) -> io::Result<Option<u64>> {
@@ -213,6 +242,37 @@ fn name_starts(p: &Path, prefix: &str) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with(prefix))
+}
+
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, io::Result<T>>) -> io::Result<T> {
+    h.join()
+        .unwrap_or_else(|_| Err(io::Error::other("store: a recovery thread panicked")))
+}
+
+/// Reads every log, one thread each: (state, largest stamp, what was read) per log.
+fn read_logs(logs: &[PathBuf], clocks: &Clocks) -> io::Result<Vec<(State, u64, RecoveryReport)>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = logs
+            .iter()
+            .map(|log| {
+                scope.spawn(move || {
+                    let mut r = RecoveryReport::default();
+                    read_log(log, clocks, &mut r).map(|(s, m)| (s, m, r))
+                })
+            })
+            .collect();
+        handles.into_iter().map(join).collect()
+    })
+}
+
+impl RecoveryReport {
+    /// Adds what one log's reading counted.
+    fn add(&mut self, r: RecoveryReport) {
+        self.files += r.files;
+        self.records += r.records;
+        self.bytes += r.bytes;
+        self.skipped.extend(r.skipped);
+    }
 }
 
 /// Applies one log's segments in order; returns its state and largest stamp.

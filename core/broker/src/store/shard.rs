@@ -105,6 +105,8 @@ pub struct ShardStore {
     waiters: RefCell<Vec<Waker>>,
     closing: Cell<bool>,
     running: Cell<bool>,
+    /// The directory's lock, shared by the shards' stores.
+    _lock: Arc<File>,
 }
 
 struct Inner {
@@ -158,7 +160,7 @@ pub(crate) fn segment_header() -> [u8; HEADER_LEN] {
 }
 
 impl ShardStore {
-    pub(crate) fn new(o: Opened) -> Self {
+    pub(crate) fn new(o: Opened, lock: Arc<File>) -> Self {
         let seg_file = Some(o.file);
         let inner = Inner {
             buf: Vec::new(),
@@ -200,6 +202,7 @@ impl ShardStore {
             waiters: RefCell::new(Vec::new()),
             closing: Cell::new(false),
             running: Cell::new(false),
+            _lock: lock,
         }
     }
 

@@ -433,6 +433,7 @@ fn a_turn_of_records_is_one_write_and_one_sync() {
         let st = s.stats();
         assert_eq!((st.records, st.writes, st.syncs), (101, 1, 1), "{st:?}");
         s.close().await;
+        drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
@@ -607,6 +608,7 @@ fn snapshots_keep_the_log_near_the_size_of_live_state() {
         assert!(st.bytes > 100 << 10, "churn written: {st:?}");
         assert!(st.log_bytes < 48 << 10, "log near live state: {st:?}");
         s.close().await;
+        drop(s);
         turns(20).await; // old segments are deleted off the shard's thread
         let on_disk: u64 = segments(&dir)
             .iter()
@@ -661,6 +663,7 @@ fn a_full_disk_fails_the_turns_tickets_and_the_store_recovers_when_space_returns
         turns(5).await;
         assert!(s.stats().snapshots >= 1, "{:?}", s.stats());
         s.close().await;
+        drop(s);
         let (_, rec) = Store::open(&dir, 1, &c).unwrap();
         let sess = find(&rec, "c").unwrap();
         let mut f: Vec<&str> = sess.subs.iter().map(|(f, _)| &**f).collect();
@@ -696,8 +699,21 @@ fn a_failing_store_retries_by_itself_when_nothing_is_pushed() {
         }
         assert!(!s.failing(), "the 1 s retry (a snapshot) succeeded");
         s.close().await;
+        drop(s);
         let (_, rec) = Store::open(&dir, 1, &c).unwrap();
         assert!(find(&rec, "c").is_some());
         let _ = std::fs::remove_dir_all(&dir);
     });
+}
+
+#[test]
+fn a_directory_in_use_is_refused_until_its_stores_are_dropped() {
+    let dir = tmpdir("lock");
+    let c = cfg(SyncPolicy::Never);
+    let (first, _) = Store::open(&dir, 2, &c).unwrap();
+    let err = Store::open(&dir, 1, &c).err().expect("second open refused");
+    assert!(err.to_string().contains("in use"), "{err}");
+    drop(first);
+    assert!(Store::open(&dir, 1, &c).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
 }
