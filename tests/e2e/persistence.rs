@@ -315,7 +315,8 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A broker process on `dir` with `persistence_sync = "always"`, reachable on `port`. Its
+/// A broker process on `dir` (with `persistence_sync = "always"` unless told), reachable on
+/// `port`. Its
 /// session queues are unbounded: a full queue drops new messages (as Mosquitto does), which is
 /// not what this test looks for.
 struct Process {
@@ -325,13 +326,17 @@ struct Process {
 
 impl Process {
     fn start(dir: &Path, port: u16) -> Process {
+        Process::start_with(dir, port, "always")
+    }
+
+    fn start_with(dir: &Path, port: u16, sync: &str) -> Process {
         let config = dir.join("broker.toml");
         let data = dir.join("data");
         std::fs::write(
             &config,
             format!(
                 "port = {port}\ncores = 2\npin_cores = false\n\
-                 persistence_dir = {data:?}\npersistence_sync = \"always\"\n\
+                 persistence_dir = {data:?}\npersistence_sync = {sync:?}\n\
                  max_queued_messages = 0\nmax_queued_bytes = 0\n"
             ),
         )
@@ -360,6 +365,13 @@ impl Process {
         Process { child, addr }
     }
 
+    /// SIGTERM, as `systemctl stop` sends: a clean stop.
+    fn terminate(mut self) {
+        // SAFETY: signalling our own child process by its pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
     fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -370,6 +382,40 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The issue's scenario with the broker binary and SIGTERM (the default `interval` policy):
+/// 100 queued QoS 1 messages, 50 retained topics and the session come back.
+#[test]
+fn sigterm_restart_of_the_binary_keeps_everything() {
+    for proto in PROTOCOLS {
+        let dir = TempDir::new("sigterm");
+        let port = free_port();
+        let broker = Process::start_with(dir.path(), port, "interval");
+        let (mut sub, _) = connect_persistent(broker.addr, proto, "sub");
+        sub.subscribe("q/#", QoS::AtLeastOnce);
+        sub.disconnect();
+        let mut publ = Client::connect(broker.addr, proto, "pub");
+        for i in 0..100 {
+            publ.publish("q/x", format!("m{i}").as_bytes(), QoS::AtLeastOnce, false);
+        }
+        for i in 0..50 {
+            publ.publish(&format!("r/{i}"), b"kept", QoS::AtLeastOnce, true);
+        }
+        broker.terminate();
+        let broker = Process::start_with(dir.path(), port, "interval");
+        let (mut sub, present) = connect_persistent(broker.addr, proto, "sub");
+        assert!(present, "{proto:?}: session present after SIGTERM");
+        for i in 0..100 {
+            assert_eq!(&sub.recv_publish().payload[..], format!("m{i}").as_bytes());
+        }
+        let mut fresh = Client::connect(broker.addr, proto, "fresh");
+        fresh.subscribe("r/#", QoS::AtLeastOnce);
+        for _ in 0..50 {
+            assert!(fresh.recv_publish().retain, "{proto:?}");
+        }
+        fresh.expect_nothing();
     }
 }
 
