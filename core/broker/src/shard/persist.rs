@@ -70,16 +70,21 @@ pub struct PersistenceStats {
 /// What `Broker::start` recovered, taken by each core as it starts.
 pub(crate) struct Boot {
     slots: Mutex<Vec<Option<CoreBoot>>>,
+    /// What every core's replicas start with; dropped once every core has it.
+    replicas: Mutex<Option<Arc<Replicas>>>,
+    always: bool,
+    report: store::RecoveryReport,
+    /// Per core: records, syncs, write errors (copied from the store by its core), refusals.
+    pub(crate) counters: Vec<[AtomicU64; 4]>,
+}
+
+struct Replicas {
     /// Every recovered ordinary filter and a core that serves a subscriber to it: every
     /// core's interest replica starts with all of them, so no core routes before it knows.
     interest: Vec<(Arc<str>, u16)>,
     /// Shared groups: (group filter, core, members there).
     shared: Vec<(Arc<str>, u16, u32)>,
     retained: Vec<Arc<Message>>,
-    always: bool,
-    report: store::RecoveryReport,
-    /// Per core: records, syncs, write errors (copied from the store by its core), refusals.
-    pub(crate) counters: Vec<[AtomicU64; 4]>,
 }
 
 struct CoreBoot {
@@ -150,9 +155,11 @@ impl Boot {
             .collect();
         Ok(Some(Boot {
             slots: Mutex::new(slots),
-            interest: interest.into_iter().collect(),
-            shared: shared.into_iter().map(|((g, c), n)| (g, c, n)).collect(),
-            retained,
+            replicas: Mutex::new(Some(Arc::new(Replicas {
+                interest: interest.into_iter().collect(),
+                shared: shared.into_iter().map(|((g, c), n)| (g, c, n)).collect(),
+                retained,
+            }))),
             always: config.persistence_sync == PersistenceSync::Always,
             report,
             counters: (0..cores).map(|_| Default::default()).collect(),
@@ -211,12 +218,19 @@ impl Shard {
     /// interest and shared-group counts, and the retained replica. Before the core runs.
     pub(crate) fn restore(&self) -> Option<Persist> {
         let boot = self.shared.boot.as_ref()?;
-        let mine = boot
-            .slots
-            .lock()
-            .ok()?
-            .get_mut(usize::from(self.id))?
-            .take()?;
+        // Both under the slots' lock: the core that takes the last slot drops the replicas'
+        // source after every other core has its reference.
+        let (mine, replicas) = {
+            let mut slots = boot.slots.lock().ok()?;
+            let mine = slots.get_mut(usize::from(self.id))?.take()?;
+            let mut r = boot.replicas.lock().ok()?;
+            let replicas = if slots.iter().all(Option::is_none) {
+                r.take()?
+            } else {
+                r.clone()?
+            };
+            (mine, replicas)
+        };
         let cores = self.shared.cores();
         let p = Persist {
             store: Rc::new(mine.store),
@@ -234,14 +248,14 @@ impl Shard {
         };
         {
             let mut st = self.st.borrow_mut();
-            for (filter, core) in &boot.interest {
+            for (filter, core) in &replicas.interest {
                 let _ = st.interest.insert(filter, *core, ());
             }
-            for (group, core, n) in &boot.shared {
+            for (group, core, n) in &replicas.shared {
                 let filter = crate::routing::group_filter(group);
                 st.shared.set_count(group, filter, *core, *n, cores);
             }
-            for m in &boot.retained {
+            for m in &replicas.retained {
                 st.retained.set(m.clone());
             }
             if self.id == 0 {
