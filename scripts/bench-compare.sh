@@ -14,6 +14,8 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/broker.sh
+source "$ROOT/scripts/lib/broker.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 ROUNDS=3
 ONLY=""
@@ -173,42 +175,19 @@ available() {
   esac
 }
 
-BROKER_PID=""
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 start_broker() {
-  local b=$1 log=$OUT/$1.log port p
-  # Something else on a broker's port would be measured in its place: refuse.
-  for p in $(port_of "$b" 3) $(port_of "$b" 5); do
-    if port_open "$p"; then say "port $p is already in use: not starting $b"; return 1; fi
-  done
+  local b=$1 cmd
   case "$b" in
     # --log-level warn: Mosquitto runs with log_dest none, so neither writes a line per connection.
-    uringmq) taskset -c "$BROKER_CPUS" "$TARGET/release/uringmq" --config "$OUT/uringmq.toml" --bind 127.0.0.1 --port 18830 --cores "$BROKER_CORES" --log-level warn >>"$log" 2>&1 & ;;
-    mosquitto) taskset -c "$BROKER_CPUS" "$MOSQUITTO" -c "$OUT/mosquitto.conf" >>"$log" 2>&1 & ;;
-    rumqttd) taskset -c "$BROKER_CPUS" "$RUMQTTD" -c "$OUT/rumqttd.toml" >>"$log" 2>&1 & ;;
+    uringmq) cmd=("$TARGET/release/uringmq" --config "$OUT/uringmq.toml" --bind 127.0.0.1 --port 18830 --cores "$BROKER_CORES" --log-level warn) ;;
+    mosquitto) cmd=("$MOSQUITTO" -c "$OUT/mosquitto.conf") ;;
+    rumqttd) cmd=("$RUMQTTD" -c "$OUT/rumqttd.toml") ;;
   esac
-  BROKER_PID=$!
-  port=$(port_of "$b" 3)
-  for _ in $(seq 100); do
-    kill -0 "$BROKER_PID" 2>/dev/null || break
-    if port_open "$port"; then return 0; fi
-    sleep 0.05
-  done
-  say "$b did not start listening on $port (see $log)"
-  stop_broker
-  return 1
+  broker_start "$(port_of "$b" 3) $(port_of "$b" 5)" "$OUT/$b.log" \
+    taskset -c "$BROKER_CPUS" "${cmd[@]}" 2>>"$LOG" ||
+    { say "$b did not start (see $LOG and $OUT/$b.log)"; return 1; }
 }
-
-stop_broker() {
-  [[ -n $BROKER_PID ]] || return 0
-  kill "$BROKER_PID" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.05; done
-  kill -9 "$BROKER_PID" 2>/dev/null
-  wait "$BROKER_PID" 2>/dev/null
-  BROKER_PID=""
-}
-trap stop_broker EXIT INT TERM
+trap broker_stop EXIT INT TERM
 
 # ---- scenarios ------------------------------------------------------------------------------
 # name|uringmq-load arguments (without host/port/duration). Closed loop (--max) measures
@@ -262,7 +241,7 @@ for entry in "${SCENARIOS[@]}"; do
         -d "$DUR" --drain 5s --broker-pid "$BROKER_PID" --label "$b" --quiet --json "$json" $args \
         >>"$LOG" 2>&1
       rc=$?
-      stop_broker
+      broker_stop
       [[ $rc == 0 ]] || say "$name on $b round $round: uringmq-load exited $rc (see $LOG)"
     done
   done

@@ -12,8 +12,11 @@
 #            -- -p 18899 -s connect-storm -c 64 --mqtt 3 --sources 8 -d 6s
 #
 # uringmq-load is $LOAD, default target/release/uringmq-load (under $CARGO_TARGET_DIR if set).
+# The broker must listen on 127.0.0.1 at the load's port (-p/--port, default 1883).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/broker.sh
+source "$ROOT/scripts/lib/broker.sh"
 LOAD=${LOAD:-${CARGO_TARGET_DIR:-$ROOT/target}/release/uringmq-load}
 JSON="" LABEL=""
 while [[ $# -gt 0 ]]; do
@@ -25,17 +28,21 @@ while [[ $# -gt 0 ]]; do
 done
 broker=()
 while [[ $# -gt 0 && $1 != -- ]]; do broker+=("$1"); shift; done
-[[ $# -gt 0 && ${#broker[@]} -gt 0 ]] || { sed -n '2,14p' "$0"; exit 2; }
+[[ $# -gt 0 && ${#broker[@]} -gt 0 ]] || { sed -n '2,15p' "$0"; exit 2; }
 shift
+port=1883
+for ((i = 1; i < $#; i++)); do
+  if [[ ${!i} == -p || ${!i} == --port ]]; then j=$((i + 1)); port=${!j}; fi
+done
 JSON=${JSON:-$(mktemp /tmp/bench-one.XXXXXX.json)}
 LABEL=${LABEL:-$(basename "${broker[0]}")}
-taskset -c 0 "${broker[@]}" >"$JSON.broker.log" 2>&1 &
-bp=$!
-sleep 0.5
+: >"$JSON.broker.log"
+trap broker_stop EXIT
+broker_start "$port" "$JSON.broker.log" taskset -c 0 "${broker[@]}" ||
+  { echo "$LABEL: broker did not start: see $JSON.broker.log" >&2; exit 1; }
 status=0
-taskset -c 1 "$LOAD" --broker-pid "$bp" --json "$JSON" --quiet "$@" >"$JSON.load.txt" 2>&1 || status=$?
-kill "$bp" 2>/dev/null || true
-wait "$bp" 2>/dev/null || true
+taskset -c 1 "$LOAD" --broker-pid "$BROKER_PID" --json "$JSON" --quiet "$@" >"$JSON.load.txt" 2>&1 || status=$?
+broker_stop
 [[ $status == 0 ]] || { echo "$LABEL: run failed ($status): see $JSON.load.txt" >&2; exit "$status"; }
 python3 - "$JSON" "$LABEL" <<'PY'
 import json, sys

@@ -7,8 +7,11 @@
 #
 # With --broker-cmd the command must listen on 127.0.0.1:P (e.g. to smoke-test uringmq:
 #   --broker-cmd "target/release/uringmq --bind 127.0.0.1 --port 18840 --cores 1").
+# uringmq-load is $LOAD if set, else built here (release).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/broker.sh
+source "$ROOT/scripts/lib/broker.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PORT=18840
 CMD=""
@@ -20,8 +23,10 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-(cd "$ROOT" && cargo build -q --release -p uringmq-bench --bin uringmq-load) || exit 1
-LOAD=$TARGET/release/uringmq-load
+if [[ -z ${LOAD:-} ]]; then
+  (cd "$ROOT" && cargo build -q --release -p uringmq-bench --bin uringmq-load) || exit 1
+  LOAD=$TARGET/release/uringmq-load
+fi
 TMP=$(mktemp -d)
 if [[ -z $CMD ]]; then
   MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
@@ -29,21 +34,15 @@ if [[ -z $CMD ]]; then
   printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay true\nlog_dest none\n' "$PORT" >"$TMP/mosquitto.conf"
   CMD="$MOSQUITTO -c $TMP/mosquitto.conf"
 fi
-if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-  echo "bench-smoke: port $PORT is already in use (use --port)" >&2
-  exit 1
-fi
-# shellcheck disable=SC2086
-$CMD >"$TMP/broker.log" 2>&1 &
-BPID=$!
-cleanup() { kill "$BPID" 2>/dev/null; wait "$BPID" 2>/dev/null; rm -rf "$TMP"; }
+cleanup() { broker_stop; rm -rf "$TMP"; }
 trap cleanup EXIT INT TERM
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+# shellcheck disable=SC2086
+broker_start "$PORT" "$TMP/broker.log" $CMD || { echo "bench-smoke: no broker (use --port?)" >&2; exit 1; }
 
 pass=0; fail=0
 run() {
   local name=$1; shift
-  if timeout 60 "$LOAD" --port "$PORT" -d 2s --drain 5s --broker-pid "$BPID" --strict --quiet --json "$TMP/$name.json" "$@" 2>"$TMP/$name.err"; then
+  if timeout 60 "$LOAD" --port "$PORT" -d 2s --drain 5s --broker-pid "$BROKER_PID" --strict --quiet --json "$TMP/$name.json" "$@" 2>"$TMP/$name.err"; then
     pass=$((pass + 1))
     python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f'ok   {sys.argv[2]:<22} out {r[\"msgs_out_per_s\"]:>9.0f}/s p99 {r[\"latency_us\"][\"p99\"]:>8.1f} us lost {r[\"delivery\"][\"lost\"]} dup {r[\"delivery\"][\"duplicates\"]} conn/s {r[\"connects_per_s\"]:.0f}')" "$TMP/$name.json" "$name"
   else

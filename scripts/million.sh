@@ -9,9 +9,11 @@
 # IP_BIND_ADDRESS_NO_PORT), holds them, and stops. Network sysctls are raised for the ramp and
 # restored on exit (scripts/sysctl-setup.sh). The ramp stops at the per-process open-file cap of
 # this machine (ulimit -Hn; root cannot raise it here): a one-process broker cannot hold more
-# connections than that, and the script says so.
+# connections than that, and the script says so. uringmq-load is $LOAD if set, else built here.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/broker.sh
+source "$ROOT/scripts/lib/broker.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BROKER=""
 GOAL=1000000
@@ -28,8 +30,10 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-(cd "$ROOT" && cargo build -q --release -p uringmq-bench --bin uringmq-load) || exit 1
-LOAD=$TARGET/release/uringmq-load
+if [[ -z ${LOAD:-} ]]; then
+  (cd "$ROOT" && cargo build -q --release -p uringmq-bench --bin uringmq-load) || exit 1
+  LOAD=$TARGET/release/uringmq-load
+fi
 if [[ -z $BROKER ]]; then
   if [[ -x $TARGET/release/uringmq ]]; then BROKER=uringmq; else BROKER=mosquitto; fi
 fi
@@ -46,9 +50,7 @@ case "$BROKER" in
 esac
 [[ -x ${CMD[0]} ]] || { echo "million: ${CMD[0]} not found" >&2; exit 1; }
 
-BPID=""
-stop_broker() { [[ -n $BPID ]] && { kill "$BPID" 2>/dev/null; wait "$BPID" 2>/dev/null; BPID=""; }; return 0; }
-finish() { stop_broker; "$ROOT/scripts/sysctl-setup.sh" restore; rm -rf "$TMP"; }
+finish() { broker_stop; "$ROOT/scripts/sysctl-setup.sh" restore; rm -rf "$TMP"; }
 "$ROOT/scripts/sysctl-setup.sh" apply || exit 1
 trap finish EXIT INT TERM
 
@@ -62,16 +64,11 @@ printf '%10s %10s %12s %14s %10s\n' conns opened "connects/s" "broker B/conn" fa
 for n in "${STEPS[@]}"; do
   capped=0
   if (( n > BROKER_MAX )); then n=$BROKER_MAX; capped=1; fi
-  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-    echo "million: port $PORT is already in use; stop whatever listens there" >&2
-    exit 1
-  fi
-  taskset -c "$BROKER_CPUS" "${CMD[@]}" >"$TMP/broker.log" 2>&1 &
-  BPID=$!
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+  broker_start "$PORT" "$TMP/broker.log" taskset -c "$BROKER_CPUS" "${CMD[@]}" ||
+    { echo "million: no broker on port $PORT (see $TMP/broker.log)" >&2; exit 1; }
   procs=$(( (n + 17999) / 18000 ))
   timeout 600 "$LOAD" --port "$PORT" -s idle -c "$n" --procs "$procs" --sources 80 --mqtt "$MQTT" \
-    --keepalive 60 -d "$HOLD" --connect-timeout 30s --broker-pid "$BPID" --label "$BROKER" \
+    --keepalive 60 -d "$HOLD" --connect-timeout 30s --broker-pid "$BROKER_PID" --label "$BROKER" \
     --quiet --json "$TMP/step.json" 2>>"$TMP/load.err"
   python3 - "$TMP/step.json" "$n" <<'PY' || echo "million: step $n produced no report (see $TMP/load.err)"
 import json, sys
@@ -79,7 +76,7 @@ r = json.load(open(sys.argv[1]))
 b = r.get("broker") or {}
 print(f"{sys.argv[2]:>10} {r['connects_ok']:>10} {r['connects_per_s']:>12.0f} {b.get('mem_per_conn_bytes', 0):>14.0f} {r['connects_failed']:>10}")
 PY
-  stop_broker
+  broker_stop
   if (( capped )); then
     echo "million: stopped at $n connections: this machine caps a process at $CAP open files"
     echo "         (ulimit -Hn; root cannot raise it here), so one broker process cannot hold more."

@@ -32,9 +32,10 @@ step "rust: unit, property and end-to-end tests (io_uring where available)"
 cargo test --locked
 
 step "rust: end-to-end tests on the epoll driver"
-# `--test '*'` (every integration-test target of the default members) rather than
-# `-p uringmq-tests`: the same package selection as above unifies features the same way, so the
-# build above is reused instead of recompiling dependencies.
+# Every integration-test target of the default members: the e2e binary (tests/e2e/main.rs, all
+# areas as modules), the codec's spec vectors and the broker-process tests. `--test '*'` rather
+# than `-p uringmq-tests`: the same package selection as above unifies features the same way, so
+# the build above is reused instead of recompiling dependencies.
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --locked --test '*'
 
 step "rust: benchmarks and load generator build (test profile: compiled, not measured)"

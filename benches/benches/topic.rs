@@ -1,6 +1,8 @@
-//! Topic routing micro-benchmarks: `SubscriptionIndex` matching with 1k / 100k / 1M filters
-//! (exact-only and a wildcard mix of IoT shapes), subscribe/unsubscribe churn, and retained
-//! wildcard lookups over 100k retained topics.
+//! Topic routing micro-benchmarks of the structures the broker runs: `SubscriptionIndex`
+//! matching with 1k / 100k / 1M filters (exact-only and a wildcard mix of IoT shapes),
+//! subscribe/unsubscribe churn, retained wildcard lookups and set/delete churn over 100k
+//! retained topics (`RetainedStore`, each core's replica), and shared-group routing over 10k
+//! groups (`SharedIndex<core, member count>`, the replica a publishing core picks a core from).
 //!
 //! Throughput for index matching is one PUBLISH topic matched per element (lookups/s); the
 //! mean number of subscribers each lookup reports is printed at setup. Retained lookups count
@@ -12,7 +14,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use uringmq_topic::{RetainedStore, SubscriptionIndex};
+use uringmq_topic::{RetainedStore, SharedIndex, SubscriptionIndex};
 
 const DEVICES_PER_SITE: usize = 1000;
 const SIZES: [(usize, &str); 3] = [(1_000, "1k"), (100_000, "100k"), (1_000_000, "1M")];
@@ -157,6 +159,55 @@ fn bench_retained(c: &mut Criterion) {
             })
         });
     }
+    // A retained message set and deleted again (an empty retained PUBLISH) on a new topic.
+    let extra: Vec<String> = (0..4096)
+        .map(|i| format!("site/{}/device/{}/humidity", i % 97, i))
+        .collect();
+    let mut next = 0usize;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("set_delete", |b| {
+        b.iter(|| {
+            let t = &extra[next & 4095];
+            next = next.wrapping_add(1);
+            let replaced = store.insert(black_box(t), next);
+            (replaced.is_ok(), store.remove(black_box(t)))
+        })
+    });
+    group.finish();
+}
+
+/// One PUBLISH matched against 10k shared groups (a tenth on `site/{s}/device/+/temp`, the
+/// rest on one device each) whose members sit on two cores (1 and 2 members), picking the core
+/// weighted by its member count, as `route` does on the publishing core.
+fn bench_shared_route(c: &mut Criterion) {
+    let mut groups: SharedIndex<u16, u32> = SharedIndex::new();
+    for i in 0..10_000 {
+        let filter = match i % 10 {
+            0 => format!("site/{}/device/+/temp", i / 10 % 100),
+            _ => device_topic(i / DEVICES_PER_SITE, i % DEVICES_PER_SITE),
+        };
+        for core in 0..2u16 {
+            let joined = groups.insert(&format!("g{}", i % 3), &filter, core, 1 + u32::from(core));
+            assert!(joined.is_ok());
+        }
+    }
+    let topics = publish_topics(10_000);
+    let mut group = c.benchmark_group("shared_route_10k");
+    group.throughput(Throughput::Elements(1));
+    let mut next = 0usize;
+    group.bench_function("match_and_pick_core", |b| {
+        b.iter(|| {
+            let topic = &topics[next & 4095];
+            next = next.wrapping_add(1);
+            let mut sum = 0u32;
+            groups.for_each_group_match(black_box(topic), |_, _, cores| {
+                if let Some((core, members)) = cores.pick_weighted(|_, m| *m) {
+                    sum ^= u32::from(core) + members;
+                }
+            });
+            sum
+        })
+    });
     group.finish();
 }
 
@@ -164,6 +215,7 @@ criterion_group!(
     benches,
     bench_index_match,
     bench_index_churn,
-    bench_retained
+    bench_retained,
+    bench_shared_route
 );
 criterion_main!(benches);

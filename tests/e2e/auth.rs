@@ -7,15 +7,12 @@
 //! authentication with SCRAM-SHA-256 (embedded, and from the config file with the password
 //! file's SCRAM entries) including re-authentication.
 
-#[path = "edge_client.rs"]
-mod edge_client;
-
-use edge_client::*;
+use crate::support::streams::*;
+use crate::support::*;
 use std::path::PathBuf;
 use std::sync::Arc;
 use uringmq::{Hooks, Transport};
 use uringmq_auth::{EnhancedAuthenticator, ScramClient, ScramSha256};
-use uringmq_tests::*;
 
 /// Made by mosquitto_passwd 2.0.11 (see its README): alice/"correct horse",
 /// bob/"b0b:with:colons", carol ($6$)/"carol-pw", dave/"ünïcødé pässwörd".
@@ -420,20 +417,20 @@ fn certificate_common_name_is_the_user_name() {
         Some((&paths.client_cert, &paths.client_key)),
         &rustls::version::TLS13,
     );
-    let mut m = Mqtt::new(tls_connect(extra_addr(&b, 0), config), Protocol::V5);
+    let mut m = Client::from_stream(tls_connect(extra_addr(&b, 0), config), Protocol::V5);
     // The CONNECT user name is replaced by the certificate's CN.
-    let ack = m.connect(login(Protocol::V5, "cn", Some("someone-else"), Some("x")));
+    let ack = m.send_connect(login(Protocol::V5, "cn", Some("someone-else"), Some("x")));
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
-    assert_eq!(m.subscribe("dev/7/#", QoS::AtMostOnce), ReasonCode(0));
+    m.subscribe("dev/7/#", QoS::AtMostOnce);
     assert_eq!(
-        m.subscribe("dev/8/#", QoS::AtMostOnce),
-        ReasonCode::NOT_AUTHORIZED
+        m.subscribe_with(&[("dev/8/#", Default::default())], Default::default()),
+        [ReasonCode::NOT_AUTHORIZED]
     );
 
     // Without a certificate there is no identity: refused like a bad user name or password.
     let anonymous = client_tls(&paths.ca_cert, None, &rustls::version::TLS13);
-    let mut m = Mqtt::new(tls_connect(extra_addr(&b, 0), anonymous), Protocol::V3_1_1);
-    let ack = m.connect(login(Protocol::V3_1_1, "nocert", Some("device-7"), None));
+    let mut m = Client::from_stream(tls_connect(extra_addr(&b, 0), anonymous), Protocol::V3_1_1);
+    let ack = m.send_connect(login(Protocol::V3_1_1, "nocert", Some("device-7"), None));
     assert_eq!(ack.reason_code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
 }
 

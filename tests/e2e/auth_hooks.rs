@@ -4,6 +4,7 @@
 //! from one address does not delay a correct login from another; the per-address cap answers
 //! the excess with the right code.
 
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uringmq::Hooks;
 use uringmq_auth::{AuthDecision, Authenticator, ClientInfo, DenyReason, PasswordFile, Scheme};
-use uringmq_tests::*;
 
 fn login(proto: Protocol, id: &str, user: Option<&str>, password: Option<&str>) -> Connect {
     let mut c = connect_packet(proto, id);
@@ -163,8 +163,7 @@ fn a_hook_that_never_returns_refuses_after_the_timeout_and_stop_returns() {
 
 /// A password file with one PBKDF2 entry (20,000 rounds: a deliberately slow hash).
 fn slow_password_file(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("uringmq-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir(tag);
     let path = dir.join("passwd");
     let mut f = PasswordFile::default();
     f.set("alice", b"right", Scheme::Pbkdf2Sha512).unwrap();

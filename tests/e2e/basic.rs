@@ -1,6 +1,6 @@
 //! CONNECT, SUBSCRIBE and PUBLISH at every QoS, both protocol versions, across cores.
 
-use uringmq_tests::*;
+use crate::support::*;
 
 const VERSIONS: [Protocol; 3] = [Protocol::V3_1, Protocol::V3_1_1, Protocol::V5];
 

@@ -3,9 +3,9 @@
 //! disconnect() with and without the will, the disconnect hook, stats, several brokers in one
 //! process, and 100 start/stop cycles without leaking threads, fds or ports.
 
+use crate::support::*;
 use std::time::Duration;
 use uringmq::{InjectedMessage, RecvError};
-use uringmq_tests::*;
 
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
@@ -304,8 +304,7 @@ fn a_kick_publishes_the_will_only_when_asked() {
 /// An ACL file: anonymous clients may write `open/#` only; alice may write `alice/#`; everyone
 /// may read everything.
 fn acl_broker(tag: &str) -> Broker {
-    let dir = std::env::temp_dir().join(format!("uringmq-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir(tag);
     let acl = dir.join("acl");
     std::fs::write(
         &acl,

@@ -4,8 +4,8 @@
 //! first waits until the broker reports the connections as hibernating, so it exercises the
 //! parked (and detached) path, not the ordinary one.
 
+use crate::support::*;
 use std::time::{Duration, Instant};
-use uringmq_tests::*;
 
 /// Parks after 100 ms of silence; the sweep runs every 100 ms, and detaching takes one more.
 fn hibernating_broker() -> Broker {

@@ -4,15 +4,12 @@
 //! a PEM key file and ES256 from a key pair made now; keys per listener; SIGHUP (reload)
 //! re-reads the key files.
 
-#[path = "edge_client.rs"]
-mod edge_client;
-
-use edge_client::*;
+use crate::support::streams::*;
+use crate::support::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use uringmq::Transport;
-use uringmq_tests::*;
 
 const RSA_PRIVATE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

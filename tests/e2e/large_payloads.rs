@@ -3,9 +3,9 @@
 //! small and large messages interleaved, with the shared head and with per-subscriber heads
 //! (subscription identifiers, topic aliases), on io_uring and on epoll, over several cores.
 
+use crate::support::*;
 use std::collections::HashMap;
 use uringmq::Driver;
-use uringmq_tests::*;
 
 /// Sizes around the sharing threshold (16 KiB), a 64 KiB one, then near-maximum packets: more
 /// bytes per subscriber than loopback socket buffers hold while the test reads elsewhere, so

@@ -1,7 +1,7 @@
 //! Bad input: each violation ends only the offending connection, with the spec's reason code;
 //! other clients are unaffected.
 
-use uringmq_tests::*;
+use crate::support::*;
 
 fn bystander(b: &Broker) -> (Client, Client) {
     let mut s = Client::connect(b.local_addr(), Protocol::V5, "bystander-sub");

@@ -1,11 +1,11 @@
 //! The broker's network edge under pressure: publish and connection rate limits, dual-stack
 //! binds, and a stop that does not wait for clients that do not read.
 
+use crate::support::*;
 use bytes::BytesMut;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use uringmq::config::{ListenerConfig, Transport};
-use uringmq_tests::*;
 
 /// Sends `n` QoS 0 PUBLISHes to `topic` in one write.
 fn burst(c: &mut Client, topic: &str, n: usize) {

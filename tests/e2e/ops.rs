@@ -1,11 +1,11 @@
 //! Operations: the `$SYS/broker/...` topics, the metrics endpoint (`/metrics`, `/healthz`,
 //! `/readyz`) and `Broker::stats`, all checked against traffic whose every count is known.
 
+use crate::support::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use uringmq_tests::*;
 
 /// Reads `$SYS` PUBLISHes until `want` holds for the latest values, or panics after 10 s.
 fn sys_until(

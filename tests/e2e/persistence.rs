@@ -5,6 +5,7 @@
 //! process is killed (`kill -9`) at a random moment. Both protocol versions; both drivers
 //! (run again with `MONOIO_FORCE_LEGACY_DRIVER=1`).
 
+use crate::support::*;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uringmq::PersistenceSync;
-use uringmq_tests::*;
 
 /// A directory removed when the test ends.
 struct TempDir(PathBuf);

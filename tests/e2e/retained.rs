@@ -1,7 +1,7 @@
 //! Retained messages: store, replace, delete, wildcard delivery, retain handling, retain as
 //! published, none for `$share` subscribers.
 
-use uringmq_tests::*;
+use crate::support::*;
 
 fn opts(qos: QoS, rh: RetainHandling, rap: bool) -> SubscriptionOptions {
     SubscriptionOptions {

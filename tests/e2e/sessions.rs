@@ -1,6 +1,6 @@
 //! Persistent sessions, takeover (also across cores), retransmission with DUP, queue bounds.
 
-use uringmq_tests::*;
+use crate::support::*;
 
 fn persistent(proto: Protocol, id: &str) -> Connect {
     let mut c = connect_packet(proto, id);

@@ -1,7 +1,7 @@
 //! `$share/group/filter`: balanced over members on all cores; a member that leaves has its
 //! unacknowledged QoS 1 messages redelivered to another member.
 
-use uringmq_tests::*;
+use crate::support::*;
 
 #[test]
 fn messages_are_balanced_over_members() {

@@ -1,9 +1,9 @@
 //! A subscriber that stops reading never slows the others: QoS 0 beyond its outbound limit is
 //! dropped (counted), QoS 1 waits in its bounded session queue.
 
+use crate::support::*;
 use std::io::{ErrorKind, Read, Write};
 use std::time::Duration;
-use uringmq_tests::*;
 
 #[test]
 fn a_stalled_subscriber_does_not_slow_others() {

@@ -2,10 +2,10 @@
 //! connections with the same id race on both cores, and no QoS 1 message of a persistent
 //! session is lost while the session moves between cores.
 
+use crate::support::*;
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
-use uringmq_tests::*;
 
 fn persistent(id: &str) -> Connect {
     let mut c = connect_packet(Protocol::V5, id);

@@ -2,13 +2,10 @@
 //! certificates required / optional / missing / from the wrong CA, a failed handshake ending
 //! only its own socket, and certificate reload without dropping connections.
 
-#[path = "edge_client.rs"]
-mod edge_client;
-
-use edge_client::*;
+use crate::support::streams::*;
+use crate::support::*;
 use rustls::version::{TLS12, TLS13};
 use uringmq::Transport;
-use uringmq_tests::*;
 
 fn tls_broker(pki: &Pki, f: impl FnOnce(&mut uringmq::ListenerConfig)) -> Broker {
     let mut l = tls_listener(pki, Transport::Tls);
@@ -24,17 +21,17 @@ fn tls12_and_tls13_carry_mqtt_both_ways() {
     for (i, version) in [&TLS13, &TLS12].into_iter().enumerate() {
         for proto in [Protocol::V3_1_1, Protocol::V5] {
             let config = client_tls(&pki.paths.ca_cert, None, version);
-            let mut sub = Mqtt::new(tls_connect(addr, config), proto);
+            let mut sub = Client::from_stream(tls_connect(addr, config), proto);
             let id = format!("tls-sub-{i}-{}", proto as u8);
-            let ack = sub.connect(connect_packet(proto, &id));
+            let ack = sub.send_connect(connect_packet(proto, &id));
             assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
             assert_eq!(
-                sub.stream.conn.protocol_version(),
+                sub.stream().conn.protocol_version(),
                 Some(version.version),
                 "negotiated version"
             );
             let topic = format!("tls/{i}/{}", proto as u8);
-            assert_eq!(sub.subscribe(&topic, QoS::AtLeastOnce), ReasonCode(1));
+            sub.subscribe(&topic, QoS::AtLeastOnce);
 
             // From a plain TCP client to the TLS subscriber, with a payload over one record.
             let mut publ = Client::connect(b.local_addr(), proto, &format!("{id}-pub"));
@@ -43,7 +40,6 @@ fn tls12_and_tls13_carry_mqtt_both_ways() {
             let p = sub.recv_publish();
             assert_eq!(p.topic, topic.as_str());
             assert_eq!(&p.payload[..], &big[..]);
-            sub.send(&Packet::PubAck(Ack::new(p.packet_id)));
 
             // And from the TLS client back to a TCP subscriber.
             let mut tcp_sub = Client::connect(b.local_addr(), proto, &format!("{id}-tcp"));
@@ -70,7 +66,7 @@ fn required_client_certificate_missing_fails_only_that_socket() {
     let mut anonymous = tls_connect(addr, client_tls(&pki.paths.ca_cert, None, &TLS13));
     // The server refuses after our Finished: the handshake or the first read fails.
     let failed = tls_handshake(&mut anonymous).is_err() || {
-        let mut m = Mqtt::new(anonymous, Protocol::V5);
+        let mut m = Client::from_stream(anonymous, Protocol::V5);
         m.send(&Packet::Connect(Box::new(connect_packet(
             Protocol::V5,
             "nocert",
@@ -86,15 +82,15 @@ fn required_client_certificate_missing_fails_only_that_socket() {
         Some((&paths.client_cert, &paths.client_key)),
         &TLS13,
     );
-    let mut ok = Mqtt::new(tls_connect(addr, config), Protocol::V5);
-    let ack = ok.connect(connect_packet(Protocol::V5, "withcert"));
+    let mut ok = Client::from_stream(tls_connect(addr, config), Protocol::V5);
+    let ack = ok.send_connect(connect_packet(Protocol::V5, "withcert"));
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
 }
 
 #[test]
 fn client_certificate_from_another_ca_is_refused() {
     let pki = pki("c");
-    let intruder = edge_client::pki("intruder");
+    let intruder = crate::support::streams::pki("intruder");
     let b = tls_broker(&pki, |l| l.ca_file = Some(pki.paths.ca_cert.clone()));
     let config = client_tls(
         &pki.paths.ca_cert,
@@ -104,21 +100,21 @@ fn client_certificate_from_another_ca_is_refused() {
     let mut s = tls_connect(extra_addr(&b, 0), config);
     assert!(tls_handshake(&mut s).is_err());
     // Optional client certificates: none at all is fine.
-    let mut m = Mqtt::new(
+    let mut m = Client::from_stream(
         tls_connect(
             extra_addr(&b, 0),
             client_tls(&pki.paths.ca_cert, None, &TLS12),
         ),
         Protocol::V3_1_1,
     );
-    let ack = m.connect(connect_packet(Protocol::V3_1_1, "no-cert-needed"));
+    let ack = m.send_connect(connect_packet(Protocol::V3_1_1, "no-cert-needed"));
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
 }
 
 #[test]
 fn client_trusting_another_ca_refuses_the_server_and_the_broker_carries_on() {
     let pki = pki("c");
-    let other = edge_client::pki("c");
+    let other = crate::support::streams::pki("c");
     let b = tls_broker(&pki, |_| {});
     let mut s = tls_connect(
         extra_addr(&b, 0),
@@ -127,7 +123,7 @@ fn client_trusting_another_ca_refuses_the_server_and_the_broker_carries_on() {
     let err = tls_handshake(&mut s).expect_err("wrong CA");
     assert!(err.to_string().contains("certificate"), "{err}");
     drop(s);
-    let mut m = Mqtt::new(
+    let mut m = Client::from_stream(
         tls_connect(
             extra_addr(&b, 0),
             client_tls(&pki.paths.ca_cert, None, &TLS13),
@@ -135,7 +131,8 @@ fn client_trusting_another_ca_refuses_the_server_and_the_broker_carries_on() {
         Protocol::V5,
     );
     assert_eq!(
-        m.connect(connect_packet(Protocol::V5, "after")).reason_code,
+        m.send_connect(connect_packet(Protocol::V5, "after"))
+            .reason_code,
         ReasonCode::SUCCESS
     );
 }
@@ -163,12 +160,13 @@ fn reload_serves_new_certificates_and_keeps_open_connections() {
     let old_ca = std::fs::read(&pki.paths.ca_cert).unwrap();
     let old_ca_path = pki.dir.join("old-ca.pem");
     std::fs::write(&old_ca_path, &old_ca).unwrap();
-    let mut before = Mqtt::new(
+    let mut before = Client::from_stream(
         tls_connect(addr, client_tls(&old_ca_path, None, &TLS13)),
         Protocol::V5,
     );
-    before.connect(connect_packet(Protocol::V5, "before"));
-    assert_eq!(before.subscribe("r/#", QoS::AtMostOnce), ReasonCode(0));
+    let ack = before.send_connect(connect_packet(Protocol::V5, "before"));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    before.subscribe("r/#", QoS::AtMostOnce);
 
     // Rotate every file in place, then reload (what SIGHUP does).
     uringmq_transport::cert_gen::write_test_certs(&pki.dir, "c").unwrap();

@@ -1,9 +1,9 @@
 //! MQTT 5 features: topic aliases both ways, message expiry, receive maximum, maximum packet
 //! size, no local, property pass-through, server keep alive, reason codes.
 
+use crate::support::*;
 use bytes::Bytes;
 use std::time::Duration;
-use uringmq_tests::*;
 
 #[test]
 fn properties_pass_through_untouched() {

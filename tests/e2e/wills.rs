@@ -1,8 +1,8 @@
 //! Wills: abnormal close, keep-alive timeout, DISCONNECT 0x00 vs 0x04, will delay and session
 //! expiry, cancellation by reconnect, and none on broker stop.
 
+use crate::support::*;
 use std::time::Duration;
-use uringmq_tests::*;
 
 fn with_will(proto: Protocol, id: &str, delay: Option<u32>) -> Connect {
     let mut c = connect_packet(proto, id);

@@ -30,6 +30,8 @@ pub struct Members<S, V> {
     /// round; it is a `Cell` so a PUBLISH can pick while walking the index by `&` (each core
     /// owns its indexes, so they need `Send`, not `Sync`).
     cursor: Cell<u32>,
+    /// Picks [`Members::pick_weighted`] has served the entry at `cursor` in this round.
+    spent: Cell<u32>,
 }
 
 impl<S, V> Default for Members<S, V> {
@@ -38,6 +40,7 @@ impl<S, V> Default for Members<S, V> {
             entries: SmallVec::new(),
             positions: None,
             cursor: Cell::new(0),
+            spent: Cell::new(0),
         }
     }
 }
@@ -110,6 +113,8 @@ impl<S: Copy + Eq + Hash, V> Members<S, V> {
     /// twice.
     pub fn remove(&mut self, sub: S) -> Option<V> {
         let at = self.position(sub)?;
+        // Entries move below: the weighted round restarts its count at the cursor.
+        self.spent.set(0);
         let cursor = self.cursor.get() as usize;
         let at = if at < cursor {
             self.swap(at, cursor - 1);
@@ -158,6 +163,46 @@ impl<S: Copy + Eq + Hash, V> Members<S, V> {
         self.cursor.set(at as u32 + 1);
         let (sub, value) = &self.entries[at];
         Some((*sub, value))
+    }
+
+    /// Weighted round-robin: serves each member `weight(member, value)` times in a row per
+    /// round; a member of weight 0 is skipped. For a group's cores weighted by their member
+    /// counts, so that every member of the group, whichever core it is on, gets its turn
+    /// equally. None when all weights are 0. A set uses this or [`Members::pick_next`], not both.
+    pub fn pick_weighted(&self, weight: impl Fn(S, &V) -> u32) -> Option<(S, &V)> {
+        let n = self.entries.len();
+        let (mut at, mut spent) = (self.cursor.get() as usize, self.spent.get());
+        // One pass over every entry finds a member with weight left, if there is one.
+        for _ in 0..=n {
+            if at >= n {
+                (at, spent) = (0, 0);
+            }
+            let (sub, value) = self.entries.get(at)?;
+            let w = weight(*sub, value);
+            if spent < w {
+                let done = spent + 1 >= w;
+                self.cursor.set(at as u32 + u32::from(done));
+                self.spent.set(if done { 0 } else { spent + 1 });
+                return Some((*sub, value));
+            }
+            (at, spent) = (at + 1, 0);
+        }
+        None
+    }
+
+    /// The member at place `n` (modulo the total weight) of a weighted round, with no state: a
+    /// random `n` gives a random pick weighted like [`Members::pick_weighted`].
+    pub fn pick_weighted_at(&self, n: u64, weight: impl Fn(S, &V) -> u32) -> Option<(S, &V)> {
+        let total: u64 = self.iter().map(|(s, v)| u64::from(weight(s, v))).sum();
+        let mut n = n.checked_rem(total)?;
+        for (sub, value) in self.iter() {
+            let w = u64::from(weight(sub, value));
+            if n < w {
+                return Some((sub, value));
+            }
+            n -= w;
+        }
+        None
     }
 }
 
@@ -218,6 +263,26 @@ mod tests {
         }
         let picks: Vec<u32> = (0..6).map(|_| m.pick_next().unwrap().0).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn weighted_round_robin_serves_by_weight_and_skips_zero() {
+        let mut m = Members::default();
+        for (core, members) in [(0u16, 1u32), (1, 0), (2, 2)] {
+            m.insert(core, members);
+        }
+        let count = |_, c: &u32| *c;
+        let picks: Vec<u16> = (0..6).map(|_| m.pick_weighted(count).unwrap().0).collect();
+        assert_eq!(picks, [0, 2, 2, 0, 2, 2]);
+        let not_0 = |core, c: &u32| if core == 0 { 0 } else { *c };
+        assert_eq!(m.pick_weighted(not_0).map(|(s, _)| s), Some(2));
+        assert_eq!(m.pick_weighted(|_, _| 0), None);
+        let at: Vec<u16> = (0..4)
+            .map(|n| m.pick_weighted_at(n, count).unwrap().0)
+            .collect();
+        assert_eq!(at, [0, 2, 2, 0]);
+        assert_eq!(m.pick_weighted_at(5, |_, _| 0), None);
+        assert_eq!(Members::<u16, u32>::default().pick_weighted(count), None);
     }
 
     #[derive(Debug, Clone)]

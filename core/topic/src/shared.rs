@@ -2,15 +2,15 @@
 //! kept apart from ordinary ones because a match yields one *group* to pick one member from,
 //! not every subscriber.
 //!
-//! How the broker uses it across cores: each core keeps a local `SharedIndex<SessionKey, Opts>`
-//! of its own sessions' memberships, and every core keeps a replica of a coarse
-//! `SharedIndex<CoreId, u32>` whose value is the number of members that core has in the group
-//! (changed on the 0 <-> 1 edges of [`Insert::first_subscriber`] / [`Remove::last_subscriber`]
-//! of the local index, plus count updates). A PUBLISH is matched against the coarse replica;
-//! for each matching group the publishing core picks one core with [`Members::pick_next`] (the
-//! counts allow weighting by members per core), sends the message there once, and that core
-//! picks the member from its local index the same way. Each message therefore goes to exactly
-//! one member per group (section 4.8.2) without any cross-core lock.
+//! How the broker uses it across cores: each core keeps its own sessions' memberships (a
+//! [`Members`] per group, looked up by name: the core a message is sent to never matches it),
+//! and every core keeps a replica of a coarse `SharedIndex<CoreId, count>` whose value is the
+//! number of members that core has in the group (updated whenever the count changes; a core
+//! with none is removed). A PUBLISH is matched against the coarse replica; for each matching
+//! group the publishing core picks one core with [`Members::pick_weighted`], weighted by the
+//! counts, sends the message there once, and that core picks the member with
+//! [`Members::pick_next`]. Each message therefore goes to exactly one member per group
+//! (section 4.8.2) without any cross-core lock.
 
 use std::hash::Hash;
 

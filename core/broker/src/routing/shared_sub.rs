@@ -1,7 +1,9 @@
 //! `$share/{group}/{filter}` groups.
 //!
-//! Each core keeps its own members of each group (a `Members` round-robin set) and a replica of
-//! how many members every core has. A PUBLISH that matches a group picks a core, weighted by its
+//! Each core keeps its own members of each group (a `Members` round-robin set per
+//! `$share/g/f` name: the receiving core looks its group up by name, it never matches it) and
+//! a replica of how many members every core has, as a `uringmq_topic::SharedIndex` from core to
+//! member count, indexed by filter. A PUBLISH that matches a group picks a core, weighted by its
 //! member count, round-robin over all members (or at random, or preferring the local core, per
 //! `shared_subscription_strategy`); that core then picks one of its members.
 
@@ -9,31 +11,36 @@ use crate::config::SharedStrategy;
 use std::collections::HashMap;
 use std::sync::Arc;
 use uringmq_session::SubOptions;
-use uringmq_topic::{Members, SubscriptionIndex};
+use uringmq_topic::{Members, SharedFilter, SharedIndex};
 
-/// What every core knows about one group.
-struct Group {
-    /// Member count per core.
-    counts: Vec<u32>,
-    /// Round-robin position of this (publishing) core over all members.
-    cursor: u64,
-    /// Id in `index`.
-    id: u32,
+/// A core's part of a group in the replica.
+struct CoreShare {
+    /// Members of the group on that core (never 0: a core without members is no entry).
+    members: u32,
+    /// The `$share/g/f` name, which a message sent to that core carries.
+    group: Arc<str>,
 }
 
 /// Shared-subscription state of one core.
-#[derive(Default)]
 pub(crate) struct SharedSubs {
     /// This core's members per group (`$share/g/f` string).
     pub(crate) local: HashMap<Arc<str>, Members<u64, SubOptions>, ahash::RandomState>,
-    groups: HashMap<Arc<str>, Group, ahash::RandomState>,
-    /// Filter -> group ids, to match topics.
-    index: SubscriptionIndex<u32, ()>,
-    by_id: HashMap<u32, Arc<str>, ahash::RandomState>,
-    next_id: u32,
+    /// Every core's member count per group.
+    cores: SharedIndex<u16, CoreShare>,
+    /// Position of the `random` strategy's sequence.
+    random: u64,
 }
 
 impl SharedSubs {
+    /// No groups; filters of up to `max_levels` levels (`max_topic_levels`).
+    pub(crate) fn new(max_levels: usize) -> Self {
+        Self {
+            local: HashMap::default(),
+            cores: SharedIndex::with_max_levels(max_levels),
+            random: 0,
+        }
+    }
+
     /// Adds a local member; returns this core's new member count of the group.
     pub(crate) fn join(&mut self, group: &Arc<str>, key: u64, opts: SubOptions) -> u32 {
         let members = self.local.entry(group.clone()).or_default();
@@ -53,45 +60,18 @@ impl SharedSubs {
     }
 
     /// Applies a core's member count of a group (from the mesh, or from this core itself).
-    /// `filter` is the group's topic filter.
-    pub(crate) fn set_count(
-        &mut self,
-        group: &Arc<str>,
-        filter: &str,
-        core: u16,
-        members: u32,
-        cores: usize,
-    ) {
-        if !self.groups.contains_key(group) {
-            if members == 0 {
-                return;
-            }
-            let id = self.next_id;
-            self.next_id = self.next_id.wrapping_add(1);
-            if self.index.insert(filter, id, ()).is_err() {
-                return;
-            }
-            self.by_id.insert(id, group.clone());
-            self.groups.insert(
-                group.clone(),
-                Group {
-                    counts: vec![0; cores],
-                    cursor: 0,
-                    id,
-                },
-            );
-        }
-        let Some(g) = self.groups.get_mut(group) else {
+    pub(crate) fn set_count(&mut self, group: &Arc<str>, core: u16, members: u32) {
+        let Ok(Some(share)) = SharedFilter::parse(group) else {
             return;
         };
-        if let Some(c) = g.counts.get_mut(usize::from(core)) {
-            *c = members;
-        }
-        if g.counts.iter().all(|&c| c == 0) {
-            let id = g.id;
-            self.groups.remove(group);
-            self.by_id.remove(&id);
-            let _ = self.index.remove(filter, id);
+        if members == 0 {
+            let _ = self.cores.remove(share.group, share.filter, core);
+        } else {
+            let entry = CoreShare {
+                members,
+                group: group.clone(),
+            };
+            let _ = self.cores.insert(share.group, share.filter, core, entry);
         }
     }
 
@@ -103,30 +83,20 @@ impl SharedSubs {
         strategy: SharedStrategy,
         mut f: impl FnMut(Arc<str>, u16),
     ) {
-        let mut ids: smallvec::SmallVec<[u32; 4]> = smallvec::SmallVec::new();
-        self.index.for_each_match(topic, |id, _| ids.push(id));
-        for id in ids {
-            let Some(name) = self.by_id.get(&id) else {
-                continue;
-            };
-            let Some(g) = self.groups.get_mut(name) else {
-                continue;
-            };
-            if let Some(core) = pick_core(g, me, strategy) {
-                f(name.clone(), core);
+        let random = &mut self.random;
+        self.cores.for_each_group_match(topic, |_, _, cores| {
+            if let Some((core, share)) = pick_core(cores, me, strategy, random) {
+                f(share.group.clone(), core);
             }
-        }
+        });
     }
 
     /// Another core to send a group's message to when this core has no member any more.
-    pub(crate) fn other_core(&mut self, group: &str, me: u16) -> Option<u16> {
-        let g = self.groups.get_mut(group)?;
-        let at = usize::from(me);
-        let saved = g.counts.get(at).copied()?;
-        g.counts[at] = 0;
-        let picked = pick_core(g, me, SharedStrategy::RoundRobin);
-        g.counts[at] = saved;
-        picked
+    pub(crate) fn other_core(&self, group: &str, me: u16) -> Option<u16> {
+        let share = SharedFilter::parse(group).ok()??;
+        let cores = self.cores.members(share.group, share.filter)?;
+        let others = |core, s: &CoreShare| if core == me { 0 } else { s.members };
+        cores.pick_weighted(others).map(|(core, _)| core)
     }
 }
 
@@ -135,32 +105,26 @@ pub(crate) fn group_filter(group: &str) -> &str {
     group.splitn(3, '/').nth(2).unwrap_or("")
 }
 
-fn pick_core(g: &mut Group, me: u16, strategy: SharedStrategy) -> Option<u16> {
-    let total: u64 = g.counts.iter().map(|&c| u64::from(c)).sum();
-    if total == 0 {
-        return None;
-    }
-    if strategy == SharedStrategy::Local && g.counts.get(usize::from(me)).copied().unwrap_or(0) > 0
-    {
-        return Some(me);
-    }
-    g.cursor = g.cursor.wrapping_add(1);
-    let mut n = match strategy {
+/// Weighted by member count, so that every member of the group, whichever core it is on, gets
+/// its turn equally.
+fn pick_core<'a>(
+    cores: &'a Members<u16, CoreShare>,
+    me: u16,
+    strategy: SharedStrategy,
+    random: &mut u64,
+) -> Option<(u16, &'a CoreShare)> {
+    let count = |_, s: &CoreShare| s.members;
+    match strategy {
+        SharedStrategy::Local if cores.get(me).is_some() => cores.get(me).map(|s| (me, s)),
         SharedStrategy::Random => {
-            // xorshift of the cursor: cheap, good enough to spread load.
-            let mut x = g.cursor.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            // xorshift of a counter: cheap, good enough to spread load.
+            *random = random.wrapping_add(1);
+            let mut x = random.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             x ^= x >> 29;
-            x % total
+            cores.pick_weighted_at(x, count)
         }
-        _ => g.cursor % total,
-    };
-    for (core, &c) in g.counts.iter().enumerate() {
-        if n < u64::from(c) {
-            return Some(core as u16);
-        }
-        n -= u64::from(c);
+        _ => cores.pick_weighted(count),
     }
-    None
 }
 
 #[cfg(test)]
@@ -169,10 +133,10 @@ mod tests {
 
     #[test]
     fn round_robin_is_weighted_by_members_per_core() {
-        let mut s = SharedSubs::default();
+        let mut s = SharedSubs::new(8);
         let g: Arc<str> = "$share/g/a/+".into();
-        s.set_count(&g, group_filter(&g), 0, 1, 2);
-        s.set_count(&g, group_filter(&g), 1, 2, 2);
+        s.set_count(&g, 0, 1);
+        s.set_count(&g, 1, 2);
         let mut hits = [0; 2];
         for _ in 0..30 {
             s.route("a/b", 0, SharedStrategy::RoundRobin, |_, c| {
@@ -183,27 +147,45 @@ mod tests {
         let mut none = 0;
         s.route("b", 0, SharedStrategy::RoundRobin, |_, _| none += 1);
         assert_eq!(none, 0);
-        s.set_count(&g, group_filter(&g), 0, 0, 2);
-        s.set_count(&g, group_filter(&g), 1, 0, 2);
+        s.set_count(&g, 0, 0);
+        s.set_count(&g, 1, 0);
         s.route("a/b", 0, SharedStrategy::RoundRobin, |_, _| none += 1);
         assert_eq!(none, 0, "a group without members is gone");
     }
 
     #[test]
-    fn local_strategy_prefers_the_publishing_core() {
-        let mut s = SharedSubs::default();
+    fn random_is_weighted_by_members_per_core() {
+        let mut s = SharedSubs::new(8);
         let g: Arc<str> = "$share/g/t".into();
-        s.set_count(&g, "t", 0, 1, 2);
-        s.set_count(&g, "t", 1, 5, 2);
+        s.set_count(&g, 0, 1);
+        s.set_count(&g, 1, 3);
+        let mut hits = [0; 2];
+        for _ in 0..4000 {
+            s.route("t", 0, SharedStrategy::Random, |group, c| {
+                assert_eq!(group, g);
+                hits[usize::from(c)] += 1
+            });
+        }
+        assert!((800..1200).contains(&hits[0]), "{hits:?}");
+    }
+
+    #[test]
+    fn local_strategy_prefers_the_publishing_core() {
+        let mut s = SharedSubs::new(8);
+        let g: Arc<str> = "$share/g/t".into();
+        s.set_count(&g, 0, 1);
+        s.set_count(&g, 1, 5);
         for _ in 0..5 {
             s.route("t", 0, SharedStrategy::Local, |_, c| assert_eq!(c, 0));
         }
         assert_eq!(s.other_core(&g, 0), Some(1));
+        s.set_count(&g, 1, 0);
+        assert_eq!(s.other_core(&g, 0), None);
     }
 
     #[test]
     fn join_and_leave_count_local_members() {
-        let mut s = SharedSubs::default();
+        let mut s = SharedSubs::new(8);
         let g: Arc<str> = "$share/g/t".into();
         assert_eq!(s.join(&g, 1, SubOptions::default()), 1);
         assert_eq!(s.join(&g, 2, SubOptions::default()), 2);

@@ -4,7 +4,6 @@
 
 use super::Shard;
 use crate::mesh::{MeshMsg, Target};
-use crate::routing::group_filter;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
@@ -101,14 +100,7 @@ impl Shard {
                 core,
                 members,
             } => {
-                let cores = self.shared.cores();
-                self.st.borrow_mut().shared.set_count(
-                    &group,
-                    group_filter(&group),
-                    core,
-                    members,
-                    cores,
-                );
+                self.st.borrow_mut().shared.set_count(&group, core, members);
             }
             MeshMsg::Retain(msg) => self.apply_retain(msg),
             MeshMsg::Takeover(req) => self.handle_takeover(req),

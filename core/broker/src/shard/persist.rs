@@ -252,8 +252,7 @@ impl Shard {
                 let _ = st.interest.insert(filter, *core, ());
             }
             for (group, core, n) in &replicas.shared {
-                let filter = crate::routing::group_filter(group);
-                st.shared.set_count(group, filter, *core, *n, cores);
+                st.shared.set_count(group, *core, *n);
             }
             for m in &replicas.retained {
                 st.retained.set(m.clone());

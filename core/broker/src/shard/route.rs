@@ -3,7 +3,6 @@
 
 use super::{Shard, Sink};
 use crate::mesh::{MeshMsg, Target};
-use crate::routing::group_filter;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,11 +38,10 @@ impl Shard {
     }
 
     fn broadcast_shared(&self, group: &Arc<str>, members: u32) {
-        let cores = self.shared.cores();
         self.st
             .borrow_mut()
             .shared
-            .set_count(group, group_filter(group), self.id, members, cores);
+            .set_count(group, self.id, members);
         for c in 0..self.shared.cores() {
             if c != usize::from(self.id) {
                 self.send(

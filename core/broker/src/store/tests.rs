@@ -717,3 +717,109 @@ fn a_directory_in_use_is_refused_until_its_stores_are_dropped() {
     assert!(Store::open(&dir, 1, &c).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes `segs` as the segments of one shard's log in generation 1 of `dir`.
+fn hand_made_log(dir: &Path, segs: &[Vec<Record>]) {
+    let log = dir.join("gen-00000001").join("shard-000");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::write(dir.join("CURRENT"), "gen-00000001\n").unwrap();
+    let clocks = exact_clocks();
+    let mut stamp = 0;
+    for (i, recs) in segs.iter().enumerate() {
+        let mut buf = shard::segment_header().to_vec();
+        for r in recs {
+            stamp += 1;
+            format::encode(&mut buf, stamp, r, &clocks);
+        }
+        std::fs::write(shard::segment_path(&log, i as u64 + 1), buf).unwrap();
+    }
+}
+
+fn fresh_session(id: &str) -> Record {
+    Record::Session {
+        meta: meta(id),
+        fresh: true,
+    }
+}
+
+#[test]
+fn a_snapshot_cut_short_or_not_yet_cleaned_up_recovers_the_same_state() {
+    let c = cfg(SyncPolicy::Never);
+    let older = vec![
+        fresh_session("x"),
+        sub("x", "a"),
+        fresh_session("y"),
+        sub("y", "b"),
+        fresh_session("z"),
+        Record::SessionGone {
+            client_id: "z".into(),
+        },
+    ];
+    // A crash in the middle of a snapshot: x's image is written, y's not yet; a record
+    // pushed meanwhile follows it.
+    let partial = vec![fresh_session("x"), sub("x", "a"), sub("x", "c")];
+    // A crash after the snapshot's end was synced, before the older segment was deleted.
+    let complete = vec![
+        fresh_session("x"),
+        sub("x", "a"),
+        fresh_session("y"),
+        sub("y", "b"),
+        Record::SnapshotEnd { first_segment: 2 },
+        sub("y", "d"),
+    ];
+    for (case, newer, want_x, want_y) in [
+        ("partial", partial, vec!["a", "c"], vec!["b"]),
+        ("complete", complete, vec!["a"], vec!["b", "d"]),
+    ] {
+        let dir = tmpdir(case);
+        hand_made_log(&dir, &[older.clone(), newer]);
+        let (_, rec) = Store::open(&dir, 1, &c).unwrap();
+        let filters = |id: &str| {
+            let mut f: Vec<String> = find(&rec, id)
+                .unwrap_or_else(|| panic!("{case}: {id} recovered"))
+                .subs
+                .iter()
+                .map(|(f, _)| f.to_string())
+                .collect();
+            f.sort();
+            f
+        };
+        assert_eq!(filters("x"), want_x, "{case}");
+        assert_eq!(filters("y"), want_y, "{case}");
+        assert!(find(&rec, "z").is_none(), "{case}");
+        assert!(rec.report.skipped.is_empty(), "{case}");
+        assert_eq!(rec.report.files, 2, "{case}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn interval_syncs_by_itself_and_never_does_not_sync() {
+    on_both_drivers(|| async {
+        for (sync, syncs) in [
+            (
+                SyncPolicy::Interval(std::time::Duration::from_millis(30)),
+                1,
+            ),
+            (SyncPolicy::Never, 0),
+        ] {
+            let dir = tmpdir("policy");
+            let (stores, _) = Store::open(&dir, 1, &cfg(sync)).unwrap();
+            let s = Rc::new(stores.into_iter().next().unwrap());
+            monoio::spawn(s.clone().run());
+            let t = s.push(fresh_session("c"));
+            // Nothing else is pushed: the interval's timer (or, for never, the write) makes
+            // the record durable.
+            s.wait_durable(t).await.unwrap();
+            assert_eq!(s.stats().syncs, syncs, "{sync:?}");
+            s.close().await;
+            drop(s);
+            let (_, rec) = Store::open(&dir, 1, &cfg(sync)).unwrap();
+            assert!(
+                find(&rec, "c").is_some(),
+                "{sync:?}: a clean close keeps it"
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    });
+}

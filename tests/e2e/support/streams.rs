@@ -1,19 +1,15 @@
-//! A blocking MQTT client over any byte stream, plus the streams the edge tests need: TLS
-//! (rustls client), and a hand-written WebSocket client whose frames the tests control
-//! byte for byte (to split packets across frames or pack several into one).
-//!
-//! Included with `#[path]` by the tls, ws and auth tests.
-#![allow(dead_code)]
+//! The streams the edge tests run the test [`Client`](super::Client) over: TLS (a rustls
+//! client, with generated certificates) and a hand-written WebSocket client whose frames the
+//! tests control byte for byte (to split packets across frames or pack several into one).
 
-use bytes::BytesMut;
+use super::{scratch_dir, Broker, Stream, WAIT};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use uringmq_tests::*;
+use std::time::Duration;
 
 /// A scratch directory with generated certificates (nothing checked in, nothing expires).
 pub struct Pki {
@@ -25,15 +21,6 @@ impl Drop for Pki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A fresh scratch directory under the system temp dir.
-pub fn scratch_dir(tag: &str) -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("uringmq-{tag}-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
 }
 
 /// Generates a CA, a server certificate for localhost and a client certificate with `cn`.
@@ -119,18 +106,7 @@ pub fn tls_handshake(s: &mut TlsStream) -> io::Result<()> {
     Ok(())
 }
 
-/// Where the read timeout of a stream is set (the TCP socket under any layers).
-pub trait Timeout {
-    fn set_timeout(&mut self, t: Duration);
-}
-
-impl Timeout for TcpStream {
-    fn set_timeout(&mut self, t: Duration) {
-        self.set_read_timeout(Some(t)).ok();
-    }
-}
-
-impl Timeout for TlsStream {
+impl Stream for TlsStream {
     fn set_timeout(&mut self, t: Duration) {
         self.sock.set_read_timeout(Some(t)).ok();
     }
@@ -147,7 +123,7 @@ pub struct Ws<S> {
     pub close_code: Option<u16>,
 }
 
-impl<S: Read + Write + Timeout> Ws<S> {
+impl<S: Stream> Ws<S> {
     /// Sends the upgrade request for `path` offering `protocols`, and returns the client and
     /// the response head (status line and headers) whatever the status.
     pub fn upgrade(mut inner: S, path: &str, protocols: Option<&str>) -> (Self, String) {
@@ -238,7 +214,7 @@ impl<S: Read + Write + Timeout> Ws<S> {
     }
 }
 
-impl<S: Read + Write + Timeout> Read for Ws<S> {
+impl<S: Stream> Read for Ws<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             while self.parse_frame() {}
@@ -261,7 +237,7 @@ impl<S: Read + Write + Timeout> Read for Ws<S> {
     }
 }
 
-impl<S: Read + Write + Timeout> Write for Ws<S> {
+impl<S: Stream> Write for Ws<S> {
     /// One binary frame per write.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.send_frame(2, true, buf);
@@ -273,123 +249,8 @@ impl<S: Read + Write + Timeout> Write for Ws<S> {
     }
 }
 
-impl<S: Read + Write + Timeout> Timeout for Ws<S> {
+impl<S: Stream> Stream for Ws<S> {
     fn set_timeout(&mut self, t: Duration) {
         self.inner.set_timeout(t);
-    }
-}
-
-/// A blocking MQTT client over any stream.
-pub struct Mqtt<S> {
-    pub stream: S,
-    buf: BytesMut,
-    decoder: Decoder,
-    pub proto: Protocol,
-}
-
-impl<S: Read + Write + Timeout> Mqtt<S> {
-    pub fn new(stream: S, proto: Protocol) -> Self {
-        Mqtt {
-            stream,
-            buf: BytesMut::new(),
-            decoder: Decoder::with_protocol(proto, 268_435_460),
-            proto,
-        }
-    }
-
-    /// The encoded bytes of `p` for this client's protocol.
-    pub fn bytes(&self, p: &Packet) -> Vec<u8> {
-        let mut out = BytesMut::new();
-        encode(p, self.proto, &mut out).expect("encode");
-        out.to_vec()
-    }
-
-    /// Sends a packet in one write; errors are ignored (the broker may have closed already).
-    pub fn send(&mut self, p: &Packet) {
-        let bytes = self.bytes(p);
-        let _ = self.stream.write_all(&bytes);
-        let _ = self.stream.flush();
-    }
-
-    /// The next packet within `timeout`; None on timeout, close or error.
-    pub fn recv_within(&mut self, timeout: Duration) -> Option<Packet> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.decoder.decode(&mut self.buf) {
-                Ok(Some(p)) => return Some(p),
-                Ok(None) => {}
-                Err(e) => panic!("broker sent a malformed packet: {e}"),
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream.set_timeout(left.max(Duration::from_millis(1)));
-            let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-    }
-
-    pub fn recv(&mut self) -> Option<Packet> {
-        self.recv_within(WAIT)
-    }
-
-    /// Sends CONNECT and returns the CONNACK (panics on anything else).
-    pub fn connect(&mut self, c: Connect) -> ConnAck {
-        self.send(&Packet::Connect(Box::new(c)));
-        match self.recv() {
-            Some(Packet::ConnAck(a)) => a,
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    /// SUBSCRIBE one filter; returns the SUBACK reason code.
-    pub fn subscribe(&mut self, filter: &str, qos: QoS) -> ReasonCode {
-        self.send(&Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            properties: Default::default(),
-            filters: vec![(
-                filter.into(),
-                SubscriptionOptions {
-                    qos,
-                    ..Default::default()
-                },
-            )],
-        }));
-        match self.recv() {
-            Some(Packet::SubAck(a)) => a.reason_codes[0],
-            other => panic!("expected SUBACK, got {other:?}"),
-        }
-    }
-
-    /// The next PUBLISH (panics on anything else or nothing).
-    pub fn recv_publish(&mut self) -> Publish {
-        match self.recv() {
-            Some(Packet::Publish(p)) => p,
-            other => panic!("expected PUBLISH, got {other:?}"),
-        }
-    }
-
-    /// Whether the connection ends (EOF or error) within [`WAIT`], skipping packets.
-    pub fn is_closed(&mut self) -> bool {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            self.stream.set_timeout(WAIT);
-            let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return !matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    )
-                }
-            }
-        }
-        false
     }
 }

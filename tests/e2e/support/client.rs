@@ -1,46 +1,28 @@
-//! Shared helpers for the end-to-end tests: an in-process broker on port 0 with two cores, and
-//! a small blocking MQTT client over `std::net::TcpStream` built on `uringmq-codec`.
+//! The test client: a small blocking MQTT client built on `uringmq-codec`, over TCP or over any
+//! [`Stream`] (TLS and WebSocket in [`super::streams`]), so every test speaks MQTT one way.
 
-use bytes::{Bytes, BytesMut};
+use super::{connect_packet, publish, QUIET, WAIT};
+use bytes::BytesMut;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-pub use uringmq::{Broker, Config};
-pub use uringmq_codec::*;
+use uringmq_codec::*;
 
-/// How long a test waits for a packet that must arrive.
-pub const WAIT: Duration = Duration::from_secs(5);
-/// How long a test waits to be reasonably sure a packet does not arrive.
-pub const QUIET: Duration = Duration::from_millis(300);
+/// A byte stream a [`Client`] speaks MQTT over.
+pub trait Stream: Read + Write {
+    /// Sets the read timeout of the socket under any layers.
+    fn set_timeout(&mut self, t: Duration);
+}
 
-/// The test config: port 0, two cores, no pinning (tests run in parallel on a small machine).
-pub fn config() -> Config {
-    Config {
-        port: 0,
-        cores: 2,
-        pin_cores: false,
-        ..Config::default()
+impl Stream for TcpStream {
+    fn set_timeout(&mut self, t: Duration) {
+        self.set_read_timeout(Some(t)).ok();
     }
 }
 
-/// Starts a broker with [`config`] changed by `f`.
-pub fn broker_with(f: impl FnOnce(&mut Config)) -> Broker {
-    let mut c = config();
-    f(&mut c);
-    if let Ok(filter) = std::env::var("URINGMQ_TEST_LOG") {
-        uringmq::init_logging(&filter, uringmq::LogFormat::Text);
-    }
-    Broker::start(c).expect("broker starts")
-}
-
-/// Starts a broker with the test config.
-pub fn broker() -> Broker {
-    broker_with(|_| {})
-}
-
-/// A blocking MQTT client for tests.
-pub struct Client {
-    stream: TcpStream,
+/// A blocking MQTT client for tests, over TCP unless told otherwise.
+pub struct Client<S = TcpStream> {
+    stream: S,
     buf: BytesMut,
     decoder: Decoder,
     /// Protocol of this client.
@@ -48,70 +30,26 @@ pub struct Client {
     next_pid: u16,
 }
 
-/// A CONNECT with defaults: clean start, keep-alive 60.
-pub fn connect_packet(proto: Protocol, client_id: &str) -> Connect {
-    Connect {
-        protocol: proto,
-        clean_start: true,
-        keep_alive: 60,
-        client_id: client_id.into(),
-        will: None,
-        username: None,
-        password: None,
-        properties: Default::default(),
-    }
-}
-
-/// A PUBLISH.
-pub fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Publish {
-    Publish {
-        dup: false,
-        qos,
-        retain,
-        topic: topic.into(),
-        packet_id: 0,
-        properties: Default::default(),
-        payload: Bytes::copy_from_slice(payload),
-    }
-}
-
-/// A TCP connection from `source` (another loopback address than the test's clients: a
-/// second host, as far as the broker can tell).
-pub fn connect_from(source: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    s.bind(&SocketAddr::from((source, 0)).into())?;
-    s.connect(&to.into())?;
-    let s = TcpStream::from(s);
-    s.set_nodelay(true).ok();
-    Ok(s)
+/// What one read from the stream brought.
+enum Fill {
+    Bytes,
+    TimedOut,
+    Closed,
 }
 
 impl Client {
     /// Opens a TCP connection without sending anything.
     pub fn raw(addr: SocketAddr, proto: Protocol) -> Client {
-        Client::from_stream(TcpStream::connect(addr).expect("connect"), proto)
-    }
-
-    /// A client over an already connected stream, nothing sent yet.
-    pub fn from_stream(stream: TcpStream, proto: Protocol) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).ok();
-        Client {
-            stream,
-            buf: BytesMut::new(),
-            decoder: Decoder::with_protocol(proto, 268_435_460),
-            proto,
-            next_pid: 1,
-        }
+        Client::from_stream(stream, proto)
     }
 
     /// Connects with `c` and returns the client and the CONNACK.
     pub fn connect_with(addr: SocketAddr, c: Connect) -> (Client, ConnAck) {
         let mut client = Client::raw(addr, c.protocol);
-        client.send(&Packet::Connect(Box::new(c)));
-        match client.recv() {
-            Some(Packet::ConnAck(a)) => (client, a),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
+        let ack = client.send_connect(c);
+        (client, ack)
     }
 
     /// Connects with a clean session and checks the CONNACK succeeded.
@@ -129,23 +67,80 @@ impl Client {
     pub fn addr(&self) -> SocketAddr {
         self.stream.peer_addr().expect("connected")
     }
+}
 
-    /// Sends a packet.
-    pub fn send(&mut self, p: &Packet) {
-        let mut out = BytesMut::new();
-        encode(p, self.proto, &mut out).expect("encode");
-        self.send_raw(&out);
+impl<S: Stream> Client<S> {
+    /// A client over an already connected stream, nothing sent yet.
+    pub fn from_stream(stream: S, proto: Protocol) -> Self {
+        Client {
+            stream,
+            buf: BytesMut::new(),
+            decoder: Decoder::with_protocol(proto, 268_435_460),
+            proto,
+            next_pid: 1,
+        }
     }
 
-    /// The socket, for tests that write around the client (partial writes, timeouts).
-    pub fn stream(&mut self) -> &mut TcpStream {
+    /// Sends CONNECT and returns the CONNACK (panics on anything else).
+    pub fn send_connect(&mut self, c: Connect) -> ConnAck {
+        self.send(&Packet::Connect(Box::new(c)));
+        match self.recv() {
+            Some(Packet::ConnAck(a)) => a,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// The stream, for tests that write around the client (partial writes, timeouts, frames).
+    pub fn stream(&mut self) -> &mut S {
         &mut self.stream
+    }
+
+    /// The encoded bytes of `p` for this client's protocol.
+    pub fn bytes(&self, p: &Packet) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        encode(p, self.proto, &mut out).expect("encode");
+        out.to_vec()
+    }
+
+    /// Sends a packet in one write.
+    pub fn send(&mut self, p: &Packet) {
+        let bytes = self.bytes(p);
+        self.send_raw(&bytes);
     }
 
     /// Sends raw bytes (for malformed-input tests). Errors are ignored: the broker may have
     /// closed the connection already.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes);
+        let _ = self.stream.flush();
+    }
+
+    /// Reads what the stream has into the buffer, waiting until `deadline` at most.
+    fn read_more(&mut self, deadline: Instant) -> Fill {
+        loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Fill::TimedOut;
+            };
+            self.stream.set_timeout(left.max(Duration::from_millis(1)));
+            let mut chunk = [0u8; 8192];
+            return match self.stream.read(&mut chunk) {
+                Ok(0) => Fill::Closed,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    Fill::Bytes
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    Fill::TimedOut
+                }
+                Err(_) => Fill::Closed,
+            };
+        }
     }
 
     /// The next packet within `timeout`; None on timeout or when the connection is closed.
@@ -157,24 +152,9 @@ impl Client {
                 Ok(None) => {}
                 Err(e) => panic!("broker sent a malformed packet: {e}"),
             }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .ok();
-            let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
+            match self.read_more(deadline) {
+                Fill::Bytes => {}
+                Fill::TimedOut | Fill::Closed => return None,
             }
         }
     }
@@ -198,26 +178,10 @@ impl Client {
                 Ok(None) => {}
                 Err(_) => return (true, got),
             }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return (false, got);
-            };
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .ok();
-            let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return (true, got),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return (false, got)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return (true, got),
+            match self.read_more(deadline) {
+                Fill::Bytes => {}
+                Fill::TimedOut => return (false, got),
+                Fill::Closed => return (true, got),
             }
         }
     }

@@ -1,0 +1,26 @@
+//! The end-to-end tests: the broker over real sockets, driven by real clients. One test binary
+//! (the broker is compiled and linked once), one module per area; a new test file is one `mod`
+//! line below. Test names are `module::test`, e.g. `cargo test -p uringmq-tests -- takeover::`.
+
+mod support;
+
+mod auth;
+mod auth_hooks;
+mod basic;
+mod embed;
+mod hibernate;
+mod jwt;
+mod large_payloads;
+mod malformed;
+mod net;
+mod ops;
+mod persistence;
+mod retained;
+mod sessions;
+mod shared;
+mod slow;
+mod takeover;
+mod tls;
+mod v5;
+mod wills;
+mod ws;
