@@ -55,6 +55,10 @@ pub struct Args {
     /// Broker port.
     #[arg(long, short = 'p', default_value_t = 1883)]
     pub port: u16,
+    /// Subscribers connect to this port instead of `--port` (publishers on one broker,
+    /// subscribers on another: the path through a bridge).
+    #[arg(long)]
+    pub sub_port: Option<u16>,
     /// MQTT version: 3 (3.1.1) or 5.
     #[arg(long, default_value = "5", value_parser = parse_version)]
     pub mqtt: Version,

@@ -116,7 +116,11 @@ async fn handshake(
 ) -> Result<(TcpStream, ReadBuf, u16), OpenError> {
     let t0 = mono_ns();
     let source = ctx.source_for(role);
-    let mut s = net::connect(ctx.target, source).await?;
+    let target = match role {
+        Role::Sub(_) => ctx.sub_target,
+        _ => ctx.target,
+    };
+    let mut s = net::connect(target, source).await?;
     let v = ctx.args.mqtt;
     let mut out = Vec::with_capacity(64 + id.len());
     wire::connect(&mut out, v, id, ctx.args.keepalive, ctx.args.persistent);

@@ -64,6 +64,8 @@ pub struct Ctx {
     pub shards: u32,
     /// Broker address.
     pub target: SocketAddr,
+    /// Subscribers' broker address (`--sub-port`, else `target`).
+    pub sub_target: SocketAddr,
     /// Per publisher.
     pub pubs: Vec<PubState>,
     /// Per receiver group.
@@ -92,6 +94,7 @@ impl Ctx {
                 .map(|g| Mutex::new(GroupTracker::new(g.expects.clone())))
                 .collect(),
             target: SocketAddr::new(args.host, args.port),
+            sub_target: SocketAddr::new(args.host, args.sub_port.unwrap_or(args.port)),
             args: args.clone(),
             plan,
             run: run.to_string(),

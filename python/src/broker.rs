@@ -45,7 +45,7 @@ impl NativeBroker {
         if let Some(mut old) = slot.take() {
             old.stop();
         }
-        let broker = Broker::start_with_hooks(config, self.hooks.clone())?;
+        let broker = Broker::builder(config).hooks(self.hooks.clone()).start()?;
         *lock(&self.ports) = broker
             .listener_addrs()
             .iter()
@@ -281,6 +281,41 @@ impl NativeBroker {
     #[pyo3(signature = (client_id, with_will=false))]
     fn disconnect(&self, py: Python<'_>, client_id: String, with_will: bool) -> PyResult<bool> {
         self.with_running(py, move |b| b.disconnect(&client_id, with_will))
+    }
+
+    /// Starts a bridge from a dict of `[[bridge]]` keys on the running broker.
+    fn add_bridge(&self, py: Python<'_>, bridge: &Bound<'_, PyDict>) -> PyResult<()> {
+        let cfg = crate::settings::bridge_config(bridge)?;
+        self.with_running(py, move |b| b.add_bridge(cfg))
+    }
+
+    /// Stops bridge `name`; whether it existed.
+    fn remove_bridge(&self, py: Python<'_>, name: String) -> PyResult<bool> {
+        self.with_running(py, move |b| b.remove_bridge(&name))
+    }
+
+    /// Every bridge's state as a dict (`name`, `connected`, `queued`, `sent`, `received`,
+    /// `dropped`); empty while stopped.
+    fn bridges<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let states = release_gil(py, || {
+            self.slot()
+                .as_ref()
+                .map(Broker::bridges)
+                .unwrap_or_default()
+        });
+        states
+            .into_iter()
+            .map(|s| {
+                let d = PyDict::new(py);
+                d.set_item("name", s.name)?;
+                d.set_item("connected", s.connected)?;
+                d.set_item("queued", s.queued)?;
+                d.set_item("sent", s.sent)?;
+                d.set_item("received", s.received)?;
+                d.set_item("dropped", s.dropped)?;
+                Ok(d)
+            })
+            .collect()
     }
 
     /// Counters summed over cores (all zero while stopped).

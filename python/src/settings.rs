@@ -100,6 +100,17 @@ fn to_toml(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Option<toml::Value>> {
     Ok(Some(value))
 }
 
+/// A `[[bridge]]` table from a dict of its keys (`topic`: a list of `[[bridge.topic]]`
+/// dicts), parsed and checked like the config file's (errors name the key).
+pub fn bridge_config(d: &Bound<'_, PyDict>) -> PyResult<uringmq::BridgeConfig> {
+    let value = to_toml("bridge", d.as_any())?.unwrap_or(toml::Value::Table(Default::default()));
+    let cfg: uringmq::BridgeConfig = value
+        .try_into()
+        .map_err(|e| PyValueError::new_err(format!("invalid bridge: {e}")))?;
+    cfg.validate().map_err(config_error)?;
+    Ok(cfg)
+}
+
 /// The effective settings as a dict (keys whose value is unset, like `password_file`, are absent).
 pub fn config_to_dict<'py>(py: Python<'py>, config: &Config) -> PyResult<Bound<'py, PyAny>> {
     let value = toml::Value::try_from(config)

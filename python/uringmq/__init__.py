@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._uringmq import Client, ClientInfo, Message, Stats, SubscriptionClosed, init_logging
     from .broker import Broker
-    from .settings import ListenerSettings, Settings
+    from .settings import BridgeSettings, BridgeTopicSettings, ListenerSettings, Settings
     from .subscription import Subscription
 
 __all__ = [
     "Broker",
+    "BridgeSettings",
+    "BridgeTopicSettings",
     "Client",
     "ClientInfo",
     "ListenerSettings",
@@ -49,6 +51,8 @@ _LAZY = {
     "Client": "._uringmq",
     "ClientInfo": "._uringmq",
     "ListenerSettings": ".settings",
+    "BridgeSettings": ".settings",
+    "BridgeTopicSettings": ".settings",
     "Settings": ".settings",
     "Message": "._uringmq",
     "Stats": "._uringmq",

@@ -198,6 +198,14 @@ class NativeBroker:
     def disconnect(self, client_id: str, with_will: bool = False) -> bool:
         """Closes a client's connection (its will only ``with_will``); whether it was
         connected."""
+    def add_bridge(self, bridge: Dict[str, Any]) -> None:
+        """Starts a bridge from a dict of ``[[bridge]]`` keys; ValueError naming a bad key or
+        a name in use."""
+    def remove_bridge(self, name: str) -> bool:
+        """Stops bridge ``name``; whether it existed."""
+    def bridges(self) -> List[Dict[str, Any]]:
+        """Every bridge's ``name``, ``connected``, ``queued``, ``sent``, ``received``,
+        ``dropped``."""
     def stats(self) -> Stats:
         """Counters summed over cores."""
     def metrics_text(self) -> str:

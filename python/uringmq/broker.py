@@ -15,7 +15,7 @@ from .subscription import Subscription
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from .settings import Settings
+    from .settings import BridgeSettings, Settings
 
 __all__ = [
     "Broker",
@@ -364,6 +364,28 @@ class Broker:
         (its dynamic-security plugin kicks without the will). A persistent session stays.
         Returns whether the client was connected."""
         return self._native.disconnect(client_id, with_will)
+
+    def add_bridge(self, bridge: Optional[BridgeSettings] = None, **keys: Any) -> None:
+        """Starts a bridge to another broker on the running broker, from the keys of a
+        ``[[bridge]]`` table (``name``, ``address``, ``protocol``, ``client_id``, TLS files,
+        ``topic=[{"pattern": ..., "direction": "out"|"in"|"both", "qos": ..., "local_prefix":
+        ..., "remote_prefix": ...}]``...), as a dict and/or keywords. Returns once its local
+        subscriptions are in place, without waiting for the remote (see ``bridges()``).
+        ValueError names a bad key or a name in use."""
+        table: dict = dict(bridge or {})
+        table.update(keys)
+        self._native.add_bridge(table)
+
+    def remove_bridge(self, name: str) -> bool:
+        """Stops bridge ``name`` (configured or added); its queued messages are dropped.
+        Returns whether it existed."""
+        return self._native.remove_bridge(name)
+
+    def bridges(self) -> List[dict]:
+        """Every bridge's state: ``name``, ``connected`` (and subscribed on the remote),
+        ``queued`` (waiting or in flight), ``sent`` (acknowledged by the remote), ``received``
+        (published here) and ``dropped``; empty while stopped."""
+        return self._native.bridges()
 
     def stats(self) -> _uringmq.Stats:
         """Counters summed over cores: ``connections``, ``sessions``, ``subscriptions``

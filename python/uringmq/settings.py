@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import List, Literal, Optional, TypedDict, Union
 
-__all__ = ["ListenerSettings", "PathSetting", "Settings"]
+__all__ = ["BridgeSettings", "BridgeTopicSettings", "ListenerSettings", "PathSetting", "Settings"]
 
 #: A file path: a string or an ``os.PathLike`` such as ``pathlib.Path``.
 PathSetting = Union[str, "os.PathLike[str]"]
@@ -46,6 +46,41 @@ class ListenerSettings(TypedDict, total=False):
     jwt_acl_claim: Optional[str]
 
 
+class BridgeTopicSettings(TypedDict, total=False):
+    """One ``[[bridge.topic]]`` entry: Mosquitto's ``topic PATTERN DIRECTION QOS LOCAL_PREFIX
+    REMOTE_PREFIX``."""
+
+    pattern: str
+    direction: Literal["out", "in", "both"]
+    qos: int
+    local_prefix: str
+    remote_prefix: str
+
+
+class BridgeSettings(TypedDict, total=False):
+    """One ``[[bridge]]`` table (``Broker(bridge=[{...}])``, ``Broker.add_bridge({...})``)."""
+
+    name: str
+    address: Union[str, List[str]]
+    protocol: Literal["mqttv311", "mqttv5"]
+    client_id: Optional[str]
+    username: Optional[str]
+    password: Optional[str]
+    keepalive_secs: int
+    clean_start: bool
+    try_private: bool
+    ca_file: Optional[PathSetting]
+    cert_file: Optional[PathSetting]
+    key_file: Optional[PathSetting]
+    server_name: Optional[str]
+    max_queued_messages: int
+    max_queued_bytes: int
+    max_inflight: int
+    reconnect_min_ms: int
+    reconnect_max_ms: int
+    topic: List[BridgeTopicSettings]
+
+
 class Settings(TypedDict, total=False):
     """Every key of the config file, as ``Broker(**settings)`` keyword arguments. ``None``
     means "the default"."""
@@ -57,6 +92,7 @@ class Settings(TypedDict, total=False):
     driver: Optional[Literal["auto", "io_uring", "epoll"]]
     log_level: Optional[str]
     listener: Optional[List[ListenerSettings]]
+    bridge: Optional[List[BridgeSettings]]
     max_connections: Optional[int]
     max_connection_rate: Optional[int]
     max_connection_rate_per_source: Optional[int]

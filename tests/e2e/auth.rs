@@ -12,7 +12,7 @@ use crate::support::*;
 use std::path::PathBuf;
 use std::sync::Arc;
 use uringmq::{Hooks, Transport};
-use uringmq_auth::{EnhancedAuthenticator, ScramClient, ScramSha256};
+use uringmq_auth::{ScramClient, ScramSha256};
 
 /// Made by mosquitto_passwd 2.0.11 (see its README): alice/"correct horse",
 /// bob/"b0b:with:colons", carol ($6$)/"carol-pw", dave/"ünïcødé pässwörd".
@@ -392,7 +392,11 @@ fn a_missing_listener_file_refuses_to_start_naming_the_key() {
     l.name = Some("lan".into());
     l.password_file = Some("/nonexistent/passwd".into());
     c.listeners.push(l);
-    let err = Broker::start(c).err().expect("refused").to_string();
+    let err = Broker::builder(c)
+        .start()
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(
         err.contains("listener.password_file") && err.contains("lan"),
         "{err}"
@@ -437,10 +441,12 @@ fn certificate_common_name_is_the_user_name() {
 fn scram_broker() -> Broker {
     let mut scram = ScramSha256::new();
     scram.set_password("carol", b"pencil");
-    let enhanced: Vec<Arc<dyn EnhancedAuthenticator>> = vec![Arc::new(scram)];
     let mut c = config();
     c.auth_failure_delay_ms = 0;
-    Broker::start_with_auth(c, Hooks::default(), enhanced).expect("broker")
+    Broker::builder(c)
+        .enhanced_auth(Arc::new(scram))
+        .start()
+        .expect("broker")
 }
 
 fn scram_connect(id: &str, first: Vec<u8>) -> Connect {
@@ -685,7 +691,7 @@ fn scram_config_broker() -> (Broker, PathBuf) {
         passwd.display().to_string()
     );
     let config = Config::from_toml_str(&toml).expect("valid config");
-    (Broker::start(config).expect("broker"), dir)
+    (Broker::builder(config).start().expect("broker"), dir)
 }
 
 fn auth_packet(code: ReasonCode, method: &str, data: Vec<u8>) -> Packet {
@@ -1029,7 +1035,10 @@ fn a_blocking_hook_decides_wills_at_connect() {
         authorizer: Some(hook.clone()),
         ..Default::default()
     };
-    let b = Broker::start_with_hooks(config(), hooks).expect("broker");
+    let b = Broker::builder(config())
+        .hooks(hooks)
+        .start()
+        .expect("broker");
     let mut watcher = Client::connect(b.local_addr(), Protocol::V5, "hook-watcher");
     watcher.subscribe("#", QoS::AtLeastOnce);
     for (i, proto) in [Protocol::V3_1_1, Protocol::V5].into_iter().enumerate() {

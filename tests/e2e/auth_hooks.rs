@@ -28,7 +28,10 @@ fn start(hook: impl Authenticator, f: impl FnOnce(&mut Config)) -> Broker {
         authenticator: Some(Arc::new(hook)),
         ..Hooks::default()
     };
-    Broker::start_with_hooks(c, hooks).expect("broker starts")
+    Broker::builder(c)
+        .hooks(hooks)
+        .start()
+        .expect("broker starts")
 }
 
 /// The README's "only alice" hook, recording the user names it was shown. Blocking, as a
@@ -211,7 +214,7 @@ fn a_flood_of_wrong_passwords_does_not_delay_a_correct_login() {
     // would against a real deployment (and do not spin the shared CPUs of the test machine).
     c.password_file = Some(passwd.clone());
     c.max_pending_auth_per_address = 8;
-    let b = Broker::start(c).expect("broker");
+    let b = Broker::builder(c).start().expect("broker");
     let addr = b.local_addr();
     let stop = Arc::new(AtomicBool::new(false));
     let flooders: Vec<_> = (0..8)

@@ -22,10 +22,11 @@ fn port_zero_is_resolved_and_stop_frees_it() {
 #[test]
 fn a_taken_port_is_addr_in_use() {
     let b = broker();
-    let err = Broker::start(Config {
+    let err = Broker::builder(Config {
         port: b.local_addr().port(),
         ..config()
     })
+    .start()
     .err()
     .expect("conflict");
     match err {

@@ -205,7 +205,7 @@ fn clients_disconnect_and_the_disconnect_hook() {
         )),
         ..Default::default()
     };
-    let b = Broker::start_with_hooks(config(), hooks).unwrap();
+    let b = Broker::builder(config()).hooks(hooks).start().unwrap();
     // Clients on both cores are listed, with their protocol level.
     let mut a = Client::connect(b.local_addr(), Protocol::V5, "a");
     let _b = Client::connect(b.local_addr(), Protocol::V3_1_1, "b");
@@ -406,7 +406,7 @@ fn in_process_publish_asks_the_hook_on_the_calling_thread() {
         authorizer: Some(hook.clone()),
         ..Default::default()
     };
-    let b = Broker::start_with_hooks(config(), hooks).unwrap();
+    let b = Broker::builder(config()).hooks(hooks).start().unwrap();
     b.publish(injected("open/x", None)).unwrap();
     assert!(matches!(
         b.publish(injected("secret/x", Some("alice"))),

@@ -7,6 +7,7 @@ mod support;
 mod auth;
 mod auth_hooks;
 mod basic;
+mod bridge;
 mod embed;
 mod hibernate;
 mod jwt;

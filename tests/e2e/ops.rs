@@ -271,7 +271,7 @@ fn metrics_port_conflict_fails_the_start_and_stop_frees_it() {
     let http = b.metrics_addr().unwrap();
     let mut clash = config();
     clash.metrics_listen = Some(http);
-    let err = Broker::start(clash).err().expect("port in use");
+    let err = Broker::builder(clash).start().err().expect("port in use");
     assert!(err.to_string().contains(&http.to_string()), "{err}");
     b.stop();
     assert!(

@@ -165,7 +165,9 @@ fn main() {
         hibernate_after_ms: if awake { 0 } else { 1000 },
         ..Default::default()
     };
-    let broker = uringmq::Broker::start(config).expect("broker starts");
+    let broker = uringmq::Broker::builder(config)
+        .start()
+        .expect("broker starts");
     let addr = broker.local_addr();
 
     // Warm up: the first connections grow the core's maps and the allocator's pages.

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod bridge;
 pub mod cli;
 pub mod config;
 mod conn;
@@ -19,6 +20,9 @@ mod shard;
 pub mod store;
 
 pub use api::*;
+pub use bridge::BridgeState;
 pub use config::*;
-pub use embed::{init_logging, init_logging_background, Broker, RecvError, Subscription};
+pub use embed::{
+    init_logging, init_logging_background, Broker, BrokerBuilder, RecvError, Subscription,
+};
 pub use shard::persist::PersistenceStats;

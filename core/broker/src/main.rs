@@ -70,35 +70,17 @@ fn block_signals() -> libc::sigset_t {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    if let Some(Command::Passwd(p)) = args.command {
+    let mut args = Args::parse();
+    if let Some(Command::Passwd(p)) = args.command.take() {
         return std::process::ExitCode::from(p.run());
     }
-    let mut config = match &args.config {
-        Some(path) => match Config::from_file(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("uringmq: {e}");
-                return std::process::ExitCode::from(2);
-            }
-        },
-        None => Config::default(),
+    let config = match config_of(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("uringmq: {e}");
+            return std::process::ExitCode::from(2);
+        }
     };
-    if let Some(b) = args.bind {
-        config.bind = b;
-    }
-    if let Some(p) = args.port {
-        config.port = p;
-    }
-    if let Some(c) = args.cores {
-        config.cores = c;
-    }
-    if let Some(l) = args.log_level {
-        config.log_level = l;
-    }
-    if let Some(d) = args.driver {
-        config.driver = d;
-    }
     if args.print_config {
         print!("{}", config.to_toml_string());
         return std::process::ExitCode::SUCCESS;
@@ -109,7 +91,7 @@ fn main() -> std::process::ExitCode {
         config.log_format,
     );
     let set = block_signals();
-    let mut broker = match Broker::start(config) {
+    let mut broker = match Broker::builder(config).start() {
         Ok(b) => b,
         Err(e) => {
             eprintln!("uringmq: {e}");
@@ -122,16 +104,7 @@ fn main() -> std::process::ExitCode {
     if let Some(addr) = broker.metrics_addr() {
         tracing::info!(%addr, "metrics endpoint: /metrics, /healthz, /readyz");
     }
-    let mut sig: libc::c_int = 0;
-    loop {
-        // SAFETY: waiting on the signals blocked above.
-        unsafe { libc::sigwait(&set, &mut sig) };
-        if sig != libc::SIGHUP {
-            break;
-        }
-        tracing::info!("SIGHUP: reloading certificates, password file and ACL file");
-        broker.reload();
-    }
+    let sig = serve_until_stopped(&broker, &set);
     // The counters, for the operator (and the process tests, which see nothing else).
     tracing::info!(
         signal = sig,
@@ -141,4 +114,42 @@ fn main() -> std::process::ExitCode {
     );
     broker.stop();
     std::process::ExitCode::SUCCESS
+}
+
+/// The config file (or the defaults) with the command line's overrides.
+fn config_of(args: &Args) -> Result<Config, uringmq::ConfigError> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(b) = args.bind {
+        config.bind = b;
+    }
+    if let Some(p) = args.port {
+        config.port = p;
+    }
+    if let Some(c) = args.cores {
+        config.cores = c;
+    }
+    if let Some(l) = &args.log_level {
+        config.log_level = l.clone();
+    }
+    if let Some(d) = args.driver {
+        config.driver = d;
+    }
+    Ok(config)
+}
+
+/// Reloads on SIGHUP until SIGINT or SIGTERM, which it returns.
+fn serve_until_stopped(broker: &Broker, set: &libc::sigset_t) -> libc::c_int {
+    let mut sig: libc::c_int = 0;
+    loop {
+        // SAFETY: waiting on the signals blocked above.
+        unsafe { libc::sigwait(set, &mut sig) };
+        if sig != libc::SIGHUP {
+            return sig;
+        }
+        tracing::info!("SIGHUP: reloading certificates, password file and ACL file");
+        broker.reload();
+    }
 }

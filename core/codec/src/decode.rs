@@ -13,6 +13,8 @@ use bytes::BytesMut;
 pub struct Decoder {
     protocol: Option<Protocol>,
     max_packet_size: u32,
+    /// The CONNECT had bit 7 of its protocol level set: a Mosquitto-style bridge.
+    bridge: bool,
 }
 
 /// What the fixed header says, once it is complete.
@@ -31,6 +33,7 @@ impl Decoder {
         Decoder {
             protocol: None,
             max_packet_size,
+            bridge: false,
         }
     }
 
@@ -39,6 +42,7 @@ impl Decoder {
         Decoder {
             protocol: Some(protocol),
             max_packet_size,
+            bridge: false,
         }
     }
 
@@ -50,6 +54,12 @@ impl Decoder {
     /// Sets the protocol (e.g. a client after sending its CONNECT).
     pub fn set_protocol(&mut self, p: Protocol) {
         self.protocol = Some(p);
+    }
+
+    /// Whether the CONNECT came from a bridge: Mosquitto's bridges (`try_private`) set bit 7
+    /// of the protocol level (`0x84`), which Mosquitto accepts and remembers as `is_bridge`.
+    pub fn is_bridge(&self) -> bool {
+        self.bridge
     }
 
     /// The largest packet accepted, in bytes.
@@ -176,7 +186,9 @@ impl Decoder {
     fn connect(&mut self, r: &mut Reader) -> Result<Connect, DecodeError> {
         let name = r.binary()?;
         let level = r.u8()?;
-        let protocol = match (&name[..], level) {
+        // Bit 7 marks a bridge (Mosquitto's `try_private`); the version is in the rest.
+        let bridge = level & 0x80 != 0 && matches!(&name[..], b"MQTT" | b"MQIsdp");
+        let protocol = match (&name[..], level & if bridge { 0x7f } else { 0xff }) {
             (b"MQTT", 4) => Protocol::V3_1_1,
             (b"MQTT", 5) => Protocol::V5,
             (b"MQIsdp", 3) => Protocol::V3_1,
@@ -186,6 +198,7 @@ impl Decoder {
             _ => return Err(DecodeError::InvalidProtocolName),
         };
         self.protocol = Some(protocol);
+        self.bridge = bridge;
         let flags = r.u8()?;
         if flags & 0x01 != 0 {
             return Err(DecodeError::ReservedConnectFlag);
@@ -755,6 +768,24 @@ mod tests {
         assert_eq!(err(V5, &frame(0x82, &shared)), NoLocalOnShared);
         assert_eq!(err(V3_1_1, &frame(0x90, &[0, 1, 3])), InvalidSubAckCode(3));
         assert_eq!(err(V3_1_1, &frame(0x90, &[0, 1])), Truncated);
+    }
+
+    #[test]
+    fn a_bridge_connect_sets_bit_7_of_the_level() {
+        let payload = [0, 1, b'c'];
+        let mut d = Decoder::new(u32::MAX);
+        let mut buf = BytesMut::from(&connect(b"MQTT", 0x84, 0x02, &payload)[..]);
+        let Ok(Some(Packet::Connect(c))) = d.decode(&mut buf) else {
+            panic!("a 0x84 CONNECT decodes");
+        };
+        assert_eq!((c.protocol, d.is_bridge()), (Protocol::V3_1_1, true));
+        let mut plain = Decoder::new(u32::MAX);
+        let mut buf = BytesMut::from(&connect(b"MQTT", 4, 0x02, &payload)[..]);
+        assert!(plain.decode(&mut buf).is_ok() && !plain.is_bridge());
+        assert_eq!(
+            err(V3_1_1, &connect(b"MQTT", 0x86, 0, &payload)),
+            UnsupportedProtocolLevel(6)
+        );
     }
 
     #[test]

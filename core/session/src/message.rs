@@ -60,9 +60,17 @@ impl Message {
         self.topic.len() + self.payload.len()
     }
 
-    /// Whether the topic is reserved for the broker (`$SYS/...`): clients may not publish there.
+    /// Whether the topic is reserved for the broker (`$SYS/...`).
     pub fn is_sys_topic(topic: &str) -> bool {
         topic == "$SYS" || topic.starts_with("$SYS/")
+    }
+
+    /// Whether clients may not publish to `topic`: `$SYS/` except a bridge's state topic
+    /// `$SYS/broker/connection/+/state`, which Mosquitto lets clients write (its bridges
+    /// publish their state there, and set it as their will).
+    pub fn is_reserved_for_broker(topic: &str) -> bool {
+        Self::is_sys_topic(topic)
+            && !uringmq_topic::matches("$SYS/broker/connection/+/state", topic)
     }
 }
 
@@ -108,5 +116,12 @@ mod tests {
         assert!(Message::is_sys_topic("$SYS"));
         assert!(!Message::is_sys_topic("$SYSTEM/x"));
         assert!(!Message::is_sys_topic("a/$SYS"));
+        assert!(Message::is_reserved_for_broker("$SYS/broker/uptime"));
+        assert!(!Message::is_reserved_for_broker(
+            "$SYS/broker/connection/b/state"
+        ));
+        assert!(Message::is_reserved_for_broker(
+            "$SYS/broker/connection/b/state/x"
+        ));
     }
 }

@@ -55,32 +55,12 @@ impl TlsTransport {
             }
             let state = self.conn.process_new_packets()?;
             // Drain after every record batch so rustls' plaintext buffer never fills up.
-            self.drain_plaintext(plain_out)?;
+            drain_plaintext(&mut self.conn, plain_out)?;
             if state.peer_has_closed() {
                 return Ok(ReadOutcome::Closed);
             }
         }
         Ok(ReadOutcome::Open)
-    }
-
-    /// Copies decrypted bytes out of rustls without zero-filling a buffer first.
-    fn drain_plaintext(&mut self, plain_out: &mut BytesMut) -> Result<(), TransportError> {
-        let mut reader = self.conn.reader();
-        loop {
-            let chunk = match reader.fill_buf() {
-                Ok(chunk) => chunk,
-                // No plaintext right now.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(TransportError::TlsIo(e)),
-            };
-            if chunk.is_empty() {
-                // Clean close_notify with nothing left; the caller sees peer_has_closed.
-                return Ok(());
-            }
-            let n = chunk.len();
-            plain_out.extend_from_slice(chunk);
-            reader.consume(n);
-        }
     }
 
     /// Encrypts `plain` into TLS records appended to `raw_out`. Before the handshake completes
@@ -103,13 +83,7 @@ impl TlsTransport {
     /// Appends every TLS record rustls wants to send (handshake messages, alerts, tickets,
     /// application data) to `raw_out`.
     pub fn pending_raw(&mut self, raw_out: &mut BytesMut) {
-        let mut writer = raw_out.writer();
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut writer) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
+        pending_records(&mut self.conn, raw_out);
     }
 
     /// True while rustls has records to send.
@@ -136,6 +110,41 @@ impl TlsTransport {
     /// The rustls connection, for logging the negotiated version, cipher suite or SNI name.
     pub fn connection(&self) -> &ServerConnection {
         &self.conn
+    }
+}
+
+/// Copies decrypted bytes out of rustls without zero-filling a buffer first (server and
+/// client sides).
+pub(crate) fn drain_plaintext<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    plain_out: &mut BytesMut,
+) -> Result<(), TransportError> {
+    let mut reader = conn.reader();
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok(chunk) => chunk,
+            // No plaintext right now.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(TransportError::TlsIo(e)),
+        };
+        if chunk.is_empty() {
+            // Clean close_notify with nothing left; the caller sees peer_has_closed.
+            return Ok(());
+        }
+        let n = chunk.len();
+        plain_out.extend_from_slice(chunk);
+        reader.consume(n);
+    }
+}
+
+/// Appends every TLS record rustls wants to send to `raw_out` (server and client sides).
+pub(crate) fn pending_records<D>(conn: &mut rustls::ConnectionCommon<D>, raw_out: &mut BytesMut) {
+    let mut writer = raw_out.writer();
+    while conn.wants_write() {
+        match conn.write_tls(&mut writer) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
     }
 }
 

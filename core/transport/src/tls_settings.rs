@@ -143,7 +143,7 @@ fn build_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsConfigError> {
 }
 
 /// Reads every certificate of a PEM file; an empty file is an error, not an empty chain.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     let pem_error = |reason: String| TlsConfigError::Pem {
         path: path.to_owned(),
         reason,

@@ -34,7 +34,7 @@ pub fn broker_with(f: impl FnOnce(&mut Config)) -> Broker {
     if let Ok(filter) = std::env::var("URINGMQ_TEST_LOG") {
         uringmq::init_logging(&filter, uringmq::LogFormat::Text);
     }
-    Broker::start(c).expect("broker starts")
+    Broker::builder(c).start().expect("broker starts")
 }
 
 /// Starts a broker with the test config.

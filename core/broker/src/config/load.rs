@@ -90,6 +90,11 @@ impl Config {
                 fix(p);
             }
         }
+        for b in &mut self.bridges {
+            for p in [&mut b.ca_file, &mut b.cert_file, &mut b.key_file] {
+                fix(p);
+            }
+        }
     }
 
     /// The config as a TOML document (every key, with its value).

@@ -6,12 +6,14 @@
 //! across keys with the per-listener effective values (`validate.rs`). A leaf: it imports
 //! nothing else of the crate.
 
+pub(crate) mod bridge;
 mod listener;
 mod load;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use bridge::{Addresses, BridgeConfig, BridgeProtocol, BridgeTopic, Direction};
 pub use listener::*;
 pub use load::ConfigError;
 
@@ -93,6 +95,9 @@ pub struct Config {
     /// Extra listeners.
     #[serde(rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
+    /// Bridges to other brokers (`[[bridge]]`, see `bridge.rs` and `crate::bridge`).
+    #[serde(rename = "bridge")]
+    pub bridges: Vec<BridgeConfig>,
 
     /// Maximum simultaneous connections over all listeners (0 = unlimited).
     pub max_connections: usize,
@@ -262,6 +267,7 @@ impl Default for Config {
             driver: Driver::Auto,
             log_level: "info".to_owned(),
             listeners: Vec::new(),
+            bridges: Vec::new(),
             max_connections: 0,
             max_connection_rate: 0,
             max_connection_rate_per_source: 0,

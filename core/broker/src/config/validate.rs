@@ -7,12 +7,6 @@ use super::Config;
 impl Config {
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.into(),
-            })
-        }
         if self.max_packet_size < 64 || self.max_packet_size > 268_435_460 {
             return bad("max_packet_size", "must be between 64 and 268435460 bytes");
         }
@@ -55,51 +49,54 @@ impl Config {
             );
         }
         for l in &self.listeners {
-            if self.scram_enabled(Some(l))
-                && l.password_file.is_none()
-                && self.password_file.is_none()
-            {
-                return bad(
-                    "listener.scram_sha256",
-                    format!(
-                        "listener `{}` offers SCRAM-SHA-256 but has no password_file (its own or \
-                         the global one) to hold the SCRAM-SHA-256 entries",
-                        crate::config::listener_name(l)
-                    ),
-                );
-            }
-            if matches!(l.transport, Transport::Tls | Transport::Wss)
-                && (l.cert_file.is_none() || l.key_file.is_none())
-            {
-                return bad(
-                    "listener",
-                    "tls and wss listeners need cert_file and key_file",
-                );
-            }
-            if l.require_certificate && l.ca_file.is_none() {
-                return bad("listener", "require_certificate needs ca_file");
-            }
-            if matches!(l.transport, Transport::Ws | Transport::Wss) && !l.ws_path.starts_with('/')
-            {
-                return bad("listener", "ws_path must start with '/'");
-            }
-            // Auth settings are looked up by listener name: a listener with files of its own
-            // must not share its name with another (two unnamed listeners on port 0 would).
-            let name = crate::config::listener_name(l);
-            let same_name = std::iter::once("default".to_owned())
-                .chain(self.listeners.iter().map(crate::config::listener_name))
-                .filter(|n| *n == name)
-                .count();
-            let own_files = l.password_file.is_some() || l.acl_file.is_some();
-            if (own_files || l.has_own_jwt_keys()) && same_name > 1 {
-                return bad(
-                    "listener.name",
-                    format!(
-                        "listener `{name}` has its own password_file/acl_file/jwt keys, so its \
-                         name must be unique: give each [[listener]] a distinct `name`"
-                    ),
-                );
-            }
+            self.validate_listener(l)?;
+        }
+        super::bridge::validate_all(&self.bridges)
+    }
+
+    /// Checks one `[[listener]]` table against itself and the rest of the config.
+    fn validate_listener(&self, l: &ListenerConfig) -> Result<(), ConfigError> {
+        if self.scram_enabled(Some(l)) && l.password_file.is_none() && self.password_file.is_none()
+        {
+            return bad(
+                "listener.scram_sha256",
+                format!(
+                    "listener `{}` offers SCRAM-SHA-256 but has no password_file (its own or \
+                     the global one) to hold the SCRAM-SHA-256 entries",
+                    crate::config::listener_name(l)
+                ),
+            );
+        }
+        if matches!(l.transport, Transport::Tls | Transport::Wss)
+            && (l.cert_file.is_none() || l.key_file.is_none())
+        {
+            return bad(
+                "listener",
+                "tls and wss listeners need cert_file and key_file",
+            );
+        }
+        if l.require_certificate && l.ca_file.is_none() {
+            return bad("listener", "require_certificate needs ca_file");
+        }
+        if matches!(l.transport, Transport::Ws | Transport::Wss) && !l.ws_path.starts_with('/') {
+            return bad("listener", "ws_path must start with '/'");
+        }
+        // Auth settings are looked up by listener name: a listener with files of its own
+        // must not share its name with another (two unnamed listeners on port 0 would).
+        let name = crate::config::listener_name(l);
+        let same_name = std::iter::once("default".to_owned())
+            .chain(self.listeners.iter().map(crate::config::listener_name))
+            .filter(|n| *n == name)
+            .count();
+        let own_files = l.password_file.is_some() || l.acl_file.is_some();
+        if (own_files || l.has_own_jwt_keys()) && same_name > 1 {
+            return bad(
+                "listener.name",
+                format!(
+                    "listener `{name}` has its own password_file/acl_file/jwt keys, so its \
+                     name must be unique: give each [[listener]] a distinct `name`"
+                ),
+            );
         }
         Ok(())
     }
@@ -184,4 +181,11 @@ impl Config {
         }
         self.bind.is_loopback() && self.listeners.iter().all(|l| l.bind.is_loopback())
     }
+}
+
+fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    })
 }

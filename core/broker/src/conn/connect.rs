@@ -259,7 +259,7 @@ fn install_connected(
 ) {
     let key = claimed.key;
     conn.session.set(key);
-    conn.connected.set(true);
+    conn.set_connected();
     claimed.s.connected_since = std::time::SystemTime::now();
     let grace = keepalive::grace(n.keep_alive.secs).map_or(0, |g| g.as_millis().max(1));
     conn.grace_ms.set(u32::try_from(grace).unwrap_or(u32::MAX));

@@ -1,6 +1,6 @@
 //! A connection's life on its core: creation, kill and close, draining for a takeover.
 
-use super::{Conn, Kill};
+use super::{Conn, Kill, Lifecycle, Parking};
 use crate::conn::{write_packet, CloseReason};
 use crate::net::{millis, Slot};
 use crate::routing::OutQueue;
@@ -35,11 +35,9 @@ impl Conn {
             rd: Cell::new(None),
             held: Cell::new(Some(held)),
             park_waker: Cell::new(None),
-            park_requested: Cell::new(false),
+            parking: Cell::new(Parking::Active),
             read_held: Cell::new(false),
-            parked: Cell::new(false),
             in_epoll: Cell::new(false),
-            detached: Cell::new(false),
             last_out: Cell::new(0),
             decoder,
             id,
@@ -50,7 +48,7 @@ impl Conn {
             exchange: RefCell::new(None),
             out: RefCell::new(OutQueue::default()),
             blocked: Cell::new(false),
-            closing: Cell::new(false),
+            lifecycle: Cell::new(Lifecycle::Connecting),
             session: Cell::new(0),
             client_id: RefCell::new(None),
             protocol: Cell::new(Protocol::V3_1_1),
@@ -59,7 +57,6 @@ impl Conn {
             last_seen: Cell::new(millis(Instant::now())),
             grace_ms: Cell::new(0),
             connect_by: Cell::new(millis(deadline)),
-            connected: Cell::new(false),
             publish_limiter: Cell::new(None),
         }
     }
@@ -125,7 +122,7 @@ impl Conn {
     /// the two connections may live on different cores (or the old one be hibernating), so
     /// the order is made explicit.
     pub(crate) fn drain_for_takeover(&self) -> bool {
-        if self.is_killed() || self.closing.get() {
+        if self.is_killed() || self.closing() {
             return false;
         }
         self.killed.set(Some(Box::new(Kill {
@@ -158,8 +155,26 @@ impl Conn {
         self.session.set(0);
     }
 
+    /// CONNACK was sent (also while closing after that).
     pub(crate) fn connected(&self) -> bool {
-        self.connected.get()
+        matches!(
+            self.lifecycle.get(),
+            Lifecycle::Connected | Lifecycle::Closing { connected: true }
+        )
+    }
+
+    /// The writer flushes what is left and exits.
+    pub(crate) fn closing(&self) -> bool {
+        matches!(self.lifecycle.get(), Lifecycle::Closing { .. })
+    }
+
+    /// CONNACK is sent (a connection closing meanwhile stays closing).
+    pub(super) fn set_connected(&self) {
+        self.lifecycle.set(match self.lifecycle.get() {
+            Lifecycle::Connecting => Lifecycle::Connected,
+            Lifecycle::Closing { .. } => Lifecycle::Closing { connected: true },
+            other => other,
+        });
     }
 
     /// Ends the connection: a v5 client gets DISCONNECT with the reason code [MQTT-4.13.1-1],
@@ -206,7 +221,7 @@ impl Conn {
 
     /// Queues the server's DISCONNECT (v5, after CONNECT) and tells the writer to finish.
     pub(super) fn close_with(&self, reason: &CloseReason) {
-        if self.connected() && self.protocol.get().is_v5() && !self.closing.get() {
+        if self.connected() && self.protocol.get().is_v5() && !self.closing() {
             let (code, why) = match reason {
                 CloseReason::KeepAlive => (ReasonCode::KEEP_ALIVE_TIMEOUT, None),
                 CloseReason::TakenOver => (ReasonCode::SESSION_TAKEN_OVER, None),
@@ -232,7 +247,8 @@ impl Conn {
                 );
             }
         }
-        self.closing.set(true);
+        let connected = self.connected();
+        self.lifecycle.set(Lifecycle::Closing { connected });
         self.wake();
     }
 }

@@ -179,42 +179,71 @@ pub(crate) async fn authenticate(
             None => Err(refused(core, conn, proto, DenyReason::BadCredentials, client_id).await),
         };
     }
-    if let Some(req) = requested {
-        let owned = Owned::new(conn, c, client_id, cert_cn);
-        let auth = req.authenticator.clone();
-        let data = req.data.clone();
-        let blocking = auth.is_blocking();
-        let _pending = admit(core, conn, &security, blocking, (proto, client_id)).await?;
-        let answer = off_core(core, conn, blocking, {
-            move || auth.start(&owned.info(), data.as_deref())
-        })
-        .await;
-        let (step, state) = match answer {
-            Ok(started) => started,
-            Err(e) => return Err(no_answer(core, conn, proto, e, client_id).await),
-        };
-        return match step {
-            AuthStep::Continue(data) => {
-                send_auth(
-                    conn,
-                    ReasonCode::CONTINUE_AUTHENTICATION,
-                    &req.method,
-                    Some(data),
-                );
-                *conn.exchange.borrow_mut() = Some(Box::new(Exchange::Pending {
-                    connect: Some(c.clone()),
-                    method: req.method,
-                    state,
-                    authenticator: req.authenticator,
-                }));
-                Ok(None)
-            }
-            AuthStep::Success(data) => Ok(Some(Granted::new(req.method, data, req.authenticator))),
-            AuthStep::Fail => {
-                Err(refused(core, conn, proto, DenyReason::NotAuthorized, client_id).await)
-            }
-        };
+    match requested {
+        Some(req) => start_exchange(core, conn, c, client_id, cert_cn, req).await,
+        None => check_credentials(core, conn, c, client_id, cert_cn).await,
     }
+}
+
+/// Starts the enhanced authentication `req` asks for: granted at once, refused, or an AUTH
+/// exchange under way (`Ok(None)`, the CONNECT parked on the connection).
+async fn start_exchange(
+    core: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    c: &mut Box<Connect>,
+    client_id: &str,
+    cert_cn: Option<String>,
+    req: Requested,
+) -> Result<Option<Granted>, CloseReason> {
+    let proto = c.protocol;
+    let security = core.shared.security.clone();
+    let owned = Owned::new(conn, c, client_id, cert_cn);
+    let auth = req.authenticator.clone();
+    let data = req.data.clone();
+    let blocking = auth.is_blocking();
+    let _pending = admit(core, conn, &security, blocking, (proto, client_id)).await?;
+    let answer = off_core(core, conn, blocking, {
+        move || auth.start(&owned.info(), data.as_deref())
+    })
+    .await;
+    let (step, state) = match answer {
+        Ok(started) => started,
+        Err(e) => return Err(no_answer(core, conn, proto, e, client_id).await),
+    };
+    match step {
+        AuthStep::Continue(data) => {
+            send_auth(
+                conn,
+                ReasonCode::CONTINUE_AUTHENTICATION,
+                &req.method,
+                Some(data),
+            );
+            *conn.exchange.borrow_mut() = Some(Box::new(Exchange::Pending {
+                connect: Some(c.clone()),
+                method: req.method,
+                state,
+                authenticator: req.authenticator,
+            }));
+            Ok(None)
+        }
+        AuthStep::Success(data) => Ok(Some(Granted::new(req.method, data, req.authenticator))),
+        AuthStep::Fail => {
+            Err(refused(core, conn, proto, DenyReason::NotAuthorized, client_id).await)
+        }
+    }
+}
+
+/// Checks the CONNECT's credentials against the chain (hook, password file, JWT, anonymous
+/// policy), off the core where a check may block.
+async fn check_credentials(
+    core: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    c: &mut Box<Connect>,
+    client_id: &str,
+    cert_cn: Option<String>,
+) -> Result<Option<Granted>, CloseReason> {
+    let proto = c.protocol;
+    let security = core.shared.security.clone();
     let Some(auth) = core.shared.authenticator.as_ref() else {
         return Ok(Some(Granted::default()));
     };

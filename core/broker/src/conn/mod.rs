@@ -84,18 +84,14 @@ pub(crate) struct Conn {
     held: Cell<Option<(Slot, TaskGuard)>>,
     /// Wakes the task's readiness wait when the sweep asks it to park.
     park_waker: Cell<Option<Waker>>,
-    /// The sweep asked the task to park at its next wait.
-    park_requested: Cell<bool>,
+    /// Whether the connection has a task, is asked to give it up, or is parked (see
+    /// [`Parking`]).
+    parking: Cell<Parking>,
     /// The task stopped reading until the writer drains `out` (see [`Conn::reads_held`]); it
     /// waits on `park_waker`.
     read_held: Cell<bool>,
-    /// Parked: no task; the core's epoll set wakes it.
-    parked: Cell<bool>,
     /// The socket is in the core's epoll set (parked once before: re-arm, not add).
     in_epoll: Cell<bool>,
-    /// Parked and quiet in both directions: the runtime's stream is dropped and `fd` (a
-    /// duplicate of its descriptor) is owned by this `Conn`; see [`Conn::detach_if_quiet`].
-    detached: Cell<bool>,
     /// When the writer last finished ([`millis`]).
     last_out: Cell<u32>,
     /// Kept between reads: it learns the protocol level from CONNECT.
@@ -113,8 +109,8 @@ pub(crate) struct Conn {
     pub(crate) out: RefCell<OutQueue>,
     /// A delivery was refused because `out` was over the limit: pump the session after flushing.
     pub(crate) blocked: Cell<bool>,
-    /// The writer flushes what is left and exits.
-    pub(crate) closing: Cell<bool>,
+    /// Connecting, connected, or closing (see [`Lifecycle`]).
+    lifecycle: Cell<Lifecycle>,
     /// The session's key while connected (0: none; keys are never 0).
     session: Cell<u64>,
     pub(crate) client_id: RefCell<Option<Arc<str>>>,
@@ -131,10 +127,34 @@ pub(crate) struct Conn {
     pub(crate) grace_ms: Cell<u32>,
     /// Until CONNECT is accepted: its deadline ([`millis`]; the sweep reads it only before).
     pub(crate) connect_by: Cell<u32>,
-    connected: Cell<bool>,
     /// The listener's publish limits, if it has any (see `limits.rs`); boxed, as most
     /// connections have none.
     pub(crate) publish_limiter: Cell<Option<Box<uringmq_session::PublishLimiter>>>,
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lifecycle {
+    /// Until CONNACK.
+    Connecting,
+    /// CONNACK sent: a session is installed on it.
+    Connected,
+    /// The writer flushes what is left and exits; `connected`: CONNACK had been sent.
+    Closing { connected: bool },
+}
+
+/// Whether a connection has a task (see `hibernate.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Parking {
+    /// Its task runs (reading, or waiting for readability).
+    Active,
+    /// The sweep asked the task to park at its next readiness wait.
+    Requested,
+    /// No task; the core's epoll set wakes it.
+    Parked,
+    /// Parked and quiet in both directions: the runtime's stream is dropped and `fd` (a
+    /// duplicate of its descriptor) is owned by this `Conn`; see [`Conn::detach_if_quiet`].
+    Detached,
 }
 
 /// Why and when the core closed a connection.
@@ -147,7 +167,7 @@ pub(super) struct Kill {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        if self.detached.get() {
+        if self.parking.get() == Parking::Detached {
             // SAFETY: a detached connection owns its descriptor, and nothing else uses it.
             unsafe { libc::close(self.fd.get()) };
         }
@@ -155,5 +175,6 @@ impl Drop for Conn {
 }
 
 // Every connection is one allocation of this (plus the `Rc` counts): keep it in mimalloc's
-// 320-byte class (BENCHMARKS.md, idle memory per connection).
-const _: () = assert!(std::mem::size_of::<Conn>() <= 304);
+// 320-byte class (BENCHMARKS.md, idle memory per connection). 296 since the state flags became
+// `Lifecycle` and `Parking` (304 before): it must not grow back.
+const _: () = assert!(std::mem::size_of::<Conn>() <= 296);

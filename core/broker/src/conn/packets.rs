@@ -232,8 +232,9 @@ impl Shard {
                 }
                 fresh = e.s.qos2_in.receive(pid);
             }
-            // `$SYS/` is the broker's [§4.7.2]: clients may not publish there.
-            let allowed = !Message::is_sys_topic(&topic)
+            // `$SYS/` is the broker's [§4.7.2]: clients may not publish there (but for a
+            // bridge's state topic, as Mosquitto).
+            let allowed = !Message::is_reserved_for_broker(&topic)
                 && pre.unwrap_or_else(|| self.client_info_allows(conn, e, Access::Publish, &topic));
             if !allowed && p.qos == QoS::ExactlyOnce && v5 {
                 // A PUBREC with an error code ends the exchange: no PUBREL follows.

@@ -3,7 +3,7 @@
 use super::lifecycle::unreachable_halves;
 use super::read::{closed, unpark};
 use super::writer::writer;
-use super::{Conn, Kill};
+use super::{Conn, Kill, Parking};
 use crate::conn::CloseReason;
 use monoio::io::{OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
@@ -53,9 +53,10 @@ impl Conn {
 
     /// Asks the connection's task to park at its readiness wait (see `hibernate.rs`).
     pub(crate) fn request_park(&self) {
-        if self.parked.get() || self.park_requested.replace(true) {
+        if self.parking.get() != Parking::Active {
             return;
         }
+        self.parking.set(Parking::Requested);
         if let Some(w) = self.park_waker.take() {
             w.wake();
         }
@@ -73,8 +74,7 @@ impl Conn {
     /// True when it detached; an error when the duplicate could not be made (out of
     /// descriptors: the sweep backs off, see `hibernate::detach_failed`).
     pub(crate) fn detach_if_quiet(&self, now_ms: u32, quiet_ms: u32) -> std::io::Result<bool> {
-        if !self.parked.get()
-            || self.detached.get()
+        if self.parking.get() != Parking::Parked
             || self.writing.get()
             || now_ms.wrapping_sub(self.last_out.get()) < quiet_ms
         {
@@ -115,7 +115,7 @@ impl Conn {
         // The runtime closes `old`; the socket stays open through `new`.
         drop(stream);
         self.fd.set(new);
-        self.detached.set(true);
+        self.parking.set(Parking::Detached);
         self.in_epoll.set(false);
         if h.park(new, self.id, true).is_ok() {
             self.in_epoll.set(true);
@@ -129,9 +129,10 @@ impl Conn {
     /// Gives a detached connection a runtime stream again (its halves in `rd` and `wr`).
     /// False when that failed: the descriptor is gone and the connection is closed.
     pub(super) fn attach(&self) -> bool {
-        if !self.detached.replace(false) {
+        if self.parking.get() != Parking::Detached {
             return true;
         }
+        self.parking.set(Parking::Parked);
         let fd = self.fd.get();
         // SAFETY: a detached connection owns `fd`; the stream takes it over.
         let std_stream =
@@ -162,9 +163,20 @@ impl Conn {
         }
     }
 
+    /// Parked or detached: no task.
+    pub(super) fn parked(&self) -> bool {
+        matches!(self.parking.get(), Parking::Parked | Parking::Detached)
+    }
+
     /// Marks the connection parked or not, keeping `stats().hibernating` in step.
     pub(super) fn set_parked(&self, parked: bool) {
-        if self.parked.replace(parked) != parked {
+        let was = self.parked();
+        self.parking.set(if parked {
+            Parking::Parked
+        } else {
+            Parking::Active
+        });
+        if was != parked {
             let gauge = &self.core.stats().hibernating;
             if parked {
                 gauge.fetch_add(1, Ordering::Relaxed);
@@ -176,7 +188,7 @@ impl Conn {
 
     /// Whether the sweep may ask this connection to park.
     pub(crate) fn may_park(&self) -> bool {
-        !self.parked.get() && !self.park_requested.get() && self.connected()
+        self.parking.get() == Parking::Active && self.connected()
     }
 
     /// Registers the socket with the core's epoll set and keeps the read half; gives it back
@@ -185,11 +197,13 @@ impl Conn {
         &self,
         rd: OwnedReadHalf<TcpStream>,
     ) -> Result<(), OwnedReadHalf<TcpStream>> {
-        self.park_requested.set(false);
+        if self.parking.get() == Parking::Requested {
+            self.parking.set(Parking::Active);
+        }
         let Some(h) = self.core.hibernation() else {
             return Err(rd);
         };
-        if self.closing.get() || self.is_killed() {
+        if self.closing() || self.is_killed() {
             return Err(rd);
         }
         match h.park(self.fd.get(), self.id, !self.in_epoll.get()) {

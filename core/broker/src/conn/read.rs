@@ -2,7 +2,7 @@
 //! there is something to read, and ending the connection.
 
 use super::dispatch::handle_buffered;
-use super::{Conn, READ_CHUNK, UNPAID_READ};
+use super::{Conn, Parking, READ_CHUNK, UNPAID_READ};
 use crate::conn::CloseReason;
 use crate::net::millis;
 use crate::shard::add;
@@ -19,7 +19,7 @@ use tracing::{debug, info};
 
 /// A parked connection became readable (or was shut down): gives it a task again.
 pub(crate) fn unpark(conn: Rc<Conn>) {
-    if !conn.parked.get() || !conn.attach() {
+    if !conn.parked() || !conn.attach() {
         return;
     }
     conn.set_parked(false);
@@ -82,7 +82,7 @@ async fn wait_readable(conn: &Conn, rd: &OwnedReadHalf<TcpStream>) -> Wait {
                 Err(e) => Wait::Failed(e),
             });
         }
-        if conn.park_requested.get() {
+        if conn.parking.get() == Parking::Requested {
             conn.park_waker.take();
             return Poll::Ready(Wait::Park);
         }

@@ -72,6 +72,20 @@ pub(crate) enum Exchange {
     },
 }
 
+/// Where an AUTH packet took the exchange: its next step and what it needs to go on.
+struct Stepped {
+    /// The parked CONNECT (an exchange before CONNACK), or None (a re-authentication).
+    connect: Option<Box<Connect>>,
+    method: ByteStr,
+    authenticator: Arc<dyn EnhancedAuthenticator>,
+    step: AuthStep,
+    state: AuthState,
+}
+
+fn protocol(why: &str) -> CloseReason {
+    CloseReason::Protocol(ReasonCode::PROTOCOL_ERROR.0, why.into())
+}
+
 /// Handles an AUTH packet: the next step of the exchange before CONNACK, or a
 /// re-authentication (0x19, then its steps) after it [MQTT-4.12.1-1]. `Ok(Some(connect))`
 /// means the exchange before CONNACK succeeded and the CONNECT can be completed.
@@ -80,66 +94,114 @@ pub(crate) async fn on_auth(
     conn: &Rc<Conn>,
     a: Auth,
 ) -> Result<Option<Box<Connect>>, CloseReason> {
-    let protocol = |why: &str| CloseReason::Protocol(ReasonCode::PROTOCOL_ERROR.0, why.into());
-    let same_method = |m: &ByteStr| a.properties.authentication_method.as_deref() == Some(m);
-    let data = a.properties.authentication_data.clone();
     let ex = conn.exchange.borrow_mut().take();
-    let (connect, method, authenticator, step, state) = match ex.map(|b| *b) {
+    let stepped = match ex.map(|b| *b) {
         Some(Exchange::Pending {
             connect,
             method,
-            mut state,
+            state,
             authenticator,
         }) => {
-            if a.reason_code != ReasonCode::CONTINUE_AUTHENTICATION {
-                return Err(protocol(
-                    "[MQTT-4.12.0-3] AUTH answering the server's AUTH must continue the exchange (0x18)",
-                ));
-            }
-            if !same_method(&method) {
-                return Err(protocol(
-                    "[MQTT-4.12.0-5] AUTH must carry the authentication method of CONNECT",
-                ));
-            }
-            let auth = authenticator.clone();
-            let answer = off_core(core, conn, authenticator.is_blocking(), move || {
-                let step = auth.step(&mut state, data.as_deref());
-                (step, state)
-            })
-            .await;
-            let (step, state) = answer.unwrap_or((AuthStep::Fail, AuthState::none()));
-            (connect, method, authenticator, step, state)
+            let s = Stepped {
+                connect,
+                method,
+                authenticator,
+                step: AuthStep::Fail,
+                state,
+            };
+            continue_exchange(core, conn, a, s).await?
         }
         Some(Exchange::Established {
             method,
             authenticator,
-        }) => {
-            if a.reason_code != ReasonCode::RE_AUTHENTICATE {
-                return Err(protocol(
-                    "[MQTT-4.12.1-1] AUTH after CONNACK must start a re-authentication (0x19)",
-                ));
-            }
-            if !same_method(&method) {
-                return Err(protocol(
-                    "[MQTT-4.12.1-1] re-authentication must use the authentication method of CONNECT",
-                ));
-            }
-            // The exchange starts over, as for CONNECT, with the session's identity.
-            let owned = Owned::connected(core, conn);
-            let auth = authenticator.clone();
-            let answer = off_core(core, conn, authenticator.is_blocking(), move || {
-                auth.start(&owned.info(), data.as_deref())
-            })
-            .await;
-            let (step, state) = answer.unwrap_or((AuthStep::Fail, AuthState::none()));
-            (None, method, authenticator, step, state)
-        }
+        }) => restart_exchange(core, conn, a, method, authenticator).await?,
         _ => {
             return Err(protocol(
                 "[MQTT-4.12.0-7] AUTH on a connection that did not authenticate with an authentication method",
             ))
         }
     };
+    apply_step(core, conn, stepped).await
+}
+
+/// The client's answer in an exchange under way: the authenticator's next step.
+async fn continue_exchange(
+    core: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    a: Auth,
+    mut s: Stepped,
+) -> Result<Stepped, CloseReason> {
+    if a.reason_code != ReasonCode::CONTINUE_AUTHENTICATION {
+        return Err(protocol(
+            "[MQTT-4.12.0-3] AUTH answering the server's AUTH must continue the exchange (0x18)",
+        ));
+    }
+    if a.properties.authentication_method.as_deref() != Some(&s.method) {
+        return Err(protocol(
+            "[MQTT-4.12.0-5] AUTH must carry the authentication method of CONNECT",
+        ));
+    }
+    let data = a.properties.authentication_data;
+    let auth = s.authenticator.clone();
+    let mut state = std::mem::replace(&mut s.state, AuthState::none());
+    let answer = off_core(core, conn, s.authenticator.is_blocking(), move || {
+        let step = auth.step(&mut state, data.as_deref());
+        (step, state)
+    })
+    .await;
+    (s.step, s.state) = answer.unwrap_or((AuthStep::Fail, AuthState::none()));
+    Ok(s)
+}
+
+/// A re-authentication after CONNACK: the exchange starts over with the session's identity.
+async fn restart_exchange(
+    core: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    a: Auth,
+    method: ByteStr,
+    authenticator: Arc<dyn EnhancedAuthenticator>,
+) -> Result<Stepped, CloseReason> {
+    if a.reason_code != ReasonCode::RE_AUTHENTICATE {
+        return Err(protocol(
+            "[MQTT-4.12.1-1] AUTH after CONNACK must start a re-authentication (0x19)",
+        ));
+    }
+    if a.properties.authentication_method.as_deref() != Some(&method) {
+        return Err(protocol(
+            "[MQTT-4.12.1-1] re-authentication must use the authentication method of CONNECT",
+        ));
+    }
+    let data = a.properties.authentication_data;
+    let owned = Owned::connected(core, conn);
+    let auth = authenticator.clone();
+    let answer = off_core(core, conn, authenticator.is_blocking(), move || {
+        auth.start(&owned.info(), data.as_deref())
+    })
+    .await;
+    let (step, state) = answer.unwrap_or((AuthStep::Fail, AuthState::none()));
+    Ok(Stepped {
+        connect: None,
+        method,
+        authenticator,
+        step,
+        state,
+    })
+}
+
+/// Acts on the step: AUTH to continue, the CONNECT completed or AUTH 0x00 on success, a
+/// refusal or DISCONNECT 0x87 on failure.
+async fn apply_step(
+    core: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    s: Stepped,
+) -> Result<Option<Box<Connect>>, CloseReason> {
+    let Stepped {
+        connect,
+        method,
+        authenticator,
+        step,
+        state,
+    } = s;
     match step {
         AuthStep::Continue(data) => {
             send_auth(

@@ -5,7 +5,9 @@ use crate::routing::group_filter;
 use crate::shard::{add, Shard};
 use std::rc::Rc;
 use uringmq_auth::Access;
-use uringmq_codec::{Packet, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use uringmq_codec::{
+    Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
 use uringmq_session::{SubLimits, SubOptions};
 use uringmq_topic::{check_max_levels, validate_topic_filter, SharedFilter};
 
@@ -17,8 +19,7 @@ impl Shard {
         sub: Subscribe,
         pre: Option<Vec<bool>>,
     ) -> Result<(), CloseReason> {
-        let proto = conn.protocol.get();
-        let v5 = proto.is_v5();
+        let v5 = conn.protocol.get().is_v5();
         let cfg = self.config();
         let fail = |code: ReasonCode| {
             if v5 {
@@ -31,74 +32,37 @@ impl Shard {
         let mut retained = Vec::new();
         for (i, (filter, o)) in sub.filters.iter().enumerate() {
             let f = filter.as_str();
-            let shared = match SharedFilter::parse(f) {
-                Ok(x) => x.is_some(),
-                Err(_) => {
-                    codes.push(fail(ReasonCode::TOPIC_FILTER_INVALID));
+            let pre = pre.as_ref().map(|v| v.get(i).copied().unwrap_or(false));
+            let shared = match self.check_filter(conn, key, f, pre) {
+                Ok(shared) => shared,
+                Err(code) => {
+                    codes.push(fail(code));
                     continue;
                 }
             };
-            let plain = if shared { group_filter(f) } else { f };
-            // A filter over `max_topic_length` is well formed but not allowed here: 0x8F.
-            if validate_topic_filter(plain).is_err()
-                || check_max_levels(plain, cfg.max_topic_levels).is_err()
-                || f.len() > cfg.max_topic_length
-            {
-                codes.push(fail(ReasonCode::TOPIC_FILTER_INVALID));
-                continue;
-            }
-            let allowed = match pre.as_ref().map(|v| v.get(i).copied().unwrap_or(false)) {
-                Some(a) => a,
-                None => {
-                    let st = self.st.borrow();
-                    st.sessions
-                        .get(&key)
-                        .is_some_and(|e| self.client_info_allows(conn, e, Access::Subscribe, f))
-                }
-            };
-            if !allowed {
-                codes.push(fail(ReasonCode::NOT_AUTHORIZED));
-                continue;
-            }
             let granted = QoS::from_u8((o.qos as u8).min(cfg.max_qos)).unwrap_or_default();
+            // A bridge (CONNECT level | 0x80) on MQTT 3.x gets No Local and Retain As
+            // Published on every filter, as Mosquitto's handle_subscribe gives it: its own
+            // messages do not loop back, and RETAIN crosses the bridge.
+            let bridge = !v5 && conn.decoder.get().is_bridge();
             let opts = SubOptions {
                 qos: granted,
-                no_local: o.no_local,
-                retain_as_published: o.retain_as_published,
+                no_local: o.no_local || bridge,
+                retain_as_published: o.retain_as_published || bridge,
                 retain_handling: o.retain_handling,
                 id: sub.properties.subscription_identifier,
             };
-            let limits = SubLimits {
-                count: cfg.max_subscriptions_per_client,
-                bytes: cfg.max_subscription_bytes_per_client,
-            };
-            let inserted = {
-                let mut st = self.st.borrow_mut();
-                match st.sessions.get_mut(&key) {
-                    Some(e) => e.s.subs.insert(f, opts, limits),
-                    None => return Ok(()),
+            let new = match self.add_subscription(key, f, opts) {
+                None => return Ok(()),
+                Some(Err(code)) => {
+                    codes.push(fail(code));
+                    continue;
                 }
+                Some(Ok(new)) => new,
             };
-            match inserted {
-                Err(_) => codes.push(fail(ReasonCode::QUOTA_EXCEEDED)),
-                Ok(new) => {
-                    if new {
-                        add(&self.stats().subscriptions, 1);
-                    }
-                    self.index_subscription(f, key, opts);
-                    codes.push(ReasonCode(granted as u8));
-                    use uringmq_codec::RetainHandling::*;
-                    // Retained messages are not sent to shared subscriptions [MQTT-3.8.4-?,
-                    // §4.8.2]; retain handling 1 only for a new subscription [MQTT-3.3.1-10].
-                    let send = match o.retain_handling {
-                        SendAtSubscribe => true,
-                        SendIfNew => new,
-                        DoNotSend => false,
-                    };
-                    if !shared && send {
-                        retained.push((f.to_owned(), opts));
-                    }
-                }
+            codes.push(ReasonCode(granted as u8));
+            if wants_retained(shared, o.retain_handling, new) {
+                retained.push((f.to_owned(), opts));
             }
         }
         let suback = SubAck {
@@ -111,6 +75,71 @@ impl Shard {
             self.send_retained(key, &f, &opts);
         }
         Ok(())
+    }
+
+    /// Whether session `key` may subscribe to `f`: a valid filter within the limits, allowed
+    /// by the ACL (`pre`: already decided off the core). Ok(whether it is a shared filter),
+    /// or the reason code of the refusal.
+    fn check_filter(
+        &self,
+        conn: &Conn,
+        key: u64,
+        f: &str,
+        pre: Option<bool>,
+    ) -> Result<bool, ReasonCode> {
+        let cfg = self.config();
+        let shared = match SharedFilter::parse(f) {
+            Ok(x) => x.is_some(),
+            Err(_) => return Err(ReasonCode::TOPIC_FILTER_INVALID),
+        };
+        let plain = if shared { group_filter(f) } else { f };
+        // A filter over `max_topic_length` is well formed but not allowed here: 0x8F.
+        if validate_topic_filter(plain).is_err()
+            || check_max_levels(plain, cfg.max_topic_levels).is_err()
+            || f.len() > cfg.max_topic_length
+        {
+            return Err(ReasonCode::TOPIC_FILTER_INVALID);
+        }
+        let allowed = match pre {
+            Some(a) => a,
+            None => {
+                let st = self.st.borrow();
+                st.sessions
+                    .get(&key)
+                    .is_some_and(|e| self.client_info_allows(conn, e, Access::Subscribe, f))
+            }
+        };
+        if !allowed {
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
+        Ok(shared)
+    }
+
+    /// Adds `f` to session `key`'s filters (within the client's limits) and to the indexes.
+    /// None: the session is gone; Ok(whether it is new); Err: over a limit.
+    fn add_subscription(
+        &self,
+        key: u64,
+        f: &str,
+        opts: SubOptions,
+    ) -> Option<Result<bool, ReasonCode>> {
+        let cfg = self.config();
+        let limits = SubLimits {
+            count: cfg.max_subscriptions_per_client,
+            bytes: cfg.max_subscription_bytes_per_client,
+        };
+        let inserted = {
+            let mut st = self.st.borrow_mut();
+            st.sessions.get_mut(&key)?.s.subs.insert(f, opts, limits)
+        };
+        let Ok(new) = inserted else {
+            return Some(Err(ReasonCode::QUOTA_EXCEEDED));
+        };
+        if new {
+            add(&self.stats().subscriptions, 1);
+        }
+        self.index_subscription(f, key, opts);
+        Some(Ok(new))
     }
 
     pub(super) fn on_unsubscribe(
@@ -140,4 +169,16 @@ impl Shard {
         conn.send_packet(&Packet::UnsubAck(unsuback));
         Ok(())
     }
+}
+
+/// Whether a granted subscription gets the retained messages: never a shared one [MQTT-3.8.4-?,
+/// §4.8.2]; retain handling 1 only for a new subscription [MQTT-3.3.1-10].
+fn wants_retained(shared: bool, handling: RetainHandling, new: bool) -> bool {
+    use RetainHandling::*;
+    let send = match handling {
+        SendAtSubscribe => true,
+        SendIfNew => new,
+        DoNotSend => false,
+    };
+    !shared && send
 }

@@ -88,7 +88,7 @@ pub(crate) async fn check_at_connect(
 /// authoriser's answer, asked on a hook thread when it blocks (a hook that fails, times out
 /// or finds the pool busy denies).
 pub(crate) async fn allowed(core: &Shard, author: WillAuthor, w: &LastWill) -> bool {
-    if Message::is_sys_topic(&w.topic) {
+    if Message::is_reserved_for_broker(&w.topic) {
         return false;
     }
     let Some(a) = core.shared.authorizer.clone() else {
@@ -116,7 +116,7 @@ pub(crate) async fn allowed(core: &Shard, author: WillAuthor, w: &LastWill) -> b
 /// Whether `author` may still publish `w` now (see the module doc): without calling a
 /// blocking hook, whose CONNECT answer stands.
 fn still_allowed(core: &Shard, author: &WillAuthor, w: &LastWill) -> bool {
-    if Message::is_sys_topic(&w.topic) {
+    if Message::is_reserved_for_broker(&w.topic) {
         return false;
     }
     core.shared.authorizer.is_none()
@@ -135,7 +135,7 @@ impl Shard {
         let (listener, peer) = match &e.sink {
             Sink::Conn(conn) => (conn.listener.clone(), conn.peer),
             Sink::Offline(l) => (names.listener_name(*l).into(), None),
-            Sink::Api(_) => (
+            Sink::Api(_) | Sink::Bridge(_) => (
                 names
                     .listener_name(crate::security::NO_LISTENER_INDEX)
                     .into(),

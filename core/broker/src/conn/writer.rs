@@ -39,7 +39,7 @@ pub(super) async fn writer(conn: Rc<Conn>, mut wr: OwnedWriteHalf<TcpStream>, _g
     let mut spare: Option<BytesMut> = None;
     loop {
         if conn.out.borrow().is_empty() && !crate::conn::transport_io::wants_write(&conn) {
-            if conn.closing.get() {
+            if conn.closing() {
                 break;
             }
             // Going idle: keep no buffer worth mentioning, and no task.

@@ -36,7 +36,7 @@ pub struct Broker {
 }
 
 /// How long an API call waits for a core to answer.
-const API_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Broker {
     /// The default listener's bound address (port 0 resolved).

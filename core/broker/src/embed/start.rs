@@ -1,4 +1,4 @@
-//! Starting a broker: listeners bound first, then one thread per core.
+//! Starting a broker ([`Broker::builder`]): listeners bound first, then one thread per core.
 
 use super::broker::Broker;
 use crate::api::{Hooks, StartError};
@@ -39,137 +39,85 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> StartError {
 }
 
 impl Broker {
-    /// Starts a broker: binds every listener (a port conflict is [`StartError::Bind`] before any
-    /// thread starts), then one thread per core.
-    pub fn start(config: Config) -> Result<Broker, StartError> {
-        Self::start_with_hooks(config, Hooks::default())
+    /// A broker to start with `config`: add hooks or enhanced authenticators, then
+    /// [`BrokerBuilder::start`].
+    ///
+    /// ```no_run
+    /// let broker = uringmq::Broker::builder(uringmq::Config::default()).start()?;
+    /// # Ok::<(), uringmq::StartError>(())
+    /// ```
+    pub fn builder(config: Config) -> BrokerBuilder {
+        BrokerBuilder {
+            config,
+            hooks: Hooks::default(),
+            enhanced: Vec::new(),
+        }
+    }
+}
+
+/// What a broker starts with ([`Broker::builder`]).
+#[must_use = "a builder does nothing until `start`"]
+pub struct BrokerBuilder {
+    config: Config,
+    hooks: Hooks,
+    enhanced: Vec<Arc<dyn EnhancedAuthenticator>>,
+}
+
+/// The listening sockets of every core, bound before any thread starts.
+struct Bound {
+    /// Per core: each endpoint with that core's socket.
+    per_core: Vec<Vec<(Arc<Endpoint>, std::net::TcpListener)>>,
+    /// Each listener's name and bound address (port 0 resolved).
+    listeners: Vec<(String, SocketAddr)>,
+    endpoints: Vec<Arc<Endpoint>>,
+}
+
+impl BrokerBuilder {
+    /// Authentication/authorisation and disconnect hooks.
+    pub fn hooks(mut self, hooks: Hooks) -> Self {
+        self.hooks = hooks;
+        self
     }
 
-    /// Starts a broker with authentication/authorisation hooks.
-    pub fn start_with_hooks(config: Config, hooks: Hooks) -> Result<Broker, StartError> {
-        Self::start_with_auth(config, hooks, Vec::new())
+    /// An MQTT 5 enhanced authentication method: a CONNECT with an Authentication Method one
+    /// of these handles runs its AUTH exchange (e.g. SCRAM-SHA-256). May be called repeatedly.
+    pub fn enhanced_auth(mut self, method: Arc<dyn EnhancedAuthenticator>) -> Self {
+        self.enhanced.push(method);
+        self
     }
 
-    /// Starts a broker with hooks and MQTT 5 enhanced authentication methods (CONNECT with an
-    /// Authentication Method one of them handles runs its AUTH exchange, e.g. SCRAM-SHA-256).
-    pub fn start_with_auth(
-        config: Config,
-        hooks: Hooks,
-        enhanced: Vec<Arc<dyn EnhancedAuthenticator>>,
-    ) -> Result<Broker, StartError> {
+    /// Starts the broker: binds every listener (a port conflict is [`StartError::Bind`] before
+    /// any thread starts), then one thread per core.
+    pub fn start(self) -> Result<Broker, StartError> {
+        let BrokerBuilder {
+            config,
+            hooks,
+            enhanced,
+        } = self;
         config.validate()?;
         let cores = config.effective_cores().min(1024);
         let driver = pick_driver(config.driver);
         warn_about(&config, &hooks, !enhanced.is_empty());
         let security = Security::new(&config, &hooks, enhanced)?;
-        let (authenticator, authorizer) = (security.authenticator(), security.authorizer());
-
-        // Listeners: the default one plus `[[listener]]` tables; certificates load here.
-        let endpoints =
-            crate::net::endpoints(&config).map_err(|e| invalid("listener", e.to_string()))?;
-        let addrs = std::iter::once(SocketAddr::new(config.bind, config.port)).chain(
-            config
-                .listeners
-                .iter()
-                .map(|l| SocketAddr::new(l.bind, l.port)),
-        );
-        let mut per_core: Vec<Vec<(Arc<Endpoint>, std::net::TcpListener)>> =
-            (0..cores).map(|_| Vec::new()).collect();
-        let mut listeners = Vec::new();
-        for (endpoint, addr) in endpoints.iter().zip(addrs) {
-            let socks = crate::net::listener::bind(addr, cores)
-                .map_err(|source| StartError::Bind { addr, source })?;
-            let bound = socks[0]
-                .local_addr()
-                .map_err(|source| StartError::Bind { addr, source })?;
-            listeners.push((endpoint.name.to_string(), bound));
-            for (i, s) in socks.into_iter().enumerate() {
-                per_core[i].push((endpoint.clone(), s));
-            }
-        }
-
-        let blocking = authenticator.as_ref().is_some_and(|a| a.is_blocking())
-            || authorizer.as_ref().is_some_and(|a| a.is_blocking())
-            || hooks.on_disconnect.is_some();
-        let limits = ConnectLimits {
-            max_keepalive: config.max_keepalive,
-            max_session_expiry: config.max_session_expiry_secs,
-            max_inflight: config.max_inflight,
-            max_packet_size: config.max_packet_size,
-            topic_alias_maximum: config.topic_alias_maximum,
-            max_qos: config.max_qos,
-            retain_available: config.retain_available,
-            outbound_topic_aliases: config.outbound_topic_aliases,
-        };
-        // Recovered sessions are placed (and their client ids claimed) before any core runs.
-        let registry = Registry::default();
-        let boot = crate::shard::persist::Boot::open(&config, cores, &registry)
-            .map_err(|e| invalid("persistence_dir", e.to_string()))?;
-        let shared = Arc::new(Shared {
-            limits,
-            mailboxes: (0..cores).map(|_| Mailbox::default()).collect(),
-            registry,
-            boot,
-            publish_debts: Default::default(),
-            stats: (0..cores).map(|_| CoreStats::default()).collect(),
-            hooks: HookPool::new(
-                match (blocking, config.hook_threads) {
-                    (false, _) => 0,
-                    (true, 0) => HookPool::threads_for_machine(),
-                    (true, n) => n,
-                },
-                Duration::from_millis(config.hook_timeout_ms),
-            ),
-            authenticator,
-            authorizer,
-            security: security.clone(),
-            connections: AtomicUsize::new(0),
-            next_assigned: AtomicU64::new(1),
-            on_disconnect: hooks.on_disconnect.clone(),
-            config,
-        });
-
+        let bound = bind_all(&config, cores)?;
+        let shared = shared_state(config, &hooks, &security, cores)?;
         // Before the cores: a `metrics_listen` port conflict fails the start like a listener's.
         let ops = crate::ops::Ops::start(Arc::new(crate::ops::Context {
             shared: shared.clone(),
-            endpoints: endpoints.clone(),
+            endpoints: bound.endpoints.clone(),
             started: Instant::now(),
             stopping: Default::default(),
         }))?;
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let mut threads = Vec::with_capacity(cores);
         let mut broker = Broker {
-            shared: shared.clone(),
-            threads: Vec::new(),
-            listeners,
-            endpoints,
+            shared,
+            threads: Vec::with_capacity(cores),
+            listeners: bound.listeners,
+            endpoints: bound.endpoints,
             security,
             ops,
             running: true,
         };
-        for (i, ls) in per_core.into_iter().enumerate() {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let shared = shared.clone();
-            let pin = shared.config.pin_cores.then_some(i % cpus);
-            let t = std::thread::Builder::new()
-                .name(format!("uringmq-core-{i}"))
-                .spawn(move || run_core(i as u16, shared, ls, driver, pin, tx))
-                .map_err(|e| StartError::Runtime(e.to_string()))?;
-            threads.push(t);
-            broker.threads = std::mem::take(&mut threads);
-            let ready = rx
-                .recv()
-                .unwrap_or_else(|_| Err(format!("core {i} died while starting")));
-            threads = std::mem::take(&mut broker.threads);
-            if let Err(e) = ready {
-                broker.threads = threads;
-                broker.stop();
-                return Err(StartError::Runtime(e));
-            }
-        }
-        broker.threads = threads;
+        start_cores(&mut broker, bound.per_core, driver)?;
         info!(
             addr = %broker.local_addr(),
             cores,
@@ -178,6 +126,120 @@ impl Broker {
         );
         Ok(broker)
     }
+}
+
+/// Binds every listener (the default one plus `[[listener]]` tables) once per core; TLS
+/// certificates load here.
+fn bind_all(config: &Config, cores: usize) -> Result<Bound, StartError> {
+    let endpoints =
+        crate::net::endpoints(config).map_err(|e| invalid("listener", e.to_string()))?;
+    let addrs = std::iter::once(SocketAddr::new(config.bind, config.port)).chain(
+        config
+            .listeners
+            .iter()
+            .map(|l| SocketAddr::new(l.bind, l.port)),
+    );
+    let mut per_core: Vec<Vec<(Arc<Endpoint>, std::net::TcpListener)>> =
+        (0..cores).map(|_| Vec::new()).collect();
+    let mut listeners = Vec::new();
+    for (endpoint, addr) in endpoints.iter().zip(addrs) {
+        let socks = crate::net::listener::bind(addr, cores)
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let bound = socks[0]
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        listeners.push((endpoint.name.to_string(), bound));
+        for (i, s) in socks.into_iter().enumerate() {
+            per_core[i].push((endpoint.clone(), s));
+        }
+    }
+    Ok(Bound {
+        per_core,
+        listeners,
+        endpoints,
+    })
+}
+
+/// What every core shares: limits, mailboxes, registry, counters and the hook threads (only
+/// where a hook may block), and what the durable store recovered: its sessions are placed
+/// (their client ids claimed) before any core runs.
+fn shared_state(
+    config: Config,
+    hooks: &Hooks,
+    security: &Arc<Security>,
+    cores: usize,
+) -> Result<Arc<Shared>, StartError> {
+    let registry = Registry::default();
+    let boot = crate::shard::persist::Boot::open(&config, cores, &registry)
+        .map_err(|e| invalid("persistence_dir", e.to_string()))?;
+    let (authenticator, authorizer) = (security.authenticator(), security.authorizer());
+    let blocking = authenticator.as_ref().is_some_and(|a| a.is_blocking())
+        || authorizer.as_ref().is_some_and(|a| a.is_blocking())
+        || hooks.on_disconnect.is_some();
+    let limits = ConnectLimits {
+        max_keepalive: config.max_keepalive,
+        max_session_expiry: config.max_session_expiry_secs,
+        max_inflight: config.max_inflight,
+        max_packet_size: config.max_packet_size,
+        topic_alias_maximum: config.topic_alias_maximum,
+        max_qos: config.max_qos,
+        retain_available: config.retain_available,
+        outbound_topic_aliases: config.outbound_topic_aliases,
+    };
+    Ok(Arc::new(Shared {
+        limits,
+        mailboxes: (0..cores).map(|_| Mailbox::default()).collect(),
+        registry,
+        boot,
+        publish_debts: Default::default(),
+        stats: (0..cores).map(|_| CoreStats::default()).collect(),
+        hooks: HookPool::new(
+            match (blocking, config.hook_threads) {
+                (false, _) => 0,
+                (true, 0) => HookPool::threads_for_machine(),
+                (true, n) => n,
+            },
+            Duration::from_millis(config.hook_timeout_ms),
+        ),
+        authenticator,
+        authorizer,
+        security: security.clone(),
+        connections: AtomicUsize::new(0),
+        next_assigned: AtomicU64::new(1),
+        on_disconnect: hooks.on_disconnect.clone(),
+        bridges: Default::default(),
+        config,
+    }))
+}
+
+/// Starts one thread per core, each after the previous one is running; a core that fails to
+/// start stops the ones already running.
+fn start_cores(
+    broker: &mut Broker,
+    per_core: Vec<Vec<(Arc<Endpoint>, std::net::TcpListener)>>,
+    driver: Driver,
+) -> Result<(), StartError> {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    for (i, ls) in per_core.into_iter().enumerate() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared = broker.shared.clone();
+        let pin = shared.config.pin_cores.then_some(i % cpus);
+        let t = std::thread::Builder::new()
+            .name(format!("uringmq-core-{i}"))
+            .spawn(move || run_core(i as u16, shared, ls, driver, pin, tx))
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        broker.threads.push(t);
+        let ready = rx
+            .recv()
+            .unwrap_or_else(|_| Err(format!("core {i} died while starting")));
+        if let Err(e) = ready {
+            broker.stop();
+            return Err(StartError::Runtime(e));
+        }
+    }
+    Ok(())
 }
 
 /// Start-up warnings for settings that are legal but rarely what the user meant.

@@ -92,6 +92,13 @@ pub(crate) enum ApiCmd {
     /// Refresh the gauges this core computes on demand (queued messages...), then answer
     /// with the core's id (`ops::refresh`).
     Snapshot(crossbeam_channel::Sender<u16>),
+    /// Start a bridge on this core (answers once its local session is in place).
+    BridgeAdd(
+        Box<crate::config::BridgeConfig>,
+        std::sync::mpsc::Sender<Result<(), String>>,
+    ),
+    /// Stop the bridge of this name if it runs on this core; answers whether it did.
+    BridgeRemove(String, std::sync::mpsc::Sender<bool>),
 }
 
 /// Messages of the durable store's `always` barrier (`shard/persist.rs`).

@@ -197,6 +197,7 @@ pub(crate) fn render(ctx: &Context, snap: &Snapshot) -> String {
         .collect();
     families.push(dropped(snap));
     families.push(expired_sessions(snap));
+    families.extend(bridges(snap));
     families.extend(broker_wide(ctx, snap));
     families.push(histograms(
         "uringmq_connect_duration_seconds",
@@ -292,6 +293,28 @@ fn dropped(snap: &Snapshot) -> MetricFamily {
         MetricType::COUNTER,
         metrics,
     )
+}
+
+/// Per-bridge figures, labelled with the bridge's name (`bridge::METRICS`). None without
+/// bridges: the encoder refuses a family with no metric.
+fn bridges(snap: &Snapshot) -> Vec<MetricFamily> {
+    if snap.bridges.is_empty() {
+        return Vec::new();
+    }
+    crate::bridge::METRICS
+        .iter()
+        .map(|(name, help, counter, f)| {
+            let ty = if *counter {
+                MetricType::COUNTER
+            } else {
+                MetricType::GAUGE
+            };
+            let metrics = (snap.bridges.iter())
+                .map(|b| sample(ty, f(b) as f64, &[("bridge", &b.name)]))
+                .collect();
+            family(name, help, ty, metrics)
+        })
+        .collect()
 }
 
 fn expired_sessions(snap: &Snapshot) -> MetricFamily {

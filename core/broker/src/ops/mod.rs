@@ -78,6 +78,8 @@ pub(crate) struct Snapshot {
     pub(crate) delivery_latency: Vec<HistogramSnapshot>,
     /// Whether every core answered the refresh in time.
     pub(crate) all_answered: bool,
+    /// Every bridge's state (`crate::bridge`).
+    pub(crate) bridges: Vec<crate::bridge::BridgeState>,
 }
 
 impl Snapshot {
@@ -110,6 +112,7 @@ pub(crate) fn snapshot(shared: &Shared, live: bool) -> Snapshot {
         timer_lag: histograms(shared, |c| &c.timer_lag),
         delivery_latency: histograms(shared, |c| &c.delivery_latency),
         all_answered,
+        bridges: shared.bridges.states(),
     }
 }
 

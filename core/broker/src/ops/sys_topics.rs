@@ -82,6 +82,7 @@ impl SysTree {
         for (i, c) in snap.cores.iter().enumerate() {
             core_values(i, c, &mut values);
         }
+        crate::bridge::sys_values(&snap.bridges, &mut values);
         for (topic, payload) in values {
             if self.last.get(&topic) != Some(&payload) {
                 self.last.insert(topic.clone(), payload.clone());
@@ -196,6 +197,7 @@ mod tests {
             timer_lag: Vec::new(),
             delivery_latency: Vec::new(),
             all_answered: true,
+            bridges: Vec::new(),
         }
     }
 

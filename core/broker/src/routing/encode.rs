@@ -25,36 +25,59 @@ fn head_key(v5: bool, qos: QoS, retain: bool) -> u8 {
     (u8::from(v5) << 3) | ((qos as u8) << 1) | u8::from(retain)
 }
 
+/// One PUBLISH to write: the message, how it is delivered, its packet id (0 for QoS 0) and
+/// DUP flag, and the time its remaining expiry is computed at.
+pub(crate) struct Outgoing<'a> {
+    pub(crate) msg: &'a Message,
+    pub(crate) delivery: &'a Delivery,
+    pub(crate) pid: u16,
+    pub(crate) dup: bool,
+    pub(crate) now: Instant,
+}
+
 /// Encodes one PUBLISH for `s`'s connection into `out`.
 ///
 /// With `heads`, subscribers without per-subscriber properties (subscription ids, topic
 /// aliases) share one head per (version, QoS, RETAIN): encoded once, patched with the packet
 /// id. Others are encoded individually. Either way a large payload is queued as the shared
 /// `Bytes` of the decoded PUBLISH, not copied (see `out_queue.rs`).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_publish(
     out: &mut OutQueue,
     s: &mut Session,
-    msg: &Message,
-    d: &Delivery,
-    pid: u16,
-    dup: bool,
-    now: Instant,
+    o: &Outgoing<'_>,
     heads: Option<&mut Vec<(u8, PublishHead)>>,
 ) -> Written {
-    let Ok(expiry) = msg.remaining_expiry(now) else {
+    let Ok(expiry) = o.msg.remaining_expiry(o.now) else {
         return Written::Expired;
     };
-    let proto = s.protocol;
-    let v5 = proto.is_v5();
-    let build = |pid: u16, with_ids: bool| Publish {
+    let v5 = s.protocol.is_v5();
+    let aliases = v5 && s.out_aliases.enabled();
+    match heads {
+        Some(heads) if !aliases && (!v5 || o.delivery.sub_ids.is_empty()) => {
+            write_shared_head(out, s, o, expiry, heads)
+        }
+        _ => write_individual(out, s, o, expiry, aliases),
+    }
+}
+
+/// The PUBLISH `o` as `s`'s protocol lays it out, with packet id `pid` and, with `with_ids`,
+/// the delivery's subscription identifiers.
+fn publish_packet(
+    s: &Session,
+    o: &Outgoing<'_>,
+    expiry: Option<u32>,
+    pid: u16,
+    with_ids: bool,
+) -> Publish {
+    let d = o.delivery;
+    Publish {
         dup: false,
         qos: d.qos,
         retain: d.retain,
-        topic: msg.topic.clone(),
+        topic: o.msg.topic.clone(),
         packet_id: if d.qos == QoS::AtMostOnce { 0 } else { pid },
-        properties: if v5 {
-            let mut p = msg.properties.clone();
+        properties: if s.protocol.is_v5() {
+            let mut p = o.msg.properties.clone();
             p.topic_alias = None;
             p.message_expiry_interval = expiry;
             if with_ids {
@@ -64,33 +87,50 @@ pub(crate) fn write_publish(
         } else {
             PublishProperties::default()
         },
-        payload: msg.payload.clone(),
-    };
-    let aliases = v5 && s.out_aliases.enabled();
-    if let Some(heads) = heads {
-        if !aliases && (!v5 || d.sub_ids.is_empty()) {
-            let key = head_key(v5, d.qos, d.retain);
-            let at = match heads.iter().position(|(k, _)| *k == key) {
-                Some(at) => at,
-                None => match PublishHead::encode(&build(1, false), proto) {
-                    Ok(h) => {
-                        heads.push((key, h));
-                        heads.len() - 1
-                    }
-                    Err(_) => return Written::TooLarge,
-                },
-            };
-            let head = &heads[at].1;
-            if !fits(head.packet_len(), s.client_max_packet) {
-                return Written::TooLarge;
-            }
-            head.write(pid, dup, out.buf());
-            out.push_payload(&msg.payload);
-            return Written::Sent;
-        }
+        payload: o.msg.payload.clone(),
     }
-    let mut p = build(pid, true);
-    p.dup = dup && d.qos != QoS::AtMostOnce;
+}
+
+/// Writes `o` with the head shared by every subscriber of this (version, QoS, RETAIN),
+/// encoding it on first use.
+fn write_shared_head(
+    out: &mut OutQueue,
+    s: &Session,
+    o: &Outgoing<'_>,
+    expiry: Option<u32>,
+    heads: &mut Vec<(u8, PublishHead)>,
+) -> Written {
+    let key = head_key(s.protocol.is_v5(), o.delivery.qos, o.delivery.retain);
+    let at = match heads.iter().position(|(k, _)| *k == key) {
+        Some(at) => at,
+        None => match PublishHead::encode(&publish_packet(s, o, expiry, 1, false), s.protocol) {
+            Ok(h) => {
+                heads.push((key, h));
+                heads.len() - 1
+            }
+            Err(_) => return Written::TooLarge,
+        },
+    };
+    let head = &heads[at].1;
+    if !fits(head.packet_len(), s.client_max_packet) {
+        return Written::TooLarge;
+    }
+    head.write(o.pid, o.dup, out.buf());
+    out.push_payload(&o.msg.payload);
+    Written::Sent
+}
+
+/// Writes `o` encoded for `s` alone (subscription identifiers, an outbound topic alias).
+fn write_individual(
+    out: &mut OutQueue,
+    s: &mut Session,
+    o: &Outgoing<'_>,
+    expiry: Option<u32>,
+    aliases: bool,
+) -> Written {
+    let proto = s.protocol;
+    let mut p = publish_packet(s, o, expiry, o.pid, true);
+    p.dup = o.dup && o.delivery.qos != QoS::AtMostOnce;
     let mut packet = Packet::Publish(p);
     let Ok(len) = encoded_len(&packet, proto) else {
         return Written::TooLarge;

@@ -8,7 +8,7 @@ mod out_queue;
 mod retained;
 mod shared_sub;
 
-pub(crate) use encode::{write_publish, Written};
+pub(crate) use encode::{write_publish, Outgoing, Written};
 pub(crate) use out_queue::{Flush, OutQueue, SHARE_THRESHOLD};
 pub(crate) use retained::RetainedStore;
 pub(crate) use shared_sub::{group_filter, SharedSubs};

@@ -9,6 +9,7 @@ use crate::config::{Config, ConfigError};
 use crate::security::PendingAuth;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -49,59 +50,17 @@ impl Security {
         hooks: &Hooks,
         enhanced: Vec<Arc<dyn EnhancedAuthenticator>>,
     ) -> Result<Arc<Security>, StartError> {
-        let global_jwt = config.jwt_settings(None);
-        let mut scopes = vec![Scope {
-            listener: None,
-            password: config.password_file.clone(),
-            acl: config.acl_file.clone(),
-            jwt: global_jwt.enabled().then_some(global_jwt),
-        }];
-        scopes.extend(config.listeners.iter().filter_map(|l| {
-            // Its own JWT settings: its own keys, or the global keys with other claims.
-            let own_claims = l.jwt_username_claim.is_some() || l.jwt_acl_claim.is_some();
-            let jwt = Some(config.jwt_settings(Some(l)))
-                .filter(|s| s.enabled() && (l.has_own_jwt_keys() || own_claims));
-            (l.password_file.is_some() || l.acl_file.is_some() || jwt.is_some()).then(|| Scope {
-                listener: Some(crate::config::listener_name(l)),
-                password: l.password_file.clone(),
-                acl: l.acl_file.clone(),
-                jwt,
-            })
-        }));
+        let scopes = scopes(config);
         let mut outcome = Outcome::default();
         let files = read_files(&scopes, None, &mut outcome);
         if let Some((key, reason)) = outcome.failed.into_iter().next() {
             return Err(StartError::Config(ConfigError::Invalid { key, reason }));
         }
         let has_password = scopes.iter().any(|s| s.password.is_some());
+        let listed = listener_policies(config);
         let mut policies = HashMap::new();
-        let mut listed = vec![(
-            "default".to_owned(),
-            config.bind,
-            ListenerPolicy {
-                allow_anonymous: config.anonymous_allowed(None),
-                identity_as_username: false,
-                scram: config.scram_enabled(None),
-            },
-        )];
-        for l in &config.listeners {
-            listed.push((
-                crate::config::listener_name(l),
-                l.bind,
-                ListenerPolicy {
-                    allow_anonymous: config.anonymous_allowed(Some(l)),
-                    identity_as_username: l.use_identity_as_username,
-                    scram: config.scram_enabled(Some(l)),
-                },
-            ));
-        }
         for (name, bind, policy) in &listed {
-            if policy.allow_anonymous && !bind.is_loopback() {
-                warn!(listener = %name, %bind, "anonymous clients are allowed on a listener that is not on loopback");
-            }
-            if policy.scram && !files.password(name).is_some_and(|f| f.has_scram_entries()) {
-                warn!(listener = %name, "scram_sha256 is on but the password file has no SCRAM-SHA-256 entries (add them with `uringmq passwd -H scram-sha-256`)");
-            }
+            warn_about_policy(name, *bind, policy, &files);
             policies.insert(name.clone(), *policy);
         }
         let names: Vec<Arc<str>> = listed
@@ -349,5 +308,65 @@ impl Security {
             (None, Some(h)) => Some(h.decide(client, access, topic).unwrap_or(false)),
             (None, None) => Some(true),
         }
+    }
+}
+
+/// The files to read: the global ones, then each listener's own (password file, ACL file,
+/// JWT keys or claims of its own).
+fn scopes(config: &Config) -> Vec<Scope> {
+    let global_jwt = config.jwt_settings(None);
+    let mut scopes = vec![Scope {
+        listener: None,
+        password: config.password_file.clone(),
+        acl: config.acl_file.clone(),
+        jwt: global_jwt.enabled().then_some(global_jwt),
+    }];
+    scopes.extend(config.listeners.iter().filter_map(|l| {
+        // Its own JWT settings: its own keys, or the global keys with other claims.
+        let own_claims = l.jwt_username_claim.is_some() || l.jwt_acl_claim.is_some();
+        let jwt = Some(config.jwt_settings(Some(l)))
+            .filter(|s| s.enabled() && (l.has_own_jwt_keys() || own_claims));
+        (l.password_file.is_some() || l.acl_file.is_some() || jwt.is_some()).then(|| Scope {
+            listener: Some(crate::config::listener_name(l)),
+            password: l.password_file.clone(),
+            acl: l.acl_file.clone(),
+            jwt,
+        })
+    }));
+    scopes
+}
+
+/// Every listener's name, address and anonymous/identity/SCRAM policy, `default` first.
+fn listener_policies(config: &Config) -> Vec<(String, IpAddr, ListenerPolicy)> {
+    let mut listed = vec![(
+        "default".to_owned(),
+        config.bind,
+        ListenerPolicy {
+            allow_anonymous: config.anonymous_allowed(None),
+            identity_as_username: false,
+            scram: config.scram_enabled(None),
+        },
+    )];
+    for l in &config.listeners {
+        listed.push((
+            crate::config::listener_name(l),
+            l.bind,
+            ListenerPolicy {
+                allow_anonymous: config.anonymous_allowed(Some(l)),
+                identity_as_username: l.use_identity_as_username,
+                scram: config.scram_enabled(Some(l)),
+            },
+        ));
+    }
+    listed
+}
+
+/// Start-up warnings for a listener policy that is legal but rarely what the user meant.
+fn warn_about_policy(name: &str, bind: IpAddr, policy: &ListenerPolicy, files: &Files) {
+    if policy.allow_anonymous && !bind.is_loopback() {
+        warn!(listener = %name, %bind, "anonymous clients are allowed on a listener that is not on loopback");
+    }
+    if policy.scram && !files.password(name).is_some_and(|f| f.has_scram_entries()) {
+        warn!(listener = %name, "scram_sha256 is on but the password file has no SCRAM-SHA-256 entries (add them with `uringmq passwd -H scram-sha-256`)");
     }
 }

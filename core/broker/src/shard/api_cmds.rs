@@ -65,6 +65,12 @@ impl Shard {
                 let _ = reply.send(conn.is_some());
             }
             ApiCmd::Sys(msgs) => self.publish_sys(msgs),
+            ApiCmd::BridgeAdd(cfg, reply) => {
+                let _ = reply.send(crate::bridge::add(self, *cfg));
+            }
+            ApiCmd::BridgeRemove(name, reply) => {
+                let _ = reply.send(crate::bridge::remove(self, &name));
+            }
             ApiCmd::Snapshot(reply) => {
                 self.refresh_gauges();
                 let _ = reply.send(self.id);

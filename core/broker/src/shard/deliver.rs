@@ -2,15 +2,48 @@
 //! and the writes into its connection's out queue.
 
 use crate::api;
+use crate::conn::Conn;
 use crate::conn::{session_info, write_packet};
-use crate::routing::{write_publish, Written};
+use crate::mesh::ApiSink;
+use crate::routing::{write_publish, Outgoing, Written};
 use crate::security::NO_LISTENER;
 use crate::shard::{add, Entry, Shard, Sink, State};
 use std::sync::Arc;
 use std::time::Instant;
 use uringmq_auth::{Access, Authorizer};
-use uringmq_codec::{Ack, Packet, QoS};
+use uringmq_codec::{Ack, Packet, PublishHead, QoS};
 use uringmq_session::{Delivery, Message, OutState, Queued};
+
+/// One message for one session ([`Shard::deliver_to`]).
+pub(crate) struct ToDeliver<'a> {
+    pub(crate) msg: &'a Arc<Message>,
+    pub(crate) delivery: Delivery,
+    /// The shared group it was picked for, if any (for redelivery to another member).
+    pub(crate) group: Option<Arc<str>>,
+    pub(crate) now: Instant,
+    /// Use the core's encode-once head cache (only while fanning out the message it holds).
+    pub(crate) cache_heads: bool,
+}
+
+impl ToDeliver<'_> {
+    fn outgoing(&self, pid: u16, dup: bool) -> Outgoing<'_> {
+        Outgoing {
+            msg: self.msg,
+            delivery: &self.delivery,
+            pid,
+            dup,
+            now: self.now,
+        }
+    }
+
+    fn queued(self) -> Queued {
+        Queued {
+            msg: self.msg.clone(),
+            delivery: self.delivery,
+            shared_group: self.group,
+        }
+    }
+}
 
 impl Shard {
     fn count_written(&self, w: Written, msg: &Message, now: Instant) {
@@ -26,20 +59,17 @@ impl Shard {
     }
 
     /// Delivers one message to session `key`: written now, queued, or dropped (counted).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn deliver_to(
-        &self,
-        st: &mut State,
-        key: u64,
-        msg: &Arc<Message>,
-        d: Delivery,
-        group: Option<Arc<str>>,
-        now: Instant,
-        cache: bool,
-    ) {
+    pub(crate) fn deliver_to(&self, st: &mut State, key: u64, item: ToDeliver<'_>) {
         if !st.sessions.contains_key(&key) {
             // A session that moved to another key (and maybe core) forwards.
-            self.forward_from_stub(st, key, msg, d, group, now);
+            let ToDeliver {
+                msg,
+                delivery,
+                group,
+                now,
+                ..
+            } = item;
+            self.forward_from_stub(st, key, msg, delivery, group, now);
             return;
         }
         let State {
@@ -49,82 +79,101 @@ impl Shard {
             return;
         };
         // ACL `read` on every delivery to a client, retained messages and wills included.
-        if !matches!(e.sink, Sink::Api(_)) && !self.may_receive(e, &msg.topic) {
+        if !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_))
+            && !self.may_receive(e, &item.msg.topic)
+        {
             return;
         }
-        let stats = self.stats();
         match &e.sink {
-            Sink::Api(sink) => {
-                // The embedder observes this at once: flush first (see `Shard::send`).
-                self.flush_mesh();
-                if msg.remaining_expiry(now).is_err() {
-                    add(&stats.expired, 1);
-                    return;
-                }
-                let mut properties = msg.properties.clone();
-                properties.subscription_identifiers = d.sub_ids.clone();
-                sink.push(api::Delivery {
-                    topic: msg.topic.to_string(),
-                    payload: msg.payload.clone(),
-                    qos: d.qos,
-                    retain: d.retain,
-                    properties,
-                });
-                add(&stats.messages_out, 1);
-                add(&stats.publish_bytes_out, msg.payload.len() as u64);
-            }
+            Sink::Api(sink) => self.deliver_in_process(sink, &item),
+            Sink::Bridge(link) => link.offer(item.msg, &item.delivery, item.now),
             Sink::Conn(conn) => {
                 let conn = conn.clone();
-                let mut out = conn.out.borrow_mut();
-                let over = out.len() >= self.config().max_outbound_bytes;
-                let heads = if cache { Some(heads) } else { None };
-                if d.qos == QoS::AtMostOnce {
-                    if over {
-                        // A reader that does not keep up loses QoS 0, never slows others.
-                        add(&stats.dropped_qos0, 1);
-                        conn.blocked.set(true);
-                        return;
-                    }
-                    let w = write_publish(&mut out, &mut e.s, msg, &d, 0, false, now, heads);
-                    self.count_written(w, msg, now);
-                } else if !over && e.s.queue.is_empty() && e.s.inflight.has_room() {
-                    let pid = e.s.inflight.push(msg.clone(), d.clone(), group);
-                    let w = write_publish(&mut out, &mut e.s, msg, &d, pid, false, now, heads);
-                    if w != Written::Sent {
-                        e.s.inflight.remove(pid);
-                    } else {
-                        self.persist_sent(e);
-                    }
-                    self.count_written(w, msg, now);
-                } else {
-                    if over {
-                        conn.blocked.set(true);
-                    }
-                    let q = Queued {
-                        msg: msg.clone(),
-                        delivery: d,
-                        shared_group: group,
-                    };
-                    if enqueue(&mut e.s, stats, q) {
-                        self.persist_queued(e);
-                    }
-                }
-                drop(out);
-                conn.wake();
+                let heads = if item.cache_heads { Some(heads) } else { None };
+                self.deliver_to_conn(&conn, e, item, heads);
             }
             Sink::Offline(_) => {
-                if d.qos != QoS::AtMostOnce || self.config().queue_qos0_messages {
-                    let q = Queued {
-                        msg: msg.clone(),
-                        delivery: d,
-                        shared_group: group,
-                    };
-                    if enqueue(&mut e.s, stats, q) {
+                if item.delivery.qos != QoS::AtMostOnce || self.config().queue_qos0_messages {
+                    if enqueue(&mut e.s, self.stats(), item.queued()) {
                         self.persist_queued(e);
                     }
                 }
             }
         }
+    }
+
+    /// Hands a message to an in-process subscription.
+    fn deliver_in_process(&self, sink: &ApiSink, item: &ToDeliver<'_>) {
+        let (msg, d, stats) = (item.msg, &item.delivery, self.stats());
+        // The embedder observes this at once: flush first (see `Shard::send`).
+        self.flush_mesh();
+        if msg.remaining_expiry(item.now).is_err() {
+            add(&stats.expired, 1);
+            return;
+        }
+        let mut properties = msg.properties.clone();
+        properties.subscription_identifiers = d.sub_ids.clone();
+        sink.push(api::Delivery {
+            topic: msg.topic.to_string(),
+            payload: msg.payload.clone(),
+            qos: d.qos,
+            retain: d.retain,
+            properties,
+        });
+        add(&stats.messages_out, 1);
+        add(&stats.publish_bytes_out, msg.payload.len() as u64);
+    }
+
+    /// Writes a message to a connected session, or queues it behind the in-flight window or a
+    /// full outbound buffer (QoS 0 is dropped there instead).
+    fn deliver_to_conn(
+        &self,
+        conn: &Conn,
+        e: &mut Entry,
+        item: ToDeliver<'_>,
+        heads: Option<&mut Vec<(u8, PublishHead)>>,
+    ) {
+        let (msg, now, stats) = (item.msg, item.now, self.stats());
+        let mut out = conn.out.borrow_mut();
+        let over = out.len() >= self.config().max_outbound_bytes;
+        if item.delivery.qos == QoS::AtMostOnce {
+            if over {
+                // A reader that does not keep up loses QoS 0, never slows others.
+                add(&stats.dropped_qos0, 1);
+                conn.blocked.set(true);
+                return;
+            }
+            let w = write_publish(&mut out, &mut e.s, &item.outgoing(0, false), heads);
+            self.count_written(w, msg, now);
+        } else if !over && e.s.queue.is_empty() && e.s.inflight.has_room() {
+            let ToDeliver {
+                delivery, group, ..
+            } = item;
+            let pid = e.s.inflight.push(msg.clone(), delivery.clone(), group);
+            let o = Outgoing {
+                msg,
+                delivery: &delivery,
+                pid,
+                dup: false,
+                now,
+            };
+            let w = write_publish(&mut out, &mut e.s, &o, heads);
+            if w != Written::Sent {
+                e.s.inflight.remove(pid);
+            } else {
+                self.persist_sent(e);
+            }
+            self.count_written(w, msg, now);
+        } else {
+            if over {
+                conn.blocked.set(true);
+            }
+            if enqueue(&mut e.s, stats, item.queued()) {
+                self.persist_queued(e);
+            }
+        }
+        drop(out);
+        conn.wake();
     }
 
     /// Moves queued messages into the window / write buffer as far as limits allow.
@@ -150,30 +199,26 @@ impl Shard {
                 break;
             };
             let w = if item.delivery.qos == QoS::AtMostOnce {
-                write_publish(
-                    &mut out,
-                    &mut e.s,
-                    &item.msg,
-                    &item.delivery,
-                    0,
-                    false,
+                let o = Outgoing {
+                    msg: &item.msg,
+                    delivery: &item.delivery,
+                    pid: 0,
+                    dup: false,
                     now,
-                    None,
-                )
+                };
+                write_publish(&mut out, &mut e.s, &o, None)
             } else {
                 let pid =
                     e.s.inflight
                         .push(item.msg.clone(), item.delivery.clone(), item.shared_group);
-                let w = write_publish(
-                    &mut out,
-                    &mut e.s,
-                    &item.msg,
-                    &item.delivery,
+                let o = Outgoing {
+                    msg: &item.msg,
+                    delivery: &item.delivery,
                     pid,
-                    false,
+                    dup: false,
                     now,
-                    None,
-                );
+                };
+                let w = write_publish(&mut out, &mut e.s, &o, None);
                 if w != Written::Sent {
                     if let Some(o) = e.s.inflight.remove(pid) {
                         self.persist_done(&e.s.client_id, o.delivery.store_id);
@@ -211,16 +256,14 @@ impl Shard {
                         );
                         continue;
                     }
-                    let w = write_publish(
-                        &mut out,
-                        &mut e.s,
-                        &o.msg,
-                        &o.delivery,
-                        o.packet_id,
-                        true,
+                    let again = Outgoing {
+                        msg: &o.msg,
+                        delivery: &o.delivery,
+                        pid: o.packet_id,
+                        dup: true,
                         now,
-                        None,
-                    );
+                    };
+                    let w = write_publish(&mut out, &mut e.s, &again, None);
                     if w != Written::Sent {
                         e.s.inflight.remove(o.packet_id);
                         self.persist_done(&e.s.client_id, o.delivery.store_id);
@@ -243,7 +286,7 @@ impl Shard {
                     // Offline: the listener it last connected through, as Mosquitto keeps a
                     // disconnected client's listener for its per-listener settings.
                     Sink::Offline(l) => self.shared.security.listener_name(*l),
-                    Sink::Api(_) => NO_LISTENER,
+                    Sink::Api(_) | Sink::Bridge(_) => NO_LISTENER,
                 };
                 a.authorize(&session_info(e, listener), Access::Receive, topic)
             }

@@ -10,9 +10,9 @@
 //! (`moves.rs`), in-process API commands (`api_cmds.rs`), the timer sweep (`timers.rs`), its
 //! counters (`stats.rs`, `histogram.rs`) and what all cores share (`shared.rs`).
 //!
-//! The one import cycle of the crate is between this module and `conn`: a shard owns its
-//! connections (`Rc<Conn>` in its sessions' sinks) and a connection's task works on its shard
-//! (`Rc<Shard>`). Everything else these two use sits below them (`config`, `api`, `net`,
+//! The one import cycle of the crate is between this module and `conn` (and `bridge`, a
+//! client connection of its own): a shard owns its connections (`Rc<Conn>` in its sessions'
+//! sinks, `Rc<Link>` for a bridge) and a connection's task works on its shard (`Rc<Shard>`). Everything else these two use sits below them (`config`, `api`, `net`,
 //! `security`, `mesh`, `routing`); `ops` and `embed` sit above.
 
 mod api_cmds;
@@ -29,6 +29,7 @@ mod shared;
 mod stats;
 pub(crate) mod timers;
 
+pub(crate) use deliver::ToDeliver;
 pub(crate) use notify::LocalNotify;
 pub(crate) use run::run_core;
 pub(crate) use shared::Shared;
@@ -63,6 +64,8 @@ pub(crate) enum Sink {
     Conn(Rc<Conn>),
     /// An in-process subscription.
     Api(Arc<ApiSink>),
+    /// The local session of a bridge on this core (`crate::bridge`).
+    Bridge(Rc<crate::bridge::Link>),
 }
 
 // The listener index of `Offline` fits beside the tag: a sink stays two words.

@@ -31,6 +31,7 @@
 //!   core remembers what it gave the session during that window and drops the second copy.
 //!   Takeovers of the new key wait for `MoveDone`, so at most one move per client id is open.
 
+use super::ToDeliver;
 use crate::mesh::{core_of, MeshMsg, TakeoverReq};
 use crate::shard::{Shard, Sink, State};
 use futures_channel::oneshot;
@@ -198,7 +199,17 @@ impl Shard {
                 return;
             };
             for f in std::mem::take(&mut inc.early) {
-                self.deliver_to(st, key, &f.msg, f.delivery, f.group, now, false);
+                self.deliver_to(
+                    st,
+                    key,
+                    ToDeliver {
+                        msg: &f.msg,
+                        delivery: f.delivery,
+                        group: f.group,
+                        now,
+                        cache_heads: false,
+                    },
+                );
             }
             match from {
                 Some(old) if core_of(old) != self.id => {
@@ -302,7 +313,17 @@ impl Shard {
             }
         }
         // Installed, or moved on again (then `deliver_to` finds its stub), or ended.
-        self.deliver_to(st, key, msg, delivery, group, now, false);
+        self.deliver_to(
+            st,
+            key,
+            ToDeliver {
+                msg,
+                delivery,
+                group,
+                now,
+                cache_heads: false,
+            },
+        );
     }
 
     /// One core acknowledged the move away from stub `old`.

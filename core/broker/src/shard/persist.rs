@@ -362,7 +362,7 @@ fn restore_message(s: &mut Session, m: StoredMsg) {
 
 /// Whether `e`'s state is written: a session that outlives its connection, not in-process.
 fn durable(e: &Entry) -> bool {
-    e.s.is_persistent() && !matches!(e.sink, Sink::Api(_))
+    e.s.is_persistent() && !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_))
 }
 
 fn meta(e: &Entry, listener: u16) -> SessionMeta {
@@ -700,7 +700,7 @@ impl Shard {
         let Some(e) = st.sessions.get(&key) else {
             return;
         };
-        if matches!(e.sink, Sink::Api(_)) {
+        if matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) {
             return;
         }
         if durable(e) {
@@ -714,7 +714,7 @@ impl Shard {
         match &e.sink {
             Sink::Offline(l) => *l,
             Sink::Conn(c) => self.shared.security.listener_index(&c.listener),
-            Sink::Api(_) => crate::security::NO_LISTENER_INDEX,
+            Sink::Api(_) | Sink::Bridge(_) => crate::security::NO_LISTENER_INDEX,
         }
     }
 

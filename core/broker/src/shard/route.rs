@@ -1,7 +1,8 @@
 //! Routing on one core: the interest index kept in step with the other cores, retained
 //! messages, matching a PUBLISH to cores and to local sessions, shared-group picks.
 
-use super::{Shard, Sink};
+use super::ToDeliver;
+use super::{Shard, Sink, State};
 use crate::mesh::{MeshMsg, Target};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -240,7 +241,17 @@ impl Shard {
         st.heads.clear();
         for (key, d) in matches.drain(..) {
             if st.first_sight(key, msg) {
-                self.deliver_to(st, key, msg, d, None, now, true);
+                self.deliver_to(
+                    st,
+                    key,
+                    ToDeliver {
+                        msg,
+                        delivery: d,
+                        group: None,
+                        now,
+                        cache_heads: true,
+                    },
+                );
             }
         }
         st.scratch_matches = matches;
@@ -258,25 +269,7 @@ impl Shard {
         let now = Instant::now();
         let mut guard = self.st.borrow_mut();
         let st = &mut *guard;
-        let picked = st.shared.local.get(group).and_then(|members| {
-            let n = members.len();
-            let mut fallback = None;
-            for _ in 0..n {
-                let (key, opts) = members.pick_next()?;
-                if Some(key) == exclude {
-                    continue;
-                }
-                let online = matches!(
-                    st.sessions.get(&key).map(|e| &e.sink),
-                    Some(Sink::Conn(_) | Sink::Api(_))
-                );
-                if online {
-                    return Some((key, *opts));
-                }
-                fallback.get_or_insert((key, *opts));
-            }
-            fallback
-        });
+        let picked = pick_member(st, group, exclude);
         match picked {
             Some((key, opts)) => {
                 // A shared subscription never gets retained-as-published... it does: RAP applies.
@@ -284,7 +277,17 @@ impl Shard {
                     return;
                 }
                 if let Some(d) = Delivery::live(msg, &opts, None) {
-                    self.deliver_to(st, key, msg, d, Some(group.clone()), now, false);
+                    self.deliver_to(
+                        st,
+                        key,
+                        ToDeliver {
+                            msg,
+                            delivery: d,
+                            group: Some(group.clone()),
+                            now,
+                            cache_heads: false,
+                        },
+                    );
                 }
             }
             None if forward => {
@@ -333,7 +336,39 @@ impl Shard {
         let st = &mut *guard;
         for m in msgs {
             let d = Delivery::retained(&m, opts);
-            self.deliver_to(st, key, &m, d, None, now, false);
+            self.deliver_to(
+                st,
+                key,
+                ToDeliver {
+                    msg: &m,
+                    delivery: d,
+                    group: None,
+                    now,
+                    cache_heads: false,
+                },
+            );
         }
     }
+}
+
+/// The member of `group` on this core to deliver to next (round-robin), online ones first;
+/// never `exclude`.
+fn pick_member(st: &State, group: &str, exclude: Option<u64>) -> Option<(u64, SubOptions)> {
+    let members = st.shared.local.get(group)?;
+    let mut fallback = None;
+    for _ in 0..members.len() {
+        let (key, opts) = members.pick_next()?;
+        if Some(key) == exclude {
+            continue;
+        }
+        let online = matches!(
+            st.sessions.get(&key).map(|e| &e.sink),
+            Some(Sink::Conn(_) | Sink::Api(_) | Sink::Bridge(_))
+        );
+        if online {
+            return Some((key, *opts));
+        }
+        fallback.get_or_insert((key, *opts));
+    }
+    fallback
 }

@@ -29,6 +29,7 @@ impl Shard {
         }
         monoio::spawn(crate::shard::timers::run(self.clone()));
         monoio::spawn(flush_loop(self.clone()));
+        crate::bridge::start_configured(&self);
         if let Some(p) = &self.persist {
             monoio::spawn(p.store.clone().run());
         }
@@ -117,6 +118,7 @@ impl Shard {
         for c in conns {
             c.kill(CloseReason::Shutdown);
         }
+        crate::bridge::stop_all();
         self.stop_signal.notify();
     }
 

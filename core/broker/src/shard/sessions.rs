@@ -4,6 +4,7 @@
 use super::api_cmds::summary;
 use super::stats::add;
 use super::{Entry, Shard, Sink};
+use crate::conn::will_auth::WillAuthor;
 use crate::conn::{CloseReason, Conn};
 use bytes::BytesMut;
 use std::cmp::Reverse;
@@ -12,8 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::debug;
+use uringmq_codec::LastWill;
 use uringmq_codec::QoS;
-use uringmq_session::{will, Origin, Session, SubOptions};
+use uringmq_session::{will, Message, Origin, Session, SubOptions};
 
 impl Shard {
     /// Removes a session from this core for a takeover by `successor`: closes its connection,
@@ -105,7 +107,7 @@ impl Shard {
         let Some(mut e) = self.st.borrow_mut().sessions.remove(&key) else {
             return;
         };
-        if !matches!(e.sink, Sink::Api(_)) {
+        if !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) {
             self.persist_gone(&e.s.client_id);
         }
         for (filter, _) in e.s.subs.iter() {
@@ -116,7 +118,7 @@ impl Shard {
             .subscriptions
             .fetch_sub(e.s.subs.len() as u64, Ordering::Relaxed);
         self.end_session_messages(&mut e.s, key);
-        if !matches!(e.sink, Sink::Api(_)) {
+        if !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) {
             self.shared.registry.release(&e.s.client_id, key);
         }
     }
@@ -151,46 +153,16 @@ impl Shard {
     /// The connection of session `key` closed.
     pub(crate) fn connection_closed(self: &Rc<Self>, key: u64, reason: &CloseReason) {
         let now = Instant::now();
-        let (will, author, persistent, expiry, delay, client_id) = {
-            let mut st = self.st.borrow_mut();
-            let Some(e) = st.sessions.get_mut(&key) else {
-                return;
-            };
-            let author = self.will_author(e);
-            e.sink = match &e.sink {
-                Sink::Conn(conn) => {
-                    crate::conn::limits::keep_publish_debt(self, conn, &e.s.client_id);
-                    self.tell_disconnect(conn, &e.s, reason);
-                    Sink::Offline(self.shared.security.listener_index(&conn.listener))
-                }
-                Sink::Offline(l) => Sink::Offline(*l),
-                Sink::Api(_) => Sink::Offline(crate::security::NO_LISTENER_INDEX),
-            };
-            if *reason == CloseReason::TakenOver {
-                // Drained for a takeover, which takes the session right after and decides
-                // about the will (`take_session`).
-                return;
-            }
-            let will =
-                e.s.will
-                    .take()
-                    .filter(|_| reason.publishes_will() && !self.stopping.get());
-            (
-                will,
-                author,
-                e.s.is_persistent(),
-                e.s.session_expiry,
-                e.s.will_delay,
-                e.s.client_id.clone(),
-            )
+        let Some(mut c) = self.detach_session(key, reason) else {
+            return;
         };
-        if !persistent {
-            if let Some(w) = will {
+        if !c.persistent {
+            if let Some(w) = c.will {
                 let origin = Some(Origin {
                     core: self.id,
                     session: key,
                 });
-                self.publish_will(w, author, origin, now);
+                self.publish_will(w, c.author, origin, now);
             }
             self.end_session(key);
             return;
@@ -199,17 +171,67 @@ impl Shard {
             self.persist_closed(key);
             return;
         }
+        let redeliver = self.keep_offline(key, &mut c, now);
+        self.persist_closed(key);
+        self.redeliver_shared(redeliver, key);
+        debug!(client_id = %c.client_id, "session kept offline");
+        // Fire at once if the will is due now.
+        self.fire_timers(now);
+    }
+
+    /// Turns session `key`'s sink offline and takes its will (if `reason` publishes it); None
+    /// when there is no such session or a takeover decides about the will (`take_session`).
+    fn detach_session(&self, key: u64, reason: &CloseReason) -> Option<Closed> {
+        let mut st = self.st.borrow_mut();
+        let e = st.sessions.get_mut(&key)?;
+        let author = self.will_author(e);
+        e.sink = match &e.sink {
+            Sink::Conn(conn) => {
+                crate::conn::limits::keep_publish_debt(self, conn, &e.s.client_id);
+                self.tell_disconnect(conn, &e.s, reason);
+                Sink::Offline(self.shared.security.listener_index(&conn.listener))
+            }
+            Sink::Offline(l) => Sink::Offline(*l),
+            Sink::Api(_) | Sink::Bridge(_) => Sink::Offline(crate::security::NO_LISTENER_INDEX),
+        };
+        if *reason == CloseReason::TakenOver {
+            // Drained for a takeover, which takes the session right after and decides
+            // about the will (`take_session`).
+            return None;
+        }
+        let will =
+            e.s.will
+                .take()
+                .filter(|_| reason.publishes_will() && !self.stopping.get());
+        Some(Closed {
+            will,
+            author,
+            persistent: e.s.is_persistent(),
+            expiry: e.s.session_expiry,
+            delay: e.s.will_delay,
+            client_id: e.s.client_id.clone(),
+        })
+    }
+
+    /// Keeps persistent session `key` offline: its will delayed, its expiry timed; returns the
+    /// shared-group messages it held, for another member of each group.
+    fn keep_offline(
+        &self,
+        key: u64,
+        c: &mut Closed,
+        now: Instant,
+    ) -> Vec<(Arc<str>, Arc<Message>)> {
         let mut st = self.st.borrow_mut();
         let mut redeliver = Vec::new();
         let mut due_times = Vec::new();
         if let Some(e) = st.sessions.get_mut(&key) {
-            if let Some(w) = will {
-                let due = will::due(now, delay, expiry);
+            if let Some(w) = c.will.take() {
+                let due = will::due(now, c.delay, c.expiry);
                 e.s.pending_will = Some(Box::new(will::PendingWill { will: w, due }));
                 due_times.push(due);
             }
-            if expiry != u32::MAX {
-                let at = now + Duration::from_secs(u64::from(expiry));
+            if c.expiry != u32::MAX {
+                let at = now + Duration::from_secs(u64::from(c.expiry));
                 e.s.expires_at = Some(at);
                 due_times.push(at);
             }
@@ -232,12 +254,7 @@ impl Shard {
         for at in due_times {
             st.timers.push(Reverse((at, key)));
         }
-        drop(st);
-        self.persist_closed(key);
-        self.redeliver_shared(redeliver, key);
-        debug!(client_id = %client_id, "session kept offline");
-        // Fire at once if the will is due now.
-        self.fire_timers(now);
+        redeliver
     }
 
     /// Runs due timers: delayed wills and session expiry.
@@ -308,4 +325,14 @@ impl Shard {
         f(conn.out.borrow_mut().buf());
         conn.wake();
     }
+}
+
+/// What a closed connection leaves its session to decide: the will and its timing.
+struct Closed {
+    will: Option<Box<LastWill>>,
+    author: WillAuthor,
+    persistent: bool,
+    expiry: u32,
+    delay: u32,
+    client_id: Arc<str>,
 }

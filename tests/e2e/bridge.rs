@@ -1,0 +1,580 @@
+//! Bridges over real sockets: uringmq to uringmq and to a real Mosquitto (the `mosquitto`
+//! binary, started here on a free port with a scratch config), both directions with remapped
+//! prefixes, MQTT 3.1.1 and 5, TLS, loop prevention both ways (a Mosquitto bridge connecting
+//! to uringmq included), a remote restarted under QoS 1 traffic with every message counted,
+//! an ACL that denies an inbound topic, and bridges added and removed at run time.
+
+use crate::support::streams::{extra_addr, pki, tls_listener};
+use crate::support::*;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use uringmq::{BridgeConfig, BridgeProtocol, BridgeTopic, Direction, Transport};
+
+/// Polls `f` every 20 ms for up to 15 s.
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A Mosquitto broker on 127.0.0.1 (stopped with SIGTERM on drop, so it saves its state).
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    conf: PathBuf,
+    dir: PathBuf,
+}
+
+impl Mosquitto {
+    fn start(extra: &str) -> Mosquitto {
+        let dir = scratch_dir("mosq");
+        Mosquitto::start_in(dir, free_port(), extra)
+    }
+
+    fn start_in(dir: PathBuf, port: u16, extra: &str) -> Mosquitto {
+        let conf = dir.join("mosquitto.conf");
+        let text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nlog_type all\n{extra}\n"
+        );
+        std::fs::write(&conf, text).expect("config");
+        let log = std::fs::File::create(dir.join("mosquitto.log")).expect("log");
+        let child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto runs (apt-get install mosquitto)");
+        let m = Mosquitto {
+            child,
+            port,
+            conf,
+            dir,
+        };
+        wait_for("mosquitto to listen", || {
+            std::net::TcpStream::connect(m.addr()).is_ok()
+        });
+        m
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// SIGTERM (Mosquitto writes its persistence file) and wait for the exit.
+    fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again with the same config, port and persistence directory.
+    fn restart(&mut self) {
+        self.stop();
+        let _ = &self.conf;
+        let log = std::fs::File::create(self.dir.join("mosquitto-2.log")).expect("log");
+        self.child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto restarts");
+        let addr = self.addr();
+        wait_for("mosquitto to listen again", || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn mosquitto_bin() -> String {
+    std::env::var("MOSQUITTO").unwrap_or_else(|_| {
+        for p in [
+            "/usr/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+        ] {
+            if std::path::Path::new(p).exists() {
+                return p.to_owned();
+            }
+        }
+        "mosquitto".to_owned()
+    })
+}
+
+fn topic(pattern: &str, direction: Direction, local: &str, remote: &str) -> BridgeTopic {
+    BridgeTopic {
+        pattern: pattern.into(),
+        direction,
+        qos: 1,
+        local_prefix: local.into(),
+        remote_prefix: remote.into(),
+    }
+}
+
+/// A bridge to `addr` with fast reconnects.
+fn bridge(
+    name: &str,
+    addr: SocketAddr,
+    proto: BridgeProtocol,
+    topics: Vec<BridgeTopic>,
+) -> BridgeConfig {
+    BridgeConfig {
+        protocol: proto,
+        reconnect_min_ms: 100,
+        reconnect_max_ms: 1000,
+        topics,
+        ..BridgeConfig::new(name, &addr.to_string())
+    }
+}
+
+fn bridged(b: BridgeConfig) -> Broker {
+    broker_with(|c| c.bridges.push(b))
+}
+
+fn wait_connected(b: &Broker, name: &str) {
+    wait_for(&format!("bridge {name} to connect"), || {
+        b.bridges().iter().any(|s| s.name == name && s.connected)
+    });
+}
+
+fn proto_of(p: BridgeProtocol) -> Protocol {
+    match p {
+        BridgeProtocol::V311 => Protocol::V3_1_1,
+        BridgeProtocol::V5 => Protocol::V5,
+    }
+}
+
+fn sub(addr: SocketAddr, p: BridgeProtocol, id: &str, filter: &str) -> Client {
+    let mut c = Client::connect(addr, proto_of(p), id);
+    c.subscribe(filter, QoS::AtLeastOnce);
+    c
+}
+
+/// Out and in with remapped prefixes against `remote` (uringmq or Mosquitto), then a
+/// retained message that crosses with RETAIN kept.
+fn both_ways_with_prefixes(remote: SocketAddr, p: BridgeProtocol, tag: &str) {
+    let topics = vec![
+        topic("sensors/#", Direction::Out, "site/", "cloud/site/"),
+        topic("cmd/#", Direction::In, "site/", "cloud/site/"),
+    ];
+    let local = bridged(bridge(&format!("up-{tag}"), remote, p, topics));
+    wait_connected(&local, &format!("up-{tag}"));
+
+    let mut far = sub(remote, p, &format!("far-{tag}"), "cloud/site/#");
+    let mut near = sub(local.local_addr(), p, &format!("near-{tag}"), "site/#");
+    let mut lp = Client::connect(local.local_addr(), proto_of(p), &format!("lp-{tag}"));
+    let mut msg = publish("site/sensors/t1", b"21.5", QoS::AtLeastOnce, false);
+    if p == BridgeProtocol::V5 {
+        msg.properties.content_type = Some("text/plain".into());
+        msg.properties.user_properties = vec![("unit".into(), "C".into())];
+    }
+    lp.publish_with(msg);
+    let got = far.recv_publish();
+    assert_eq!(
+        (&*got.topic, &got.payload[..]),
+        ("cloud/site/sensors/t1", &b"21.5"[..])
+    );
+    if p == BridgeProtocol::V5 {
+        assert_eq!(got.properties.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(
+            got.properties.user_properties.len(),
+            1,
+            "user properties pass"
+        );
+    }
+    let _ = near.recv_publish(); // the local subscriber sees it too
+
+    let mut rp = Client::connect(remote, proto_of(p), &format!("rp-{tag}"));
+    rp.publish("cloud/site/cmd/open", b"now", QoS::AtLeastOnce, false);
+    let got = near.recv_publish();
+    assert_eq!(
+        (&*got.topic, &got.payload[..]),
+        ("site/cmd/open", &b"now"[..])
+    );
+    let _ = far.recv_publish();
+    // Not an `out` topic: the command does not go back up.
+    far.expect_nothing();
+
+    // A retained message keeps RETAIN across the bridge and is stored on the remote.
+    lp.publish("site/sensors/last", b"r", QoS::AtLeastOnce, true);
+    let _ = far.recv_publish();
+    let mut late = sub(remote, p, &format!("late-{tag}"), "cloud/site/sensors/last");
+    let got = late.recv_publish();
+    assert!(got.retain, "stored retained on the remote");
+    assert_eq!(&got.payload[..], b"r");
+    let s = &local.bridges()[0];
+    assert!(s.sent >= 2 && s.received == 1, "{s:?}");
+}
+
+#[test]
+fn uringmq_to_uringmq_both_ways_with_prefixes() {
+    for (i, p) in [BridgeProtocol::V311, BridgeProtocol::V5]
+        .into_iter()
+        .enumerate()
+    {
+        let remote = broker();
+        both_ways_with_prefixes(remote.local_addr(), p, &format!("u{i}"));
+    }
+}
+
+#[test]
+fn uringmq_to_mosquitto_both_ways_with_prefixes() {
+    for (i, p) in [BridgeProtocol::V311, BridgeProtocol::V5]
+        .into_iter()
+        .enumerate()
+    {
+        let m = Mosquitto::start("");
+        both_ways_with_prefixes(m.addr(), p, &format!("m{i}"));
+    }
+}
+
+/// `loop/#` both ways without prefixes: each side's subscriber gets each message once.
+fn no_loop(remote: SocketAddr, p: BridgeProtocol, tag: &str) {
+    let topics = vec![topic("loop/#", Direction::Both, "", "")];
+    let local = bridged(bridge(&format!("loop-{tag}"), remote, p, topics));
+    wait_connected(&local, &format!("loop-{tag}"));
+    let mut far = sub(remote, p, &format!("far-{tag}"), "loop/#");
+    let mut near = sub(local.local_addr(), p, &format!("near-{tag}"), "loop/#");
+    let mut lp = Client::connect(local.local_addr(), proto_of(p), &format!("lp-{tag}"));
+    let mut rp = Client::connect(remote, proto_of(p), &format!("rp-{tag}"));
+    lp.publish("loop/from-local", b"1", QoS::AtLeastOnce, false);
+    rp.publish("loop/from-remote", b"2", QoS::AtLeastOnce, false);
+    for c in [&mut far, &mut near] {
+        let mut got: Vec<String> = (0..2).map(|_| c.recv_publish().topic.to_string()).collect();
+        got.sort();
+        assert_eq!(got, ["loop/from-local", "loop/from-remote"]);
+        c.expect_nothing();
+    }
+}
+
+#[test]
+fn a_both_way_bridge_does_not_loop_to_uringmq() {
+    for (i, p) in [BridgeProtocol::V311, BridgeProtocol::V5]
+        .into_iter()
+        .enumerate()
+    {
+        let remote = broker();
+        no_loop(remote.local_addr(), p, &format!("u{i}"));
+    }
+}
+
+#[test]
+fn a_both_way_bridge_does_not_loop_to_mosquitto() {
+    for (i, p) in [BridgeProtocol::V311, BridgeProtocol::V5]
+        .into_iter()
+        .enumerate()
+    {
+        let m = Mosquitto::start("");
+        no_loop(m.addr(), p, &format!("m{i}"));
+    }
+}
+
+/// A Mosquitto bridge (MQTT 3.1.1, `try_private`: protocol level 0x84) connecting to
+/// uringmq: uringmq treats it as a bridge as Mosquitto would, so nothing loops.
+#[test]
+fn a_mosquitto_bridge_to_uringmq_does_not_loop() {
+    let u = broker();
+    let m = Mosquitto::start(&format!(
+        "connection to-uringmq\naddress {}\ntopic loop/# both 1\nremote_clientid mosq-bridge\n\
+         cleansession true\nrestart_timeout 1\ntry_private true\n",
+        u.local_addr()
+    ));
+    wait_for("mosquitto's bridge to connect", || {
+        u.clients()
+            .unwrap()
+            .iter()
+            .any(|c| c.client_id == "mosq-bridge")
+    });
+    let mut near = sub(u.local_addr(), BridgeProtocol::V311, "u-sub", "loop/#");
+    let mut far = sub(m.addr(), BridgeProtocol::V311, "m-sub", "loop/#");
+    // Mosquitto subscribes right after CONNACK: probe until its subscription is in place.
+    let mut up = Client::connect(u.local_addr(), Protocol::V3_1_1, "u-pub");
+    let mut n = 0;
+    wait_for("mosquitto's bridge subscription", || {
+        n += 1;
+        up.publish(&format!("loop/probe/{n}"), b"p", QoS::AtMostOnce, false);
+        far.recv_within(Duration::from_millis(100)).is_some()
+    });
+    std::thread::sleep(QUIET);
+    while far.recv_within(QUIET).is_some() {}
+    while near.recv_within(QUIET).is_some() {}
+
+    up.publish("loop/x", b"1", QoS::AtLeastOnce, false);
+    assert_eq!(&*far.recv_publish().topic, "loop/x");
+    assert_eq!(&*near.recv_publish().topic, "loop/x");
+    // Without the bridge bit uringmq would send it back to Mosquitto, and round again.
+    far.expect_nothing();
+    near.expect_nothing();
+}
+
+/// Mosquitto (persistence on) is stopped and started again while QoS 1 messages flow out
+/// through the bridge: every message reaches the remote subscriber (duplicates allowed).
+#[test]
+fn a_remote_restart_under_qos1_load_loses_nothing() {
+    let dir = scratch_dir("mosq-restart");
+    let extra = format!(
+        "persistence true\npersistence_location {}/\n",
+        dir.display()
+    );
+    let mut m = Mosquitto::start_in(dir, free_port(), &extra);
+    // A persistent session: Mosquitto keeps it (and its queue) across its restart.
+    let counter = |addr| {
+        let mut c = connect_packet(Protocol::V3_1_1, "counter");
+        c.clean_start = false;
+        Client::connect_with(addr, c).0
+    };
+    let mut s = counter(m.addr());
+    s.subscribe("cloud/load/#", QoS::AtLeastOnce);
+    let mut cfg = bridge(
+        "restart",
+        m.addr(),
+        BridgeProtocol::V311,
+        vec![topic("load/#", Direction::Out, "", "cloud/")],
+    );
+    cfg.clean_start = false;
+    let local = bridged(cfg);
+    wait_connected(&local, "restart");
+    let mut p = Client::connect(local.local_addr(), Protocol::V3_1_1, "loader");
+    let mut seen = BTreeSet::new();
+    let take = |s: &mut Client, seen: &mut BTreeSet<Vec<u8>>, want: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.len() < want && Instant::now() < deadline {
+            if let Some(Packet::Publish(got)) = s.recv_within(Duration::from_millis(200)) {
+                s.ack(&got);
+                seen.insert(got.payload.to_vec());
+            }
+        }
+    };
+    let send = |p: &mut Client, range: std::ops::Range<u32>| {
+        for i in range {
+            p.publish(
+                &format!("load/{}", i % 7),
+                &i.to_be_bytes(),
+                QoS::AtLeastOnce,
+                false,
+            );
+        }
+    };
+    send(&mut p, 0..300);
+    take(&mut s, &mut seen, 100);
+    m.stop(); // the remote goes away with messages still flowing
+    send(&mut p, 300..600);
+    m.restart();
+    send(&mut p, 600..900);
+    s = counter(m.addr());
+    take(&mut s, &mut seen, 900);
+    let missing: Vec<u32> = (0..900u32)
+        .filter(|i| !seen.contains(i.to_be_bytes().as_slice()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} messages: {missing:?}",
+        missing.len()
+    );
+    // Every message is acknowledged by the remote in the end, none dropped.
+    wait_for("the remote's acknowledgements", || {
+        local.bridges()[0].queued == 0
+    });
+    assert_eq!(local.bridges()[0].dropped, 0);
+}
+
+#[test]
+fn a_tls_bridge_carries_both_ways() {
+    let pki = pki("bridge");
+    let remote = broker_with(|c| c.listeners.push(tls_listener(&pki, Transport::Tls)));
+    let tls_addr = extra_addr(&remote, 0);
+    let mut cfg = bridge(
+        "tls",
+        tls_addr,
+        BridgeProtocol::V5,
+        vec![
+            topic("up/#", Direction::Out, "", "edge/"),
+            topic("down/#", Direction::In, "", "edge/"),
+        ],
+    );
+    cfg.ca_file = Some(pki.paths.ca_cert.clone());
+    let local = bridged(cfg);
+    wait_connected(&local, "tls");
+    let mut far = sub(remote.local_addr(), BridgeProtocol::V5, "far", "edge/#");
+    let mut near = sub(local.local_addr(), BridgeProtocol::V5, "near", "down/#");
+    let mut lp = Client::connect(local.local_addr(), Protocol::V5, "lp");
+    lp.publish("up/a", b"over tls", QoS::AtLeastOnce, false);
+    let got = far.recv_publish();
+    assert_eq!(
+        (&*got.topic, &got.payload[..]),
+        ("edge/up/a", &b"over tls"[..])
+    );
+    let mut rp = Client::connect(remote.local_addr(), Protocol::V5, "rp");
+    rp.publish("edge/down/b", b"back", QoS::AtLeastOnce, false);
+    assert_eq!(&*near.recv_publish().topic, "down/b");
+}
+
+/// A bridge whose CA does not sign the remote's certificate never connects (fails closed).
+#[test]
+fn a_tls_bridge_refuses_an_unknown_certificate() {
+    let (pki, other) = (pki("a"), pki("b"));
+    let remote = broker_with(|c| c.listeners.push(tls_listener(&pki, Transport::Tls)));
+    let mut cfg = bridge(
+        "wrong-ca",
+        extra_addr(&remote, 0),
+        BridgeProtocol::V311,
+        vec![topic("x/#", Direction::Out, "", "")],
+    );
+    cfg.ca_file = Some(other.paths.ca_cert.clone());
+    let local = bridged(cfg);
+    let mut far = sub(remote.local_addr(), BridgeProtocol::V311, "far", "x/#");
+    let mut lp = Client::connect(local.local_addr(), Protocol::V3_1_1, "lp");
+    lp.publish("x/1", b"secret", QoS::AtLeastOnce, false);
+    far.expect_nothing();
+    assert!(!local.bridges()[0].connected);
+}
+
+/// Inbound messages are authorised like a PUBLISH by the bridge's client id: a denied topic
+/// is dropped (and counted), an allowed one arrives.
+#[test]
+fn the_acl_decides_what_the_bridge_publishes_here() {
+    let remote = broker();
+    let dir = scratch_dir("bridge-acl");
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "topic read #\npattern write site/cmd/%c/#\n").unwrap();
+    let cfg = BridgeConfig {
+        client_id: Some("edge-1".into()),
+        ..bridge(
+            "acl",
+            remote.local_addr(),
+            BridgeProtocol::V5,
+            vec![topic("cmd/#", Direction::In, "site/", "cloud/")],
+        )
+    };
+    let local = broker_with(|c| {
+        c.acl_file = Some(acl.clone());
+        c.bridges.push(cfg);
+    });
+    wait_connected(&local, "acl");
+    let mut near = sub(local.local_addr(), BridgeProtocol::V5, "near", "site/#");
+    let mut rp = Client::connect(remote.local_addr(), Protocol::V5, "rp");
+    rp.publish("cloud/cmd/other/x", b"denied", QoS::AtLeastOnce, false);
+    rp.publish("cloud/cmd/edge-1/x", b"allowed", QoS::AtLeastOnce, false);
+    let got = near.recv_publish();
+    assert_eq!(
+        (&*got.topic, &got.payload[..]),
+        ("site/cmd/edge-1/x", &b"allowed"[..])
+    );
+    near.expect_nothing();
+    let s = &local.bridges()[0];
+    assert_eq!((s.received, s.dropped), (1, 1), "{s:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Bridges can be added and removed on a running broker; the name is then free again.
+#[test]
+fn bridges_are_added_and_removed_at_run_time() {
+    let remote = broker();
+    let local = broker();
+    let cfg = bridge(
+        "live",
+        remote.local_addr(),
+        BridgeProtocol::V5,
+        vec![topic("live/#", Direction::Out, "", "")],
+    );
+    local.add_bridge(cfg.clone()).expect("added");
+    assert!(local.add_bridge(cfg.clone()).is_err(), "names are unique");
+    wait_connected(&local, "live");
+    let mut far = sub(remote.local_addr(), BridgeProtocol::V5, "far", "live/#");
+    let mut lp = Client::connect(local.local_addr(), Protocol::V5, "lp");
+    lp.publish("live/1", b"a", QoS::AtLeastOnce, false);
+    assert_eq!(&*far.recv_publish().topic, "live/1");
+    assert!(local.remove_bridge("live").unwrap());
+    assert!(!local.remove_bridge("live").unwrap());
+    assert!(local.bridges().is_empty());
+    wait_for("the bridge to leave the remote", || {
+        !remote
+            .clients()
+            .unwrap()
+            .iter()
+            .any(|c| c.client_id == "live")
+    });
+    lp.publish("live/2", b"b", QoS::AtLeastOnce, false);
+    far.expect_nothing();
+    local.add_bridge(cfg).expect("the name is free again");
+    wait_connected(&local, "live");
+}
+
+#[test]
+fn bad_bridge_settings_name_the_key() {
+    let text = "[[bridge]]\nname = \"b\"\naddress = \"127.0.0.1:1\"\n[[bridge.topic]]\npattern = \"a/#\"\nqos = 5\n";
+    let e = uringmq::Config::from_toml_str(text)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bridge.topic.qos"), "{e}");
+    let local = broker();
+    let mut bad = BridgeConfig::new("x", "nohost");
+    bad.topics.push(topic("a", Direction::Out, "", ""));
+    let e = local.add_bridge(bad).unwrap_err().to_string();
+    assert!(e.contains("bridge.address"), "{e}");
+}
+
+/// A bridge's state in `/metrics` and in `$SYS` (Mosquitto's `connection/<name>/state`).
+#[test]
+fn bridge_state_shows_in_metrics_and_sys() {
+    let remote = broker();
+    let cfg = bridge(
+        "seen",
+        remote.local_addr(),
+        BridgeProtocol::V311,
+        vec![topic("s/#", Direction::Both, "", "")],
+    );
+    let local = broker_with(|c| {
+        c.sys_interval_secs = 1;
+        c.bridges.push(cfg);
+    });
+    wait_connected(&local, "seen");
+    let mut lp = Client::connect(local.local_addr(), Protocol::V3_1_1, "lp");
+    lp.publish("s/1", b"x", QoS::AtLeastOnce, false);
+    wait_for("the message to be acknowledged", || {
+        local.bridges()[0].sent == 1
+    });
+    let text = local.metrics_text();
+    assert!(
+        text.contains("uringmq_bridge_connected{bridge=\"seen\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("uringmq_bridge_sent_messages_total{bridge=\"seen\"} 1"),
+        "{text}"
+    );
+    let mut s = Client::connect(local.local_addr(), Protocol::V3_1_1, "sys");
+    s.subscribe("$SYS/broker/connection/seen/state", QoS::AtMostOnce);
+    // The retained value may still be the "0" of a tick before the bridge connected; the
+    // next tick (every second) says "1".
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = Vec::new();
+    while last != b"1" && Instant::now() < deadline {
+        if let Some(Packet::Publish(p)) = s.recv_within(Duration::from_millis(200)) {
+            last = p.payload.to_vec();
+        }
+    }
+    assert_eq!(last, b"1");
+}
