@@ -100,6 +100,11 @@ pub struct Args {
     /// Keep-alive in seconds sent in CONNECT (0 disables); PINGREQ goes out at half of it.
     #[arg(long, default_value_t = 30)]
     pub keepalive: u16,
+    /// Sessions that outlive their connection (3.1.1 clean session 0, v5 clean start 0 with a
+    /// session expiry of one hour): what a broker's durable store writes (`persistence_dir`,
+    /// Mosquitto's `persistence true`).
+    #[arg(long)]
+    pub persistent: bool,
     /// Time allowed for TCP connect + CONNACK (+ SUBACK).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

@@ -123,7 +123,7 @@ async fn handshake(
     let mut s = net::connect(target, source).await?;
     let v = ctx.args.mqtt;
     let mut out = Vec::with_capacity(64 + id.len());
-    wire::connect(&mut out, v, id, ctx.args.keepalive);
+    wire::connect(&mut out, v, id, ctx.args.keepalive, ctx.args.persistent);
     let (res, mut out) = s.write_all(out).await;
     res?;
     let mut rb = ReadBuf::new(64);

@@ -94,18 +94,27 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-/// Appends a CONNECT with clean start, no will and no credentials.
-pub fn connect(out: &mut Vec<u8>, v: Version, client_id: &str, keep_alive: u16) {
-    let props = if v == Version::V5 { 1 } else { 0 };
+/// Appends a CONNECT with no will and no credentials: clean start, or with `persistent` a
+/// session that outlives the connection (v5: Session Expiry Interval 3600).
+pub fn connect(out: &mut Vec<u8>, v: Version, client_id: &str, keep_alive: u16, persistent: bool) {
+    let props = match (v == Version::V5, persistent) {
+        (false, _) => 0,
+        (true, false) => 1,
+        (true, true) => 6,
+    };
     let len = 10 + props + 2 + client_id.len();
     out.push(0x10);
     put_varint(out, len);
     put_str(out, b"MQTT");
     out.push(v.level());
-    out.push(0x02); // clean session / clean start
+    out.push(if persistent { 0 } else { 0x02 }); // clean session / clean start
     out.extend_from_slice(&keep_alive.to_be_bytes());
     if v == Version::V5 {
-        out.push(0); // no properties
+        if persistent {
+            out.extend_from_slice(&[5, 0x11, 0, 0, 0x0e, 0x10]); // Session Expiry 3600
+        } else {
+            out.push(0); // no properties
+        }
     }
     put_str(out, client_id.as_bytes());
 }

@@ -30,7 +30,7 @@ fn decode_one(v: Version, bytes: &[u8]) -> Packet {
 fn connect_decodes_with_the_codec() {
     for v in [Version::V311, Version::V5] {
         let mut out = Vec::new();
-        wire::connect(&mut out, v, "ul-1-0-p3", 30);
+        wire::connect(&mut out, v, "ul-1-0-p3", 30, false);
         let mut buf = BytesMut::from(&out[..]);
         match Decoder::new(1 << 20).decode(&mut buf).unwrap().unwrap() {
             Packet::Connect(c) => {
@@ -39,6 +39,19 @@ fn connect_decodes_with_the_codec() {
                 assert_eq!(c.keep_alive, 30);
                 assert_eq!(c.client_id, "ul-1-0-p3");
                 assert!(c.will.is_none() && c.username.is_none());
+            }
+            other => panic!("not a CONNECT: {other:?}"),
+        }
+    }
+    for v in [Version::V311, Version::V5] {
+        let mut out = Vec::new();
+        wire::connect(&mut out, v, "ul-1-0-s1", 30, true);
+        let mut buf = BytesMut::from(&out[..]);
+        match Decoder::new(1 << 20).decode(&mut buf).unwrap().unwrap() {
+            Packet::Connect(c) => {
+                assert!(!c.clean_start);
+                let expiry = c.properties.session_expiry_interval;
+                assert_eq!(expiry, (v == Version::V5).then_some(3600));
             }
             other => panic!("not a CONNECT: {other:?}"),
         }

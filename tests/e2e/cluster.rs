@@ -239,7 +239,10 @@ fn cluster_keys_are_checked_before_anything_starts() {
     c.secret = None;
     let mut config = crate::support::config();
     config.cluster = Some(c);
-    let e = Broker::builder(config).start().err().expect("no secret, no start");
+    let e = Broker::builder(config)
+        .start()
+        .err()
+        .expect("no secret, no start");
     assert!(e.to_string().contains("cluster.secret"), "{e}");
     // The link port is bound at start: a conflict fails it like a listener's.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -259,7 +262,12 @@ impl ChildNode {
         let mut config = crate::support::config();
         config.cluster = Some(cluster);
         let child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "cluster::cluster_child_node", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                "cluster::cluster_child_node",
+                "--ignored",
+                "--nocapture",
+            ])
             .env("URINGMQ_CLUSTER_CHILD", config.to_toml_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -16,6 +16,7 @@ mod large_payloads;
 mod malformed;
 mod net;
 mod ops;
+mod persistence;
 mod retained;
 mod sessions;
 mod shared;

@@ -28,3 +28,4 @@ pub use config::*;
 pub use embed::{
     init_logging, init_logging_background, Broker, BrokerBuilder, RecvError, Subscription,
 };
+pub use shard::persist::PersistenceStats;

@@ -111,7 +111,12 @@ fn main() -> std::process::ExitCode {
     }
     let sig = serve_until_stopped(&broker, &set);
     // The counters, for the operator (and the process tests, which see nothing else).
-    tracing::info!(signal = sig, stats = ?broker.stats(), "stopping");
+    tracing::info!(
+        signal = sig,
+        stats = ?broker.stats(),
+        persistence = ?broker.persistence_stats(),
+        "stopping"
+    );
     broker.stop();
     std::process::ExitCode::SUCCESS
 }

@@ -29,6 +29,9 @@ pub struct Delivery {
     pub retain: bool,
     /// Identifiers of every matching subscription that has one [MQTT-3.3.4-3].
     pub sub_ids: SmallVec<[u32; 1]>,
+    /// The id of this delivery's record in the broker's durable store (0: not stored), so
+    /// the acknowledgement that ends it can name it.
+    pub store_id: u64,
 }
 
 impl Delivery {
@@ -44,6 +47,7 @@ impl Delivery {
             // with Retain As Published [MQTT-3.3.1-12].
             retain: opts.retain_as_published && msg.retain,
             sub_ids: opts.id.into_iter().collect(),
+            store_id: 0,
         })
     }
 
@@ -54,6 +58,7 @@ impl Delivery {
             qos: msg.qos.min(opts.qos),
             retain: true,
             sub_ids: opts.id.into_iter().collect(),
+            store_id: 0,
         }
     }
 

@@ -159,6 +159,18 @@ impl Inflight {
         Ok(self.entries.remove(at).expect("position is in range"))
     }
 
+    /// The newest entry, to note where it is stored (the broker's durable store).
+    pub fn back_mut(&mut self) -> Option<&mut OutEntry> {
+        self.entries.back_mut()
+    }
+
+    /// Puts back an entry as it was (a session recovered from the durable store): its packet
+    /// id and state are kept, and new ids are allocated after it.
+    pub fn restore(&mut self, entry: OutEntry) {
+        self.next_id = entry.packet_id.checked_add(1).unwrap_or(1);
+        self.entries.push_back(entry);
+    }
+
     /// Removes a message that could not be sent after all (too large for the client, expired).
     pub fn remove(&mut self, id: u16) -> Option<OutEntry> {
         let at = self.entries.iter().position(|e| e.packet_id == id)?;

@@ -36,6 +36,11 @@ impl InboundQos2 {
         self.len() == 0
     }
 
+    /// The identifiers awaiting PUBREL (the broker's durable store writes them).
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ids.iter().flat_map(|ids| ids.iter().copied())
+    }
+
     /// Whether `id` awaits PUBREL.
     pub fn contains(&self, id: u16) -> bool {
         self.ids.as_ref().is_some_and(|ids| ids.contains(&id))

@@ -85,6 +85,16 @@ impl Queue {
         None
     }
 
+    /// The newest message, to note where it is stored (the broker's durable store).
+    pub fn back_mut(&mut self) -> Option<&mut Queued> {
+        self.items.back_mut()
+    }
+
+    /// Everything queued, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Queued> {
+        self.items.iter()
+    }
+
     /// The oldest message's delivery QoS, if any.
     pub fn front_qos(&self) -> Option<uringmq_codec::QoS> {
         self.items.front().map(|q| q.delivery.qos)

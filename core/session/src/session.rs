@@ -121,6 +121,18 @@ impl Session {
     pub fn will_delay(&self) -> u32 {
         self.will_delay
     }
+
+    /// Inbound QoS 2 packet ids received and not yet released (what the durable store keeps).
+    pub fn qos2_in(&self) -> &InboundQos2 {
+        &self.qos2_in
+    }
+
+    /// Puts back the inbound QoS 2 ids of a session recovered from the durable store.
+    pub fn restore_qos2_in(&mut self, ids: impl IntoIterator<Item = u16>) {
+        for id in ids {
+            self.qos2_in.receive(id);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,7 @@ impl Config {
             &mut self.jwt_secret_file,
             &mut self.jwt_public_key_file,
             &mut self.jwt_jwks_file,
+            &mut self.persistence_dir,
         ] {
             fix(p);
         }

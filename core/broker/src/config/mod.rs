@@ -50,6 +50,22 @@ pub enum SharedStrategy {
     Local,
 }
 
+/// When the durable store is synced to disk (`persistence_sync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PersistenceSync {
+    /// Nothing is acknowledged (PUBACK, PUBREC, SUBACK, CONNACK of a persistent session)
+    /// before what it depends on is synced, on every core involved. One sync per core per
+    /// event-loop turn, shared by everything the turn produced.
+    Always,
+    /// Synced every `persistence_sync_interval_ms`: a crash loses at most that window; a clean
+    /// stop loses nothing.
+    #[default]
+    Interval,
+    /// Written, never synced by the broker (the OS decides); a clean stop still syncs.
+    Never,
+}
+
 /// How the binary writes its log lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -227,6 +243,16 @@ pub struct Config {
     /// `[cluster]`: this node's place in a cluster (`cluster/config.rs`); absent: one node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+
+    /// Directory of the durable store (Mosquitto's `persistence_location` with `persistence
+    /// true`): sessions, subscriptions, queued and in-flight QoS 1/2 messages, inbound QoS 2
+    /// ids and retained messages survive a restart and a crash. Each core writes its own log
+    /// there. Unset: memory only.
+    pub persistence_dir: Option<PathBuf>,
+    /// When the store is synced: `always`, `interval` or `never` (see [`PersistenceSync`]).
+    pub persistence_sync: PersistenceSync,
+    /// Milliseconds between syncs with `persistence_sync = "interval"`: what a crash can lose.
+    pub persistence_sync_interval_ms: u64,
 }
 
 pub(super) fn default_bind() -> IpAddr {
@@ -291,6 +317,9 @@ impl Default for Config {
             metrics_listen: None,
             log_format: LogFormat::Text,
             cluster: None,
+            persistence_dir: None,
+            persistence_sync: PersistenceSync::Interval,
+            persistence_sync_interval_ms: 1000,
         }
     }
 }

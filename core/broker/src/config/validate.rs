@@ -36,6 +36,9 @@ impl Config {
         if self.hook_timeout_ms == 0 {
             return bad("hook_timeout_ms", "must be at least 1");
         }
+        if self.persistence_sync_interval_ms == 0 {
+            return bad("persistence_sync_interval_ms", "must be at least 1");
+        }
         if self.log_level.trim().is_empty() {
             return bad("log_level", "must not be empty");
         }

@@ -126,10 +126,18 @@ fn handle_now(
     packet: Packet,
     pre: Option<Vec<bool>>,
 ) -> Result<(), CloseReason> {
+    // The durable store's view of the packet (nothing without `persistence_dir`).
+    let (before, refused) = core.persist_before(conn, key, &packet);
+    if let Some(r) = refused {
+        return r;
+    }
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         core.handle_packet(conn, key, packet, pre)
     })) {
-        Ok(r) => r,
+        Ok(r) => {
+            core.persist_after(key, before);
+            r
+        }
         // A bug must end this connection, not the core.
         Err(_) => Err(CloseReason::Protocol(
             ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR.0,

@@ -59,6 +59,14 @@ pub(super) async fn writer(conn: Rc<Conn>, mut wr: OwnedWriteHalf<TcpStream>, _g
         let n = flush.len();
         // Cross-core effects this client could observe through these bytes go first.
         core.flush_mesh();
+        // `persistence_sync = "always"`: and what they acknowledge is durable, on every core.
+        if let Some(p) = &core.persist {
+            if let Err(e) = p.barrier().await {
+                conn.kill(CloseReason::Io(e.to_string()));
+                conn.out.borrow_mut().clear();
+                break;
+            }
+        }
         // Boxed so that an idle writer's future holds no room for the write in flight.
         let (res, mut buf) = Box::pin(flush.write_to(&mut wr)).await;
         if let Err(e) = res {

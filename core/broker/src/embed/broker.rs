@@ -56,6 +56,12 @@ impl Broker {
         &self.shared.config
     }
 
+    /// What the durable store recovered at start and has written since (None without
+    /// `persistence_dir`). The store's counters are refreshed every 100 ms.
+    pub fn persistence_stats(&self) -> Option<crate::PersistenceStats> {
+        self.shared.boot.as_ref().map(|b| b.stats())
+    }
+
     /// Whether the broker runs.
     pub fn is_running(&self) -> bool {
         self.running

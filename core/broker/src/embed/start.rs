@@ -100,7 +100,7 @@ impl BrokerBuilder {
         warn_about(&config, &hooks, !enhanced.is_empty());
         let security = Security::new(&config, &hooks, enhanced)?;
         let bound = bind_all(&config, cores)?;
-        let shared = shared_state(config, &hooks, &security, cores);
+        let shared = shared_state(config, &hooks, &security, cores)?;
         // Before the cores: a `metrics_listen` port conflict fails the start like a listener's.
         let ops = crate::ops::Ops::start(Arc::new(crate::ops::Context {
             shared: shared.clone(),
@@ -176,13 +176,17 @@ fn bind_all(config: &Config, cores: usize) -> Result<Bound, StartError> {
 }
 
 /// What every core shares: limits, mailboxes, registry, counters and the hook threads (only
-/// where a hook may block).
+/// where a hook may block), and what the durable store recovered: its sessions are placed
+/// (their client ids claimed) before any core runs.
 fn shared_state(
     config: Config,
     hooks: &Hooks,
     security: &Arc<Security>,
     cores: usize,
-) -> Arc<Shared> {
+) -> Result<Arc<Shared>, StartError> {
+    let registry = Registry::default();
+    let boot = crate::shard::persist::Boot::open(&config, cores, &registry)
+        .map_err(|e| invalid("persistence_dir", e.to_string()))?;
     let (authenticator, authorizer) = (security.authenticator(), security.authorizer());
     let blocking = authenticator.as_ref().is_some_and(|a| a.is_blocking())
         || authorizer.as_ref().is_some_and(|a| a.is_blocking())
@@ -199,10 +203,11 @@ fn shared_state(
         max_topic_levels: config.max_topic_levels,
         max_topic_length: config.max_topic_length,
     };
-    Arc::new(Shared {
+    Ok(Arc::new(Shared {
         limits,
         mailboxes: (0..cores).map(|_| Mailbox::default()).collect(),
-        registry: Registry::default(),
+        registry,
+        boot,
         publish_debts: Default::default(),
         stats: (0..cores).map(|_| CoreStats::default()).collect(),
         hooks: HookPool::new(
@@ -221,7 +226,7 @@ fn shared_state(
         on_disconnect: hooks.on_disconnect.clone(),
         bridges: Default::default(),
         config,
-    })
+    }))
 }
 
 /// Starts one thread per core, each after the previous one is running; a core that fails to

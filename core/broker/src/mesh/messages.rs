@@ -101,6 +101,16 @@ pub(crate) enum ApiCmd {
     BridgeRemove(String, std::sync::mpsc::Sender<bool>),
 }
 
+/// Messages of the durable store's `always` barrier (`shard/persist.rs`).
+#[derive(Debug)]
+pub(crate) enum PersistMsg {
+    /// Answer `Durable { seq }` once what you pushed before this is durable.
+    DurableReq { from: u16, seq: u64 },
+    /// Everything core `from` pushed before handling request `seq` is durable (`ok`), or
+    /// its write failed.
+    Durable { from: u16, seq: u64, ok: bool },
+}
+
 /// A message between cores.
 pub(crate) enum MeshMsg {
     /// Deliver a message routed by another core.
@@ -137,6 +147,8 @@ pub(crate) enum MeshMsg {
     MoveBarrier { old: u64 },
     /// The stub forwarding to `key` is gone: no forwarded deliveries will follow.
     MoveDone { key: u64 },
+    /// The `always` barrier of the durable store (`persist.rs`).
+    Persist(PersistMsg),
     /// In-process API.
     Api(ApiCmd),
     /// Stop: close listeners and connections (no wills), then end the core.

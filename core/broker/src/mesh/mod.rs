@@ -7,5 +7,7 @@
 mod messages;
 mod registry;
 
-pub(crate) use messages::{ApiCmd, ApiSink, EventFd, Mailbox, MeshMsg, TakeoverReq, Target};
+pub(crate) use messages::{
+    ApiCmd, ApiSink, EventFd, Mailbox, MeshMsg, PersistMsg, TakeoverReq, Target,
+};
 pub(crate) use registry::{core_of, Registry};

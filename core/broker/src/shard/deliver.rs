@@ -94,7 +94,9 @@ impl Shard {
             }
             Sink::Offline(_) => {
                 if item.delivery.qos != QoS::AtMostOnce || self.config().queue_qos0_messages {
-                    enqueue(&mut e.s, self.stats(), item.queued());
+                    if enqueue(&mut e.s, self.stats(), item.queued()) {
+                        self.persist_queued(e);
+                    }
                 }
             }
         }
@@ -158,13 +160,17 @@ impl Shard {
             let w = write_publish(&mut out, &mut e.s, &o, heads);
             if w != Written::Sent {
                 e.s.inflight.remove(pid);
+            } else {
+                self.persist_sent(e);
             }
             self.count_written(w, msg, now);
         } else {
             if over {
                 conn.blocked.set(true);
             }
-            enqueue(&mut e.s, stats, item.queued());
+            if enqueue(&mut e.s, stats, item.queued()) {
+                self.persist_queued(e);
+            }
         }
         drop(out);
         conn.wake();
@@ -214,7 +220,11 @@ impl Shard {
                 };
                 let w = write_publish(&mut out, &mut e.s, &o, None);
                 if w != Written::Sent {
-                    e.s.inflight.remove(pid);
+                    if let Some(o) = e.s.inflight.remove(pid) {
+                        self.persist_done(&e.s.client_id, o.delivery.store_id);
+                    }
+                } else {
+                    self.persist_sent(e);
                 }
                 w
             };
@@ -256,6 +266,7 @@ impl Shard {
                     let w = write_publish(&mut out, &mut e.s, &again, None);
                     if w != Written::Sent {
                         e.s.inflight.remove(o.packet_id);
+                        self.persist_done(&e.s.client_id, o.delivery.store_id);
                     }
                 }
             }
@@ -289,8 +300,15 @@ impl Shard {
 
 /// Queues a message in its session (offline, or held back by flow control or a full outbound
 /// buffer); a full queue drops it, and the drop is counted.
-fn enqueue(session: &mut uringmq_session::Session, stats: &crate::shard::CoreStats, q: Queued) {
+/// Returns whether it was queued.
+fn enqueue(
+    session: &mut uringmq_session::Session,
+    stats: &crate::shard::CoreStats,
+    q: Queued,
+) -> bool {
     if session.queue.push(q).is_err() {
         add(&stats.dropped_queue_full, session.queue.take_dropped());
+        return false;
     }
+    true
 }

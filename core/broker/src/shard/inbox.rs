@@ -43,6 +43,9 @@ impl Shard {
     /// reply, and before a takeover's answer. A client that saw SUBACK therefore finds this
     /// core's interest already queued on every other core (each queue is FIFO).
     pub(crate) fn send(&self, core: usize, msg: MeshMsg) {
+        if let Some(p) = &self.persist {
+            p.sending(core, &msg, self.draining.get());
+        }
         let mut outbox = self.outbox.borrow_mut();
         if let Some(q) = outbox.get_mut(core) {
             if q.is_empty() {
@@ -55,6 +58,9 @@ impl Shard {
     /// Pushes everything queued by [`Shard::send`] (see there for when it must be called).
     pub(crate) fn flush_mesh(&self) {
         let mut outbox = self.outbox.borrow_mut();
+        if let Some(p) = &self.persist {
+            p.seal(self.id, &mut outbox);
+        }
         for (c, q) in outbox.iter_mut().enumerate() {
             let msg = match q.len() {
                 0 => continue,
@@ -116,6 +122,7 @@ impl Shard {
             }
             MeshMsg::MoveDone { key } => self.move_done(key),
             MeshMsg::Api(cmd) => self.handle_api(cmd),
+            MeshMsg::Persist(m) => super::persist::on_mesh(self, m),
             MeshMsg::Stop => self.stop(),
         }
     }

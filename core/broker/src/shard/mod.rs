@@ -21,6 +21,7 @@ pub(crate) mod histogram;
 mod inbox;
 pub(crate) mod moves;
 mod notify;
+pub(crate) mod persist;
 mod route;
 mod run;
 mod sessions;
@@ -86,7 +87,7 @@ pub(crate) struct Entry {
 /// Everything a core owns, borrowed in short synchronous sections.
 pub(crate) struct State {
     pub(crate) sessions: HashMap<u64, Entry, ahash::RandomState>,
-    next_key: u64,
+    pub(crate) next_key: u64,
     /// This core's ordinary subscriptions: session key -> options.
     pub(crate) local: SubscriptionIndex<u64, SubOptions>,
     /// Replica: which cores have subscribers per filter.
@@ -148,6 +149,8 @@ pub(crate) struct Shard {
     /// ([`crate::net::millis`]), and logged once per interval (see `conn/hibernate.rs`).
     pub(crate) detach_paused_until: Cell<Option<u32>>,
     pub(crate) detach_log: Cell<crate::net::LogThrottle>,
+    /// This core's durable store, when `persistence_dir` is set (`persist.rs`).
+    pub(crate) persist: Option<persist::Persist>,
 }
 
 /// After Stop, how long connections may take to send their last bytes before their sockets
@@ -180,7 +183,7 @@ impl Shard {
                 .map_err(|e| warn!(core = id, "hibernation disabled: {e}"))
                 .ok()
         };
-        Shard {
+        let mut shard = Shard {
             id,
             st: RefCell::new(State {
                 sessions: HashMap::default(),
@@ -217,7 +220,10 @@ impl Shard {
             publish_rate_log: Cell::default(),
             detach_paused_until: Cell::new(None),
             detach_log: Cell::default(),
-        }
+            persist: None,
+        };
+        shard.persist = shard.restore();
+        shard
     }
 
     /// This core's counters.

@@ -62,6 +62,11 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
+    /// Holds forwarded deliveries until its install.
+    pub(crate) fn holds_early(&self) -> bool {
+        !self.early.is_empty()
+    }
+
     /// Records `msg`; false if the session had it already.
     fn first_sight(&mut self, msg: &Arc<Message>) -> bool {
         if self.seen.iter().any(|m| Arc::ptr_eq(m, msg)) {
@@ -216,6 +221,8 @@ impl Shard {
                 _ => inc.parked,
             }
         };
+        // Its held deliveries are written now: barrier answers that waited may go.
+        self.persist_unpark();
         match from {
             Some(old) if core_of(old) == self.id => self.drop_stub(old),
             Some(old) => {

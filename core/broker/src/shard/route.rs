@@ -136,6 +136,7 @@ impl Shard {
     }
 
     pub(crate) fn apply_retain(&self, msg: Arc<Message>) {
+        self.persist_retained(&msg);
         let mut st = self.st.borrow_mut();
         st.retained.set(msg);
         let n = st.retained.user_len() as u64;

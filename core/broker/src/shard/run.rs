@@ -30,6 +30,9 @@ impl Shard {
         monoio::spawn(crate::shard::timers::run(self.clone()));
         monoio::spawn(flush_loop(self.clone()));
         crate::bridge::start_configured(&self);
+        if let Some(p) = &self.persist {
+            monoio::spawn(p.store.clone().run());
+        }
         if self.hibernation.is_some() {
             monoio::spawn(crate::conn::hibernate::poller(self.clone()));
         }
@@ -50,6 +53,10 @@ impl Shard {
         if self.tasks.get() > 0 {
             self.shut_down_hard();
             self.wait_tasks(STOP_LIMIT).await;
+        }
+        if let Some(p) = &self.persist {
+            // Writes and syncs what is left: a clean stop loses nothing.
+            p.store.close().await;
         }
         self.stop_signal.notify();
         self.finished.set(true);
@@ -98,6 +105,9 @@ impl Shard {
     pub(super) fn stop(self: &Rc<Self>) {
         if self.stopping.replace(true) {
             return;
+        }
+        if let Some(p) = &self.persist {
+            p.release();
         }
         for &fd in self.listener_fds.borrow().iter() {
             // SAFETY: shutting down a socket fd the accept loop owns; it stays open until the

@@ -62,10 +62,12 @@ impl Shard {
             self.publish_will(w, author, None, now);
         }
         if ends {
+            self.persist_gone(&e.s.client_id);
             for (filter, _) in e.s.subs.iter() {
                 self.unindex_subscription(filter, key);
             }
         } else {
+            self.persist_moved(&e.s.client_id);
             // Messages routed here while the session moves are forwarded, not lost.
             let filters = e.s.subs.iter().map(|(f, _)| f.to_owned()).collect();
             self.leave_stub(&mut self.st.borrow_mut(), key, successor, filters);
@@ -105,6 +107,9 @@ impl Shard {
         let Some(mut e) = self.st.borrow_mut().sessions.remove(&key) else {
             return;
         };
+        if !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) {
+            self.persist_gone(&e.s.client_id);
+        }
         for (filter, _) in e.s.subs.iter() {
             self.unindex_subscription(filter, key);
         }
@@ -132,6 +137,7 @@ impl Shard {
             token_acl: None,
         };
         self.st.borrow_mut().sessions.insert(key, entry);
+        self.persist_installed(key);
         for (filter, opts) in subs {
             self.index_subscription(&filter, key, opts);
         }
@@ -162,9 +168,11 @@ impl Shard {
             return;
         }
         if self.stopping.get() {
+            self.persist_closed(key);
             return;
         }
         let redeliver = self.keep_offline(key, &mut c, now);
+        self.persist_closed(key);
         self.redeliver_shared(redeliver, key);
         debug!(client_id = %c.client_id, "session kept offline");
         // Fire at once if the will is due now.
@@ -231,11 +239,13 @@ impl Shard {
             for o in e.s.inflight.extract(|o| {
                 o.shared_group.is_some() && o.state != uringmq_session::OutState::PubComp
             }) {
+                self.persist_done(&e.s.client_id, o.delivery.store_id);
                 if let Some(g) = o.shared_group {
                     redeliver.push((g, o.msg));
                 }
             }
             for q in e.s.queue.extract(|q| q.shared_group.is_some()) {
+                self.persist_done(&e.s.client_id, q.delivery.store_id);
                 if let Some(g) = q.shared_group {
                     redeliver.push((g, q.msg));
                 }

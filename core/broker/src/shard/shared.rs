@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) on_disconnect: Option<crate::api::DisconnectHook>,
     /// Every bridge's core and counters.
     pub(crate) bridges: crate::bridge::Registry,
+    /// What the durable store recovered, taken by each core as it starts (`persist.rs`).
+    pub(crate) boot: Option<crate::shard::persist::Boot>,
 }
 
 impl Shared {

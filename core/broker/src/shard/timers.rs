@@ -33,6 +33,7 @@ pub(crate) async fn run(core: Rc<Shard>) {
         core.last_tick.set(millis(now));
         sweep(&core, now);
         core.fire_timers(now);
+        core.persist_tick();
     }
 }
 

@@ -595,6 +595,7 @@ fn get_stored(r: &mut Reader, clocks: &Clocks) -> Result<StoredMsg, Bad> {
             qos: dqos,
             retain: dretain,
             sub_ids,
+            ..Delivery::default()
         },
         shared_group,
         packet_id,

@@ -1,0 +1,722 @@
+//! Durable state (`persistence_dir`, issue #15): what a client notices across a restart of the
+//! broker on the same directory: its session (session present), subscriptions, queued and
+//! in-flight QoS 1/2 messages (resent with DUP), inbound QoS 2 exchanges, retained messages;
+//! and, with `persistence_sync = "always"`, that nothing acknowledged is lost when the broker
+//! process is killed (`kill -9`) at a random moment. Both protocol versions; both drivers
+//! (run again with `MONOIO_FORCE_LEGACY_DRIVER=1`).
+
+use crate::support::*;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uringmq::PersistenceSync;
+
+/// A directory removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p =
+            std::env::temp_dir().join(format!("uringmq-persist-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn persistent_broker(dir: &Path, sync: PersistenceSync) -> Broker {
+    broker_with(|c| {
+        c.persistence_dir = Some(dir.to_owned());
+        c.persistence_sync = sync;
+    })
+}
+
+/// A CONNECT that keeps the session: 3.1.1 clean session 0, v5 clean start 0 with an expiry.
+fn persistent(proto: Protocol, id: &str) -> Connect {
+    let mut c = connect_packet(proto, id);
+    c.clean_start = false;
+    if proto.is_v5() {
+        c.properties.session_expiry_interval = Some(3600);
+    }
+    c
+}
+
+fn connect_persistent(addr: SocketAddr, proto: Protocol, id: &str) -> (Client, bool) {
+    let (c, ack) = Client::connect_with(addr, persistent(proto, id));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "CONNACK of {id}");
+    (c, ack.session_present)
+}
+
+const PROTOCOLS: [Protocol; 2] = [Protocol::V3_1_1, Protocol::V5];
+
+/// The issue's new-user scenario: a persistent subscriber with 100 queued QoS 1 messages and
+/// 50 retained topics; after a clean stop and a start on the same directory the session is
+/// present, the subscription still matches new messages, all 100 queued messages arrive in
+/// order and all 50 retained messages are there.
+#[test]
+fn restart_keeps_session_subscription_queue_and_retained() {
+    for proto in PROTOCOLS {
+        let dir = TempDir::new("restart");
+        let b = persistent_broker(dir.path(), PersistenceSync::Interval);
+        let (mut sub, present) = connect_persistent(b.local_addr(), proto, "sub");
+        assert!(!present);
+        sub.subscribe("q/#", QoS::AtLeastOnce);
+        sub.disconnect();
+        let mut publ = Client::connect(b.local_addr(), proto, "pub");
+        for i in 0..100 {
+            publ.publish("q/x", format!("m{i}").as_bytes(), QoS::AtLeastOnce, false);
+        }
+        for i in 0..50 {
+            publ.publish(&format!("r/{i}"), b"kept", QoS::AtLeastOnce, true);
+        }
+        publ.disconnect();
+        drop(b);
+
+        let b = persistent_broker(dir.path(), PersistenceSync::Interval);
+        let (mut sub, present) = connect_persistent(b.local_addr(), proto, "sub");
+        assert!(present, "{proto:?}: session present after restart");
+        for i in 0..100 {
+            let p = sub.recv_publish();
+            assert_eq!(&p.payload[..], format!("m{i}").as_bytes(), "{proto:?}");
+            assert_eq!(p.qos, QoS::AtLeastOnce);
+        }
+        // The subscription itself survived: a new message is delivered.
+        let mut publ = Client::connect(b.local_addr(), proto, "pub");
+        publ.publish("q/y", b"after", QoS::AtLeastOnce, false);
+        assert_eq!(&sub.recv_publish().payload[..], b"after", "{proto:?}");
+        let mut fresh = Client::connect(b.local_addr(), proto, "fresh");
+        fresh.subscribe("r/#", QoS::AtLeastOnce);
+        let mut topics = HashSet::new();
+        for _ in 0..50 {
+            let p = fresh.recv_publish();
+            assert!(p.retain, "{proto:?}: retained flag");
+            topics.insert(p.topic.to_string());
+        }
+        assert_eq!(topics.len(), 50, "{proto:?}: every retained topic");
+        fresh.expect_nothing();
+    }
+}
+
+/// Messages sent to the subscriber and not acknowledged before the stop are sent again after
+/// the restart with DUP set and their packet identifiers [MQTT-4.4.0-1]; a QoS 2 message whose
+/// PUBREC was received gets PUBREL, not the PUBLISH again.
+#[test]
+fn restart_resends_inflight_with_dup() {
+    for proto in PROTOCOLS {
+        let dir = TempDir::new("inflight");
+        let b = persistent_broker(dir.path(), PersistenceSync::Always);
+        let (mut sub, _) = connect_persistent(b.local_addr(), proto, "sub");
+        sub.subscribe("i/#", QoS::ExactlyOnce);
+        let mut publ = Client::connect(b.local_addr(), proto, "pub");
+        publ.publish("i/1", b"one", QoS::AtLeastOnce, false);
+        publ.publish("i/2", b"two", QoS::ExactlyOnce, false);
+        publ.publish("i/3", b"three", QoS::ExactlyOnce, false);
+        let one = sub.recv_publish_noack();
+        let two = sub.recv_publish_noack();
+        let three = sub.recv_publish_noack();
+        sub.send(&Packet::PubRec(Ack::new(three.packet_id)));
+        match sub.recv() {
+            Some(Packet::PubRel(a)) => assert_eq!(a.packet_id, three.packet_id),
+            other => panic!("expected PUBREL, got {other:?}"),
+        }
+        sub.ping();
+        drop(b);
+
+        let b = persistent_broker(dir.path(), PersistenceSync::Always);
+        let (mut sub, present) = connect_persistent(b.local_addr(), proto, "sub");
+        assert!(present, "{proto:?}");
+        for want in [&one, &two] {
+            let p = sub.recv_publish_noack();
+            assert!(p.dup, "{proto:?}: resent with DUP");
+            assert_eq!(p.packet_id, want.packet_id, "{proto:?}");
+            assert_eq!(p.payload, want.payload, "{proto:?}");
+            assert_eq!(p.qos, want.qos, "{proto:?}");
+        }
+        match sub.recv() {
+            Some(Packet::PubRel(a)) => assert_eq!(a.packet_id, three.packet_id, "{proto:?}"),
+            other => panic!("{proto:?}: expected PUBREL after restart, got {other:?}"),
+        }
+        sub.expect_nothing();
+    }
+}
+
+/// An inbound QoS 2 exchange interrupted by a restart: the publisher's packet id is still
+/// known, so its resent PUBLISH (DUP) is not routed again and its PUBREL completes it: the
+/// subscriber gets the message exactly once.
+#[test]
+fn inbound_qos2_id_survives_restart() {
+    for proto in PROTOCOLS {
+        let dir = TempDir::new("qos2in");
+        let b = persistent_broker(dir.path(), PersistenceSync::Always);
+        let (mut sub, _) = connect_persistent(b.local_addr(), proto, "sub");
+        sub.subscribe("e/#", QoS::ExactlyOnce);
+        let (mut publ, _) = connect_persistent(b.local_addr(), proto, "pub");
+        let mut p = publish("e/1", b"once", QoS::ExactlyOnce, false);
+        p.packet_id = 7;
+        publ.send(&Packet::Publish(p.clone()));
+        match publ.recv() {
+            Some(Packet::PubRec(a)) => assert_eq!(a.packet_id, 7),
+            other => panic!("expected PUBREC, got {other:?}"),
+        }
+        assert_eq!(&sub.recv_publish().payload[..], b"once");
+        // The PUBCOMP is handled before the stop.
+        sub.ping();
+        drop(b);
+
+        let b = persistent_broker(dir.path(), PersistenceSync::Always);
+        let (mut publ, present) = connect_persistent(b.local_addr(), proto, "pub");
+        assert!(present, "{proto:?}");
+        let (mut sub, _) = connect_persistent(b.local_addr(), proto, "sub");
+        p.dup = true;
+        publ.send(&Packet::Publish(p));
+        match publ.recv() {
+            Some(Packet::PubRec(a)) => assert_eq!(a.packet_id, 7),
+            other => panic!("expected PUBREC, got {other:?}"),
+        }
+        publ.send(&Packet::PubRel(Ack::new(7)));
+        match publ.recv() {
+            Some(Packet::PubComp(a)) => {
+                assert_eq!(a.packet_id, 7);
+                assert_eq!(a.reason_code, ReasonCode::SUCCESS, "{proto:?}: id known");
+            }
+            other => panic!("expected PUBCOMP, got {other:?}"),
+        }
+        sub.expect_nothing();
+    }
+}
+
+/// A session ended before the stop (clean start over it; UNSUBSCRIBE) stays ended.
+#[test]
+fn ended_sessions_and_removed_subscriptions_stay_gone() {
+    for proto in PROTOCOLS {
+        let dir = TempDir::new("gone");
+        let b = persistent_broker(dir.path(), PersistenceSync::Interval);
+        let (mut a, _) = connect_persistent(b.local_addr(), proto, "a");
+        a.subscribe("g/1", QoS::AtLeastOnce);
+        a.subscribe("g/2", QoS::AtLeastOnce);
+        a.unsubscribe(&["g/1"]);
+        a.disconnect();
+        let (mut gone, _) = connect_persistent(b.local_addr(), proto, "gone");
+        gone.subscribe("g/#", QoS::AtLeastOnce);
+        gone.disconnect();
+        // Clean start ends the stored session.
+        Client::connect(b.local_addr(), proto, "gone").disconnect();
+        drop(b);
+
+        let b = persistent_broker(dir.path(), PersistenceSync::Interval);
+        let mut publ = Client::connect(b.local_addr(), proto, "pub");
+        publ.publish("g/1", b"x", QoS::AtLeastOnce, false);
+        publ.publish("g/2", b"y", QoS::AtLeastOnce, false);
+        let (mut a, present) = connect_persistent(b.local_addr(), proto, "a");
+        assert!(present);
+        assert_eq!(&a.recv_publish().payload[..], b"y", "{proto:?}");
+        a.expect_nothing();
+        let (_gone, present) = connect_persistent(b.local_addr(), proto, "gone");
+        assert!(
+            !present,
+            "{proto:?}: a session ended by clean start is not recovered"
+        );
+    }
+}
+
+/// Truncated and bit-flipped store files: the broker starts, reports the damage (counted in its
+/// stats), keeps what is intact, and never delivers a wrong message.
+#[test]
+fn corrupt_store_files_are_reported_not_fatal() {
+    for damage in ["truncate", "flip"] {
+        let dir = TempDir::new(damage);
+        let b = persistent_broker(dir.path(), PersistenceSync::Always);
+        let (mut sub, _) = connect_persistent(b.local_addr(), Protocol::V3_1_1, "sub");
+        sub.subscribe("c/#", QoS::AtLeastOnce);
+        sub.disconnect();
+        let mut publ = Client::connect(b.local_addr(), Protocol::V3_1_1, "pub");
+        for i in 0..20 {
+            publ.publish(
+                "c/x",
+                format!("payload-{i:04}").as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+            );
+        }
+        drop(b);
+        let mut files = Vec::new();
+        collect_files(dir.path(), &mut files);
+        // The logs (a crash mid-write tears a log's tail; a bad disk flips its bits).
+        files.retain(|f| f.extension().is_some_and(|e| e == "log"));
+        assert!(!files.is_empty(), "the store wrote its logs");
+        for f in &files {
+            let mut bytes = std::fs::read(f).expect("read store file");
+            if bytes.len() < 8 {
+                continue;
+            }
+            if damage == "truncate" {
+                bytes.truncate(bytes.len() - 5);
+            } else {
+                let at = bytes.len() - 10;
+                bytes[at] ^= 0x10;
+            }
+            std::fs::write(f, bytes).expect("write store file");
+        }
+        let b = persistent_broker(dir.path(), PersistenceSync::Always);
+        let stats = b.persistence_stats().expect("persistence is on");
+        assert!(stats.corrupt > 0, "{damage}: damage reported: {stats:?}");
+        let (mut sub, _) = connect_persistent(b.local_addr(), Protocol::V3_1_1, "sub");
+        while let Some(Packet::Publish(p)) = sub.recv_within(QUIET) {
+            let s = std::str::from_utf8(&p.payload).expect("utf-8");
+            assert!(
+                s.starts_with("payload-") && s.len() == 12,
+                "{damage}: no wrong message, got {s:?}"
+            );
+            sub.ack(&p);
+        }
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+// ---- crash tests: kill -9 the broker process at random moments ----
+
+/// The broker binary: `$URINGMQ_BIN`, else this package's build of the same `main.rs`.
+fn broker_binary() -> PathBuf {
+    match std::env::var_os("URINGMQ_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_uringmq-test-broker")),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A broker process on `dir` (with `persistence_sync = "always"` unless told), reachable on
+/// `port`. Its
+/// session queues are unbounded: a full queue drops new messages (as Mosquitto does), which is
+/// not what this test looks for.
+struct Process {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    fn start(dir: &Path, port: u16) -> Process {
+        Process::start_with(dir, port, "always")
+    }
+
+    fn start_with(dir: &Path, port: u16, sync: &str) -> Process {
+        let config = dir.join("broker.toml");
+        let data = dir.join("data");
+        std::fs::write(
+            &config,
+            format!(
+                "port = {port}\ncores = 2\npin_cores = false\n\
+                 persistence_dir = {data:?}\npersistence_sync = {sync:?}\n\
+                 max_queued_messages = 0\nmax_queued_bytes = 0\n"
+            ),
+        )
+        .expect("config");
+        let spawn = || {
+            std::process::Command::new(broker_binary())
+                .arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start the broker binary")
+        };
+        let mut child = spawn();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "broker did not listen on {addr}");
+            // The port may still be held for a moment after the kill: start it again.
+            if child.try_wait().ok().flatten().is_some() {
+                std::thread::sleep(Duration::from_millis(50));
+                child = spawn();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Process { child, addr }
+    }
+
+    /// SIGTERM, as `systemctl stop` sends: a clean stop.
+    fn terminate(mut self) {
+        // SAFETY: signalling our own child process by its pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The issue's scenario with the broker binary and SIGTERM (the default `interval` policy):
+/// 100 queued QoS 1 messages, 50 retained topics and the session come back.
+#[test]
+fn sigterm_restart_of_the_binary_keeps_everything() {
+    for proto in PROTOCOLS {
+        let dir = TempDir::new("sigterm");
+        let port = free_port();
+        let broker = Process::start_with(dir.path(), port, "interval");
+        let (mut sub, _) = connect_persistent(broker.addr, proto, "sub");
+        sub.subscribe("q/#", QoS::AtLeastOnce);
+        sub.disconnect();
+        let mut publ = Client::connect(broker.addr, proto, "pub");
+        for i in 0..100 {
+            publ.publish("q/x", format!("m{i}").as_bytes(), QoS::AtLeastOnce, false);
+        }
+        for i in 0..50 {
+            publ.publish(&format!("r/{i}"), b"kept", QoS::AtLeastOnce, true);
+        }
+        broker.terminate();
+        let broker = Process::start_with(dir.path(), port, "interval");
+        let (mut sub, present) = connect_persistent(broker.addr, proto, "sub");
+        assert!(present, "{proto:?}: session present after SIGTERM");
+        for i in 0..100 {
+            assert_eq!(&sub.recv_publish().payload[..], format!("m{i}").as_bytes());
+        }
+        let mut fresh = Client::connect(broker.addr, proto, "fresh");
+        fresh.subscribe("r/#", QoS::AtLeastOnce);
+        for _ in 0..50 {
+            assert!(fresh.recv_publish().retain, "{proto:?}");
+        }
+        fresh.expect_nothing();
+    }
+}
+
+/// Everything one client saw, shared with the test thread.
+#[derive(Default)]
+struct Seen {
+    /// Payloads whose PUBACK / PUBREC the publisher received.
+    acked: HashSet<String>,
+    /// Payload -> times delivered to the application (QoS 2: PUBLISH with an id not held).
+    got: HashMap<String, u32>,
+    /// Payloads delivered again without DUP.
+    repeats_without_dup: Vec<String>,
+    /// Payloads the publisher sent again (DUP) after a crash: the broker may route such a
+    /// retransmission as a new message, so its copies are not a broker's duplicate.
+    resent: HashSet<String>,
+}
+
+/// A tiny pseudo-random source (no dependency): xorshift seeded from the clock.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9);
+        Rng(t | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A publisher of `qos` messages that records every acknowledged payload, reconnecting
+/// (persistent session) after each crash and completing what was open: unacknowledged
+/// PUBLISH resent with DUP, PUBREL resent for QoS 2 messages already PUBRECed.
+fn publisher(
+    port_of: Arc<Mutex<SocketAddr>>,
+    proto: Protocol,
+    qos: QoS,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+) {
+    let id = format!("pub-{}", qos as u8);
+    let mut n = 0u32;
+    // Sent, not yet acknowledged (pid -> payload); QoS 2 PUBRECed, not yet PUBCOMPed (pids).
+    let mut open: Vec<(u16, String)> = Vec::new();
+    let mut released: Vec<u16> = Vec::new();
+    let mut pid = 0u16;
+    while !stop.load(Ordering::Relaxed) {
+        let addr = *port_of.lock().unwrap();
+        let Ok(stream) = std::net::TcpStream::connect(addr) else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let mut c = Client::from_stream(stream, proto);
+        c.send(&Packet::Connect(Box::new(persistent(proto, &id))));
+        if !matches!(c.recv(), Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::SUCCESS) {
+            continue;
+        }
+        for (p, payload) in &open {
+            seen.lock().unwrap().resent.insert(payload.clone());
+            let mut m = publish("crash/t", payload.as_bytes(), qos, false);
+            m.packet_id = *p;
+            m.dup = true;
+            c.send(&Packet::Publish(m));
+        }
+        for p in &released {
+            c.send(&Packet::PubRel(Ack::new(*p)));
+        }
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if open.len() < 8 {
+                pid = pid % 60000 + 1;
+                let payload = format!("{}-{n}", qos as u8);
+                n += 1;
+                let mut m = publish("crash/t", payload.as_bytes(), qos, false);
+                m.packet_id = pid;
+                c.send(&Packet::Publish(m));
+                open.push((pid, payload));
+            }
+            match c.recv_within(Duration::from_millis(if open.len() < 8 { 1 } else { 500 })) {
+                Some(Packet::PubAck(a)) | Some(Packet::PubRec(a)) => {
+                    if let Some(at) = open.iter().position(|(p, _)| *p == a.packet_id) {
+                        let (p, payload) = open.remove(at);
+                        seen.lock().unwrap().acked.insert(payload);
+                        if qos == QoS::ExactlyOnce {
+                            released.push(p);
+                            c.send(&Packet::PubRel(Ack::new(p)));
+                        }
+                    }
+                }
+                Some(Packet::PubComp(a)) => released.retain(|p| *p != a.packet_id),
+                Some(_) => {}
+                None => {
+                    if c.recv_within(Duration::from_millis(1)).is_none() && !alive(&mut c) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether the connection still answers a PINGREQ.
+fn alive(c: &mut Client) -> bool {
+    c.send(&Packet::PingReq);
+    loop {
+        match c.recv_within(Duration::from_millis(500)) {
+            Some(Packet::PingResp) => return true,
+            Some(_) => continue,
+            None => return false,
+        }
+    }
+}
+
+/// A persistent subscriber to `crash/#` at `qos` (subscribed once, before any publisher
+/// starts), consuming across crashes. QoS 2 is received the exactly-once way: a PUBLISH whose
+/// packet id is held (PUBREC sent, PUBREL not yet received) is not delivered again.
+fn subscriber(
+    port_of: Arc<Mutex<SocketAddr>>,
+    proto: Protocol,
+    id: String,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut held: HashSet<u16> = HashSet::new();
+    while !stop.load(Ordering::Relaxed) {
+        let addr = *port_of.lock().unwrap();
+        let Ok(stream) = std::net::TcpStream::connect(addr) else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let mut c = Client::from_stream(stream, proto);
+        c.send(&Packet::Connect(Box::new(persistent(proto, &id))));
+        match c.recv() {
+            Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::SUCCESS => {
+                assert!(a.session_present, "{id}: session present after a crash");
+            }
+            _ => continue,
+        }
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match c.recv_within(Duration::from_millis(200)) {
+                Some(Packet::Publish(p)) => {
+                    let payload = String::from_utf8_lossy(&p.payload).into_owned();
+                    let fresh = p.qos != QoS::ExactlyOnce || held.insert(p.packet_id);
+                    if fresh {
+                        let mut s = seen.lock().unwrap();
+                        let count = s.got.entry(payload.clone()).or_default();
+                        *count += 1;
+                        if *count > 1 && !p.dup {
+                            s.repeats_without_dup.push(payload);
+                        }
+                    }
+                    match p.qos {
+                        QoS::AtLeastOnce => c.send(&Packet::PubAck(Ack::new(p.packet_id))),
+                        QoS::ExactlyOnce => c.send(&Packet::PubRec(Ack::new(p.packet_id))),
+                        QoS::AtMostOnce => {}
+                    }
+                }
+                Some(Packet::PubRel(a)) => {
+                    held.remove(&a.packet_id);
+                    c.send(&Packet::PubComp(Ack::new(a.packet_id)));
+                }
+                Some(_) => {}
+                None => {
+                    if !alive(&mut c) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// kill -9 at random moments while QoS 1 and QoS 2 publishers run and persistent subscribers
+/// (3.1.1 and v5) consume: with `persistence_sync = "always"` every acknowledged message
+/// reaches every subscriber, QoS 2 exactly once, QoS 1 duplicates only with DUP.
+#[test]
+fn kill_9_loses_nothing_acknowledged() {
+    let dir = TempDir::new("crash");
+    let port = free_port();
+    let mut broker = Process::start(dir.path(), port);
+    let addr = Arc::new(Mutex::new(broker.addr));
+    // The subscribers' sessions and subscriptions exist before anything is published.
+    let subs: Vec<(String, Protocol, QoS)> = vec![
+        ("sub-v3-q1".into(), Protocol::V3_1_1, QoS::AtLeastOnce),
+        ("sub-v5-q2".into(), Protocol::V5, QoS::ExactlyOnce),
+    ];
+    for (id, proto, qos) in &subs {
+        let (mut c, _) = connect_persistent(broker.addr, *proto, id);
+        c.subscribe("crash/#", *qos);
+        c.disconnect();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let mut sub_seen = Vec::new();
+    for (id, proto, _) in subs.clone() {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        sub_seen.push((id.clone(), seen.clone()));
+        let (a, s) = (addr.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            subscriber(a, proto, id, seen, s)
+        }));
+    }
+    let mut pub_seen = Vec::new();
+    for (proto, qos) in [
+        (Protocol::V3_1_1, QoS::AtLeastOnce),
+        (Protocol::V5, QoS::ExactlyOnce),
+    ] {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        pub_seen.push((qos, seen.clone()));
+        let (a, s) = (addr.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            publisher(a, proto, qos, seen, s)
+        }));
+    }
+    let mut rng = Rng::new();
+    let started = Instant::now();
+    let mut kills = 0;
+    while kills < 12 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
+        broker.kill9();
+        kills += 1;
+        broker = Process::start(dir.path(), port);
+    }
+    // Let the publishers finish what is open, then stop them and let subscribers drain.
+    std::thread::sleep(Duration::from_millis(500));
+    let acked: Vec<(QoS, HashSet<String>)> = pub_seen
+        .iter()
+        .map(|(q, s)| (*q, s.lock().unwrap().acked.clone()))
+        .collect();
+    let resent: HashSet<String> = pub_seen
+        .iter()
+        .flat_map(|(_, s)| s.lock().unwrap().resent.clone())
+        .collect();
+    let total: usize = acked.iter().map(|(_, a)| a.len()).sum();
+    assert!(
+        total > 100,
+        "publishers made progress ({total} acknowledged)"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let missing = |seen: &Seen| {
+        acked
+            .iter()
+            .flat_map(|(_, a)| a.iter())
+            .filter(|p| !seen.got.contains_key(*p))
+            .count()
+    };
+    while Instant::now() < deadline
+        && sub_seen
+            .iter()
+            .any(|(_, s)| missing(&s.lock().unwrap()) > 0)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    drop(broker);
+    for (id, seen) in &sub_seen {
+        let seen = seen.lock().unwrap();
+        let lost: Vec<&String> = acked
+            .iter()
+            .flat_map(|(_, a)| a.iter())
+            .filter(|p| !seen.got.contains_key(*p))
+            .take(10)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{id}: acknowledged messages lost after {kills} kills: {} of {total}, e.g. {lost:?}",
+            missing(&seen)
+        );
+        let bad: Vec<_> = seen
+            .repeats_without_dup
+            .iter()
+            .filter(|p| !resent.contains(*p))
+            .take(10)
+            .collect();
+        assert!(bad.is_empty(), "{id}: delivered again without DUP: {bad:?}");
+        if id.ends_with("q2") {
+            let (_, q2) = acked
+                .iter()
+                .find(|(q, _)| *q == QoS::ExactlyOnce)
+                .expect("qos 2 publisher");
+            let twice: Vec<_> = q2
+                .iter()
+                .filter(|p| seen.got[*p] > 1 && !resent.contains(*p))
+                .take(10)
+                .collect();
+            assert!(twice.is_empty(), "{id}: QoS 2 delivered twice: {twice:?}");
+        }
+    }
+}
