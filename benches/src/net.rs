@@ -100,5 +100,7 @@ pub fn raise_nofile() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux x86-64, not on every target
+    let cur = lim.rlim_cur as u64;
+    cur
 }

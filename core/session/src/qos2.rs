@@ -9,7 +9,9 @@ use std::collections::HashSet;
 /// Packet identifiers of inbound QoS 2 messages awaiting PUBREL.
 #[derive(Clone, Debug, Default)]
 pub struct InboundQos2 {
-    /// Boxed and made on the first QoS 2 PUBLISH: most sessions never receive one.
+    /// Boxed and made on the first QoS 2 PUBLISH: most sessions never receive one (the box
+    /// keeps this field one pointer wide in every `Session`).
+    #[allow(clippy::box_collection)]
     ids: Option<Box<HashSet<u16, crate::hasher::Seeded>>>,
 }
 

@@ -22,7 +22,8 @@ pub enum AliasError {
 #[derive(Clone, Debug, Default)]
 pub struct InboundAliases {
     /// Index alias - 1; grown to the highest alias the client set (boxed: most clients never
-    /// set one, and every v5 session carries this).
+    /// set one, and every v5 session carries this: the box keeps it one pointer wide).
+    #[allow(clippy::box_collection)]
     map: Option<Box<Vec<Option<ByteStr>>>>,
     max: u16,
 }

@@ -93,10 +93,10 @@ impl Shard {
                 self.deliver_to_conn(&conn, e, item, heads);
             }
             Sink::Offline(_) => {
-                if item.delivery.qos != QoS::AtMostOnce || self.config().queue_qos0_messages {
-                    if enqueue(&mut e.s, self.stats(), item.queued()) {
-                        self.persist_queued(e);
-                    }
+                let queued =
+                    item.delivery.qos != QoS::AtMostOnce || self.config().queue_qos0_messages;
+                if queued && enqueue(&mut e.s, self.stats(), item.queued()) {
+                    self.persist_queued(e);
                 }
             }
         }
