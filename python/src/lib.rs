@@ -39,6 +39,13 @@ fn passwd(py: Python<'_>, args: Vec<String>) -> u8 {
     exit::release_gil(py, || uringmq::cli::passwd_main(args))
 }
 
+/// `uringmq cluster ARGS...`: the binary's own subcommand (same clap definition); returns the
+/// exit status. Runs with the GIL released: it waits on etcd and the nodes.
+#[pyfunction]
+fn cluster(py: Python<'_>, args: Vec<String>) -> u8 {
+    exit::release_gil(py, || uringmq::cli::cluster_main(args))
+}
+
 /// The native module.
 #[pymodule]
 fn _uringmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -54,6 +61,7 @@ fn _uringmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
     m.add_function(wrap_pyfunction!(passwd, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster, m)?)?;
     m.add_function(wrap_pyfunction!(exit::interpreter_exiting, m)?)?;
     m.add_function(wrap_pyfunction!(exit::wait_for_hooks, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

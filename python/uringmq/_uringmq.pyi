@@ -226,5 +226,8 @@ def init_logging(filter: str, format: str = "text") -> None:
     """Sends the broker's log output to stdout with a ``tracing`` filter such as ``"info"``, as
     ``"text"`` lines or ``"json"`` objects (``log_format``)."""
 
+def cluster(args: List[str]) -> int:
+    """``uringmq cluster ARGS...`` (the binary's subcommand, same parser); returns the exit status."""
+
 def passwd(args: List[str]) -> int:
     """``uringmq passwd ARGS...`` (the binary's subcommand, same parser); returns the exit status."""

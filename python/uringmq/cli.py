@@ -46,6 +46,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     commands.add_parser(
         "passwd", add_help=False, help="create or update a Mosquitto-compatible password file (like mosquitto_passwd)"
     )
+    commands.add_parser("cluster", add_help=False, help="the cluster's nodes and links (uringmq cluster status)")
     return p.parse_args(argv)
 
 
@@ -56,6 +57,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from . import _uringmq
 
         return _uringmq.passwd(argv[1:])
+    if argv[:1] == ["cluster"]:
+        from . import _uringmq
+
+        return _uringmq.cluster(argv[1:])
     args = parse_args(argv)
     from . import _uringmq
     from .broker import Broker

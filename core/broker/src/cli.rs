@@ -94,3 +94,22 @@ pub fn passwd_main(args: impl IntoIterator<Item = String>) -> u8 {
         }
     }
 }
+
+/// `uringmq cluster ARGS...` for the Python command (`python -m uringmq cluster ...`): the
+/// binary's own subcommand, parsed by the same clap definition; returns the exit status.
+pub fn cluster_main(args: impl IntoIterator<Item = String>) -> u8 {
+    #[derive(clap::Parser)]
+    #[command(name = "uringmq cluster")]
+    struct Cmd {
+        #[command(subcommand)]
+        cluster: crate::ClusterCmd,
+    }
+    use clap::Parser;
+    match Cmd::try_parse_from(std::iter::once("uringmq cluster".to_owned()).chain(args)) {
+        Ok(cmd) => cmd.cluster.run(),
+        Err(e) => {
+            let _ = e.print();
+            u8::try_from(e.exit_code()).unwrap_or(2)
+        }
+    }
+}
