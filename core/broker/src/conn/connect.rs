@@ -43,7 +43,7 @@ pub(super) async fn pre_authorize(
         .clone();
     let (access, topics, client_id, username, token_acl) = {
         let st = core.st.borrow();
-        let e = st.sessions.get(&key)?;
+        let e = st.sessions.get(key)?;
         let (access, topics) = asked_topics(&e.s, packet)?;
         (
             access,

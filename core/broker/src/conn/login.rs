@@ -339,7 +339,7 @@ impl Owned {
     /// The identity of a connected client, from its session.
     pub(super) fn connected(core: &Shard, conn: &Conn) -> Self {
         let st = core.st.borrow();
-        let session = conn.session().and_then(|key| st.sessions.get(&key));
+        let session = conn.session().and_then(|key| st.sessions.get(key));
         Owned {
             client_id: session
                 .map(|e| e.s.client_id.to_string())

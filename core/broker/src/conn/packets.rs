@@ -99,7 +99,7 @@ impl Shard {
     ) -> T {
         let mut st = self.st.borrow_mut();
         st.sessions
-            .get_mut(&key)
+            .get_mut(key)
             .map(|e| f(&mut e.s))
             .unwrap_or_default()
     }
@@ -130,7 +130,7 @@ impl Shard {
         };
         let Received { ack, route } = {
             let mut st = self.st.borrow_mut();
-            let Some(Entry { s, token_acl, .. }) = st.sessions.get_mut(&key) else {
+            let Some(Entry { s, token_acl, .. }) = st.sessions.get_mut(key) else {
                 return Ok(());
             };
             let acl = token_acl.as_deref();

@@ -104,7 +104,7 @@ impl Shard {
             Some(a) => a,
             None => {
                 let st = self.st.borrow();
-                st.sessions.get(&key).is_some_and(|e| {
+                st.sessions.get(key).is_some_and(|e| {
                     let acl = e.token_acl.as_deref();
                     self.allows(conn, &e.s, acl, Access::Subscribe, f)
                 })
@@ -131,7 +131,7 @@ impl Shard {
         };
         let inserted = {
             let mut st = self.st.borrow_mut();
-            st.sessions.get_mut(&key)?.s.subs.insert(f, opts, limits)
+            st.sessions.get_mut(key)?.s.subs.insert(f, opts, limits)
         };
         let Ok(new) = inserted else {
             return Some(Err(ReasonCode::QUOTA_EXCEEDED));

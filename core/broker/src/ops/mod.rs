@@ -42,7 +42,7 @@ impl Shard {
         );
         let st = self.st.borrow();
         let (mut queued, mut bytes, mut inflight) = (0, 0, 0);
-        for e in st.sessions.values() {
+        for e in st.sessions.iter() {
             queued += e.s.queue.len();
             bytes += e.s.queue.bytes();
             inflight += e.s.inflight.len();
@@ -50,8 +50,7 @@ impl Shard {
         set(&stats.queued_messages, queued);
         set(&stats.queued_bytes, bytes);
         set(&stats.inflight_messages, inflight);
-        let shared: usize = st.shared.local.values().map(|m| m.len()).sum();
-        set(&stats.shared_subscriptions, shared);
+        set(&stats.shared_subscriptions, st.routes.shared_members());
     }
 
     /// The broker's own `$SYS` messages: retained (outside `max_retained_messages`, which is

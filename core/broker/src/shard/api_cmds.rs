@@ -55,7 +55,7 @@ impl Shard {
                 with_will,
                 reply,
             } => {
-                let conn = match self.st.borrow().sessions.get(&session).map(|e| &e.sink) {
+                let conn = match self.st.borrow().sessions.get(session).map(|e| &e.sink) {
                     Some(Sink::Conn(c)) => Some(c.clone()),
                     _ => None,
                 };
@@ -82,7 +82,7 @@ impl Shard {
     fn client_summaries(&self) -> Vec<ClientSummary> {
         let st = self.st.borrow();
         st.sessions
-            .values()
+            .iter()
             .filter_map(|e| match &e.sink {
                 Sink::Conn(c) => Some(summary(c, &e.s)),
                 _ => None,

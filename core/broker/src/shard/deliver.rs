@@ -60,7 +60,7 @@ impl Shard {
 
     /// Delivers one message to session `key`: written now, queued, or dropped (counted).
     pub(crate) fn deliver_to(&self, st: &mut State, key: u64, item: ToDeliver<'_>) {
-        if !st.sessions.contains_key(&key) {
+        if !st.sessions.contains(key) {
             // A session that moved to another key (and maybe core) forwards.
             let ToDeliver {
                 msg,
@@ -73,9 +73,9 @@ impl Shard {
             return;
         }
         let State {
-            sessions, heads, ..
+            sessions, routes, ..
         } = st;
-        let Some(e) = sessions.get_mut(&key) else {
+        let Some(e) = sessions.get_mut(key) else {
             return;
         };
         // ACL `read` on every delivery to a client, retained messages and wills included.
@@ -89,7 +89,11 @@ impl Shard {
             Sink::Bridge(link) => link.offer(item.msg, &item.delivery, item.now),
             Sink::Conn(conn) => {
                 let conn = conn.clone();
-                let heads = if item.cache_heads { Some(heads) } else { None };
+                let heads = if item.cache_heads {
+                    Some(routes.heads())
+                } else {
+                    None
+                };
                 self.deliver_to_conn(&conn, e, item, heads);
             }
             Sink::Offline(_) => {
@@ -178,7 +182,7 @@ impl Shard {
 
     /// Moves queued messages into the window / write buffer as far as limits allow.
     pub(crate) fn pump_in(&self, st: &mut State, key: u64, now: Instant) {
-        let Some(e) = st.sessions.get_mut(&key) else {
+        let Some(e) = st.sessions.get_mut(key) else {
             return;
         };
         let Sink::Conn(conn) = &e.sink else { return };
@@ -241,7 +245,7 @@ impl Shard {
         let now = Instant::now();
         let mut guard = self.st.borrow_mut();
         let st = &mut *guard;
-        if let Some(e) = st.sessions.get_mut(&key) {
+        if let Some(e) = st.sessions.get_mut(key) {
             if let Sink::Conn(conn) = &e.sink {
                 let conn = conn.clone();
                 let mut out = conn.out.borrow_mut();

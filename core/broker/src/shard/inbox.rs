@@ -87,11 +87,8 @@ impl Shard {
                 }
             },
             MeshMsg::Interest { filter, core, add } => {
-                let mut st = self.st.borrow_mut();
-                if add {
-                    let _ = st.interest.insert(&filter, core, ());
-                } else {
-                    let _ = st.interest.remove(&filter, core);
+                self.st.borrow_mut().routes.set_interest(&filter, core, add);
+                if !add {
                     self.collect_soon();
                 }
             }
@@ -100,7 +97,10 @@ impl Shard {
                 core,
                 members,
             } => {
-                self.st.borrow_mut().shared.set_count(&group, core, members);
+                self.st
+                    .borrow_mut()
+                    .routes
+                    .set_shared_count(&group, core, members);
             }
             MeshMsg::Retain(msg) => self.apply_retain(msg),
             MeshMsg::Takeover(req) => self.handle_takeover(req),

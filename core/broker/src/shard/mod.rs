@@ -1,14 +1,17 @@
 //! One core (shard): a pinned thread with its own monoio runtime that owns its connections, its
 //! sessions, its replicas of the interest index and the retained store, and its timers.
 //!
-//! All state lives in one `RefCell` borrowed only inside synchronous sections (never across
-//! an `.await`), so there are no locks on the message path.
+//! All state lives in one `RefCell<State>` borrowed only inside synchronous sections (never
+//! across an `.await`), so there are no locks on the message path. `State` is four owned parts
+//! with private fields, each defined beside the code that keeps its invariants: `Sessions`
+//! (`sessions.rs`), `Routes` (`route.rs`), `Moves` (`moves.rs`) and `Conns` (`conns.rs`).
 //!
 //! Owns: the `Shard` and its `State` (here), its life and stop (`run.rs`), its side of the mesh
-//! (`inbox.rs`), routing and the interest index (`route.rs`), delivery to a session
-//! (`deliver.rs`), sessions and their end (`sessions.rs`), session moves between cores
-//! (`moves.rs`), in-process API commands (`api_cmds.rs`), the timer sweep (`timers.rs`), its
-//! counters (`stats.rs`, `histogram.rs`) and what all cores share (`shared.rs`).
+//! (`inbox.rs`), routing, the indexes and the retained replica (`route.rs`), delivery to a
+//! session (`deliver.rs`), sessions, their keys, timers and end (`sessions.rs`), session moves
+//! between cores (`moves.rs`), its connections (`conns.rs`), in-process API commands
+//! (`api_cmds.rs`), the timer sweep (`timers.rs`), its counters (`stats.rs`, `histogram.rs`)
+//! and what all cores share (`shared.rs`).
 //!
 //! The one import cycle of the crate is between this module and `conn` (and `bridge`, a
 //! client connection of its own): a shard owns its connections (`Rc<Conn>` in its sessions'
@@ -16,6 +19,7 @@
 //! `security`, `mesh`, `routing`); `ops` and `embed` sit above.
 
 mod api_cmds;
+mod conns;
 mod deliver;
 pub(crate) mod histogram;
 mod inbox;
@@ -39,19 +43,17 @@ pub(crate) use stats::{
 
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::mesh::{ApiSink, MeshMsg, TakeoverReq};
-use crate::routing::{RetainedStore, SharedSubs};
-use crate::shard::moves::{Incoming, Stub};
+use crate::mesh::{ApiSink, MeshMsg};
+use conns::Conns;
+use moves::Moves;
+use route::Routes;
+use sessions::Sessions;
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::warn;
-use uringmq_codec::PublishHead;
-use uringmq_session::{Delivery, Session, SubOptions};
-use uringmq_topic::SubscriptionIndex;
+use uringmq_session::Session;
 
 /// Where a session's deliveries go.
 pub(crate) enum Sink {
@@ -84,30 +86,18 @@ pub(crate) struct Entry {
     pub(crate) token_acl: Option<Arc<uringmq_auth::AclFile>>,
 }
 
-/// Everything a core owns, borrowed in short synchronous sections.
+/// Everything a core owns, borrowed in short synchronous sections. Four parts, each with its
+/// fields private to its module and its invariants kept by its own methods; a section that
+/// needs two of them borrows both by field (`let State { sessions, routes, .. } = st`).
 pub(crate) struct State {
-    pub(crate) sessions: HashMap<u64, Entry, ahash::RandomState>,
-    pub(crate) next_key: u64,
-    /// This core's ordinary subscriptions: session key -> options.
-    pub(crate) local: SubscriptionIndex<u64, SubOptions>,
-    /// Replica: which cores have subscribers per filter.
-    pub(crate) interest: SubscriptionIndex<u16, ()>,
-    pub(crate) shared: SharedSubs,
-    pub(crate) retained: RetainedStore,
-    pub(crate) conns: HashMap<u64, Rc<Conn>, ahash::RandomState>,
-    next_conn: u64,
-    /// (due, session key): will delays and session expiries (validated when popped).
-    pub(crate) timers: BinaryHeap<Reverse<(Instant, u64)>>,
-    scratch_cores: Vec<bool>,
-    scratch_matches: Vec<(u64, Delivery)>,
-    /// PublishHead cache for the message being fanned out: (key, head).
-    pub(crate) heads: Vec<(u8, PublishHead)>,
-    /// Keys between their claim and the end of their move (see `moves.rs`).
-    pub(crate) incoming: HashMap<u64, Incoming, ahash::RandomState>,
-    /// Sessions that moved away and still forward (see `moves.rs`).
-    pub(crate) stubs: HashMap<u64, Stub, ahash::RandomState>,
-    /// Takeovers waiting for the old connection's last packets (see `moves.rs`).
-    pub(crate) draining: HashMap<u64, TakeoverReq, ahash::RandomState>,
+    /// Sessions by key, the key generator and the offline sessions' timers (`sessions.rs`).
+    pub(crate) sessions: Sessions,
+    /// The local index, the interest and shared replicas, the retained replica (`route.rs`).
+    pub(crate) routes: Routes,
+    /// Sessions moving between connections and cores (`moves.rs`).
+    pub(crate) moves: Moves,
+    /// This core's connections by id (`conns.rs`).
+    pub(crate) conns: Conns,
 }
 
 /// One core.
@@ -186,21 +176,10 @@ impl Shard {
         let mut shard = Shard {
             id,
             st: RefCell::new(State {
-                sessions: HashMap::default(),
-                next_key: 1,
-                local: SubscriptionIndex::with_max_levels(levels),
-                interest: SubscriptionIndex::with_max_levels(levels),
-                shared: SharedSubs::new(levels),
-                retained: RetainedStore::new(levels),
-                conns: HashMap::default(),
-                next_conn: 1,
-                timers: BinaryHeap::new(),
-                scratch_cores: vec![false; cores],
-                scratch_matches: Vec::new(),
-                heads: Vec::new(),
-                incoming: HashMap::default(),
-                stubs: HashMap::default(),
-                draining: HashMap::default(),
+                sessions: Sessions::new(),
+                routes: Routes::new(levels, cores),
+                moves: Moves::default(),
+                conns: Conns::new(),
             }),
             shared,
             stopping: Cell::new(false),
@@ -242,17 +221,12 @@ impl Shard {
 
     /// A new session key: unique over all cores (the core id is in the high bits).
     pub(crate) fn new_key(&self) -> u64 {
-        let mut st = self.st.borrow_mut();
-        let k = st.next_key;
-        st.next_key += 1;
-        (u64::from(self.id) << 48) | k
+        self.st.borrow_mut().sessions.new_key(self.id)
     }
 
     /// An id for a new connection (its key in `conns` and in the hibernation epoll set).
     pub(crate) fn new_conn_id(&self) -> u64 {
-        let mut st = self.st.borrow_mut();
-        st.next_conn += 1;
-        st.next_conn
+        self.st.borrow_mut().conns.new_id()
     }
 
     pub(crate) fn register_conn(&self, id: u64, conn: Rc<Conn>) {
@@ -268,6 +242,6 @@ impl Shard {
     }
 
     pub(crate) fn unregister_conn(&self, id: u64) {
-        self.st.borrow_mut().conns.remove(&id);
+        self.st.borrow_mut().conns.remove(id);
     }
 }

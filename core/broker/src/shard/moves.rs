@@ -35,6 +35,7 @@ use super::ToDeliver;
 use crate::mesh::{core_of, MeshMsg, TakeoverReq};
 use crate::shard::{Shard, Sink, State};
 use futures_channel::oneshot;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,7 +64,7 @@ pub(crate) struct Incoming {
 
 impl Incoming {
     /// Holds forwarded deliveries until its install.
-    pub(crate) fn holds_early(&self) -> bool {
+    fn holds_early(&self) -> bool {
         !self.early.is_empty()
     }
 
@@ -109,9 +110,27 @@ impl Claim {
     }
 }
 
-impl State {
+/// The `Moves` part of a core's state: its keys between their claim and the end of their
+/// move, the stubs of sessions that moved away, and the takeovers waiting for a drain.
+#[derive(Default)]
+pub(crate) struct Moves {
+    /// Keys between their claim and the end of their move.
+    incoming: HashMap<u64, Incoming, ahash::RandomState>,
+    /// Sessions that moved away and still forward.
+    stubs: HashMap<u64, Stub, ahash::RandomState>,
+    /// Takeovers waiting for the old connection's last packets.
+    draining: HashMap<u64, TakeoverReq, ahash::RandomState>,
+}
+
+impl Moves {
+    /// Some session whose install is pending holds forwarded deliveries (not written yet).
+    pub(crate) fn holds_early(&self) -> bool {
+        self.incoming.values().any(Incoming::holds_early)
+    }
+
     /// Whether a live delivery of `msg` to `key` is not a duplicate of one that came (or
     /// will come) through a stub.
+    #[inline]
     pub(crate) fn first_sight(&mut self, key: u64, msg: &Arc<Message>) -> bool {
         if self.incoming.is_empty() {
             return true;
@@ -129,6 +148,7 @@ impl Shard {
         let key = self.new_key();
         self.st
             .borrow_mut()
+            .moves
             .incoming
             .insert(key, Incoming::default());
         let previous = self.shared.registry.claim(id, key);
@@ -159,18 +179,18 @@ impl Shard {
     pub(crate) fn handle_takeover(self: &Rc<Self>, req: TakeoverReq) {
         {
             let mut st = self.st.borrow_mut();
-            if let Some(inc) = st.incoming.get_mut(&req.key) {
+            if let Some(inc) = st.moves.incoming.get_mut(&req.key) {
                 // Only the successor in the registry's chain asks, once.
                 inc.parked = Some(req);
                 return;
             }
         }
-        let live = match self.st.borrow().sessions.get(&req.key).map(|e| &e.sink) {
+        let live = match self.st.borrow().sessions.get(req.key).map(|e| &e.sink) {
             Some(Sink::Conn(conn)) => Some(conn.clone()),
             _ => None,
         };
         if live.is_some_and(|conn| conn.drain_for_takeover()) {
-            self.st.borrow_mut().draining.insert(req.key, req);
+            self.st.borrow_mut().moves.draining.insert(req.key, req);
             return;
         }
         let s = self.take_session(req.key, req.clean_start, req.successor);
@@ -182,7 +202,7 @@ impl Shard {
 
     /// The connection of session `key` closed: answers a takeover that waited for its drain.
     pub(crate) fn drained(self: &Rc<Self>, key: u64) {
-        let req = self.st.borrow_mut().draining.remove(&key);
+        let req = self.st.borrow_mut().moves.draining.remove(&key);
         if let Some(req) = req {
             self.handle_takeover(req);
         }
@@ -195,7 +215,7 @@ impl Shard {
         let parked = {
             let mut guard = self.st.borrow_mut();
             let st = &mut *guard;
-            let Some(mut inc) = st.incoming.remove(&key) else {
+            let Some(mut inc) = st.moves.incoming.remove(&key) else {
                 return;
             };
             for f in std::mem::take(&mut inc.early) {
@@ -215,7 +235,7 @@ impl Shard {
                 Some(old) if core_of(old) != self.id => {
                     // Wait for the old core to drop its stub; keep deduplicating until then.
                     inc.installed = true;
-                    st.incoming.insert(key, inc);
+                    st.moves.incoming.insert(key, inc);
                     None
                 }
                 _ => inc.parked,
@@ -249,7 +269,7 @@ impl Shard {
         } else {
             self.shared.cores() - 1
         };
-        st.stubs.insert(
+        st.moves.stubs.insert(
             key,
             Stub {
                 to,
@@ -270,7 +290,7 @@ impl Shard {
         group: Option<Arc<str>>,
         now: Instant,
     ) -> bool {
-        let Some(to) = st.stubs.get(&key).map(|s| s.to) else {
+        let Some(to) = st.moves.stubs.get(&key).map(|s| s.to) else {
             return false;
         };
         if core_of(to) == self.id {
@@ -299,7 +319,7 @@ impl Shard {
         group: Option<Arc<str>>,
         now: Instant,
     ) {
-        if let Some(inc) = st.incoming.get_mut(&key) {
+        if let Some(inc) = st.moves.incoming.get_mut(&key) {
             if !inc.first_sight(msg) {
                 return;
             }
@@ -330,7 +350,7 @@ impl Shard {
     pub(crate) fn move_acked(self: &Rc<Self>, old: u64) {
         let done = {
             let mut st = self.st.borrow_mut();
-            match st.stubs.get_mut(&old) {
+            match st.moves.stubs.get_mut(&old) {
                 Some(stub) => {
                     stub.acks_left = stub.acks_left.saturating_sub(1);
                     stub.acks_left == 0
@@ -345,7 +365,7 @@ impl Shard {
 
     /// Removes stub `old` from the indexes and tells the new owner no forwards will follow.
     fn drop_stub(self: &Rc<Self>, old: u64) {
-        let Some(stub) = self.st.borrow_mut().stubs.remove(&old) else {
+        let Some(stub) = self.st.borrow_mut().moves.stubs.remove(&old) else {
             return;
         };
         for f in &stub.filters {
@@ -363,8 +383,9 @@ impl Shard {
     pub(crate) fn move_done(self: &Rc<Self>, key: u64) {
         let parked = {
             let mut st = self.st.borrow_mut();
-            match st.incoming.get(&key) {
-                Some(inc) if inc.installed => st.incoming.remove(&key).and_then(|i| i.parked),
+            let incoming = &mut st.moves.incoming;
+            match incoming.get(&key) {
+                Some(inc) if inc.installed => incoming.remove(&key).and_then(|i| i.parked),
                 _ => None,
             }
         };

@@ -248,20 +248,21 @@ impl Shard {
         };
         {
             let mut st = self.st.borrow_mut();
+            let routes = &mut st.routes;
             for (filter, core) in &replicas.interest {
-                let _ = st.interest.insert(filter, *core, ());
+                routes.set_interest(filter, *core, true);
             }
             for (group, core, n) in &replicas.shared {
-                st.shared.set_count(group, *core, *n);
+                routes.set_shared_count(group, *core, *n);
             }
             for m in &replicas.retained {
-                st.retained.set(m.clone());
+                routes.set_retained(m.clone());
             }
             if self.id == 0 {
-                let n = st.retained.user_len() as u64;
+                let n = routes.retained_user_len() as u64;
                 self.stats().retained.store(n, Ordering::Relaxed);
             }
-            st.next_key = mine.sessions.len() as u64 + 1;
+            st.sessions.reserve_keys(mine.sessions.len() as u64);
         }
         let now = Instant::now();
         for (key, rs) in mine.sessions {
@@ -308,15 +309,11 @@ impl Shard {
         s.restore_qos2_in(rs.qos2_in);
         let mut st = self.st.borrow_mut();
         for (filter, opts) in &rs.subs {
-            if matches!(uringmq_topic::SharedFilter::parse(filter), Ok(Some(_))) {
-                st.shared.join(&Arc::from(&**filter), key, *opts);
-            } else {
-                let _ = st.local.insert(filter, key, *opts);
-            }
+            st.routes.restore_subscription(filter, key, *opts);
         }
         let due = [s.pending_will.as_ref().map(|p| p.due), expires];
         for at in due.into_iter().flatten() {
-            st.timers.push(std::cmp::Reverse((at, key)));
+            st.sessions.schedule(at, key);
         }
         self.stats().sessions.fetch_add(1, Ordering::Relaxed);
         super::add(&self.stats().subscriptions, rs.subs.len() as u64);
@@ -637,7 +634,7 @@ pub(crate) fn on_mesh(core: &Rc<Shard>, msg: PersistMsg) {
         PersistMsg::DurableReq { from, seq } => {
             // Deliveries held for a session whose install is pending are not written yet:
             // the answer waits for the install (`persist_installed_all`).
-            let held = core.st.borrow().incoming.values().any(|i| i.holds_early());
+            let held = core.st.borrow().moves.holds_early();
             if held {
                 p.parked.borrow_mut().push((from, seq));
             } else {
@@ -676,7 +673,7 @@ impl Shard {
     /// A session was installed after its claim: answer the requests that waited for it.
     pub(crate) fn persist_unpark(self: &Rc<Self>) {
         let Some(p) = &self.persist else { return };
-        let held = self.st.borrow().incoming.values().any(|i| i.holds_early());
+        let held = self.st.borrow().moves.holds_early();
         if held {
             return;
         }
@@ -695,7 +692,7 @@ impl Shard {
     pub(crate) fn persist_installed(&self, key: u64) {
         let Some(p) = &self.persist else { return };
         let st = self.st.borrow();
-        let Some(e) = st.sessions.get(&key) else {
+        let Some(e) = st.sessions.get(key) else {
             return;
         };
         if matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) {
@@ -824,7 +821,7 @@ impl Shard {
             return (Before::Nothing, None);
         };
         let st = self.st.borrow();
-        let Some(e) = st.sessions.get(&key) else {
+        let Some(e) = st.sessions.get(key) else {
             return (Before::Nothing, None);
         };
         if p.store.failing() {
@@ -876,7 +873,7 @@ impl Shard {
             return;
         }
         let st = self.st.borrow();
-        let Some(e) = st.sessions.get(&key) else {
+        let Some(e) = st.sessions.get(key) else {
             return;
         };
         let client_id = e.s.client_id.clone();

@@ -1,29 +1,109 @@
-//! Routing on one core: the interest index kept in step with the other cores, retained
-//! messages, matching a PUBLISH to cores and to local sessions, shared-group picks.
+//! Routing on one core: the `Routes` part of its state (the local index, the interest and
+//! shared-group replicas, the retained replica), the interest index kept in step with the
+//! other cores, retained messages, matching a PUBLISH to cores and to local sessions,
+//! shared-group picks.
 
+use super::sessions::Sessions;
 use super::ToDeliver;
-use super::{Shard, Sink, State};
+use super::{Shard, Sink};
 use crate::mesh::{MeshMsg, Target};
+use crate::routing::{RetainedStore, SharedSubs};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::debug;
+use uringmq_codec::PublishHead;
 use uringmq_session::{Delivery, Message, Origin, SubOptions};
-use uringmq_topic::SharedFilter;
+use uringmq_topic::{SharedFilter, SubscriptionIndex};
+
+/// What a core routes with: its own sessions' subscriptions, its replicas of what every core
+/// subscribes to and of the retained store, and the scratch space of one fan-out.
+///
+/// The replicas change only through [`Routes::set_interest`], [`Routes::set_shared_count`]
+/// and retained updates, applied in the order the mesh delivers them (see `inbox.rs`).
+pub(crate) struct Routes {
+    /// This core's ordinary subscriptions: session key -> options.
+    local: SubscriptionIndex<u64, SubOptions>,
+    /// Replica: which cores have subscribers per filter.
+    interest: SubscriptionIndex<u16, ()>,
+    /// This core's shared-group members and the replica of every core's member counts.
+    shared: SharedSubs,
+    retained: RetainedStore,
+    /// Per core: has a subscriber of the message being routed.
+    scratch_cores: Vec<bool>,
+    scratch_matches: Vec<(u64, Delivery)>,
+    /// PublishHead cache for the message being fanned out: (key, head).
+    heads: Vec<(u8, PublishHead)>,
+}
+
+impl Routes {
+    /// Empty, for `cores` cores and filters of up to `levels` levels.
+    pub(super) fn new(levels: usize, cores: usize) -> Self {
+        Routes {
+            local: SubscriptionIndex::with_max_levels(levels),
+            interest: SubscriptionIndex::with_max_levels(levels),
+            shared: SharedSubs::new(levels),
+            retained: RetainedStore::new(levels),
+            scratch_cores: vec![false; cores],
+            scratch_matches: Vec::new(),
+            heads: Vec::new(),
+        }
+    }
+
+    /// Core `core` gained (`add`) or lost its last subscriber of `filter`.
+    pub(super) fn set_interest(&mut self, filter: &str, core: u16, add: bool) {
+        if add {
+            let _ = self.interest.insert(filter, core, ());
+        } else {
+            let _ = self.interest.remove(filter, core);
+        }
+    }
+
+    /// Core `core` has `members` members of shared group `group`.
+    pub(super) fn set_shared_count(&mut self, group: &Arc<str>, core: u16, members: u32) {
+        self.shared.set_count(group, core, members);
+    }
+
+    /// Indexes a recovered session's subscription, before the core runs: the replicas come
+    /// whole from the store, so nothing is broadcast (see `persist.rs`).
+    pub(super) fn restore_subscription(&mut self, filter: &str, key: u64, opts: SubOptions) {
+        if matches!(SharedFilter::parse(filter), Ok(Some(_))) {
+            self.shared.join(&Arc::from(filter), key, opts);
+        } else {
+            let _ = self.local.insert(filter, key, opts);
+        }
+    }
+
+    pub(super) fn set_retained(&mut self, msg: Arc<Message>) {
+        self.retained.set(msg);
+    }
+
+    /// The users' retained topics (the broker's `$SYS` ones not counted).
+    pub(super) fn retained_user_len(&self) -> usize {
+        self.retained.user_len()
+    }
+
+    /// This core's members of shared groups, over all groups.
+    pub(crate) fn shared_members(&self) -> usize {
+        self.shared.local.values().map(|m| m.len()).sum()
+    }
+
+    /// The encode-once head cache of the message being fanned out (`ToDeliver::cache_heads`).
+    #[inline]
+    pub(super) fn heads(&mut self) -> &mut Vec<(u8, PublishHead)> {
+        &mut self.heads
+    }
+}
 
 impl Shard {
     /// Tells every core (this one directly) that this core gained/lost `filter`.
     fn broadcast_interest(&self, filter: &str, add: bool) {
         let filter: Arc<str> = filter.into();
-        {
-            let mut st = self.st.borrow_mut();
-            if add {
-                let _ = st.interest.insert(&filter, self.id, ());
-            } else {
-                let _ = st.interest.remove(&filter, self.id);
-            }
-        }
+        self.st
+            .borrow_mut()
+            .routes
+            .set_interest(&filter, self.id, add);
         for c in 0..self.shared.cores() {
             if c != usize::from(self.id) {
                 self.send(
@@ -41,8 +121,8 @@ impl Shard {
     fn broadcast_shared(&self, group: &Arc<str>, members: u32) {
         self.st
             .borrow_mut()
-            .shared
-            .set_count(group, self.id, members);
+            .routes
+            .set_shared_count(group, self.id, members);
         for c in 0..self.shared.cores() {
             if c != usize::from(self.id) {
                 self.send(
@@ -61,13 +141,13 @@ impl Shard {
     pub(crate) fn index_subscription(&self, filter: &str, key: u64, opts: SubOptions) -> bool {
         if let Ok(Some(_)) = SharedFilter::parse(filter) {
             let group: Arc<str> = filter.into();
-            let n = self.st.borrow_mut().shared.join(&group, key, opts);
+            let n = self.st.borrow_mut().routes.shared.join(&group, key, opts);
             self.broadcast_shared(&group, n);
             return true;
         }
         let first = {
             let mut st = self.st.borrow_mut();
-            match st.local.insert(filter, key, opts) {
+            match st.routes.local.insert(filter, key, opts) {
                 Ok(ins) => ins.first_subscriber,
                 Err(_) => false,
             }
@@ -81,7 +161,7 @@ impl Shard {
     /// Removes `key`'s subscription from the indexes.
     pub(crate) fn unindex_subscription(&self, filter: &str, key: u64) {
         if let Ok(Some(_)) = SharedFilter::parse(filter) {
-            let left = self.st.borrow_mut().shared.leave(filter, key);
+            let left = self.st.borrow_mut().routes.shared.leave(filter, key);
             if let Some(n) = left {
                 self.broadcast_shared(&filter.into(), n);
             }
@@ -90,6 +170,7 @@ impl Shard {
         let last = self
             .st
             .borrow_mut()
+            .routes
             .local
             .remove(filter, key)
             .last_subscriber;
@@ -121,8 +202,9 @@ impl Shard {
         let max = self.config().max_retained_messages;
         if max != 0 && !msg.payload.is_empty() {
             let st = self.st.borrow();
+            let retained = &st.routes.retained;
             // The broker's own `$SYS` topics do not count (`RetainedStore::user_len`).
-            if st.retained.user_len() >= max && !st.retained.contains(&msg.topic) {
+            if retained.user_len() >= max && !retained.contains(&msg.topic) {
                 debug!(topic = %msg.topic, "retained store full: not retained");
                 return;
             }
@@ -138,11 +220,12 @@ impl Shard {
     pub(crate) fn apply_retain(&self, msg: Arc<Message>) {
         self.persist_retained(&msg);
         let mut st = self.st.borrow_mut();
-        st.retained.set(msg);
-        let n = st.retained.user_len() as u64;
+        let retained = &mut st.routes.retained;
+        retained.set(msg);
+        let n = retained.user_len() as u64;
         if self.id == 0 {
             self.stats().retained.store(n, Ordering::Relaxed);
-            let bytes = st.retained.user_bytes() as u64;
+            let bytes = retained.user_bytes() as u64;
             self.stats().retained_bytes.store(bytes, Ordering::Relaxed);
         }
     }
@@ -159,7 +242,7 @@ impl Shard {
             smallvec::SmallVec::new();
         let local = {
             let mut guard = self.st.borrow_mut();
-            let st = &mut *guard;
+            let st = &mut guard.routes;
             st.scratch_cores.iter_mut().for_each(|c| *c = false);
             let marks = &mut st.scratch_cores;
             st.interest.for_each_matching_filter(&msg.topic, |members| {
@@ -212,10 +295,10 @@ impl Shard {
         let now = Instant::now();
         let mut guard = self.st.borrow_mut();
         let st = &mut *guard;
-        let mut matches = std::mem::take(&mut st.scratch_matches);
+        let mut matches = std::mem::take(&mut st.routes.scratch_matches);
         matches.clear();
         let id = self.id;
-        st.local.for_each_match(&msg.topic, |key, opts| {
+        st.routes.local.for_each_match(&msg.topic, |key, opts| {
             if let Some(d) = Delivery::live(
                 msg,
                 opts,
@@ -238,9 +321,9 @@ impl Shard {
             }
             matches = merged;
         }
-        st.heads.clear();
+        st.routes.heads.clear();
         for (key, d) in matches.drain(..) {
-            if st.first_sight(key, msg) {
+            if st.moves.first_sight(key, msg) {
                 self.deliver_to(
                     st,
                     key,
@@ -254,7 +337,7 @@ impl Shard {
                 );
             }
         }
-        st.scratch_matches = matches;
+        st.routes.scratch_matches = matches;
     }
 
     /// Delivers to one member of a shared group on this core (online members first). With
@@ -269,11 +352,11 @@ impl Shard {
         let now = Instant::now();
         let mut guard = self.st.borrow_mut();
         let st = &mut *guard;
-        let picked = pick_member(st, group, exclude);
+        let picked = pick_member(&st.routes, &st.sessions, group, exclude);
         match picked {
             Some((key, opts)) => {
                 // A shared subscription never gets retained-as-published... it does: RAP applies.
-                if !st.first_sight(key, msg) {
+                if !st.moves.first_sight(key, msg) {
                     return;
                 }
                 if let Some(d) = Delivery::live(msg, &opts, None) {
@@ -291,7 +374,7 @@ impl Shard {
                 }
             }
             None if forward => {
-                if let Some(core) = st.shared.other_core(group, self.id) {
+                if let Some(core) = st.routes.shared.other_core(group, self.id) {
                     if core != self.id {
                         self.send(
                             usize::from(core),
@@ -330,6 +413,7 @@ impl Shard {
         let mut msgs = Vec::new();
         self.st
             .borrow()
+            .routes
             .retained
             .for_each_match(filter, |m| msgs.push(m.clone()));
         let mut guard = self.st.borrow_mut();
@@ -353,8 +437,13 @@ impl Shard {
 
 /// The member of `group` on this core to deliver to next (round-robin), online ones first;
 /// never `exclude`.
-fn pick_member(st: &State, group: &str, exclude: Option<u64>) -> Option<(u64, SubOptions)> {
-    let members = st.shared.local.get(group)?;
+fn pick_member(
+    routes: &Routes,
+    sessions: &Sessions,
+    group: &str,
+    exclude: Option<u64>,
+) -> Option<(u64, SubOptions)> {
+    let members = routes.shared.local.get(group)?;
     let mut fallback = None;
     for _ in 0..members.len() {
         let (key, opts) = members.pick_next()?;
@@ -362,7 +451,7 @@ fn pick_member(st: &State, group: &str, exclude: Option<u64>) -> Option<(u64, Su
             continue;
         }
         let online = matches!(
-            st.sessions.get(&key).map(|e| &e.sink),
+            sessions.get(key).map(|e| &e.sink),
             Some(Sink::Conn(_) | Sink::Api(_) | Sink::Bridge(_))
         );
         if online {

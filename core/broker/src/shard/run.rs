@@ -70,10 +70,7 @@ impl Shard {
         // process).
         let (sessions, conns) = {
             let mut st = self.st.borrow_mut();
-            (
-                std::mem::take(&mut st.sessions),
-                std::mem::take(&mut st.conns),
-            )
+            (st.sessions.take_all(), st.conns.take_all())
         };
         drop(sessions);
         drop(conns);
@@ -94,7 +91,7 @@ impl Shard {
     /// Shuts every connection's socket down in both directions: a write blocked on a full
     /// socket fails at once, so its task ends.
     fn shut_down_hard(&self) {
-        for c in self.st.borrow().conns.values() {
+        for c in self.st.borrow().conns.iter() {
             if c.fd() >= 0 {
                 // SAFETY: shutdown on the connection's own open descriptor.
                 unsafe { libc::shutdown(c.fd(), libc::SHUT_RDWR) };
@@ -114,7 +111,7 @@ impl Shard {
             // loop drops it. On Linux this makes the pending accept fail, freeing the port.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         }
-        let conns: Vec<Rc<Conn>> = self.st.borrow().conns.values().cloned().collect();
+        let conns: Vec<Rc<Conn>> = self.st.borrow().conns.all();
         for c in conns {
             c.kill(CloseReason::Shutdown);
         }

@@ -1,5 +1,6 @@
-//! Sessions of one core: taking one over, installing, ending, a connection closing, will delays
-//! and session expiry.
+//! Sessions of one core: the `Sessions` part of its state (the sessions by key, their keys and
+//! their timers), taking one over, installing, ending, a connection closing, will delays and
+//! session expiry.
 
 use super::api_cmds::summary;
 use super::stats::add;
@@ -8,6 +9,7 @@ use crate::conn::will_auth::WillAuthor;
 use crate::conn::{CloseReason, Conn};
 use bytes::BytesMut;
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +18,88 @@ use tracing::debug;
 use uringmq_codec::LastWill;
 use uringmq_codec::QoS;
 use uringmq_session::{will, Message, Origin, Session, SubOptions};
+
+/// This core's sessions by key, the generator of their keys, and the timers of its offline
+/// sessions (will delays and expiries).
+///
+/// A key is never given out twice (see [`Sessions::new_key`]), so a timer or a message that
+/// names a key whose session ended finds nothing; timers are therefore not removed with their
+/// session but checked when they are due.
+pub(crate) struct Sessions {
+    map: HashMap<u64, Entry, ahash::RandomState>,
+    /// The generation part of the next key.
+    next_key: u64,
+    /// (due, session key): will delays and session expiries (validated when popped).
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
+impl Sessions {
+    pub(super) fn new() -> Self {
+        Sessions {
+            map: HashMap::default(),
+            next_key: 1,
+            timers: BinaryHeap::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, key: u64) -> Option<&Entry> {
+        self.map.get(&key)
+    }
+
+    #[inline]
+    pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut Entry> {
+        self.map.get_mut(&key)
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, key: u64) -> bool {
+        self.map.contains_key(&key)
+    }
+
+    pub(crate) fn insert(&mut self, key: u64, e: Entry) {
+        self.map.insert(key, e);
+    }
+
+    pub(crate) fn remove(&mut self, key: u64) -> Option<Entry> {
+        self.map.remove(&key)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.map.values()
+    }
+
+    /// Takes every session out, at the end of the core (see `run.rs`).
+    pub(super) fn take_all(&mut self) -> HashMap<u64, Entry, ahash::RandomState> {
+        std::mem::take(&mut self.map)
+    }
+
+    /// A new session key: unique over all cores (core `core` in the high 16 bits).
+    pub(super) fn new_key(&mut self, core: u16) -> u64 {
+        let k = self.next_key;
+        self.next_key += 1;
+        (u64::from(core) << 48) | k
+    }
+
+    /// The recovered sessions took the generations `1..=n` (see `persist.rs`).
+    pub(super) fn reserve_keys(&mut self, n: u64) {
+        self.next_key = n + 1;
+    }
+
+    /// Session `key` has something due at `at` (a delayed will, its expiry).
+    pub(super) fn schedule(&mut self, at: Instant, key: u64) {
+        self.timers.push(Reverse((at, key)));
+    }
+
+    /// The key of the next timer due by `now`, taken off the heap.
+    fn pop_due(&mut self, now: Instant) -> Option<u64> {
+        match self.timers.peek() {
+            Some(Reverse((due, _))) if *due <= now => {}
+            _ => return None,
+        }
+        self.timers.pop().map(|Reverse((_, key))| key)
+    }
+}
 
 impl Shard {
     /// Removes a session from this core for a takeover by `successor`: closes its connection,
@@ -29,7 +113,7 @@ impl Shard {
         successor: u64,
     ) -> Option<Box<Session>> {
         let now = Instant::now();
-        let mut e = self.st.borrow_mut().sessions.remove(&key)?;
+        let mut e = self.st.borrow_mut().sessions.remove(key)?;
         let author = self.will_author(&e);
         if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline(0)) {
             // Before the answer: the successor takes the debt once it has it.
@@ -104,7 +188,7 @@ impl Shard {
 
     /// Removes a session that ended (expired, or non-persistent and disconnected).
     pub(crate) fn end_session(self: &Rc<Self>, key: u64) {
-        let Some(mut e) = self.st.borrow_mut().sessions.remove(&key) else {
+        let Some(mut e) = self.st.borrow_mut().sessions.remove(key) else {
             return;
         };
         if !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) {
@@ -145,7 +229,7 @@ impl Shard {
 
     /// Keeps what authenticating session `key`'s connection granted (see `Entry::token_acl`).
     pub(crate) fn set_token_acl(&self, key: u64, acl: Option<Arc<uringmq_auth::AclFile>>) {
-        if let Some(e) = self.st.borrow_mut().sessions.get_mut(&key) {
+        if let Some(e) = self.st.borrow_mut().sessions.get_mut(key) {
             e.token_acl = acl;
         }
     }
@@ -183,7 +267,7 @@ impl Shard {
     /// when there is no such session or a takeover decides about the will (`take_session`).
     fn detach_session(&self, key: u64, reason: &CloseReason) -> Option<Closed> {
         let mut st = self.st.borrow_mut();
-        let e = st.sessions.get_mut(&key)?;
+        let e = st.sessions.get_mut(key)?;
         let author = self.will_author(e);
         e.sink = match &e.sink {
             Sink::Conn(conn) => {
@@ -224,7 +308,7 @@ impl Shard {
         let mut st = self.st.borrow_mut();
         let mut redeliver = Vec::new();
         let mut due_times = Vec::new();
-        if let Some(e) = st.sessions.get_mut(&key) {
+        if let Some(e) = st.sessions.get_mut(key) {
             if let Some(w) = c.will.take() {
                 let due = will::due(now, c.delay, c.expiry);
                 e.s.pending_will = Some(Box::new(will::PendingWill { will: w, due }));
@@ -252,7 +336,7 @@ impl Shard {
             }
         }
         for at in due_times {
-            st.timers.push(Reverse((at, key)));
+            st.sessions.schedule(at, key);
         }
         redeliver
     }
@@ -260,20 +344,12 @@ impl Shard {
     /// Runs due timers: delayed wills and session expiry.
     pub(crate) fn fire_timers(self: &Rc<Self>, now: Instant) {
         loop {
-            let key = {
-                let mut st = self.st.borrow_mut();
-                match st.timers.peek() {
-                    Some(Reverse((due, _))) if *due <= now => {}
-                    _ => return,
-                }
-                let Some(Reverse((_, key))) = st.timers.pop() else {
-                    return;
-                };
-                key
+            let Some(key) = self.st.borrow_mut().sessions.pop_due(now) else {
+                return;
             };
             let (will, author, expired) = {
                 let mut st = self.st.borrow_mut();
-                let Some(e) = st.sessions.get_mut(&key) else {
+                let Some(e) = st.sessions.get_mut(key) else {
                     continue;
                 };
                 if !matches!(e.sink, Sink::Offline(_)) {

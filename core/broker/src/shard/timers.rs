@@ -38,7 +38,7 @@ pub(crate) async fn run(core: Rc<Shard>) {
 }
 
 fn sweep(core: &Rc<Shard>, now: Instant) {
-    let conns: Vec<Rc<Conn>> = core.st.borrow().conns.values().cloned().collect();
+    let conns: Vec<Rc<Conn>> = core.st.borrow().conns.all();
     let park_after = (core.hibernation().is_some())
         .then(|| u32::try_from(core.config().hibernate_after_ms).unwrap_or(u32::MAX));
     let ms = millis(now);
