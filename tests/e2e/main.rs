@@ -18,6 +18,7 @@ mod net;
 mod ops;
 mod persistence;
 mod retained;
+mod session_move;
 mod sessions;
 mod shared;
 mod slow;

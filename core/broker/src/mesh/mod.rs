@@ -8,6 +8,7 @@ mod messages;
 mod registry;
 
 pub(crate) use messages::{
-    ApiCmd, ApiSink, EventFd, Mailbox, MeshMsg, PersistMsg, TakeoverReq, Target,
+    ApiCmd, ApiSink, EventFd, ImportError, ImportReply, Mailbox, MeshMsg, PersistMsg, TakeoverReq,
+    Target,
 };
 pub(crate) use registry::{core_of, Registry};

@@ -9,7 +9,8 @@
 //! Owns: the `Shard` and its `State` (here), its life and stop (`run.rs`), its side of the mesh
 //! (`inbox.rs`), routing, the indexes and the retained replica (`route.rs`), delivery to a
 //! session (`deliver.rs`), sessions, their keys, timers and end (`sessions.rs`), session moves
-//! between cores (`moves.rs`), its connections (`conns.rs`), in-process API commands
+//! between cores (`moves.rs`), sessions imaged for or imported from another node
+//! (`import.rs`), its connections (`conns.rs`), in-process API commands
 //! (`api_cmds.rs`), the timer sweep (`timers.rs`), its counters (`stats.rs`, `histogram.rs`)
 //! and what all cores share (`shared.rs`).
 //!
@@ -22,6 +23,7 @@ mod api_cmds;
 mod conns;
 mod deliver;
 pub(crate) mod histogram;
+pub(crate) mod import;
 mod inbox;
 pub(crate) mod moves;
 mod notify;
