@@ -392,18 +392,27 @@ mod tests {
         assert_eq!(pool.run(|| true).err(), Some(HookError::Busy));
     }
 
+    /// Waits (bounded) until a thread runs the check of `wait`.
+    fn until_running<T>(wait: &Wait<T>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while wait.state.load(Ordering::Acquire) != RUNNING {
+            assert!(Instant::now() < deadline, "no hook thread took the check");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn with_every_thread_stuck_checks_fail_at_once_until_one_comes_back() {
-        let pool = HookPool::new(1, Duration::from_millis(20));
+        // A deadline no scheduling delay reaches: a check a new thread took late would be
+        // dropped unrun instead of making that thread stuck. The caller gives up by dropping
+        // its wait, as `answer` does at the deadline.
+        let pool = HookPool::new(1, Duration::from_secs(3600));
         let (release, hold) = crossbeam_channel::bounded::<()>(0);
         for _ in 0..=MAX_STUCK {
             let hold = hold.clone();
             let wait = pool.run(move || hold.recv().is_ok()).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while wait.state.load(Ordering::Acquire) != RUNNING && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            assert_eq!(block_on(wait.answer(|| false)), Err(HookError::TimedOut));
+            until_running(&wait);
+            drop(wait);
         }
         // MAX_STUCK replacements were started; the one more stuck thread was not replaced.
         assert_eq!(pool.inner.stuck.load(Ordering::Acquire), MAX_STUCK + 1);
@@ -414,11 +423,16 @@ mod tests {
         );
         // The hooks return: one thread takes checks again, the others exit.
         drop(release);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.inner.stuck.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        // A returning thread leaves `stuck` before it rejoins `healthy`: wait for both.
+        let settled = || {
+            let stuck = pool.inner.stuck.load(Ordering::Acquire);
+            (stuck, pool.inner.healthy.load(Ordering::Acquire))
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while settled() != (0, 1) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(pool.inner.healthy.load(Ordering::Acquire), 1);
+        assert_eq!(settled(), (0, 1), "(stuck, healthy)");
         let answer = pool.run(|| 5).unwrap();
         assert_eq!(block_on(answer.answer(|| false)), Ok(5));
     }
