@@ -12,11 +12,20 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use uringmq::store::{
-    MsgState, Record, SessionMeta, ShardStore, Store, StoreConfig, StoredMsg, SyncPolicy,
-};
-use uringmq_codec::{Protocol, PublishProperties, QoS};
-use uringmq_session::{Delivery, Message, SubOptions};
+use uringmq::store;
+use uringmq::store::{Record, ShardStore, Store, StoreConfig, SyncPolicy};
+use uringmq_codec::QoS;
+use uringmq_session::SubOptions;
+
+/// The store tests' record builders (`crate::store` above is what they build on).
+#[path = "../src/store/samples.rs"]
+mod samples;
+use samples::{meta, queued};
+
+/// A queued message of the benchmark: its payload shared, not copied.
+fn message(payload: &Bytes) -> Arc<uringmq_session::Message> {
+    samples::message("bench/topic/1", payload.clone(), Instant::now())
+}
 
 /// The broker's allocator, so the figures are the broker's.
 #[global_allocator]
@@ -33,48 +42,6 @@ fn fresh(name: &str) -> PathBuf {
     let d = base().join(format!("uringmq-store-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-fn meta(id: &str) -> SessionMeta {
-    SessionMeta {
-        client_id: id.into(),
-        protocol: Protocol::V5,
-        username: None,
-        listener: 0,
-        session_expiry: u32::MAX,
-        expires_at: None,
-        will: None,
-        will_delay: 0,
-    }
-}
-
-fn message(payload: &Bytes) -> Arc<Message> {
-    Arc::new(Message {
-        topic: "bench/topic/1".into(),
-        payload: payload.clone(),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: PublishProperties::default(),
-        origin: None,
-        received_at: Instant::now(),
-    })
-}
-
-fn queued(client: &Arc<str>, m: Arc<Message>) -> Record {
-    Record::Queued {
-        client_id: client.clone(),
-        msg: StoredMsg {
-            id: 0,
-            msg: m,
-            delivery: Delivery {
-                qos: QoS::AtLeastOnce,
-                ..Delivery::default()
-            },
-            shared_group: None,
-            packet_id: None,
-            state: MsgState::Queued,
-        },
-    }
 }
 
 fn runtime_block_on<F: std::future::Future<Output = ()>>(uring: bool, f: F) {
@@ -120,7 +87,7 @@ fn log_writes(uring: bool, clients: usize, sync: SyncPolicy) {
                 (s.clone(), client.clone(), payload.clone(), done.clone());
             tasks.push(monoio::spawn(async move {
                 while Instant::now() < end {
-                    let t = s.push(queued(&client, message(&payload)));
+                    let t = s.push(queued(client.clone(), message(&payload)));
                     // Under `Never` a record is "durable" once written: a client waits for
                     // its turn's write.
                     if s.wait_durable(t).await.is_err() {
@@ -219,7 +186,7 @@ fn log_recovery(n: usize) {
                 },
             });
             if i % 10 == 0 {
-                s.push(queued(&id, message(&payload)));
+                s.push(queued(id.clone(), message(&payload)));
             }
             if i % 10_000 == 0 {
                 monoio::time::sleep(Duration::from_millis(1)).await;

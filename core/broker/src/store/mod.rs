@@ -32,6 +32,8 @@ mod format;
 pub mod image;
 mod io;
 mod recover;
+#[cfg(test)]
+mod samples;
 mod shard;
 mod snapshot;
 mod state;

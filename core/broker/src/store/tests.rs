@@ -1,10 +1,12 @@
 //! Tests of the store: format, round trips, corruption, snapshots, failures, recovery.
 
+use super::samples::{message, meta, queued};
 use super::*;
 use super::{format, recover, shard};
 use bytes::Bytes;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Instant, UNIX_EPOCH};
 use uringmq_codec::{PublishProperties, QoS, RetainHandling};
 
@@ -45,45 +47,7 @@ fn rand_seed() -> u128 {
 }
 
 fn msg(topic: &str, payload: &str, at: Instant) -> Arc<Message> {
-    Arc::new(Message {
-        topic: topic.into(),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: PublishProperties::default(),
-        origin: None,
-        received_at: at,
-    })
-}
-
-fn meta(id: &str) -> SessionMeta {
-    SessionMeta {
-        client_id: id.into(),
-        protocol: Protocol::V5,
-        username: Some("u".into()),
-        listener: 1,
-        session_expiry: 3600,
-        expires_at: None,
-        will: None,
-        will_delay: 0,
-    }
-}
-
-fn queued(id: &str, m: Arc<Message>) -> Record {
-    Record::Queued {
-        client_id: id.into(),
-        msg: StoredMsg {
-            id: 0,
-            msg: m,
-            delivery: Delivery {
-                qos: QoS::AtLeastOnce,
-                ..Delivery::default()
-            },
-            shared_group: None,
-            packet_id: None,
-            state: MsgState::Queued,
-        },
-    }
+    message(topic, Bytes::copy_from_slice(payload.as_bytes()), at)
 }
 
 fn sub(id: &str, filter: &str) -> Record {
@@ -122,6 +86,35 @@ where
         s.close().await;
     }
     rec
+}
+
+/// Opens `dir` with one shard and spawns its store's task.
+fn one_store(dir: &Path, c: &StoreConfig) -> Rc<ShardStore> {
+    let (stores, _) = Store::open(dir, 1, c).expect("open");
+    let s = Rc::new(stores.into_iter().next().expect("one shard"));
+    monoio::spawn(s.clone().run());
+    s
+}
+
+/// Closes the one store of `dir` and opens the directory again: what a restart recovers.
+async fn reopen(s: Rc<ShardStore>, dir: &Path, c: &StoreConfig) -> Recovered {
+    s.close().await;
+    drop(s);
+    Store::open(dir, 1, c).expect("reopen").1
+}
+
+/// A store on `dir` (`always`) whose log writes fail with ENOSPC while the returned count is
+/// above zero (each failed write takes one off): a full disk. The config opens it again.
+fn failing_store(
+    dir: &Path,
+    initially_failing: bool,
+) -> (Rc<ShardStore>, Arc<AtomicU32>, StoreConfig) {
+    let fail = Arc::new(AtomicU32::new(u32::from(initially_failing)));
+    let c = StoreConfig {
+        fail_writes: Some(fail.clone()),
+        ..cfg(SyncPolicy::Always)
+    };
+    (one_store(dir, &c), fail, c)
 }
 
 fn find<'a>(rec: &'a Recovered, id: &str) -> Option<&'a RecoveredSession> {
@@ -416,9 +409,7 @@ fn a_truncated_store_file_is_reported_and_the_rest_recovered() {
 fn a_turn_of_records_is_one_write_and_one_sync() {
     on_both_drivers(|| async {
         let dir = tmpdir("group");
-        let (stores, _) = Store::open(&dir, 1, &cfg(SyncPolicy::Always)).unwrap();
-        let s = Rc::new(stores.into_iter().next().unwrap());
-        monoio::spawn(s.clone().run());
+        let s = one_store(&dir, &cfg(SyncPolicy::Always));
         let now = Instant::now();
         s.push(Record::Session {
             meta: meta("c"),
@@ -577,9 +568,7 @@ fn snapshots_keep_the_log_near_the_size_of_live_state() {
             snapshot_chunk_bytes: 1024,
             ..cfg(SyncPolicy::Always)
         };
-        let (stores, _) = Store::open(&dir, 1, &c).unwrap();
-        let s = Rc::new(stores.into_iter().next().unwrap());
-        monoio::spawn(s.clone().run());
+        let s = one_store(&dir, &c);
         let now = Instant::now();
         for i in 0..40 {
             let id = format!("c{i}");
@@ -588,13 +577,13 @@ fn snapshots_keep_the_log_near_the_size_of_live_state() {
                 fresh: true,
             });
             s.push(sub(&id, "keep/#"));
-            s.push(queued(&id, msg("keep", "live", now)));
+            s.push(queued(id.as_str(), msg("keep", "live", now)));
         }
         // Much more churn than live state: messages queued and done, over many turns.
         let payload = "x".repeat(200);
         for round in 0..300 {
             let id = format!("c{}", round % 40);
-            let t = s.push(queued(&id, msg("churn", &payload, now)));
+            let t = s.push(queued(id.as_str(), msg("churn", &payload, now)));
             s.push(Record::MsgDone {
                 client_id: id.as_str().into(),
                 id: t.stamp,
@@ -635,20 +624,13 @@ fn snapshots_keep_the_log_near_the_size_of_live_state() {
 fn a_full_disk_fails_the_turns_tickets_and_the_store_recovers_when_space_returns() {
     on_both_drivers(|| async {
         let dir = tmpdir("enospc");
-        let fail = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let c = StoreConfig {
-            fail_writes: Some(fail.clone()),
-            ..cfg(SyncPolicy::Always)
-        };
-        let (stores, _) = Store::open(&dir, 1, &c).unwrap();
-        let s = Rc::new(stores.into_iter().next().unwrap());
-        monoio::spawn(s.clone().run());
+        let (s, fail, c) = failing_store(&dir, false);
         let ok = s.push(Record::Session {
             meta: meta("c"),
             fresh: true,
         });
         s.wait_durable(ok).await.unwrap();
-        fail.store(1, std::sync::atomic::Ordering::Relaxed);
+        fail.store(1, Ordering::Relaxed);
         let lost = s.push(sub("c", "during/full"));
         assert_eq!(s.wait_durable(lost).await, Err(StoreError::Full));
         assert!(
@@ -662,9 +644,7 @@ fn a_full_disk_fails_the_turns_tickets_and_the_store_recovers_when_space_returns
         assert!(!s.failing());
         turns(5).await;
         assert!(s.stats().snapshots >= 1, "{:?}", s.stats());
-        s.close().await;
-        drop(s);
-        let (_, rec) = Store::open(&dir, 1, &c).unwrap();
+        let rec = reopen(s, &dir, &c).await;
         let sess = find(&rec, "c").unwrap();
         let mut f: Vec<&str> = sess.subs.iter().map(|(f, _)| &**f).collect();
         f.sort_unstable();
@@ -679,14 +659,7 @@ fn a_full_disk_fails_the_turns_tickets_and_the_store_recovers_when_space_returns
 fn a_failing_store_retries_by_itself_when_nothing_is_pushed() {
     on_both_drivers(|| async {
         let dir = tmpdir("retry");
-        let fail = Arc::new(std::sync::atomic::AtomicU32::new(1));
-        let c = StoreConfig {
-            fail_writes: Some(fail.clone()),
-            ..cfg(SyncPolicy::Always)
-        };
-        let (stores, _) = Store::open(&dir, 1, &c).unwrap();
-        let s = Rc::new(stores.into_iter().next().unwrap());
-        monoio::spawn(s.clone().run());
+        let (s, _, c) = failing_store(&dir, true);
         let t = s.push(Record::Session {
             meta: meta("c"),
             fresh: true,
@@ -698,9 +671,7 @@ fn a_failing_store_retries_by_itself_when_nothing_is_pushed() {
             turns(10).await;
         }
         assert!(!s.failing(), "the 1 s retry (a snapshot) succeeded");
-        s.close().await;
-        drop(s);
-        let (_, rec) = Store::open(&dir, 1, &c).unwrap();
+        let rec = reopen(s, &dir, &c).await;
         assert!(find(&rec, "c").is_some());
         let _ = std::fs::remove_dir_all(&dir);
     });
@@ -804,17 +775,13 @@ fn interval_syncs_by_itself_and_never_does_not_sync() {
             (SyncPolicy::Never, 0),
         ] {
             let dir = tmpdir("policy");
-            let (stores, _) = Store::open(&dir, 1, &cfg(sync)).unwrap();
-            let s = Rc::new(stores.into_iter().next().unwrap());
-            monoio::spawn(s.clone().run());
+            let s = one_store(&dir, &cfg(sync));
             let t = s.push(fresh_session("c"));
             // Nothing else is pushed: the interval's timer (or, for never, the write) makes
             // the record durable.
             s.wait_durable(t).await.unwrap();
             assert_eq!(s.stats().syncs, syncs, "{sync:?}");
-            s.close().await;
-            drop(s);
-            let (_, rec) = Store::open(&dir, 1, &cfg(sync)).unwrap();
+            let rec = reopen(s, &dir, &cfg(sync)).await;
             assert!(
                 find(&rec, "c").is_some(),
                 "{sync:?}: a clean close keeps it"
