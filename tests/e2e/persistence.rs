@@ -39,14 +39,103 @@ impl Drop for TempDir {
     }
 }
 
-fn persistent_broker(dir: &Path, sync: PersistenceSync) -> Broker {
-    broker_with(|c| {
-        c.persistence_dir = Some(dir.to_owned());
-        c.persistence_sync = sync;
-    })
+/// A durable directory and its sync policy: every [`Durable::start`] runs a broker on the
+/// state the previous one left.
+struct Durable {
+    dir: TempDir,
+    sync: PersistenceSync,
+}
+
+impl Durable {
+    fn new(name: &str, sync: PersistenceSync) -> Durable {
+        Durable {
+            dir: TempDir::new(name),
+            sync,
+        }
+    }
+
+    fn start(&self) -> Broker {
+        broker_with(|c| {
+            c.persistence_dir = Some(self.dir.path().to_owned());
+            c.persistence_sync = self.sync;
+        })
+    }
+
+    /// Stops `b` (a clean stop) and starts a broker again on the same directory.
+    fn restart(&self, b: Broker) -> Broker {
+        drop(b);
+        self.start()
+    }
+}
+
+/// Connects `id` again after a restart and checks its session came back.
+fn resume(addr: SocketAddr, proto: Protocol, id: &str) -> Client {
+    let (c, present) = connect_persistent(addr, proto, id);
+    assert!(
+        present,
+        "{proto:?}: session of {id} present after the restart"
+    );
+    c
+}
+
+/// Gives `id` a persistent session subscribed to `filter`, and leaves.
+fn subscribe_offline(addr: SocketAddr, proto: Protocol, id: &str, filter: &str, qos: QoS) {
+    let (mut c, _) = connect_persistent(addr, proto, id);
+    c.subscribe(filter, qos);
+    c.disconnect();
+}
+
+/// The next packet must be the acknowledgement `kind` (PUBREC, PUBREL, PUBCOMP) of `pid`;
+/// returns its reason code.
+fn expect_ack(c: &mut Client, kind: &str, pid: u16) -> ReasonCode {
+    let got = c.recv();
+    let ack = match (&got, kind) {
+        (Some(Packet::PubRec(a)), "PUBREC")
+        | (Some(Packet::PubRel(a)), "PUBREL")
+        | (Some(Packet::PubComp(a)), "PUBCOMP") => a,
+        _ => panic!("expected {kind} {pid}, got {got:?}"),
+    };
+    assert_eq!(ack.packet_id, pid, "{kind}");
+    ack.reason_code
 }
 
 const PROTOCOLS: [Protocol; 2] = [Protocol::V3_1_1, Protocol::V5];
+
+/// The scenario, before the stop: `sub` is subscribed to `q/#` and offline, 100
+/// QoS 1 messages wait for it, 50 topics are retained.
+fn queue_and_retain(addr: SocketAddr, proto: Protocol) {
+    subscribe_offline(addr, proto, "sub", "q/#", QoS::AtLeastOnce);
+    let mut publ = Client::connect(addr, proto, "pub");
+    for i in 0..100 {
+        publ.publish("q/x", format!("m{i}").as_bytes(), QoS::AtLeastOnce, false);
+    }
+    for i in 0..50 {
+        publ.publish(&format!("r/{i}"), b"kept", QoS::AtLeastOnce, true);
+    }
+    publ.disconnect();
+}
+
+/// After the start: `sub`'s session is present with its 100 messages in order, and a new
+/// subscriber finds the 50 retained topics. Returns `sub`.
+fn queued_and_retained_are_back(addr: SocketAddr, proto: Protocol) -> Client {
+    let mut sub = resume(addr, proto, "sub");
+    for i in 0..100 {
+        let p = sub.recv_publish();
+        assert_eq!(&p.payload[..], format!("m{i}").as_bytes(), "{proto:?}");
+        assert_eq!(p.qos, QoS::AtLeastOnce);
+    }
+    let mut fresh = Client::connect(addr, proto, "fresh");
+    fresh.subscribe("r/#", QoS::AtLeastOnce);
+    let mut topics = HashSet::new();
+    for _ in 0..50 {
+        let p = fresh.recv_publish();
+        assert!(p.retain, "{proto:?}: retained flag");
+        topics.insert(p.topic.to_string());
+    }
+    assert_eq!(topics.len(), 50, "{proto:?}: every retained topic");
+    fresh.expect_nothing();
+    sub
+}
 
 /// The new-user scenario: a persistent subscriber with 100 queued QoS 1 messages and
 /// 50 retained topics; after a clean stop and a start on the same directory the session is
@@ -55,44 +144,15 @@ const PROTOCOLS: [Protocol; 2] = [Protocol::V3_1_1, Protocol::V5];
 #[test]
 fn restart_keeps_session_subscription_queue_and_retained() {
     for proto in PROTOCOLS {
-        let dir = TempDir::new("restart");
-        let b = persistent_broker(dir.path(), PersistenceSync::Interval);
-        let (mut sub, present) = connect_persistent(b.local_addr(), proto, "sub");
-        assert!(!present);
-        sub.subscribe("q/#", QoS::AtLeastOnce);
-        sub.disconnect();
-        let mut publ = Client::connect(b.local_addr(), proto, "pub");
-        for i in 0..100 {
-            publ.publish("q/x", format!("m{i}").as_bytes(), QoS::AtLeastOnce, false);
-        }
-        for i in 0..50 {
-            publ.publish(&format!("r/{i}"), b"kept", QoS::AtLeastOnce, true);
-        }
-        publ.disconnect();
-        drop(b);
-
-        let b = persistent_broker(dir.path(), PersistenceSync::Interval);
-        let (mut sub, present) = connect_persistent(b.local_addr(), proto, "sub");
-        assert!(present, "{proto:?}: session present after restart");
-        for i in 0..100 {
-            let p = sub.recv_publish();
-            assert_eq!(&p.payload[..], format!("m{i}").as_bytes(), "{proto:?}");
-            assert_eq!(p.qos, QoS::AtLeastOnce);
-        }
+        let d = Durable::new("restart", PersistenceSync::Interval);
+        let b = d.start();
+        queue_and_retain(b.local_addr(), proto);
+        let b = d.restart(b);
+        let mut sub = queued_and_retained_are_back(b.local_addr(), proto);
         // The subscription itself survived: a new message is delivered.
         let mut publ = Client::connect(b.local_addr(), proto, "pub");
         publ.publish("q/y", b"after", QoS::AtLeastOnce, false);
         assert_eq!(&sub.recv_publish().payload[..], b"after", "{proto:?}");
-        let mut fresh = Client::connect(b.local_addr(), proto, "fresh");
-        fresh.subscribe("r/#", QoS::AtLeastOnce);
-        let mut topics = HashSet::new();
-        for _ in 0..50 {
-            let p = fresh.recv_publish();
-            assert!(p.retain, "{proto:?}: retained flag");
-            topics.insert(p.topic.to_string());
-        }
-        assert_eq!(topics.len(), 50, "{proto:?}: every retained topic");
-        fresh.expect_nothing();
     }
 }
 
@@ -102,8 +162,8 @@ fn restart_keeps_session_subscription_queue_and_retained() {
 #[test]
 fn restart_resends_inflight_with_dup() {
     for proto in PROTOCOLS {
-        let dir = TempDir::new("inflight");
-        let b = persistent_broker(dir.path(), PersistenceSync::Always);
+        let d = Durable::new("inflight", PersistenceSync::Always);
+        let b = d.start();
         let (mut sub, _) = connect_persistent(b.local_addr(), proto, "sub");
         sub.subscribe("i/#", QoS::ExactlyOnce);
         let mut publ = Client::connect(b.local_addr(), proto, "pub");
@@ -114,16 +174,11 @@ fn restart_resends_inflight_with_dup() {
         let two = sub.recv_publish_noack();
         let three = sub.recv_publish_noack();
         sub.send(&Packet::PubRec(Ack::new(three.packet_id)));
-        match sub.recv() {
-            Some(Packet::PubRel(a)) => assert_eq!(a.packet_id, three.packet_id),
-            other => panic!("expected PUBREL, got {other:?}"),
-        }
+        expect_ack(&mut sub, "PUBREL", three.packet_id);
         sub.ping();
-        drop(b);
 
-        let b = persistent_broker(dir.path(), PersistenceSync::Always);
-        let (mut sub, present) = connect_persistent(b.local_addr(), proto, "sub");
-        assert!(present, "{proto:?}");
+        let b = d.restart(b);
+        let mut sub = resume(b.local_addr(), proto, "sub");
         for want in [&one, &two] {
             let p = sub.recv_publish_noack();
             assert!(p.dup, "{proto:?}: resent with DUP");
@@ -131,10 +186,7 @@ fn restart_resends_inflight_with_dup() {
             assert_eq!(p.payload, want.payload, "{proto:?}");
             assert_eq!(p.qos, want.qos, "{proto:?}");
         }
-        match sub.recv() {
-            Some(Packet::PubRel(a)) => assert_eq!(a.packet_id, three.packet_id, "{proto:?}"),
-            other => panic!("{proto:?}: expected PUBREL after restart, got {other:?}"),
-        }
+        expect_ack(&mut sub, "PUBREL", three.packet_id);
         sub.expect_nothing();
     }
 }
@@ -145,41 +197,28 @@ fn restart_resends_inflight_with_dup() {
 #[test]
 fn inbound_qos2_id_survives_restart() {
     for proto in PROTOCOLS {
-        let dir = TempDir::new("qos2in");
-        let b = persistent_broker(dir.path(), PersistenceSync::Always);
+        let d = Durable::new("qos2in", PersistenceSync::Always);
+        let b = d.start();
         let (mut sub, _) = connect_persistent(b.local_addr(), proto, "sub");
         sub.subscribe("e/#", QoS::ExactlyOnce);
         let (mut publ, _) = connect_persistent(b.local_addr(), proto, "pub");
         let mut p = publish("e/1", b"once", QoS::ExactlyOnce, false);
         p.packet_id = 7;
         publ.send(&Packet::Publish(p.clone()));
-        match publ.recv() {
-            Some(Packet::PubRec(a)) => assert_eq!(a.packet_id, 7),
-            other => panic!("expected PUBREC, got {other:?}"),
-        }
+        expect_ack(&mut publ, "PUBREC", 7);
         assert_eq!(&sub.recv_publish().payload[..], b"once");
         // The PUBCOMP is handled before the stop.
         sub.ping();
-        drop(b);
 
-        let b = persistent_broker(dir.path(), PersistenceSync::Always);
-        let (mut publ, present) = connect_persistent(b.local_addr(), proto, "pub");
-        assert!(present, "{proto:?}");
+        let b = d.restart(b);
+        let mut publ = resume(b.local_addr(), proto, "pub");
         let (mut sub, _) = connect_persistent(b.local_addr(), proto, "sub");
         p.dup = true;
         publ.send(&Packet::Publish(p));
-        match publ.recv() {
-            Some(Packet::PubRec(a)) => assert_eq!(a.packet_id, 7),
-            other => panic!("expected PUBREC, got {other:?}"),
-        }
+        expect_ack(&mut publ, "PUBREC", 7);
         publ.send(&Packet::PubRel(Ack::new(7)));
-        match publ.recv() {
-            Some(Packet::PubComp(a)) => {
-                assert_eq!(a.packet_id, 7);
-                assert_eq!(a.reason_code, ReasonCode::SUCCESS, "{proto:?}: id known");
-            }
-            other => panic!("expected PUBCOMP, got {other:?}"),
-        }
+        let code = expect_ack(&mut publ, "PUBCOMP", 7);
+        assert_eq!(code, ReasonCode::SUCCESS, "{proto:?}: id known");
         sub.expect_nothing();
     }
 }
@@ -188,26 +227,22 @@ fn inbound_qos2_id_survives_restart() {
 #[test]
 fn ended_sessions_and_removed_subscriptions_stay_gone() {
     for proto in PROTOCOLS {
-        let dir = TempDir::new("gone");
-        let b = persistent_broker(dir.path(), PersistenceSync::Interval);
+        let d = Durable::new("gone", PersistenceSync::Interval);
+        let b = d.start();
         let (mut a, _) = connect_persistent(b.local_addr(), proto, "a");
         a.subscribe("g/1", QoS::AtLeastOnce);
         a.subscribe("g/2", QoS::AtLeastOnce);
         a.unsubscribe(&["g/1"]);
         a.disconnect();
-        let (mut gone, _) = connect_persistent(b.local_addr(), proto, "gone");
-        gone.subscribe("g/#", QoS::AtLeastOnce);
-        gone.disconnect();
+        subscribe_offline(b.local_addr(), proto, "gone", "g/#", QoS::AtLeastOnce);
         // Clean start ends the stored session.
         Client::connect(b.local_addr(), proto, "gone").disconnect();
-        drop(b);
 
-        let b = persistent_broker(dir.path(), PersistenceSync::Interval);
+        let b = d.restart(b);
         let mut publ = Client::connect(b.local_addr(), proto, "pub");
         publ.publish("g/1", b"x", QoS::AtLeastOnce, false);
         publ.publish("g/2", b"y", QoS::AtLeastOnce, false);
-        let (mut a, present) = connect_persistent(b.local_addr(), proto, "a");
-        assert!(present);
+        let mut a = resume(b.local_addr(), proto, "a");
         assert_eq!(&a.recv_publish().payload[..], b"y", "{proto:?}");
         a.expect_nothing();
         let (_gone, present) = connect_persistent(b.local_addr(), proto, "gone");
@@ -223,11 +258,15 @@ fn ended_sessions_and_removed_subscriptions_stay_gone() {
 #[test]
 fn corrupt_store_files_are_reported_not_fatal() {
     for damage in ["truncate", "flip"] {
-        let dir = TempDir::new(damage);
-        let b = persistent_broker(dir.path(), PersistenceSync::Always);
-        let (mut sub, _) = connect_persistent(b.local_addr(), Protocol::V3_1_1, "sub");
-        sub.subscribe("c/#", QoS::AtLeastOnce);
-        sub.disconnect();
+        let d = Durable::new(damage, PersistenceSync::Always);
+        let b = d.start();
+        subscribe_offline(
+            b.local_addr(),
+            Protocol::V3_1_1,
+            "sub",
+            "c/#",
+            QoS::AtLeastOnce,
+        );
         let mut publ = Client::connect(b.local_addr(), Protocol::V3_1_1, "pub");
         for i in 0..20 {
             publ.publish(
@@ -238,25 +277,8 @@ fn corrupt_store_files_are_reported_not_fatal() {
             );
         }
         drop(b);
-        let mut files = Vec::new();
-        collect_files(dir.path(), &mut files);
-        // The logs (a crash mid-write tears a log's tail; a bad disk flips its bits).
-        files.retain(|f| f.extension().is_some_and(|e| e == "log"));
-        assert!(!files.is_empty(), "the store wrote its logs");
-        for f in &files {
-            let mut bytes = std::fs::read(f).expect("read store file");
-            if bytes.len() < 8 {
-                continue;
-            }
-            if damage == "truncate" {
-                bytes.truncate(bytes.len() - 5);
-            } else {
-                let at = bytes.len() - 10;
-                bytes[at] ^= 0x10;
-            }
-            std::fs::write(f, bytes).expect("write store file");
-        }
-        let b = persistent_broker(dir.path(), PersistenceSync::Always);
+        damage_logs(d.dir.path(), damage);
+        let b = d.start();
         let stats = b.persistence_stats().expect("persistence is on");
         assert!(stats.corrupt > 0, "{damage}: damage reported: {stats:?}");
         let (mut sub, _) = connect_persistent(b.local_addr(), Protocol::V3_1_1, "sub");
@@ -268,6 +290,28 @@ fn corrupt_store_files_are_reported_not_fatal() {
             );
             sub.ack(&p);
         }
+    }
+}
+
+/// Truncates (`damage` "truncate") or flips a bit near the end of every log under `dir`: a
+/// crash mid-write tears a log's tail; a bad disk flips its bits.
+fn damage_logs(dir: &Path, damage: &str) {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files);
+    files.retain(|f| f.extension().is_some_and(|e| e == "log"));
+    assert!(!files.is_empty(), "the store wrote its logs");
+    for f in &files {
+        let mut bytes = std::fs::read(f).expect("read store file");
+        if bytes.len() < 8 {
+            continue;
+        }
+        if damage == "truncate" {
+            bytes.truncate(bytes.len() - 5);
+        } else {
+            let at = bytes.len() - 10;
+            bytes[at] ^= 0x10;
+        }
+        std::fs::write(f, bytes).expect("write store file");
     }
 }
 
@@ -377,29 +421,10 @@ fn sigterm_restart_of_the_binary_keeps_everything() {
         let dir = TempDir::new("sigterm");
         let port = free_port();
         let broker = Process::start_with(dir.path(), port, "interval");
-        let (mut sub, _) = connect_persistent(broker.addr, proto, "sub");
-        sub.subscribe("q/#", QoS::AtLeastOnce);
-        sub.disconnect();
-        let mut publ = Client::connect(broker.addr, proto, "pub");
-        for i in 0..100 {
-            publ.publish("q/x", format!("m{i}").as_bytes(), QoS::AtLeastOnce, false);
-        }
-        for i in 0..50 {
-            publ.publish(&format!("r/{i}"), b"kept", QoS::AtLeastOnce, true);
-        }
+        queue_and_retain(broker.addr, proto);
         broker.terminate();
         let broker = Process::start_with(dir.path(), port, "interval");
-        let (mut sub, present) = connect_persistent(broker.addr, proto, "sub");
-        assert!(present, "{proto:?}: session present after SIGTERM");
-        for i in 0..100 {
-            assert_eq!(&sub.recv_publish().payload[..], format!("m{i}").as_bytes());
-        }
-        let mut fresh = Client::connect(broker.addr, proto, "fresh");
-        fresh.subscribe("r/#", QoS::AtLeastOnce);
-        for _ in 0..50 {
-            assert!(fresh.recv_publish().retain, "{proto:?}");
-        }
-        fresh.expect_nothing();
+        queued_and_retained_are_back(broker.addr, proto);
     }
 }
 
@@ -454,16 +479,9 @@ fn publisher(
     let mut released: Vec<u16> = Vec::new();
     let mut pid = 0u16;
     while !stop.load(Ordering::Relaxed) {
-        let addr = *port_of.lock().unwrap();
-        let Ok(stream) = std::net::TcpStream::connect(addr) else {
-            std::thread::sleep(Duration::from_millis(20));
+        let Some((mut c, _)) = reconnect(&port_of, proto, &id) else {
             continue;
         };
-        let mut c = Client::from_stream(stream, proto);
-        c.send(&Packet::Connect(Box::new(persistent(proto, &id))));
-        if !matches!(c.recv(), Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::SUCCESS) {
-            continue;
-        }
         for (p, payload) in &open {
             seen.lock().unwrap().resent.insert(payload.clone());
             let mut m = publish("crash/t", payload.as_bytes(), qos, false);
@@ -510,6 +528,25 @@ fn publisher(
     }
 }
 
+/// Connects `id` with its persistent session to the broker at `addr` (which may be down or
+/// starting again): the client and whether its session was present, or None if it was not
+/// up.
+fn reconnect(addr: &Mutex<SocketAddr>, proto: Protocol, id: &str) -> Option<(Client, bool)> {
+    let addr = *addr.lock().unwrap();
+    let Ok(stream) = std::net::TcpStream::connect(addr) else {
+        std::thread::sleep(Duration::from_millis(20));
+        return None;
+    };
+    let mut c = Client::from_stream(stream, proto);
+    c.send(&Packet::Connect(Box::new(persistent(proto, id))));
+    match c.recv() {
+        Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::SUCCESS => {
+            Some((c, a.session_present))
+        }
+        _ => None,
+    }
+}
+
 /// Whether the connection still answers a PINGREQ.
 fn alive(c: &mut Client) -> bool {
     c.send(&Packet::PingReq);
@@ -534,19 +571,10 @@ fn subscriber(
 ) {
     let mut held: HashSet<u16> = HashSet::new();
     while !stop.load(Ordering::Relaxed) {
-        let addr = *port_of.lock().unwrap();
-        let Ok(stream) = std::net::TcpStream::connect(addr) else {
-            std::thread::sleep(Duration::from_millis(20));
+        let Some((mut c, present)) = reconnect(&port_of, proto, &id) else {
             continue;
         };
-        let mut c = Client::from_stream(stream, proto);
-        c.send(&Packet::Connect(Box::new(persistent(proto, &id))));
-        match c.recv() {
-            Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::SUCCESS => {
-                assert!(a.session_present, "{id}: session present after a crash");
-            }
-            _ => continue,
-        }
+        assert!(present, "{id}: session present after a crash");
         loop {
             if stop.load(Ordering::Relaxed) {
                 return;
@@ -599,9 +627,7 @@ fn kill_9_loses_nothing_acknowledged() {
         ("sub-v5-q2".into(), Protocol::V5, QoS::ExactlyOnce),
     ];
     for (id, proto, qos) in &subs {
-        let (mut c, _) = connect_persistent(broker.addr, *proto, id);
-        c.subscribe("crash/#", *qos);
-        c.disconnect();
+        subscribe_offline(broker.addr, *proto, id, "crash/#", *qos);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
