@@ -315,6 +315,136 @@ fn damage_logs(dir: &Path, damage: &str) {
     }
 }
 
+/// A tmpfs of `bytes` mounted on a fresh directory (a real filesystem that fills up),
+/// unmounted when dropped. None where this process may not mount (it is not root).
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(bytes: usize) -> Option<SmallFs> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = scratch_dir("smallfs");
+        let target = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let opts = std::ffi::CString::new(format!("size={bytes},mode=0700")).ok()?;
+        // SAFETY: valid NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        Some(SmallFs(dir))
+    }
+
+    /// Writes a file until the filesystem is full; removing it gives the space back.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let chunk = [0u8; 4096];
+        while f.write(&chunk).is_ok_and(|n| n > 0) {}
+        path
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        if let Ok(target) = std::ffi::CString::new(self.0.as_os_str().as_bytes()) {
+            // SAFETY: a valid NUL-terminated path.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Publishes `payload` at QoS 1 to `d/x`; returns the PUBACK's reason code.
+fn publish_q1(c: &mut Client, payload: &str) -> ReasonCode {
+    c.publish_with(publish("d/x", payload.as_bytes(), QoS::AtLeastOnce, false))
+}
+
+/// A full disk under `persistence_dir`, end to end: once the store's writes fail with ENOSPC,
+/// QoS 1 PUBLISH is refused with 0x97 (Quota exceeded) and a persistent session's SUBSCRIBE
+/// too, while QoS 0 and clients without durable state are served as before; when the space
+/// comes back the store recovers by itself (its 1 s retry), QoS 1 is accepted again, and
+/// every acknowledged message reaches the persistent subscriber, also after a restart. One
+/// core: the refusal is per core, and a publisher on a core whose store writes nothing
+/// would not see it. Needs root (mount); skipped, with a note, elsewhere.
+#[test]
+fn a_full_disk_refuses_qos1_with_0x97_serves_the_rest_and_recovers() {
+    let Some(fs) = SmallFs::mount(1 << 20) else {
+        eprintln!("skipped: cannot mount a tmpfs here (not root)");
+        return;
+    };
+    let data = fs.0.join("data");
+    let start = || {
+        broker_with(|c| {
+            c.cores = 1;
+            c.persistence_dir = Some(data.clone());
+        })
+    };
+    let b = start();
+    let addr = b.local_addr();
+    subscribe_offline(addr, Protocol::V5, "sub", "d/#", QoS::AtLeastOnce);
+    let mut live = Client::connect(addr, Protocol::V5, "live");
+    live.subscribe("z/#", QoS::AtMostOnce);
+    let (mut publ, _) = connect_persistent(addr, Protocol::V5, "pub");
+    let (mut durable, _) = connect_persistent(addr, Protocol::V5, "durable");
+    let payload = |i: usize| format!("{i:04}{}", "x".repeat(1000));
+    let mut acked = Vec::new();
+    let filler = fs.fill();
+    // The first writes may still fit in pages the log already has.
+    let refused = (0..200).find(|&i| match publish_q1(&mut publ, &payload(i)) {
+        ReasonCode::SUCCESS => {
+            acked.push(payload(i));
+            false
+        }
+        code => {
+            assert_eq!(code, ReasonCode::QUOTA_EXCEEDED, "refusal of message {i}");
+            true
+        }
+    });
+    assert!(refused.is_some(), "QoS 1 refused once the disk is full");
+    // QoS 0, and a client without durable state, are served.
+    publ.publish("z/live", b"qos0", QoS::AtMostOnce, false);
+    assert_eq!(&live.recv_publish().payload[..], b"qos0");
+    Client::connect(addr, Protocol::V5, "other").subscribe("z/#", QoS::AtLeastOnce);
+    let opts = SubscriptionOptions::default();
+    let codes = durable.subscribe_with(&[("d/#", opts)], Default::default());
+    assert_eq!(
+        codes,
+        vec![ReasonCode::QUOTA_EXCEEDED],
+        "persistent SUBSCRIBE"
+    );
+
+    std::fs::remove_file(filler).expect("space comes back");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 1000;
+    while publish_q1(&mut publ, &payload(i)) != ReasonCode::SUCCESS {
+        assert!(Instant::now() < deadline, "the store did not recover");
+        std::thread::sleep(Duration::from_millis(50));
+        i += 1;
+    }
+    acked.push(payload(i));
+    publ.disconnect();
+    let b = {
+        drop(b);
+        start()
+    };
+    let mut sub = resume(b.local_addr(), Protocol::V5, "sub");
+    let got: Vec<String> = (0..acked.len())
+        .map(|_| String::from_utf8_lossy(&sub.recv_publish().payload).into_owned())
+        .collect();
+    assert_eq!(got, acked, "every acknowledged message, none refused");
+    sub.expect_nothing();
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
