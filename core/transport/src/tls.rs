@@ -45,22 +45,11 @@ impl TlsTransport {
         raw: &[u8],
         plain_out: &mut BytesMut,
     ) -> Result<ReadOutcome, TransportError> {
-        let mut input = raw;
-        while !input.is_empty() {
-            match self.conn.read_tls(&mut input) {
-                // rustls reads nothing more once close_notify arrived.
-                Ok(0) => return Ok(ReadOutcome::Closed),
-                Ok(_) => {}
-                Err(e) => return Err(TransportError::TlsIo(e)),
-            }
-            let state = self.conn.process_new_packets()?;
-            // Drain after every record batch so rustls' plaintext buffer never fills up.
-            drain_plaintext(&mut self.conn, plain_out)?;
-            if state.peer_has_closed() {
-                return Ok(ReadOutcome::Closed);
-            }
-        }
-        Ok(ReadOutcome::Open)
+        Ok(if read_records(&mut self.conn, raw, plain_out)? {
+            ReadOutcome::Closed
+        } else {
+            ReadOutcome::Open
+        })
     }
 
     /// Encrypts `plain` into TLS records appended to `raw_out`. Before the handshake completes
@@ -73,11 +62,7 @@ impl TlsTransport {
     /// Hands `plain` to rustls, which encrypts it into records that wait for
     /// [`Self::pending_raw`] (or, before the handshake completes, for its end).
     pub fn queue_plain(&mut self, plain: &[u8]) {
-        if !plain.is_empty() {
-            // With no buffer limit (see `new`) rustls takes every byte; an error would only
-            // mean the connection is already closed for writing, when the bytes are moot.
-            let _ = std::io::Write::write_all(&mut self.conn.writer(), plain);
-        }
+        queue_plaintext(&mut self.conn, plain);
     }
 
     /// Appends every TLS record rustls wants to send (handshake messages, alerts, tickets,
@@ -113,9 +98,44 @@ impl TlsTransport {
     }
 }
 
+/// Feeds TLS records from the socket to rustls and appends the decrypted bytes to
+/// `plain_out` (server and client sides). True once the peer sent `close_notify`: bytes after
+/// it are ignored.
+pub(crate) fn read_records<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    raw: &[u8],
+    plain_out: &mut BytesMut,
+) -> Result<bool, TransportError> {
+    let mut input = raw;
+    while !input.is_empty() {
+        match conn.read_tls(&mut input) {
+            // rustls reads nothing more once close_notify arrived.
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e) => return Err(TransportError::TlsIo(e)),
+        }
+        let state = conn.process_new_packets()?;
+        // Drain after every record batch so rustls' plaintext buffer never fills up.
+        drain_plaintext(conn, plain_out)?;
+        if state.peer_has_closed() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Hands `plain` to rustls to encrypt (server and client sides). Both sides run with no
+/// buffer limit, so rustls takes every byte; an error would only mean the connection is
+/// already closed for writing, when the bytes are moot.
+pub(crate) fn queue_plaintext<D>(conn: &mut rustls::ConnectionCommon<D>, plain: &[u8]) {
+    if !plain.is_empty() {
+        let _ = std::io::Write::write_all(&mut conn.writer(), plain);
+    }
+}
+
 /// Copies decrypted bytes out of rustls without zero-filling a buffer first (server and
 /// client sides).
-pub(crate) fn drain_plaintext<D>(
+fn drain_plaintext<D>(
     conn: &mut rustls::ConnectionCommon<D>,
     plain_out: &mut BytesMut,
 ) -> Result<(), TransportError> {

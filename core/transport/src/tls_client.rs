@@ -10,7 +10,7 @@ use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use crate::error::{TlsConfigError, TransportError};
-use crate::tls::{drain_plaintext, pending_records};
+use crate::tls::{pending_records, queue_plaintext, read_records};
 use crate::tls_settings::read_certs;
 
 /// Verification and identity of outgoing TLS connections: the CA certificates that sign the
@@ -81,28 +81,12 @@ impl TlsClient {
         raw: &[u8],
         plain_out: &mut BytesMut,
     ) -> Result<bool, TransportError> {
-        let mut input = raw;
-        while !input.is_empty() {
-            match self.conn.read_tls(&mut input) {
-                Ok(0) => return Ok(true),
-                Ok(_) => {}
-                Err(e) => return Err(TransportError::TlsIo(e)),
-            }
-            let state = self.conn.process_new_packets()?;
-            drain_plaintext(&mut self.conn, plain_out)?;
-            if state.peer_has_closed() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        read_records(&mut self.conn, raw, plain_out)
     }
 
     /// Encrypts `plain` and appends every pending record to `raw_out`.
     pub fn write_plain(&mut self, plain: &[u8], raw_out: &mut BytesMut) {
-        if !plain.is_empty() {
-            // No buffer limit (see `connect`): rustls takes every byte.
-            let _ = std::io::Write::write_all(&mut self.conn.writer(), plain);
-        }
+        queue_plaintext(&mut self.conn, plain);
         self.pending_raw(raw_out);
     }
 
