@@ -139,3 +139,76 @@ fn wildcards_do_not_match_dollar_topics() {
     s.subscribe("$app/#", QoS::AtMostOnce);
     assert_eq!(s.recv_publish().topic, "$app/x");
 }
+
+/// A retained PUBLISH on one core racing a SUBSCRIBE to it on another: the subscriber gets it
+/// exactly once, live or retained, as from a broker on one thread (Mosquitto). Without care it
+/// can get neither: the publisher's core matched before the subscriber's interest reached it,
+/// and the subscriber's core answered its retained lookup before the publisher's `Retain`
+/// reached it.
+///
+/// Each round, a fresh publisher and subscriber (on the same core or not, as the kernel
+/// spreads them) fire a burst of retained publishes to new topics and one SUBSCRIBE to all of
+/// them at the same moment (long bursts: the cores' work on them must overlap in time, which
+/// on a busy machine with two CPUs short ones seldom do). Then a QoS 1 marker from the publisher, sent after the SUBACK:
+/// everything the subscriber is owed arrives before it (each pair of cores is FIFO).
+#[test]
+fn retained_publish_racing_a_subscribe_arrives_exactly_once() {
+    const ROUNDS: usize = 40;
+    const TOPICS: usize = 2000;
+    let b = broker();
+    let mut wrong = Vec::new();
+    for round in 0..ROUNDS {
+        let topic = |i: usize| format!("race/{round}/{i}");
+        let marker = format!("race/{round}/end");
+        let mut p = Client::connect(b.local_addr(), Protocol::V5, &format!("p{round}"));
+        let mut s = Client::connect(b.local_addr(), Protocol::V5, &format!("s{round}"));
+        let mut burst = Vec::new();
+        for i in 0..TOPICS {
+            let m = publish(&topic(i), b"kept", QoS::AtMostOnce, true);
+            burst.extend(p.bytes(&Packet::Publish(m)));
+        }
+        let mut filters: Vec<String> = (0..TOPICS).map(topic).collect();
+        filters.push(marker.clone());
+        let subscribe = s.bytes(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Default::default(),
+            filters: filters
+                .iter()
+                .map(|f| (ByteStr::from(f.as_str()), SubscriptionOptions::default()))
+                .collect(),
+        }));
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                start.wait();
+                p.send_raw(&burst);
+                p.ping();
+            });
+            start.wait();
+            s.send_raw(&subscribe);
+            assert!(matches!(s.recv(), Some(Packet::SubAck(_))), "SUBACK");
+        });
+        p.publish(&marker, b"end", QoS::AtLeastOnce, false);
+        let mut got = vec![0; TOPICS];
+        loop {
+            let m = s.recv_publish();
+            if m.topic == marker.as_str() {
+                break;
+            }
+            let i: usize = m.topic.rsplit('/').next().unwrap().parse().unwrap();
+            got[i] += 1;
+        }
+        wrong.extend(
+            got.iter()
+                .enumerate()
+                .filter(|(_, &n)| n != 1)
+                .map(|(i, n)| format!("{} x{n}", topic(i))),
+        );
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} topics not delivered exactly once, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}

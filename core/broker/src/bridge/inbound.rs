@@ -65,10 +65,7 @@ async fn forward(shard: &Rc<Shard>, b: &Bridge, live: &Live, p: Publish) -> bool
     add(&shard.stats().messages_in, 1);
     add(&shard.stats().publish_bytes_in, msg.payload.len() as u64);
     BridgeStats::bump(&b.link.stats.received);
-    if msg.retain {
-        shard.retain(&msg);
-    }
-    shard.route(&msg);
+    shard.accept(&msg);
     true
 }
 

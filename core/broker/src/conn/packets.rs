@@ -141,10 +141,7 @@ impl Shard {
         };
         match route {
             Route::Message(msg) => {
-                if msg.retain {
-                    self.retain(&msg);
-                }
-                self.route(&msg);
+                self.accept(&msg);
             }
             Route::Denied => debug!(key, "PUBLISH not authorised: dropped"),
             Route::Duplicate => {}

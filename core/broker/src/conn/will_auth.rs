@@ -167,9 +167,6 @@ impl Shard {
         let msg = Arc::new(uringmq_session::will::to_message(&w, origin, now));
         add(&self.stats().messages_in, 1);
         add(&self.stats().publish_bytes_in, msg.payload.len() as u64);
-        if msg.retain {
-            self.retain(&msg);
-        }
-        self.route(&msg);
+        self.accept(&msg);
     }
 }

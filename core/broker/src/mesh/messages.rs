@@ -138,14 +138,17 @@ pub(crate) enum MeshMsg {
         core: u16,
         add: bool,
     },
+    /// Core `core` applied one more `Interest` add of the receiver (`shard/fresh.rs`).
+    InterestAck { core: u16 },
     /// Core `core` now has `members` members of shared group `group` (`$share/g/filter`).
     SharedInterest {
         group: Arc<str>,
         core: u16,
         members: u32,
     },
-    /// A retained message was set (non-empty payload) or cleared (empty payload).
-    Retain(Arc<Message>),
+    /// A retained message was set (non-empty payload) or cleared (empty payload) by core
+    /// `from`, which sends it only after routing the message (`shard/fresh.rs`).
+    Retain { msg: Arc<Message>, from: u16 },
     /// Another core got a CONNECT for a session that lives here: close its connection and send
     /// the session over (None if it does not exist any more or is discarded by clean start).
     Takeover(TakeoverReq),

@@ -16,10 +16,7 @@ impl Shard {
             ApiCmd::Publish(msg, applied) => {
                 add(&self.stats().messages_in, 1);
                 add(&self.stats().publish_bytes_in, msg.payload.len() as u64);
-                if msg.retain {
-                    self.retain(&msg);
-                }
-                self.route(&msg);
+                self.accept(&msg);
                 if let Some(applied) = applied {
                     // Every core's replica hears of it before the caller goes on (FIFO).
                     self.flush_mesh();

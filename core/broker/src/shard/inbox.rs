@@ -81,17 +81,24 @@ impl Shard {
                 }
             }
             MeshMsg::Publish { msg, target } => match target {
-                Target::Subscribers => self.deliver_local(&msg),
+                Target::Subscribers => {
+                    self.routed_here(&msg);
+                    self.deliver_local(&msg)
+                }
                 Target::Shared { group, exclude } => {
                     self.deliver_shared(&group, &msg, exclude, true)
                 }
             },
             MeshMsg::Interest { filter, core, add } => {
                 self.st.borrow_mut().routes.set_interest(&filter, core, add);
-                if !add {
+                if add {
+                    let me = self.id;
+                    self.send(usize::from(core), MeshMsg::InterestAck { core: me });
+                } else {
                     self.collect_soon();
                 }
             }
+            MeshMsg::InterestAck { core } => self.interest_acked(core),
             MeshMsg::SharedInterest {
                 group,
                 core,
@@ -102,7 +109,10 @@ impl Shard {
                     .routes
                     .set_shared_count(&group, core, members);
             }
-            MeshMsg::Retain(msg) => self.apply_retain(msg),
+            MeshMsg::Retain { msg, from } => {
+                self.apply_retain(msg.clone());
+                self.retained_from(from, &msg);
+            }
             MeshMsg::Takeover(req) => self.handle_takeover(req),
             MeshMsg::Forward {
                 key,

@@ -7,7 +7,8 @@
 //! (`sessions.rs`), `Routes` (`route.rs`), `Moves` (`moves.rs`) and `Conns` (`conns.rs`).
 //!
 //! Owns: the `Shard` and its `State` (here), its life and stop (`run.rs`), its side of the mesh
-//! (`inbox.rs`), routing, the indexes and the retained replica (`route.rs`), delivery to a
+//! (`inbox.rs`), routing, the indexes and the retained replica (`route.rs`), retained
+//! messages racing a new subscription on another core (`fresh.rs`), delivery to a
 //! session (`deliver.rs`), sessions, their keys, timers and end (`sessions.rs`), session moves
 //! between cores (`moves.rs`), sessions imaged for or imported from another node
 //! (`import.rs`), its connections (`conns.rs`), in-process API commands
@@ -22,6 +23,7 @@
 mod api_cmds;
 mod conns;
 mod deliver;
+mod fresh;
 pub(crate) mod histogram;
 pub(crate) mod import;
 mod inbox;
@@ -143,6 +145,8 @@ pub(crate) struct Shard {
     pub(crate) detach_log: Cell<crate::net::LogThrottle>,
     /// This core's durable store, when `persistence_dir` is set (`persist.rs`).
     pub(crate) persist: Option<persist::Persist>,
+    /// Subscriptions younger than a mesh round, racing retained messages (`fresh.rs`).
+    fresh: RefCell<fresh::FreshSubs>,
 }
 
 /// After Stop, how long connections may take to send their last bytes before their sockets
@@ -202,6 +206,7 @@ impl Shard {
             detach_paused_until: Cell::new(None),
             detach_log: Cell::default(),
             persist: None,
+            fresh: RefCell::new(fresh::FreshSubs::new(cores)),
         };
         shard.persist = shard.restore();
         shard

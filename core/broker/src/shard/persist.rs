@@ -443,7 +443,7 @@ impl Persist {
         if self.always
             && matches!(
                 msg,
-                MeshMsg::Publish { .. } | MeshMsg::Forward { .. } | MeshMsg::Retain(_)
+                MeshMsg::Publish { .. } | MeshMsg::Forward { .. } | MeshMsg::Retain { .. }
             )
         {
             if let Some(d) = self.dirty.borrow_mut().get_mut(to) {

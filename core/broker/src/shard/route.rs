@@ -104,6 +104,9 @@ impl Shard {
             .borrow_mut()
             .routes
             .set_interest(&filter, self.id, add);
+        if add && self.shared.cores() > 1 {
+            self.interest_sent();
+        }
         for c in 0..self.shared.cores() {
             if c != usize::from(self.id) {
                 self.send(
@@ -190,7 +193,30 @@ impl Shard {
 
     // ---- retained ----
 
-    /// A PUBLISH with RETAIN from a client on this core: store and tell the other cores.
+    /// A new message on this core (a client's PUBLISH, a will, a bridge, the in-process API):
+    /// stored if it is retained, routed, and only then its `Retain` sent to the other cores,
+    /// so that a core which sees the `Retain` before its acknowledgement of interest knows
+    /// the message was not routed to it (`fresh.rs`).
+    pub(crate) fn accept(self: &Rc<Self>, msg: &Arc<Message>) {
+        let stored = msg.retain && self.retain(msg);
+        self.route(msg);
+        if stored {
+            self.broadcast_retain(msg);
+        }
+    }
+
+    /// Sends `Retain` for `msg` (stored here already) to every other core.
+    pub(crate) fn broadcast_retain(&self, msg: &Arc<Message>) {
+        for c in 0..self.shared.cores() {
+            if c != usize::from(self.id) {
+                let (msg, from) = (msg.clone(), self.id);
+                self.send(c, MeshMsg::Retain { msg, from });
+            }
+        }
+    }
+
+    /// Stores a retained message of this core in its replica; false if refused (the store is
+    /// full). The other cores hear of it from [`Shard::accept`].
     ///
     /// `max_retained_messages` is checked against this core's replica: a new topic is refused
     /// when the replica holds `max` topics. Replicas apply every `Retain` unconditionally, so
@@ -198,7 +224,7 @@ impl Shard {
     /// `Retain` arrives: the store can exceed `max` by the new topics that other cores admitted
     /// while their `Retain` was still on its way here (one mesh hop, usually microseconds).
     /// With one core the limit is exact.
-    pub(crate) fn retain(self: &Rc<Self>, msg: &Arc<Message>) {
+    fn retain(self: &Rc<Self>, msg: &Arc<Message>) -> bool {
         let max = self.config().max_retained_messages;
         if max != 0 && !msg.payload.is_empty() {
             let st = self.st.borrow();
@@ -206,15 +232,11 @@ impl Shard {
             // The broker's own `$SYS` topics do not count (`RetainedStore::user_len`).
             if retained.user_len() >= max && !retained.contains(&msg.topic) {
                 debug!(topic = %msg.topic, "retained store full: not retained");
-                return;
+                return false;
             }
         }
         self.apply_retain(msg.clone());
-        for c in 0..self.shared.cores() {
-            if c != usize::from(self.id) {
-                self.send(c, MeshMsg::Retain(msg.clone()));
-            }
-        }
+        true
     }
 
     pub(crate) fn apply_retain(&self, msg: Arc<Message>) {
@@ -416,6 +438,7 @@ impl Shard {
             .routes
             .retained
             .for_each_match(filter, |m| msgs.push(m.clone()));
+        self.looked_up(key, filter, opts);
         let mut guard = self.st.borrow_mut();
         let st = &mut *guard;
         for m in msgs {
