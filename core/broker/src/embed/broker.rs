@@ -102,7 +102,7 @@ impl Broker {
             return Err(ApiError::NotRunning);
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        for mb in &self.shared.mailboxes {
+        for mb in self.shared.mailboxes.iter() {
             mb.push(MeshMsg::Api(ApiCmd::Clients(tx.clone())));
         }
         let deadline = Instant::now() + API_TIMEOUT;
@@ -251,7 +251,7 @@ impl Broker {
             c.stop();
         }
         self.ops.stop();
-        for mb in &self.shared.mailboxes {
+        for mb in self.shared.mailboxes.iter() {
             mb.push(MeshMsg::Stop);
         }
         // Before joining the cores: queued checks are dropped (their connections end), and a

@@ -168,6 +168,8 @@ pub(crate) enum MeshMsg {
     Persist(PersistMsg),
     /// In-process API.
     Api(ApiCmd),
+    /// From the cluster thread: another node's interest or message (`shard/cluster.rs`).
+    Cluster(super::cluster::FromCluster),
     /// Stop: close listeners and connections (no wills), then end the core.
     Stop,
     /// Several messages from one core, in order (one loop turn's worth, see `Shard::send`).
