@@ -9,6 +9,7 @@ mod auth_hooks;
 mod basic;
 mod bridge;
 mod cluster;
+mod cluster_routing;
 mod embed;
 mod hibernate;
 mod jwt;
