@@ -4,6 +4,7 @@
 //! to uringmq included), a remote restarted under QoS 1 traffic with every message counted,
 //! an ACL that denies an inbound topic, and bridges added and removed at run time.
 
+use crate::persistence::Process;
 use crate::support::streams::{extra_addr, pki, tls_listener};
 use crate::support::*;
 use std::collections::BTreeSet;
@@ -577,4 +578,124 @@ fn bridge_state_shows_in_metrics_and_sys() {
         }
     }
     assert_eq!(last, b"1");
+}
+
+/// How the broker process ends in [`stored_queue_survives`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum End {
+    /// SIGTERM, a clean stop (the default `interval` sync policy).
+    Sigterm,
+    /// kill -9 under `persistence_sync = "always"`.
+    Kill9,
+}
+
+/// The bridge's queue with the durable store: the remote (Mosquitto) is down while `N` QoS 1
+/// messages are published here, this broker's process ends and starts again on the same
+/// directory, then the remote comes back: its subscriber gets all `N`, in order, once each.
+fn stored_queue_survives(end: End) {
+    const N: u32 = 200;
+    let mdir = scratch_dir("mosq-stored");
+    let mport = free_port();
+    let extra = format!(
+        "persistence true\npersistence_location {}/\n",
+        mdir.display()
+    );
+    // The remote subscriber's session (kept by Mosquitto) exists before anything is
+    // bridged, so the remote keeps every message for it while it is away.
+    let counter = |addr| {
+        let mut c = connect_packet(Protocol::V3_1_1, "counter");
+        c.clean_start = false;
+        Client::connect_with(addr, c).0
+    };
+    let mut m = Mosquitto::start_in(mdir, mport, &extra);
+    counter(m.addr()).subscribe("cloud/#", QoS::AtLeastOnce);
+    m.stop();
+
+    let dir = scratch_dir("stored-bridge");
+    let port = free_port();
+    let sync = if end == End::Kill9 {
+        "always"
+    } else {
+        "interval"
+    };
+    let tables = format!(
+        "sys_interval_secs = 1\n[[bridge]]\nname = \"up\"\naddress = \"127.0.0.1:{mport}\"\n\
+         reconnect_min_ms = 100\nreconnect_max_ms = 500\n\
+         [[bridge.topic]]\npattern = \"q/#\"\nqos = 1\nremote_prefix = \"cloud/\"\n"
+    );
+    let local = Process::start_config(&dir, port, sync, &tables);
+    let mut p = Client::connect(local.addr, Protocol::V3_1_1, "loader");
+    for i in 0..N {
+        let topic = format!("q/{}", i % 5);
+        p.publish(&topic, &i.to_be_bytes(), QoS::AtLeastOnce, false);
+    }
+    match end {
+        End::Sigterm => local.terminate(),
+        End::Kill9 => local.kill9(),
+    }
+    let local = Process::start_config(&dir, port, sync, &tables);
+    // The gauge counts the recovered queue before the remote is back.
+    sys_reads(local.addr, "queued", &N.to_string());
+    m.restart();
+    let mut s = counter(m.addr());
+    let mut got = Vec::new();
+    while got.len() < N as usize {
+        match s.recv_within(Duration::from_secs(15)) {
+            Some(Packet::Publish(x)) => {
+                s.ack(&x);
+                let n: [u8; 4] = x.payload[..].try_into().expect("4-byte payload");
+                got.push(u32::from_be_bytes(n));
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "{end:?}: all {N}, in order"
+    );
+    s.expect_nothing();
+    sys_reads(local.addr, "queued", "0");
+    sys_reads(local.addr, "dropped", "0");
+    drop(local);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Reads `$SYS/broker/bridges/up/+` (retained, published when a value changes) until `what`
+/// reads `want`, subscribing anew each second: a subscription made on one core while the
+/// first values are being retained on another may see neither the retained copy nor the
+/// live one.
+fn sys_reads(addr: SocketAddr, what: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = None;
+    loop {
+        let mut s = Client::connect(addr, Protocol::V3_1_1, "sys");
+        s.subscribe("$SYS/broker/bridges/up/+", QoS::AtMostOnce);
+        let round = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < round {
+            if let Some(Packet::Publish(p)) = s.recv_within(Duration::from_millis(100)) {
+                if p.topic.rsplit('/').next() == Some(what) {
+                    last = Some(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+                if last.as_deref() == Some(want) {
+                    return;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "$SYS {what} is {last:?}, not {want}"
+        );
+    }
+}
+
+#[test]
+fn the_bridge_queue_survives_a_sigterm_restart() {
+    stored_queue_survives(End::Sigterm);
+}
+
+#[test]
+fn the_bridge_queue_survives_kill_9_under_sync_always() {
+    stored_queue_survives(End::Kill9);
 }

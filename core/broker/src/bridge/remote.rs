@@ -10,6 +10,7 @@ use super::link::{BridgeStats, Link, Outgoing};
 use super::wire::{WireRd, WireWr};
 use super::{inbound, Bridge};
 use crate::shard::Shard;
+use crate::store::MsgState;
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
@@ -237,6 +238,7 @@ fn encode_publish(b: &Bridge, live: &Live, o: &Outgoing, pid: u16, dup: bool, ou
 /// The writer: control packets first, then queued messages while the window has room;
 /// PINGREQ when nothing was written for the keep-alive.
 pub(crate) async fn writer(
+    shard: &Rc<Shard>,
     b: &Bridge,
     live: &Live,
     outbox: &RefCell<Outbox>,
@@ -258,6 +260,12 @@ pub(crate) async fn writer(
             b.link.ready.wait().await;
             continue;
         }
+        // As a connection's writer: what this makes observable goes to the other cores
+        // first, and under `persistence_sync = "always"` what it depends on is durable.
+        shard.flush_mesh();
+        if let Some(p) = &shard.persist {
+            p.barrier().await.map_err(|e| e.to_string())?;
+        }
         wr.write(buf).await.map_err(|e| e.to_string())?;
         last_write = Instant::now();
     }
@@ -270,15 +278,20 @@ fn fill(b: &Bridge, live: &Live, outbox: &mut Outbox, buf: &mut BytesMut) {
         o.qos = o.qos.min(live.max_qos);
         if o.msg.cost() + 64 > live.max_packet as usize {
             BridgeStats::bump(&b.link.stats.dropped);
+            b.link.done(o.id);
             continue;
         }
         if o.qos == QoS::AtMostOnce {
             encode_publish(b, live, &o, 0, false, buf);
             BridgeStats::bump(&b.link.stats.sent);
+            b.link.done(o.id);
             continue;
         }
         let pid = outbox.next_id();
         encode_publish(b, live, &o, pid, false, buf);
+        if let Some(s) = &b.link.stored {
+            s.state(o.id, pid, MsgState::Sent);
+        }
         outbox.inflight.insert(
             pid,
             InFlight {
@@ -343,6 +356,9 @@ async fn handle(
                 acked(b, &mut o, a.packet_id);
             } else if let Some(f) = o.inflight.get_mut(&a.packet_id) {
                 f.released = true;
+                if let Some(s) = &b.link.stored {
+                    s.state(f.out.id, a.packet_id, MsgState::Released);
+                }
                 live.send(&b.link, &Packet::PubRel(Ack::new(a.packet_id)));
             }
         }
@@ -361,7 +377,8 @@ async fn handle(
 
 /// The remote acknowledged `pid`: the message is delivered; room in the window.
 fn acked(b: &Bridge, outbox: &mut Outbox, pid: u16) {
-    if outbox.inflight.remove(&pid).is_some() {
+    if let Some(f) = outbox.inflight.remove(&pid) {
+        b.link.done(f.out.id);
         BridgeStats::bump(&b.link.stats.sent);
         b.link.inflight.set(outbox.inflight.len());
         b.link.update_gauge();
