@@ -699,3 +699,145 @@ fn the_bridge_queue_survives_a_sigterm_restart() {
 fn the_bridge_queue_survives_kill_9_under_sync_always() {
     stored_queue_survives(End::Kill9);
 }
+
+/// One QoS 2 PUBLISH with its whole exchange; false if the connection failed on the way.
+fn publish_qos2(c: &mut Client, topic: &str, n: u32, pid: u16) -> bool {
+    let mut p = publish(topic, &n.to_be_bytes(), QoS::ExactlyOnce, false);
+    p.packet_id = pid;
+    c.send(&Packet::Publish(p));
+    if !matches!(c.recv(), Some(Packet::PubRec(_))) {
+        return false;
+    }
+    c.send(&Packet::PubRel(Ack::new(pid)));
+    matches!(c.recv(), Some(Packet::PubComp(_)))
+}
+
+/// Counts the numbered payloads `c` receives as a QoS 2 receiver does (a PUBLISH whose id
+/// awaits PUBREL is the same message again) until every number in `want` came, then for as
+/// long again as [`QUIET`]: a late duplicate is counted too.
+fn count_qos2(c: &mut Client, want: &BTreeSet<u32>) -> std::collections::HashMap<u32, u32> {
+    let mut got = std::collections::HashMap::new();
+    let mut held = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut all_in = false;
+    loop {
+        let wait = if all_in {
+            QUIET
+        } else {
+            Duration::from_millis(200)
+        };
+        match c.recv_within(wait) {
+            Some(Packet::Publish(p)) => {
+                if held.insert(p.packet_id) {
+                    let n: [u8; 4] = p.payload[..].try_into().expect("4-byte payload");
+                    *got.entry(u32::from_be_bytes(n)).or_insert(0) += 1;
+                }
+                c.send(&Packet::PubRec(Ack::new(p.packet_id)));
+            }
+            Some(Packet::PubRel(a)) => {
+                held.remove(&a.packet_id);
+                c.send(&Packet::PubComp(Ack::new(a.packet_id)));
+            }
+            Some(_) => {}
+            None if all_in || Instant::now() > deadline => return got,
+            None => {}
+        }
+        all_in = want.iter().all(|n| got.contains_key(n));
+    }
+}
+
+/// A `both` topic at QoS 2 with Mosquitto (persistence on) as the remote, which is stopped
+/// while messages cross both ways and started again: each side's subscriber gets every
+/// message of the other side exactly once (the one the remote publisher had in flight at the
+/// stop at most once).
+#[test]
+fn a_qos2_both_way_bridge_is_exactly_once_across_a_remote_restart() {
+    const N: u32 = 300;
+    let dir = scratch_dir("mosq-qos2");
+    let extra = format!(
+        "persistence true\npersistence_location {}/\n",
+        dir.display()
+    );
+    let mut m = Mosquitto::start_in(dir, free_port(), &extra);
+    let persistent = |addr, id: &str| {
+        let mut c = connect_packet(Protocol::V3_1_1, id);
+        c.clean_start = false;
+        Client::connect_with(addr, c).0
+    };
+    // The remote subscriber is away until the end; Mosquitto keeps its messages.
+    persistent(m.addr(), "far").subscribe("x/up/#", QoS::ExactlyOnce);
+    let both = BridgeTopic {
+        qos: 2,
+        ..topic("x/#", Direction::Both, "", "")
+    };
+    let mut cfg = bridge("q2", m.addr(), BridgeProtocol::V311, vec![both]);
+    cfg.clean_start = false;
+    let local = bridged(cfg);
+    wait_connected(&local, "q2");
+    let mut near = Client::connect(local.local_addr(), Protocol::V3_1_1, "near");
+    near.subscribe("x/down/#", QoS::ExactlyOnce);
+
+    // The remote's publisher runs until the remote stops under it.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (addr, seen) = (m.addr(), progress.clone());
+    let remote_pub = std::thread::spawn(move || {
+        let mut rp = Client::connect(addr, Protocol::V3_1_1, "rp");
+        for n in 0..N {
+            if !publish_qos2(&mut rp, &format!("x/down/{}", n % 3), n, n as u16 + 1) {
+                return n;
+            }
+            seen.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+        N
+    });
+    let mut lp = Client::connect(local.local_addr(), Protocol::V3_1_1, "lp");
+    for n in 0..N / 2 {
+        lp.publish(
+            &format!("x/up/{}", n % 3),
+            &n.to_be_bytes(),
+            QoS::ExactlyOnce,
+            false,
+        );
+    }
+    wait_for("the remote's publisher", || {
+        progress.load(std::sync::atomic::Ordering::Relaxed) >= N / 3
+    });
+    m.stop();
+    let cut = remote_pub.join().expect("publisher thread");
+    for n in N / 2..N {
+        lp.publish(
+            &format!("x/up/{}", n % 3),
+            &n.to_be_bytes(),
+            QoS::ExactlyOnce,
+            false,
+        );
+    }
+    m.restart();
+    let mut rp = Client::connect(m.addr(), Protocol::V3_1_1, "rp2");
+    for n in cut + 1..N {
+        assert!(publish_qos2(
+            &mut rp,
+            &format!("x/down/{}", n % 3),
+            n,
+            n as u16 + 1
+        ));
+    }
+
+    let up = count_qos2(&mut persistent(m.addr(), "far"), &(0..N).collect());
+    let twice: Vec<_> = up.iter().filter(|(_, c)| **c != 1).collect();
+    let lost: Vec<_> = (0..N).filter(|n| !up.contains_key(n)).collect();
+    assert!(lost.is_empty(), "out: lost {lost:?}");
+    assert!(
+        up.len() == N as usize && twice.is_empty(),
+        "out: {} of {N}, not once: {twice:?}",
+        up.len()
+    );
+    let want: BTreeSet<u32> = (0..N).filter(|n| *n != cut).collect();
+    let down = count_qos2(&mut near, &want);
+    let twice: Vec<_> = down.iter().filter(|(_, c)| **c != 1).collect();
+    let missing: Vec<_> = want.iter().filter(|n| !down.contains_key(n)).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "in: missing {missing:?}, not once: {twice:?}"
+    );
+}

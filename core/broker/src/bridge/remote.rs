@@ -35,11 +35,16 @@ pub(crate) struct InFlight {
     pub(crate) released: bool,
 }
 
-/// What the bridge keeps across connections: messages in flight by packet id.
+/// What the bridge keeps across connections (its side of the session on the remote):
+/// messages in flight by packet id, and inbound QoS 2 ids received and not yet released.
 #[derive(Default)]
 pub(crate) struct Outbox {
     pub(crate) inflight: BTreeMap<u16, InFlight>,
     next_id: u16,
+    /// Session state of the client [MQTT-4.1.0-1]: kept while the remote keeps the session,
+    /// so a PUBLISH the remote sends again with DUP after it restarted (our PUBREC lost with
+    /// it) is acknowledged, not published here twice.
+    pub(crate) qos2_in: HashSet<u16>,
 }
 
 impl Outbox {
@@ -65,8 +70,6 @@ pub(crate) struct Live {
     /// The remote's Maximum QoS (v5).
     max_qos: QoS,
     keepalive: Duration,
-    /// Inbound QoS 2 packet ids received and not yet released.
-    pub(crate) qos2_in: RefCell<HashSet<u16>>,
     /// Inbound messages denied here since the connection opened (logged once).
     pub(crate) denied: Cell<u64>,
 }
@@ -154,7 +157,6 @@ pub(crate) async fn await_connack(
             .and_then(QoS::from_u8)
             .unwrap_or(QoS::ExactlyOnce),
         keepalive: Duration::from_secs(u64::from(keepalive)),
-        qos2_in: RefCell::new(HashSet::new()),
         denied: Cell::new(0),
     };
     Ok((live, ack.session_present))
@@ -165,6 +167,11 @@ pub(crate) async fn await_connack(
 /// whether it subscribed (the bridge counts as connected once SUBACK came).
 pub(crate) fn resume(b: &Bridge, live: &Live, outbox: &mut Outbox, session_present: bool) -> bool {
     if !session_present {
+        for pid in std::mem::take(&mut outbox.qos2_in) {
+            if let Some(s) = &b.link.stored {
+                s.qos2_released(pid);
+            }
+        }
         let items = std::mem::take(&mut outbox.inflight);
         b.link
             .requeue_front(items.into_values().map(|f| f.out).collect());
@@ -344,9 +351,13 @@ async fn handle(
     p: Packet,
 ) -> Result<(), String> {
     match p {
-        Packet::Publish(p) => inbound::publish(shard, b, live, p).await,
+        Packet::Publish(p) => inbound::publish(shard, b, live, outbox, p).await,
         Packet::PubRel(a) => {
-            live.qos2_in.borrow_mut().remove(&a.packet_id);
+            if outbox.borrow_mut().qos2_in.remove(&a.packet_id) {
+                if let Some(s) = &b.link.stored {
+                    s.qos2_released(a.packet_id);
+                }
+            }
             live.send(&b.link, &Packet::PubComp(Ack::new(a.packet_id)));
         }
         Packet::PubAck(a) | Packet::PubComp(a) => acked(b, &mut outbox.borrow_mut(), a.packet_id),

@@ -13,6 +13,9 @@
 //!   waits for any subscriber's (the mesh's `DurableReq`, or this core's store position);
 //! - `MsgState { Sent, packet id }` when it goes in flight to the remote, `Released` at
 //!   PUBREC; `MsgDone` at PUBACK / PUBCOMP, or when it is dropped on the way out;
+//! - `Qos2Received` / `Qos2Released` for inbound QoS 2 ids (received once the message's
+//!   deliveries are durable, as for a client), so a PUBLISH the remote resends with DUP after
+//!   this broker restarted is not published twice;
 //! - under `always` the bridge's writer, like a connection's, writes nothing before the
 //!   records it depends on are durable (`Persist::barrier`): a packet id the remote holds
 //!   after a crash is one the store knows, so a QoS 2 message is resent with DUP (or PUBREL)
@@ -21,13 +24,14 @@
 //!
 //! At start `Boot` sets recovered bridge sessions aside (no home core, no registry claim, no
 //! interest); the core that starts the bridge takes its session ([`restore`]): queued
-//! messages go back in the link's queue, in-flight ones in the outbox with their packet ids,
+//! messages go back in the link's queue, in-flight ones and inbound QoS 2 ids in the outbox,
 //! and they are written again behind the new image. A bridge removed at run time ends its
 //! session (`SessionGone`); one that is not started again keeps its stored queue.
 
 use super::link::{Link, Outgoing};
 use super::remote::{InFlight, Outbox};
 use crate::config::BridgeConfig;
+use crate::shard::Shard;
 use crate::store::{MsgState, Record, RecoveredSession, ShardStore, StoredMsg};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -86,6 +90,29 @@ impl StoredQueue {
         }
     }
 
+    /// An inbound QoS 2 PUBLISH `pid` was published here (PUBREC follows): written once its
+    /// deliveries are durable wherever they went, as a client's (`Persist::after_routed`).
+    pub(crate) fn qos2_received(&self, shard: &Shard, pid: u16) {
+        if let Some(p) = &shard.persist {
+            let client_id = self.key.clone();
+            p.after_routed(
+                shard,
+                Record::Qos2Received {
+                    client_id,
+                    packet_id: pid,
+                },
+            );
+        }
+    }
+
+    /// Inbound QoS 2 id `pid` was released (PUBCOMP follows), or the remote forgot it.
+    pub(crate) fn qos2_released(&self, pid: u16) {
+        self.store.push(Record::Qos2Released {
+            client_id: self.key.clone(),
+            packet_id: pid,
+        });
+    }
+
     /// Message `id` is done: acknowledged by the remote, or dropped.
     pub(crate) fn done(&self, id: u64) {
         if id != 0 {
@@ -130,6 +157,14 @@ pub(crate) fn restore(link: &Link, cfg: &BridgeConfig, rs: Option<RecoveredSessi
         }
         let client_id = stored.key.clone();
         stored.store.push(Record::Queued { client_id, msg: m });
+    }
+    for pid in rs.qos2_in {
+        outbox.qos2_in.insert(pid);
+        let client_id = stored.key.clone();
+        stored.store.push(Record::Qos2Received {
+            client_id,
+            packet_id: pid,
+        });
     }
     link.requeue_front(queued);
     link.inflight.set(outbox.inflight.len());

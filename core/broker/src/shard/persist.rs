@@ -528,7 +528,7 @@ impl Persist {
     /// Pushes `rec` once what this core routed so far is durable wherever it went: an
     /// inbound QoS 2 id must not be on disk without the deliveries of its message, or a
     /// retransmission after a crash would be taken for a duplicate and the message lost.
-    fn after_routed(&self, core: &Shard, rec: Record) {
+    pub(crate) fn after_routed(&self, core: &Shard, rec: Record) {
         if !self.always {
             self.push(rec);
             return;
