@@ -74,6 +74,9 @@ pub(crate) struct Boot {
     replicas: Mutex<Option<Arc<Replicas>>>,
     always: bool,
     report: store::RecoveryReport,
+    /// Recovered bridge sessions (`crate::bridge::store_key`), taken by the core that starts
+    /// the bridge: they are placed on that core, not on their home core.
+    bridges: Mutex<Vec<RecoveredSession>>,
     /// Per core: records, syncs, write errors (copied from the store by its core), refusals.
     pub(crate) counters: Vec<[AtomicU64; 4]>,
 }
@@ -134,6 +137,8 @@ impl Boot {
             (0..cores).map(|_| Vec::new()).collect();
         let mut interest = HashSet::new();
         let mut shared: std::collections::HashMap<(Arc<str>, u16), u32> = Default::default();
+        let (bridges, sessions): (Vec<_>, Vec<_>) =
+            (sessions.into_iter()).partition(|rs| crate::bridge::is_store_key(&rs.meta.client_id));
         for rs in sessions {
             let core = rs.shard.min(cores - 1) as u16;
             let key = (u64::from(core) << 48) | (per_core[usize::from(core)].len() as u64 + 1);
@@ -162,8 +167,16 @@ impl Boot {
             }))),
             always: config.persistence_sync == PersistenceSync::Always,
             report,
+            bridges: Mutex::new(bridges),
             counters: (0..cores).map(|_| Default::default()).collect(),
         }))
+    }
+
+    /// The recovered session of the bridge whose store key is `key`, if any (once).
+    pub(crate) fn take_bridge(&self, key: &str) -> Option<RecoveredSession> {
+        let mut b = self.bridges.lock().ok()?;
+        let i = b.iter().position(|rs| &*rs.meta.client_id == key)?;
+        Some(b.swap_remove(i))
     }
 
     /// The figures of [`PersistenceStats`].
@@ -297,8 +310,9 @@ impl Shard {
 }
 
 /// Whether `e`'s state is written: a session that outlives its connection, not in-process.
+/// A bridge's session is (its queue is written by `crate::bridge`, which holds it).
 fn durable(e: &Entry) -> bool {
-    e.s.is_persistent() && !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_))
+    e.s.is_persistent() && !matches!(e.sink, Sink::Api(_))
 }
 
 fn meta(e: &Entry, listener: u16) -> SessionMeta {
@@ -514,7 +528,7 @@ impl Persist {
     /// Pushes `rec` once what this core routed so far is durable wherever it went: an
     /// inbound QoS 2 id must not be on disk without the deliveries of its message, or a
     /// retransmission after a crash would be taken for a duplicate and the message lost.
-    fn after_routed(&self, core: &Shard, rec: Record) {
+    pub(crate) fn after_routed(&self, core: &Shard, rec: Record) {
         if !self.always {
             self.push(rec);
             return;
@@ -642,7 +656,7 @@ impl Shard {
         let Some(e) = st.sessions.get_mut(key) else {
             return;
         };
-        if matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) {
+        if matches!(e.sink, Sink::Api(_)) {
             return;
         }
         if durable(e) {
