@@ -55,6 +55,16 @@ impl Shard {
         }
     }
 
+    /// Queues `msg()` for every core but this one (a broadcast of a change this core has
+    /// applied to its own replica already).
+    pub(crate) fn send_to_others(&self, msg: impl Fn() -> MeshMsg) {
+        for c in 0..self.shared.cores() {
+            if c != usize::from(self.id) {
+                self.send(c, msg());
+            }
+        }
+    }
+
     /// Pushes everything queued by [`Shard::send`] (see there for when it must be called).
     pub(crate) fn flush_mesh(&self) {
         let mut outbox = self.outbox.borrow_mut();
