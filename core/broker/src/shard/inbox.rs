@@ -2,7 +2,7 @@
 //! ARCHITECTURE.md), the per-destination outbox flushed once per loop turn, and applying each
 //! message.
 
-use super::Shard;
+use super::{Shard, ToDeliver};
 use crate::mesh::{MeshMsg, Target};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -122,8 +122,14 @@ impl Shard {
                 delivery,
                 group,
             } => {
-                let mut st = self.st.borrow_mut();
-                self.forwarded(&mut st, key, &msg, delivery, group, Instant::now());
+                let item = ToDeliver {
+                    msg: &msg,
+                    delivery,
+                    group,
+                    now: Instant::now(),
+                    cache_heads: false,
+                };
+                self.forwarded(&mut self.st.borrow_mut(), key, item);
             }
             MeshMsg::MoveAck { old } => self.move_acked(old),
             MeshMsg::MoveBarrier { old } => {
