@@ -18,6 +18,8 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/broker.sh
+source "$ROOT/scripts/lib/broker.sh"
 URINGMQ_BIN=${URINGMQ_BIN:-$ROOT/target/ci/uringmq}
 LOAD=${LOAD:-$ROOT/target/ci/uringmq-load}
 MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
@@ -46,22 +48,25 @@ for b in "$URINGMQ_BIN" "$LOAD" "$MOSQUITTO"; do
 done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
-}
+# Two brokers run at once (the remote and a bridging one): scripts/lib/broker.sh starts and
+# stops one at a time, so their pids are kept here.
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; PIDS=(); }
+start_broker() { # port log command...
+  broker_start "$@" || return 1
+  PIDS+=("$BROKER_PID")
+}
+cleanup() {
+  for p in "${PIDS[@]}"; do
+    BROKER_PID=$p
+    broker_stop
+  done
+  PIDS=()
+}
 trap cleanup EXIT
 
 # One uringmq, one core per broker so the two bridging brokers get the same CPU budget.
 start_uringmq() { # port config-file
-  "$URINGMQ_BIN" -c "$2" --port "$1" --cores 1 --log-level warn >>"$OUT/uringmq.log" 2>&1 &
-  PIDS+=($!)
-  wait_port "$1"
+  start_broker "$1" "$OUT/uringmq.log" "$URINGMQ_BIN" -c "$2" --port "$1" --cores 1 --log-level warn
 }
 
 run_load() { # label pub-port sub-port [more uringmq-load options]
@@ -111,9 +116,8 @@ max_inflight_messages 100
 max_queued_messages 100000
 cleansession true
 EOF
-  "$MOSQUITTO" -c "$OUT/mosquitto.conf" >>"$OUT/mosquitto.log" 2>&1 &
-  PIDS+=($!)
-  wait_port "$mbridge" || { say "mosquitto did not start"; return; }
+  start_broker "$mbridge" "$OUT/mosquitto.log" "$MOSQUITTO" -c "$OUT/mosquitto.conf" ||
+    { say "mosquitto did not start"; return; }
   sleep 1
   both_runs mosquitto "$r" "$mbridge" "$remote"
   cleanup

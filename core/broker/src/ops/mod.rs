@@ -59,11 +59,7 @@ impl Shard {
     pub(crate) fn publish_sys(self: &Rc<Self>, msgs: Vec<Arc<Message>>) {
         for msg in msgs {
             self.apply_retain(msg.clone());
-            for c in 0..self.shared.cores() {
-                if c != usize::from(self.id) {
-                    self.send(c, MeshMsg::Retain(msg.clone()));
-                }
-            }
+            self.send_to_others(|| MeshMsg::Retain(msg.clone()));
             self.route(&msg);
         }
     }

@@ -2,7 +2,7 @@
 //! ARCHITECTURE.md), the per-destination outbox flushed once per loop turn, and applying each
 //! message.
 
-use super::Shard;
+use super::{Shard, ToDeliver};
 use crate::mesh::{MeshMsg, Target};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -52,6 +52,16 @@ impl Shard {
                 self.outbox_ready.notify();
             }
             q.push(msg);
+        }
+    }
+
+    /// Queues `msg()` for every core but this one (a broadcast of a change this core has
+    /// applied to its own replica already).
+    pub(crate) fn send_to_others(&self, msg: impl Fn() -> MeshMsg) {
+        for c in 0..self.shared.cores() {
+            if c != usize::from(self.id) {
+                self.send(c, msg());
+            }
         }
     }
 
@@ -112,8 +122,14 @@ impl Shard {
                 delivery,
                 group,
             } => {
-                let mut st = self.st.borrow_mut();
-                self.forwarded(&mut st, key, &msg, delivery, group, Instant::now());
+                let item = ToDeliver {
+                    msg: &msg,
+                    delivery,
+                    group,
+                    now: Instant::now(),
+                    cache_heads: false,
+                };
+                self.forwarded(&mut self.st.borrow_mut(), key, item);
             }
             MeshMsg::MoveAck { old } => self.move_acked(old),
             MeshMsg::MoveBarrier { old } => {

@@ -105,18 +105,11 @@ impl Shard {
             .borrow_mut()
             .routes
             .set_interest(&filter, self.id, add);
-        for c in 0..self.shared.cores() {
-            if c != usize::from(self.id) {
-                self.send(
-                    c,
-                    MeshMsg::Interest {
-                        filter: filter.clone(),
-                        core: self.id,
-                        add,
-                    },
-                );
-            }
-        }
+        self.send_to_others(|| MeshMsg::Interest {
+            filter: filter.clone(),
+            core: self.id,
+            add,
+        });
         self.to_cluster(ToCluster::Interest { filter, add });
     }
 
@@ -125,18 +118,11 @@ impl Shard {
             .borrow_mut()
             .routes
             .set_shared_count(group, self.id, members);
-        for c in 0..self.shared.cores() {
-            if c != usize::from(self.id) {
-                self.send(
-                    c,
-                    MeshMsg::SharedInterest {
-                        group: group.clone(),
-                        core: self.id,
-                        members,
-                    },
-                );
-            }
-        }
+        self.send_to_others(|| MeshMsg::SharedInterest {
+            group: group.clone(),
+            core: self.id,
+            members,
+        });
         self.to_cluster(ToCluster::Shared {
             core: self.id,
             group: group.clone(),
@@ -217,11 +203,7 @@ impl Shard {
             }
         }
         self.apply_retain(msg.clone());
-        for c in 0..self.shared.cores() {
-            if c != usize::from(self.id) {
-                self.send(c, MeshMsg::Retain(msg.clone()));
-            }
-        }
+        self.send_to_others(|| MeshMsg::Retain(msg.clone()));
         if super::cluster::crosses(msg) {
             self.to_cluster(ToCluster::Retain(msg.clone()));
         }
