@@ -95,10 +95,13 @@ struct Inbound {
     interest: HashSet<Arc<str>>,
     shared: HashMap<Arc<str>, u32>,
     /// Between `Sync` and `SyncEnd`: the state being restated.
-    sync: Option<(HashSet<Arc<str>>, HashMap<Arc<str>, u32>)>,
+    sync: Option<Restated>,
     messages: u64,
     bytes: u64,
 }
+
+/// A peer's interest and shared-group counts as it restates them after `Sync`.
+type Restated = (HashSet<Arc<str>>, HashMap<Arc<str>, u32>);
 
 /// Messages for the cores, pushed together per core.
 pub struct ToCores(Vec<Vec<MeshMsg>>);
@@ -364,7 +367,7 @@ impl State {
 
     /// Queues a state frame for every peer whose link is up (the others get it in their
     /// link's start).
-    fn to_linked(&mut self, f: &Frame) {
+    fn tell_linked(&mut self, f: &Frame) {
         let bytes = encoded(f);
         for p in self.peers.values_mut().filter(|p| p.up) {
             p.out.push_state(bytes.clone());
@@ -384,7 +387,7 @@ impl State {
             self.mine.interest.remove(&filter);
         }
         if (before == 0) != (now == 0) {
-            self.to_linked(&Frame::Interest {
+            self.tell_linked(&Frame::Interest {
                 filter: filter.to_string(),
                 add,
             });
@@ -404,7 +407,7 @@ impl State {
             self.mine.shared.remove(&group);
         }
         if before != now {
-            self.to_linked(&Frame::SharedCount {
+            self.tell_linked(&Frame::SharedCount {
                 group: group.to_string(),
                 members: now,
             });
