@@ -259,11 +259,14 @@ fn a_link_cut_under_qos1_load_loses_nothing() {
     let addr = a.local_addr();
     let proxy = std::sync::Arc::new(proxy);
     let cutter = proxy.clone();
-    // The publisher cuts the link itself a quarter of the way, so messages are crossing then.
+    // A quarter of the way the link goes dead (what a writes to it is lost) and, 100 messages
+    // later, is cut: those 100 were written and never acknowledged, so they are resent.
     let publisher = std::thread::spawn(move || {
         let mut p = Client::connect(addr, Protocol::V5, "pub");
         for i in 0..N {
             if i == N / 4 {
+                cutter.discard();
+            } else if i == N / 4 + 100 {
                 cutter.cut();
             }
             p.publish(&format!("load/{i}"), b"x", QoS::AtLeastOnce, false);
@@ -291,6 +294,7 @@ fn a_link_cut_under_qos1_load_loses_nothing() {
     sub.expect_nothing();
     let s = status(&a);
     assert_eq!(s.links["b"].outbound.dropped, 0);
+    assert!(s.links["b"].outbound.resent >= 100, "{s:?}");
     eprintln!(
         "{N} messages across a cut link, {} written again",
         s.links["b"].outbound.resent

@@ -169,14 +169,19 @@ impl Router {
             if p.out.has_unwritten() {
                 p.wake.notify_one();
             }
-            let s = p.out.stats;
-            self.board.link(&p.name, Direction::Outbound, |l| {
-                l.messages = s.messages;
-                l.bytes = s.bytes;
-                l.resent = s.resent;
-                l.dropped = s.dropped;
-            });
+            self.show_sent(p);
         }
+    }
+
+    /// Copies a peer's send counters to the status.
+    fn show_sent(&self, p: &Peer) {
+        let s = p.out.stats;
+        self.board.link(&p.name, Direction::Outbound, |l| {
+            l.messages = s.messages;
+            l.bytes = s.bytes;
+            l.resent = s.resent;
+            l.dropped = s.dropped;
+        });
     }
 
     /// The link to `peer` came up: it starts with this node's state, then everything not
@@ -190,6 +195,7 @@ impl Router {
         p.out.rewind(start);
         p.up = true;
         p.wake.notify_one();
+        self.show_sent(p);
         (id, p.wake.clone())
     }
 
