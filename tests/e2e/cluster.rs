@@ -7,6 +7,7 @@ use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uringmq::{ClusterConfig, ClusterStatus};
@@ -312,6 +313,8 @@ fn cluster_child_node() {
 pub(crate) struct Proxy {
     pub(crate) addr: SocketAddr,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    /// Bytes read are thrown away instead of passed on (until the next cut).
+    discard: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -320,6 +323,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(Mutex::new(Vec::new()));
         let conns = open.clone();
+        let discard = Arc::new(AtomicBool::new(false));
+        let dropping = discard.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(to) else {
@@ -328,25 +333,42 @@ impl Proxy {
                 let mut list = conns.lock().unwrap();
                 list.push(client.try_clone().unwrap());
                 list.push(server.try_clone().unwrap());
-                pump(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pump(server, client);
+                pump(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    dropping.clone(),
+                );
+                pump(server, client, dropping.clone());
             }
         });
-        Proxy { addr, open }
+        Proxy {
+            addr,
+            open,
+            discard,
+        }
     }
 
-    /// Cuts every connection through the proxy (new ones still pass).
+    /// Cuts every connection through the proxy (new ones pass, and their bytes too).
     pub(crate) fn cut(&self) {
         for s in self.open.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
+        self.discard.store(false, Ordering::SeqCst);
+    }
+
+    /// From now until the next cut, bytes are lost in the proxy (a link that went dead).
+    pub(crate) fn discard(&self) {
+        self.discard.store(true, Ordering::SeqCst);
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+fn pump(mut from: TcpStream, mut to: TcpStream, discard: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut buf = [0; 4096];
         while let Ok(n @ 1..) = from.read(&mut buf) {
+            if discard.load(Ordering::SeqCst) {
+                continue;
+            }
             if to.write_all(&buf[..n]).is_err() {
                 break;
             }

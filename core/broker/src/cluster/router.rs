@@ -95,10 +95,13 @@ struct Inbound {
     interest: HashSet<Arc<str>>,
     shared: HashMap<Arc<str>, u32>,
     /// Between `Sync` and `SyncEnd`: the state being restated.
-    sync: Option<(HashSet<Arc<str>>, HashMap<Arc<str>, u32>)>,
+    sync: Option<Restated>,
     messages: u64,
     bytes: u64,
 }
+
+/// A peer's interest and shared-group counts as it restates them after `Sync`.
+type Restated = (HashSet<Arc<str>>, HashMap<Arc<str>, u32>);
 
 /// Messages for the cores, pushed together per core.
 pub struct ToCores(Vec<Vec<MeshMsg>>);
@@ -166,14 +169,19 @@ impl Router {
             if p.out.has_unwritten() {
                 p.wake.notify_one();
             }
-            let s = p.out.stats;
-            self.board.link(&p.name, Direction::Outbound, |l| {
-                l.messages = s.messages;
-                l.bytes = s.bytes;
-                l.resent = s.resent;
-                l.dropped = s.dropped;
-            });
+            self.show_sent(p);
         }
+    }
+
+    /// Copies a peer's send counters to the status.
+    fn show_sent(&self, p: &Peer) {
+        let s = p.out.stats;
+        self.board.link(&p.name, Direction::Outbound, |l| {
+            l.messages = s.messages;
+            l.bytes = s.bytes;
+            l.resent = s.resent;
+            l.dropped = s.dropped;
+        });
     }
 
     /// The link to `peer` came up: it starts with this node's state, then everything not
@@ -187,6 +195,7 @@ impl Router {
         p.out.rewind(start);
         p.up = true;
         p.wake.notify_one();
+        self.show_sent(p);
         (id, p.wake.clone())
     }
 
@@ -364,7 +373,7 @@ impl State {
 
     /// Queues a state frame for every peer whose link is up (the others get it in their
     /// link's start).
-    fn to_linked(&mut self, f: &Frame) {
+    fn tell_linked(&mut self, f: &Frame) {
         let bytes = encoded(f);
         for p in self.peers.values_mut().filter(|p| p.up) {
             p.out.push_state(bytes.clone());
@@ -384,7 +393,7 @@ impl State {
             self.mine.interest.remove(&filter);
         }
         if (before == 0) != (now == 0) {
-            self.to_linked(&Frame::Interest {
+            self.tell_linked(&Frame::Interest {
                 filter: filter.to_string(),
                 add,
             });
@@ -404,7 +413,7 @@ impl State {
             self.mine.shared.remove(&group);
         }
         if before != now {
-            self.to_linked(&Frame::SharedCount {
+            self.tell_linked(&Frame::SharedCount {
                 group: group.to_string(),
                 members: now,
             });
