@@ -114,6 +114,8 @@ impl Conn {
         h.forget(old);
         // The runtime closes `old`; the socket stays open through `new`.
         drop(stream);
+        // Nothing is queued (no writer runs): the queue's box and buffer go too.
+        self.out.borrow_mut().release();
         self.fd.set(new);
         self.parking.set(Parking::Detached);
         self.in_epoll.set(false);
@@ -147,7 +149,7 @@ impl Conn {
             Err(e) => {
                 // `from_std` closed the descriptor on failure.
                 self.fd.set(-1);
-                warn!(peer = ?self.peer, "cannot resume a hibernated connection: {e}");
+                warn!(peer = ?self.peer(), "cannot resume a hibernated connection: {e}");
                 if let Some(conn) = self.me.upgrade() {
                     self.killed.set(Some(Box::new(Kill {
                         reason: CloseReason::Io(e.to_string()),
@@ -214,7 +216,7 @@ impl Conn {
                 Ok(())
             }
             Err(e) => {
-                debug!(peer = ?self.peer, "cannot park connection: {e}");
+                debug!(peer = ?self.peer(), "cannot park connection: {e}");
                 Err(rd)
             }
         }
