@@ -71,7 +71,7 @@ impl Subscriptions {
         if limits.bytes != 0 && bytes > limits.bytes {
             return Err(OverQuota::Bytes(limits.bytes));
         }
-        let many = match self.0.take().map(|f| *f) {
+        let mut many = match self.0.take().map(|f| *f) {
             None => {
                 self.0 = Some(Box::new(Filters::One(filter.into(), opts)));
                 return Ok(true);
@@ -83,7 +83,6 @@ impl Subscriptions {
             }
             Some(Filters::Many(m)) => m,
         };
-        let mut many = many;
         many.map.insert(filter.to_owned(), opts);
         many.bytes = bytes;
         self.0 = Some(Box::new(Filters::Many(many)));
