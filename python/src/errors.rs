@@ -41,7 +41,7 @@ pub fn start_error(e: StartError) -> PyErr {
 pub fn api_error(e: ApiError) -> PyErr {
     match e {
         ApiError::NotRunning => PyRuntimeError::new_err(e.to_string()),
-        ApiError::InvalidTopic(_) | ApiError::InvalidOption(_) => {
+        ApiError::InvalidTopic(_) | ApiError::InvalidOption(_) | ApiError::Session(_) => {
             PyValueError::new_err(e.to_string())
         }
         ApiError::Timeout => PyTimeoutError::new_err(e.to_string()),

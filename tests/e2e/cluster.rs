@@ -15,7 +15,7 @@ const SECRET: &str = "a-test-cluster-secret";
 /// The lease TTL of the test nodes (etcd's minimum is about 2 s).
 const TTL: u64 = 2;
 
-fn cluster_config(etcd: &Etcd, name: &str, prefix: &str) -> ClusterConfig {
+pub(crate) fn cluster_config(etcd: &Etcd, name: &str, prefix: &str) -> ClusterConfig {
     let mut c = ClusterConfig::new(name, vec![etcd.url()]);
     c.prefix = prefix.to_owned();
     c.secret = Some(SECRET.to_owned());
@@ -23,16 +23,16 @@ fn cluster_config(etcd: &Etcd, name: &str, prefix: &str) -> ClusterConfig {
     c
 }
 
-fn node_with(cluster: ClusterConfig) -> Broker {
+pub(crate) fn node_with(cluster: ClusterConfig) -> Broker {
     broker_with(|c| c.cluster = Some(cluster))
 }
 
-fn status(b: &Broker) -> ClusterStatus {
+pub(crate) fn status(b: &Broker) -> ClusterStatus {
     b.cluster_status().expect("a cluster node")
 }
 
 /// Waits (bounded) until `f` holds; returns how long it took.
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
@@ -42,7 +42,7 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Durat
 }
 
 /// Whether `b` sees exactly `names` registered and is linked both ways with each of them.
-fn sees_all(b: &Broker, names: &[&str]) -> bool {
+pub(crate) fn sees_all(b: &Broker, names: &[&str]) -> bool {
     let s = status(b);
     s.node_names() == names && names.iter().all(|n| *n == s.name || s.link_up(n))
 }
@@ -309,13 +309,13 @@ fn cluster_child_node() {
 }
 
 /// A TCP proxy to `to` whose connections the test can cut.
-struct Proxy {
-    addr: SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
-    fn start(to: SocketAddr) -> Proxy {
+    pub(crate) fn start(to: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(Mutex::new(Vec::new()));
@@ -336,7 +336,7 @@ impl Proxy {
     }
 
     /// Cuts every connection through the proxy (new ones still pass).
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         for s in self.open.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }

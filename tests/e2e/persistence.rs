@@ -46,22 +46,6 @@ fn persistent_broker(dir: &Path, sync: PersistenceSync) -> Broker {
     })
 }
 
-/// A CONNECT that keeps the session: 3.1.1 clean session 0, v5 clean start 0 with an expiry.
-fn persistent(proto: Protocol, id: &str) -> Connect {
-    let mut c = connect_packet(proto, id);
-    c.clean_start = false;
-    if proto.is_v5() {
-        c.properties.session_expiry_interval = Some(3600);
-    }
-    c
-}
-
-fn connect_persistent(addr: SocketAddr, proto: Protocol, id: &str) -> (Client, bool) {
-    let (c, ack) = Client::connect_with(addr, persistent(proto, id));
-    assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "CONNACK of {id}");
-    (c, ack.session_present)
-}
-
 const PROTOCOLS: [Protocol; 2] = [Protocol::V3_1_1, Protocol::V5];
 
 /// The new-user scenario: a persistent subscriber with 100 queued QoS 1 messages and

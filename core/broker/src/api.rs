@@ -105,6 +105,10 @@ pub enum ApiError {
     /// file or the authorisation hook denied it (the topic and why).
     #[error("not authorised: {0}")]
     NotAuthorized(String),
+    /// A session image that cannot be installed (`Broker::import_session`): not an image,
+    /// or the client id has a session here already.
+    #[error("session not imported: {0}")]
+    Session(String),
 }
 
 /// The client id an in-process publish ([`crate::Broker::publish`],

@@ -191,6 +191,12 @@ impl Inflight {
         self.entries.iter()
     }
 
+    /// Everything in flight, oldest first, to note where each is stored (a session imaged
+    /// into the broker's durable store after it moved there from another node).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut OutEntry> {
+        self.entries.iter_mut()
+    }
+
     /// Empties the window, returning its entries (a session that ends hands shared-group
     /// messages to another member).
     pub fn drain(&mut self) -> impl Iterator<Item = OutEntry> + '_ {

@@ -98,6 +98,12 @@ impl Queue {
         self.items.iter()
     }
 
+    /// Everything queued, oldest first, to note where each is stored (see
+    /// `Inflight::iter_mut`).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Queued> {
+        self.items.iter_mut()
+    }
+
     /// The oldest message's delivery QoS, if any.
     pub fn front_qos(&self) -> Option<uringmq_codec::QoS> {
         self.items.front().map(|q| q.delivery.qos)

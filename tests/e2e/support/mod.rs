@@ -90,3 +90,20 @@ pub fn scratch_dir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
 }
+
+/// A CONNECT that keeps the session: 3.1.1 clean session 0, v5 clean start 0 with an expiry.
+pub fn persistent(proto: Protocol, id: &str) -> Connect {
+    let mut c = connect_packet(proto, id);
+    c.clean_start = false;
+    if proto.is_v5() {
+        c.properties.session_expiry_interval = Some(3600);
+    }
+    c
+}
+
+/// Connects with [`persistent`]; returns the client and whether its session was present.
+pub fn connect_persistent(addr: SocketAddr, proto: Protocol, id: &str) -> (Client, bool) {
+    let (c, ack) = Client::connect_with(addr, persistent(proto, id));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "CONNACK of {id}");
+    (c, ack.session_present)
+}

@@ -8,16 +8,24 @@
 //! - `config/cluster.rs` (with the other settings): the `[cluster]` table.
 //! - `membership.rs`: this node's key under an etcd lease, the watch of the others.
 //! - `links.rs`, `frame.rs`, `link_auth.rs`: authenticated node-to-node links.
+//! - `router.rs`: node-level interest and messages between nodes; `send_queue.rs`: a link's
+//!   bounded queue with acknowledgements and resends; `carry.rs`: a message on a link. The
+//!   cores' side is `shard/cluster.rs`, the queues between them `mesh/cluster.rs`.
 //! - `status.rs`: what the thread knows, for [`crate::Broker::cluster_status`];
 //!   `ops/cluster.rs` puts it in `/metrics`.
 //! - `cli.rs`: `uringmq cluster status`.
 
+mod carry;
 pub mod cli;
 mod frame;
 mod link_auth;
 mod links;
 pub mod membership;
+mod router;
+mod send_queue;
 pub mod status;
+
+pub(crate) use router::CoreLink;
 
 use crate::api::StartError;
 use crate::config::ClusterConfig;
@@ -47,6 +55,7 @@ impl Cluster {
     pub(crate) fn start(
         config: &ClusterConfig,
         metrics: Option<SocketAddr>,
+        cores: CoreLink,
     ) -> Result<Cluster, StartError> {
         config.validate().map_err(invalid)?;
         let secret = config.load_secret().map_err(invalid)?;
@@ -75,10 +84,12 @@ impl Cluster {
             members,
             board: board.clone(),
         };
+        let router = Arc::new(router::Router::new(cores, board.clone()));
         let ctx = Arc::new(links::LinkCtx {
             name: config.name.clone(),
             secret,
             board: board.clone(),
+            router: router.clone(),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -92,6 +103,7 @@ impl Cluster {
                         Ok(l) => l,
                         Err(e) => return tracing::error!(error = %e, "cluster: listener"),
                     };
+                    tokio::spawn(router.run());
                     tokio::spawn(links::accept(ctx.clone(), listener));
                     tokio::spawn(links::manage(ctx, members_rx));
                     membership.run(stop_rx).await;

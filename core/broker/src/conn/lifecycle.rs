@@ -1,6 +1,6 @@
 //! A connection's life on its core: creation, kill and close, draining for a takeover.
 
-use super::{Conn, Kill, Lifecycle, Parking};
+use super::{Conn, Flags, Kill, Lifecycle, Parking};
 use crate::conn::{write_packet, CloseReason};
 use crate::net::{millis, Slot};
 use crate::routing::OutQueue;
@@ -31,13 +31,11 @@ impl Conn {
             core,
             me,
             wr: Cell::new(Some(wr)),
-            writing: Cell::new(false),
+            flags: Flags::default(),
             rd: Cell::new(None),
             held: Cell::new(Some(held)),
             park_waker: Cell::new(None),
             parking: Cell::new(Parking::Active),
-            read_held: Cell::new(false),
-            in_epoll: Cell::new(false),
             last_out: Cell::new(0),
             decoder,
             id,
@@ -47,7 +45,6 @@ impl Conn {
             transport: RefCell::new(transport),
             exchange: Cell::new(None),
             out: RefCell::new(OutQueue::default()),
-            blocked: Cell::new(false),
             lifecycle: Cell::new(Lifecycle::Connecting),
             session: Cell::new(0),
             client_id: std::cell::OnceCell::new(),

@@ -75,8 +75,8 @@ pub(crate) struct Conn {
     me: Weak<Conn>,
     /// The write half while no writer runs (`None` while one does, and after the last write).
     wr: Cell<Option<OwnedWriteHalf<TcpStream>>>,
-    /// A writer task runs (or the connection has finished writing for good).
-    writing: Cell<bool>,
+    /// Four independent yes/no facts, one bit each (see [`Flag`]).
+    flags: Flags,
     /// The read half while the connection is parked (see `hibernate.rs`).
     rd: Cell<Option<OwnedReadHalf<TcpStream>>>,
     /// The listener slot and the core's task count, held from accept to close whether a task
@@ -87,11 +87,6 @@ pub(crate) struct Conn {
     /// Whether the connection has a task, is asked to give it up, or is parked (see
     /// [`Parking`]).
     parking: Cell<Parking>,
-    /// The task stopped reading until the writer drains `out` (see [`Conn::reads_held`]); it
-    /// waits on `park_waker`.
-    read_held: Cell<bool>,
-    /// The socket is in the core's epoll set (parked once before: re-arm, not add).
-    in_epoll: Cell<bool>,
     /// When the writer last finished ([`millis`]).
     last_out: Cell<u32>,
     /// Kept between reads: it learns the protocol level from CONNECT.
@@ -109,8 +104,6 @@ pub(crate) struct Conn {
     pub(crate) exchange: Cell<Option<Box<crate::conn::Exchange>>>,
     /// Bytes waiting for the writer (large payloads shared, not copied).
     pub(crate) out: RefCell<OutQueue>,
-    /// A delivery was refused because `out` was over the limit: pump the session after flushing.
-    pub(crate) blocked: Cell<bool>,
     /// Connecting, connected, or closing (see [`Lifecycle`]).
     lifecycle: Cell<Lifecycle>,
     /// The session's key while connected (0: none; keys are never 0).
@@ -160,6 +153,53 @@ pub(super) enum Parking {
     Detached,
 }
 
+/// The yes/no facts a connection keeps beside [`Lifecycle`] and [`Parking`]. Each changes on
+/// its own (a parked connection may have a writer, a held reader may be in the epoll set from
+/// an earlier park), so they are bits, not states.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+pub(super) enum Flag {
+    /// A writer task runs (or the connection has finished writing for good).
+    Writing = 1,
+    /// The task stopped reading until the writer drains `out` (see [`Conn::reads_held`]); it
+    /// waits on `park_waker`.
+    ReadHeld = 2,
+    /// The socket is in the core's epoll set (parked once before: re-arm, not add).
+    InEpoll = 4,
+    /// A delivery was refused because `out` was over the limit: pump the session after
+    /// flushing.
+    Blocked = 8,
+}
+
+/// The [`Flag`]s of a connection in one byte.
+#[derive(Default)]
+pub(super) struct Flags(Cell<u8>);
+
+impl Flags {
+    #[inline]
+    pub(super) fn get(&self, f: Flag) -> bool {
+        self.0.get() & f as u8 != 0
+    }
+
+    #[inline]
+    pub(super) fn set(&self, f: Flag, on: bool) {
+        let bits = self.0.get();
+        self.0.set(if on {
+            bits | f as u8
+        } else {
+            bits & !(f as u8)
+        });
+    }
+
+    /// Sets `f` to `on`; returns what it was.
+    #[inline]
+    pub(super) fn replace(&self, f: Flag, on: bool) -> bool {
+        let was = self.get(f);
+        self.set(f, on);
+        was
+    }
+}
+
 /// Why and when the core closed a connection.
 pub(super) struct Kill {
     reason: CloseReason,
@@ -186,8 +226,8 @@ impl Drop for Conn {
 
 // Every connection is one allocation of this (plus the `Rc` counts): keep it in mimalloc's
 // 256-byte class (BENCHMARKS.md, idle memory per connection). 240 since the out queue is
-// boxed on first use and the peer address packed (296 before, in the 320-byte class): it
-// must not grow back.
+// boxed on first use and the peer address packed (296 before, in the 320-byte class; the
+// four bool flags in one byte, `Flags`, freed padding only): it must not grow back.
 const _: () = assert!(std::mem::size_of::<Conn>() <= 240);
 // Boxed until used, dropped when the connection detaches.
 const _: () = assert!(std::mem::size_of::<OutQueue>() == 8);

@@ -3,7 +3,7 @@
 use super::lifecycle::unreachable_halves;
 use super::read::{closed, unpark};
 use super::writer::writer;
-use super::{Conn, Kill, Parking};
+use super::{Conn, Flag, Kill, Parking};
 use crate::conn::CloseReason;
 use monoio::io::{OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
@@ -28,18 +28,24 @@ impl Conn {
 
     /// Wakes a task that stopped reading for a full queue, to look again.
     pub(super) fn release_reads(&self) {
-        if self.read_held.replace(false) {
+        if self.flags.replace(Flag::ReadHeld, false) {
             if let Some(w) = self.park_waker.take() {
                 w.wake();
             }
         }
     }
 
+    /// A delivery found `out` over the limit: the writer pumps the session once it has
+    /// flushed (see `writer.rs`).
+    pub(crate) fn set_blocked(&self) {
+        self.flags.set(Flag::Blocked, true);
+    }
+
     /// Makes sure a writer flushes `out` (and finishes, once closing): spawns one unless it
     /// runs. It runs after the tasks already scheduled in this event-loop turn, so what they
     /// queue goes out in the same write.
     pub(crate) fn wake(&self) {
-        if self.writing.replace(true) {
+        if self.flags.replace(Flag::Writing, true) {
             return;
         }
         if !self.attach() {
@@ -75,7 +81,7 @@ impl Conn {
     /// descriptors: the sweep backs off, see `hibernate::detach_failed`).
     pub(crate) fn detach_if_quiet(&self, now_ms: u32, quiet_ms: u32) -> std::io::Result<bool> {
         if self.parking.get() != Parking::Parked
-            || self.writing.get()
+            || self.flags.get(Flag::Writing)
             || now_ms.wrapping_sub(self.last_out.get()) < quiet_ms
         {
             return Ok(false);
@@ -118,9 +124,9 @@ impl Conn {
         self.out.borrow_mut().release();
         self.fd.set(new);
         self.parking.set(Parking::Detached);
-        self.in_epoll.set(false);
+        self.flags.set(Flag::InEpoll, false);
         if h.park(new, self.id, true).is_ok() {
-            self.in_epoll.set(true);
+            self.flags.set(Flag::InEpoll, true);
         } else if let Some(conn) = self.me.upgrade() {
             // Cannot wait in the set: wake up now instead of never.
             unpark(conn);
@@ -208,9 +214,9 @@ impl Conn {
         if self.closing() || self.is_killed() {
             return Err(rd);
         }
-        match h.park(self.fd.get(), self.id, !self.in_epoll.get()) {
+        match h.park(self.fd.get(), self.id, !self.flags.get(Flag::InEpoll)) {
             Ok(()) => {
-                self.in_epoll.set(true);
+                self.flags.set(Flag::InEpoll, true);
                 self.set_parked(true);
                 self.rd.set(Some(rd));
                 Ok(())

@@ -2,7 +2,7 @@
 //! there is something to read, and ending the connection.
 
 use super::dispatch::handle_buffered;
-use super::{Conn, Parking, READ_CHUNK, UNPAID_READ};
+use super::{Conn, Flag, Parking, READ_CHUNK, UNPAID_READ};
 use crate::conn::CloseReason;
 use crate::net::millis;
 use crate::shard::add;
@@ -169,11 +169,11 @@ async fn read_ready(
 async fn hold_reads(conn: &Conn) {
     std::future::poll_fn(|cx| {
         if !conn.reads_held() || conn.stop_reason().is_some() {
-            conn.read_held.set(false);
+            conn.flags.set(Flag::ReadHeld, false);
             return Poll::Ready(());
         }
         conn.park_waker.set(Some(cx.waker().clone()));
-        conn.read_held.set(true);
+        conn.flags.set(Flag::ReadHeld, true);
         Poll::Pending
     })
     .await

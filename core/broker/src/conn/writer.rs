@@ -1,7 +1,7 @@
 //! Writing to a client: control packets through `write_packet` (Maximum Packet Size rules) and
 //! the writer task, spawned when bytes are queued and gone when the queue is empty.
 
-use super::{CloseReason, Conn, IDLE_WRITE_BUFFER, MAX_SPARE_WRITE_BUFFER};
+use super::{CloseReason, Conn, Flag, IDLE_WRITE_BUFFER, MAX_SPARE_WRITE_BUFFER};
 use crate::net::millis;
 use crate::routing::OutQueue;
 use crate::shard::{add, TaskGuard};
@@ -47,7 +47,7 @@ pub(super) async fn writer(conn: Rc<Conn>, mut wr: OwnedWriteHalf<TcpStream>, _g
                 *conn.out.borrow_mut() = OutQueue::default();
             }
             conn.wr.set(Some(wr));
-            conn.writing.set(false);
+            conn.flags.set(Flag::Writing, false);
             conn.last_out.set(millis(Instant::now()));
             return;
         }
@@ -80,7 +80,7 @@ pub(super) async fn writer(conn: Rc<Conn>, mut wr: OwnedWriteHalf<TcpStream>, _g
             buf.clear();
             spare = Some(buf);
         }
-        if conn.blocked.replace(false) {
+        if conn.flags.replace(Flag::Blocked, false) {
             if let Some(key) = conn.session() {
                 core.pump(key);
             }

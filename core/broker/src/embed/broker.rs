@@ -102,7 +102,7 @@ impl Broker {
             return Err(ApiError::NotRunning);
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        for mb in &self.shared.mailboxes {
+        for mb in self.shared.mailboxes.iter() {
             mb.push(MeshMsg::Api(ApiCmd::Clients(tx.clone())));
         }
         let deadline = Instant::now() + API_TIMEOUT;
@@ -135,6 +135,31 @@ impl Broker {
             reply,
         }));
         rx.recv_timeout(API_TIMEOUT).map_err(|_| ApiError::Timeout)
+    }
+
+    /// Installs a session image as an offline session, as the durable store's recovery does
+    /// at start (its subscriptions, queued and in-flight QoS 1/2 messages with their packet
+    /// ids, inbound QoS 2 ids, will and expiry); its client then resumes it by connecting
+    /// with clean start 0. The image is the store's own records
+    /// ([`crate::store::image::encode`] of a [`crate::store::RecoveredSession`]). Refused
+    /// ([`ApiError::Session`]) when the bytes are no image of this version or the client id
+    /// has a session here already.
+    pub fn import_session(&self, image: &[u8]) -> Result<(), ApiError> {
+        if !self.running {
+            return Err(ApiError::NotRunning);
+        }
+        let rs = crate::store::image::decode(bytes::Bytes::copy_from_slice(image))
+            .map_err(|e| ApiError::Session(e.to_string()))?;
+        let core = crate::store::home_shard(&rs.meta.client_id, self.shared.cores());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reply: crate::mesh::ImportReply = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.shared.mailboxes[core].push(MeshMsg::Api(ApiCmd::Import(Box::new(rs), reply)));
+        match rx.recv_timeout(API_TIMEOUT) {
+            Ok(r) => r.map(|_| ()).map_err(|e| ApiError::Session(e.to_string())),
+            Err(_) => Err(ApiError::Timeout),
+        }
     }
 
     /// Subscribes in-process with MQTT 5 subscription options; returns once the subscription
@@ -226,7 +251,7 @@ impl Broker {
             c.stop();
         }
         self.ops.stop();
-        for mb in &self.shared.mailboxes {
+        for mb in self.shared.mailboxes.iter() {
             mb.push(MeshMsg::Stop);
         }
         // Before joining the cores: queued checks are dropped (their connections end), and a

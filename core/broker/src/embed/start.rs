@@ -122,7 +122,11 @@ impl BrokerBuilder {
         start_cores(&mut broker, bound.per_core, driver)?;
         // Once the cores serve: a node registers only when it can take clients and links.
         if let Some(c) = &broker.shared.config.cluster {
-            match crate::cluster::Cluster::start(c, broker.ops.metrics_addr()) {
+            let cores = crate::cluster::CoreLink {
+                hub: broker.shared.cluster.clone().unwrap_or_default(),
+                mailboxes: broker.shared.mailboxes.clone(),
+            };
+            match crate::cluster::Cluster::start(c, broker.ops.metrics_addr(), cores) {
                 Ok(c) => {
                     let _ = broker.ops.context().cluster.set(c.board());
                     broker.cluster = Some(c);
@@ -206,6 +210,7 @@ fn shared_state(
     Ok(Arc::new(Shared {
         limits,
         mailboxes: (0..cores).map(|_| Mailbox::default()).collect(),
+        cluster: config.cluster.as_ref().map(|_| Default::default()),
         registry,
         boot,
         publish_debts: Default::default(),

@@ -63,6 +63,19 @@ pub(crate) struct TakeoverReq {
     pub(crate) reply: oneshot::Sender<Option<Box<Session>>>,
 }
 
+/// Why a session image was not installed (`ApiCmd::Import`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ImportError {
+    /// The client id has a session on this node already (connected, offline or arriving):
+    /// that one is newer than any image of it.
+    #[error("client id {0:?} has a session on this node already")]
+    Claimed(Arc<str>),
+}
+
+/// Where the answer to an `ApiCmd::Import` goes: a callback, so that both a blocked caller
+/// (a channel) and a task on the cluster thread (a oneshot) can wait for it.
+pub(crate) type ImportReply = Box<dyn FnOnce(Result<u64, ImportError>) + Send>;
+
 /// In-process API commands (from [`crate::Broker`]).
 pub(crate) enum ApiCmd {
     /// Create an in-process session subscribed to `filter`.
@@ -99,6 +112,10 @@ pub(crate) enum ApiCmd {
     ),
     /// Stop the bridge of this name if it runs on this core; answers whether it did.
     BridgeRemove(String, std::sync::mpsc::Sender<bool>),
+    /// Install a session image (from another node, or a shared store) as an offline session
+    /// of this core (`shard/import.rs`); answers with its key. Send it to the core
+    /// `store::home_shard(client_id, cores)`, where recovery would put it.
+    Import(Box<crate::store::RecoveredSession>, ImportReply),
 }
 
 /// Messages of the durable store's `always` barrier (`shard/persist.rs`).
@@ -151,6 +168,8 @@ pub(crate) enum MeshMsg {
     Persist(PersistMsg),
     /// In-process API.
     Api(ApiCmd),
+    /// From the cluster thread: another node's interest or message (`shard/cluster.rs`).
+    Cluster(super::cluster::FromCluster),
     /// Stop: close listeners and connections (no wills), then end the core.
     Stop,
     /// Several messages from one core, in order (one loop turn's worth, see `Shard::send`).

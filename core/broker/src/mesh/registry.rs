@@ -45,6 +45,19 @@ impl Registry {
         map.insert(id.clone(), key)
     }
 
+    /// Makes `key` the owner of `id` only if nobody owns it; returns whether it did (a
+    /// session imported at run time never displaces one that is here).
+    pub(crate) fn claim_vacant(&self, id: &Arc<str>, key: u64) -> bool {
+        let mut map = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
+        match map.entry(id.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(key);
+                true
+            }
+        }
+    }
+
     /// Forgets `id` if `key` still owns it (a newer connection may have claimed it).
     pub(crate) fn release(&self, id: &str, key: u64) {
         let mut map = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
@@ -76,8 +89,11 @@ mod tests {
         assert_eq!(r.claim(&id, (1 << 48) | 2), Some(1));
         r.release("c", 1);
         assert_eq!(r.owner("c"), Some((1 << 48) | 2));
+        assert!(!r.claim_vacant(&id, 5));
         r.release("c", (1 << 48) | 2);
         assert_eq!(r.owner("c"), None);
+        assert!(r.claim_vacant(&id, 5));
+        r.release("c", 5);
         // A burst's table is given back once it is a quarter full.
         let ids: Vec<Arc<str>> = (0..4000).map(|i| i.to_string().into()).collect();
         for (i, id) in ids.iter().enumerate() {

@@ -71,6 +71,12 @@ impl Shard {
             ApiCmd::BridgeRemove(name, reply) => {
                 let _ = reply.send(crate::bridge::remove(self, &name));
             }
+            ApiCmd::Import(session, reply) => {
+                let r = self.import_offline(*session);
+                // Its interest is on its way to every core before the caller goes on.
+                self.flush_mesh();
+                reply(r);
+            }
             ApiCmd::Snapshot(reply) => {
                 self.refresh_gauges();
                 let _ = reply.send(self.id);

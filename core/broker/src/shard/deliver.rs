@@ -144,7 +144,7 @@ impl Shard {
             if over {
                 // A reader that does not keep up loses QoS 0, never slows others.
                 add(&stats.dropped_qos0, 1);
-                conn.blocked.set(true);
+                conn.set_blocked();
                 return;
             }
             let w = write_publish(&mut out, &mut e.s, &item.outgoing(0, false), heads);
@@ -170,7 +170,7 @@ impl Shard {
             self.count_written(w, msg, now);
         } else {
             if over {
-                conn.blocked.set(true);
+                conn.set_blocked();
             }
             if enqueue(&mut e.s, stats, item.queued()) {
                 self.persist_queued(e);
@@ -191,7 +191,7 @@ impl Shard {
         let mut out = conn.out.borrow_mut();
         loop {
             if out.len() >= max_out {
-                conn.blocked.set(true);
+                conn.set_blocked();
                 break;
             }
             match e.s.queue.front_qos() {

@@ -71,6 +71,8 @@ impl Shard {
                 self.shared.mailboxes[c].push(msg);
             }
         }
+        drop(outbox);
+        self.flush_cluster();
     }
 
     fn handle_mesh(self: &Rc<Self>, msg: MeshMsg) {
@@ -122,6 +124,7 @@ impl Shard {
             }
             MeshMsg::MoveDone { key } => self.move_done(key),
             MeshMsg::Api(cmd) => self.handle_api(cmd),
+            MeshMsg::Cluster(m) => self.from_cluster(m),
             MeshMsg::Persist(m) => super::persist::on_mesh(self, m),
             MeshMsg::Stop => self.stop(),
         }

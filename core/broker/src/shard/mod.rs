@@ -9,9 +9,10 @@
 //! Owns: the `Shard` and its `State` (here), its life and stop (`run.rs`), its side of the mesh
 //! (`inbox.rs`), routing, the indexes and the retained replica (`route.rs`), delivery to a
 //! session (`deliver.rs`), sessions, their keys, timers and end (`sessions.rs`), session moves
-//! between cores (`moves.rs`), its connections (`conns.rs`), in-process API commands
-//! (`api_cmds.rs`), the timer sweep (`timers.rs`), its counters (`stats.rs`, `histogram.rs`)
-//! and what all cores share (`shared.rs`).
+//! between cores (`moves.rs`), sessions imaged for or imported from another node
+//! (`import.rs`), its side of the cluster (`cluster.rs`), its connections (`conns.rs`),
+//! in-process API commands (`api_cmds.rs`), the timer sweep (`timers.rs`), its counters
+//! (`stats.rs`, `histogram.rs`) and what all cores share (`shared.rs`).
 //!
 //! The one import cycle of the crate is between this module and `conn` (and `bridge`, a
 //! client connection of its own): a shard owns its connections (`Rc<Conn>` in its sessions'
@@ -19,9 +20,11 @@
 //! `security`, `mesh`, `routing`); `ops` and `embed` sit above.
 
 mod api_cmds;
+mod cluster;
 mod conns;
 mod deliver;
 pub(crate) mod histogram;
+pub(crate) mod import;
 mod inbox;
 pub(crate) mod moves;
 mod notify;
@@ -118,6 +121,8 @@ pub(crate) struct Shard {
     outbox: RefCell<Vec<Vec<MeshMsg>>>,
     /// Wakes the flush task.
     outbox_ready: LocalNotify,
+    /// Messages for the cluster thread, pushed with the outbox (`cluster.rs`).
+    cluster_out: RefCell<Vec<crate::mesh::cluster::ToCluster>>,
     /// Where idle connections park (`None`: disabled, or no epoll set could be made).
     pub(crate) hibernation: Option<crate::conn::hibernate::Hibernation>,
     /// The poller failed: nothing parks any more.
@@ -190,6 +195,7 @@ impl Shard {
             listener_fds: RefCell::new(Vec::new()),
             outbox: RefCell::new((0..cores).map(|_| Vec::new()).collect()),
             outbox_ready: LocalNotify::default(),
+            cluster_out: RefCell::new(Vec::new()),
             hibernation,
             hibernation_off: Cell::new(false),
             finished: Cell::new(false),

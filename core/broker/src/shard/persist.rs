@@ -41,7 +41,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 use uringmq_codec::{Packet, QoS};
-use uringmq_session::{will, Message, Negotiated, OutEntry, OutState, Queued, Session, SubLimits};
+use uringmq_session::{Message, OutEntry, OutState};
 
 /// Figures an embedder (and the tests) can read: what recovery found, and the stores' work.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -272,86 +272,27 @@ impl Shard {
         Some(p)
     }
 
-    /// Installs one recovered session as an offline session of this core.
+    /// Installs one recovered session as an offline session of this core (before the core
+    /// runs: every core's replicas already hold its filters).
     fn restore_session(&self, key: u64, rs: RecoveredSession, now: Instant) {
-        let cfg = self.config();
-        let meta = rs.meta;
-        let mut n = Negotiated::in_process(meta.client_id.to_string(), cfg.max_inflight);
-        n.session_expiry = meta.session_expiry;
-        let mut s = Session::new(
-            &n,
-            meta.protocol,
-            cfg.max_queued_messages,
-            cfg.max_queued_bytes,
-            0,
-        );
-        s.client_id = meta.client_id.clone();
-        s.username = meta.username.clone();
-        let wall = SystemTime::now();
-        let instant_of = |t: SystemTime| now + t.duration_since(wall).unwrap_or_default();
-        let expires = meta
-            .expires_at
-            .filter(|_| meta.session_expiry != u32::MAX)
-            .map(instant_of);
-        s.expires_at = expires;
-        // Its connection died with the broker: the will goes out as if it had just closed.
-        if let Some(w) = meta.will.clone() {
-            let due = will::due(now, meta.will_delay, meta.session_expiry);
-            s.pending_will = Some(Box::new(will::PendingWill { will: w, due }));
-        }
-        let unlimited = SubLimits { count: 0, bytes: 0 };
-        for (filter, opts) in &rs.subs {
-            let _ = s.subs.insert(filter, *opts, unlimited);
-        }
-        for m in rs.messages {
-            restore_message(&mut s, m);
-        }
-        s.restore_qos2_in(rs.qos2_in);
+        let listener = rs.meta.listener;
+        let s = super::import::session_of_image(rs, self.config(), true, now);
         let mut st = self.st.borrow_mut();
-        for (filter, opts) in &rs.subs {
+        for (filter, opts) in s.subs.iter() {
             st.routes.restore_subscription(filter, key, *opts);
         }
-        let due = [s.pending_will.as_ref().map(|p| p.due), expires];
+        let due = [s.pending_will.as_ref().map(|p| p.due), s.expires_at];
         for at in due.into_iter().flatten() {
             st.sessions.schedule(at, key);
         }
         self.stats().sessions.fetch_add(1, Ordering::Relaxed);
-        super::add(&self.stats().subscriptions, rs.subs.len() as u64);
+        super::add(&self.stats().subscriptions, s.subs.len() as u64);
         let entry = Entry {
-            s: Box::new(s),
-            sink: Sink::Offline(meta.listener),
+            s,
+            sink: Sink::Offline(listener),
             token_acl: None,
         };
         st.sessions.insert(key, entry);
-    }
-}
-
-/// Puts one recovered message back where it was: in flight (with its packet id and state)
-/// or queued.
-fn restore_message(s: &mut Session, m: StoredMsg) {
-    let mut delivery = m.delivery;
-    delivery.store_id = m.id;
-    let state = match (m.state, delivery.qos) {
-        (MsgState::Queued, _) => None,
-        (MsgState::Released, _) => Some(OutState::PubComp),
-        (MsgState::Sent, QoS::ExactlyOnce) => Some(OutState::PubRec),
-        (MsgState::Sent, _) => Some(OutState::PubAck),
-    };
-    match (state, m.packet_id) {
-        (Some(state), Some(packet_id)) => s.inflight.restore(OutEntry {
-            packet_id,
-            msg: m.msg,
-            delivery,
-            state,
-            shared_group: m.shared_group,
-        }),
-        _ => {
-            let _ = s.queue.push(Queued {
-                msg: m.msg,
-                delivery,
-                shared_group: m.shared_group,
-            });
-        }
     }
 }
 
@@ -425,7 +366,9 @@ impl Persist {
     }
 
     /// Writes `e`'s session: its image the first time this log holds it, else its fields.
-    fn session(&self, e: &Entry, listener: u16) {
+    /// The image writes every QoS 1/2 message, giving one that has no id yet (it came from
+    /// another node, or was queued while nothing was written) an id of this store.
+    fn session(&self, e: &mut Entry, listener: u16) {
         let fresh = self.stored.borrow_mut().insert(e.s.client_id.clone());
         self.push(Record::Session {
             meta: meta(e, listener),
@@ -442,25 +385,29 @@ impl Persist {
                 opts: *opts,
             });
         }
-        for o in e.s.inflight.iter().filter(|o| o.delivery.store_id != 0) {
-            let m = stored_msg(
-                &o.msg,
-                &o.delivery,
-                &o.shared_group,
-                Some(o.packet_id),
-                out_state(o),
-            );
-            self.push(Record::Queued {
+        for o in e.s.inflight.iter_mut() {
+            let (packet_id, state) = (Some(o.packet_id), out_state(o));
+            let m = stored_msg(&o.msg, &o.delivery, &o.shared_group, packet_id, state);
+            let t = self.push(Record::Queued {
                 client_id: client_id.clone(),
                 msg: m,
             });
+            if o.delivery.store_id == 0 {
+                o.delivery.store_id = t.stamp;
+            }
         }
-        for q in e.s.queue.iter().filter(|q| q.delivery.store_id != 0) {
+        for q in e.s.queue.iter_mut() {
+            if q.delivery.qos == QoS::AtMostOnce {
+                continue;
+            }
             let m = stored_msg(&q.msg, &q.delivery, &q.shared_group, None, MsgState::Queued);
-            self.push(Record::Queued {
+            let t = self.push(Record::Queued {
                 client_id: client_id.clone(),
                 msg: m,
             });
+            if q.delivery.store_id == 0 {
+                q.delivery.store_id = t.stamp;
+            }
         }
         for packet_id in e.s.qos2_in().iter() {
             self.push(Record::Qos2Received {
@@ -691,15 +638,16 @@ impl Shard {
     /// connection; a session that no longer does (expiry 0 now) is gone.
     pub(crate) fn persist_installed(&self, key: u64) {
         let Some(p) = &self.persist else { return };
-        let st = self.st.borrow();
-        let Some(e) = st.sessions.get(key) else {
+        let mut st = self.st.borrow_mut();
+        let Some(e) = st.sessions.get_mut(key) else {
             return;
         };
         if matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) {
             return;
         }
         if durable(e) {
-            p.session(e, self.listener_of(e));
+            let listener = self.listener_of(e);
+            p.session(e, listener);
         } else {
             p.gone(&e.s.client_id);
         }

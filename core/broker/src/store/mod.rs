@@ -5,7 +5,8 @@
 //! ([`ShardStore`]: records pushed during one event-loop turn go out in one write and share
 //! one sync), the live state a log describes (`state.rs`, used both to recover and to write
 //! snapshots), recovery and the on-disk layout (`recover.rs`), snapshots that keep a log near
-//! the size of its live state (`snapshot.rs`), and the file I/O backends (`io.rs`: io_uring,
+//! the size of its live state (`snapshot.rs`), one session's image in bytes for shipping it to
+//! another node (`image.rs`, the same records), and the file I/O backends (`io.rs`: io_uring,
 //! or a writer thread on the epoll driver, which has no asynchronous file I/O).
 //! It knows nothing of connections or the mesh: the shard pushes a [`Record`] at every
 //! change of durable state and, under `SyncPolicy::Always`, holds the acknowledgement until
@@ -28,6 +29,7 @@
 //! session in the log of [`home_shard`]), switches `CURRENT` to it and deletes the old one.
 
 mod format;
+pub mod image;
 mod io;
 mod recover;
 mod shard;
