@@ -121,7 +121,7 @@ pub(super) fn summary(c: &Conn, s: &Session) -> ClientSummary {
         client_id: s.client_id.to_string(),
         username: s.username.as_deref().map(str::to_owned),
         listener: c.listener.to_string(),
-        peer: c.peer,
+        peer: c.peer(),
         protocol: c.protocol.get(),
         connected_since: s.connected_since,
     }

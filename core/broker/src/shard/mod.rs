@@ -249,5 +249,9 @@ impl Shard {
 
     pub(crate) fn unregister_conn(&self, id: u64) {
         self.st.borrow_mut().conns.remove(id);
+        // What the connection freed goes back to the system within seconds, also on a core
+        // that is quiet after a burst closed (see `hibernate::collect_memory`).
+        self.collect_sweeps
+            .set(crate::conn::hibernate::COLLECT_SWEEPS);
     }
 }

@@ -62,7 +62,9 @@ impl Sessions {
     }
 
     pub(crate) fn remove(&mut self, key: u64) -> Option<Entry> {
-        self.map.remove(&key)
+        let e = self.map.remove(&key);
+        crate::sizes::shrink_table(&mut self.map);
+        e
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
