@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uringmq::{ClusterConfig, ClusterStatus};
 
-const SECRET: &str = "a-test-cluster-secret";
+pub(crate) const SECRET: &str = "a-test-cluster-secret";
 /// The lease TTL of the test nodes (etcd's minimum is about 2 s).
-const TTL: u64 = 2;
+pub(crate) const TTL: u64 = 2;
 
 pub(crate) fn cluster_config(etcd: &Etcd, name: &str, prefix: &str) -> ClusterConfig {
     let mut c = ClusterConfig::new(name, vec![etcd.url()]);
@@ -256,12 +256,17 @@ fn cluster_keys_are_checked_before_anything_starts() {
 
 /// A node in a child process (this test binary running [`cluster_child_node`]), so that it
 /// can be killed with SIGKILL.
-struct ChildNode(Child);
+pub(crate) struct ChildNode(Child);
 
 impl ChildNode {
     fn start(cluster: ClusterConfig) -> ChildNode {
         let mut config = crate::support::config();
         config.cluster = Some(cluster);
+        ChildNode::spawn(&config)
+    }
+
+    /// A node with all of `config` (its `[cluster]` included).
+    pub(crate) fn spawn(config: &Config) -> ChildNode {
         let child = Command::new(std::env::current_exe().expect("test binary"))
             .args([
                 "--exact",
@@ -278,11 +283,11 @@ impl ChildNode {
     }
 
     /// Whether the child ended by itself.
-    fn exited(&mut self) -> bool {
+    pub(crate) fn exited(&mut self) -> bool {
         self.0.try_wait().is_ok_and(|s| s.is_some())
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -10,6 +10,7 @@ mod basic;
 mod bridge;
 mod cluster;
 mod cluster_routing;
+mod cluster_store;
 mod embed;
 mod hibernate;
 mod jwt;

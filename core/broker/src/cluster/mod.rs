@@ -11,6 +11,7 @@
 //! - `router.rs`: node-level interest and messages between nodes; `send_queue.rs`: a link's
 //!   bounded queue with acknowledgements and resends; `carry.rs`: a message on a link. The
 //!   cores' side is `shard/cluster.rs`, the queues between them `mesh/cluster.rs`.
+//! - `session_store.rs`: the shared session store (Redis) and recovery from a node's death.
 //! - `status.rs`: what the thread knows, for [`crate::Broker::cluster_status`];
 //!   `ops/cluster.rs` puts it in `/metrics`.
 //! - `cli.rs`: `uringmq cluster status`.
@@ -23,6 +24,7 @@ mod links;
 pub mod membership;
 mod router;
 mod send_queue;
+pub(crate) mod session_store;
 pub mod status;
 
 pub(crate) use router::CoreLink;
@@ -38,6 +40,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
+/// What the shared session store needs from the node (`session_store.rs`).
+pub(crate) struct SessionWiring {
+    /// The queue the cores push their records and loads to.
+    pub feed: Arc<session_store::SessionFeed>,
+    /// The way to a core's mailbox.
+    pub post: session_store::Post,
+    /// Cores of this node.
+    pub shards: usize,
+}
+
 /// A running cluster thread. Dropping it stops it.
 pub struct Cluster {
     board: Arc<StatusBoard>,
@@ -51,11 +63,13 @@ fn invalid((key, reason): (&'static str, String)) -> StartError {
 
 impl Cluster {
     /// Binds the link listener and starts the cluster thread; `metrics` is this node's
-    /// `/metrics` address, registered for `uringmq cluster status`.
+    /// `/metrics` address, registered for `uringmq cluster status`; `sessions`, with
+    /// `session_store`, connects the cores to the shared session store.
     pub(crate) fn start(
         config: &ClusterConfig,
         metrics: Option<SocketAddr>,
         cores: CoreLink,
+        sessions: Option<SessionWiring>,
     ) -> Result<Cluster, StartError> {
         config.validate().map_err(invalid)?;
         let secret = config.load_secret().map_err(invalid)?;
@@ -91,6 +105,17 @@ impl Cluster {
             board: board.clone(),
             router: router.clone(),
         });
+        let store = sessions.zip(config.session_store.clone()).map(|(w, url)| {
+            session_store::SessionStore {
+                url,
+                prefix: config.prefix.clone(),
+                node: config.name.clone(),
+                lease_ttl: Duration::from_secs(config.lease_ttl_secs),
+                shards: w.shards,
+                feed: w.feed,
+                post: w.post,
+            }
+        });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -105,6 +130,9 @@ impl Cluster {
                     };
                     tokio::spawn(router.run());
                     tokio::spawn(links::accept(ctx.clone(), listener));
+                    if let Some(store) = store {
+                        tokio::spawn(store.run(members_rx.clone()));
+                    }
                     tokio::spawn(links::manage(ctx, members_rx));
                     membership.run(stop_rx).await;
                 });

@@ -183,7 +183,11 @@ async fn claim_session(core: &Rc<Shard>, n: &Negotiated, c: &Connect) -> Claimed
     let id: Arc<str> = n.client_id.as_str().into();
     let claim = core.claim_client_id(&id, n.clean_start);
     let key = claim.key;
-    let (old, moved_from) = claim.session().await;
+    let unknown = claim.is_new();
+    let (mut old, moved_from) = claim.session().await;
+    if unknown && !n.clean_start && old.is_none() {
+        old = core.resume_shared(&id).await;
+    }
     let alias_in = core.shared.limits.topic_alias_maximum;
     let (mut s, present) = match old {
         Some(mut s) if !n.clean_start => {

@@ -53,6 +53,22 @@ impl WillAuthor {
         }
     }
 
+    /// A client whose connection is gone with its node (`cluster/session_store.rs`): no
+    /// peer address, and no token rules (they were never stored).
+    pub(crate) fn offline(
+        client_id: Arc<str>,
+        username: Option<Arc<str>>,
+        listener: Arc<str>,
+    ) -> Self {
+        WillAuthor {
+            client_id,
+            username,
+            listener,
+            peer: None,
+            acl: None,
+        }
+    }
+
     fn info(&self) -> ClientInfo<'_> {
         let mut info = ClientInfo::new(&self.client_id, self.username.as_deref(), &self.listener);
         info.peer = self.peer;

@@ -118,9 +118,14 @@ pub(crate) enum ApiCmd {
     Import(Box<crate::store::RecoveredSession>, ImportReply),
 }
 
-/// Messages of the durable store's `always` barrier (`shard/persist.rs`).
+/// Messages of the durable store's `always` barrier (`shard/persist.rs`) and of the cluster's
+/// shared session store (`shard/shared_store.rs`).
 #[derive(Debug)]
 pub(crate) enum PersistMsg {
+    /// The shared session store holds this core's record batches up to `seq`.
+    Stored { seq: u64 },
+    /// Publish the will of a dead node's client.
+    DeadWill(Box<crate::cluster::session_store::DeadWill>),
     /// Answer `Durable { seq }` once what you pushed before this is durable.
     DurableReq { from: u16, seq: u64 },
     /// Everything core `from` pushed before handling request `seq` is durable (`ok`), or

@@ -33,6 +33,7 @@ mod route;
 mod run;
 mod sessions;
 mod shared;
+pub(crate) mod shared_store;
 mod stats;
 pub(crate) mod timers;
 

@@ -97,6 +97,11 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
+    /// Whether no session owned the client id before (on any core of this node).
+    pub(crate) fn is_new(&self) -> bool {
+        self.previous.is_none()
+    }
+
     /// The previous owner's session (None if there was none, it ended, or clean start
     /// discarded it) and, when it comes from a stub, the stub's key.
     pub(crate) async fn session(self) -> (Option<Box<Session>>, Option<u64>) {

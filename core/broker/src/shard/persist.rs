@@ -224,6 +224,8 @@ pub(crate) struct Persist {
     /// Records pushed only once other cores confirmed what they depend on (see
     /// `after_routed`), in order: each with the requests it waits for.
     deferred: RefCell<std::collections::VecDeque<(Vec<u64>, Record)>>,
+    /// With the cluster's `session_store`: every record also goes there (`shared_store.rs`).
+    pub(crate) sharing: Option<Rc<super::shared_store::Sharing>>,
 }
 
 impl Shard {
@@ -258,6 +260,11 @@ impl Shard {
             relayed: Cell::new(false),
             parked: RefCell::new(Vec::new()),
             deferred: Default::default(),
+            sharing: self
+                .shared
+                .session_feed
+                .clone()
+                .map(|feed| super::shared_store::Sharing::new(feed, self.id)),
         };
         {
             let mut st = self.st.borrow_mut();
@@ -376,7 +383,18 @@ pub(crate) enum Before {
 
 impl Persist {
     fn push(&self, rec: Record) -> store::Ticket {
-        self.store.push(rec)
+        let Some(sharing) = &self.sharing else {
+            return self.store.push(rec);
+        };
+        let mut copy = rec.clone();
+        let t = self.store.push(rec);
+        if let Record::Queued { msg, .. } = &mut copy {
+            if msg.id == 0 {
+                msg.id = t.stamp;
+            }
+        }
+        sharing.record(t.stamp, copy);
+        t
     }
 
     /// Writes `e`'s session: its image the first time this log holds it, else its fields.
@@ -571,12 +589,19 @@ impl Persist {
             ));
         }
         // After the confirmations: the deferred records they released are pushed by now.
-        self.store.wait_durable(self.store.position()).await
+        let durable = self.store.wait_durable(self.store.position()).await;
+        if let Some(s) = &self.sharing {
+            s.wait_stored().await;
+        }
+        durable
     }
 
     /// The broker stops: nothing waits for confirmations any more.
     pub(crate) fn release(&self) {
         self.released.set(true);
+        if let Some(s) = &self.sharing {
+            s.release();
+        }
         for w in self.waiters.borrow_mut().drain(..) {
             w.wake();
         }
@@ -603,6 +628,12 @@ pub(crate) fn on_mesh(core: &Rc<Shard>, msg: PersistMsg) {
             }
         }
         PersistMsg::Durable { from, seq, ok } => p.confirmed(from, seq, ok),
+        PersistMsg::Stored { seq } => {
+            if let Some(s) = &p.sharing {
+                s.stored(seq);
+            }
+        }
+        PersistMsg::DeadWill(w) => core.publish_dead_will(*w),
     }
 }
 
@@ -619,6 +650,9 @@ fn answer(core: &Rc<Shard>, p: &Persist, from: u16, seq: u64) {
     monoio::spawn(async move {
         let Some(p) = &core.persist else { return };
         let mut ok = p.store.wait_durable(at).await.is_ok();
+        if let Some(s) = &p.sharing {
+            s.wait_stored().await;
+        }
         if let Some(need) = need {
             ok &= p.confirmed_up_to(need).await;
         }

@@ -51,6 +51,9 @@ impl Shard {
         crate::bridge::start_configured(self);
         if let Some(p) = &self.persist {
             monoio::spawn(p.store.clone().run());
+            if let Some(s) = &p.sharing {
+                monoio::spawn(s.clone().run());
+            }
         }
         if self.hibernation.is_some() {
             monoio::spawn(crate::conn::hibernate::poller(self.clone()));

@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     pub(crate) bridges: crate::bridge::Registry,
     /// What the durable store recovered, taken by each core as it starts (`persist.rs`).
     pub(crate) boot: Option<crate::shard::persist::Boot>,
+    /// The way to the cluster's shared session store, with `[cluster] session_store`
+    /// (`shared_store.rs`).
+    pub(crate) session_feed: Option<Arc<crate::cluster::session_store::SessionFeed>>,
 }
 
 impl Shared {
