@@ -116,6 +116,9 @@ pub(crate) enum ApiCmd {
     /// of this core (`shard/import.rs`); answers with its key. Send it to the core
     /// `store::home_shard(client_id, cores)`, where recovery would put it.
     Import(Box<crate::store::RecoveredSession>, ImportReply),
+    /// Take client `id`'s session away from this node (`Shard::take_away`) and answer with
+    /// its image in bytes (`store::image`), if it had one.
+    Export(Arc<str>, std::sync::mpsc::Sender<Option<Vec<u8>>>),
 }
 
 /// Messages of the durable store's `always` barrier (`shard/persist.rs`) and of the cluster's

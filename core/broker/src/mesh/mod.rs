@@ -13,4 +13,4 @@ pub(crate) use messages::{
     ApiCmd, ApiSink, EventFd, ImportError, ImportReply, Mailbox, MeshMsg, PersistMsg, TakeoverReq,
     Target,
 };
-pub(crate) use registry::{core_of, Registry};
+pub(crate) use registry::{core_of, leaves_node, Registry, LEAVING};

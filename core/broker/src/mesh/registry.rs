@@ -12,6 +12,16 @@ use std::sync::{Arc, Mutex};
 
 const SHARDS: usize = 16;
 
+/// Set in a key that claims a client id for a successor outside this node (a CONNECT on
+/// another node, an export): its session leaves the node instead of moving to a core.
+/// Per-core generations never reach it.
+pub(crate) const LEAVING: u64 = 1 << 47;
+
+/// Whether `key` claims for a successor outside this node (see [`LEAVING`]).
+pub(crate) fn leaves_node(key: u64) -> bool {
+    key & LEAVING != 0
+}
+
 /// The core a session key belongs to.
 pub(crate) fn core_of(key: u64) -> u16 {
     (key >> 48) as u16

@@ -57,6 +57,13 @@ impl Shard {
                 self.flush_mesh();
                 reply(r);
             }
+            ApiCmd::Export(id, reply) => {
+                let taken = self.take_away(&id, false);
+                monoio::spawn(async move {
+                    let image = taken.await.ok().flatten();
+                    let _ = reply.send(image.as_ref().map(crate::store::image::encode));
+                });
+            }
             ApiCmd::Snapshot(reply) => {
                 self.refresh_gauges();
                 let _ = reply.send(self.id);

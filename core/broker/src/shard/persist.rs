@@ -38,7 +38,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use uringmq_codec::{Packet, QoS};
 use uringmq_session::{Message, OutEntry, OutState};
@@ -323,18 +323,7 @@ fn durable(e: &Entry) -> bool {
 }
 
 fn meta(e: &Entry, listener: u16) -> SessionMeta {
-    let s = &e.s;
-    let wall = |at: Instant| SystemTime::now() + at.saturating_duration_since(Instant::now());
-    SessionMeta {
-        client_id: s.client_id.clone(),
-        protocol: s.protocol,
-        username: s.username.clone(),
-        listener,
-        session_expiry: s.session_expiry(),
-        expires_at: s.expires_at.map(wall),
-        will: s.will.clone(),
-        will_delay: s.will_delay(),
-    }
+    super::import::meta_of(&e.s, listener, e.s.will.clone())
 }
 
 fn stored_msg(
