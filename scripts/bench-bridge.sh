@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Messages per second and latency through a bridge, uringmq against Mosquitto, in one run:
+# Messages per second and added latency through a bridge, uringmq against Mosquitto, in one run:
 #
 #   direct:    publishers -> remote <- subscribers                  (the baseline)
 #   uringmq:   publishers -> uringmq  --[[bridge]]--> remote <- subscribers
@@ -9,13 +9,17 @@
 #
 # The remote is the same uringmq each time; only the bridging broker changes. uringmq-load
 # publishes to the bridging broker (--port) and subscribes on the remote (--sub-port), so the
-# latency is end to end; "added p99" is a path's p99 minus the direct one. Open loop at --rate
-# (default 20000 msg/s over 10 pairs), 64-byte payloads. Binaries: URINGMQ_BIN (default
+# latency is end to end. Each path gets two runs: open loop at --rate (default 20000 msg/s over
+# 10 pairs, 64-byte payloads) for the latency, whose p50/p99 minus the direct path's are the
+# "added" columns, and closed loop (`uringmq-load --max`) for the most messages per second the
+# path carries. About 2 minutes with the defaults. Binaries: URINGMQ_BIN (default
 # target/ci/uringmq), LOAD (default target/ci/uringmq-load), MOSQUITTO (default mosquitto).
 # Loopback only; every run is bounded by --duration plus a drain.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/broker.sh
+source "$ROOT/scripts/lib/broker.sh"
 URINGMQ_BIN=${URINGMQ_BIN:-$ROOT/target/ci/uringmq}
 LOAD=${LOAD:-$ROOT/target/ci/uringmq-load}
 MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
@@ -31,7 +35,7 @@ while [[ $# -gt 0 ]]; do
     --duration) DURATION=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "bench-bridge: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -44,35 +48,46 @@ for b in "$URINGMQ_BIN" "$LOAD" "$MOSQUITTO"; do
 done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
-}
+# Two brokers run at once (the remote and a bridging one): scripts/lib/broker.sh starts and
+# stops one at a time, so their pids are kept here.
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; PIDS=(); }
+start_broker() { # port log command...
+  broker_start "$@" || return 1
+  PIDS+=("$BROKER_PID")
+}
+cleanup() {
+  for p in "${PIDS[@]}"; do
+    BROKER_PID=$p
+    broker_stop
+  done
+  PIDS=()
+}
 trap cleanup EXIT
 
 # One uringmq, one core per broker so the two bridging brokers get the same CPU budget.
 start_uringmq() { # port config-file
-  "$URINGMQ_BIN" -c "$2" --port "$1" --cores 1 --log-level warn >>"$OUT/uringmq.log" 2>&1 &
-  PIDS+=($!)
-  wait_port "$1"
+  start_broker "$1" "$OUT/uringmq.log" "$URINGMQ_BIN" -c "$2" --port "$1" --cores 1 --log-level warn
 }
 
-run_load() { # label pub-port sub-port
+run_load() { # label pub-port sub-port [more uringmq-load options]
+  local label=$1 pub=$2 sub=$3
+  shift 3
   timeout 120 "$LOAD" --scenario pairs --conns 10 --qos "$QOS" --mqtt 3 --rate "$RATE" \
-    --duration "$DURATION" --drain 5s --port "$2" --sub-port "$3" --label "$1" \
-    --json "$OUT/$1.json" --quiet >>"$OUT/load.log" 2>&1 || say "$1: the load run failed (see $OUT/load.log)"
+    --duration "$DURATION" --drain 3s --port "$pub" --sub-port "$sub" --label "$label" \
+    --json "$OUT/$label.json" --quiet "$@" >>"$OUT/load.log" 2>&1 || say "$label: the load run failed (see $OUT/load.log)"
+}
+
+# Latency at the offered rate, then the most the path carries.
+both_runs() { # path round pub-port sub-port
+  run_load "$1-$2" "$3" "$4"
+  run_load "$1-max-$2" "$3" "$4" --max
 }
 
 one_round() {
   local remote=$(free_port) ubridge=$(free_port) mbridge=$(free_port) r=$1
   printf 'port = %s\n' "$remote" >"$OUT/remote.toml"
   start_uringmq "$remote" "$OUT/remote.toml" || { say "remote did not start"; return; }
-  run_load "direct-$r" "$remote" "$remote"
+  both_runs direct "$r" "$remote" "$remote"
 
   cat >"$OUT/bridge.toml" <<EOF
 [[bridge]]
@@ -87,7 +102,7 @@ qos = $QOS
 EOF
   start_uringmq "$ubridge" "$OUT/bridge.toml" || { say "uringmq bridge did not start"; return; }
   sleep 1 # the bridge connects
-  run_load "uringmq-$r" "$ubridge" "$remote"
+  both_runs uringmq "$r" "$ubridge" "$remote"
 
   cat >"$OUT/mosquitto.conf" <<EOF
 listener $mbridge 127.0.0.1
@@ -101,11 +116,10 @@ max_inflight_messages 100
 max_queued_messages 100000
 cleansession true
 EOF
-  "$MOSQUITTO" -c "$OUT/mosquitto.conf" >>"$OUT/mosquitto.log" 2>&1 &
-  PIDS+=($!)
-  wait_port "$mbridge" || { say "mosquitto did not start"; return; }
+  start_broker "$mbridge" "$OUT/mosquitto.log" "$MOSQUITTO" -c "$OUT/mosquitto.conf" ||
+    { say "mosquitto did not start"; return; }
   sleep 1
-  run_load "mosquitto-$r" "$mbridge" "$remote"
+  both_runs mosquitto "$r" "$mbridge" "$remote"
   cleanup
 }
 
@@ -114,26 +128,30 @@ for r in $(seq "$ROUNDS"); do one_round "$r"; done
 python3 - "$OUT" "$ROUNDS" <<'EOF'
 import json, statistics, sys, os
 out, rounds = sys.argv[1], int(sys.argv[2])
-def load(label):
-    runs = [json.load(open(p)) for r in range(1, rounds + 1)
+def runs(label):
+    return [json.load(open(p)) for r in range(1, rounds + 1)
             if os.path.exists(p := os.path.join(out, f"{label}-{r}.json"))]
-    if not runs:
+def load(path):
+    rated, top = runs(path), runs(f"{path}-max")
+    if not rated:
         return None
-    med = lambda f: statistics.median(f(x) for x in runs)
+    med = lambda xs, f: statistics.median(f(x) for x in xs) if xs else float("nan")
     return {
-        "msgs/s": med(lambda x: x["msgs_out_per_s"]),
-        "p50 us": med(lambda x: x["latency_us"]["p50"]),
-        "p99 us": med(lambda x: x["latency_us"]["p99"]),
-        "lost": med(lambda x: max(0, x["published"] - x["received"])),
+        "max msgs/s": med(top, lambda x: x["msgs_out_per_s"]),
+        "p50": med(rated, lambda x: x["latency_us"]["p50"]),
+        "p99": med(rated, lambda x: x["latency_us"]["p99"]),
+        "lost": sum(max(0, x["published"] - x["received"]) for x in rated + top) / len(rated),
     }
 rows = {l: load(l) for l in ["direct", "uringmq", "mosquitto"]}
 base = rows["direct"]
-print(f"{'path':<12}{'msgs/s':>12}{'p50 us':>10}{'p99 us':>10}{'added p99':>12}{'lost':>8}")
+print("| path | max msgs/s | p50 us | p99 us | added p50 us | added p99 us | lost |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for label, r in rows.items():
     if r is None:
-        print(f"{label:<12}{'(failed)':>12}")
+        print(f"| {label} | (failed) | | | | | |")
         continue
-    added = r["p99 us"] - base["p99 us"] if base else float("nan")
-    print(f"{label:<12}{r['msgs/s']:>12.0f}{r['p50 us']:>10.0f}{r['p99 us']:>10.0f}{added:>12.0f}{r['lost']:>8.0f}")
+    add = lambda k: r[k] - base[k] if base else float("nan")
+    print(f"| {label} | {r['max msgs/s']:,.0f} | {r['p50']:,.0f} | {r['p99']:,.0f} "
+          f"| {add('p50'):,.0f} | {add('p99'):,.0f} | {r['lost']:,.0f} |")
 EOF
 say "reports in $OUT"

@@ -100,6 +100,8 @@ class ClusterSettings(TypedDict, total=False):
     lease_ttl_secs: int
     secret: Optional[str]
     secret_file: Optional[PathSetting]
+    #: ``redis://host:port/db``: persistent sessions resumable on other nodes (needs
+    #: ``persistence_dir``).
     session_store: Optional[str]
 
 

@@ -4,6 +4,7 @@
 //! to uringmq included), a remote restarted under QoS 1 traffic with every message counted,
 //! an ACL that denies an inbound topic, and bridges added and removed at run time.
 
+use crate::persistence::Process;
 use crate::support::streams::{extra_addr, pki, tls_listener};
 use crate::support::*;
 use std::collections::BTreeSet;
@@ -577,4 +578,266 @@ fn bridge_state_shows_in_metrics_and_sys() {
         }
     }
     assert_eq!(last, b"1");
+}
+
+/// How the broker process ends in [`stored_queue_survives`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum End {
+    /// SIGTERM, a clean stop (the default `interval` sync policy).
+    Sigterm,
+    /// kill -9 under `persistence_sync = "always"`.
+    Kill9,
+}
+
+/// The bridge's queue with the durable store: the remote (Mosquitto) is down while `N` QoS 1
+/// messages are published here, this broker's process ends and starts again on the same
+/// directory, then the remote comes back: its subscriber gets all `N`, in order, once each.
+fn stored_queue_survives(end: End) {
+    const N: u32 = 200;
+    let mdir = scratch_dir("mosq-stored");
+    let mport = free_port();
+    let extra = format!(
+        "persistence true\npersistence_location {}/\n",
+        mdir.display()
+    );
+    // The remote subscriber's session (kept by Mosquitto) exists before anything is
+    // bridged, so the remote keeps every message for it while it is away.
+    let counter = |addr| {
+        let mut c = connect_packet(Protocol::V3_1_1, "counter");
+        c.clean_start = false;
+        Client::connect_with(addr, c).0
+    };
+    let mut m = Mosquitto::start_in(mdir, mport, &extra);
+    counter(m.addr()).subscribe("cloud/#", QoS::AtLeastOnce);
+    m.stop();
+
+    let dir = scratch_dir("stored-bridge");
+    let port = free_port();
+    let sync = if end == End::Kill9 {
+        "always"
+    } else {
+        "interval"
+    };
+    let tables = format!(
+        "sys_interval_secs = 1\n[[bridge]]\nname = \"up\"\naddress = \"127.0.0.1:{mport}\"\n\
+         reconnect_min_ms = 100\nreconnect_max_ms = 500\n\
+         [[bridge.topic]]\npattern = \"q/#\"\nqos = 1\nremote_prefix = \"cloud/\"\n"
+    );
+    let local = Process::start_config(&dir, port, sync, &tables);
+    let mut p = Client::connect(local.addr, Protocol::V3_1_1, "loader");
+    for i in 0..N {
+        let topic = format!("q/{}", i % 5);
+        p.publish(&topic, &i.to_be_bytes(), QoS::AtLeastOnce, false);
+    }
+    match end {
+        End::Sigterm => local.terminate(),
+        End::Kill9 => local.kill9(),
+    }
+    let local = Process::start_config(&dir, port, sync, &tables);
+    // The gauge counts the recovered queue before the remote is back.
+    sys_reads(local.addr, "queued", &N.to_string());
+    m.restart();
+    let mut s = counter(m.addr());
+    let mut got = Vec::new();
+    while got.len() < N as usize {
+        match s.recv_within(Duration::from_secs(15)) {
+            Some(Packet::Publish(x)) => {
+                s.ack(&x);
+                let n: [u8; 4] = x.payload[..].try_into().expect("4-byte payload");
+                got.push(u32::from_be_bytes(n));
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "{end:?}: all {N}, in order"
+    );
+    s.expect_nothing();
+    sys_reads(local.addr, "queued", "0");
+    sys_reads(local.addr, "dropped", "0");
+    drop(local);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Reads `$SYS/broker/bridges/up/+` (retained, published when a value changes) until `what`
+/// reads `want`, subscribing anew each second: a subscription made on one core while the
+/// first values are being retained on another may see neither the retained copy nor the
+/// live one.
+fn sys_reads(addr: SocketAddr, what: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = None;
+    loop {
+        let mut s = Client::connect(addr, Protocol::V3_1_1, "sys");
+        s.subscribe("$SYS/broker/bridges/up/+", QoS::AtMostOnce);
+        let round = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < round {
+            if let Some(Packet::Publish(p)) = s.recv_within(Duration::from_millis(100)) {
+                if p.topic.rsplit('/').next() == Some(what) {
+                    last = Some(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+                if last.as_deref() == Some(want) {
+                    return;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "$SYS {what} is {last:?}, not {want}"
+        );
+    }
+}
+
+#[test]
+fn the_bridge_queue_survives_a_sigterm_restart() {
+    stored_queue_survives(End::Sigterm);
+}
+
+#[test]
+fn the_bridge_queue_survives_kill_9_under_sync_always() {
+    stored_queue_survives(End::Kill9);
+}
+
+/// One QoS 2 PUBLISH with its whole exchange; false if the connection failed on the way.
+fn publish_qos2(c: &mut Client, topic: &str, n: u32, pid: u16) -> bool {
+    let mut p = publish(topic, &n.to_be_bytes(), QoS::ExactlyOnce, false);
+    p.packet_id = pid;
+    c.send(&Packet::Publish(p));
+    if !matches!(c.recv(), Some(Packet::PubRec(_))) {
+        return false;
+    }
+    c.send(&Packet::PubRel(Ack::new(pid)));
+    matches!(c.recv(), Some(Packet::PubComp(_)))
+}
+
+/// Counts the numbered payloads `c` receives as a QoS 2 receiver does (a PUBLISH whose id
+/// awaits PUBREL is the same message again) until every number in `want` came, then for as
+/// long again as [`QUIET`]: a late duplicate is counted too.
+fn count_qos2(c: &mut Client, want: &BTreeSet<u32>) -> std::collections::HashMap<u32, u32> {
+    let mut got = std::collections::HashMap::new();
+    let mut held = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut all_in = false;
+    loop {
+        let wait = if all_in {
+            QUIET
+        } else {
+            Duration::from_millis(200)
+        };
+        match c.recv_within(wait) {
+            Some(Packet::Publish(p)) => {
+                if held.insert(p.packet_id) {
+                    let n: [u8; 4] = p.payload[..].try_into().expect("4-byte payload");
+                    *got.entry(u32::from_be_bytes(n)).or_insert(0) += 1;
+                }
+                c.send(&Packet::PubRec(Ack::new(p.packet_id)));
+            }
+            Some(Packet::PubRel(a)) => {
+                held.remove(&a.packet_id);
+                c.send(&Packet::PubComp(Ack::new(a.packet_id)));
+            }
+            Some(_) => {}
+            None if all_in || Instant::now() > deadline => return got,
+            None => {}
+        }
+        all_in = want.iter().all(|n| got.contains_key(n));
+    }
+}
+
+/// A `both` topic at QoS 2 with Mosquitto (persistence on) as the remote, which is stopped
+/// while messages cross both ways and started again: each side's subscriber gets every
+/// message of the other side exactly once (the one the remote publisher had in flight at the
+/// stop at most once).
+#[test]
+fn a_qos2_both_way_bridge_is_exactly_once_across_a_remote_restart() {
+    const N: u32 = 300;
+    let dir = scratch_dir("mosq-qos2");
+    let extra = format!(
+        "persistence true\npersistence_location {}/\n",
+        dir.display()
+    );
+    let mut m = Mosquitto::start_in(dir, free_port(), &extra);
+    let persistent = |addr, id: &str| {
+        let mut c = connect_packet(Protocol::V3_1_1, id);
+        c.clean_start = false;
+        Client::connect_with(addr, c).0
+    };
+    // The remote subscriber is away until the end; Mosquitto keeps its messages.
+    persistent(m.addr(), "far").subscribe("x/up/#", QoS::ExactlyOnce);
+    let both = BridgeTopic {
+        qos: 2,
+        ..topic("x/#", Direction::Both, "", "")
+    };
+    let mut cfg = bridge("q2", m.addr(), BridgeProtocol::V311, vec![both]);
+    cfg.clean_start = false;
+    let local = bridged(cfg);
+    wait_connected(&local, "q2");
+    let mut near = Client::connect(local.local_addr(), Protocol::V3_1_1, "near");
+    near.subscribe("x/down/#", QoS::ExactlyOnce);
+
+    // The remote's publisher runs until the remote stops under it.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (addr, seen) = (m.addr(), progress.clone());
+    let remote_pub = std::thread::spawn(move || {
+        let mut rp = Client::connect(addr, Protocol::V3_1_1, "rp");
+        for n in 0..N {
+            if !publish_qos2(&mut rp, &format!("x/down/{}", n % 3), n, n as u16 + 1) {
+                return n;
+            }
+            seen.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+        N
+    });
+    let mut lp = Client::connect(local.local_addr(), Protocol::V3_1_1, "lp");
+    for n in 0..N / 2 {
+        lp.publish(
+            &format!("x/up/{}", n % 3),
+            &n.to_be_bytes(),
+            QoS::ExactlyOnce,
+            false,
+        );
+    }
+    wait_for("the remote's publisher", || {
+        progress.load(std::sync::atomic::Ordering::Relaxed) >= N / 3
+    });
+    m.stop();
+    let cut = remote_pub.join().expect("publisher thread");
+    for n in N / 2..N {
+        lp.publish(
+            &format!("x/up/{}", n % 3),
+            &n.to_be_bytes(),
+            QoS::ExactlyOnce,
+            false,
+        );
+    }
+    m.restart();
+    let mut rp = Client::connect(m.addr(), Protocol::V3_1_1, "rp2");
+    for n in cut + 1..N {
+        assert!(publish_qos2(
+            &mut rp,
+            &format!("x/down/{}", n % 3),
+            n,
+            n as u16 + 1
+        ));
+    }
+
+    let up = count_qos2(&mut persistent(m.addr(), "far"), &(0..N).collect());
+    let twice: Vec<_> = up.iter().filter(|(_, c)| **c != 1).collect();
+    let lost: Vec<_> = (0..N).filter(|n| !up.contains_key(n)).collect();
+    assert!(lost.is_empty(), "out: lost {lost:?}");
+    assert!(
+        up.len() == N as usize && twice.is_empty(),
+        "out: {} of {N}, not once: {twice:?}",
+        up.len()
+    );
+    let want: BTreeSet<u32> = (0..N).filter(|n| *n != cut).collect();
+    let down = count_qos2(&mut near, &want);
+    let twice: Vec<_> = down.iter().filter(|(_, c)| **c != 1).collect();
+    let missing: Vec<_> = want.iter().filter(|n| !down.contains_key(n)).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "in: missing {missing:?}, not once: {twice:?}"
+    );
 }

@@ -7,15 +7,16 @@ use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uringmq::{ClusterConfig, ClusterStatus};
 
-const SECRET: &str = "a-test-cluster-secret";
+pub(crate) const SECRET: &str = "a-test-cluster-secret";
 /// The lease TTL of the test nodes (etcd's minimum is about 2 s).
-const TTL: u64 = 2;
+pub(crate) const TTL: u64 = 2;
 
-fn cluster_config(etcd: &Etcd, name: &str, prefix: &str) -> ClusterConfig {
+pub(crate) fn cluster_config(etcd: &Etcd, name: &str, prefix: &str) -> ClusterConfig {
     let mut c = ClusterConfig::new(name, vec![etcd.url()]);
     c.prefix = prefix.to_owned();
     c.secret = Some(SECRET.to_owned());
@@ -23,16 +24,16 @@ fn cluster_config(etcd: &Etcd, name: &str, prefix: &str) -> ClusterConfig {
     c
 }
 
-fn node_with(cluster: ClusterConfig) -> Broker {
+pub(crate) fn node_with(cluster: ClusterConfig) -> Broker {
     broker_with(|c| c.cluster = Some(cluster))
 }
 
-fn status(b: &Broker) -> ClusterStatus {
+pub(crate) fn status(b: &Broker) -> ClusterStatus {
     b.cluster_status().expect("a cluster node")
 }
 
 /// Waits (bounded) until `f` holds; returns how long it took.
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
@@ -42,7 +43,7 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Durat
 }
 
 /// Whether `b` sees exactly `names` registered and is linked both ways with each of them.
-fn sees_all(b: &Broker, names: &[&str]) -> bool {
+pub(crate) fn sees_all(b: &Broker, names: &[&str]) -> bool {
     let s = status(b);
     s.node_names() == names && names.iter().all(|n| *n == s.name || s.link_up(n))
 }
@@ -259,12 +260,17 @@ fn cluster_keys_are_checked_before_anything_starts() {
 
 /// A node in a child process (this test binary running [`cluster_child_node`]), so that it
 /// can be killed with SIGKILL.
-struct ChildNode(Child);
+pub(crate) struct ChildNode(Child);
 
 impl ChildNode {
     fn start(cluster: ClusterConfig) -> ChildNode {
         let mut config = crate::support::config();
         config.cluster = Some(cluster);
+        ChildNode::spawn(&config)
+    }
+
+    /// A node with all of `config` (its `[cluster]` included).
+    pub(crate) fn spawn(config: &Config) -> ChildNode {
         let child = Command::new(std::env::current_exe().expect("test binary"))
             .args([
                 "--exact",
@@ -281,11 +287,11 @@ impl ChildNode {
     }
 
     /// Whether the child ended by itself.
-    fn exited(&mut self) -> bool {
+    pub(crate) fn exited(&mut self) -> bool {
         self.0.try_wait().is_ok_and(|s| s.is_some())
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -313,17 +319,21 @@ fn cluster_child_node() {
 }
 
 /// A TCP proxy to `to` whose connections the test can cut.
-struct Proxy {
-    addr: SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    /// Bytes read are thrown away instead of passed on (until the next cut).
+    discard: Arc<AtomicBool>,
 }
 
 impl Proxy {
-    fn start(to: SocketAddr) -> Proxy {
+    pub(crate) fn start(to: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(Mutex::new(Vec::new()));
         let conns = open.clone();
+        let discard = Arc::new(AtomicBool::new(false));
+        let dropping = discard.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(to) else {
@@ -332,25 +342,42 @@ impl Proxy {
                 let mut list = conns.lock().unwrap();
                 list.push(client.try_clone().unwrap());
                 list.push(server.try_clone().unwrap());
-                pump(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pump(server, client);
+                pump(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    dropping.clone(),
+                );
+                pump(server, client, dropping.clone());
             }
         });
-        Proxy { addr, open }
+        Proxy {
+            addr,
+            open,
+            discard,
+        }
     }
 
-    /// Cuts every connection through the proxy (new ones still pass).
-    fn cut(&self) {
+    /// Cuts every connection through the proxy (new ones pass, and their bytes too).
+    pub(crate) fn cut(&self) {
         for s in self.open.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
+        self.discard.store(false, Ordering::SeqCst);
+    }
+
+    /// From now until the next cut, bytes are lost in the proxy (a link that went dead).
+    pub(crate) fn discard(&self) {
+        self.discard.store(true, Ordering::SeqCst);
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+fn pump(mut from: TcpStream, mut to: TcpStream, discard: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut buf = [0; 4096];
         while let Ok(n @ 1..) = from.read(&mut buf) {
+            if discard.load(Ordering::SeqCst) {
+                continue;
+            }
             if to.write_all(&buf[..n]).is_err() {
                 break;
             }

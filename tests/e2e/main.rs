@@ -9,6 +9,8 @@ mod auth_hooks;
 mod basic;
 mod bridge;
 mod cluster;
+mod cluster_routing;
+mod cluster_store;
 mod embed;
 mod hibernate;
 mod jwt;

@@ -469,9 +469,9 @@ fn free_port() -> u16 {
 /// `port`. Its
 /// session queues are unbounded: a full queue drops new messages (as Mosquitto does), which is
 /// not what this test looks for.
-struct Process {
+pub(crate) struct Process {
     child: std::process::Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Process {
@@ -480,6 +480,11 @@ impl Process {
     }
 
     fn start_with(dir: &Path, port: u16, sync: &str) -> Process {
+        Process::start_config(dir, port, sync, "")
+    }
+
+    /// With `tables` (TOML tables such as `[[bridge]]`) after the keys above.
+    pub(crate) fn start_config(dir: &Path, port: u16, sync: &str, tables: &str) -> Process {
         let config = dir.join("broker.toml");
         let data = dir.join("data");
         std::fs::write(
@@ -487,7 +492,7 @@ impl Process {
             format!(
                 "port = {port}\ncores = 2\npin_cores = false\n\
                  persistence_dir = {data:?}\npersistence_sync = {sync:?}\n\
-                 max_queued_messages = 0\nmax_queued_bytes = 0\n"
+                 max_queued_messages = 0\nmax_queued_bytes = 0\n{tables}"
             ),
         )
         .expect("config");
@@ -500,9 +505,16 @@ impl Process {
                 .spawn()
                 .expect("start the broker binary")
         };
-        let mut child = spawn();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(20);
+        // A killed broker's listening socket can outlive its process for a moment (io_uring
+        // releases its files after the process is gone) and accept connections meanwhile:
+        // a connect would then reach a socket nobody serves. Wait until the port is free.
+        while std::net::TcpListener::bind(addr).is_err() {
+            assert!(Instant::now() < deadline, "port {port} stays in use");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut child = spawn();
         while std::net::TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "broker did not listen on {addr}");
             // The port may still be held for a moment after the kill: start it again.
@@ -516,13 +528,13 @@ impl Process {
     }
 
     /// SIGTERM, as `systemctl stop` sends: a clean stop.
-    fn terminate(mut self) {
+    pub(crate) fn terminate(mut self) {
         // SAFETY: signalling our own child process by its pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let _ = self.child.wait();
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

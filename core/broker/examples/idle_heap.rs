@@ -1,7 +1,8 @@
 //! Where an idle connection's memory goes: embeds a one-core broker behind a counting global
 //! allocator (over mimalloc, like the binary), opens N MQTT connections from this process
-//! (CONNECT, CONNACK, then idle) and prints the live heap, the allocations by size and the RSS
-//! growth per connection.
+//! (CONNECT, CONNACK, then idle) and prints the live heap, the allocations by size (named by
+//! the idle path's types, `uringmq::idle_path_sizes`), what mimalloc's size classes round them
+//! up to, and the RSS growth per connection.
 //!
 //! ```sh
 //! cargo run --release -p uringmq --example idle_heap -- 4000 [--v5] [--sub] [--awake]
@@ -21,14 +22,18 @@ use uringmq_codec::{
     encode, Connect, Decoder, Packet, Protocol, QoS, Subscribe, SubscriptionOptions,
 };
 
-/// Sizes are counted in classes of 16 bytes up to this, the rest in one bucket.
+/// Sizes are counted in classes of 16 bytes up to this, the rest (hash and trie tables) in one
+/// bucket.
 const CLASSES: usize = 256;
 
 struct Counting;
 
 static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
 static LIVE_COUNT: AtomicI64 = AtomicI64::new(0);
+/// Live heap rounded up to mimalloc's size classes (`mi_good_size`).
+static LIVE_ROUNDED: AtomicI64 = AtomicI64::new(0);
 static BY_SIZE: [AtomicI64; CLASSES + 1] = [const { AtomicI64::new(0) }; CLASSES + 1];
+static BYTES_BY_SIZE: [AtomicI64; CLASSES + 1] = [const { AtomicI64::new(0) }; CLASSES + 1];
 
 fn class(size: usize) -> usize {
     (size.div_ceil(16)).min(CLASSES)
@@ -40,7 +45,11 @@ fn count(ptr: *mut u8, size: usize, sign: i64) {
     }
     LIVE_BYTES.fetch_add(sign * size as i64, Ordering::Relaxed);
     LIVE_COUNT.fetch_add(sign, Ordering::Relaxed);
+    // SAFETY: a pure function of the size.
+    let rounded = unsafe { libmimalloc_sys::mi_good_size(size) };
+    LIVE_ROUNDED.fetch_add(sign * rounded as i64, Ordering::Relaxed);
     BY_SIZE[class(size)].fetch_add(sign, Ordering::Relaxed);
+    BYTES_BY_SIZE[class(size)].fetch_add(sign * size as i64, Ordering::Relaxed);
 }
 
 // SAFETY: every call is forwarded to mimalloc unchanged; only counters are updated beside it.
@@ -88,17 +97,24 @@ fn rss() -> i64 {
 
 struct Snapshot {
     bytes: i64,
+    rounded: i64,
     count: i64,
     rss: i64,
     by_size: Vec<i64>,
+    bytes_by_size: Vec<i64>,
 }
 
 fn snapshot() -> Snapshot {
     Snapshot {
         bytes: LIVE_BYTES.load(Ordering::Relaxed),
+        rounded: LIVE_ROUNDED.load(Ordering::Relaxed),
         count: LIVE_COUNT.load(Ordering::Relaxed),
         rss: rss(),
         by_size: BY_SIZE.iter().map(|a| a.load(Ordering::Relaxed)).collect(),
+        bytes_by_size: BYTES_BY_SIZE
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect(),
     }
 }
 
@@ -184,6 +200,15 @@ fn main() {
     // Past `hibernate_after_ms` (1 s) and a sweep: idle connections have parked.
     std::thread::sleep(Duration::from_millis(2500));
     let after = snapshot();
+    report(n, v5, sub, &before, &after);
+    drop(conns);
+    drop(warm);
+    drop(broker);
+}
+
+/// Prints the per-connection figures: totals, then each size class with the idle path's types
+/// of that size.
+fn report(n: usize, v5: bool, sub: bool, before: &Snapshot, after: &Snapshot) {
     let per = |a: i64, b: i64| (b - a) as f64 / n as f64;
     println!(
         "{n} idle connections (MQTT {}{}), one core, per connection:",
@@ -191,26 +216,42 @@ fn main() {
         if sub { ", one subscription each" } else { "" }
     );
     println!(
-        "  live heap {:.0} B, {:.2} allocations; RSS {:.0} B",
+        "  live heap {:.0} B ({:.0} B in mimalloc's size classes), {:.2} allocations; RSS {:.0} B",
         per(before.bytes, after.bytes),
+        per(before.rounded, after.rounded),
         per(before.count, after.count),
         per(before.rss, after.rss),
     );
-    println!("  allocations per connection by requested size:");
-    for (c, (a, b)) in before.by_size.iter().zip(&after.by_size).enumerate() {
-        let d = per(*a, *b);
-        if d.abs() >= 0.05 {
-            let range = if c == CLASSES {
-                format!("> {}", CLASSES * 16)
-            } else {
-                format!("{:>4}..{:<4}", (c.max(1) - 1) * 16 + 1, c * 16)
-            };
-            println!("    {range} B: {d:.2}");
+    let mut sizes = uringmq::idle_path_sizes();
+    // The client ids of `connect_packet`: "idle-" and six digits behind the `Arc`'s counts.
+    sizes.push(("Arc<str> client id", 16 + 11));
+    println!("  allocations per connection by requested size (count, bytes):");
+    for c in 0..=CLASSES {
+        let d = per(before.by_size[c], after.by_size[c]);
+        let bytes = per(before.bytes_by_size[c], after.bytes_by_size[c]);
+        if d.abs() < 0.05 && bytes.abs() < 2.0 {
+            continue;
         }
+        let (range, names) = if c == CLASSES {
+            (
+                format!("> {}", CLASSES * 16),
+                "hash and trie tables".to_owned(),
+            )
+        } else {
+            let names: Vec<&str> = sizes
+                .iter()
+                .filter(|(name, size)| !name.contains("slot") && class(*size) == c)
+                .map(|(name, _)| *name)
+                .collect();
+            let range = format!("{:>4}..{:<4}", (c.max(1) - 1) * 16 + 1, c * 16);
+            (range, names.join(", "))
+        };
+        println!("    {range} B: {d:>5.2} x, {bytes:>6.1} B  {names}");
     }
-    drop(conns);
-    drop(warm);
-    drop(broker);
+    println!("  sizes of the idle path's types (bytes asked of the allocator, or per table slot):");
+    for (name, size) in &sizes {
+        println!("    {size:>4} B  {name}");
+    }
 }
 
 fn open(addr: std::net::SocketAddr, i: usize, v5: bool, sub: bool) -> TcpStream {

@@ -18,6 +18,7 @@ mod ops;
 mod routing;
 mod security;
 mod shard;
+mod sizes;
 pub mod store;
 
 pub use api::*;
@@ -29,3 +30,4 @@ pub use embed::{
     init_logging, init_logging_background, Broker, BrokerBuilder, RecvError, Subscription,
 };
 pub use shard::persist::PersistenceStats;
+pub use sizes::idle_path_sizes;

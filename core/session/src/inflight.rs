@@ -5,8 +5,8 @@
 //! answered with PUBREL, not the PUBLISH again.
 
 use crate::delivery::Delivery;
+use crate::deque::LazyDeque;
 use crate::message::Message;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Where an outbound QoS 1/2 message is in its handshake.
@@ -47,7 +47,7 @@ pub enum AckError {
 /// The outbound window of one session.
 #[derive(Clone, Debug)]
 pub struct Inflight {
-    entries: VecDeque<OutEntry>,
+    entries: LazyDeque<OutEntry>,
     next_id: u16,
     max: u16,
 }
@@ -57,7 +57,7 @@ impl Inflight {
     /// broker's `max_inflight`).
     pub fn new(max: u16) -> Self {
         Inflight {
-            entries: VecDeque::new(),
+            entries: LazyDeque::default(),
             next_id: 1,
             max: max.max(1),
         }
@@ -148,7 +148,9 @@ impl Inflight {
             self.entries.remove(at);
             Ok(false)
         } else {
-            self.entries[at].state = OutState::PubComp;
+            if let Some(e) = self.entries.get_mut(at) {
+                e.state = OutState::PubComp;
+            }
             Ok(true)
         }
     }
@@ -179,18 +181,8 @@ impl Inflight {
 
     /// Removes and returns the entries `pred` selects (shared-subscription messages that go to
     /// another member when this one leaves), keeping the others in order.
-    pub fn extract(&mut self, mut pred: impl FnMut(&OutEntry) -> bool) -> Vec<OutEntry> {
-        let mut out = Vec::new();
-        let mut keep = VecDeque::with_capacity(self.entries.len());
-        for e in self.entries.drain(..) {
-            if pred(&e) {
-                out.push(e);
-            } else {
-                keep.push_back(e);
-            }
-        }
-        self.entries = keep;
-        out
+    pub fn extract(&mut self, pred: impl FnMut(&OutEntry) -> bool) -> Vec<OutEntry> {
+        self.entries.split_off_where(pred)
     }
 
     /// Everything in flight, oldest first: what a resumed session resends (PUBLISH with DUP for
@@ -208,7 +200,7 @@ impl Inflight {
     /// Empties the window, returning its entries (a session that ends hands shared-group
     /// messages to another member).
     pub fn drain(&mut self) -> impl Iterator<Item = OutEntry> + '_ {
-        self.entries.drain(..)
+        self.entries.drain()
     }
 }
 

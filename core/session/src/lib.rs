@@ -11,6 +11,7 @@
 
 pub mod connect;
 pub mod delivery;
+mod deque;
 pub mod flow;
 pub mod hasher;
 pub mod inbound;

@@ -5,8 +5,8 @@
 //! dropped and counted, as Mosquitto does (`max_queued_messages`): what is queued stays in order.
 
 use crate::delivery::Delivery;
+use crate::deque::LazyDeque;
 use crate::message::Message;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,10 +29,12 @@ pub struct QueueFull;
 /// A bounded FIFO of deliveries.
 #[derive(Clone, Debug)]
 pub struct Queue {
-    items: VecDeque<Queued>,
+    items: LazyDeque<Queued>,
     bytes: usize,
-    max_count: usize,
-    max_bytes: usize,
+    /// The bounds as 32 bits (`Session` stays in its size class); larger ones are clamped to
+    /// 4 G messages and 4 GiB, past what one session's queue can hold in practice.
+    max_count: u32,
+    max_bytes: u32,
     /// Counters taken (and reset) by the broker after each use: 32 bits are plenty.
     dropped: u32,
     expired: u32,
@@ -42,10 +44,10 @@ impl Queue {
     /// A queue of at most `max_count` messages and `max_bytes` bytes; 0 means unlimited.
     pub fn new(max_count: usize, max_bytes: usize) -> Self {
         Queue {
-            items: VecDeque::new(),
+            items: LazyDeque::default(),
             bytes: 0,
-            max_count,
-            max_bytes,
+            max_count: u32::try_from(max_count).unwrap_or(u32::MAX),
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
             dropped: 0,
             expired: 0,
         }
@@ -54,8 +56,9 @@ impl Queue {
     /// Appends, or drops the message (counted) when a bound would be exceeded.
     pub fn push(&mut self, item: Queued) -> Result<(), QueueFull> {
         let cost = item.msg.cost();
-        let over_count = self.max_count != 0 && self.items.len() >= self.max_count;
-        let over_bytes = self.max_bytes != 0 && self.bytes + cost > self.max_bytes;
+        let (max_count, max_bytes) = (self.max_count as usize, self.max_bytes as usize);
+        let over_count = max_count != 0 && self.items.len() >= max_count;
+        let over_bytes = max_bytes != 0 && self.bytes + cost > max_bytes;
         if over_count || over_bytes {
             self.dropped = self.dropped.saturating_add(1);
             return Err(QueueFull);
@@ -133,25 +136,16 @@ impl Queue {
     }
 
     /// Removes and returns the items `pred` selects, keeping the others in order.
-    pub fn extract(&mut self, mut pred: impl FnMut(&Queued) -> bool) -> Vec<Queued> {
-        let mut out = Vec::new();
-        let mut keep = VecDeque::with_capacity(self.items.len());
-        for item in self.items.drain(..) {
-            if pred(&item) {
-                self.bytes -= item.msg.cost();
-                out.push(item);
-            } else {
-                keep.push_back(item);
-            }
-        }
-        self.items = keep;
+    pub fn extract(&mut self, pred: impl FnMut(&Queued) -> bool) -> Vec<Queued> {
+        let out = self.items.split_off_where(pred);
+        self.bytes -= out.iter().map(|q| q.msg.cost()).sum::<usize>();
         out
     }
 
     /// Empties the queue.
     pub fn drain(&mut self) -> impl Iterator<Item = Queued> + '_ {
         self.bytes = 0;
-        self.items.drain(..)
+        self.items.drain()
     }
 }
 

@@ -8,13 +8,21 @@ use std::collections::HashMap;
 /// `$share/group/filter`.
 ///
 /// Boxed, and absent until the first subscription: a publisher-only session then carries 8
-/// bytes instead of a map and a byte count (`Session` stays in its 256-byte class). Only
-/// SUBSCRIBE, UNSUBSCRIBE and session moves look here; deliveries go through the indexes.
+/// bytes instead of a map and a byte count (`Session` stays in its size class). A session
+/// with one subscription (a device and its command topic) keeps just that filter, in a
+/// 32-byte box: a hash map for one entry cost 233 bytes. Only SUBSCRIBE, UNSUBSCRIBE and
+/// session moves look here; deliveries go through the indexes.
 #[derive(Clone, Debug, Default)]
 pub struct Subscriptions(Option<Box<Filters>>);
 
+#[derive(Clone, Debug)]
+enum Filters {
+    One(Box<str>, SubOptions),
+    Many(Box<Map>),
+}
+
 #[derive(Clone, Debug, Default)]
-struct Filters {
+struct Map {
     map: HashMap<String, SubOptions, crate::hasher::Seeded>,
     /// Bytes of all filters, for [`SubLimits::bytes`].
     bytes: usize,
@@ -52,7 +60,7 @@ impl Subscriptions {
         opts: SubOptions,
         limits: SubLimits,
     ) -> Result<bool, OverQuota> {
-        if let Some(old) = self.0.as_mut().and_then(|f| f.map.get_mut(filter)) {
+        if let Some(old) = self.get_mut(filter) {
             *old = opts;
             return Ok(false);
         }
@@ -63,49 +71,100 @@ impl Subscriptions {
         if limits.bytes != 0 && bytes > limits.bytes {
             return Err(OverQuota::Bytes(limits.bytes));
         }
-        let f = self.0.get_or_insert_with(Default::default);
-        f.map.insert(filter.to_owned(), opts);
-        f.bytes = bytes;
+        let mut many = match self.0.take().map(|f| *f) {
+            None => {
+                self.0 = Some(Box::new(Filters::One(filter.into(), opts)));
+                return Ok(true);
+            }
+            Some(Filters::One(first, first_opts)) => {
+                let mut m = Box::<Map>::default();
+                m.map.insert(first.into(), first_opts);
+                m
+            }
+            Some(Filters::Many(m)) => m,
+        };
+        many.map.insert(filter.to_owned(), opts);
+        many.bytes = bytes;
+        self.0 = Some(Box::new(Filters::Many(many)));
         Ok(true)
     }
 
-    /// Removes a subscription; returns its options if it existed. The last one frees the map.
+    fn get_mut(&mut self, filter: &str) -> Option<&mut SubOptions> {
+        match self.0.as_deref_mut()? {
+            Filters::One(f, o) => (**f == *filter).then_some(o),
+            Filters::Many(m) => m.map.get_mut(filter),
+        }
+    }
+
+    /// Removes a subscription; returns its options if it existed. The last one frees the map,
+    /// and a map left with one filter goes back to holding just that one.
     pub fn remove(&mut self, filter: &str) -> Option<SubOptions> {
-        let f = self.0.as_mut()?;
-        let removed = f.map.remove(filter)?;
-        f.bytes -= filter.len();
-        if f.map.is_empty() {
-            self.0 = None;
+        let (removed, left) = match self.0.as_deref_mut()? {
+            Filters::One(f, o) => ((**f == *filter).then_some(*o)?, 0),
+            Filters::Many(m) => {
+                let removed = m.map.remove(filter)?;
+                m.bytes -= filter.len();
+                (removed, m.map.len())
+            }
+        };
+        if left <= 1 {
+            self.0 = match self.0.take().map(|f| *f) {
+                Some(Filters::Many(mut m)) => m
+                    .map
+                    .drain()
+                    .next()
+                    .map(|(f, o)| Box::new(Filters::One(f.into(), o))),
+                _ => None,
+            };
         }
         Some(removed)
     }
 
     /// Bytes of all filters.
     pub fn bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |f| f.bytes)
+        match self.0.as_deref() {
+            None => 0,
+            Some(Filters::One(f, _)) => f.len(),
+            Some(Filters::Many(m)) => m.bytes,
+        }
     }
 
     /// The options of `filter`.
     pub fn get(&self, filter: &str) -> Option<&SubOptions> {
-        self.0.as_ref()?.map.get(filter)
+        match self.0.as_deref()? {
+            Filters::One(f, o) => (**f == *filter).then_some(o),
+            Filters::Many(m) => m.map.get(filter),
+        }
     }
 
     /// Number of subscriptions.
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |f| f.map.len())
+        match self.0.as_deref() {
+            None => 0,
+            Some(Filters::One(..)) => 1,
+            Some(Filters::Many(m)) => m.map.len(),
+        }
     }
 
     /// No subscriptions.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_none()
     }
 
     /// Every (filter, options).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &SubOptions)> {
-        let map = self.0.as_ref().map(|f| &f.map);
-        map.into_iter().flatten().map(|(f, o)| (f.as_str(), o))
+        let (one, many) = match self.0.as_deref() {
+            None => (None, None),
+            Some(Filters::One(f, o)) => (Some((&**f, o)), None),
+            Some(Filters::Many(m)) => (None, Some(&m.map)),
+        };
+        let many = many.into_iter().flatten().map(|(f, o)| (f.as_str(), o));
+        one.into_iter().chain(many)
     }
 }
+
+// A session with one subscription pays this box and its filter's bytes.
+const _: () = assert!(std::mem::size_of::<Filters>() <= 32);
 
 #[cfg(test)]
 mod tests {
@@ -133,6 +192,25 @@ mod tests {
         assert!(s.remove("a").is_some());
         assert!(s.remove("a").is_none());
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn one_filter_grows_into_a_map_and_back() {
+        let mut s = Subscriptions::default();
+        let l = limits(0, 0);
+        assert_eq!(s.insert("a/b", SubOptions::default(), l), Ok(true));
+        assert_eq!(s.insert("c", SubOptions::default(), l), Ok(true));
+        assert_eq!((s.len(), s.bytes()), (2, 4));
+        let mut all: Vec<&str> = s.iter().map(|(f, _)| f).collect();
+        all.sort();
+        assert_eq!(all, ["a/b", "c"]);
+        assert!(s.remove("a/b").is_some());
+        assert_eq!((s.len(), s.bytes()), (1, 1));
+        assert!(matches!(s.0.as_deref(), Some(Filters::One(..))));
+        assert_eq!(s.iter().map(|(f, _)| f).collect::<Vec<_>>(), ["c"]);
+        assert!(s.remove("a/b").is_none());
+        assert!(s.remove("c").is_some());
+        assert!(s.is_empty() && s.0.is_none());
     }
 
     #[test]

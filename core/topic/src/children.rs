@@ -2,8 +2,13 @@
 //!
 //! Most nodes have one or a handful of children (`device`, `temp`), where a linear scan over a
 //! vec beats hashing; a node with many (`site/{n}` for thousands of sites) switches to a hash
-//! table. The table holds the children themselves and looks them up by the level string each
-//! child already owns, so a level is stored once, and the hasher lives once per index.
+//! table. The table holds the children boxed and looks them up by the level string each child
+//! already owns, so a level is stored once, and the hasher lives once per index.
+//!
+//! Boxed, not inline, in the table: a table keeps up to twice as many slots as children, and
+//! an empty slot of an inline table costs a whole node (~100 bytes) where a boxed one costs a
+//! pointer. For a million devices subscribing to `devices/<id>/cmd` that was ~200 bytes per
+//! subscription and index (BENCHMARKS.md, idle memory per connection).
 
 use ahash::RandomState;
 use hashbrown::HashTable;
@@ -18,7 +23,7 @@ const SCAN_MAX: usize = 8;
 
 pub(crate) enum Children<N> {
     Few(Vec<N>),
-    Many(Box<HashTable<N>>),
+    Many(Box<HashTable<Box<N>>>),
 }
 
 impl<N> Default for Children<N> {
@@ -39,14 +44,18 @@ impl<N: Level> Children<N> {
     pub(crate) fn get(&self, level: &str, hasher: &RandomState) -> Option<&N> {
         match self {
             Self::Few(few) => few.iter().find(|n| n.level() == level),
-            Self::Many(many) => many.find(hasher.hash_one(level), |n| n.level() == level),
+            Self::Many(many) => many
+                .find(hasher.hash_one(level), |n| n.level() == level)
+                .map(|n| &**n),
         }
     }
 
     pub(crate) fn get_mut(&mut self, level: &str, hasher: &RandomState) -> Option<&mut N> {
         match self {
             Self::Few(few) => few.iter_mut().find(|n| n.level() == level),
-            Self::Many(many) => many.find_mut(hasher.hash_one(level), |n| n.level() == level),
+            Self::Many(many) => many
+                .find_mut(hasher.hash_one(level), |n| n.level() == level)
+                .map(|n| &mut **n),
         }
     }
 
@@ -61,7 +70,7 @@ impl<N: Level> Children<N> {
             if few.len() >= SCAN_MAX && !few.iter().any(|n| n.level() == level) {
                 let mut many = HashTable::with_capacity(few.len() * 2);
                 for node in few.drain(..) {
-                    many.insert_unique(hasher.hash_one(node.level()), node, |n| {
+                    many.insert_unique(hasher.hash_one(node.level()), Box::new(node), |n| {
                         hasher.hash_one(n.level())
                     });
                 }
@@ -88,7 +97,7 @@ impl<N: Level> Children<N> {
                     |n| n.level() == level,
                     |n| hasher.hash_one(n.level()),
                 )
-                .or_insert_with(make)
+                .or_insert_with(|| Box::new(make()))
                 .into_mut(),
         }
     }
@@ -113,13 +122,13 @@ impl<N: Level> Children<N> {
                     .remove()
                     .0;
                 if many.len() < SCAN_MAX / 2 {
-                    let few: Vec<N> = many.drain().collect();
+                    let few: Vec<N> = many.drain().map(|n| *n).collect();
                     *self = Self::Few(few);
                 } else if many.len() * 4 < many.capacity() {
                     // Shrink only at a quarter full so churn around a size cannot thrash.
                     many.shrink_to(many.len() * 2, |n| hasher.hash_one(n.level()));
                 }
-                Some(node)
+                Some(*node)
             }
         }
     }
@@ -135,7 +144,7 @@ impl<N: Level> Children<N> {
 /// Iterator over children in no particular order.
 pub(crate) enum Iter<'a, N> {
     Few(std::slice::Iter<'a, N>),
-    Many(hashbrown::hash_table::Iter<'a, N>),
+    Many(hashbrown::hash_table::Iter<'a, Box<N>>),
 }
 
 impl<'a, N> Iterator for Iter<'a, N> {
@@ -145,7 +154,7 @@ impl<'a, N> Iterator for Iter<'a, N> {
     fn next(&mut self) -> Option<&'a N> {
         match self {
             Self::Few(it) => it.next(),
-            Self::Many(it) => it.next(),
+            Self::Many(it) => it.next().map(|n| &**n),
         }
     }
 }

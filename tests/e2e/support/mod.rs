@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod etcd;
+pub mod redis;
 pub mod streams;
 
 use bytes::Bytes;

@@ -4,9 +4,10 @@
 //! as origin, so that session's No Local keeps it from going back out.
 
 use super::link::BridgeStats;
-use super::remote::{ack_code, Live};
+use super::remote::{ack_code, Live, Outbox};
 use super::Bridge;
 use crate::shard::{add, Shard};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,9 +17,15 @@ use uringmq_codec::{Ack, Packet, Publish, QoS};
 use uringmq_session::{Message, Origin};
 
 /// Handles one inbound PUBLISH: publishes it here (once, for QoS 2) and acknowledges it.
-pub(crate) async fn publish(shard: &Rc<Shard>, b: &Bridge, live: &Live, p: Publish) {
+pub(crate) async fn publish(
+    shard: &Rc<Shard>,
+    b: &Bridge,
+    live: &Live,
+    outbox: &RefCell<Outbox>,
+    p: Publish,
+) {
     let (pid, qos) = (p.packet_id, p.qos);
-    let duplicate = qos == QoS::ExactlyOnce && live.qos2_in.borrow().contains(&pid);
+    let duplicate = qos == QoS::ExactlyOnce && outbox.borrow().qos2_in.contains(&pid);
     let ok = duplicate || forward(shard, b, live, p).await;
     let mut ack = Ack::new(pid);
     ack.reason_code = ack_code(live, ok);
@@ -26,8 +33,10 @@ pub(crate) async fn publish(shard: &Rc<Shard>, b: &Bridge, live: &Live, p: Publi
         QoS::AtMostOnce => {}
         QoS::AtLeastOnce => live.send(&b.link, &Packet::PubAck(ack)),
         QoS::ExactlyOnce => {
-            if ok {
-                live.qos2_in.borrow_mut().insert(pid);
+            if ok && outbox.borrow_mut().qos2_in.insert(pid) {
+                if let Some(s) = &b.link.stored {
+                    s.qos2_received(shard, pid);
+                }
             }
             live.send(&b.link, &Packet::PubRec(ack));
         }

@@ -5,7 +5,9 @@
 //! cores' messages), and `deliver_to` hands them to [`Link::offer`], which only queues: the
 //! remote is a subscriber like any other, so a slow or absent remote fills this bounded queue
 //! (count and bytes; beyond, messages are dropped and counted) and never slows a local client.
+//! With a durable store, QoS 1/2 messages are written as they are queued (`stored.rs`).
 
+use super::stored::StoredQueue;
 use crate::shard::LocalNotify;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -47,6 +49,8 @@ pub(crate) struct Outgoing {
     /// RETAIN as published (the bridge's session keeps it), or set for a retained message
     /// sent when the bridge connects.
     pub(crate) retain: bool,
+    /// Its record in the durable store (0: not stored).
+    pub(crate) id: u64,
 }
 
 /// The bridge session's sink: a bounded queue the bridge's task drains to the remote.
@@ -62,19 +66,26 @@ pub(crate) struct Link {
     /// Wakes the bridge's writer: a message queued, room in flight, an ack to send.
     pub(crate) ready: LocalNotify,
     pub(crate) stats: Arc<BridgeStats>,
+    /// The queue's records, when the durable store is on.
+    pub(crate) stored: Option<StoredQueue>,
 }
 
 impl Link {
-    pub(crate) fn new(max_messages: usize, max_bytes: usize, stats: Arc<BridgeStats>) -> Self {
+    pub(crate) fn new(
+        cfg: &crate::config::BridgeConfig,
+        stats: Arc<BridgeStats>,
+        stored: Option<StoredQueue>,
+    ) -> Self {
         Link {
             queue: RefCell::new(VecDeque::new()),
             bytes: Cell::new(0),
-            max_messages,
-            max_bytes,
+            max_messages: cfg.max_queued_messages,
+            max_bytes: cfg.max_queued_bytes,
             connected: Cell::new(false),
             inflight: Cell::new(0),
             ready: LocalNotify::default(),
             stats,
+            stored,
         }
     }
 
@@ -89,10 +100,15 @@ impl Link {
             BridgeStats::bump(&self.stats.dropped);
             return;
         }
+        let id = match &self.stored {
+            Some(s) if d.qos != QoS::AtMostOnce => s.queued(msg, d.qos, d.retain),
+            _ => 0,
+        };
         self.push_back(Outgoing {
             msg: msg.clone(),
             qos: d.qos,
             retain: d.retain,
+            id,
         });
         self.ready.notify();
     }
@@ -120,6 +136,13 @@ impl Link {
         let o = self.queue.borrow_mut().pop_front()?;
         self.bytes.set(self.bytes.get() - o.msg.cost());
         Some(o)
+    }
+
+    /// Message `id` is done (acknowledged, or dropped on the way out): its record ends.
+    pub(crate) fn done(&self, id: u64) {
+        if let Some(s) = &self.stored {
+            s.done(id);
+        }
     }
 
     /// Publishes the queued gauge: waiting plus in flight (set by the bridge's task).

@@ -7,7 +7,9 @@
 //!   with the local prefix, No Local and Retain As Published. Deliveries reach it through the
 //!   normal routing, so the remote is an ordinary subscriber: a bounded queue, never a brake
 //!   on local clients. Inbound messages are published with that session as origin, so they
-//!   do not go back out over the bridge.
+//!   do not go back out over the bridge. With `persistence_dir` the session and its QoS 1/2
+//!   queue are written to the core's log like a client's persistent session and recovered
+//!   to the bridge's core at start (`stored.rs`).
 //! - **remote**: a client connection (`remote.rs`, `wire.rs` for TCP/TLS) that tries the
 //!   addresses in turn, reconnects with exponential backoff and jitter, publishes the queue
 //!   with the prefixes remapped, keeps QoS 1/2 in flight until the remote acknowledges, and
@@ -24,11 +26,13 @@ mod inbound;
 mod link;
 mod remote;
 mod report;
+mod stored;
 mod wire;
 
 pub use link::BridgeStats;
 pub(crate) use link::Link;
 pub(crate) use report::{sys_values, METRICS};
+pub(crate) use stored::is_store_key;
 
 use crate::config::bridge::split_host_port;
 use crate::config::{BridgeConfig, BridgeTopic};
@@ -41,6 +45,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use stored::StoredQueue;
 use tracing::{info, warn};
 use uringmq_codec::{Decoder, Protocol, RetainHandling};
 use uringmq_session::{Negotiated, Session, SubOptions};
@@ -186,20 +191,24 @@ fn start(shard: &Rc<Shard>, cfg: Arc<BridgeConfig>) -> Result<(), String> {
     };
     let stats = (shard.shared.bridges.insert(&cfg.name, shard.id))
         .ok_or_else(|| format!("a bridge named `{}` exists", cfg.name))?;
-    let link = Rc::new(Link::new(
-        cfg.max_queued_messages,
-        cfg.max_queued_bytes,
-        stats,
-    ));
+    let store_key = stored::store_key(&cfg.name);
+    let mut n = Negotiated::in_process(store_key.clone(), u16::MAX);
+    let queue = shard.persist.as_ref().map(|p| {
+        // Written like a client's persistent session, for as long as the bridge exists.
+        n.session_expiry = u32::MAX;
+        StoredQueue::new(p.store.clone(), Arc::from(store_key.as_str()))
+    });
+    let link = Rc::new(Link::new(&cfg, stats, queue));
     let key = shard.new_key();
-    let n = Negotiated::in_process(format!("$bridge/{}", cfg.name), u16::MAX);
     let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
     for t in cfg.topics.iter().filter(|t| t.direction.is_out()) {
         let _ = s
             .subs
             .insert(&t.local_filter(), out_options(t), Default::default());
     }
+    let recovered = (shard.shared.boot.as_ref()).and_then(|b| b.take_bridge(&store_key));
     shard.install_session(key, Box::new(s), Sink::Bridge(link.clone()));
+    let outbox = stored::restore(&link, &cfg, recovered);
     // Our interest must be on its way before a caller publishes next.
     shard.flush_mesh();
     let b = Rc::new(Bridge {
@@ -211,7 +220,7 @@ fn start(shard: &Rc<Shard>, cfg: Arc<BridgeConfig>) -> Result<(), String> {
         stopped: Cell::new(false),
     });
     RUNNING.with(|r| r.borrow_mut().push(b.clone()));
-    monoio::spawn(run(shard.clone(), b));
+    monoio::spawn(run(shard.clone(), b, outbox));
     Ok(())
 }
 
@@ -242,10 +251,10 @@ impl Bridge {
 }
 
 /// The bridge's task: connect, serve, back off, until stopped; then its session ends.
-async fn run(shard: Rc<Shard>, b: Rc<Bridge>) {
+async fn run(shard: Rc<Shard>, b: Rc<Bridge>, outbox: Outbox) {
     let _guard = shard.task_guard();
     let addrs = b.cfg.address.list();
-    let outbox = RefCell::new(Outbox::default());
+    let outbox = RefCell::new(outbox);
     let min = Duration::from_millis(b.cfg.reconnect_min_ms);
     let max = Duration::from_millis(b.cfg.reconnect_max_ms);
     let (mut delay, mut attempt) = (min, 0usize);
@@ -275,6 +284,10 @@ async fn run(shard: Rc<Shard>, b: Rc<Bridge>) {
             _ = monoio::time::sleep(wait) => {},
             _ = b.stop.wait() => {},
         }
+    }
+    if !shard.stopping.get() {
+        // Removed, not stopped with the broker: its stored queue goes with it.
+        shard.persist_gone(&Arc::from(stored::store_key(&b.cfg.name)));
     }
     shard.end_session(b.key);
 }
@@ -328,7 +341,7 @@ async fn serve(
     b.send_retained(shard);
     monoio::select! {
         r = remote::reader(shard, b, &live, outbox, &mut rd, buf, decoder) => r,
-        r = remote::writer(b, &live, outbox, &mut wr) => r,
+        r = remote::writer(shard, b, &live, outbox, &mut wr) => r,
     }
 }
 

@@ -10,6 +10,7 @@ use super::link::{BridgeStats, Link, Outgoing};
 use super::wire::{WireRd, WireWr};
 use super::{inbound, Bridge};
 use crate::shard::Shard;
+use crate::store::MsgState;
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
@@ -34,11 +35,16 @@ pub(crate) struct InFlight {
     pub(crate) released: bool,
 }
 
-/// What the bridge keeps across connections: messages in flight by packet id.
+/// What the bridge keeps across connections (its side of the session on the remote):
+/// messages in flight by packet id, and inbound QoS 2 ids received and not yet released.
 #[derive(Default)]
 pub(crate) struct Outbox {
     pub(crate) inflight: BTreeMap<u16, InFlight>,
     next_id: u16,
+    /// Session state of the client [MQTT-4.1.0-1]: kept while the remote keeps the session,
+    /// so a PUBLISH the remote sends again with DUP after it restarted (our PUBREC lost with
+    /// it) is acknowledged, not published here twice.
+    pub(crate) qos2_in: HashSet<u16>,
 }
 
 impl Outbox {
@@ -64,8 +70,6 @@ pub(crate) struct Live {
     /// The remote's Maximum QoS (v5).
     max_qos: QoS,
     keepalive: Duration,
-    /// Inbound QoS 2 packet ids received and not yet released.
-    pub(crate) qos2_in: RefCell<HashSet<u16>>,
     /// Inbound messages denied here since the connection opened (logged once).
     pub(crate) denied: Cell<u64>,
 }
@@ -153,7 +157,6 @@ pub(crate) async fn await_connack(
             .and_then(QoS::from_u8)
             .unwrap_or(QoS::ExactlyOnce),
         keepalive: Duration::from_secs(u64::from(keepalive)),
-        qos2_in: RefCell::new(HashSet::new()),
         denied: Cell::new(0),
     };
     Ok((live, ack.session_present))
@@ -164,6 +167,11 @@ pub(crate) async fn await_connack(
 /// whether it subscribed (the bridge counts as connected once SUBACK came).
 pub(crate) fn resume(b: &Bridge, live: &Live, outbox: &mut Outbox, session_present: bool) -> bool {
     if !session_present {
+        for pid in std::mem::take(&mut outbox.qos2_in) {
+            if let Some(s) = &b.link.stored {
+                s.qos2_released(pid);
+            }
+        }
         let items = std::mem::take(&mut outbox.inflight);
         b.link
             .requeue_front(items.into_values().map(|f| f.out).collect());
@@ -237,6 +245,7 @@ fn encode_publish(b: &Bridge, live: &Live, o: &Outgoing, pid: u16, dup: bool, ou
 /// The writer: control packets first, then queued messages while the window has room;
 /// PINGREQ when nothing was written for the keep-alive.
 pub(crate) async fn writer(
+    shard: &Rc<Shard>,
     b: &Bridge,
     live: &Live,
     outbox: &RefCell<Outbox>,
@@ -258,6 +267,12 @@ pub(crate) async fn writer(
             b.link.ready.wait().await;
             continue;
         }
+        // As a connection's writer: what this makes observable goes to the other cores
+        // first, and under `persistence_sync = "always"` what it depends on is durable.
+        shard.flush_mesh();
+        if let Some(p) = &shard.persist {
+            p.barrier().await.map_err(|e| e.to_string())?;
+        }
         wr.write(buf).await.map_err(|e| e.to_string())?;
         last_write = Instant::now();
     }
@@ -270,15 +285,20 @@ fn fill(b: &Bridge, live: &Live, outbox: &mut Outbox, buf: &mut BytesMut) {
         o.qos = o.qos.min(live.max_qos);
         if o.msg.cost() + 64 > live.max_packet as usize {
             BridgeStats::bump(&b.link.stats.dropped);
+            b.link.done(o.id);
             continue;
         }
         if o.qos == QoS::AtMostOnce {
             encode_publish(b, live, &o, 0, false, buf);
             BridgeStats::bump(&b.link.stats.sent);
+            b.link.done(o.id);
             continue;
         }
         let pid = outbox.next_id();
         encode_publish(b, live, &o, pid, false, buf);
+        if let Some(s) = &b.link.stored {
+            s.state(o.id, pid, MsgState::Sent);
+        }
         outbox.inflight.insert(
             pid,
             InFlight {
@@ -331,9 +351,13 @@ async fn handle(
     p: Packet,
 ) -> Result<(), String> {
     match p {
-        Packet::Publish(p) => inbound::publish(shard, b, live, p).await,
+        Packet::Publish(p) => inbound::publish(shard, b, live, outbox, p).await,
         Packet::PubRel(a) => {
-            live.qos2_in.borrow_mut().remove(&a.packet_id);
+            if outbox.borrow_mut().qos2_in.remove(&a.packet_id) {
+                if let Some(s) = &b.link.stored {
+                    s.qos2_released(a.packet_id);
+                }
+            }
             live.send(&b.link, &Packet::PubComp(Ack::new(a.packet_id)));
         }
         Packet::PubAck(a) | Packet::PubComp(a) => acked(b, &mut outbox.borrow_mut(), a.packet_id),
@@ -343,6 +367,9 @@ async fn handle(
                 acked(b, &mut o, a.packet_id);
             } else if let Some(f) = o.inflight.get_mut(&a.packet_id) {
                 f.released = true;
+                if let Some(s) = &b.link.stored {
+                    s.state(f.out.id, a.packet_id, MsgState::Released);
+                }
                 live.send(&b.link, &Packet::PubRel(Ack::new(a.packet_id)));
             }
         }
@@ -361,7 +388,8 @@ async fn handle(
 
 /// The remote acknowledged `pid`: the message is delivered; room in the window.
 fn acked(b: &Bridge, outbox: &mut Outbox, pid: u16) {
-    if outbox.inflight.remove(&pid).is_some() {
+    if let Some(f) = outbox.inflight.remove(&pid) {
+        b.link.done(f.out.id);
         BridgeStats::bump(&b.link.stats.sent);
         b.link.inflight.set(outbox.inflight.len());
         b.link.update_gauge();

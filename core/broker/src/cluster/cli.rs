@@ -137,32 +137,52 @@ fn links_of(rec: &NodeRecord) -> String {
     }
 }
 
-/// `uringmq_cluster_link_up{direction="...",peer="..."} 0|1` samples as lines.
+/// One sample of `metrics`: its labels (as written) and value, for each line of family `name`.
+fn samples<'a>(metrics: &'a str, name: &str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    let prefix = format!("{name}{{");
+    metrics.lines().filter_map(move |line| {
+        let (labels, value) = line.strip_prefix(prefix.as_str())?.split_once("} ")?;
+        Some((labels, value.trim()))
+    })
+}
+
+/// The value of label `key` in `labels` (`a="x",b="y"`).
+fn label<'a>(labels: &'a str, key: &str) -> &'a str {
+    labels
+        .split(',')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\""))
+        .map(|v| v.trim_end_matches('"'))
+        .unwrap_or("?")
+}
+
+/// Each peer's routes, then each link with its state and what it carried, as lines.
 fn link_lines(metrics: &str) -> String {
     let mut out = String::new();
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("uringmq_cluster_link_up{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let label = |k: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
-                .map(|v| v.trim_end_matches('"'))
-                .unwrap_or("?")
-        };
-        let state = if value.trim() == "1" { "up" } else { "down" };
+    for (labels, value) in samples(metrics, "uringmq_cluster_routes") {
+        out += &format!("  peer {:<20} routes {value}\n", label(labels, "peer"));
+    }
+    let count = |family: &str, labels: &str| {
+        samples(metrics, family)
+            .find(|(l, _)| *l == labels)
+            .map_or("?", |(_, v)| v)
+            .to_owned()
+    };
+    let mut links = 0;
+    for (labels, value) in samples(metrics, "uringmq_cluster_link_up") {
+        links += 1;
+        let state = if value == "1" { "up" } else { "down" };
         out += &format!(
-            "  link {:<8} {:<20} {state}\n",
-            label("direction"),
-            label("peer")
+            "  link {:<8} {:<20} messages {} bytes {} resent {} dropped {}  {state}\n",
+            label(labels, "direction"),
+            label(labels, "peer"),
+            count("uringmq_cluster_link_messages_total", labels),
+            count("uringmq_cluster_link_bytes_total", labels),
+            count("uringmq_cluster_link_resent_total", labels),
+            count("uringmq_cluster_link_dropped_total", labels),
         );
     }
-    if out.is_empty() {
-        out = "  no links\n".to_owned();
+    if links == 0 {
+        out += "  no links\n";
     }
     out
 }
@@ -187,10 +207,14 @@ mod tests {
     #[test]
     fn link_samples_become_lines() {
         let m = "# HELP x\nuringmq_cluster_link_up{direction=\"outbound\",peer=\"b\"} 1\n\
-                 uringmq_cluster_link_up{direction=\"inbound\",peer=\"b\"} 0\nother 1\n";
+                 uringmq_cluster_link_up{direction=\"inbound\",peer=\"b\"} 0\nother 1\n\
+                 uringmq_cluster_link_messages_total{direction=\"outbound\",peer=\"b\"} 42\n\
+                 uringmq_cluster_routes{peer=\"b\"} 3\n";
         let text = link_lines(m);
         assert!(text.contains("outbound") && text.contains(" up"), "{text}");
         assert!(text.contains("inbound") && text.contains("down"), "{text}");
+        assert!(text.contains("messages 42 bytes ?"), "{text}");
+        assert!(text.contains("routes 3"), "{text}");
         assert_eq!(link_lines(""), "  no links\n");
     }
 }

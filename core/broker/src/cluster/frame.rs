@@ -6,8 +6,13 @@
 //! [`VERSION`], so a node of another version (or something that is no uringmq node) is told
 //! apart before anything else is read. This header layout and the Hello frame never change;
 //! everything else may change with the version.
+//!
+//! After the handshake a link carries pings and routing frames (`router.rs`): the sender's
+//! state (`Sync`, `Interest`, `SharedCount`, `SyncEnd`) and its messages (`Publish`,
+//! `Retain`, each with a link sequence number), and back on the same connection `Pong` and
+//! `Ack`.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Identifies a uringmq link in the Hello frame.
@@ -16,8 +21,9 @@ pub const MAGIC: [u8; 4] = *b"UMQL";
 pub const VERSION: u8 = 1;
 /// The largest frame accepted before the peer is authenticated: a Hello or an Auth.
 pub const MAX_HANDSHAKE_FRAME: usize = 256;
-/// The largest frame accepted from an authenticated peer.
-pub const MAX_FRAME: usize = 1 << 20;
+/// The largest frame accepted from an authenticated peer: the largest MQTT packet
+/// (`max_packet_size` goes up to 268,435,460 bytes) with room for the frame's own fields.
+pub const MAX_FRAME: usize = 268_435_460 + (1 << 16);
 
 /// A random challenge or an HMAC-SHA-256.
 pub type Bytes32 = [u8; 32];
@@ -53,6 +59,56 @@ pub enum Frame {
     Ping,
     /// The answer to [`Frame::Ping`].
     Pong,
+
+    // ---- routing (xroute): a node's interest and its messages, on the link it dialed ----
+    /// First on a link that came up: the sender's incarnation (a new one starts its sequence
+    /// numbers again), then its whole interest, closed by [`Frame::SyncEnd`].
+    Sync {
+        /// Random per start of the sending node.
+        epoch: u64,
+    },
+    /// The interest sent since [`Frame::Sync`] is all the sender has.
+    SyncEnd,
+    /// The sender gained its first (`add`) or lost its last subscriber to `filter`.
+    Interest {
+        /// The filter.
+        filter: String,
+        /// Gained or lost.
+        add: bool,
+    },
+    /// The sender now has `members` members of shared group `group` (`$share/g/filter`).
+    SharedCount {
+        /// The group.
+        group: String,
+        /// Its members on the sender (0: none left).
+        members: u32,
+    },
+    /// A message for the receiver's subscribers (or one member of `group`): an MQTT 5
+    /// PUBLISH as `uringmq-codec` encodes it, its Message Expiry the time left.
+    Publish {
+        /// The link sequence number (acknowledged by [`Frame::Ack`]).
+        seq: u64,
+        /// The publishing core (the receiver keeps one core per sending core).
+        core: u16,
+        /// A shared group to give it to one member of, instead of the subscribers.
+        group: Option<String>,
+        /// The PUBLISH packet.
+        packet: Bytes,
+    },
+    /// A retained message set or cleared (empty payload) on the sender: stored, not
+    /// delivered. `seq` 0: part of a link's start (every retained message the sender set
+    /// last), not sequenced.
+    Retain {
+        /// The link sequence number, or 0.
+        seq: u64,
+        /// The PUBLISH packet.
+        packet: Bytes,
+    },
+    /// From the receiver, on the same connection: everything up to `seq` reached its cores.
+    Ack {
+        /// The highest sequence number handed over, all before it too.
+        seq: u64,
+    },
 }
 
 /// A frame that cannot be decoded.
@@ -77,12 +133,18 @@ const AUTH: u8 = 2;
 const WELCOME: u8 = 3;
 const PING: u8 = 4;
 const PONG: u8 = 5;
+const SYNC: u8 = 16;
+const SYNC_END: u8 = 17;
+const INTEREST: u8 = 18;
+const SHARED_COUNT: u8 = 19;
+const PUBLISH: u8 = 20;
+const RETAIN: u8 = 21;
+const ACK: u8 = 22;
 
 impl Frame {
     /// Appends the encoded frame to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
-        let start = out.len();
-        out.put_u32(0);
+        let start = begin_frame(out);
         match self {
             Frame::Hello {
                 version,
@@ -107,9 +169,49 @@ impl Frame {
             }
             Frame::Ping => out.put_u8(PING),
             Frame::Pong => out.put_u8(PONG),
+            routing => routing.encode_routing(out),
         }
-        let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
-        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        end_frame(out, start);
+    }
+
+    /// The body of a routing frame.
+    fn encode_routing(&self, out: &mut BytesMut) {
+        match self {
+            Frame::Sync { epoch } => {
+                out.put_u8(SYNC);
+                out.put_u64(*epoch);
+            }
+            Frame::SyncEnd => out.put_u8(SYNC_END),
+            Frame::Interest { filter, add } => {
+                out.put_u8(INTEREST);
+                out.put_u8(u8::from(*add));
+                put_str(out, filter);
+            }
+            Frame::SharedCount { group, members } => {
+                out.put_u8(SHARED_COUNT);
+                out.put_u32(*members);
+                put_str(out, group);
+            }
+            Frame::Publish {
+                seq,
+                core,
+                group,
+                packet,
+            } => {
+                put_publish_head(out, *seq, *core, group.as_deref());
+                out.put_slice(packet);
+            }
+            Frame::Retain { seq, packet } => {
+                out.put_u8(RETAIN);
+                out.put_u64(*seq);
+                out.put_slice(packet);
+            }
+            Frame::Ack { seq } => {
+                out.put_u8(ACK);
+                out.put_u64(*seq);
+            }
+            _ => unreachable!("handshake frames are encoded by `encode`"),
+        }
     }
 
     /// Decodes one frame's type byte and body (what follows the length).
@@ -138,7 +240,7 @@ impl Frame {
             },
             PING => Frame::Ping,
             PONG => Frame::Pong,
-            other => return Err(FrameError::UnknownType(other)),
+            other => return decode_routing(other, b),
         };
         if b.is_empty() {
             Ok(frame)
@@ -146,6 +248,93 @@ impl Frame {
             Err(FrameError::Malformed)
         }
     }
+}
+
+/// A routing frame's body (`kind` is its type byte).
+fn decode_routing(kind: u8, mut b: &[u8]) -> Result<Frame, FrameError> {
+    let frame = match kind {
+        SYNC => Frame::Sync {
+            epoch: take_u64(&mut b)?,
+        },
+        SYNC_END => Frame::SyncEnd,
+        INTEREST => {
+            let add = take_u8(&mut b)? != 0;
+            Frame::Interest {
+                add,
+                filter: take_str(&mut b)?,
+            }
+        }
+        SHARED_COUNT => {
+            let members = take_u32(&mut b)?;
+            Frame::SharedCount {
+                members,
+                group: take_str(&mut b)?,
+            }
+        }
+        PUBLISH => {
+            let seq = take_u64(&mut b)?;
+            let core = take_u16(&mut b)?;
+            let group = match take_u8(&mut b)? {
+                0 => None,
+                _ => Some(take_str(&mut b)?),
+            };
+            return Ok(Frame::Publish {
+                seq,
+                core,
+                group,
+                packet: Bytes::copy_from_slice(b),
+            });
+        }
+        RETAIN => {
+            let seq = take_u64(&mut b)?;
+            return Ok(Frame::Retain {
+                seq,
+                packet: Bytes::copy_from_slice(b),
+            });
+        }
+        ACK => Frame::Ack {
+            seq: take_u64(&mut b)?,
+        },
+        other => return Err(FrameError::UnknownType(other)),
+    };
+    if b.is_empty() {
+        Ok(frame)
+    } else {
+        Err(FrameError::Malformed)
+    }
+}
+
+/// Starts a frame in `out`; returns where, for [`end_frame`].
+pub fn begin_frame(out: &mut BytesMut) -> usize {
+    let start = out.len();
+    out.put_u32(0);
+    start
+}
+
+/// Writes the length of the frame begun at `start`.
+pub fn end_frame(out: &mut BytesMut, start: usize) {
+    let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// The fields of a [`Frame::Publish`] before its packet (which follows to the frame's end).
+pub fn put_publish_head(out: &mut BytesMut, seq: u64, core: u16, group: Option<&str>) {
+    out.put_u8(PUBLISH);
+    out.put_u64(seq);
+    out.put_u16(core);
+    match group {
+        None => out.put_u8(0),
+        Some(g) => {
+            out.put_u8(1);
+            put_str(out, g);
+        }
+    }
+}
+
+/// The fields of a [`Frame::Retain`] before its packet.
+pub fn put_retain_head(out: &mut BytesMut, seq: u64) {
+    out.put_u8(RETAIN);
+    out.put_u64(seq);
 }
 
 /// Reads one frame of at most `max` bytes. End of stream and malformed frames are errors.
@@ -178,6 +367,24 @@ fn take_u8(b: &mut &[u8]) -> Result<u8, FrameError> {
         return Err(FrameError::Malformed);
     }
     Ok(b.get_u8())
+}
+
+fn take_u16(b: &mut &[u8]) -> Result<u16, FrameError> {
+    let mut x = [0; 2];
+    take(b, &mut x)?;
+    Ok(u16::from_be_bytes(x))
+}
+
+fn take_u32(b: &mut &[u8]) -> Result<u32, FrameError> {
+    let mut x = [0; 4];
+    take(b, &mut x)?;
+    Ok(u32::from_be_bytes(x))
+}
+
+fn take_u64(b: &mut &[u8]) -> Result<u64, FrameError> {
+    let mut x = [0; 8];
+    take(b, &mut x)?;
+    Ok(u64::from_be_bytes(x))
 }
 
 fn take(b: &mut &[u8], into: &mut [u8]) -> Result<(), FrameError> {
@@ -231,6 +438,29 @@ mod tests {
         round_trip(Frame::Welcome { mac: [3; 32] });
         round_trip(Frame::Ping);
         round_trip(Frame::Pong);
+        round_trip(Frame::Sync { epoch: u64::MAX });
+        round_trip(Frame::SyncEnd);
+        round_trip(Frame::Interest {
+            filter: "a/+/#".into(),
+            add: true,
+        });
+        round_trip(Frame::SharedCount {
+            group: "$share/g/a".into(),
+            members: 3,
+        });
+        for group in [None, Some("$share/g/t".to_owned())] {
+            round_trip(Frame::Publish {
+                seq: 7,
+                core: 2,
+                group,
+                packet: Bytes::from_static(b"\x30\x03\x00\x01t"),
+            });
+        }
+        round_trip(Frame::Retain {
+            seq: 0,
+            packet: Bytes::from_static(b"xyz"),
+        });
+        round_trip(Frame::Ack { seq: 9 });
     }
 
     #[test]

@@ -12,6 +12,7 @@
 use super::frame::{read_frame, Frame, MAX_FRAME, MAX_HANDSHAKE_FRAME, VERSION};
 use super::link_auth::{nonce, sign, verify, Exchange, Role};
 use super::membership::Members;
+use super::router::Router;
 use super::status::{Direction, StatusBoard};
 use super::Backoff;
 use bytes::BytesMut;
@@ -41,6 +42,8 @@ pub struct LinkCtx {
     pub secret: Vec<u8>,
     /// Status for `cluster_status`.
     pub board: Arc<StatusBoard>,
+    /// What the links carry.
+    pub router: Arc<Router>,
 }
 
 /// Follows the membership view: one dialer per other member, replaced when its address
@@ -54,6 +57,10 @@ pub async fn manage(ctx: Arc<LinkCtx>, mut members: watch::Receiver<Members>) {
                 let keep = view.get(peer).is_some_and(|r| r.addr == *addr);
                 if !keep {
                     task.abort();
+                }
+                if view.get(peer).is_none() {
+                    // Gone from etcd (stopped, or its lease expired): its routes go too.
+                    ctx.router.forget(peer);
                 }
                 keep
             });
@@ -113,26 +120,66 @@ async fn outbound(
         .map_err(|_| Error::new(ErrorKind::TimedOut, "handshake timed out"))??;
     *up = Some(ctx.board.set_up(peer, Direction::Outbound));
     info!(peer = %peer, addr = %addr, "cluster: link up");
-    let (mut rd, mut wr) = stream.into_split();
+    let (id, wake) = ctx.router.link_up(peer);
+    let (rd, wr) = stream.into_split();
+    // The reader is one future for the link's life: a frame read is never cut in two by a
+    // timer or a write.
+    let result = tokio::select! {
+        r = read_acks(ctx, peer, id, rd) => r,
+        r = write_frames(ctx, peer, id, wr, &wake) => r,
+    };
+    ctx.router.link_down(id);
+    result
+}
+
+/// The dialing side's reader: Pongs and the peer's acknowledgements.
+async fn read_acks(
+    ctx: &LinkCtx,
+    peer: &str,
+    id: u16,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        let frame = timeout(SILENCE, read_frame(&mut rd, &mut buf, MAX_FRAME))
+            .await
+            .map_err(|_| silent())??;
+        ctx.board
+            .link(peer, Direction::Outbound, |l| l.frames_in += 1);
+        match frame {
+            Frame::Pong => {}
+            Frame::Ack { seq } => ctx.router.acked(id, seq),
+            other => return Err(unexpected(&other)),
+        }
+    }
+}
+
+/// The dialing side's writer: what the router queued for the peer, as it comes (everything
+/// queued meanwhile in one write), and a ping every [`PING_EVERY`].
+async fn write_frames(
+    ctx: &LinkCtx,
+    peer: &str,
+    id: u16,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    wake: &tokio::sync::Notify,
+) -> std::io::Result<()> {
     let mut ping = interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut buf = Vec::new();
     let mut out = BytesMut::new();
     loop {
+        out.clear();
         tokio::select! {
-            _ = ping.tick() => {
-                out.clear();
-                Frame::Ping.encode(&mut out);
-                timeout(SILENCE, wr.write_all(&out)).await.map_err(|_| silent())??;
-                ctx.board.link(peer, Direction::Outbound, |l| l.frames_out += 1);
-            }
-            frame = timeout(SILENCE, read_frame(&mut rd, &mut buf, MAX_FRAME)) => {
-                match frame.map_err(|_| silent())?? {
-                    Frame::Pong => ctx.board.link(peer, Direction::Outbound, |l| l.frames_in += 1),
-                    other => return Err(unexpected(&other)),
-                }
-            }
+            _ = ping.tick() => Frame::Ping.encode(&mut out),
+            _ = wake.notified() => ctx.router.take_out(id, &mut out),
         }
+        if out.is_empty() {
+            continue;
+        }
+        timeout(SILENCE, wr.write_all(&out))
+            .await
+            .map_err(|_| silent())??;
+        ctx.board
+            .link(peer, Direction::Outbound, |l| l.frames_out += 1);
     }
 }
 
@@ -214,10 +261,18 @@ async fn inbound(ctx: &LinkCtx, mut stream: TcpStream) -> std::io::Result<()> {
     result
 }
 
+/// The accepting side: answers pings, hands the peer's frames to the router, and once
+/// everything read so far is applied (the cores have it in their mailboxes) acknowledges
+/// the highest sequence number.
 async fn serve_inbound(ctx: &LinkCtx, peer: &str, stream: &mut TcpStream) -> std::io::Result<()> {
-    let (mut rd, mut wr) = stream.split();
+    let (id, generation) = ctx.router.inbound_up(peer);
+    let (rd, mut wr) = stream.split();
+    let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
     let mut buf = Vec::new();
     let mut out = BytesMut::new();
+    let mut batch = ctx.router.to_cores();
+    let mut acked = 0;
+    let mut last = 0;
     loop {
         let frame = timeout(SILENCE, read_frame(&mut rd, &mut buf, MAX_FRAME))
             .await
@@ -225,16 +280,33 @@ async fn serve_inbound(ctx: &LinkCtx, peer: &str, stream: &mut TcpStream) -> std
         ctx.board
             .link(peer, Direction::Inbound, |l| l.frames_in += 1);
         match frame {
-            Frame::Ping => {
-                out.clear();
-                Frame::Pong.encode(&mut out);
-                timeout(SILENCE, wr.write_all(&out))
-                    .await
-                    .map_err(|_| silent())??;
-                ctx.board
-                    .link(peer, Direction::Inbound, |l| l.frames_out += 1);
+            Frame::Ping => Frame::Pong.encode(&mut out),
+            other => {
+                last = ctx
+                    .router
+                    .receive(id, other, &mut batch)
+                    .map_err(|f| unexpected(&f))?
             }
-            other => return Err(unexpected(&other)),
+        }
+        if holds_frame(rd.buffer()) {
+            continue;
+        }
+        // No whole frame read yet: apply, acknowledge, answer.
+        ctx.router.flush(&mut batch);
+        if !ctx.router.inbound_current(id, generation) {
+            return Err(Error::new(ErrorKind::ConnectionAborted, "superseded"));
+        }
+        if last > acked {
+            Frame::Ack { seq: last }.encode(&mut out);
+            acked = last;
+        }
+        if !out.is_empty() {
+            timeout(SILENCE, wr.write_all(&out))
+                .await
+                .map_err(|_| silent())??;
+            out.clear();
+            ctx.board
+                .link(peer, Direction::Inbound, |l| l.frames_out += 1);
         }
     }
 }
@@ -286,6 +358,11 @@ async fn send(s: &mut TcpStream, f: &Frame) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     f.encode(&mut out);
     s.write_all(&out).await
+}
+
+/// Whether `buf` starts with a whole frame.
+fn holds_frame(buf: &[u8]) -> bool {
+    buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
 }
 
 fn silent() -> Error {

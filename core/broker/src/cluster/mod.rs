@@ -8,16 +8,26 @@
 //! - `config/cluster.rs` (with the other settings): the `[cluster]` table.
 //! - `membership.rs`: this node's key under an etcd lease, the watch of the others.
 //! - `links.rs`, `frame.rs`, `link_auth.rs`: authenticated node-to-node links.
+//! - `router.rs`: node-level interest and messages between nodes; `send_queue.rs`: a link's
+//!   bounded queue with acknowledgements and resends; `carry.rs`: a message on a link. The
+//!   cores' side is `shard/cluster.rs`, the queues between them `mesh/cluster.rs`.
+//! - `session_store.rs`: the shared session store (Redis) and recovery from a node's death.
 //! - `status.rs`: what the thread knows, for [`crate::Broker::cluster_status`];
 //!   `ops/cluster.rs` puts it in `/metrics`.
 //! - `cli.rs`: `uringmq cluster status`.
 
+mod carry;
 pub mod cli;
 mod frame;
 mod link_auth;
 mod links;
 pub mod membership;
+mod router;
+mod send_queue;
+pub(crate) mod session_store;
 pub mod status;
+
+pub(crate) use router::CoreLink;
 
 use crate::api::StartError;
 use crate::config::ClusterConfig;
@@ -29,6 +39,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
+
+/// What the shared session store needs from the node (`session_store.rs`).
+pub(crate) struct SessionWiring {
+    /// The queue the cores push their records and loads to.
+    pub feed: Arc<session_store::SessionFeed>,
+    /// The way to a core's mailbox.
+    pub post: session_store::Post,
+    /// Cores of this node.
+    pub shards: usize,
+}
 
 /// A running cluster thread. Dropping it stops it.
 pub struct Cluster {
@@ -43,10 +63,13 @@ fn invalid((key, reason): (&'static str, String)) -> StartError {
 
 impl Cluster {
     /// Binds the link listener and starts the cluster thread; `metrics` is this node's
-    /// `/metrics` address, registered for `uringmq cluster status`.
+    /// `/metrics` address, registered for `uringmq cluster status`; `sessions`, with
+    /// `session_store`, connects the cores to the shared session store.
     pub(crate) fn start(
         config: &ClusterConfig,
         metrics: Option<SocketAddr>,
+        cores: CoreLink,
+        sessions: Option<SessionWiring>,
     ) -> Result<Cluster, StartError> {
         config.validate().map_err(invalid)?;
         let secret = config.load_secret().map_err(invalid)?;
@@ -75,10 +98,23 @@ impl Cluster {
             members,
             board: board.clone(),
         };
+        let router = Arc::new(router::Router::new(cores, board.clone()));
         let ctx = Arc::new(links::LinkCtx {
             name: config.name.clone(),
             secret,
             board: board.clone(),
+            router: router.clone(),
+        });
+        let store = sessions.zip(config.session_store.clone()).map(|(w, url)| {
+            session_store::SessionStore {
+                url,
+                prefix: config.prefix.clone(),
+                node: config.name.clone(),
+                lease_ttl: Duration::from_secs(config.lease_ttl_secs),
+                shards: w.shards,
+                feed: w.feed,
+                post: w.post,
+            }
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -92,7 +128,11 @@ impl Cluster {
                         Ok(l) => l,
                         Err(e) => return tracing::error!(error = %e, "cluster: listener"),
                     };
+                    tokio::spawn(router.run());
                     tokio::spawn(links::accept(ctx.clone(), listener));
+                    if let Some(store) = store {
+                        tokio::spawn(store.run(members_rx.clone()));
+                    }
                     tokio::spawn(links::manage(ctx, members_rx));
                     membership.run(stop_rx).await;
                 });

@@ -32,6 +32,15 @@ pub struct LinkStatus {
     pub frames_out: u64,
     /// Frames received on it.
     pub frames_in: u64,
+    /// Messages (PUBLISH and retained changes) queued to send (outbound) or received
+    /// (inbound, duplicates of a resend not counted).
+    pub messages: u64,
+    /// Their bytes, frames included.
+    pub bytes: u64,
+    /// Outbound: messages written again after the link came back.
+    pub resent: u64,
+    /// Outbound: messages dropped (the send queue was full, or QoS 0 while the link was down).
+    pub dropped: u64,
 }
 
 /// The links with one peer.
@@ -41,6 +50,9 @@ pub struct PeerLinks {
     pub outbound: LinkStatus,
     /// The connection the peer dials.
     pub inbound: LinkStatus,
+    /// Filters and shared groups the peer has subscribers for (its routes, as this node knows
+    /// them).
+    pub routes: u64,
 }
 
 /// This node's view of the cluster.
@@ -133,6 +145,11 @@ impl StatusBoard {
                 Direction::Inbound => &mut links.inbound,
             })
         });
+    }
+
+    /// The number of filters `peer` has subscribers for.
+    pub fn routes(&self, peer: &str, routes: u64) {
+        self.with(|s| s.links.entry(peer.to_owned()).or_default().routes = routes);
     }
 
     /// Marks one direction up; returns the connection's generation for [`Self::set_down`].

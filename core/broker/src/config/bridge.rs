@@ -186,7 +186,9 @@ pub struct BridgeConfig {
     #[serde(default = "default_queue_bytes")]
     pub max_queued_bytes: usize,
     /// QoS 1/2 messages sent to the remote and not yet acknowledged, at most (the remote's
-    /// Receive Maximum lowers it).
+    /// Receive Maximum lowers it). Default 20, Mosquitto's `max_inflight_messages`: MQTT
+    /// 3.1.1 has no flow control, and a Mosquitto remote drops the incoming QoS 2 messages
+    /// past its limit without PUBREC, which would hold them until the next connection.
     #[serde(default = "default_inflight")]
     pub max_inflight: u16,
     /// First reconnect delay; it doubles after each failure, with jitter.
@@ -213,7 +215,7 @@ fn default_queue_bytes() -> usize {
     64 << 20
 }
 fn default_inflight() -> u16 {
-    100
+    20
 }
 fn default_reconnect_min() -> u64 {
     500

@@ -39,9 +39,10 @@ pub struct ClusterConfig {
     /// A file holding the shared secret (surrounding white space ignored).
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
-    /// Where persistent sessions are kept for other nodes to resume (`redis://host:port/db`).
-    /// Accepted and checked, not used yet: sessions are still kept by the node that serves
-    /// them, and a dead node's sessions are lost with it.
+    /// Where persistent sessions are kept for other nodes to resume (`redis://host:port/db`):
+    /// every record of the node's durable store (so `persistence_dir` is needed too) is also
+    /// written there, and a client whose node died resumes its session on any other node
+    /// (`cluster/session_store.rs`). Without it a dead node's sessions are lost with it.
     #[serde(default)]
     pub session_store: Option<String>,
 }

@@ -169,3 +169,15 @@ fn anonymous_defaults_follow_exposure() {
     c.allow_anonymous = Some(true);
     assert!(c.anonymous_allowed(None));
 }
+
+#[test]
+fn a_session_store_needs_the_nodes_own_store() {
+    let cluster = "[cluster]\nname = \"a\"\nsecret = \"0123456789abcdef\"\n\
+                   session_store = \"redis://127.0.0.1:6379/0\"\n";
+    let e = Config::from_toml_str(cluster).unwrap_err().to_string();
+    assert!(
+        e.contains("cluster.session_store") && e.contains("persistence_dir"),
+        "{e}"
+    );
+    Config::from_toml_str(&format!("persistence_dir = \"/tmp/x\"\n{cluster}")).unwrap();
+}

@@ -51,6 +51,13 @@ impl Config {
         if let Some(c) = &self.cluster {
             c.validate()
                 .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
+            if c.session_store.is_some() && self.persistence_dir.is_none() {
+                return bad(
+                    "cluster.session_store",
+                    "needs persistence_dir: the shared store is fed from the node's own log's \
+                     records (cluster/session_store.rs)",
+                );
+            }
         }
         for l in &self.listeners {
             self.validate_listener(l)?;

@@ -54,7 +54,7 @@ pub(super) async fn pre_authorize(
         )
     };
     let listener = conn.listener.to_string();
-    let peer = conn.peer;
+    let peer = conn.peer();
     let submitted = core.shared.hooks.run(move || {
         let mut info = ClientInfo::new(&client_id, username.as_deref(), &listener);
         info.peer = peer;
@@ -75,7 +75,7 @@ pub(super) async fn pre_authorize(
     };
     if answer.as_ref().err() == Some(&crate::security::HookError::TimedOut) {
         add(&core.stats().hook_timeouts, 1);
-        warn!(peer = ?conn.peer, listener = %conn.listener, "authorisation hook timed out (hook_timeout_ms); access denied");
+        warn!(peer = ?conn.peer(), listener = %conn.listener, "authorisation hook timed out (hook_timeout_ms); access denied");
     }
     Some(answer.unwrap_or_default())
 }
@@ -124,7 +124,7 @@ pub(super) async fn on_connect(
     let mut claimed = claim_session(core, &n, &c).await;
     let properties = if proto.is_v5() {
         let mut p = n.connack_properties(&core.shared.limits);
-        *conn.exchange.borrow_mut() = granted.apply(&mut p);
+        conn.exchange.set(granted.apply(&mut p));
         p
     } else {
         Default::default()
@@ -159,7 +159,7 @@ fn negotiated(core: &Shard, conn: &Conn, c: &Connect) -> Result<Negotiated, Clos
         format!("uringmq-{:x}-{n:x}", std::process::id())
     });
     negotiated.map_err(|r| {
-        debug!(peer = ?conn.peer, "CONNECT refused: {r}");
+        debug!(peer = ?conn.peer(), "CONNECT refused: {r}");
         refuse(conn, c.protocol, r.reason);
         CloseReason::Refused(r.reason.0)
     })
@@ -183,7 +183,11 @@ async fn claim_session(core: &Rc<Shard>, n: &Negotiated, c: &Connect) -> Claimed
     let id: Arc<str> = n.client_id.as_str().into();
     let claim = core.claim_client_id(&id, n.clean_start);
     let key = claim.key;
-    let (old, moved_from) = claim.session().await;
+    let unknown = claim.is_new();
+    let (mut old, moved_from) = claim.session().await;
+    if unknown && !n.clean_start && old.is_none() {
+        old = core.resume_shared(&id).await;
+    }
     let alias_in = core.shared.limits.topic_alias_maximum;
     let (mut s, present) = match old {
         Some(mut s) if !n.clean_start => {
@@ -247,7 +251,8 @@ fn install_connected(
     claimed.s.connected_since = std::time::SystemTime::now();
     let grace = keepalive::grace(n.keep_alive.secs).map_or(0, |g| g.as_millis().max(1));
     conn.grace_ms.set(u32::try_from(grace).unwrap_or(u32::MAX));
-    *conn.client_id.borrow_mut() = Some(claimed.id.clone());
+    // A connection accepts one CONNECT [MQTT-3.1.0-2]: set once.
+    let _ = conn.client_id.set(claimed.id.clone());
     core.install_session(key, claimed.s, Sink::Conn(conn.clone()));
     core.set_token_acl(key, token_acl);
     if claimed.present {
@@ -258,7 +263,7 @@ fn install_connected(
     info!(
         client_id = %claimed.id,
         listener = %conn.listener,
-        peer = conn.peer.map(tracing::field::display),
+        peer = conn.peer().map(tracing::field::display),
         core = core.id,
         protocol = ?conn.protocol.get(),
         clean_start = n.clean_start,

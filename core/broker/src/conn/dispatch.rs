@@ -94,7 +94,7 @@ pub(super) fn handle<'a>(
             other => Err(Violation::NotConnect(other.packet_type()).into()),
         };
     };
-    debug!(client_id = ?conn.client_id.borrow().as_deref(), packet = ?packet_name(&packet), "packet in");
+    debug!(client_id = ?conn.client_id.get().map(|c| &**c), packet = ?packet_name(&packet), "packet in");
     let packet = match packet {
         // v5 re-authentication [MQTT-4.12.1-1]: the authenticator may have to run off the core.
         Packet::Auth(a) => {

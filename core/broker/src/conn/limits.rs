@@ -222,7 +222,7 @@ fn count_slowed(conn: &Conn, now: u32) {
     if let Some(n) = log.hit(now) {
         warn!(
             core = core.id,
-            client_id = ?conn.client_id.borrow().as_deref(),
+            client_id = ?conn.client_id.get().map(|c| &**c),
             over_rate = n,
             "max_publish_rate reached: {n} PUBLISH packets held back or refused since the last report"
         );

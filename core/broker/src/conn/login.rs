@@ -31,10 +31,10 @@ pub(crate) fn take_method(
     conn: &Conn,
     c: &mut Connect,
 ) -> Result<Option<Requested>, CloseReason> {
-    if matches!(
-        conn.exchange.borrow().as_deref(),
-        Some(Exchange::Pending { .. })
-    ) {
+    let exchange = conn.exchange.take();
+    let pending = matches!(exchange.as_deref(), Some(Exchange::Pending { .. }));
+    conn.exchange.set(exchange);
+    if pending {
         return Err(CloseReason::Protocol(
             ReasonCode::PROTOCOL_ERROR.0,
             "[MQTT-3.1.0-2] CONNECT during an authentication exchange".into(),
@@ -82,7 +82,7 @@ pub(super) async fn off_core<T: Send + 'static>(
         .await;
     if answer.as_ref().err() == Some(&HookError::TimedOut) {
         add(&core.stats().hook_timeouts, 1);
-        warn!(peer = ?conn.peer, listener = %conn.listener, timeout_ms = core.shared.config.hook_timeout_ms, "authentication check timed out (hook_timeout_ms); refusing the client");
+        warn!(peer = ?conn.peer(), listener = %conn.listener, timeout_ms = core.shared.config.hook_timeout_ms, "authentication check timed out (hook_timeout_ms); refusing the client");
     }
     answer
 }
@@ -101,7 +101,7 @@ pub(super) async fn admit<'a>(
     }
     match security
         .pending
-        .admit(&conn.listener, conn.peer.map(|p| p.ip()))
+        .admit(&conn.listener, conn.peer().map(|p| p.ip()))
     {
         Ok(admitted) => Ok(Some(admitted)),
         Err(full) => {
@@ -145,7 +145,7 @@ pub(super) async fn busy(
     client_id: &str,
 ) -> CloseReason {
     add(&core.stats().auth_busy, 1);
-    info!(client_id, peer = ?conn.peer, listener = %conn.listener, "authentication refused: {what}");
+    info!(client_id, peer = ?conn.peer(), listener = %conn.listener, "authentication refused: {what}");
     answer_refusal(core, conn, proto, code).await
 }
 
@@ -159,7 +159,7 @@ pub(crate) async fn authenticate(
     requested: Option<Requested>,
 ) -> Result<Option<Granted>, CloseReason> {
     let proto = c.protocol;
-    if let Some(ex) = conn.exchange.borrow_mut().take() {
+    if let Some(ex) = conn.exchange.take() {
         if let Exchange::Done(granted) = *ex {
             return Ok(Some(granted));
         }
@@ -221,12 +221,12 @@ async fn start_exchange(
                 &req.method,
                 Some(data),
             );
-            *conn.exchange.borrow_mut() = Some(Box::new(Exchange::Pending {
+            conn.exchange.set(Some(Box::new(Exchange::Pending {
                 connect: Some(c.clone()),
                 method: req.method,
                 state,
                 authenticator: req.authenticator,
-            }));
+            })));
             Ok(None)
         }
         AuthStep::Success(data) => Ok(Some(Granted::new(req.method, data, req.authenticator))),
@@ -297,7 +297,7 @@ pub(super) async fn refused(
     client_id: &str,
 ) -> CloseReason {
     add(&core.stats().auth_failures, 1);
-    info!(client_id, peer = ?conn.peer, listener = %conn.listener, "authentication failed: {why:?}");
+    info!(client_id, peer = ?conn.peer(), listener = %conn.listener, "authentication failed: {why:?}");
     answer_refusal(core, conn, proto, ReasonCode(why.reason_code())).await
 }
 
@@ -331,7 +331,7 @@ impl Owned {
             client_id: client_id.to_owned(),
             username: c.username.as_ref().map(|u| u.to_string()),
             listener: conn.listener.to_string(),
-            peer: conn.peer,
+            peer: conn.peer(),
             cert_cn,
         }
     }
@@ -346,7 +346,7 @@ impl Owned {
                 .unwrap_or_default(),
             username: session.and_then(|e| e.s.username.as_deref().map(str::to_owned)),
             listener: conn.listener.to_string(),
-            peer: conn.peer,
+            peer: conn.peer(),
             cert_cn: conn
                 .transport
                 .borrow()

@@ -94,19 +94,22 @@ pub(crate) struct Conn {
     id: u64,
     /// The socket (the number changes when the connection detaches).
     fd: Cell<RawFd>,
-    pub(crate) peer: Option<SocketAddr>,
+    /// The peer's address (see [`Conn::peer`]).
+    peer: crate::net::peer::PackedPeer,
     pub(crate) listener: Arc<str>,
     /// TLS / WebSocket adapter (`Transport::Tcp`, a unit variant, for plain TCP).
     pub(crate) transport: RefCell<uringmq_transport::Transport>,
     /// A v5 enhanced authentication exchange before CONNACK (none for most connections).
-    pub(crate) exchange: RefCell<Option<Box<crate::conn::Exchange>>>,
+    /// A `Cell` (taken and put back), not a `RefCell`: eight bytes less.
+    pub(crate) exchange: Cell<Option<Box<crate::conn::Exchange>>>,
     /// Bytes waiting for the writer (large payloads shared, not copied).
     pub(crate) out: RefCell<OutQueue>,
     /// Connecting, connected, or closing (see [`Lifecycle`]).
     lifecycle: Cell<Lifecycle>,
     /// The session's key while connected (0: none; keys are never 0).
     session: Cell<u64>,
-    pub(crate) client_id: RefCell<Option<Arc<str>>>,
+    /// Set once, when CONNECT is accepted.
+    pub(crate) client_id: std::cell::OnceCell<Arc<str>>,
     pub(crate) protocol: Cell<Protocol>,
     /// The client's Maximum Packet Size from its CONNECT (none: the protocol's limit).
     pub(crate) max_out: Cell<Option<NonZeroU32>>,
@@ -205,6 +208,13 @@ pub(super) struct Kill {
     drain: bool,
 }
 
+impl Conn {
+    /// The client's address (none for an in-process connection).
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.peer.get()
+    }
+}
+
 impl Drop for Conn {
     fn drop(&mut self) {
         if self.parking.get() == Parking::Detached {
@@ -215,7 +225,9 @@ impl Drop for Conn {
 }
 
 // Every connection is one allocation of this (plus the `Rc` counts): keep it in mimalloc's
-// 320-byte class (BENCHMARKS.md, idle memory per connection). 296 since the state flags became
-// `Lifecycle` and `Parking` (304 before): it must not grow back. The four other flags became
-// one byte (`Flags`); that freed padding only, so the size stayed 296.
-const _: () = assert!(std::mem::size_of::<Conn>() <= 296);
+// 256-byte class (BENCHMARKS.md, idle memory per connection). 240 since the out queue is
+// boxed on first use and the peer address packed (296 before, in the 320-byte class; the
+// four bool flags in one byte, `Flags`, freed padding only): it must not grow back.
+const _: () = assert!(std::mem::size_of::<Conn>() <= 240);
+// Boxed until used, dropped when the connection detaches.
+const _: () = assert!(std::mem::size_of::<OutQueue>() == 8);

@@ -30,7 +30,7 @@ impl Shard {
             Some(a) if a.is_blocking() => false,
             Some(a) => {
                 let mut info = crate::conn::session_info(s, acl, &conn.listener);
-                info.peer = conn.peer;
+                info.peer = conn.peer();
                 a.authorize(&info, access, topic)
             }
         }

@@ -120,6 +120,8 @@ impl Conn {
         h.forget(old);
         // The runtime closes `old`; the socket stays open through `new`.
         drop(stream);
+        // Nothing is queued (no writer runs): the queue's box and buffer go too.
+        self.out.borrow_mut().release();
         self.fd.set(new);
         self.parking.set(Parking::Detached);
         self.flags.set(Flag::InEpoll, false);
@@ -153,7 +155,7 @@ impl Conn {
             Err(e) => {
                 // `from_std` closed the descriptor on failure.
                 self.fd.set(-1);
-                warn!(peer = ?self.peer, "cannot resume a hibernated connection: {e}");
+                warn!(peer = ?self.peer(), "cannot resume a hibernated connection: {e}");
                 if let Some(conn) = self.me.upgrade() {
                     self.killed.set(Some(Box::new(Kill {
                         reason: CloseReason::Io(e.to_string()),
@@ -220,7 +222,7 @@ impl Conn {
                 Ok(())
             }
             Err(e) => {
-                debug!(peer = ?self.peer, "cannot park connection: {e}");
+                debug!(peer = ?self.peer(), "cannot park connection: {e}");
                 Err(rd)
             }
         }

@@ -95,14 +95,14 @@ async fn wait_readable(conn: &Conn, rd: &OwnedReadHalf<TcpStream>) -> Wait {
 /// After the connection's last read: the will, the session, the log line.
 pub(super) fn closed(conn: &Rc<Conn>, reason: CloseReason) {
     let core = &conn.core;
-    let peer = conn.peer;
+    let peer = conn.peer();
     let reason = conn.final_reason(reason);
     if let CloseReason::Protocol(..) = reason {
         add(&core.stats().protocol_errors, 1);
     }
     // The writer sends what is queued (e.g. a DISCONNECT) and exits.
     conn.close_with(&reason);
-    let client_id = conn.client_id.borrow().clone();
+    let client_id = conn.client_id.get().cloned();
     if let Some(key) = conn.session() {
         conn.clear_session();
         core.stats().connections.fetch_sub(1, Ordering::Relaxed);

@@ -94,7 +94,7 @@ pub(crate) async fn on_auth(
     conn: &Rc<Conn>,
     a: Auth,
 ) -> Result<Option<Box<Connect>>, CloseReason> {
-    let ex = conn.exchange.borrow_mut().take();
+    let ex = conn.exchange.take();
     let stepped = match ex.map(|b| *b) {
         Some(Exchange::Pending {
             connect,
@@ -210,27 +210,27 @@ async fn apply_step(
                 &method,
                 Some(data),
             );
-            *conn.exchange.borrow_mut() = Some(Box::new(Exchange::Pending {
+            conn.exchange.set(Some(Box::new(Exchange::Pending {
                 connect,
                 method,
                 state,
                 authenticator,
-            }));
+            })));
             Ok(None)
         }
         AuthStep::Success(data) => match connect {
             Some(connect) => {
                 let granted = Granted::new(method, data, authenticator);
-                *conn.exchange.borrow_mut() = Some(Box::new(Exchange::Done(granted)));
+                conn.exchange.set(Some(Box::new(Exchange::Done(granted))));
                 Ok(Some(connect))
             }
             None => {
                 // Re-authenticated: AUTH 0x00 Success, and the client may do it again.
                 send_auth(conn, ReasonCode::SUCCESS, &method, data);
-                *conn.exchange.borrow_mut() = Some(Box::new(Exchange::Established {
+                conn.exchange.set(Some(Box::new(Exchange::Established {
                     method,
                     authenticator,
-                }));
+                })));
                 Ok(None)
             }
         },
@@ -248,8 +248,8 @@ async fn apply_step(
 /// connection ends with DISCONNECT 0x87 Not authorized [MQTT-4.12.1-2].
 async fn reauth_failed(core: &Rc<Shard>, conn: &Rc<Conn>) -> CloseReason {
     add(&core.stats().auth_failures, 1);
-    let client_id = conn.client_id.borrow().clone();
-    info!(client_id = ?client_id.as_deref(), peer = ?conn.peer, listener = %conn.listener, "re-authentication failed");
+    let client_id = conn.client_id.get().cloned();
+    info!(client_id = ?client_id.as_deref(), peer = ?conn.peer(), listener = %conn.listener, "re-authentication failed");
     let delay = core.shared.security.failure_delay;
     if !delay.is_zero() {
         monoio::time::sleep(delay).await;

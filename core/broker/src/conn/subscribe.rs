@@ -6,7 +6,8 @@ use crate::shard::{add, Shard};
 use std::rc::Rc;
 use uringmq_auth::Access;
 use uringmq_codec::{
-    Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
+    Unsubscribe,
 };
 use uringmq_session::{SubLimits, SubOptions};
 use uringmq_topic::{check_max_levels, validate_topic_filter, SharedFilter};
@@ -20,7 +21,6 @@ impl Shard {
         pre: Option<Vec<bool>>,
     ) -> Result<(), CloseReason> {
         let v5 = conn.protocol.get().is_v5();
-        let cfg = self.config();
         let fail = |code: ReasonCode| {
             if v5 {
                 code
@@ -40,18 +40,7 @@ impl Shard {
                     continue;
                 }
             };
-            let granted = QoS::from_u8((o.qos as u8).min(cfg.max_qos)).unwrap_or_default();
-            // A bridge (CONNECT level | 0x80) on MQTT 3.x gets No Local and Retain As
-            // Published on every filter, as Mosquitto's handle_subscribe gives it: its own
-            // messages do not loop back, and RETAIN crosses the bridge.
-            let bridge = !v5 && conn.decoder.get().is_bridge();
-            let opts = SubOptions {
-                qos: granted,
-                no_local: o.no_local || bridge,
-                retain_as_published: o.retain_as_published || bridge,
-                retain_handling: o.retain_handling,
-                id: sub.properties.subscription_identifier,
-            };
+            let opts = self.granted(conn, o, sub.properties.subscription_identifier);
             let new = match self.add_subscription(key, f, opts) {
                 None => return Ok(()),
                 Some(Err(code)) => {
@@ -60,7 +49,7 @@ impl Shard {
                 }
                 Some(Ok(new)) => new,
             };
-            codes.push(ReasonCode(granted as u8));
+            codes.push(ReasonCode(opts.qos as u8));
             if wants_retained(shared, o.retain_handling, new) {
                 retained.push((f.to_owned(), opts));
             }
@@ -75,6 +64,23 @@ impl Shard {
             self.send_retained(key, &f, &opts);
         }
         Ok(())
+    }
+
+    /// The options a filter is subscribed with: the requested ones, QoS capped at
+    /// `max_qos`, and subscription identifier `id`.
+    fn granted(&self, conn: &Conn, o: &SubscriptionOptions, id: Option<u32>) -> SubOptions {
+        let qos = QoS::from_u8((o.qos as u8).min(self.config().max_qos)).unwrap_or_default();
+        // A bridge (CONNECT level | 0x80) on MQTT 3.x gets No Local and Retain As Published
+        // on every filter, as Mosquitto's handle_subscribe gives it: its own messages do not
+        // loop back, and RETAIN crosses the bridge.
+        let bridge = !conn.protocol.get().is_v5() && conn.decoder.get().is_bridge();
+        SubOptions {
+            qos,
+            no_local: o.no_local || bridge,
+            retain_as_published: o.retain_as_published || bridge,
+            retain_handling: o.retain_handling,
+            id,
+        }
     }
 
     /// Whether session `key` may subscribe to `f`: a valid filter within the limits, allowed

@@ -66,7 +66,7 @@ pub(crate) async fn read(
         }),
         Err(e) => {
             let stage = if handshaking { "handshake" } else { "stream" };
-            warn!(peer = ?conn.peer, listener = %conn.listener, "{name} {stage} failed: {e}");
+            warn!(peer = ?conn.peer(), listener = %conn.listener, "{name} {stage} failed: {e}");
             Err(CloseReason::Io(format!("{name} {stage} failed: {e}")))
         }
     }
@@ -114,7 +114,7 @@ pub(crate) async fn finish(conn: &Conn, wr: &mut OwnedWriteHalf<TcpStream>) {
     if !raw.is_empty() {
         let (res, _) = wr.write_all(raw).await;
         if let Err(e) = res {
-            debug!(peer = ?conn.peer, "closing the transport: {e}");
+            debug!(peer = ?conn.peer(), "closing the transport: {e}");
         }
     }
 }

@@ -48,8 +48,24 @@ impl WillAuthor {
             client_id: client_id.into(),
             username: username.map(Into::into),
             listener: conn.listener.clone(),
-            peer: conn.peer,
+            peer: conn.peer(),
             acl,
+        }
+    }
+
+    /// A client whose connection is gone with its node (`cluster/session_store.rs`): no
+    /// peer address, and no token rules (they were never stored).
+    pub(crate) fn offline(
+        client_id: Arc<str>,
+        username: Option<Arc<str>>,
+        listener: Arc<str>,
+    ) -> Self {
+        WillAuthor {
+            client_id,
+            username,
+            listener,
+            peer: None,
+            acl: None,
         }
     }
 
@@ -79,7 +95,7 @@ pub(crate) async fn check_at_connect(
         return Ok(());
     }
     add(&core.stats().wills_denied, 1);
-    info!(client_id, peer = ?conn.peer, topic = %w.topic, "CONNECT refused: will not authorised");
+    info!(client_id, peer = ?conn.peer(), topic = %w.topic, "CONNECT refused: will not authorised");
     crate::conn::refuse(conn, c.protocol, ReasonCode::NOT_AUTHORIZED);
     Err(CloseReason::Refused(ReasonCode::NOT_AUTHORIZED.0))
 }
@@ -133,7 +149,7 @@ impl Shard {
     pub(crate) fn will_author(&self, e: &Entry) -> WillAuthor {
         let names = &self.shared.security;
         let (listener, peer) = match &e.sink {
-            Sink::Conn(conn) => (conn.listener.clone(), conn.peer),
+            Sink::Conn(conn) => (conn.listener.clone(), conn.peer()),
             Sink::Offline(l) => (names.listener_name(*l).into(), None),
             Sink::Api(_) | Sink::Bridge(_) => (
                 names

@@ -70,7 +70,7 @@ pub(super) async fn writer(conn: Rc<Conn>, mut wr: OwnedWriteHalf<TcpStream>, _g
         // Boxed so that an idle writer's future holds no room for the write in flight.
         let (res, mut buf) = Box::pin(flush.write_to(&mut wr)).await;
         if let Err(e) = res {
-            debug!(peer = ?conn.peer, "write failed: {e}");
+            debug!(peer = ?conn.peer(), "write failed: {e}");
             conn.kill(CloseReason::Io(e.to_string()));
             conn.out.borrow_mut().clear();
             break;

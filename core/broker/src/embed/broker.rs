@@ -102,7 +102,7 @@ impl Broker {
             return Err(ApiError::NotRunning);
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        for mb in &self.shared.mailboxes {
+        for mb in self.shared.mailboxes.iter() {
             mb.push(MeshMsg::Api(ApiCmd::Clients(tx.clone())));
         }
         let deadline = Instant::now() + API_TIMEOUT;
@@ -160,6 +160,22 @@ impl Broker {
             Ok(r) => r.map(|_| ()).map_err(|e| ApiError::Session(e.to_string())),
             Err(_) => Err(ApiError::Timeout),
         }
+    }
+
+    /// Takes client `client_id`'s session away from this broker and returns its image for
+    /// [`Broker::import_session`] (on this or another broker), or `None` when it has no
+    /// session. A connected client is treated as if it connected elsewhere: its connection
+    /// is drained and closed (v5: DISCONNECT 0x8E Session taken over) and its will is not
+    /// published (the session goes on); the session, its subscriptions and its queue leave
+    /// this broker (and its store).
+    pub fn export_session(&self, client_id: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        if !self.running {
+            return Err(ApiError::NotRunning);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let core = crate::store::home_shard(client_id, self.shared.cores());
+        self.shared.mailboxes[core].push(MeshMsg::Api(ApiCmd::Export(client_id.into(), tx)));
+        rx.recv_timeout(API_TIMEOUT).map_err(|_| ApiError::Timeout)
     }
 
     /// Subscribes in-process with MQTT 5 subscription options; returns once the subscription
@@ -251,7 +267,7 @@ impl Broker {
             c.stop();
         }
         self.ops.stop();
-        for mb in &self.shared.mailboxes {
+        for mb in self.shared.mailboxes.iter() {
             mb.push(MeshMsg::Stop);
         }
         // Before joining the cores: queued checks are dropped (their connections end), and a

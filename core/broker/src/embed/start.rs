@@ -122,7 +122,12 @@ impl BrokerBuilder {
         start_cores(&mut broker, bound.per_core, driver)?;
         // Once the cores serve: a node registers only when it can take clients and links.
         if let Some(c) = &broker.shared.config.cluster {
-            match crate::cluster::Cluster::start(c, broker.ops.metrics_addr()) {
+            let cores = crate::cluster::CoreLink {
+                hub: broker.shared.cluster.clone().unwrap_or_default(),
+                mailboxes: broker.shared.mailboxes.clone(),
+            };
+            let sessions = session_wiring(&broker.shared);
+            match crate::cluster::Cluster::start(c, broker.ops.metrics_addr(), cores, sessions) {
                 Ok(c) => {
                     let _ = broker.ops.context().cluster.set(c.board());
                     broker.cluster = Some(c);
@@ -206,8 +211,14 @@ fn shared_state(
     Ok(Arc::new(Shared {
         limits,
         mailboxes: (0..cores).map(|_| Mailbox::default()).collect(),
+        cluster: config.cluster.as_ref().map(|_| Default::default()),
         registry,
         boot,
+        session_feed: config
+            .cluster
+            .as_ref()
+            .and_then(|c| c.session_store.as_ref())
+            .map(|_| Arc::default()),
         publish_debts: Default::default(),
         stats: (0..cores).map(|_| CoreStats::default()).collect(),
         hooks: HookPool::new(
@@ -227,6 +238,33 @@ fn shared_state(
         bridges: Default::default(),
         config,
     }))
+}
+
+/// What the cluster's shared session store needs from the cores (with `session_store`): the
+/// feed they push to, and the way back into their mailboxes.
+fn session_wiring(shared: &Arc<Shared>) -> Option<crate::cluster::SessionWiring> {
+    use crate::cluster::session_store::ToShard;
+    use crate::mesh::{MeshMsg, PersistMsg};
+    let feed = shared.session_feed.clone()?;
+    let cores = shared.cores();
+    let to = shared.clone();
+    let post = Arc::new(move |m: ToShard| {
+        let (core, msg) = match m {
+            ToShard::Stored { shard, seq } => (usize::from(shard), PersistMsg::Stored { seq }),
+            ToShard::Will(w) => (
+                crate::store::home_shard(&w.client_id, cores),
+                PersistMsg::DeadWill(w),
+            ),
+        };
+        if let Some(mailbox) = to.mailboxes.get(core) {
+            mailbox.push(MeshMsg::Persist(msg));
+        }
+    });
+    Some(crate::cluster::SessionWiring {
+        feed,
+        post,
+        shards: cores,
+    })
 }
 
 /// Starts one thread per core, each after the previous one is running; a core that fails to

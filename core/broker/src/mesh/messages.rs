@@ -116,17 +116,29 @@ pub(crate) enum ApiCmd {
     /// of this core (`shard/import.rs`); answers with its key. Send it to the core
     /// `store::home_shard(client_id, cores)`, where recovery would put it.
     Import(Box<crate::store::RecoveredSession>, ImportReply),
+    /// Take client `id`'s session away from this node (`Shard::take_away`) and answer with
+    /// its image in bytes (`store::image`), if it had one.
+    Export(Arc<str>, std::sync::mpsc::Sender<Option<Vec<u8>>>),
 }
 
-/// Messages of the durable store's `always` barrier (`shard/persist.rs`).
+/// Messages of the durable store's `always` barrier (`shard/persist.rs`) and of the cluster's
+/// shared session store (`shard/shared_store.rs`).
 #[derive(Debug)]
 pub(crate) enum PersistMsg {
+    /// The shared session store holds this core's record batches up to `seq`.
+    Stored { seq: u64 },
+    /// Publish the will of a dead node's client.
+    DeadWill(Box<crate::cluster::session_store::DeadWill>),
     /// Answer `Durable { seq }` once what you pushed before this is durable.
     DurableReq { from: u16, seq: u64 },
     /// Everything core `from` pushed before handling request `seq` is durable (`ok`), or
     /// its write failed.
     Durable { from: u16, seq: u64, ok: bool },
 }
+
+/// The `from` of a `Retain` that another node set (passed on by the cluster thread): not a
+/// core of this node.
+pub(crate) const FROM_NODE: u16 = u16::MAX;
 
 /// A message between cores.
 pub(crate) enum MeshMsg {
@@ -147,7 +159,8 @@ pub(crate) enum MeshMsg {
         members: u32,
     },
     /// A retained message was set (non-empty payload) or cleared (empty payload) by core
-    /// `from`, which sends it only after routing the message (`shard/fresh.rs`).
+    /// `from`, which sends it only after routing the message (`shard/fresh.rs`), or by
+    /// another node ([`FROM_NODE`]).
     Retain { msg: Arc<Message>, from: u16 },
     /// Another core got a CONNECT for a session that lives here: close its connection and send
     /// the session over (None if it does not exist any more or is discarded by clean start).
@@ -171,6 +184,8 @@ pub(crate) enum MeshMsg {
     Persist(PersistMsg),
     /// In-process API.
     Api(ApiCmd),
+    /// From the cluster thread: another node's interest or message (`shard/cluster.rs`).
+    Cluster(super::cluster::FromCluster),
     /// Stop: close listeners and connections (no wills), then end the core.
     Stop,
     /// Several messages from one core, in order (one loop turn's worth, see `Shard::send`).

@@ -12,6 +12,16 @@ use std::sync::{Arc, Mutex};
 
 const SHARDS: usize = 16;
 
+/// Set in a key that claims a client id for a successor outside this node (a CONNECT on
+/// another node, an export): its session leaves the node instead of moving to a core.
+/// Per-core generations never reach it.
+pub(crate) const LEAVING: u64 = 1 << 47;
+
+/// Whether `key` claims for a successor outside this node (see [`LEAVING`]).
+pub(crate) fn leaves_node(key: u64) -> bool {
+    key & LEAVING != 0
+}
+
 /// The core a session key belongs to.
 pub(crate) fn core_of(key: u64) -> u16 {
     (key >> 48) as u16
@@ -63,6 +73,7 @@ impl Registry {
         let mut map = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
         if map.get(id) == Some(&key) {
             map.remove(id);
+            crate::sizes::shrink_table(&mut map);
         }
     }
 
@@ -92,6 +103,18 @@ mod tests {
         r.release("c", (1 << 48) | 2);
         assert_eq!(r.owner("c"), None);
         assert!(r.claim_vacant(&id, 5));
+        r.release("c", 5);
+        // A burst's table is given back once it is a quarter full.
+        let ids: Vec<Arc<str>> = (0..4000).map(|i| i.to_string().into()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            r.claim(id, i as u64);
+        }
+        let grown: usize = r.shards.iter().map(|m| m.lock().unwrap().capacity()).sum();
+        for (i, id) in ids.iter().enumerate() {
+            r.release(id, i as u64);
+        }
+        let left: usize = r.shards.iter().map(|m| m.lock().unwrap().capacity()).sum();
+        assert!(left * 4 < grown, "{left} of {grown} slots kept");
         assert_eq!(core_of((3 << 48) | 9), 3);
     }
 }

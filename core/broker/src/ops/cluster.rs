@@ -1,6 +1,7 @@
 //! The cluster's families in `/metrics` (built from the cluster thread's [`ClusterStatus`]
 //! when scraped, `[cluster]` only): registration, nodes seen, and per link (`peer`,
-//! `direction`) its state, connects and frames. `uringmq cluster status` reads
+//! `direction`) its state, connects, frames, messages, bytes, resends and drops, and per peer
+//! its routes. `uringmq cluster status` reads
 //! `uringmq_cluster_link_up` from here.
 
 use super::metrics::{family, sample};
@@ -15,7 +16,7 @@ type PerLink = (
     fn(&LinkStatus) -> u64,
 );
 
-const PER_LINK: [PerLink; 4] = {
+const PER_LINK: [PerLink; 8] = {
     use MetricType::{COUNTER as C, GAUGE as G};
     [
         (
@@ -41,6 +42,31 @@ const PER_LINK: [PerLink; 4] = {
             "Frames received on the link.",
             C,
             |l| l.frames_in,
+        ),
+        (
+            "uringmq_cluster_link_messages_total",
+            "Messages (PUBLISH, retained changes) queued to the peer (outbound) or received \
+             from it (inbound).",
+            C,
+            |l| l.messages,
+        ),
+        (
+            "uringmq_cluster_link_bytes_total",
+            "Bytes of those messages, frames included.",
+            C,
+            |l| l.bytes,
+        ),
+        (
+            "uringmq_cluster_link_resent_total",
+            "Messages written again after the link came back (outbound).",
+            C,
+            |l| l.resent,
+        ),
+        (
+            "uringmq_cluster_link_dropped_total",
+            "Messages dropped: the link's queue was full, or QoS 0 while it was down (outbound).",
+            C,
+            |l| l.dropped,
         ),
     ]
 };
@@ -68,6 +94,17 @@ pub(super) fn families(s: &ClusterStatus) -> Vec<MetricFamily> {
             vec![sample(COUNTER, s.link_auth_failures as f64, &[])],
         ),
     ];
+    let routes = s
+        .links
+        .iter()
+        .map(|(peer, l)| sample(GAUGE, l.routes as f64, &[("peer", peer.as_str())]))
+        .collect();
+    out.push(family(
+        "uringmq_cluster_routes",
+        "Filters and shared groups a peer has subscribers for, as this node knows them.",
+        GAUGE,
+        routes,
+    ));
     for (name, help, ty, f) in PER_LINK {
         let mut samples = Vec::new();
         for (peer, links) in &s.links {

@@ -93,7 +93,7 @@ impl Snapshot {
 /// Asks every core to refresh its on-demand gauges; true when all answered in time.
 pub(crate) fn refresh(shared: &Shared) -> bool {
     let (tx, rx) = crossbeam_channel::unbounded();
-    for mb in &shared.mailboxes {
+    for mb in shared.mailboxes.iter() {
         mb.push(MeshMsg::Api(ApiCmd::Snapshot(tx.clone())));
     }
     let deadline = Instant::now() + SNAPSHOT_TIMEOUT;

@@ -91,11 +91,19 @@ impl SharedSubs {
         });
     }
 
-    /// Another core to send a group's message to when this core has no member any more.
+    /// Another core of this node to send a group's message to when this core has no member
+    /// any more.
     pub(crate) fn other_core(&self, group: &str, me: u16) -> Option<u16> {
         let share = SharedFilter::parse(group).ok()??;
         let cores = self.cores.members(share.group, share.filter)?;
-        let others = |core, s: &CoreShare| if core == me { 0 } else { s.members };
+        // Only this node's cores: a message another node sent never goes on to a third.
+        let others = |core, s: &CoreShare| {
+            if core == me || crate::mesh::cluster::node_of(core).is_some() {
+                0
+            } else {
+                s.members
+            }
+        };
         cores.pick_weighted(others).map(|(core, _)| core)
     }
 }

@@ -4,19 +4,18 @@ use super::stats::add;
 use super::{Shard, Sink};
 use crate::api::ClientSummary;
 use crate::conn::{CloseReason, Conn};
-use crate::mesh::ApiCmd;
+use crate::mesh::{ApiCmd, ApiSink};
 use std::rc::Rc;
+use std::sync::Arc;
 use uringmq_codec::{Protocol, RetainHandling};
-use uringmq_session::{Negotiated, Session};
+use uringmq_session::{Message, Negotiated, Session, SubOptions};
 use uringmq_topic::SharedFilter;
 
 impl Shard {
     pub(super) fn handle_api(self: &Rc<Self>, cmd: ApiCmd) {
         match cmd {
             ApiCmd::Publish(msg, applied) => {
-                add(&self.stats().messages_in, 1);
-                add(&self.stats().publish_bytes_in, msg.payload.len() as u64);
-                self.accept(&msg);
+                self.api_publish(&msg);
                 if let Some(applied) = applied {
                     // Every core's replica hears of it before the caller goes on (FIFO).
                     self.flush_mesh();
@@ -29,16 +28,7 @@ impl Shard {
                 sink,
                 reply,
             } => {
-                let key = self.new_key();
-                let n = Negotiated::in_process(format!("$api-{key:x}"), u16::MAX);
-                let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
-                let _ = s.subs.insert(&filter, opts, Default::default());
-                self.install_session(key, Box::new(s), Sink::Api(sink));
-                let shared = matches!(SharedFilter::parse(&filter), Ok(Some(_)));
-                // The subscription is always new, so "send if new" sends too [MQTT-3.3.1-10].
-                if !shared && opts.retain_handling != RetainHandling::DoNotSend {
-                    self.send_retained(key, &filter, &opts);
-                }
+                let key = self.api_subscribe(&filter, opts, sink);
                 // The caller may publish next: our interest must be on its way first.
                 self.flush_mesh();
                 let _ = reply.send(Ok(key));
@@ -52,14 +42,7 @@ impl Shard {
                 with_will,
                 reply,
             } => {
-                let conn = match self.st.borrow().sessions.get(session).map(|e| &e.sink) {
-                    Some(Sink::Conn(c)) => Some(c.clone()),
-                    _ => None,
-                };
-                if let Some(c) = &conn {
-                    c.kill(CloseReason::Kicked { will: with_will });
-                }
-                let _ = reply.send(conn.is_some());
+                let _ = reply.send(self.kick(session, with_will));
             }
             ApiCmd::Sys(msgs) => self.publish_sys(msgs),
             ApiCmd::BridgeAdd(cfg, reply) => {
@@ -74,11 +57,53 @@ impl Shard {
                 self.flush_mesh();
                 reply(r);
             }
+            ApiCmd::Export(id, reply) => {
+                let taken = self.take_away(&id, false);
+                monoio::spawn(async move {
+                    let image = taken.await.ok().flatten();
+                    let _ = reply.send(image.as_ref().map(crate::store::image::encode));
+                });
+            }
             ApiCmd::Snapshot(reply) => {
                 self.refresh_gauges();
                 let _ = reply.send(self.id);
             }
         }
+    }
+
+    /// A message from `Broker::publish`: retained and routed like a client's PUBLISH.
+    fn api_publish(self: &Rc<Self>, msg: &Arc<Message>) {
+        add(&self.stats().messages_in, 1);
+        add(&self.stats().publish_bytes_in, msg.payload.len() as u64);
+        self.accept(msg);
+    }
+
+    /// An in-process subscription: a session of its own on this core, delivering to `sink`,
+    /// with the retained messages of `filter` first. Returns its key.
+    fn api_subscribe(self: &Rc<Self>, filter: &str, opts: SubOptions, sink: Arc<ApiSink>) -> u64 {
+        let key = self.new_key();
+        let n = Negotiated::in_process(format!("$api-{key:x}"), u16::MAX);
+        let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
+        let _ = s.subs.insert(filter, opts, Default::default());
+        self.install_session(key, Box::new(s), Sink::Api(sink));
+        let shared = matches!(SharedFilter::parse(filter), Ok(Some(_)));
+        // The subscription is always new, so "send if new" sends too [MQTT-3.3.1-10].
+        if !shared && opts.retain_handling != RetainHandling::DoNotSend {
+            self.send_retained(key, filter, &opts);
+        }
+        key
+    }
+
+    /// Closes the connection of session `session` (`Broker::disconnect`); false if it has none.
+    fn kick(&self, session: u64, with_will: bool) -> bool {
+        let conn = match self.st.borrow().sessions.get(session).map(|e| &e.sink) {
+            Some(Sink::Conn(c)) => Some(c.clone()),
+            _ => None,
+        };
+        if let Some(c) = &conn {
+            c.kill(CloseReason::Kicked { will: with_will });
+        }
+        conn.is_some()
     }
 
     /// This core's connected clients (sessions with a live connection).
@@ -100,7 +125,7 @@ pub(super) fn summary(c: &Conn, s: &Session) -> ClientSummary {
         client_id: s.client_id.to_string(),
         username: s.username.as_deref().map(str::to_owned),
         listener: c.listener.to_string(),
-        peer: c.peer,
+        peer: c.peer(),
         protocol: c.protocol.get(),
         connected_since: s.connected_since,
     }

@@ -62,14 +62,7 @@ impl Shard {
     pub(crate) fn deliver_to(&self, st: &mut State, key: u64, item: ToDeliver<'_>) {
         if !st.sessions.contains(key) {
             // A session that moved to another key (and maybe core) forwards.
-            let ToDeliver {
-                msg,
-                delivery,
-                group,
-                now,
-                ..
-            } = item;
-            self.forward_from_stub(st, key, msg, delivery, group, now);
+            self.forward_from_stub(st, key, item);
             return;
         }
         let State {

@@ -135,7 +135,11 @@ impl Shard {
             {
                 return;
             }
-            let acked = fresh.acked.get(usize::from(from)).copied().unwrap_or(0);
+            // From another node (`FROM_NODE`): routed by none of this node's cores, so the
+            // acknowledgements say nothing of it (races across nodes are not handled here).
+            let Some(&acked) = fresh.acked.get(usize::from(from)) else {
+                return;
+            };
             fresh
                 .subs
                 .iter()

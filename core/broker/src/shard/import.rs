@@ -15,12 +15,67 @@
 
 use super::{Shard, Sink};
 use crate::config::Config;
-use crate::mesh::ImportError;
-use crate::store::{MsgState, RecoveredSession, StoredMsg};
+use crate::mesh::{core_of, ImportError, MeshMsg, TakeoverReq, LEAVING};
+use crate::store::{MsgState, RecoveredSession, SessionMeta, StoredMsg};
+use futures_channel::oneshot;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use uringmq_codec::QoS;
+use uringmq_codec::{LastWill, QoS};
 use uringmq_session::{will, Negotiated, OutEntry, OutState, Queued, Session, SubLimits};
+
+/// The image of session `s`; `listener` is the index of its (last) connection's listener.
+/// Every queued and in-flight message is in it, QoS 0 ones included (they move with the
+/// session as between cores).
+pub(crate) fn image_of(s: &Session, listener: u16) -> RecoveredSession {
+    let will = s
+        .will
+        .clone()
+        .or_else(|| s.pending_will.as_ref().map(|p| p.will.clone()));
+    let meta = meta_of(s, listener, will);
+    let inflight = s.inflight.iter().map(|o| StoredMsg {
+        id: o.delivery.store_id,
+        msg: o.msg.clone(),
+        delivery: o.delivery.clone(),
+        shared_group: o.shared_group.clone(),
+        packet_id: Some(o.packet_id),
+        state: if o.state == OutState::PubComp {
+            MsgState::Released
+        } else {
+            MsgState::Sent
+        },
+    });
+    let queued = s.queue.iter().map(|q| StoredMsg {
+        id: q.delivery.store_id,
+        msg: q.msg.clone(),
+        delivery: q.delivery.clone(),
+        shared_group: q.shared_group.clone(),
+        packet_id: None,
+        state: MsgState::Queued,
+    });
+    RecoveredSession {
+        shard: 0,
+        meta,
+        subs: s.subs.iter().map(|(f, o)| (f.into(), *o)).collect(),
+        messages: inflight.chain(queued).collect(),
+        qos2_in: s.qos2_in().iter().collect(),
+    }
+}
+
+/// The stored fields of session `s` with `will` (the store's `SessionMeta`).
+pub(crate) fn meta_of(s: &Session, listener: u16, will: Option<Box<LastWill>>) -> SessionMeta {
+    let wall = |at: Instant| SystemTime::now() + at.saturating_duration_since(Instant::now());
+    SessionMeta {
+        client_id: s.client_id.clone(),
+        protocol: s.protocol,
+        username: s.username.clone(),
+        listener,
+        session_expiry: s.session_expiry(),
+        expires_at: s.expires_at.map(wall),
+        will,
+        will_delay: s.will_delay(),
+    }
+}
 
 /// The offline session an image describes, as recovery builds it: its will pending (its
 /// connection is gone), its expiry running, its messages in flight or queued where they were.
@@ -115,5 +170,51 @@ impl Shard {
             st.sessions.schedule(at, key);
         }
         Ok(key)
+    }
+
+    /// Takes client `id`'s session away from this node for a successor elsewhere (a CONNECT
+    /// on another node, an export). The successor claims the id here with a key of its own
+    /// ([`LEAVING`] set), as a CONNECT on this node would, so it is ordered with this node's
+    /// CONNECTs of the id: one that came before has its install first; one that comes after
+    /// finds the session gone. The old connection is drained and closed as for any takeover
+    /// (v5: DISCONNECT 0x8E), its will published only if `clean_start` ends the session.
+    /// Answers with the session's image (none: no session, or it ended). Its listener is not
+    /// in the image (another node's indexes differ): until its client connects there, an
+    /// ACL per listener denies its queued deliveries (fail closed).
+    pub(crate) fn take_away(
+        self: &Rc<Self>,
+        id: &Arc<str>,
+        clean_start: bool,
+    ) -> oneshot::Receiver<Option<RecoveredSession>> {
+        let (tx, rx) = oneshot::channel();
+        let key = self.new_key() | LEAVING;
+        let Some(previous) = self.shared.registry.claim(id, key) else {
+            self.shared.registry.release(id, key);
+            let _ = tx.send(None);
+            return rx;
+        };
+        let (reply, taken) = oneshot::channel();
+        let req = TakeoverReq {
+            key: previous,
+            clean_start,
+            successor: key,
+            reply,
+        };
+        if core_of(previous) == self.id {
+            self.handle_takeover(req);
+        } else {
+            self.send(usize::from(core_of(previous)), MeshMsg::Takeover(req));
+            self.flush_mesh();
+        }
+        let (core, id) = (self.clone(), id.clone());
+        monoio::spawn(async move {
+            let s = taken.await.ok().flatten();
+            // Nothing of it stays here; a CONNECT of the id that claimed after this key
+            // found the session gone.
+            core.shared.registry.release(&id, key);
+            let image = s.map(|s| image_of(&s, crate::security::NO_LISTENER_INDEX));
+            let _ = tx.send(image);
+        });
+        rx
     }
 }

@@ -2,7 +2,7 @@
 //! ARCHITECTURE.md), the per-destination outbox flushed once per loop turn, and applying each
 //! message.
 
-use super::Shard;
+use super::{Shard, ToDeliver};
 use crate::mesh::{MeshMsg, Target};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -55,6 +55,16 @@ impl Shard {
         }
     }
 
+    /// Queues `msg()` for every core but this one (a broadcast of a change this core has
+    /// applied to its own replica already).
+    pub(crate) fn send_to_others(&self, msg: impl Fn() -> MeshMsg) {
+        for c in 0..self.shared.cores() {
+            if c != usize::from(self.id) {
+                self.send(c, msg());
+            }
+        }
+    }
+
     /// Pushes everything queued by [`Shard::send`] (see there for when it must be called).
     pub(crate) fn flush_mesh(&self) {
         let mut outbox = self.outbox.borrow_mut();
@@ -71,6 +81,8 @@ impl Shard {
                 self.shared.mailboxes[c].push(msg);
             }
         }
+        drop(outbox);
+        self.flush_cluster();
     }
 
     fn handle_mesh(self: &Rc<Self>, msg: MeshMsg) {
@@ -120,8 +132,14 @@ impl Shard {
                 delivery,
                 group,
             } => {
-                let mut st = self.st.borrow_mut();
-                self.forwarded(&mut st, key, &msg, delivery, group, Instant::now());
+                let item = ToDeliver {
+                    msg: &msg,
+                    delivery,
+                    group,
+                    now: Instant::now(),
+                    cache_heads: false,
+                };
+                self.forwarded(&mut self.st.borrow_mut(), key, item);
             }
             MeshMsg::MoveAck { old } => self.move_acked(old),
             MeshMsg::MoveBarrier { old } => {
@@ -132,6 +150,7 @@ impl Shard {
             }
             MeshMsg::MoveDone { key } => self.move_done(key),
             MeshMsg::Api(cmd) => self.handle_api(cmd),
+            MeshMsg::Cluster(m) => self.from_cluster(m),
             MeshMsg::Persist(m) => super::persist::on_mesh(self, m),
             MeshMsg::Stop => self.stop(),
         }

@@ -11,9 +11,9 @@
 //! messages racing a new subscription on another core (`fresh.rs`), delivery to a
 //! session (`deliver.rs`), sessions, their keys, timers and end (`sessions.rs`), session moves
 //! between cores (`moves.rs`), sessions imaged for or imported from another node
-//! (`import.rs`), its connections (`conns.rs`), in-process API commands
-//! (`api_cmds.rs`), the timer sweep (`timers.rs`), its counters (`stats.rs`, `histogram.rs`)
-//! and what all cores share (`shared.rs`).
+//! (`import.rs`), its side of the cluster (`cluster.rs`), its connections (`conns.rs`),
+//! in-process API commands (`api_cmds.rs`), the timer sweep (`timers.rs`), its counters
+//! (`stats.rs`, `histogram.rs`) and what all cores share (`shared.rs`).
 //!
 //! The one import cycle of the crate is between this module and `conn` (and `bridge`, a
 //! client connection of its own): a shard owns its connections (`Rc<Conn>` in its sessions'
@@ -21,6 +21,7 @@
 //! `security`, `mesh`, `routing`); `ops` and `embed` sit above.
 
 mod api_cmds;
+mod cluster;
 mod conns;
 mod deliver;
 mod fresh;
@@ -34,6 +35,7 @@ mod route;
 mod run;
 mod sessions;
 mod shared;
+pub(crate) mod shared_store;
 mod stats;
 pub(crate) mod timers;
 
@@ -122,6 +124,8 @@ pub(crate) struct Shard {
     outbox: RefCell<Vec<Vec<MeshMsg>>>,
     /// Wakes the flush task.
     outbox_ready: LocalNotify,
+    /// Messages for the cluster thread, pushed with the outbox (`cluster.rs`).
+    cluster_out: RefCell<Vec<crate::mesh::cluster::ToCluster>>,
     /// Where idle connections park (`None`: disabled, or no epoll set could be made).
     pub(crate) hibernation: Option<crate::conn::hibernate::Hibernation>,
     /// The poller failed: nothing parks any more.
@@ -196,6 +200,7 @@ impl Shard {
             listener_fds: RefCell::new(Vec::new()),
             outbox: RefCell::new((0..cores).map(|_| Vec::new()).collect()),
             outbox_ready: LocalNotify::default(),
+            cluster_out: RefCell::new(Vec::new()),
             hibernation,
             hibernation_off: Cell::new(false),
             finished: Cell::new(false),
@@ -250,5 +255,9 @@ impl Shard {
 
     pub(crate) fn unregister_conn(&self, id: u64) {
         self.st.borrow_mut().conns.remove(id);
+        // What the connection freed goes back to the system within seconds, also on a core
+        // that is quiet after a burst closed (see `hibernate::collect_memory`).
+        self.collect_sweeps
+            .set(crate::conn::hibernate::COLLECT_SWEEPS);
     }
 }

@@ -97,6 +97,11 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
+    /// Whether no session owned the client id before (on any core of this node).
+    pub(crate) fn is_new(&self) -> bool {
+        self.previous.is_none()
+    }
+
     /// The previous owner's session (None if there was none, it ended, or clean start
     /// discarded it) and, when it comes from a stub, the stub's key.
     pub(crate) async fn session(self) -> (Option<Box<Session>>, Option<u64>) {
@@ -281,28 +286,20 @@ impl Shard {
 
     /// A live delivery matched the stub `key`: pass it on to where the session went.
     /// Returns false if `key` is no stub.
-    pub(crate) fn forward_from_stub(
-        &self,
-        st: &mut State,
-        key: u64,
-        msg: &Arc<Message>,
-        delivery: Delivery,
-        group: Option<Arc<str>>,
-        now: Instant,
-    ) -> bool {
+    pub(crate) fn forward_from_stub(&self, st: &mut State, key: u64, item: ToDeliver<'_>) -> bool {
         let Some(to) = st.moves.stubs.get(&key).map(|s| s.to) else {
             return false;
         };
         if core_of(to) == self.id {
-            self.forwarded(st, to, msg, delivery, group, now);
+            self.forwarded(st, to, item);
         } else {
             self.send(
                 usize::from(core_of(to)),
                 MeshMsg::Forward {
                     key: to,
-                    msg: msg.clone(),
-                    delivery,
-                    group,
+                    msg: item.msg.clone(),
+                    delivery: item.delivery,
+                    group: item.group,
                 },
             );
         }
@@ -310,40 +307,27 @@ impl Shard {
     }
 
     /// A delivery forwarded by a stub to `key` on this core.
-    pub(crate) fn forwarded(
-        &self,
-        st: &mut State,
-        key: u64,
-        msg: &Arc<Message>,
-        delivery: Delivery,
-        group: Option<Arc<str>>,
-        now: Instant,
-    ) {
+    pub(crate) fn forwarded(&self, st: &mut State, key: u64, item: ToDeliver<'_>) {
         if let Some(inc) = st.moves.incoming.get_mut(&key) {
-            if !inc.first_sight(msg) {
+            if !inc.first_sight(item.msg) {
                 return;
             }
             if !inc.installed {
                 inc.early.push(Forwarded {
-                    msg: msg.clone(),
-                    delivery,
-                    group,
+                    msg: item.msg.clone(),
+                    delivery: item.delivery,
+                    group: item.group,
                 });
                 return;
             }
         }
-        // Installed, or moved on again (then `deliver_to` finds its stub), or ended.
-        self.deliver_to(
-            st,
-            key,
-            ToDeliver {
-                msg,
-                delivery,
-                group,
-                now,
-                cache_heads: false,
-            },
-        );
+        // Installed, or moved on again (then `deliver_to` finds its stub), or ended. The
+        // head cache belongs to the fan-out that reached the stub, not to this session.
+        let item = ToDeliver {
+            cache_heads: false,
+            ..item
+        };
+        self.deliver_to(st, key, item);
     }
 
     /// One core acknowledged the move away from stub `old`.

@@ -38,7 +38,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use uringmq_codec::{Packet, QoS};
 use uringmq_session::{Message, OutEntry, OutState};
@@ -74,6 +74,9 @@ pub(crate) struct Boot {
     replicas: Mutex<Option<Arc<Replicas>>>,
     always: bool,
     report: store::RecoveryReport,
+    /// Recovered bridge sessions (`crate::bridge::store_key`), taken by the core that starts
+    /// the bridge: they are placed on that core, not on their home core.
+    bridges: Mutex<Vec<RecoveredSession>>,
     /// Per core: records, syncs, write errors (copied from the store by its core), refusals.
     pub(crate) counters: Vec<[AtomicU64; 4]>,
 }
@@ -134,6 +137,8 @@ impl Boot {
             (0..cores).map(|_| Vec::new()).collect();
         let mut interest = HashSet::new();
         let mut shared: std::collections::HashMap<(Arc<str>, u16), u32> = Default::default();
+        let (bridges, sessions): (Vec<_>, Vec<_>) =
+            (sessions.into_iter()).partition(|rs| crate::bridge::is_store_key(&rs.meta.client_id));
         for rs in sessions {
             let core = rs.shard.min(cores - 1) as u16;
             let key = (u64::from(core) << 48) | (per_core[usize::from(core)].len() as u64 + 1);
@@ -162,8 +167,16 @@ impl Boot {
             }))),
             always: config.persistence_sync == PersistenceSync::Always,
             report,
+            bridges: Mutex::new(bridges),
             counters: (0..cores).map(|_| Default::default()).collect(),
         }))
+    }
+
+    /// The recovered session of the bridge whose store key is `key`, if any (once).
+    pub(crate) fn take_bridge(&self, key: &str) -> Option<RecoveredSession> {
+        let mut b = self.bridges.lock().ok()?;
+        let i = b.iter().position(|rs| &*rs.meta.client_id == key)?;
+        Some(b.swap_remove(i))
     }
 
     /// The figures of [`PersistenceStats`].
@@ -211,6 +224,8 @@ pub(crate) struct Persist {
     /// Records pushed only once other cores confirmed what they depend on (see
     /// `after_routed`), in order: each with the requests it waits for.
     deferred: RefCell<std::collections::VecDeque<(Vec<u64>, Record)>>,
+    /// With the cluster's `session_store`: every record also goes there (`shared_store.rs`).
+    pub(crate) sharing: Option<Rc<super::shared_store::Sharing>>,
 }
 
 impl Shard {
@@ -245,6 +260,11 @@ impl Shard {
             relayed: Cell::new(false),
             parked: RefCell::new(Vec::new()),
             deferred: Default::default(),
+            sharing: self
+                .shared
+                .session_feed
+                .clone()
+                .map(|feed| super::shared_store::Sharing::new(feed, self.id)),
         };
         {
             let mut st = self.st.borrow_mut();
@@ -297,23 +317,13 @@ impl Shard {
 }
 
 /// Whether `e`'s state is written: a session that outlives its connection, not in-process.
+/// A bridge's session is (its queue is written by `crate::bridge`, which holds it).
 fn durable(e: &Entry) -> bool {
-    e.s.is_persistent() && !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_))
+    e.s.is_persistent() && !matches!(e.sink, Sink::Api(_))
 }
 
 fn meta(e: &Entry, listener: u16) -> SessionMeta {
-    let s = &e.s;
-    let wall = |at: Instant| SystemTime::now() + at.saturating_duration_since(Instant::now());
-    SessionMeta {
-        client_id: s.client_id.clone(),
-        protocol: s.protocol,
-        username: s.username.clone(),
-        listener,
-        session_expiry: s.session_expiry(),
-        expires_at: s.expires_at.map(wall),
-        will: s.will.clone(),
-        will_delay: s.will_delay(),
-    }
+    super::import::meta_of(&e.s, listener, e.s.will.clone())
 }
 
 fn stored_msg(
@@ -362,7 +372,18 @@ pub(crate) enum Before {
 
 impl Persist {
     fn push(&self, rec: Record) -> store::Ticket {
-        self.store.push(rec)
+        let Some(sharing) = &self.sharing else {
+            return self.store.push(rec);
+        };
+        let mut copy = rec.clone();
+        let t = self.store.push(rec);
+        if let Record::Queued { msg, .. } = &mut copy {
+            if msg.id == 0 {
+                msg.id = t.stamp;
+            }
+        }
+        sharing.record(t.stamp, copy);
+        t
     }
 
     /// Writes `e`'s session: its image the first time this log holds it, else its fields.
@@ -514,7 +535,7 @@ impl Persist {
     /// Pushes `rec` once what this core routed so far is durable wherever it went: an
     /// inbound QoS 2 id must not be on disk without the deliveries of its message, or a
     /// retransmission after a crash would be taken for a duplicate and the message lost.
-    fn after_routed(&self, core: &Shard, rec: Record) {
+    pub(crate) fn after_routed(&self, core: &Shard, rec: Record) {
         if !self.always {
             self.push(rec);
             return;
@@ -557,12 +578,19 @@ impl Persist {
             ));
         }
         // After the confirmations: the deferred records they released are pushed by now.
-        self.store.wait_durable(self.store.position()).await
+        let durable = self.store.wait_durable(self.store.position()).await;
+        if let Some(s) = &self.sharing {
+            s.wait_stored().await;
+        }
+        durable
     }
 
     /// The broker stops: nothing waits for confirmations any more.
     pub(crate) fn release(&self) {
         self.released.set(true);
+        if let Some(s) = &self.sharing {
+            s.release();
+        }
         for w in self.waiters.borrow_mut().drain(..) {
             w.wake();
         }
@@ -589,6 +617,12 @@ pub(crate) fn on_mesh(core: &Rc<Shard>, msg: PersistMsg) {
             }
         }
         PersistMsg::Durable { from, seq, ok } => p.confirmed(from, seq, ok),
+        PersistMsg::Stored { seq } => {
+            if let Some(s) = &p.sharing {
+                s.stored(seq);
+            }
+        }
+        PersistMsg::DeadWill(w) => core.publish_dead_will(*w),
     }
 }
 
@@ -605,6 +639,9 @@ fn answer(core: &Rc<Shard>, p: &Persist, from: u16, seq: u64) {
     monoio::spawn(async move {
         let Some(p) = &core.persist else { return };
         let mut ok = p.store.wait_durable(at).await.is_ok();
+        if let Some(s) = &p.sharing {
+            s.wait_stored().await;
+        }
         if let Some(need) = need {
             ok &= p.confirmed_up_to(need).await;
         }
@@ -642,7 +679,7 @@ impl Shard {
         let Some(e) = st.sessions.get_mut(key) else {
             return;
         };
-        if matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) {
+        if matches!(e.sink, Sink::Api(_)) {
             return;
         }
         if durable(e) {

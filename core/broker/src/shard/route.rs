@@ -6,6 +6,7 @@
 use super::sessions::Sessions;
 use super::ToDeliver;
 use super::{Shard, Sink};
+use crate::mesh::cluster::{node_of, ToCluster};
 use crate::mesh::{MeshMsg, Target};
 use crate::routing::{RetainedStore, SharedSubs};
 use std::rc::Rc;
@@ -107,18 +108,12 @@ impl Shard {
         if add && self.shared.cores() > 1 {
             self.interest_sent();
         }
-        for c in 0..self.shared.cores() {
-            if c != usize::from(self.id) {
-                self.send(
-                    c,
-                    MeshMsg::Interest {
-                        filter: filter.clone(),
-                        core: self.id,
-                        add,
-                    },
-                );
-            }
-        }
+        self.send_to_others(|| MeshMsg::Interest {
+            filter: filter.clone(),
+            core: self.id,
+            add,
+        });
+        self.to_cluster(ToCluster::Interest { filter, add });
     }
 
     fn broadcast_shared(&self, group: &Arc<str>, members: u32) {
@@ -126,18 +121,16 @@ impl Shard {
             .borrow_mut()
             .routes
             .set_shared_count(group, self.id, members);
-        for c in 0..self.shared.cores() {
-            if c != usize::from(self.id) {
-                self.send(
-                    c,
-                    MeshMsg::SharedInterest {
-                        group: group.clone(),
-                        core: self.id,
-                        members,
-                    },
-                );
-            }
-        }
+        self.send_to_others(|| MeshMsg::SharedInterest {
+            group: group.clone(),
+            core: self.id,
+            members,
+        });
+        self.to_cluster(ToCluster::Shared {
+            core: self.id,
+            group: group.clone(),
+            members,
+        });
     }
 
     /// Adds `key`'s subscription to the indexes. Returns whether it is shared.
@@ -205,13 +198,16 @@ impl Shard {
         }
     }
 
-    /// Sends `Retain` for `msg` (stored here already) to every other core.
+    /// Sends `Retain` for `msg` (stored here already) to every other core, and to the other
+    /// nodes of a cluster.
     pub(crate) fn broadcast_retain(&self, msg: &Arc<Message>) {
-        for c in 0..self.shared.cores() {
-            if c != usize::from(self.id) {
-                let (msg, from) = (msg.clone(), self.id);
-                self.send(c, MeshMsg::Retain { msg, from });
-            }
+        let from = self.id;
+        self.send_to_others(|| MeshMsg::Retain {
+            msg: msg.clone(),
+            from,
+        });
+        if super::cluster::crosses(msg) {
+            self.to_cluster(ToCluster::Retain(msg.clone()));
         }
     }
 
@@ -254,14 +250,29 @@ impl Shard {
 
     // ---- routing ----
 
-    /// Routes a message: once to every other core with subscribers, to the chosen core of each
-    /// matching shared group, then to this core's own subscribers.
+    /// Routes a message: once to every other core (and, in a cluster, every other node) with
+    /// subscribers, to the chosen core or node of each matching shared group, then to this
+    /// core's own subscribers.
     pub(crate) fn route(self: &Rc<Self>, msg: &Arc<Message>) {
+        let cross = self.clustered() && super::cluster::crosses(msg);
+        self.route_with(msg, cross, true);
+    }
+
+    /// Routes a message another node sent: to this node's cores only (it never goes on to a
+    /// third node, so there are no loops), and to no shared group (the sending node picked
+    /// the group's node and sent it to that node on its own).
+    pub(super) fn route_here(self: &Rc<Self>, msg: &Arc<Message>) {
+        self.route_with(msg, false, false);
+    }
+
+    /// `cross`: to other nodes too; `groups`: to shared groups too.
+    fn route_with(self: &Rc<Self>, msg: &Arc<Message>, cross: bool, groups: bool) {
         self.drain_mesh();
         let me = usize::from(self.id);
         let strategy = self.config().shared_subscription_strategy;
         let mut shared_targets: smallvec::SmallVec<[(Arc<str>, u16); 2]> =
             smallvec::SmallVec::new();
+        let mut nodes: smallvec::SmallVec<[u16; 4]> = smallvec::SmallVec::new();
         let local = {
             let mut guard = self.st.borrow_mut();
             let st = &mut guard.routes;
@@ -271,12 +282,18 @@ impl Shard {
                 for (core, _) in members.iter() {
                     if let Some(m) = marks.get_mut(usize::from(core)) {
                         *m = true;
+                    } else if let Some(node) = node_of(core).filter(|_| cross) {
+                        if !nodes.contains(&node) {
+                            nodes.push(node);
+                        }
                     }
                 }
             });
-            st.shared.route(&msg.topic, self.id, strategy, |g, c| {
-                shared_targets.push((g, c))
-            });
+            if groups {
+                st.shared.route(&msg.topic, self.id, strategy, |g, c| {
+                    shared_targets.push((g, c))
+                });
+            }
             for (c, &marked) in st.scratch_cores.iter().enumerate() {
                 if marked && c != me {
                     self.send(
@@ -290,8 +307,15 @@ impl Shard {
             }
             st.scratch_cores[me]
         };
+        for node in nodes {
+            self.publish_to_node(node, msg, None);
+        }
         for (group, core) in shared_targets {
-            if usize::from(core) == me {
+            if let Some(node) = node_of(core) {
+                if cross {
+                    self.publish_to_node(node, msg, Some(group));
+                }
+            } else if usize::from(core) == me {
                 self.deliver_shared(&group, msg, None, true);
             } else {
                 self.send(

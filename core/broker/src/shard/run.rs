@@ -16,6 +16,25 @@ impl Shard {
         self: Rc<Self>,
         listeners: Vec<(Arc<crate::net::Endpoint>, std::net::TcpListener)>,
     ) {
+        self.spawn_tasks(listeners);
+        let mailbox = &self.shared.mailboxes[usize::from(self.id)];
+        loop {
+            mailbox.arm();
+            self.drain_mesh();
+            if self.stopping.get() {
+                break;
+            }
+            mailbox.wait().await;
+        }
+        self.finish().await;
+    }
+
+    /// Starts the core's tasks: an accept loop per listener, the timers, the mesh flush, the
+    /// bridges, the store's writer and the hibernation poller.
+    fn spawn_tasks(
+        self: &Rc<Self>,
+        listeners: Vec<(Arc<crate::net::Endpoint>, std::net::TcpListener)>,
+    ) {
         for (name, l) in listeners {
             use std::os::fd::AsRawFd;
             self.listener_fds.borrow_mut().push(l.as_raw_fd());
@@ -29,22 +48,21 @@ impl Shard {
         }
         monoio::spawn(crate::shard::timers::run(self.clone()));
         monoio::spawn(flush_loop(self.clone()));
-        crate::bridge::start_configured(&self);
+        crate::bridge::start_configured(self);
         if let Some(p) = &self.persist {
             monoio::spawn(p.store.clone().run());
+            if let Some(s) = &p.sharing {
+                monoio::spawn(s.clone().run());
+            }
         }
         if self.hibernation.is_some() {
             monoio::spawn(crate::conn::hibernate::poller(self.clone()));
         }
-        let mailbox = &self.shared.mailboxes[usize::from(self.id)];
-        loop {
-            mailbox.arm();
-            self.drain_mesh();
-            if self.stopping.get() {
-                break;
-            }
-            mailbox.wait().await;
-        }
+    }
+
+    /// After Stop: waits for the connections, closes the store, ends the other tasks and
+    /// drops what the core still holds.
+    async fn finish(&self) {
         // Wait for every connection and listener task to finish. A writer blocked on a client
         // that does not read would hold its task for ever, and the sweep that shuts such
         // sockets down hard (`timers.rs`) has ended: so after a grace for the last bytes

@@ -62,7 +62,9 @@ impl Sessions {
     }
 
     pub(crate) fn remove(&mut self, key: u64) -> Option<Entry> {
-        self.map.remove(&key)
+        let e = self.map.remove(&key);
+        crate::sizes::shrink_table(&mut self.map);
+        e
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
@@ -104,8 +106,9 @@ impl Sessions {
 impl Shard {
     /// Removes a session from this core for a takeover by `successor`: closes its connection,
     /// handles its will, and returns the session to move (None if unknown, or ended: by
-    /// clean start, or because it was not persistent). A moving session leaves a stub that
-    /// forwards to `successor`.
+    /// clean start, or because it was not persistent). A session moving to another core
+    /// leaves a stub that forwards to `successor`; one that leaves the node
+    /// ([`crate::mesh::leaves_node`]) leaves nothing: this node's store and indexes forget it.
     pub(crate) fn take_session(
         self: &Rc<Self>,
         key: u64,
@@ -145,7 +148,7 @@ impl Shard {
         if let Some(w) = will.filter(|_| ends) {
             self.publish_will(w, author, None, now);
         }
-        if ends {
+        if ends || crate::mesh::leaves_node(successor) {
             self.persist_gone(&e.s.client_id);
             for (filter, _) in e.s.subs.iter() {
                 self.unindex_subscription(filter, key);

@@ -13,7 +13,10 @@ use uringmq_session::Limits;
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) limits: Limits,
-    pub(crate) mailboxes: Vec<Mailbox>,
+    /// Shared with the cluster thread, which hands other nodes' messages to the cores.
+    pub(crate) mailboxes: Arc<[Mailbox]>,
+    /// The queue to the cluster thread: `[cluster]` only.
+    pub(crate) cluster: Option<Arc<crate::mesh::cluster::Hub>>,
     pub(crate) registry: Registry,
     /// Publish-rate debts of client ids whose connection closed (`net/publish_debts.rs`).
     pub(crate) publish_debts: crate::net::PublishDebts,
@@ -33,6 +36,9 @@ pub(crate) struct Shared {
     pub(crate) bridges: crate::bridge::Registry,
     /// What the durable store recovered, taken by each core as it starts (`persist.rs`).
     pub(crate) boot: Option<crate::shard::persist::Boot>,
+    /// The way to the cluster's shared session store, with `[cluster] session_store`
+    /// (`shared_store.rs`).
+    pub(crate) session_feed: Option<Arc<crate::cluster::session_store::SessionFeed>>,
 }
 
 impl Shared {

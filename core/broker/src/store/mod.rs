@@ -23,6 +23,9 @@
 //! `SessionGone` counts, so an ended session stays ended). Retained topics are each written by
 //! one shard, [`retained_owner`], so one log holds all of a topic's records.
 //!
+//! `shared.rs` encodes single records and rebuilds one session from them, for a store shared
+//! by the nodes of a cluster (`cluster/session_store.rs`).
+//!
 //! Layout: `DIR/CURRENT` names the generation in use, `DIR/gen-N/shard-I/seg-S.log` are the
 //! segments. [`Store::open`] reads the current generation whatever its number of shards,
 //! writes the recovered live state into a new generation for the shards of this run (each
@@ -35,6 +38,7 @@ mod recover;
 #[cfg(test)]
 mod samples;
 mod shard;
+pub mod shared;
 mod snapshot;
 mod state;
 

@@ -347,7 +347,7 @@ fn describe(bad: Bad) -> String {
 
 /// Drops expired sessions and messages and every tombstone; sets the expiry of sessions
 /// that were connected when the broker stopped (their connection ended then).
-fn expire(state: &mut State, clocks: &Clocks, report: &mut RecoveryReport) {
+pub(crate) fn expire(state: &mut State, clocks: &Clocks, report: &mut RecoveryReport) {
     let now = clocks.wall;
     state.sessions.retain(|_, e| {
         let Entry::Live(l) = e else { return false };
@@ -404,7 +404,7 @@ fn recovered(state: &State, shards: usize, mut report: RecoveryReport) -> Recove
     }
 }
 
-fn session_of(l: &Live, shards: usize) -> RecoveredSession {
+pub(crate) fn session_of(l: &Live, shards: usize) -> RecoveredSession {
     RecoveredSession {
         shard: home_shard(&l.meta.client_id, shards),
         meta: l.meta.clone(),

@@ -642,7 +642,11 @@ fn a_full_disk_fails_the_turns_tickets_and_the_store_recovers_when_space_returns
         let after = s.push(sub("c", "after/full"));
         s.wait_durable(after).await.unwrap();
         assert!(!s.failing());
-        turns(5).await;
+        // The snapshot runs in the store's task: wait for it (bounded), not for a time.
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while s.stats().snapshots == 0 && Instant::now() < deadline {
+            turns(5).await;
+        }
         assert!(s.stats().snapshots >= 1, "{:?}", s.stats());
         let rec = reopen(s, &dir, &c).await;
         let sess = find(&rec, "c").unwrap();

@@ -1,0 +1,302 @@
+//! Messages across a uringmq cluster (issue #19): real etcd, nodes in this process on loopback,
+//! real MQTT clients on different nodes. Delivery at every QoS and both protocol versions, v5
+//! properties and message expiry, retained messages on every node, a shared group with one
+//! member per message cluster-wide, unsubscribing, no loops, and a link cut under QoS 1 load.
+//!
+//! A node learns another's subscriptions through its link (no causal order between nodes, as
+//! between two brokers), so a test waits until the publishing node knows the routes
+//! (`ClusterStatus::links[peer].routes`) before it publishes.
+
+use crate::cluster::{cluster_config, node_with, sees_all, status, wait_until, Proxy};
+use crate::support::etcd::{free_port, Etcd};
+use crate::support::*;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Starts nodes `names` under `prefix` and waits until they all see and link each other.
+fn nodes(etcd: &Etcd, prefix: &str, names: &[&str]) -> Vec<Broker> {
+    let nodes: Vec<Broker> = names
+        .iter()
+        .map(|n| node_with(cluster_config(etcd, n, prefix)))
+        .collect();
+    wait_until("every node sees and links the others", WAIT * 2, || {
+        nodes.iter().all(|b| sees_all(b, names))
+    });
+    nodes
+}
+
+/// The routes (filters and shared groups) `b` knows `peer` has.
+fn routes(b: &Broker, peer: &str) -> u64 {
+    status(b).links.get(peer).map_or(0, |l| l.routes)
+}
+
+fn wait_routes(b: &Broker, peer: &str, n: u64) {
+    wait_until(&format!("{peer}'s {n} route(s) known"), WAIT, || {
+        routes(b, peer) == n
+    });
+}
+
+fn client(b: &Broker, proto: Protocol, id: &str) -> Client {
+    Client::connect(b.local_addr(), proto, id)
+}
+
+#[test]
+fn messages_cross_nodes_at_every_qos_in_both_versions() {
+    let etcd = Etcd::start();
+    let n = nodes(&etcd, "/qos", &["a", "b", "c"]);
+    let mut subscribers = Vec::new();
+    for (i, proto) in [Protocol::V3_1_1, Protocol::V5].into_iter().enumerate() {
+        let filter = format!("x/{i}/#");
+        let mut on_b = client(&n[1], proto, &format!("sb{i}"));
+        let mut on_c = client(&n[2], proto, &format!("sc{i}"));
+        on_b.subscribe(&filter, QoS::ExactlyOnce);
+        on_c.subscribe(&filter, QoS::ExactlyOnce);
+        wait_routes(&n[0], "b", i as u64 + 1);
+        wait_routes(&n[0], "c", i as u64 + 1);
+        let mut publisher = client(&n[0], proto, &format!("p{i}"));
+        let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
+        for q in qos {
+            publisher.publish(&format!("x/{i}/{}", q as u8), b"m", q, false);
+        }
+        for sub in [&mut on_b, &mut on_c] {
+            for q in qos {
+                let p = sub.recv_publish();
+                assert_eq!(p.topic, format!("x/{i}/{}", q as u8).as_str());
+                assert_eq!((p.qos, &p.payload[..]), (q, &b"m"[..]));
+            }
+            sub.expect_nothing();
+        }
+        // Kept: their filters stay routes while the next version's are added.
+        subscribers.push((on_b, on_c));
+    }
+}
+
+#[test]
+fn v5_properties_and_the_expiry_left_cross() {
+    let etcd = Etcd::start();
+    let n = nodes(&etcd, "/props", &["a", "b"]);
+    let mut sub = client(&n[1], Protocol::V5, "sub");
+    sub.subscribe("p/#", QoS::AtLeastOnce);
+    wait_routes(&n[0], "b", 1);
+    let mut p = publish("p/1", b"{}", QoS::AtLeastOnce, false);
+    p.properties = PublishProperties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(100),
+        response_topic: Some("reply/here".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"corr")),
+        content_type: Some("application/json".into()),
+        user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+        ..Default::default()
+    };
+    let sent = p.properties.clone();
+    let mut publisher = client(&n[0], Protocol::V5, "pub");
+    assert_eq!(publisher.publish_with(p), ReasonCode::SUCCESS);
+    let got = sub.recv_publish();
+    let expiry = got.properties.message_expiry_interval.expect("expiry kept");
+    assert!((98..=100).contains(&expiry), "{expiry}");
+    assert_eq!(
+        got.properties,
+        PublishProperties {
+            message_expiry_interval: Some(expiry),
+            ..sent
+        }
+    );
+}
+
+/// Subscribes to `filter` on `b` until a retained message arrives (it is on its way from
+/// another node); returns its payload.
+fn retained_on(b: &Broker, filter: &str) -> Option<bytes::Bytes> {
+    let mut c = client(b, Protocol::V5, "look");
+    c.subscribe(filter, QoS::AtMostOnce);
+    let got = match c.recv_within(QUIET) {
+        Some(Packet::Publish(p)) => Some(p.payload),
+        _ => None,
+    };
+    c.disconnect();
+    got
+}
+
+#[test]
+fn retained_messages_are_set_and_cleared_on_every_node() {
+    let etcd = Etcd::start();
+    let n = nodes(&etcd, "/retain", &["a", "b", "c"]);
+    let mut on_a = client(&n[0], Protocol::V5, "ra");
+    on_a.publish("r/1", b"kept", QoS::AtLeastOnce, true);
+    wait_until("c has a's retained message", WAIT, || {
+        retained_on(&n[2], "r/#").is_some_and(|p| &p[..] == b"kept")
+    });
+    let mut on_b = client(&n[1], Protocol::V3_1_1, "rb");
+    on_b.publish("r/1", b"", QoS::AtLeastOnce, true);
+    for node in &n {
+        wait_until("the clear reached every node", WAIT, || {
+            retained_on(node, "r/#").is_none()
+        });
+    }
+
+    // A node that joins later gets what the others retained.
+    on_a.publish("r/2", b"before d", QoS::AtLeastOnce, true);
+    wait_until("b has it", WAIT, || retained_on(&n[1], "r/2").is_some());
+    let d = node_with(cluster_config(&etcd, "d", "/retain"));
+    wait_until("d has the retained message set on a", WAIT * 2, || {
+        retained_on(&d, "r/#").is_some_and(|p| &p[..] == b"before d")
+    });
+}
+
+#[test]
+fn a_shared_group_gets_each_message_once_cluster_wide() {
+    let etcd = Etcd::start();
+    let n = nodes(&etcd, "/shared", &["a", "b", "c"]);
+    let mut members: Vec<Client> = n
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let mut m = client(node, Protocol::V5, &format!("m{i}"));
+            m.subscribe("$share/g/s/#", QoS::AtLeastOnce);
+            m
+        })
+        .collect();
+    wait_routes(&n[0], "b", 1);
+    wait_routes(&n[0], "c", 1);
+    let mut publisher = client(&n[0], Protocol::V3_1_1, "pub");
+    const N: usize = 30;
+    for i in 0..N {
+        publisher.publish(&format!("s/{i}"), b"x", QoS::AtLeastOnce, false);
+    }
+    let mut seen = HashSet::new();
+    let mut per_member = Vec::new();
+    for m in &mut members {
+        let mut got = 0;
+        while let Some(Packet::Publish(p)) = m.recv_within(QUIET * 2) {
+            m.ack(&p);
+            assert!(seen.insert(p.topic.to_string()), "{} twice", p.topic);
+            got += 1;
+        }
+        per_member.push(got);
+    }
+    assert_eq!(seen.len(), N, "every message to one member: {per_member:?}");
+    assert!(per_member.iter().all(|&g| g > 0), "{per_member:?}");
+}
+
+#[test]
+fn unsubscribing_stops_crossing() {
+    let etcd = Etcd::start();
+    let n = nodes(&etcd, "/unsub", &["a", "b"]);
+    let mut sub = client(&n[1], Protocol::V5, "sub");
+    sub.subscribe("u/t", QoS::AtLeastOnce);
+    wait_routes(&n[0], "b", 1);
+    let mut publisher = client(&n[0], Protocol::V5, "pub");
+    publisher.publish("u/t", b"1", QoS::AtLeastOnce, false);
+    assert_eq!(&sub.recv_publish().payload[..], b"1");
+    sub.unsubscribe(&["u/t"]);
+    wait_routes(&n[0], "b", 0);
+    let sent = |b: &Broker| status(b).links["b"].outbound.messages;
+    let before = sent(&n[0]);
+    publisher.publish("u/t", b"2", QoS::AtLeastOnce, false);
+    sub.expect_nothing();
+    assert_eq!(
+        sent(&n[0]),
+        before,
+        "nothing crossed for a node without subscribers"
+    );
+}
+
+#[test]
+fn two_nodes_subscribed_to_everything_make_no_loop() {
+    let etcd = Etcd::start();
+    let n = nodes(&etcd, "/loop", &["a", "b"]);
+    let mut subs: Vec<Client> = n
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let mut s = client(node, Protocol::V5, &format!("all{i}"));
+            s.subscribe("#", QoS::AtLeastOnce);
+            s
+        })
+        .collect();
+    wait_routes(&n[0], "b", 1);
+    wait_routes(&n[1], "a", 1);
+    let mut publisher = client(&n[0], Protocol::V5, "pub");
+    publisher.publish("loop/t", b"once", QoS::AtLeastOnce, false);
+    for s in &mut subs {
+        assert_eq!(&s.recv_publish().payload[..], b"once");
+        s.expect_nothing();
+    }
+    assert_eq!(
+        status(&n[0]).links["b"].inbound.messages,
+        0,
+        "nothing came back"
+    );
+    assert_eq!(status(&n[1]).links["a"].outbound.messages, 0);
+}
+
+#[test]
+fn a_link_cut_under_qos1_load_loses_nothing() {
+    let etcd = Etcd::start();
+    // b's links are reached through a proxy the test cuts: a's messages to b cross it.
+    let b_port = free_port();
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], b_port)));
+    let mut b_config = cluster_config(&etcd, "b", "/cutload");
+    b_config.port = b_port;
+    b_config.advertise = Some(proxy.addr.to_string());
+    // The subscriber's queue holds the whole burst a link restart may bring at once.
+    let roomy = |cluster| {
+        broker_with(|c| {
+            c.cluster = Some(cluster);
+            c.max_queued_messages = 10_000;
+        })
+    };
+    let a = roomy(cluster_config(&etcd, "a", "/cutload"));
+    let b = roomy(b_config);
+    wait_until("a and b linked", WAIT * 2, || {
+        sees_all(&a, &["a", "b"]) && sees_all(&b, &["a", "b"])
+    });
+    let mut sub = client(&b, Protocol::V5, "sub");
+    sub.subscribe("load/#", QoS::AtLeastOnce);
+    wait_routes(&a, "b", 1);
+
+    const N: usize = 2000;
+    let addr = a.local_addr();
+    let proxy = std::sync::Arc::new(proxy);
+    let cutter = proxy.clone();
+    // A quarter of the way the link goes dead (what a writes to it is lost) and, 100 messages
+    // later, is cut: those 100 were written and never acknowledged, so they are resent.
+    let publisher = std::thread::spawn(move || {
+        let mut p = Client::connect(addr, Protocol::V5, "pub");
+        for i in 0..N {
+            if i == N / 4 {
+                cutter.discard();
+            } else if i == N / 4 + 100 {
+                cutter.cut();
+            }
+            p.publish(&format!("load/{i}"), b"x", QoS::AtLeastOnce, false);
+        }
+    });
+    let mut got = HashSet::new();
+    let deadline = Instant::now() + WAIT * 4;
+    while got.len() < N {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {N} arrived; a: {:?}; b: {:?}",
+            got.len(),
+            status(&a).links,
+            status(&b).links
+        );
+        if let Some(Packet::Publish(p)) = sub.recv_within(Duration::from_secs(1)) {
+            sub.ack(&p);
+            got.insert(p.topic.to_string());
+        }
+    }
+    publisher.join().unwrap();
+    wait_until("a dialed b again", WAIT, || {
+        status(&a).links["b"].outbound.connects >= 2
+    });
+    sub.expect_nothing();
+    let s = status(&a);
+    assert_eq!(s.links["b"].outbound.dropped, 0);
+    assert!(s.links["b"].outbound.resent >= 100, "{s:?}");
+    eprintln!(
+        "{N} messages across a cut link, {} written again",
+        s.links["b"].outbound.resent
+    );
+}
