@@ -335,6 +335,15 @@ impl NativeBroker {
         })
     }
 
+    /// This node's view of its cluster as a dict (see `cluster_status.rs`); None while stopped or
+    /// without `[cluster]`.
+    fn cluster_status<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let status = release_gil(py, || self.slot().as_ref().and_then(Broker::cluster_status));
+        status
+            .map(|s| crate::cluster_status::status_dict(py, s))
+            .transpose()
+    }
+
     /// `(host, port)` of the `metrics_listen` endpoint while running, else None.
     #[getter]
     fn metrics_addr(&self, py: Python<'_>) -> Option<(String, u16)> {

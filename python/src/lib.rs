@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod broker;
+mod cluster_status;
 mod errors;
 mod exit;
 mod hooks;

@@ -210,6 +210,8 @@ class NativeBroker:
         """Counters summed over cores."""
     def metrics_text(self) -> str:
         """The metrics in the Prometheus text format (empty while stopped)."""
+    def cluster_status(self) -> Optional[Dict[str, Any]]:
+        """This node's view of its cluster; None while stopped or without ``cluster``."""
     @property
     def metrics_addr(self) -> Optional[Tuple[str, int]]:
         """Bound address of ``metrics_listen`` while running."""

@@ -7,7 +7,7 @@ import atexit
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _uringmq
 from .subscription import Subscription
@@ -407,6 +407,14 @@ class Broker:
         """The metrics in the Prometheus text format, as ``GET /metrics`` on
         ``metrics_listen`` serves them, for an embedder who serves its own endpoint."""
         return self._native.metrics_text()
+
+    def cluster_status(self) -> Optional[Dict[str, Any]]:
+        """This node's view of its cluster (``cluster`` settings), None while stopped or
+        without them: ``name``, ``registered`` (its key is in etcd now), ``nodes`` (every
+        registered node: ``name``, ``addr`` of its links, ``started``), ``links`` (per peer
+        name, ``outbound`` (dialed here) and ``inbound``, each with ``up``, ``connects``,
+        ``since``, ``frames_out``, ``frames_in``) and ``link_auth_failures``."""
+        return self._native.cluster_status()
 
     @property
     def metrics_addr(self) -> Optional[Tuple[str, int]]:

@@ -16,6 +16,15 @@ Fixtures:
   sent) and listens to ``#`` unless ``@pytest.mark.mqtt_capture(filter="sensors/#")`` says
   otherwise. ``mqtt_capture_factory(filter, broker=None)`` makes more captures.
 
+* ``mqtt_cluster_factory``: ``make(nodes=2, **settings)`` starts a cluster: a real etcd (one
+  per test, on free ports, in a temporary directory; ``etcd`` on the PATH or ``$ETCD_BIN``,
+  Debian's ``etcd-server``) and ``nodes`` in-process brokers registered in it under a prefix of
+  their own with a random secret (``MqttCluster``: ``.nodes``, ``.names``, ``.etcd.url``,
+  ``.wait_formed(timeout)`` until every node sees and links every other). Everything stops
+  after the test; without etcd the test is skipped.
+* ``mqtt_cluster``: one such cluster, formed, with ``@pytest.mark.mqtt_cluster(nodes=3,
+  **settings)`` for other sizes and node settings (default: two nodes).
+
 External broker: ``--mqtt-broker-url mqtt://[user:password@]host:port`` (or the ini setting
 ``mqtt_broker_url``) points ``mqtt_broker``, ``mqtt_broker_fresh`` and ``mqtt_capture`` at a
 running broker (a staging broker, Mosquitto) instead of the in-process one; the fixtures then
@@ -38,13 +47,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 
 import pytest
 
+from ._cluster import MqttCluster
 from ._external import ExternalBroker
 
 if TYPE_CHECKING:
     from ._uringmq import Message
     from .broker import Broker
 
-__all__ = ["FIXTURE_DEFAULTS", "ExternalBroker", "MqttCapture", "topic_matches"]
+__all__ = ["FIXTURE_DEFAULTS", "ExternalBroker", "MqttCapture", "MqttCluster", "topic_matches"]
 
 #: What the broker fixtures give: the in-process broker, or a handle on an external one.
 AnyBroker = Union["Broker", ExternalBroker]
@@ -73,6 +83,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "mqtt_capture(filter='#'): the topic filter the mqtt_capture fixture listens to",
+    )
+    config.addinivalue_line(
+        "markers",
+        "mqtt_cluster(nodes=2, **settings): size and node settings of the mqtt_cluster fixture",
     )
 
 
@@ -123,6 +137,52 @@ def mqtt_broker_factory(request: pytest.FixtureRequest) -> Iterator[Callable[...
     yield make
     for broker in made:
         broker.stop()
+
+
+@pytest.fixture
+def mqtt_cluster_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., MqttCluster]]:
+    """``make(nodes=2, **settings)``: a cluster of ``nodes`` in-process brokers (settings over
+    ``FIXTURE_DEFAULTS``; a ``cluster`` dict adds keys to each node's table) in an etcd of the
+    test's own. Clusters and etcd stop when the test ends; skipped without etcd."""
+    from ._cluster import Etcd, etcd_binary
+
+    etcd: List[Etcd] = []
+    brokers: List["Broker"] = []
+
+    def start(**settings: Any) -> "Broker":
+        broker = _start(settings)
+        brokers.append(broker)
+        return broker
+
+    def make(nodes: int = 2, **settings: Any) -> MqttCluster:
+        _needs_in_process(request, "mqtt_cluster_factory")
+        if not etcd:
+            binary = etcd_binary()
+            if binary is None:
+                pytest.skip("no etcd (install Debian's etcd-server or set ETCD_BIN)")
+            etcd.append(Etcd(binary))
+        return MqttCluster(etcd[0], nodes, start, **settings)
+
+    yield make
+    for broker in brokers:
+        broker.stop()
+    for e in etcd:
+        e.stop()
+
+
+@pytest.fixture
+def mqtt_cluster(request: pytest.FixtureRequest, mqtt_cluster_factory: Callable[..., MqttCluster]) -> MqttCluster:
+    """A formed cluster of two in-process nodes, or as ``@pytest.mark.mqtt_cluster(nodes=N,
+    **settings)`` says."""
+    marker = request.node.get_closest_marker("mqtt_cluster")
+    kwargs: Dict[str, Any] = {}
+    if marker is not None:
+        if marker.args:
+            raise pytest.UsageError("@pytest.mark.mqtt_cluster takes keyword arguments only")
+        kwargs = dict(marker.kwargs)
+    cluster = mqtt_cluster_factory(**kwargs)
+    cluster.wait_formed()
+    return cluster
 
 
 @pytest.fixture(scope="session")

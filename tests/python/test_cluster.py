@@ -1,0 +1,57 @@
+"""The ``mqtt_cluster`` / ``mqtt_cluster_factory`` fixtures: a real etcd on free ports and
+in-process uringmq nodes that find each other through it (``Broker.cluster_status()`` and
+``uringmq cluster status``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+uringmq = pytest.importorskip("uringmq")
+
+
+def test_two_nodes_register_and_link(mqtt_cluster):
+    assert mqtt_cluster.names == ["node0", "node1"]
+    for node, name in zip(mqtt_cluster.nodes, mqtt_cluster.names):
+        s = node.cluster_status()
+        assert s["name"] == name and s["registered"]
+        assert sorted(n["name"] for n in s["nodes"]) == ["node0", "node1"]
+        peer = "node1" if name == "node0" else "node0"
+        assert s["links"][peer]["outbound"]["up"] and s["links"][peer]["inbound"]["up"]
+        assert s["link_auth_failures"] == 0
+        # Each node is an MQTT broker of its own.
+        assert node.is_running and node.port > 0
+
+
+@pytest.mark.mqtt_cluster(nodes=3, max_qos=1)
+def test_the_marker_sets_size_and_settings_and_the_cli_sees_every_node(mqtt_cluster):
+    assert len(mqtt_cluster.nodes) == 3
+    assert all(n.settings["max_qos"] == 1 for n in mqtt_cluster.nodes)
+    out = subprocess.run(
+        [sys.executable, "-m", "uringmq", "cluster", "status",
+         "--etcd", mqtt_cluster.etcd.url, "--prefix", mqtt_cluster.prefix],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    for name in mqtt_cluster.names:
+        assert name in out.stdout
+
+
+def test_a_stopped_node_leaves_and_the_factory_makes_separate_clusters(mqtt_cluster_factory):
+    first = mqtt_cluster_factory(nodes=3)
+    second = mqtt_cluster_factory(nodes=1)
+    first.wait_formed()
+    second.wait_formed()
+    # Same etcd, own prefixes: the clusters do not see each other.
+    assert first.etcd is second.etcd and first.prefix != second.prefix
+    assert [n["name"] for n in second.nodes[0].cluster_status()["nodes"]] == ["node0"]
+    first.nodes[2].stop()
+    # A stopping node revokes its lease: the others see it gone at once (bounded wait).
+    first.wait_formed(nodes=first.nodes[:2])
+    assert first.nodes[2].cluster_status() is None
+
+
+def test_a_broker_without_cluster_settings_has_no_cluster_status(mqtt_broker):
+    assert mqtt_broker.cluster_status() is None
