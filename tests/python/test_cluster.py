@@ -1,11 +1,12 @@
 """The ``mqtt_cluster`` / ``mqtt_cluster_factory`` fixtures: a real etcd on free ports and
 in-process uringmq nodes that find each other through it (``Broker.cluster_status()`` and
-``uringmq cluster status``)."""
+``uringmq cluster status``), and messages that cross from one node to another."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -55,3 +56,29 @@ def test_a_stopped_node_leaves_and_the_factory_makes_separate_clusters(mqtt_clus
 
 def test_a_broker_without_cluster_settings_has_no_cluster_status(mqtt_broker):
     assert mqtt_broker.cluster_status() is None
+
+
+def test_a_message_published_on_one_node_reaches_a_subscriber_on_another(mqtt_cluster):
+    sub = mqtt_cluster.nodes[1].subscribe("cross/#", qos=1)
+    publisher = mqtt_cluster.nodes[0]
+    # The subscriber's interest reaches node0 over its link a moment after the subscribe:
+    # publish until a message crosses (bounded), then every later one does, in order.
+    deadline = time.monotonic() + 10
+    first = None
+    while first is None:
+        assert time.monotonic() < deadline, "no message crossed from node0 to node1"
+        publisher.publish("cross/probe", b"probe", qos=1)
+        try:
+            first = sub.get(timeout=0.2)
+        except TimeoutError:
+            pass
+    assert first.topic == "cross/probe"
+    for i in range(20):
+        publisher.publish("cross/n", str(i).encode(), qos=1)
+    got = []
+    while len(got) < 20:
+        m = sub.get(timeout=5)
+        if m.topic == "cross/n":
+            got.append(m.payload)
+    assert got == [str(i).encode() for i in range(20)]
+    sub.close()
