@@ -20,6 +20,7 @@ mod security;
 mod shard;
 mod sizes;
 pub mod store;
+mod table;
 
 pub use api::*;
 pub use bridge::BridgeState;

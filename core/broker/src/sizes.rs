@@ -1,12 +1,10 @@
 //! The memory of idle connections: the sizes of what one holds, as the allocator is asked for
 //! them (the `idle_heap` probe, `examples/idle_heap.rs`, names its allocations by these, and
 //! BENCHMARKS.md, "Idle memory per connection", reports them; the size assertions stay beside
-//! each type), and [`shrink_table`], which gives back the tables a burst of connections grew.
+//! each type).
 
 use crate::conn::Conn;
 use crate::shard::Entry;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
 use std::mem::size_of;
 use std::rc::Rc;
 use uringmq_session::Session;
@@ -36,14 +34,4 @@ pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
             size_of::<(std::sync::Arc<str>, u64)>() + 1,
         ),
     ]
-}
-
-/// Gives back most of a per-connection table (sessions, connections, client ids) that a burst
-/// of connections grew and left a quarter full: a hash map never shrinks by itself, so 20,000
-/// connections that came and went left ~2.7 MB of empty slots behind. Only at a quarter, and
-/// to half, so churn around one size does not grow and shrink it each time.
-pub(crate) fn shrink_table<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>) {
-    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
-        map.shrink_to(map.len() * 2);
-    }
 }

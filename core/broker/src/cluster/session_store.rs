@@ -32,6 +32,7 @@
 
 use super::membership::Members;
 use super::Backoff;
+pub(crate) use crate::mesh::cluster::DeadWill;
 use crate::store::shared::{decode_one, encode_one, session_from};
 use crate::store::{Record, RecoveredSession, SessionMeta};
 use bytes::Bytes;
@@ -44,7 +45,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
-use uringmq_codec::LastWill;
 
 /// One core's records of one event-loop turn, each with its stamp.
 pub(crate) struct Batch {
@@ -88,19 +88,6 @@ impl SessionFeed {
         self.wake.notify_one();
         rx
     }
-}
-
-/// A will of a dead node's client, to publish on a core.
-#[derive(Debug)]
-pub(crate) struct DeadWill {
-    /// Its client.
-    pub client_id: Arc<str>,
-    /// The client's user name.
-    pub username: Option<Arc<str>>,
-    /// The listener (index) it was connected through, whose ACL applies.
-    pub listener: u16,
-    /// The will.
-    pub will: Box<LastWill>,
 }
 
 /// What the cluster thread tells the cores.

@@ -17,6 +17,7 @@
 use crossbeam_queue::SegQueue;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use uringmq_codec::LastWill;
 use uringmq_session::Message;
 
 /// Set in an interest-index id that names another node (its node id below), not a core.
@@ -141,4 +142,19 @@ mod tests {
         });
         assert_eq!(seen, ["a", "b", "c"]);
     }
+}
+
+/// A will of a dead node's client, to publish on a core: the cluster
+/// thread's session store finds it (`cluster/session_store.rs`), a core publishes it
+/// (`shard/shared_store.rs`).
+#[derive(Debug)]
+pub(crate) struct DeadWill {
+    /// Its client.
+    pub client_id: Arc<str>,
+    /// The client's user name.
+    pub username: Option<Arc<str>>,
+    /// The listener (index) it was connected through, whose ACL applies.
+    pub listener: u16,
+    /// The will.
+    pub will: Box<LastWill>,
 }

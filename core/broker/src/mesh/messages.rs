@@ -128,7 +128,7 @@ pub(crate) enum PersistMsg {
     /// The shared session store holds this core's record batches up to `seq`.
     Stored { seq: u64 },
     /// Publish the will of a dead node's client.
-    DeadWill(Box<crate::cluster::session_store::DeadWill>),
+    DeadWill(Box<super::cluster::DeadWill>),
     /// Answer `Durable { seq }` once what you pushed before this is durable.
     DurableReq { from: u16, seq: u64 },
     /// Everything core `from` pushed before handling request `seq` is durable (`ok`), or

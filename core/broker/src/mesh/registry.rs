@@ -73,7 +73,7 @@ impl Registry {
         let mut map = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
         if map.get(id) == Some(&key) {
             map.remove(id);
-            crate::sizes::shrink_table(&mut map);
+            crate::table::shrink_table(&mut map);
         }
     }
 

@@ -33,7 +33,7 @@ impl Conns {
 
     pub(super) fn remove(&mut self, id: u64) {
         self.map.remove(&id);
-        crate::sizes::shrink_table(&mut self.map);
+        crate::table::shrink_table(&mut self.map);
     }
 
     /// The connection with `id`, if it is still registered.

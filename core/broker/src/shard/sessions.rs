@@ -63,7 +63,7 @@ impl Sessions {
 
     pub(crate) fn remove(&mut self, key: u64) -> Option<Entry> {
         let e = self.map.remove(&key);
-        crate::sizes::shrink_table(&mut self.map);
+        crate::table::shrink_table(&mut self.map);
         e
     }
 
