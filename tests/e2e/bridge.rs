@@ -225,7 +225,14 @@ fn both_ways_with_prefixes(remote: SocketAddr, p: BridgeProtocol, tag: &str) {
     let got = late.recv_publish();
     assert!(got.retain, "stored retained on the remote");
     assert_eq!(&got.payload[..], b"r");
-    let s = &local.bridges()[0];
+    // `sent` counts a message once the remote acknowledged it, which can come after the far
+    // subscriber already has it: wait for the count, bounded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = local.bridges()[0].clone();
+    while s.sent < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        s = local.bridges()[0].clone();
+    }
     assert!(s.sent >= 2 && s.received == 1, "{s:?}");
 }
 
