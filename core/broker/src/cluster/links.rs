@@ -141,11 +141,7 @@ async fn read_acks(
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     loop {
-        let frame = timeout(SILENCE, read_frame(&mut rd, &mut buf, MAX_FRAME))
-            .await
-            .map_err(|_| silent())??;
-        ctx.board
-            .link(peer, Direction::Outbound, |l| l.frames_in += 1);
+        let frame = next_frame(ctx, peer, Direction::Outbound, &mut rd, &mut buf).await?;
         match frame {
             Frame::Pong => {}
             Frame::Ack { seq } => ctx.router.acked(id, seq),
@@ -274,11 +270,7 @@ async fn serve_inbound(ctx: &LinkCtx, peer: &str, stream: &mut TcpStream) -> std
     let mut acked = 0;
     let mut last = 0;
     loop {
-        let frame = timeout(SILENCE, read_frame(&mut rd, &mut buf, MAX_FRAME))
-            .await
-            .map_err(|_| silent())??;
-        ctx.board
-            .link(peer, Direction::Inbound, |l| l.frames_in += 1);
+        let frame = next_frame(ctx, peer, Direction::Inbound, &mut rd, &mut buf).await?;
         match frame {
             Frame::Ping => Frame::Pong.encode(&mut out),
             other => {
@@ -363,6 +355,22 @@ async fn send(s: &mut TcpStream, f: &Frame) -> std::io::Result<()> {
 /// Whether `buf` starts with a whole frame.
 fn holds_frame(buf: &[u8]) -> bool {
     buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
+}
+
+/// The next frame of a live link, counted on its side in the status; a link on which nothing
+/// arrived for [`SILENCE`] is dead.
+async fn next_frame<R: tokio::io::AsyncRead + Unpin>(
+    ctx: &LinkCtx,
+    peer: &str,
+    side: Direction,
+    rd: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Frame> {
+    let frame = timeout(SILENCE, read_frame(rd, buf, MAX_FRAME))
+        .await
+        .map_err(|_| silent())??;
+    ctx.board.link(peer, side, |l| l.frames_in += 1);
+    Ok(frame)
 }
 
 fn silent() -> Error {
