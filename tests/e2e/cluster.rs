@@ -177,15 +177,22 @@ fn nodes_register_again_when_etcd_comes_back_without_its_data() {
     eprintln!("nodes registered again {took:?} after etcd came back");
 }
 
+/// The config of node `name` whose links are reached through a [`Proxy`] the test can cut
+/// (the node advertises the proxy's address).
+pub(crate) fn behind_proxy(etcd: &Etcd, name: &str, prefix: &str) -> (ClusterConfig, Proxy) {
+    let port = free_port();
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], port)));
+    let mut config = cluster_config(etcd, name, prefix);
+    config.port = port;
+    config.advertise = Some(proxy.addr.to_string());
+    (config, proxy)
+}
+
 #[test]
 fn a_cut_link_is_dialed_again() {
     let etcd = Etcd::start();
     // b's links are reached through a proxy the test can cut.
-    let b_port = free_port();
-    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], b_port)));
-    let mut b_config = cluster_config(&etcd, "b", "/cut");
-    b_config.port = b_port;
-    b_config.advertise = Some(proxy.addr.to_string());
+    let (b_config, proxy) = behind_proxy(&etcd, "b", "/cut");
     let a = node_with(cluster_config(&etcd, "a", "/cut"));
     let b = node_with(b_config);
     wait_until("a and b linked", WAIT * 2, || {

@@ -7,11 +7,10 @@
 //! between two brokers), so a test waits until the publishing node knows the routes
 //! (`ClusterStatus::links[peer].routes`) before it publishes.
 
-use crate::cluster::{cluster_config, node_with, sees_all, status, wait_until, Proxy};
-use crate::support::etcd::{free_port, Etcd};
+use crate::cluster::{behind_proxy, cluster_config, node_with, sees_all, status, wait_until};
+use crate::support::etcd::Etcd;
 use crate::support::*;
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Starts nodes `names` under `prefix` and waits until they all see and link each other.
@@ -39,6 +38,18 @@ fn wait_routes(b: &Broker, peer: &str, n: u64) {
 
 fn client(b: &Broker, proto: Protocol, id: &str) -> Client {
     Client::connect(b.local_addr(), proto, id)
+}
+
+/// A v5 client on each node, subscribed to `filter` at QoS 1, named `tag` and its node's index.
+fn one_per_node(n: &[Broker], tag: &str, filter: &str) -> Vec<Client> {
+    n.iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let mut c = client(node, Protocol::V5, &format!("{tag}{i}"));
+            c.subscribe(filter, QoS::AtLeastOnce);
+            c
+        })
+        .collect()
 }
 
 #[test]
@@ -147,15 +158,7 @@ fn retained_messages_are_set_and_cleared_on_every_node() {
 fn a_shared_group_gets_each_message_once_cluster_wide() {
     let etcd = Etcd::start();
     let n = nodes(&etcd, "/shared", &["a", "b", "c"]);
-    let mut members: Vec<Client> = n
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            let mut m = client(node, Protocol::V5, &format!("m{i}"));
-            m.subscribe("$share/g/s/#", QoS::AtLeastOnce);
-            m
-        })
-        .collect();
+    let mut members = one_per_node(&n, "m", "$share/g/s/#");
     wait_routes(&n[0], "b", 1);
     wait_routes(&n[0], "c", 1);
     let mut publisher = client(&n[0], Protocol::V3_1_1, "pub");
@@ -205,15 +208,7 @@ fn unsubscribing_stops_crossing() {
 fn two_nodes_subscribed_to_everything_make_no_loop() {
     let etcd = Etcd::start();
     let n = nodes(&etcd, "/loop", &["a", "b"]);
-    let mut subs: Vec<Client> = n
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            let mut s = client(node, Protocol::V5, &format!("all{i}"));
-            s.subscribe("#", QoS::AtLeastOnce);
-            s
-        })
-        .collect();
+    let mut subs = one_per_node(&n, "all", "#");
     wait_routes(&n[0], "b", 1);
     wait_routes(&n[1], "a", 1);
     let mut publisher = client(&n[0], Protocol::V5, "pub");
@@ -234,11 +229,7 @@ fn two_nodes_subscribed_to_everything_make_no_loop() {
 fn a_link_cut_under_qos1_load_loses_nothing() {
     let etcd = Etcd::start();
     // b's links are reached through a proxy the test cuts: a's messages to b cross it.
-    let b_port = free_port();
-    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], b_port)));
-    let mut b_config = cluster_config(&etcd, "b", "/cutload");
-    b_config.port = b_port;
-    b_config.advertise = Some(proxy.addr.to_string());
+    let (b_config, proxy) = behind_proxy(&etcd, "b", "/cutload");
     // The subscriber's queue holds the whole burst a link restart may bring at once.
     let roomy = |cluster| {
         broker_with(|c| {

@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A running etcd.
@@ -26,12 +25,7 @@ pub fn free_port() -> u16 {
 impl Etcd {
     /// Starts etcd and waits until it answers (panics after 20 s).
     pub fn start() -> Etcd {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "uringmq-etcd-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = super::scratch_dir("etcd");
         let mut etcd = Etcd {
             child: None,
             dir,

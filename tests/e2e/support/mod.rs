@@ -88,6 +88,8 @@ pub fn scratch_dir(tag: &str) -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("uringmq-{tag}-{}-{n}", std::process::id()));
+    // Empty even if an earlier run with the same pid left it behind (a store would recover it).
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
 }

@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A running redis-server.
@@ -22,13 +21,7 @@ pub struct Redis {
 impl Redis {
     /// Starts redis-server and waits until it answers (panics after 10 s).
     pub fn start() -> Redis {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "uringmq-redis-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("redis dir");
+        let dir = super::scratch_dir("redis");
         let port = free_port();
         let log = dir.join("redis.log");
         let bin = std::env::var("REDIS_BIN").unwrap_or_else(|_| "redis-server".to_owned());
