@@ -109,6 +109,46 @@ pub enum Frame {
         /// The highest sequence number handed over, all before it too.
         seq: u64,
     },
+
+    // ---- client ids and session takeover across nodes (`clientids.rs`) ----
+    /// To the owner of `client_id`: the sender has a CONNECT for it; record the sender and
+    /// name the node that had it (answered with [`Frame::IdClaimed`]).
+    IdClaim {
+        /// The sender's request number, echoed in the answer.
+        req: u64,
+        /// The client id.
+        client_id: String,
+    },
+    /// The owner's answer to [`Frame::IdClaim`].
+    IdClaimed {
+        /// The request answered.
+        req: u64,
+        /// The node of the id's previous CONNECT, if the owner knew one.
+        previous: Option<String>,
+    },
+    /// To the node of the id's previous CONNECT: take its session over for the sender
+    /// (answered with [`Frame::SessionGiven`]).
+    SessionTake {
+        /// The sender's request number, echoed in the answer.
+        req: u64,
+        /// The client id.
+        client_id: String,
+        /// The new CONNECT starts clean: the session ends there instead of moving.
+        clean_start: bool,
+    },
+    /// The answer to [`Frame::SessionTake`]: the session's image (`store::image`), or none.
+    SessionGiven {
+        /// The request answered.
+        req: u64,
+        /// The image, if a session moves.
+        image: Option<Bytes>,
+    },
+    /// To the owner of `client_id`: its session ended on the sender (forget it unless a
+    /// newer CONNECT is recorded).
+    IdRelease {
+        /// The client id.
+        client_id: String,
+    },
 }
 
 /// A frame that cannot be decoded.
@@ -140,6 +180,12 @@ const SHARED_COUNT: u8 = 19;
 const PUBLISH: u8 = 20;
 const RETAIN: u8 = 21;
 const ACK: u8 = 22;
+// Client ids and session takeover (`clientids.rs`).
+const ID_CLAIM: u8 = 40;
+const ID_CLAIMED: u8 = 41;
+const SESSION_TAKE: u8 = 42;
+const SESSION_GIVEN: u8 = 43;
+const ID_RELEASE: u8 = 44;
 
 impl Frame {
     /// Appends the encoded frame to `out`.
@@ -210,6 +256,11 @@ impl Frame {
                 out.put_u8(ACK);
                 out.put_u64(*seq);
             }
+            Frame::IdClaim { .. }
+            | Frame::IdClaimed { .. }
+            | Frame::SessionTake { .. }
+            | Frame::SessionGiven { .. }
+            | Frame::IdRelease { .. } => encode_takeover(self, out),
             _ => unreachable!("handshake frames are encoded by `encode`"),
         }
     }
@@ -240,6 +291,7 @@ impl Frame {
             },
             PING => Frame::Ping,
             PONG => Frame::Pong,
+            k @ ID_CLAIM..=ID_RELEASE => decode_takeover(k, &mut b)?,
             other => return decode_routing(other, b),
         };
         if b.is_empty() {
@@ -335,6 +387,101 @@ pub fn put_publish_head(out: &mut BytesMut, seq: u64, core: u16, group: Option<&
 pub fn put_retain_head(out: &mut BytesMut, seq: u64) {
     out.put_u8(RETAIN);
     out.put_u64(seq);
+}
+
+/// Encodes the frames of `clientids.rs` (type byte and body).
+fn encode_takeover(f: &Frame, out: &mut BytesMut) {
+    match f {
+        Frame::IdClaim { req, client_id } => {
+            out.put_u8(ID_CLAIM);
+            out.put_u64(*req);
+            put_str(out, client_id);
+        }
+        Frame::IdClaimed { req, previous } => {
+            out.put_u8(ID_CLAIMED);
+            out.put_u64(*req);
+            put_opt(out, previous.as_ref(), |out, p| put_str(out, p));
+        }
+        Frame::SessionTake {
+            req,
+            client_id,
+            clean_start,
+        } => {
+            out.put_u8(SESSION_TAKE);
+            out.put_u64(*req);
+            put_str(out, client_id);
+            out.put_u8(u8::from(*clean_start));
+        }
+        Frame::SessionGiven { req, image } => {
+            out.put_u8(SESSION_GIVEN);
+            out.put_u64(*req);
+            put_opt(out, image.as_ref(), |out, i| {
+                out.put_u32(u32::try_from(i.len()).unwrap_or(u32::MAX));
+                out.put_slice(i);
+            });
+        }
+        Frame::IdRelease { client_id } => {
+            out.put_u8(ID_RELEASE);
+            put_str(out, client_id);
+        }
+        _ => unreachable!("called for the frames of `clientids.rs` only"),
+    }
+}
+
+/// Decodes the body of a `clientids.rs` frame of type `kind` (its type byte is taken).
+fn decode_takeover(kind: u8, b: &mut &[u8]) -> Result<Frame, FrameError> {
+    Ok(match kind {
+        ID_CLAIM => Frame::IdClaim {
+            req: take_u64(b)?,
+            client_id: take_str(b)?,
+        },
+        ID_CLAIMED => Frame::IdClaimed {
+            req: take_u64(b)?,
+            previous: take_opt(b, take_str)?,
+        },
+        SESSION_TAKE => Frame::SessionTake {
+            req: take_u64(b)?,
+            client_id: take_str(b)?,
+            clean_start: take_u8(b)? != 0,
+        },
+        SESSION_GIVEN => Frame::SessionGiven {
+            req: take_u64(b)?,
+            image: take_opt(b, |b| {
+                let n = take_u32(b)? as usize;
+                let mut v = vec![0; n.min(b.len())];
+                take(b, &mut v)?;
+                if v.len() != n {
+                    return Err(FrameError::Malformed);
+                }
+                Ok(Bytes::from(v))
+            })?,
+        },
+        ID_RELEASE => Frame::IdRelease {
+            client_id: take_str(b)?,
+        },
+        other => return Err(FrameError::UnknownType(other)),
+    })
+}
+
+fn put_opt<T>(out: &mut BytesMut, v: Option<T>, put: impl FnOnce(&mut BytesMut, T)) {
+    match v {
+        Some(v) => {
+            out.put_u8(1);
+            put(out, v);
+        }
+        None => out.put_u8(0),
+    }
+}
+
+fn take_opt<T>(
+    b: &mut &[u8],
+    get: impl FnOnce(&mut &[u8]) -> Result<T, FrameError>,
+) -> Result<Option<T>, FrameError> {
+    match take_u8(b)? {
+        0 => Ok(None),
+        1 => get(b).map(Some),
+        _ => Err(FrameError::Malformed),
+    }
 }
 
 /// Reads one frame of at most `max` bytes. End of stream and malformed frames are errors.
@@ -461,6 +608,34 @@ mod tests {
             packet: Bytes::from_static(b"xyz"),
         });
         round_trip(Frame::Ack { seq: 9 });
+        round_trip(Frame::IdClaim {
+            req: 9,
+            client_id: "dev-1".into(),
+        });
+        round_trip(Frame::IdClaimed {
+            req: 9,
+            previous: Some("node-a".into()),
+        });
+        round_trip(Frame::IdClaimed {
+            req: 10,
+            previous: None,
+        });
+        round_trip(Frame::SessionTake {
+            req: 11,
+            client_id: "dev-1".into(),
+            clean_start: true,
+        });
+        round_trip(Frame::SessionGiven {
+            req: 11,
+            image: Some(Bytes::from_static(b"UMQSTOR\x01...")),
+        });
+        round_trip(Frame::SessionGiven {
+            req: 12,
+            image: None,
+        });
+        round_trip(Frame::IdRelease {
+            client_id: "dev-1".into(),
+        });
     }
 
     #[test]

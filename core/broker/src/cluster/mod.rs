@@ -12,12 +12,14 @@
 //!   bounded queue with acknowledgements and resends; `carry.rs`: a message on a link. The
 //!   cores' side is `shard/cluster.rs`, the queues between them `mesh/cluster.rs`.
 //! - `session_store.rs`: the shared session store (Redis) and recovery from a node's death.
+//! - `clientids.rs`: which node holds a client id's session, and moving it on a CONNECT.
 //! - `status.rs`: what the thread knows, for [`crate::Broker::cluster_status`];
 //!   `ops/cluster.rs` puts it in `/metrics`.
 //! - `cli.rs`: `uringmq cluster status`.
 
 mod carry;
 pub mod cli;
+pub(crate) mod clientids;
 mod frame;
 mod link_auth;
 mod links;

@@ -1,0 +1,350 @@
+//! The client-id registry across nodes, without etcd per CONNECT: which node holds the
+//! session of a client id, and the exchange that moves it to the node a client connects to.
+//!
+//! **Owner.** Each client id has an owner node, chosen by rendezvous hashing over the live
+//! members ([`owner_of`]: the member with the highest hash of (node, id)), so every node
+//! computes the same owner from its membership view, and a join or leave moves only the ids
+//! whose owner joined or left. The owner keeps a [`Directory`]: for each id it owns, the node
+//! of its latest CONNECT.
+//!
+//! **A CONNECT on node B** whose id has no session on B (its local claim found no
+//! predecessor, or the predecessor's session had left B) runs a [`Fetch`]:
+//! 1. it asks the id's owner O to record B and name the previous node (`IdClaim` /
+//!    `IdClaimed`); when B is the owner this is a call on B's own directory, no hop;
+//! 2. if that is another node A, it asks A for the session (`SessionTake` / `SessionGiven`):
+//!    A takes the session over as a core would for a local successor (the old connection
+//!    drained and closed with 0x8E on v5, its will published only if the session ends), and
+//!    answers with its image (`store::image`: the durable store's records, one format), or
+//!    none when there is none or clean start ended it;
+//! 3. B installs the image and answers CONNACK with session present.
+//!
+//! Races. The owner orders the CONNECTs of one id: two nodes that connect it at once are
+//! recorded one after the other, so the second asks the first, whose own CONNECT is still
+//! waiting for the session: there the request joins the local chain of claims
+//! (`shard/moves.rs`), is parked until that install and then answered, so the first
+//! connection gets CONNACK and then DISCONNECT 0x8E, and one session remains, on the second.
+//! On the node that gives a session away the request claims the id like a local CONNECT
+//! (a key of its own, see `shard/cluster_take.rs`), so a CONNECT of that id on that node
+//! in the meantime is ordered before or after it, never beside it; one that finds the
+//! session gone asks the owner as well, and follows it to where it went.
+//!
+//! **Membership changes never wedge a CONNECT**: every hop has a deadline
+//! ([`OWNER_WAIT`], [`TAKE_WAIT`]) and a hop to a node that leaves the view ends at once.
+//! The CONNECT then goes on with what it has: no answer from the owner or the holder means
+//! a new session (session present 0). This is what is lost when ownership moves: the new
+//! owner of an id (after the old one died or a node joined) has no record of it until its
+//! next CONNECT, so that CONNECT starts a new session, and the old one stays offline on its
+//! node until it expires (or, with `session_store`, is resumed from there). A dead holder's
+//! sessions are gone with it unless `session_store` keeps them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a CONNECT waits for the id's owner to answer.
+pub(crate) const OWNER_WAIT: Duration = Duration::from_secs(2);
+/// How long a CONNECT waits for the session's node to hand it over (the old connection's
+/// drain, up to 500 ms, plus a round trip and the image).
+pub(crate) const TAKE_WAIT: Duration = Duration::from_secs(3);
+
+/// A 64-bit hash of `(node, id)` that every node computes alike (FNV-1a, then a finaliser
+/// that spreads its low-entropy bits; not keyed, since all nodes must agree, and client ids
+/// only choose which live node owns them).
+fn weight(node: &str, id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain([0xff]).chain(id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // splitmix64's finaliser.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The owner of `id` among `members` (rendezvous hashing); `None` without members.
+pub(crate) fn owner_of<'a>(
+    id: &str,
+    members: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    members
+        .into_iter()
+        .max_by_key(|node| (weight(node, id), *node))
+}
+
+const SHARDS: usize = 16;
+
+/// On the owner node: client id -> the node of its latest CONNECT. Touched once per CONNECT
+/// that does not find its session on its node, from a core (when this node is the owner) or
+/// the cluster thread (for the others), so a sharded mutex, as the local registry.
+pub(crate) struct Directory {
+    shards: Vec<Mutex<HashMap<Arc<str>, Arc<str>, ahash::RandomState>>>,
+    hasher: ahash::RandomState,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+}
+
+impl Directory {
+    fn shard(
+        &self,
+        id: &str,
+    ) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<str>, ahash::RandomState>> {
+        let i = (self.hasher.hash_one(id) as usize) % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `node` now has `id`; returns the node that had it before.
+    pub(crate) fn claim(&self, id: &str, node: &Arc<str>) -> Option<Arc<str>> {
+        self.shard(id).insert(Arc::from(id), node.clone())
+    }
+
+    /// The session of `id` ended on `node`: forgotten, unless a newer CONNECT is recorded.
+    pub(crate) fn release(&self, id: &str, node: &str) {
+        let mut map = self.shard(id);
+        if map.get(id).is_some_and(|n| **n == *node) {
+            map.remove(id);
+        }
+    }
+
+    /// Ids recorded (for status).
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .sum()
+    }
+}
+
+/// What a [`Fetch`] asks for next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Send `IdClaim` for the id to this node (its owner), and wait until the deadline.
+    AskOwner(Arc<str>),
+    /// Send `SessionTake` to this node (the previous holder), and wait until the deadline.
+    AskHolder(Arc<str>),
+    /// Done: the session was elsewhere and this is its image (`None`: start a new one).
+    Done(Option<bytes::Bytes>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Waiting {
+    Owner(Arc<str>),
+    Holder(Arc<str>),
+    Finished,
+}
+
+/// One CONNECT's search for its session across the cluster, as a state machine: the cluster
+/// thread feeds it answers, deadlines and membership changes and does what [`Step`] says.
+#[derive(Debug)]
+pub(crate) struct Fetch {
+    me: Arc<str>,
+    waiting: Waiting,
+    deadline: Instant,
+}
+
+impl Fetch {
+    /// Starts a fetch on node `me` for `id`; `members` is the live view. When `me` owns the
+    /// id, its own `directory` answers at once.
+    pub(crate) fn start<'a>(
+        me: &Arc<str>,
+        id: &str,
+        members: impl IntoIterator<Item = &'a str>,
+        directory: &Directory,
+        now: Instant,
+    ) -> (Fetch, Step) {
+        let mut f = Fetch {
+            me: me.clone(),
+            waiting: Waiting::Finished,
+            deadline: now,
+        };
+        let owner = owner_of(id, members).map(Arc::<str>::from);
+        let step = match owner {
+            Some(o) if o != *me => {
+                f.wait(Waiting::Owner(o.clone()), now + OWNER_WAIT);
+                Step::AskOwner(o)
+            }
+            // This node owns the id (or knows no members yet: it decides alone).
+            _ => f.claimed(directory.claim(id, me), now),
+        };
+        (f, step)
+    }
+
+    fn wait(&mut self, w: Waiting, deadline: Instant) {
+        self.waiting = w;
+        self.deadline = deadline;
+    }
+
+    fn finish(&mut self, image: Option<bytes::Bytes>) -> Step {
+        self.waiting = Waiting::Finished;
+        Step::Done(image)
+    }
+
+    /// The owner recorded this node and named the previous one.
+    pub(crate) fn claimed(&mut self, previous: Option<Arc<str>>, now: Instant) -> Step {
+        match previous {
+            Some(node) if node != self.me => {
+                self.wait(Waiting::Holder(node.clone()), now + TAKE_WAIT);
+                Step::AskHolder(node)
+            }
+            // Nowhere else: the session, if any, is on this node and the local claim
+            // handled it.
+            _ => self.finish(None),
+        }
+    }
+
+    /// An answer from `from`: the owner's `IdClaimed` (`previous`) or the holder's
+    /// `SessionGiven` (`image`). Answers from a node it does not wait for are ignored.
+    pub(crate) fn answer(&mut self, from: &str, reply: Reply, now: Instant) -> Option<Step> {
+        match (&self.waiting, reply) {
+            (Waiting::Owner(o), Reply::Claimed(previous)) if **o == *from => {
+                Some(self.claimed(previous, now))
+            }
+            (Waiting::Holder(h), Reply::Given(image)) if **h == *from => Some(self.finish(image)),
+            _ => None,
+        }
+    }
+
+    /// Time passed: past the deadline, or with the awaited node gone from `members`, the
+    /// fetch ends without a session (bounded: a membership change never wedges a CONNECT).
+    pub(crate) fn check<'a>(
+        &mut self,
+        now: Instant,
+        mut members: impl Iterator<Item = &'a str>,
+    ) -> Option<Step> {
+        let node = match &self.waiting {
+            Waiting::Owner(n) | Waiting::Holder(n) => n.clone(),
+            Waiting::Finished => return None,
+        };
+        if now >= self.deadline || !members.any(|m| *m == *node) {
+            return Some(self.finish(None));
+        }
+        None
+    }
+
+    /// When [`Fetch::check`] must run next at the latest.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+/// An answer a [`Fetch`] waits for.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// The owner's: the node that had the id before (`IdClaimed`).
+    Claimed(Option<Arc<str>>),
+    /// The holder's: the session's image, if it had one to give (`SessionGiven`).
+    Given(Option<bytes::Bytes>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODES: [&str; 3] = ["a", "b", "c"];
+
+    #[test]
+    fn the_owner_is_stable_spread_and_moves_only_with_its_node() {
+        let mut per_node = HashMap::new();
+        for i in 0..3000 {
+            let id = format!("client-{i}");
+            let o = owner_of(&id, NODES).unwrap();
+            *per_node.entry(o).or_insert(0) += 1;
+            // Order of the view does not matter.
+            assert_eq!(owner_of(&id, ["c", "a", "b"]), Some(o));
+            // Without an unrelated node the owner stays; without the owner it moves.
+            let others: Vec<&str> = NODES.iter().copied().filter(|n| *n != o).collect();
+            let fewer: Vec<&str> = NODES.iter().copied().filter(|n| *n != others[0]).collect();
+            assert_eq!(owner_of(&id, fewer), Some(o));
+            assert_ne!(owner_of(&id, others.clone()), Some(o));
+        }
+        for n in NODES {
+            assert!((800..1200).contains(&per_node[n]), "{per_node:?}");
+        }
+        assert_eq!(owner_of("x", []), None);
+    }
+
+    #[test]
+    fn the_directory_names_the_previous_node_and_releases_only_its_own() {
+        let d = Directory::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        assert_eq!(d.claim("id", &a), None);
+        assert_eq!(d.claim("id", &b), Some(a.clone()));
+        d.release("id", "a");
+        assert_eq!(d.len(), 1);
+        d.release("id", "b");
+        assert_eq!(d.len(), 0);
+    }
+
+    fn owned_by(node: &str) -> String {
+        (0..)
+            .map(|i| format!("id-{i}"))
+            .find(|id| owner_of(id, NODES) == Some(node))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_fetch_asks_the_owner_then_the_holder() {
+        let (me, now, d) = (Arc::<str>::from("b"), Instant::now(), Directory::default());
+        let id = owned_by("c");
+        let (mut f, step) = Fetch::start(&me, &id, NODES, &d, now);
+        assert_eq!(step, Step::AskOwner("c".into()));
+        // An answer from another node is not the owner's.
+        assert!(f
+            .answer("a", Reply::Claimed(Some("a".into())), now)
+            .is_none());
+        let step = f.answer("c", Reply::Claimed(Some("a".into())), now);
+        assert_eq!(step, Some(Step::AskHolder("a".into())));
+        let image = bytes::Bytes::from_static(b"image");
+        let step = f.answer("a", Reply::Given(Some(image.clone())), now);
+        assert_eq!(step, Some(Step::Done(Some(image))));
+        assert!(f.check(now + TAKE_WAIT * 2, NODES.into_iter()).is_none());
+    }
+
+    #[test]
+    fn the_owner_answers_itself_and_a_session_here_needs_no_hop() {
+        let (me, now, d) = (Arc::<str>::from("b"), Instant::now(), Directory::default());
+        let id = owned_by("b");
+        let (_, step) = Fetch::start(&me, &id, NODES, &d, now);
+        assert_eq!(step, Step::Done(None));
+        let (_, step) = Fetch::start(&me, &id, NODES, &d, now);
+        assert_eq!(
+            step,
+            Step::Done(None),
+            "the previous CONNECT was on this node"
+        );
+        let (mut f, step) = Fetch::start(&"a".into(), &id, NODES, &d, now);
+        assert_eq!(step, Step::AskOwner("b".into()));
+        // The owner's directory named b: a asks b.
+        let prev = d.claim(&id, &"a".into());
+        assert_eq!(
+            f.answer("b", Reply::Claimed(prev), now),
+            Some(Step::AskHolder("b".into()))
+        );
+    }
+
+    #[test]
+    fn a_deadline_or_a_node_leaving_ends_a_fetch_without_a_session() {
+        let (me, now, d) = (Arc::<str>::from("b"), Instant::now(), Directory::default());
+        let id = owned_by("c");
+        let (mut f, _) = Fetch::start(&me, &id, NODES, &d, now);
+        assert!(f.check(now, NODES.into_iter()).is_none());
+        assert_eq!(
+            f.check(f.deadline(), NODES.into_iter()),
+            Some(Step::Done(None))
+        );
+        let (mut f, _) = Fetch::start(&me, &id, NODES, &d, now);
+        let _ = f.answer("c", Reply::Claimed(Some("a".into())), now);
+        assert_eq!(f.check(now, ["b", "c"].into_iter()), Some(Step::Done(None)));
+        // Finished: late answers change nothing.
+        assert!(f.answer("a", Reply::Given(None), now).is_none());
+    }
+}
