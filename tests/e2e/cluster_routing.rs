@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// Starts nodes `names` under `prefix` and waits until they all see and link each other.
-fn nodes(etcd: &Etcd, prefix: &str, names: &[&str]) -> Vec<Broker> {
+pub(crate) fn nodes(etcd: &Etcd, prefix: &str, names: &[&str]) -> Vec<Broker> {
     let nodes: Vec<Broker> = names
         .iter()
         .map(|n| node_with(cluster_config(etcd, n, prefix)))
@@ -26,11 +26,11 @@ fn nodes(etcd: &Etcd, prefix: &str, names: &[&str]) -> Vec<Broker> {
 }
 
 /// The routes (filters and shared groups) `b` knows `peer` has.
-fn routes(b: &Broker, peer: &str) -> u64 {
+pub(crate) fn routes(b: &Broker, peer: &str) -> u64 {
     status(b).links.get(peer).map_or(0, |l| l.routes)
 }
 
-fn wait_routes(b: &Broker, peer: &str, n: u64) {
+pub(crate) fn wait_routes(b: &Broker, peer: &str, n: u64) {
     wait_until(&format!("{peer}'s {n} route(s) known"), WAIT, || {
         routes(b, peer) == n
     });

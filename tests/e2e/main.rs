@@ -11,6 +11,7 @@ mod bridge;
 mod cluster;
 mod cluster_routing;
 mod cluster_store;
+mod cluster_takeover;
 mod embed;
 mod hibernate;
 mod jwt;

@@ -24,7 +24,7 @@
 //! (`shard/moves.rs`), is parked until that install and then answered, so the first
 //! connection gets CONNACK and then DISCONNECT 0x8E, and one session remains, on the second.
 //! On the node that gives a session away the request claims the id like a local CONNECT
-//! (a key of its own, see `shard/cluster_take.rs`), so a CONNECT of that id on that node
+//! (a key of its own, see `Shard::take_away` in `shard/import.rs`), so a CONNECT of that id on that node
 //! in the meantime is ordered before or after it, never beside it; one that finds the
 //! session gone asks the owner as well, and follows it to where it went.
 //!
@@ -38,7 +38,7 @@
 //! sessions are gone with it unless `session_store` keeps them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a CONNECT waits for the id's owner to answer.
@@ -74,53 +74,18 @@ pub(crate) fn owner_of<'a>(
         .max_by_key(|node| (weight(node, id), *node))
 }
 
-const SHARDS: usize = 16;
-
-/// On the owner node: client id -> the node of its latest CONNECT. Touched once per CONNECT
-/// that does not find its session on its node, from a core (when this node is the owner) or
-/// the cluster thread (for the others), so a sharded mutex, as the local registry.
+/// On the owner node: client id -> the node of its latest CONNECT. Kept by the cluster thread
+/// alone (the cores reach it through their queue to that thread), touched once per CONNECT
+/// that does not find its session on its node.
+#[derive(Default)]
 pub(crate) struct Directory {
-    shards: Vec<Mutex<HashMap<Arc<str>, Arc<str>, ahash::RandomState>>>,
-    hasher: ahash::RandomState,
-}
-
-impl Default for Directory {
-    fn default() -> Self {
-        Directory {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: ahash::RandomState::new(),
-        }
-    }
+    map: HashMap<Arc<str>, Arc<str>, ahash::RandomState>,
 }
 
 impl Directory {
-    fn shard(
-        &self,
-        id: &str,
-    ) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<str>, ahash::RandomState>> {
-        let i = (self.hasher.hash_one(id) as usize) % SHARDS;
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Records that `node` now has `id`; returns the node that had it before.
-    pub(crate) fn claim(&self, id: &str, node: &Arc<str>) -> Option<Arc<str>> {
-        self.shard(id).insert(Arc::from(id), node.clone())
-    }
-
-    /// The session of `id` ended on `node`: forgotten, unless a newer CONNECT is recorded.
-    pub(crate) fn release(&self, id: &str, node: &str) {
-        let mut map = self.shard(id);
-        if map.get(id).is_some_and(|n| **n == *node) {
-            map.remove(id);
-        }
-    }
-
-    /// Ids recorded (for status).
-    pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |m| m.len()))
-            .sum()
+    pub(crate) fn claim(&mut self, id: &str, node: &Arc<str>) -> Option<Arc<str>> {
+        self.map.insert(Arc::from(id), node.clone())
     }
 }
 
@@ -158,7 +123,7 @@ impl Fetch {
         me: &Arc<str>,
         id: &str,
         members: impl IntoIterator<Item = &'a str>,
-        directory: &Directory,
+        directory: &mut Directory,
         now: Instant,
     ) -> (Fetch, Step) {
         let mut f = Fetch {
@@ -181,6 +146,11 @@ impl Fetch {
     fn wait(&mut self, w: Waiting, deadline: Instant) {
         self.waiting = w;
         self.deadline = deadline;
+    }
+
+    /// The node it would ask cannot be reached (no link): it ends without a session.
+    pub(crate) fn give_up(&mut self) -> Step {
+        self.finish(None)
     }
 
     fn finish(&mut self, image: Option<bytes::Bytes>) -> Step {
@@ -229,11 +199,6 @@ impl Fetch {
         }
         None
     }
-
-    /// When [`Fetch::check`] must run next at the latest.
-    pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
-    }
 }
 
 /// An answer a [`Fetch`] waits for.
@@ -273,15 +238,12 @@ mod tests {
     }
 
     #[test]
-    fn the_directory_names_the_previous_node_and_releases_only_its_own() {
-        let d = Directory::default();
+    fn the_directory_names_the_previous_node() {
+        let mut d = Directory::default();
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         assert_eq!(d.claim("id", &a), None);
         assert_eq!(d.claim("id", &b), Some(a.clone()));
-        d.release("id", "a");
-        assert_eq!(d.len(), 1);
-        d.release("id", "b");
-        assert_eq!(d.len(), 0);
+        assert_eq!(d.claim("other", &b), None);
     }
 
     fn owned_by(node: &str) -> String {
@@ -293,9 +255,9 @@ mod tests {
 
     #[test]
     fn a_fetch_asks_the_owner_then_the_holder() {
-        let (me, now, d) = (Arc::<str>::from("b"), Instant::now(), Directory::default());
+        let (me, now, mut d) = (Arc::<str>::from("b"), Instant::now(), Directory::default());
         let id = owned_by("c");
-        let (mut f, step) = Fetch::start(&me, &id, NODES, &d, now);
+        let (mut f, step) = Fetch::start(&me, &id, NODES, &mut d, now);
         assert_eq!(step, Step::AskOwner("c".into()));
         // An answer from another node is not the owner's.
         assert!(f
@@ -311,17 +273,17 @@ mod tests {
 
     #[test]
     fn the_owner_answers_itself_and_a_session_here_needs_no_hop() {
-        let (me, now, d) = (Arc::<str>::from("b"), Instant::now(), Directory::default());
+        let (me, now, mut d) = (Arc::<str>::from("b"), Instant::now(), Directory::default());
         let id = owned_by("b");
-        let (_, step) = Fetch::start(&me, &id, NODES, &d, now);
+        let (_, step) = Fetch::start(&me, &id, NODES, &mut d, now);
         assert_eq!(step, Step::Done(None));
-        let (_, step) = Fetch::start(&me, &id, NODES, &d, now);
+        let (_, step) = Fetch::start(&me, &id, NODES, &mut d, now);
         assert_eq!(
             step,
             Step::Done(None),
             "the previous CONNECT was on this node"
         );
-        let (mut f, step) = Fetch::start(&"a".into(), &id, NODES, &d, now);
+        let (mut f, step) = Fetch::start(&"a".into(), &id, NODES, &mut d, now);
         assert_eq!(step, Step::AskOwner("b".into()));
         // The owner's directory named b: a asks b.
         let prev = d.claim(&id, &"a".into());
@@ -333,15 +295,15 @@ mod tests {
 
     #[test]
     fn a_deadline_or_a_node_leaving_ends_a_fetch_without_a_session() {
-        let (me, now, d) = (Arc::<str>::from("b"), Instant::now(), Directory::default());
+        let (me, now, mut d) = (Arc::<str>::from("b"), Instant::now(), Directory::default());
         let id = owned_by("c");
-        let (mut f, _) = Fetch::start(&me, &id, NODES, &d, now);
+        let (mut f, _) = Fetch::start(&me, &id, NODES, &mut d, now);
         assert!(f.check(now, NODES.into_iter()).is_none());
         assert_eq!(
-            f.check(f.deadline(), NODES.into_iter()),
+            f.check(now + OWNER_WAIT, NODES.into_iter()),
             Some(Step::Done(None))
         );
-        let (mut f, _) = Fetch::start(&me, &id, NODES, &d, now);
+        let (mut f, _) = Fetch::start(&me, &id, NODES, &mut d, now);
         let _ = f.answer("c", Reply::Claimed(Some("a".into())), now);
         assert_eq!(f.check(now, ["b", "c"].into_iter()), Some(Step::Done(None)));
         // Finished: late answers change nothing.

@@ -143,12 +143,6 @@ pub enum Frame {
         /// The image, if a session moves.
         image: Option<Bytes>,
     },
-    /// To the owner of `client_id`: its session ended on the sender (forget it unless a
-    /// newer CONNECT is recorded).
-    IdRelease {
-        /// The client id.
-        client_id: String,
-    },
 }
 
 /// A frame that cannot be decoded.
@@ -185,7 +179,6 @@ const ID_CLAIM: u8 = 40;
 const ID_CLAIMED: u8 = 41;
 const SESSION_TAKE: u8 = 42;
 const SESSION_GIVEN: u8 = 43;
-const ID_RELEASE: u8 = 44;
 
 impl Frame {
     /// Appends the encoded frame to `out`.
@@ -259,8 +252,7 @@ impl Frame {
             Frame::IdClaim { .. }
             | Frame::IdClaimed { .. }
             | Frame::SessionTake { .. }
-            | Frame::SessionGiven { .. }
-            | Frame::IdRelease { .. } => encode_takeover(self, out),
+            | Frame::SessionGiven { .. } => encode_takeover(self, out),
             _ => unreachable!("handshake frames are encoded by `encode`"),
         }
     }
@@ -291,7 +283,7 @@ impl Frame {
             },
             PING => Frame::Ping,
             PONG => Frame::Pong,
-            k @ ID_CLAIM..=ID_RELEASE => decode_takeover(k, &mut b)?,
+            k @ ID_CLAIM..=SESSION_GIVEN => decode_takeover(k, &mut b)?,
             other => return decode_routing(other, b),
         };
         if b.is_empty() {
@@ -420,10 +412,6 @@ fn encode_takeover(f: &Frame, out: &mut BytesMut) {
                 out.put_slice(i);
             });
         }
-        Frame::IdRelease { client_id } => {
-            out.put_u8(ID_RELEASE);
-            put_str(out, client_id);
-        }
         _ => unreachable!("called for the frames of `clientids.rs` only"),
     }
 }
@@ -455,9 +443,6 @@ fn decode_takeover(kind: u8, b: &mut &[u8]) -> Result<Frame, FrameError> {
                 }
                 Ok(Bytes::from(v))
             })?,
-        },
-        ID_RELEASE => Frame::IdRelease {
-            client_id: take_str(b)?,
         },
         other => return Err(FrameError::UnknownType(other)),
     })
@@ -632,9 +617,6 @@ mod tests {
         round_trip(Frame::SessionGiven {
             req: 12,
             image: None,
-        });
-        round_trip(Frame::IdRelease {
-            client_id: "dev-1".into(),
         });
     }
 

@@ -12,7 +12,8 @@
 //!   bounded queue with acknowledgements and resends; `carry.rs`: a message on a link. The
 //!   cores' side is `shard/cluster.rs`, the queues between them `mesh/cluster.rs`.
 //! - `session_store.rs`: the shared session store (Redis) and recovery from a node's death.
-//! - `clientids.rs`: which node holds a client id's session, and moving it on a CONNECT.
+//! - `clientids.rs`: which node holds a client id's session, and moving it on a CONNECT;
+//!   `takeover.rs` runs it on the thread.
 //! - `status.rs`: what the thread knows, for [`crate::Broker::cluster_status`];
 //!   `ops/cluster.rs` puts it in `/metrics`.
 //! - `cli.rs`: `uringmq cluster status`.
@@ -28,6 +29,7 @@ mod router;
 mod send_queue;
 pub(crate) mod session_store;
 pub mod status;
+mod takeover;
 
 pub(crate) use router::CoreLink;
 
@@ -100,7 +102,12 @@ impl Cluster {
             members,
             board: board.clone(),
         };
-        let router = Arc::new(router::Router::new(cores, board.clone()));
+        let router = Arc::new(router::Router::new(
+            cores,
+            board.clone(),
+            &config.name,
+            members_rx.clone(),
+        ));
         let ctx = Arc::new(links::LinkCtx {
             name: config.name.clone(),
             secret,
@@ -130,6 +137,8 @@ impl Cluster {
                         Ok(l) => l,
                         Err(e) => return tracing::error!(error = %e, "cluster: listener"),
                     };
+                    tokio::spawn(router.clone().serve_given());
+                    tokio::spawn(router.clone().tick_takeovers());
                     tokio::spawn(router.run());
                     tokio::spawn(links::accept(ctx.clone(), listener));
                     if let Some(store) = store {

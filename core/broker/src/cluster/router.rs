@@ -19,18 +19,24 @@
 //!
 //! A node's messages reach a receiving core chosen by the sending core (`core % cores`), so
 //! one publisher's messages stay in one queue end to end and keep their order.
+//!
+//! The links also carry the requests and answers of a session takeover across nodes
+//! (`takeover.rs`), which the router hands to its [`Takeovers`] and to the cores.
 
 use super::carry::{decode_message, encode_message, Carry};
 use super::frame::Frame;
+use super::membership::Members;
 use super::send_queue::SendQueue;
 use super::status::{Direction, StatusBoard};
+use super::takeover::{Start, Takeovers, Wire};
+use crate::cluster::clientids::Reply;
 use crate::mesh::cluster::{FromCluster, Hub, ToCluster};
-use crate::mesh::{Mailbox, MeshMsg};
+use crate::mesh::{ApiCmd, Mailbox, MeshMsg};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
-use tokio::sync::Notify;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
 use uringmq_codec::{ByteStr, QoS};
 use uringmq_session::Message;
 
@@ -51,8 +57,25 @@ pub struct Router {
     board: Arc<StatusBoard>,
     /// This node's incarnation: a peer that sees another one starts its numbering again.
     epoch: u64,
+    /// This node's name.
+    me: Arc<str>,
+    /// The live members (for the owner of a client id).
+    members: watch::Receiver<Members>,
+    /// Sessions taken away on a core for another node, on their way back to this thread.
+    given: mpsc::UnboundedSender<Given>,
+    given_rx: Mutex<Option<mpsc::UnboundedReceiver<Given>>>,
     st: Mutex<State>,
 }
+
+/// A session a core took away for peer `peer`'s request `req`: its image, if any.
+struct Given {
+    peer: String,
+    req: u64,
+    image: Option<Vec<u8>>,
+}
+
+/// How often fetches are checked against their deadlines and the members.
+const TICK: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct State {
@@ -61,6 +84,37 @@ struct State {
     peers: HashMap<u16, Peer>,
     mine: Mine,
     buf: BytesMut,
+    takeovers: Takeovers,
+}
+
+/// The links as the takeovers see them: a frame to a peer whose link is up, written once.
+struct Links<'a> {
+    ids: &'a HashMap<String, u16>,
+    peers: &'a mut HashMap<u16, Peer>,
+}
+
+impl Wire for Links<'_> {
+    fn send(&mut self, peer: &str, f: &Frame) -> bool {
+        let Some(p) = self.ids.get(peer).and_then(|id| self.peers.get_mut(id)) else {
+            return false;
+        };
+        if !p.up {
+            return false;
+        }
+        p.out.push_once(encoded(f));
+        p.wake.notify_one();
+        true
+    }
+}
+
+impl State {
+    fn links(&mut self) -> (Links<'_>, &mut Takeovers) {
+        let links = Links {
+            ids: &self.ids,
+            peers: &mut self.peers,
+        };
+        (links, &mut self.takeovers)
+    }
 }
 
 /// What this node has.
@@ -115,12 +169,22 @@ impl ToCores {
 }
 
 impl Router {
-    /// A router for this node's cores.
-    pub fn new(cores: CoreLink, board: Arc<StatusBoard>) -> Self {
+    /// A router for this node (`me`) and its cores; `members` is the live view.
+    pub fn new(
+        cores: CoreLink,
+        board: Arc<StatusBoard>,
+        me: &str,
+        members: watch::Receiver<Members>,
+    ) -> Self {
+        let (given, given_rx) = mpsc::unbounded_channel();
         Router {
             cores,
             board,
             epoch: rand::random::<u64>() | 1,
+            me: me.into(),
+            members,
+            given,
+            given_rx: Mutex::new(Some(given_rx)),
             st: Mutex::default(),
         }
     }
@@ -164,6 +228,22 @@ impl Router {
                 now,
             ),
             ToCluster::Retain(msg) => st.retain(&msg, now),
+            ToCluster::Fetch {
+                id,
+                clean_start,
+                reply,
+            } => {
+                let start = Start {
+                    me: &self.me,
+                    id,
+                    clean_start,
+                    reply,
+                    now,
+                };
+                let view = self.members.borrow();
+                let (mut links, takeovers) = st.links();
+                takeovers.start(start, view.keys().map(String::as_str), &mut links);
+            }
         });
         for p in st.peers.values() {
             if p.out.has_unwritten() {
@@ -267,6 +347,17 @@ impl Router {
         let Some(p) = st.peers.get_mut(&id) else {
             return Ok(0);
         };
+        let frame = match frame {
+            Frame::IdClaim { .. }
+            | Frame::IdClaimed { .. }
+            | Frame::SessionTake { .. }
+            | Frame::SessionGiven { .. } => {
+                let (from, last) = (p.name.clone(), p.inbound.last_seq);
+                self.takeover_frame(st, &from, frame, now);
+                return Ok(last);
+            }
+            other => other,
+        };
         let cores = out.0.len();
         match frame {
             Frame::Sync { epoch } => p.inbound.sync_begin(epoch),
@@ -313,6 +404,73 @@ impl Router {
             l.bytes = bytes;
         });
         Ok(last)
+    }
+
+    /// A takeover frame from peer `from`: a request to this node as an id's owner or as the
+    /// node that holds a session, or an answer to one of this node's fetches.
+    fn takeover_frame(&self, st: &mut State, from: &str, frame: Frame, now: Instant) {
+        let (mut links, takeovers) = st.links();
+        match frame {
+            Frame::IdClaim { req, client_id } => {
+                let previous = takeovers.claim(&client_id, from).map(|n| n.to_string());
+                links.send(from, &Frame::IdClaimed { req, previous });
+            }
+            Frame::IdClaimed { req, previous } => {
+                let reply = Reply::Claimed(previous.map(Arc::from));
+                takeovers.answer(from, req, reply, now, &mut links);
+            }
+            Frame::SessionTake {
+                req,
+                client_id,
+                clean_start,
+            } => self.take_away(from, req, client_id.into(), clean_start),
+            Frame::SessionGiven { req, image } => {
+                takeovers.answer(from, req, Reply::Given(image), now, &mut links);
+            }
+            _ => {}
+        }
+    }
+
+    /// Peer `peer` asks for `id`'s session: a core takes it away (from any core of this
+    /// node: the registry leads to it) and the image goes back through [`Router::serve_given`].
+    fn take_away(&self, peer: &str, req: u64, id: Arc<str>, clean_start: bool) {
+        let core = crate::store::home_shard(&id, self.cores.mailboxes.len());
+        let (given, peer) = (self.given.clone(), peer.to_owned());
+        let reply = Box::new(move |image| {
+            let _ = given.send(Given { peer, req, image });
+        });
+        self.cores.mailboxes[core].push(MeshMsg::Api(ApiCmd::Export {
+            id,
+            clean_start,
+            reply,
+        }));
+    }
+
+    /// Sends the sessions the cores took away to the peers that asked (run once).
+    pub async fn serve_given(self: Arc<Self>) {
+        let Some(mut rx) = self.given_rx.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        while let Some(g) = rx.recv().await {
+            let image = g.image.map(Bytes::from);
+            let mut st = self.lock();
+            let (mut links, _) = st.links();
+            // A peer whose link is down lost its CONNECT's wait: it ends by its deadline.
+            links.send(&g.peer, &Frame::SessionGiven { req: g.req, image });
+        }
+    }
+
+    /// Ends this node's fetches past their deadline or waiting for a node that left.
+    pub async fn tick_takeovers(self: Arc<Self>) {
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let mut st = self.lock();
+            let view = self.members.borrow();
+            let (mut links, takeovers) = st.links();
+            takeovers.tick(Instant::now(), view.keys().map(String::as_str), &mut links);
+        }
     }
 
     /// `peer` left the cluster: its interest and groups leave every core, its queue goes.

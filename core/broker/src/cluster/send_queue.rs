@@ -8,6 +8,9 @@
 //! changes) are state that a link that comes up sends again in full, so on a restart
 //! ([`SendQueue::rewind`]) they are dropped and the new start goes first, then every
 //! unacknowledged sequenced frame again (the receiver drops what it already had by number).
+//! Requests and answers of a takeover (`clientids.rs`) are written once and never kept
+//! ([`SendQueue::push_once`]): each has a deadline, so one lost with its link costs a wait,
+//! and kept frames would pile up on a link that carries CONNECTs but no messages.
 
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -41,6 +44,8 @@ pub struct SendQueue {
     held: usize,
     max_bytes: usize,
     next_seq: u64,
+    /// Frames written once, after `frames`, and never kept.
+    once: Vec<Bytes>,
     pub stats: SendStats,
 }
 
@@ -53,6 +58,7 @@ impl SendQueue {
             held: 0,
             max_bytes,
             next_seq: 1,
+            once: Vec::new(),
             stats: SendStats::default(),
         }
     }
@@ -94,9 +100,15 @@ impl SendQueue {
         self.frames.push_back(Queued { seq: 0, frame });
     }
 
+    /// Queues a frame to be written once: not kept after it is written, dropped with the
+    /// link if it goes down first.
+    pub fn push_once(&mut self, frame: Bytes) {
+        self.once.push(frame);
+    }
+
     /// Whether frames wait to be written.
     pub fn has_unwritten(&self) -> bool {
-        self.written < self.frames.len()
+        self.written < self.frames.len() || !self.once.is_empty()
     }
 
     /// Appends the frames not written yet to `out` and counts them as written.
@@ -105,6 +117,9 @@ impl SendQueue {
             out.extend_from_slice(&q.frame);
         }
         self.written = self.frames.len();
+        for f in self.once.drain(..) {
+            out.extend_from_slice(&f);
+        }
     }
 
     /// The peer has everything up to `seq`: frames written before it go.
@@ -140,6 +155,7 @@ impl SendQueue {
             self.frames.push_front(Queued { seq: 0, frame });
         }
         self.written = 0;
+        self.once.clear();
     }
 }
 
@@ -175,6 +191,17 @@ mod tests {
         q.ack(3);
         assert!(!q.has_unwritten());
         assert!(q.frames.is_empty() && q.held == 0);
+    }
+
+    #[test]
+    fn frames_pushed_once_are_written_once_and_not_kept() {
+        let mut q = SendQueue::new(1024);
+        assert!(push(&mut q, b'a'));
+        q.push_once(Bytes::from_static(b"T"));
+        assert_eq!(unwritten(&mut q), b"a\x01T");
+        assert!(!q.has_unwritten());
+        q.rewind(Vec::new());
+        assert_eq!(unwritten(&mut q), b"a\x01", "written once, not again");
     }
 
     #[test]

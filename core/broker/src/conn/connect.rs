@@ -184,7 +184,12 @@ async fn claim_session(core: &Rc<Shard>, n: &Negotiated, c: &Connect) -> Claimed
     let claim = core.claim_client_id(&id, n.clean_start);
     let key = claim.key;
     let unknown = claim.is_new();
+    let elsewhere = claim.may_be_elsewhere();
     let (mut old, moved_from) = claim.session().await;
+    if elsewhere && old.is_none() {
+        // Nothing here: another node of the cluster may have it (one `Option` check without).
+        old = core.fetch_session(&id, n.clean_start).await;
+    }
     if unknown && !n.clean_start && old.is_none() {
         old = core.resume_shared(&id).await;
     }

@@ -174,7 +174,14 @@ impl Broker {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let core = crate::store::home_shard(client_id, self.shared.cores());
-        self.shared.mailboxes[core].push(MeshMsg::Api(ApiCmd::Export(client_id.into(), tx)));
+        let reply: crate::mesh::ExportReply = Box::new(move |image| {
+            let _ = tx.send(image);
+        });
+        self.shared.mailboxes[core].push(MeshMsg::Api(ApiCmd::Export {
+            id: client_id.into(),
+            clean_start: false,
+            reply,
+        }));
         rx.recv_timeout(API_TIMEOUT).map_err(|_| ApiError::Timeout)
     }
 

@@ -14,7 +14,9 @@
 //! ids with [`NODE_BIT`] set (`node_key`), so one match of a PUBLISH finds both the cores and
 //! the nodes it goes to.
 
+use crate::store::RecoveredSession;
 use crossbeam_queue::SegQueue;
+use futures_channel::oneshot;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uringmq_codec::LastWill;
@@ -55,7 +57,19 @@ pub(crate) enum ToCluster {
     },
     /// A retained message was set (non-empty payload) or cleared here: every node stores it.
     Retain(Arc<Message>),
+
+    // ---- session takeover across nodes (`cluster/clientids.rs`) ----
+    /// A CONNECT of `id` found no session on this node: take it over from the node that has
+    /// it (with `clean_start` it ends there instead) and answer with its image, if one moves.
+    Fetch {
+        id: Arc<str>,
+        clean_start: bool,
+        reply: FetchReply,
+    },
 }
+
+/// The answer to [`ToCluster::Fetch`]: the session's image, if one moved here.
+pub(crate) type FetchReply = oneshot::Sender<Option<Box<RecoveredSession>>>;
 
 /// From the cluster thread to a core.
 #[derive(Debug)]

@@ -76,6 +76,9 @@ pub(crate) enum ImportError {
 /// (a channel) and a task on the cluster thread (a oneshot) can wait for it.
 pub(crate) type ImportReply = Box<dyn FnOnce(Result<u64, ImportError>) + Send>;
 
+/// The answer to [`ApiCmd::Export`]: the session's image in bytes, if it had one to give.
+pub(crate) type ExportReply = Box<dyn FnOnce(Option<Vec<u8>>) + Send>;
+
 /// In-process API commands (from [`crate::Broker`]).
 pub(crate) enum ApiCmd {
     /// Create an in-process session subscribed to `filter`.
@@ -116,9 +119,14 @@ pub(crate) enum ApiCmd {
     /// of this core (`shard/import.rs`); answers with its key. Send it to the core
     /// `store::home_shard(client_id, cores)`, where recovery would put it.
     Import(Box<crate::store::RecoveredSession>, ImportReply),
-    /// Take client `id`'s session away from this node (`Shard::take_away`) and answer with
-    /// its image in bytes (`store::image`), if it had one.
-    Export(Arc<str>, std::sync::mpsc::Sender<Option<Vec<u8>>>),
+    /// Take client `id`'s session away from this node (`Shard::take_away`; `clean_start`:
+    /// the successor starts clean, so the session ends here) and answer with its image in
+    /// bytes (`store::image`), if it had one.
+    Export {
+        id: Arc<str>,
+        clean_start: bool,
+        reply: ExportReply,
+    },
 }
 
 /// Messages of the durable store's `always` barrier (`shard/persist.rs`) and of the cluster's

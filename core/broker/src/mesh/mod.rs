@@ -10,7 +10,7 @@ mod messages;
 mod registry;
 
 pub(crate) use messages::{
-    ApiCmd, ApiSink, EventFd, ImportError, ImportReply, Mailbox, MeshMsg, PersistMsg, TakeoverReq,
-    Target, FROM_NODE,
+    ApiCmd, ApiSink, EventFd, ExportReply, ImportError, ImportReply, Mailbox, MeshMsg, PersistMsg,
+    TakeoverReq, Target, FROM_NODE,
 };
 pub(crate) use registry::{core_of, leaves_node, Registry, LEAVING};

@@ -57,11 +57,15 @@ impl Shard {
                 self.flush_mesh();
                 reply(r);
             }
-            ApiCmd::Export(id, reply) => {
-                let taken = self.take_away(&id, false);
+            ApiCmd::Export {
+                id,
+                clean_start,
+                reply,
+            } => {
+                let taken = self.take_away(&id, clean_start);
                 monoio::spawn(async move {
                     let image = taken.await.ok().flatten();
-                    let _ = reply.send(image.as_ref().map(crate::store::image::encode));
+                    reply(image.as_ref().map(crate::store::image::encode));
                 });
             }
             ApiCmd::Snapshot(reply) => {

@@ -9,10 +9,13 @@
 //! does anyway.
 
 use super::Shard;
+use crate::cluster::clientids::{OWNER_WAIT, TAKE_WAIT};
 use crate::mesh::cluster::{node_key, FromCluster, ToCluster};
+use futures_channel::oneshot;
 use std::rc::Rc;
 use std::sync::Arc;
-use uringmq_session::Message;
+use std::time::{Duration, Instant};
+use uringmq_session::{Message, Session};
 
 /// Whether `msg` may leave this node: `$SYS/` topics are each node's own.
 pub(super) fn crosses(msg: &Message) -> bool {
@@ -57,6 +60,40 @@ impl Shard {
             msg: msg.clone(),
             group,
         });
+    }
+
+    /// A CONNECT of `id` found no session on this node: the cluster thread takes it over from
+    /// the node that has it (`cluster/clientids.rs`; with `clean_start` it ends there, its
+    /// will published there) and this CONNECT waits for the answer without holding the core
+    /// (other connections go on). `None`: no cluster, no session elsewhere, or no answer in
+    /// time (a new session). The session's will was cancelled where it was taken: the client
+    /// is back [MQTT-3.1.2-8].
+    pub(crate) async fn fetch_session(
+        self: &Rc<Self>,
+        id: &Arc<str>,
+        clean_start: bool,
+    ) -> Option<Box<Session>> {
+        if !self.clustered() {
+            return None;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.to_cluster(ToCluster::Fetch {
+            id: id.clone(),
+            clean_start,
+            reply,
+        });
+        // The cluster thread answers by its own deadlines; this bound only guards a thread
+        // that stopped answering.
+        let limit = OWNER_WAIT + TAKE_WAIT + Duration::from_secs(1);
+        let rs = monoio::time::timeout(limit, answer).await.ok()?.ok()??;
+        let now = Instant::now();
+        // Its messages get this node's store ids when it is imaged here (`import.rs`).
+        Some(super::import::session_of_image(
+            *rs,
+            self.config(),
+            false,
+            now,
+        ))
     }
 
     /// Applies a message of the cluster thread.

@@ -102,6 +102,12 @@ impl Claim {
         self.previous.is_none()
     }
 
+    /// Whether the session may live on another node of a cluster: no core of this node had
+    /// the client id, or it was leaving for another node.
+    pub(crate) fn may_be_elsewhere(&self) -> bool {
+        self.previous.is_none_or(crate::mesh::leaves_node)
+    }
+
     /// The previous owner's session (None if there was none, it ended, or clean start
     /// discarded it) and, when it comes from a stub, the stub's key.
     pub(crate) async fn session(self) -> (Option<Box<Session>>, Option<u64>) {
