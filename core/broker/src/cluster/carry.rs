@@ -2,7 +2,9 @@
 //! v5 property crosses as it is, and the Message Expiry Interval is the time left when it
 //! leaves (the receiving node counts from its arrival, as for a client's PUBLISH).
 
-use super::frame::{begin_frame, end_frame, put_publish_head, put_retain_head};
+use super::frame::{
+    begin_frame, end_frame, put_forward_head, put_publish_head, put_retain_head, ForwardHead,
+};
 use bytes::{Bytes, BytesMut};
 use std::time::Instant;
 use uringmq_codec::{encode, Decoder, Packet, Protocol, Publish, QoS};
@@ -19,6 +21,8 @@ pub enum Carry<'a> {
     },
     /// The receiving node's retained store.
     Retain,
+    /// One session that moved to the receiving node (from its stub here).
+    Forward(ForwardHead<'a>),
 }
 
 /// Appends the frame carrying `msg` with sequence number `seq` to `out`. `false` (nothing
@@ -49,6 +53,7 @@ pub fn encode_message(
     match carry {
         Carry::Publish { core, group } => put_publish_head(out, seq, core, group),
         Carry::Retain => put_retain_head(out, seq),
+        Carry::Forward(head) => put_forward_head(out, seq, &head),
     }
     if encode(&packet, Protocol::V5, out).is_err() {
         out.truncate(start);

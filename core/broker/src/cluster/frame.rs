@@ -143,6 +143,22 @@ pub enum Frame {
         /// The image, if a session moves.
         image: Option<Bytes>,
     },
+    /// A delivery to `client_id`'s session that reached its stub on the node it left
+    /// (sequenced like a message: resent after a reconnect).
+    Forward {
+        /// Sequence number on the link.
+        seq: u64,
+        /// The client id.
+        client_id: String,
+        /// The delivery's QoS (the subscription's grant applied).
+        qos: u8,
+        /// Its RETAIN flag.
+        retain: bool,
+        /// Its subscription identifiers.
+        sub_ids: Vec<u32>,
+        /// The message as an MQTT 5 PUBLISH (`carry.rs`).
+        packet: Bytes,
+    },
 }
 
 /// A frame that cannot be decoded.
@@ -179,6 +195,7 @@ const ID_CLAIM: u8 = 40;
 const ID_CLAIMED: u8 = 41;
 const SESSION_TAKE: u8 = 42;
 const SESSION_GIVEN: u8 = 43;
+const FORWARD: u8 = 44;
 
 impl Frame {
     /// Appends the encoded frame to `out`.
@@ -253,6 +270,23 @@ impl Frame {
             | Frame::IdClaimed { .. }
             | Frame::SessionTake { .. }
             | Frame::SessionGiven { .. } => encode_takeover(self, out),
+            Frame::Forward {
+                seq,
+                client_id,
+                qos,
+                retain,
+                sub_ids,
+                packet,
+            } => {
+                let head = ForwardHead {
+                    client_id,
+                    qos: *qos,
+                    retain: *retain,
+                    sub_ids,
+                };
+                put_forward_head(out, *seq, &head);
+                out.put_slice(packet);
+            }
             _ => unreachable!("handshake frames are encoded by `encode`"),
         }
     }
@@ -284,6 +318,7 @@ impl Frame {
             PING => Frame::Ping,
             PONG => Frame::Pong,
             k @ ID_CLAIM..=SESSION_GIVEN => decode_takeover(k, &mut b)?,
+            FORWARD => return decode_forward(b),
             other => return decode_routing(other, b),
         };
         if b.is_empty() {
@@ -379,6 +414,44 @@ pub fn put_publish_head(out: &mut BytesMut, seq: u64, core: u16, group: Option<&
 pub fn put_retain_head(out: &mut BytesMut, seq: u64) {
     out.put_u8(RETAIN);
     out.put_u64(seq);
+}
+
+/// The fields of a [`Frame::Forward`] before its packet.
+pub struct ForwardHead<'a> {
+    pub client_id: &'a str,
+    pub qos: u8,
+    pub retain: bool,
+    pub sub_ids: &'a [u32],
+}
+
+/// Writes the fields of a [`Frame::Forward`] before its packet.
+pub fn put_forward_head(out: &mut BytesMut, seq: u64, h: &ForwardHead<'_>) {
+    out.put_u8(FORWARD);
+    out.put_u64(seq);
+    put_str(out, h.client_id);
+    out.put_u8(h.qos);
+    out.put_u8(u8::from(h.retain));
+    out.put_u8(u8::try_from(h.sub_ids.len()).unwrap_or(u8::MAX));
+    for id in h.sub_ids.iter().take(usize::from(u8::MAX)) {
+        out.put_u32(*id);
+    }
+}
+
+fn decode_forward(mut b: &[u8]) -> Result<Frame, FrameError> {
+    let seq = take_u64(&mut b)?;
+    let client_id = take_str(&mut b)?;
+    let qos = take_u8(&mut b)?;
+    let retain = take_u8(&mut b)? != 0;
+    let n = take_u8(&mut b)?;
+    let sub_ids = (0..n).map(|_| take_u32(&mut b)).collect::<Result<_, _>>()?;
+    Ok(Frame::Forward {
+        seq,
+        client_id,
+        qos,
+        retain,
+        sub_ids,
+        packet: Bytes::copy_from_slice(b),
+    })
 }
 
 /// Encodes the frames of `clientids.rs` (type byte and body).
@@ -617,6 +690,14 @@ mod tests {
         round_trip(Frame::SessionGiven {
             req: 12,
             image: None,
+        });
+        round_trip(Frame::Forward {
+            seq: 5,
+            client_id: "dev-1".into(),
+            qos: 1,
+            retain: false,
+            sub_ids: vec![7, 9],
+            packet: Bytes::from_static(b"\x30\x03\x00\x01t"),
         });
     }
 

@@ -24,13 +24,13 @@
 //! (`takeover.rs`), which the router hands to its [`Takeovers`] and to the cores.
 
 use super::carry::{decode_message, encode_message, Carry};
-use super::frame::Frame;
+use super::frame::{ForwardHead, Frame};
 use super::membership::Members;
 use super::send_queue::SendQueue;
 use super::status::{Direction, StatusBoard};
 use super::takeover::{Start, Takeovers, Wire};
 use crate::cluster::clientids::Reply;
-use crate::mesh::cluster::{FromCluster, Hub, ToCluster};
+use crate::mesh::cluster::{FromCluster, Hub, ToCluster, STUB_HOLD};
 use crate::mesh::{ApiCmd, Mailbox, MeshMsg};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 use uringmq_codec::{ByteStr, QoS};
-use uringmq_session::Message;
+use uringmq_session::{Delivery, Message};
 
 /// Bytes of sequenced frames a link holds for a peer (written or not, until acknowledged).
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
@@ -85,6 +85,9 @@ struct State {
     mine: Mine,
     buf: BytesMut,
     takeovers: Takeovers,
+    /// Client ids whose session a core took away for a peer, with that peer and until when
+    /// their stub may forward to it.
+    moved: HashMap<Arc<str>, (u16, Instant)>,
 }
 
 /// The links as the takeovers see them: a frame to a peer whose link is up, written once.
@@ -228,6 +231,11 @@ impl Router {
                 now,
             ),
             ToCluster::Retain(msg) => st.retain(&msg, now),
+            ToCluster::Forward {
+                client_id,
+                msg,
+                delivery,
+            } => st.forward(&client_id, &msg, &delivery, now),
             ToCluster::Fetch {
                 id,
                 clean_start,
@@ -378,6 +386,30 @@ impl Router {
                     out.0[to].push(MeshMsg::Cluster(FromCluster::Publish { msg, group }));
                 }
             }
+            Frame::Forward {
+                seq,
+                client_id,
+                qos,
+                retain,
+                sub_ids,
+                packet,
+            } => {
+                if let Some(msg) = p.inbound.message(seq, &packet, now) {
+                    let delivery = Delivery {
+                        qos: QoS::from_u8(qos).unwrap_or(QoS::AtMostOnce),
+                        retain,
+                        sub_ids: sub_ids.into_iter().collect(),
+                        store_id: 0,
+                    };
+                    // The core where recovery would put it finds the session's core.
+                    let to = crate::store::home_shard(&client_id, cores);
+                    out.0[to].push(MeshMsg::Cluster(FromCluster::Forward {
+                        client_id: client_id.into(),
+                        msg,
+                        delivery,
+                    }));
+                }
+            }
             Frame::Retain { seq, packet } => {
                 if let Some(msg) = p.inbound.message(seq, &packet, now) {
                     // Set or cleared elsewhere since: no longer this node's to restate.
@@ -409,6 +441,19 @@ impl Router {
     /// A takeover frame from peer `from`: a request to this node as an id's owner or as the
     /// node that holds a session, or an answer to one of this node's fetches.
     fn takeover_frame(&self, st: &mut State, from: &str, frame: Frame, now: Instant) {
+        if let Frame::SessionTake {
+            req,
+            client_id,
+            clean_start,
+        } = frame
+        {
+            let id: Arc<str> = client_id.into();
+            if let Some(peer) = st.ids.get(from).copied() {
+                // Its stub forwards to that node for a while (`shard/moves.rs`).
+                st.moved.insert(id.clone(), (peer, now + STUB_HOLD * 2));
+            }
+            return self.take_away(from, req, id, clean_start);
+        }
         let (mut links, takeovers) = st.links();
         match frame {
             Frame::IdClaim { req, client_id } => {
@@ -419,11 +464,6 @@ impl Router {
                 let reply = Reply::Claimed(previous.map(Arc::from));
                 takeovers.answer(from, req, reply, now, &mut links);
             }
-            Frame::SessionTake {
-                req,
-                client_id,
-                clean_start,
-            } => self.take_away(from, req, client_id.into(), clean_start),
             Frame::SessionGiven { req, image } => {
                 takeovers.answer(from, req, Reply::Given(image), now, &mut links);
             }
@@ -468,8 +508,10 @@ impl Router {
             every.tick().await;
             let mut st = self.lock();
             let view = self.members.borrow();
+            let now = Instant::now();
+            st.moved.retain(|_, (_, until)| *until > now);
             let (mut links, takeovers) = st.links();
-            takeovers.tick(Instant::now(), view.keys().map(String::as_str), &mut links);
+            takeovers.tick(now, view.keys().map(String::as_str), &mut links);
         }
     }
 
@@ -591,6 +633,26 @@ impl State {
         }
         p.out.push_seq(&mut self.buf, |seq, b| {
             encode_message(b, seq, carry, msg, now)
+        });
+    }
+
+    /// A delivery from the stub of `client_id`'s session: to the node it moved to (dropped
+    /// when it is not known, or the stub outlived the time it may forward).
+    fn forward(&mut self, client_id: &str, msg: &Message, delivery: &Delivery, now: Instant) {
+        let Some((node, _)) = self.moved.get(client_id).copied() else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&node) else {
+            return;
+        };
+        let head = ForwardHead {
+            client_id,
+            qos: delivery.qos as u8,
+            retain: delivery.retain,
+            sub_ids: &delivery.sub_ids,
+        };
+        p.out.push_seq(&mut self.buf, |seq, b| {
+            encode_message(b, seq, Carry::Forward(head), msg, now)
         });
     }
 

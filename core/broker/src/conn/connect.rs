@@ -173,6 +173,8 @@ struct Claimed {
     present: bool,
     /// The key the session moved from (a takeover), for `after_install`.
     moved_from: Option<u64>,
+    /// The session came from another node (`Shard::after_remote_install`).
+    fetched: bool,
 }
 
 /// Claims the client id and takes the session over from wherever it lives [MQTT-3.1.4-3]
@@ -186,9 +188,11 @@ async fn claim_session(core: &Rc<Shard>, n: &Negotiated, c: &Connect) -> Claimed
     let unknown = claim.is_new();
     let elsewhere = claim.may_be_elsewhere();
     let (mut old, moved_from) = claim.session().await;
+    let mut fetched = false;
     if elsewhere && old.is_none() {
         // Nothing here: another node of the cluster may have it (one `Option` check without).
         old = core.fetch_session(&id, n.clean_start).await;
+        fetched = old.is_some();
     }
     if unknown && !n.clean_start && old.is_none() {
         old = core.resume_shared(&id).await;
@@ -215,6 +219,7 @@ async fn claim_session(core: &Rc<Shard>, n: &Negotiated, c: &Connect) -> Claimed
         s,
         present,
         moved_from,
+        fetched,
     }
 }
 
@@ -237,9 +242,18 @@ fn closed_while_connecting(
     let listener = core.shared.security.listener_index(&conn.listener);
     core.install_session(key, claimed.s, Sink::Offline(listener));
     core.set_token_acl(key, token_acl);
-    core.after_install(key, claimed.moved_from);
+    after_install(core, key, claimed.moved_from, claimed.fetched);
     core.connection_closed(key, &reason);
     reason
+}
+
+/// Completes the move of a session that came from another core or node.
+fn after_install(core: &Rc<Shard>, key: u64, moved_from: Option<u64>, fetched: bool) {
+    if fetched {
+        core.after_remote_install(key);
+    } else {
+        core.after_install(key, moved_from);
+    }
 }
 
 /// After CONNACK: the connection is connected and the session installed on it.
@@ -263,7 +277,7 @@ fn install_connected(
     if claimed.present {
         core.resume_delivery(key);
     }
-    core.after_install(key, claimed.moved_from);
+    after_install(core, key, claimed.moved_from, claimed.fetched);
     core.stats().connections.fetch_add(1, Ordering::Relaxed);
     info!(
         client_id = %claimed.id,

@@ -20,7 +20,11 @@ use futures_channel::oneshot;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uringmq_codec::LastWill;
-use uringmq_session::Message;
+use uringmq_session::{Delivery, Message};
+
+/// How long the stub of a session that moved to another node forwards what reaches it
+/// (`shard/moves.rs`): enough for the new node's subscriptions to reach every node.
+pub(crate) const STUB_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Set in an interest-index id that names another node (its node id below), not a core.
 pub(crate) const NODE_BIT: u16 = 0x8000;
@@ -66,6 +70,13 @@ pub(crate) enum ToCluster {
         clean_start: bool,
         reply: FetchReply,
     },
+    /// A delivery that reached the stub of `client_id`'s session, which moved to another
+    /// node: to that node.
+    Forward {
+        client_id: Arc<str>,
+        msg: Arc<Message>,
+        delivery: Delivery,
+    },
 }
 
 /// The answer to [`ToCluster::Fetch`]: the session's image, if one moved here.
@@ -91,6 +102,13 @@ pub(crate) enum FromCluster {
     Publish {
         msg: Arc<Message>,
         group: Option<Arc<str>>,
+    },
+    /// A delivery for `client_id`'s session, which moved here, from its stub on the node it
+    /// left.
+    Forward {
+        client_id: Arc<str>,
+        msg: Arc<Message>,
+        delivery: Delivery,
     },
 }
 

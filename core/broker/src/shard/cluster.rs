@@ -118,6 +118,20 @@ impl Shard {
                 Some(group) => self.deliver_shared(&group, &msg, None, true),
                 None => self.route_here(&msg),
             },
+            FromCluster::Forward {
+                client_id,
+                msg,
+                delivery,
+            } => {
+                let item = super::ToDeliver {
+                    msg: &msg,
+                    delivery,
+                    group: None,
+                    now: Instant::now(),
+                    cache_heads: false,
+                };
+                self.forwarded_from_node(&client_id, item);
+            }
         }
     }
 }

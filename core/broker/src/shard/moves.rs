@@ -30,15 +30,34 @@
 //!   then a message can reach the session twice (directly and through the stub); the new
 //!   core remembers what it gave the session during that window and drops the second copy.
 //!   Takeovers of the new key wait for `MoveDone`, so at most one move per client id is open.
+//!
+//! **Across nodes** (`cluster/clientids.rs`) the same windows are closed with what the nodes
+//! share. The first two as above: the holder's take joins its registry chain and drains the
+//! old connection. For the third, the old node keeps a remote stub: its filters stay indexed
+//! (so the old node stays interested for every other node) and every delivery that reaches
+//! it crosses to the new node ([`STUB_HOLD`], 2 s, then it goes), which holds those that
+//! arrive before the install and applies them after it. Nodes learn the new node's interest
+//! meanwhile, so one message can arrive twice: directly and through the stub. Messages have
+//! no identity across nodes, so the new node pairs the two by content (topic, payload, QoS):
+//! during [`STUB_HOLD`] plus one second after the install ([`Twins`]) a copy that arrives by one
+//! path and matches a copy that came by the other is dropped, once. Every message that
+//! reaches the new node directly in that window was also routed to the stub (the old node
+//! stays interested), so pairing by content drops exactly the second copies, even of equal
+//! messages. The guarantee (nothing lost, QoS 2 once) holds when routes converge and a
+//! message crosses a link within those windows; a link down for longer can lose what was
+//! sent to the stub too late, or deliver a second copy after the window (QoS 1 allows it).
+//! Not kept: No Local for a message the client itself published on the new node during the
+//! window (its copy through the stub no longer knows its publisher).
 
 use super::ToDeliver;
+use crate::mesh::cluster::{ToCluster, STUB_HOLD};
 use crate::mesh::{core_of, MeshMsg, TakeoverReq};
 use crate::shard::{Shard, Sink, State};
 use futures_channel::oneshot;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use uringmq_session::{Delivery, Message, Session};
 
 /// A live delivery that went through a stub.
@@ -60,6 +79,42 @@ pub(crate) struct Incoming {
     /// Messages given to the session while forwards may still come (held, so their
     /// addresses stay unique). Few: the window is one mesh round trip.
     seen: Vec<Arc<Message>>,
+    /// A session from another node: the copies of its messages not paired yet.
+    twins: Option<Box<Twins>>,
+}
+
+/// How long after its install a session from another node pairs copies ([`Twins`]).
+const TWINS_HOLD: Duration = Duration::from_secs(1);
+
+/// Copies of messages for a session that came from another node, by the path they came:
+/// directly, or through the old node's stub. A copy that matches one of the other path is
+/// the second copy of one message (module doc).
+#[derive(Default)]
+pub(crate) struct Twins {
+    direct: Vec<Arc<Message>>,
+    forwarded: Vec<Arc<Message>>,
+}
+
+fn same(a: &Message, b: &Message) -> bool {
+    a.topic == b.topic && a.qos == b.qos && a.payload == b.payload
+}
+
+impl Twins {
+    /// Records a copy that came by one path; false: it pairs with one of the other path
+    /// (that one is forgotten, this one dropped).
+    fn first(&mut self, msg: &Arc<Message>, forwarded: bool) -> bool {
+        let (mine, other) = if forwarded {
+            (&mut self.forwarded, &mut self.direct)
+        } else {
+            (&mut self.direct, &mut self.forwarded)
+        };
+        if let Some(at) = other.iter().position(|m| same(m, msg)) {
+            other.swap_remove(at);
+            return false;
+        }
+        mine.push(msg.clone());
+        true
+    }
 }
 
 impl Incoming {
@@ -70,6 +125,9 @@ impl Incoming {
 
     /// Records `msg`; false if the session had it already.
     fn first_sight(&mut self, msg: &Arc<Message>) -> bool {
+        if let Some(t) = &mut self.twins {
+            return t.first(msg, false);
+        }
         if self.seen.iter().any(|m| Arc::ptr_eq(m, msg)) {
             return false;
         }
@@ -86,6 +144,8 @@ pub(crate) struct Stub {
     acks_left: usize,
     /// Its filters (still indexed under the old key).
     filters: Vec<String>,
+    /// The session went to another node: its client id (the cluster thread knows where).
+    remote: Option<Arc<str>>,
 }
 
 /// The outcome of claiming a client id.
@@ -190,7 +250,10 @@ impl Shard {
     pub(crate) fn handle_takeover(self: &Rc<Self>, req: TakeoverReq) {
         {
             let mut st = self.st.borrow_mut();
-            if let Some(inc) = st.moves.incoming.get_mut(&req.key) {
+            // A session from another node that is only pairing copies moves on at once
+            // (a takeover across nodes must not wait for the pairing window).
+            let pairing = |inc: &Incoming| inc.installed && inc.twins.is_some();
+            if let Some(inc) = st.moves.incoming.get_mut(&req.key).filter(|i| !pairing(i)) {
                 // Only the successor in the registry's chain asks, once.
                 inc.parked = Some(req);
                 return;
@@ -286,17 +349,44 @@ impl Shard {
                 to,
                 acks_left,
                 filters,
+                remote: None,
             },
         );
+    }
+
+    /// Leaves a stub for session `key` of client `id`, which moves to another node: it
+    /// forwards there for [`STUB_HOLD`], then goes.
+    pub(crate) fn leave_remote_stub(self: &Rc<Self>, key: u64, id: Arc<str>, filters: Vec<String>) {
+        let stub = Stub {
+            to: key,
+            acks_left: 0,
+            filters,
+            remote: Some(id),
+        };
+        self.st.borrow_mut().moves.stubs.insert(key, stub);
+        let core = self.clone();
+        monoio::spawn(async move {
+            monoio::time::sleep(STUB_HOLD).await;
+            core.drop_stub(key);
+        });
     }
 
     /// A live delivery matched the stub `key`: pass it on to where the session went.
     /// Returns false if `key` is no stub.
     pub(crate) fn forward_from_stub(&self, st: &mut State, key: u64, item: ToDeliver<'_>) -> bool {
-        let Some(to) = st.moves.stubs.get(&key).map(|s| s.to) else {
+        let Some(stub) = st.moves.stubs.get(&key) else {
             return false;
         };
-        if core_of(to) == self.id {
+        let to = stub.to;
+        if let Some(client_id) = &stub.remote {
+            let (client_id, msg) = (client_id.clone(), item.msg.clone());
+            let delivery = item.delivery;
+            self.to_cluster(ToCluster::Forward {
+                client_id,
+                msg,
+                delivery,
+            });
+        } else if core_of(to) == self.id {
             self.forwarded(st, to, item);
         } else {
             self.send(
@@ -336,6 +426,77 @@ impl Shard {
         self.deliver_to(st, key, item);
     }
 
+    /// A delivery for client `id`'s session from its stub on another node: to the session's
+    /// core (through the registry), paired against what reached it directly.
+    pub(crate) fn forwarded_from_node(self: &Rc<Self>, id: &str, item: ToDeliver<'_>) {
+        let Some(key) = self.shared.registry.owner(id) else {
+            return;
+        };
+        if core_of(key) != self.id {
+            let m = crate::mesh::cluster::FromCluster::Forward {
+                client_id: id.into(),
+                msg: item.msg.clone(),
+                delivery: item.delivery,
+            };
+            self.send(usize::from(core_of(key)), MeshMsg::Cluster(m));
+            return;
+        }
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
+        if let Some(inc) = st.moves.incoming.get_mut(&key) {
+            let twins = inc.twins.get_or_insert_with(Default::default);
+            if !twins.first(item.msg, true) {
+                return;
+            }
+            if !inc.installed {
+                inc.early.push(Forwarded {
+                    msg: item.msg.clone(),
+                    delivery: item.delivery,
+                    group: None,
+                });
+                return;
+            }
+        }
+        self.deliver_to(st, key, item);
+    }
+
+    /// After `install_session` of `key`, whose session came from another node: applies the
+    /// early forwards and pairs copies for a while (module doc).
+    pub(crate) fn after_remote_install(self: &Rc<Self>, key: u64) {
+        let now = Instant::now();
+        let parked = {
+            let mut guard = self.st.borrow_mut();
+            let st = &mut *guard;
+            let Some(mut inc) = st.moves.incoming.remove(&key) else {
+                return;
+            };
+            for f in std::mem::take(&mut inc.early) {
+                let item = ToDeliver {
+                    msg: &f.msg,
+                    delivery: f.delivery,
+                    group: f.group,
+                    now,
+                    cache_heads: false,
+                };
+                self.deliver_to(st, key, item);
+            }
+            inc.installed = true;
+            inc.twins.get_or_insert_with(Default::default);
+            let parked = inc.parked.take();
+            st.moves.incoming.insert(key, inc);
+            parked
+        };
+        self.persist_unpark();
+        if let Some(req) = parked {
+            self.handle_takeover(req);
+        }
+        let core = self.clone();
+        monoio::spawn(async move {
+            monoio::time::sleep(STUB_HOLD + TWINS_HOLD).await;
+            core.move_done(key);
+        });
+    }
+
     /// One core acknowledged the move away from stub `old`.
     pub(crate) fn move_acked(self: &Rc<Self>, old: u64) {
         let done = {
@@ -361,7 +522,7 @@ impl Shard {
         for f in &stub.filters {
             self.unindex_subscription(f, old);
         }
-        if core_of(stub.to) != self.id {
+        if stub.remote.is_none() && core_of(stub.to) != self.id {
             self.send(
                 usize::from(core_of(stub.to)),
                 MeshMsg::MoveDone { key: stub.to },

@@ -148,11 +148,18 @@ impl Shard {
         if let Some(w) = will.filter(|_| ends) {
             self.publish_will(w, author, None, now);
         }
-        if ends || crate::mesh::leaves_node(successor) {
+        let leaves = crate::mesh::leaves_node(successor);
+        if ends || (leaves && !self.clustered()) {
             self.persist_gone(&e.s.client_id);
             for (filter, _) in e.s.subs.iter() {
                 self.unindex_subscription(filter, key);
             }
+        } else if leaves {
+            self.persist_gone(&e.s.client_id);
+            // To another node: what is routed here meanwhile goes after it.
+            let filters = e.s.subs.iter().map(|(f, _)| f.to_owned()).collect();
+            let to = e.s.client_id.clone();
+            self.leave_remote_stub(key, to, filters);
         } else {
             self.persist_moved(&e.s.client_id);
             // Messages routed here while the session moves are forwarded, not lost.
