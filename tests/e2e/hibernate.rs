@@ -26,6 +26,17 @@ fn wait_hibernating(b: &Broker, n: u64) {
     std::thread::sleep(Duration::from_millis(350));
 }
 
+/// A QoS 1 will.
+fn will(topic: &str, payload: &'static [u8]) -> LastWill {
+    LastWill {
+        topic: topic.into(),
+        payload: bytes::Bytes::from_static(payload),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    }
+}
+
 #[test]
 fn idle_connections_hibernate_and_still_exchange_messages() {
     let b = hibernating_broker();
@@ -79,13 +90,7 @@ fn keep_alive_expires_while_hibernating_and_the_will_goes_out() {
     watcher.subscribe("will/t", QoS::AtLeastOnce);
     let mut c = connect_packet(Protocol::V5, "silent");
     c.keep_alive = 1;
-    c.will = Some(LastWill {
-        topic: "will/t".into(),
-        payload: bytes::Bytes::from_static(b"gone"),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: Default::default(),
-    });
+    c.will = Some(will("will/t", b"gone"));
     let (mut silent, _) = Client::connect_with(b.local_addr(), c);
     wait_hibernating(&b, 2);
     // 1.5 x 1 s without a packet: DISCONNECT 0x8D [MQTT-3.1.2-22], then the will.
@@ -147,4 +152,68 @@ fn hibernation_off_keeps_every_connection_awake() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(b.stats().hibernating, 0);
     c.ping();
+}
+
+#[test]
+fn a_hibernating_client_is_listed_and_kicked_with_its_will() {
+    let b = hibernating_broker();
+    let mut watcher = Client::connect(b.local_addr(), Protocol::V5, "kick-watcher");
+    watcher.subscribe("kick/will", QoS::AtLeastOnce);
+    let mut c = connect_packet(Protocol::V5, "kicked");
+    c.will = Some(will("kick/will", b"kicked out"));
+    let (mut kicked, _) = Client::connect_with(b.local_addr(), c);
+    let _v3 = Client::connect(b.local_addr(), Protocol::V3_1_1, "asleep-v3");
+    wait_hibernating(&b, 3);
+    // Asleep, still listed as connected, with the listener, address and protocol it came with.
+    let mut listed: Vec<_> = b.clients().unwrap();
+    listed.sort_by(|x, y| x.client_id.cmp(&y.client_id));
+    let seen: Vec<_> = listed
+        .iter()
+        .map(|c| (c.client_id.as_str(), c.protocol, c.listener.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("asleep-v3", Protocol::V3_1_1, "default"),
+            ("kick-watcher", Protocol::V5, "default"),
+            ("kicked", Protocol::V5, "default"),
+        ]
+    );
+    assert!(listed
+        .iter()
+        .all(|c| c.peer.is_some_and(|p| p.ip().is_loopback())));
+    // A kick wakes it: DISCONNECT 0x98, and the will it asked for.
+    assert!(b.disconnect("kicked", true).unwrap());
+    kicked.expect_disconnect(Some(ReasonCode::ADMINISTRATIVE_ACTION));
+    assert_eq!(&watcher.recv_publish().payload[..], b"kicked out");
+    assert_eq!(b.clients().unwrap().len(), 2);
+}
+
+#[test]
+fn a_hibernating_session_is_taken_over_again_and_again_across_cores() {
+    // Two cores: each new connection of the client id lands on either core and takes the
+    // sleeping one over; the session (its subscription) follows it every time.
+    let b = broker_with(|c| {
+        c.hibernate_after_ms = 100;
+        c.cores = 2;
+    });
+    let mut publ = Client::connect(b.local_addr(), Protocol::V5, "mover-pub");
+    let mut old: Option<Client> = None;
+    for round in 0..4u8 {
+        let mut c = connect_packet(Protocol::V5, "mover");
+        c.clean_start = round == 0;
+        c.properties.session_expiry_interval = Some(60);
+        let (mut sub, ack) = Client::connect_with(b.local_addr(), c);
+        assert_eq!(ack.session_present, round > 0);
+        if let Some(mut old) = old.take() {
+            old.expect_disconnect(Some(ReasonCode::SESSION_TAKEN_OVER));
+        } else {
+            sub.subscribe("mover/t", QoS::AtLeastOnce);
+        }
+        wait_hibernating(&b, 2);
+        publ.publish("mover/t", &[round], QoS::AtLeastOnce, false);
+        assert_eq!(&sub.recv_publish().payload[..], &[round]);
+        wait_hibernating(&b, 2);
+        old = Some(sub);
+    }
 }

@@ -3,7 +3,7 @@
 //! BENCHMARKS.md, "Idle memory per connection", reports them; the size assertions stay beside
 //! each type).
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Parked};
 use crate::shard::Entry;
 use std::mem::size_of;
 use std::rc::Rc;
@@ -19,14 +19,15 @@ const COUNTS: usize = 2 * size_of::<usize>();
 #[doc(hidden)]
 pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
     vec![
-        ("Rc<Conn>", COUNTS + size_of::<Conn>()),
+        ("Box<Parked> (a parked connection)", size_of::<Parked>()),
+        ("Rc<Conn> (a connection awake)", COUNTS + size_of::<Conn>()),
         ("Box<Session>", size_of::<Session>()),
         (
             "session map slot (u64, Entry)",
             size_of::<(u64, Entry)>() + 1,
         ),
         (
-            "connection map slot (u64, Rc<Conn>)",
+            "connection map slot (u64, Rc<Conn>), awake only",
             size_of::<(u64, Rc<Conn>)>() + 1,
         ),
         (

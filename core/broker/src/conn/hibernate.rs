@@ -185,8 +185,7 @@ pub(crate) async fn poller(core: Rc<Shard>) {
         }
         while h.ready(&mut ids) == BATCH {}
         for id in ids.drain(..) {
-            let conn = core.st.borrow().conns.get(id);
-            if let Some(conn) = conn {
+            if let Some(conn) = core.conn_for_event(id) {
                 crate::conn::unpark(conn);
             }
         }
@@ -197,6 +196,7 @@ pub(crate) async fn poller(core: Rc<Shard>) {
 /// gets its task back.
 fn off(core: &Rc<Shard>) {
     core.hibernation_off.set(true);
+    core.revive_all();
     let conns: Vec<_> = core.st.borrow().conns.all();
     for conn in conns {
         crate::conn::unpark(conn);

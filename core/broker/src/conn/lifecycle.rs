@@ -26,23 +26,40 @@ impl Conn {
         transport: uringmq_transport::Transport,
         deadline: Instant,
     ) -> Self {
-        let decoder = Cell::new(Decoder::new(core.config().max_packet_size));
+        let decoder = Decoder::new(core.config().max_packet_size);
+        let peer = crate::net::peer::PackedPeer::new(peer);
+        let conn = Conn::blank(core, (me, held), (id, fd, peer), listener, decoder);
+        conn.transport.replace(transport);
+        conn.wr.set(Some(wr));
+        conn.connect_by.set(millis(deadline));
+        conn
+    }
+
+    /// A connection with no stream, task or session yet: what [`Conn::new`] and a compact
+    /// parked connection's revival (`parked.rs`) fill in.
+    pub(super) fn blank(
+        core: Rc<Shard>,
+        (me, held): (Weak<Conn>, (Slot, TaskGuard)),
+        (id, fd, peer): (u64, RawFd, crate::net::peer::PackedPeer),
+        listener: Arc<str>,
+        decoder: Decoder,
+    ) -> Self {
         Conn {
             core,
             me,
-            wr: Cell::new(Some(wr)),
+            wr: Cell::new(None),
             flags: Flags::default(),
             rd: Cell::new(None),
             held: Cell::new(Some(held)),
             park_waker: Cell::new(None),
             parking: Cell::new(Parking::Active),
             last_out: Cell::new(0),
-            decoder,
+            decoder: Cell::new(decoder),
             id,
             fd: Cell::new(fd),
-            peer: crate::net::peer::PackedPeer::new(peer),
+            peer,
             listener,
-            transport: RefCell::new(transport),
+            transport: RefCell::new(uringmq_transport::Transport::Tcp),
             exchange: Cell::new(None),
             out: RefCell::new(OutQueue::default()),
             lifecycle: Cell::new(Lifecycle::Connecting),
@@ -53,7 +70,7 @@ impl Conn {
             killed: Cell::new(None),
             last_seen: Cell::new(millis(Instant::now())),
             grace_ms: Cell::new(0),
-            connect_by: Cell::new(millis(deadline)),
+            connect_by: Cell::new(0),
             publish_limiter: Cell::new(None),
         }
     }

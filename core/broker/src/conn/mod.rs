@@ -9,8 +9,8 @@
 //! socket down, which ends the pending wait or read.
 //!
 //! Owns: the `Conn` (here), its life and kill (`lifecycle.rs`), waking and parking
-//! (`park.rs`, `hibernate.rs`), accepting (`accept.rs`, with the accept limits in
-//! `limits.rs`), reading (`read.rs`, `fairness.rs`, `transport_io.rs` for TLS/WebSocket),
+//! (`park.rs`, `hibernate.rs`; `parked.rs`: a parked connection as a compact record),
+//! accepting (`accept.rs`, with the accept limits in `limits.rs`), reading (`read.rs`, `fairness.rs`, `transport_io.rs` for TLS/WebSocket),
 //! dispatching packets (`dispatch.rs`), CONNECT (`connect.rs`, `login.rs`, `will_auth.rs`),
 //! AUTH (`reauth.rs`), the packets of a connected client (`packets.rs`, `subscribe.rs`),
 //! writing (`writer.rs`) and why a connection ended (`close.rs`).
@@ -29,6 +29,7 @@ pub(crate) mod limits;
 mod login;
 mod packets;
 mod park;
+mod parked;
 mod read;
 mod reauth;
 mod subscribe;
@@ -40,6 +41,7 @@ pub(crate) use accept::accept_loop;
 pub(crate) use close::CloseReason;
 pub(crate) use connect::refuse;
 pub(crate) use login::session_info;
+pub(crate) use parked::Parked;
 pub(crate) use read::unpark;
 pub(crate) use reauth::Exchange;
 pub(crate) use writer::write_packet;
@@ -217,7 +219,8 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        if self.parking.get() == Parking::Detached {
+        // -1: a compact record took the descriptor over (`parked.rs`).
+        if self.parking.get() == Parking::Detached && self.fd.get() >= 0 {
             // SAFETY: a detached connection owns its descriptor, and nothing else uses it.
             unsafe { libc::close(self.fd.get()) };
         }

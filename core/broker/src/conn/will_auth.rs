@@ -150,6 +150,7 @@ impl Shard {
         let names = &self.shared.security;
         let (listener, peer) = match &e.sink {
             Sink::Conn(conn) => (conn.listener.clone(), conn.peer()),
+            Sink::Parked(p) => (p.listener().clone(), p.peer()),
             Sink::Offline(l) => (names.listener_name(*l).into(), None),
             Sink::Api(_) | Sink::Bridge(_) => (
                 names

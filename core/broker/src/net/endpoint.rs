@@ -51,6 +51,13 @@ pub(crate) struct EndpointError {
 /// Holds one slot of a listener's connection limit; frees it when dropped.
 pub(crate) struct Slot(Arc<Endpoint>);
 
+impl Slot {
+    /// The listener's name (a compact parked connection keeps no name of its own).
+    pub(crate) fn listener(&self) -> &Arc<str> {
+        &self.0.name
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);

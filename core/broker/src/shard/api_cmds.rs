@@ -3,8 +3,9 @@
 use super::stats::add;
 use super::{Shard, Sink};
 use crate::api::ClientSummary;
-use crate::conn::{CloseReason, Conn};
+use crate::conn::CloseReason;
 use crate::mesh::{ApiCmd, ApiSink};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use uringmq_codec::{Protocol, RetainHandling};
@@ -100,10 +101,7 @@ impl Shard {
 
     /// Closes the connection of session `session` (`Broker::disconnect`); false if it has none.
     fn kick(&self, session: u64, with_will: bool) -> bool {
-        let conn = match self.st.borrow().sessions.get(session).map(|e| &e.sink) {
-            Some(Sink::Conn(c)) => Some(c.clone()),
-            _ => None,
-        };
+        let conn = self.revive(session);
         if let Some(c) = &conn {
             c.kill(CloseReason::Kicked { will: with_will });
         }
@@ -116,7 +114,8 @@ impl Shard {
         st.sessions
             .iter()
             .filter_map(|e| match &e.sink {
-                Sink::Conn(c) => Some(summary(c, &e.s)),
+                Sink::Conn(c) => Some(summary(&c.listener, c.peer(), &e.s)),
+                Sink::Parked(p) => Some(summary(p.listener(), p.peer(), &e.s)),
                 _ => None,
             })
             .collect()
@@ -124,13 +123,14 @@ impl Shard {
 }
 
 /// What `Broker::clients` and the disconnect hook tell about one connection.
-pub(super) fn summary(c: &Conn, s: &Session) -> ClientSummary {
+pub(super) fn summary(listener: &str, peer: Option<SocketAddr>, s: &Session) -> ClientSummary {
     ClientSummary {
         client_id: s.client_id.to_string(),
         username: s.username.as_deref().map(str::to_owned),
-        listener: c.listener.to_string(),
-        peer: c.peer(),
-        protocol: c.protocol.get(),
+        listener: listener.to_owned(),
+        peer,
+        // The session's protocol is its connection's (`Session::attach`).
+        protocol: s.protocol,
         connected_since: s.connected_since,
     }
 }

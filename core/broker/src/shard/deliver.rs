@@ -66,11 +66,18 @@ impl Shard {
             return;
         }
         let State {
-            sessions, routes, ..
+            sessions,
+            routes,
+            conns,
+            ..
         } = st;
         let Some(e) = sessions.get_mut(key) else {
             return;
         };
+        if let Sink::Parked(_) = e.sink {
+            // A delivery wakes a compact parked connection: its `Conn` again, then as usual.
+            self.revive_entry(e, key, conns);
+        }
         // ACL `read` on every delivery to a client, retained messages and wills included.
         if !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_))
             && !self.may_receive(e, &item.msg.topic)
@@ -89,7 +96,8 @@ impl Shard {
                 };
                 self.deliver_to_conn(&conn, e, item, heads);
             }
-            Sink::Offline(_) => {
+            // Only if the connection could not be revived (the core is being dropped).
+            Sink::Offline(_) | Sink::Parked(_) => {
                 let queued =
                     item.delivery.qos != QoS::AtMostOnce || self.config().queue_qos0_messages;
                 if queued && enqueue(&mut e.s, self.stats(), item.queued()) {
@@ -280,6 +288,7 @@ impl Shard {
             Some(a) => {
                 let listener = match &e.sink {
                     Sink::Conn(conn) => &*conn.listener,
+                    Sink::Parked(p) => &**p.listener(),
                     // Offline: the listener it last connected through, as Mosquitto keeps a
                     // disconnected client's listener for its per-listener settings.
                     Sink::Offline(l) => self.shared.security.listener_name(*l),

@@ -70,6 +70,9 @@ pub(crate) enum Sink {
     Offline(u16),
     /// A client connection.
     Conn(Rc<Conn>),
+    /// A client connection parked and detached, as a compact record instead of its `Conn`
+    /// (`conn/parked.rs`); built again by [`Shard::revive`] when anything needs it.
+    Parked(Box<crate::conn::Parked>),
     /// An in-process subscription.
     Api(Arc<ApiSink>),
     /// The local session of a bridge on this core (`crate::bridge`).
@@ -109,6 +112,8 @@ pub(crate) struct State {
 /// One core.
 pub(crate) struct Shard {
     pub(crate) id: u16,
+    /// The core itself, for what it builds that holds it (a revived connection, `conns.rs`).
+    me: std::rc::Weak<Shard>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) st: RefCell<State>,
     pub(crate) stopping: Cell<bool>,
@@ -173,7 +178,7 @@ impl Drop for TaskGuard {
 }
 
 impl Shard {
-    pub(super) fn new(id: u16, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(id: u16, shared: Arc<Shared>, me: std::rc::Weak<Shard>) -> Self {
         let cores = shared.cores();
         let levels = shared.config.max_topic_levels;
         let hibernation = if shared.config.hibernate_after_ms == 0 {
@@ -185,6 +190,7 @@ impl Shard {
         };
         let mut shard = Shard {
             id,
+            me,
             st: RefCell::new(State {
                 sessions: Sessions::new(),
                 routes: Routes::new(levels, cores),

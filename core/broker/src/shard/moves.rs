@@ -52,7 +52,7 @@
 use super::ToDeliver;
 use crate::mesh::cluster::{ToCluster, STUB_HOLD};
 use crate::mesh::{core_of, MeshMsg, TakeoverReq};
-use crate::shard::{Shard, Sink, State};
+use crate::shard::{Shard, State};
 use futures_channel::oneshot;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -259,10 +259,8 @@ impl Shard {
                 return;
             }
         }
-        let live = match self.st.borrow().sessions.get(req.key).map(|e| &e.sink) {
-            Some(Sink::Conn(conn)) => Some(conn.clone()),
-            _ => None,
-        };
+        // A compact parked connection drains like any other: its `Conn` first.
+        let live = self.revive(req.key);
         if live.is_some_and(|conn| conn.drain_for_takeover()) {
             self.st.borrow_mut().moves.draining.insert(req.key, req);
             return;

@@ -694,6 +694,7 @@ impl Shard {
         match &e.sink {
             Sink::Offline(l) => *l,
             Sink::Conn(c) => self.shared.security.listener_index(&c.listener),
+            Sink::Parked(p) => self.shared.security.listener_index(p.listener()),
             Sink::Api(_) | Sink::Bridge(_) => crate::security::NO_LISTENER_INDEX,
         }
     }

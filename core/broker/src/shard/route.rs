@@ -499,7 +499,7 @@ fn pick_member(
         }
         let online = matches!(
             sessions.get(key).map(|e| &e.sink),
-            Some(Sink::Conn(_) | Sink::Api(_) | Sink::Bridge(_))
+            Some(Sink::Conn(_) | Sink::Parked(_) | Sink::Api(_) | Sink::Bridge(_))
         );
         if online {
             return Some((key, *opts));

@@ -129,6 +129,8 @@ impl Shard {
             // loop drops it. On Linux this makes the pending accept fail, freeing the port.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         }
+        // Compact parked connections close like the others: their `Conn`s first.
+        self.revive_all();
         let conns: Vec<Rc<Conn>> = self.st.borrow().conns.all();
         for c in conns {
             c.kill(CloseReason::Shutdown);
@@ -172,7 +174,7 @@ pub(crate) fn run_core(
             {
                 Ok(mut rt) => {
                     let _ = ready.send(Ok(()));
-                    let core = Rc::new(Shard::new(id, shared));
+                    let core = Rc::new_cyclic(|me| Shard::new(id, shared, me.clone()));
                     rt.block_on(core.clone().run(listeners));
                     drop(core);
                 }

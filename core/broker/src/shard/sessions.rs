@@ -71,6 +71,10 @@ impl Sessions {
         self.map.values()
     }
 
+    pub(crate) fn iter_keyed(&self) -> impl Iterator<Item = (u64, &Entry)> {
+        self.map.iter().map(|(&k, e)| (k, e))
+    }
+
     /// Takes every session out, at the end of the core (see `run.rs`).
     pub(super) fn take_all(&mut self) -> HashMap<u64, Entry, ahash::RandomState> {
         std::mem::take(&mut self.map)
@@ -116,6 +120,8 @@ impl Shard {
         successor: u64,
     ) -> Option<Box<Session>> {
         let now = Instant::now();
+        // A compact parked connection is closed like any other: its `Conn` first.
+        self.revive(key);
         let mut e = self.st.borrow_mut().sessions.remove(key)?;
         let author = self.will_author(&e);
         if let Sink::Conn(conn) = std::mem::replace(&mut e.sink, Sink::Offline(0)) {
@@ -286,6 +292,8 @@ impl Shard {
                 Sink::Offline(self.shared.security.listener_index(&conn.listener))
             }
             Sink::Offline(l) => Sink::Offline(*l),
+            // Not reached: only a live connection closes (its task calls this).
+            Sink::Parked(p) => Sink::Offline(self.shared.security.listener_index(p.listener())),
             Sink::Api(_) | Sink::Bridge(_) => Sink::Offline(crate::security::NO_LISTENER_INDEX),
         };
         if *reason == CloseReason::TakenOver {
@@ -391,7 +399,7 @@ impl Shard {
     /// Hands a closed connection to the embedder's disconnect hook, on a hook thread.
     fn tell_disconnect(&self, conn: &Conn, s: &Session, reason: &CloseReason) {
         if let Some(hook) = self.shared.on_disconnect.clone() {
-            let (client, why) = (summary(conn, s), reason.name());
+            let (client, why) = (summary(&conn.listener, conn.peer(), s), reason.name());
             if !self.shared.hooks.notify(move || hook(client, why)) {
                 debug!("disconnect hook not called: the hook threads are busy or stopped");
             }

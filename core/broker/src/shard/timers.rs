@@ -85,9 +85,12 @@ fn sweep(core: &Rc<Shard>, now: Instant) {
                         crate::conn::hibernate::detach_failed(core, ms, &e);
                     }
                 }
+                // Detached (now or before) and holding nothing else: a compact record.
+                core.compact_conn(c);
             }
         }
     }
+    core.expire_parked(ms);
     let left = core.collect_sweeps.get();
     if left > 0 {
         core.collect_sweeps.set(left - 1);
