@@ -13,8 +13,9 @@
 #   hop         open loop at --rate msg/s (10 publisher/subscriber pairs), QoS 0 and 1:
 #               p50/p99 with both sides on node a, and with publishers on a, subscribers on b
 #               (--hop-runs of each, alternating, medians: single runs are noisy here).
-#   connect     CONNACKs/s of a connection storm on node a (with [cluster]) and on a one-core
-#               node without it, and the writes etcd committed meanwhile.
+#   connect     CONNACKs/s and CONNACK latency of a connection storm on node a (with
+#               [cluster]; CPU of a+b+c) and on a one-core node without it, and the writes
+#               and requests etcd served meanwhile.
 #   kill        a subscriber on node c, c killed with -9: time until a and b see the link
 #               down and until they drop c's routes (/metrics polled every 10 ms), against
 #               lease_ttl_secs.
@@ -52,7 +53,7 @@ while [[ $# -gt 0 ]]; do
     --hop-runs) HOP_RUNS=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "bench-cluster: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -144,6 +145,7 @@ run_load() { # label pub-node sub-node [uringmq-load options]
   local label=$1 pub=$2 sub=$3 pids=${PID[$2]}
   shift 3
   [[ $pub != "$sub" ]] && pids="$pids,${PID[$sub]}"
+  pids="$pids${EXTRA_PIDS:+,$EXTRA_PIDS}"
   timeout 120 taskset -c "$LOAD_CPUS" "$LOAD" --port "${PORT[$pub]}" --sub-port "${PORT[$sub]}" \
     --mqtt 3 --duration "$DURATION" --drain 3s --settle 300ms --broker-pid "$pids" \
     --label "$label" --json "$OUT/$label.json" --quiet "$@" >>"$OUT/load.log" 2>&1 ||
@@ -184,12 +186,15 @@ hop() { # round
 }
 
 # etcd's committed writes around each storm: a CONNECT that wrote to etcd would show here.
+# On node a the CPU of all three nodes counts: a CONNECT asks its client id's owner node.
 connect_rate() {
-  local n
+  local n others
   for n in one1 a; do
     say "connect storm on $n"
+    others=""
+    [[ $n == a ]] && others="${PID[b]},${PID[c]}"
     python3 "$HELPER" etcd "$ETCD_URL" >"$OUT/connect-$n.etcd-before.json"
-    run_load "connect-$n" "$n" "$n" -s connect-storm -c 64 --sources 8
+    EXTRA_PIDS=$others run_load "connect-$n" "$n" "$n" -s connect-storm -c 64 --sources 8
     python3 "$HELPER" etcd "$ETCD_URL" >"$OUT/connect-$n.etcd-after.json"
   done
 }

@@ -234,14 +234,17 @@ def connect_table(out):
     if not all(r for _, r in rows):
         return
     print("\n### Connect rate: a connection storm on one node, without and with [cluster]\n")
-    print("| node | CONNACKs/s | broker us/CONNACK | etcd writes committed | etcd requests |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    names = {"one1": "one node, no [cluster]", "a": "node a of the cluster"}
+    print("| node | CONNACKs/s | CONNACK p50 us | p99 us | broker us/CONNACK "
+          "| etcd writes committed | etcd requests |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    names = {"one1": "one node, no [cluster]", "a": "node a of the cluster (CPU: a+b+c)"}
     for n, runs in rows:
         d = runs[0][1]
         writes, calls = etcd_delta(out, n)
-        print(f"| {names[n]} | {fmt(d['connects_per_s'])} | "
-              f"{fmt(us_per(d, d['connects_per_s']), 2)} | {fmt(writes)} | {fmt(calls)} |")
+        lat = d["connect_latency_us"]
+        print(f"| {names[n]} | {fmt(d['connects_per_s'])} | {fmt(lat['p50'])} | "
+              f"{fmt(lat['p99'])} | {fmt(us_per(d, d['connects_per_s']), 2)} | {fmt(writes)} | "
+              f"{fmt(calls)} |")
 
 
 def kill_table(out, ttl):
