@@ -56,7 +56,7 @@ pub struct Args {
     #[arg(long, short = 'p', default_value_t = 1883)]
     pub port: u16,
     /// Subscribers connect to this port instead of `--port` (publishers on one broker,
-    /// subscribers on another: the path through a bridge).
+    /// subscribers on another: the path through a bridge, or across the nodes of a cluster).
     #[arg(long)]
     pub sub_port: Option<u16>,
     /// MQTT version: 3 (3.1.1) or 5.
@@ -94,6 +94,10 @@ pub struct Args {
     /// How long to publish (or hold, or storm): 10, 10s, 500ms, 2m.
     #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Once every connection and subscription is set up, wait this long before publishing
+    /// (a cluster tells the other nodes about a subscription after its SUBACK).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub settle: Duration,
     /// After publishing stops, how long to wait for the last deliveries and acknowledgements.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain: Duration,
@@ -126,9 +130,10 @@ pub struct Args {
     /// (127.0.0.2 onwards) or a range like 127.0.0.2-127.0.0.81. Default: kernel's choice.
     #[arg(long, value_parser = parse_sources)]
     pub sources: Option<Sources>,
-    /// Broker process to sample (RSS, CPU) from /proc.
-    #[arg(long)]
-    pub broker_pid: Option<u32>,
+    /// Broker process to sample (RSS, CPU) from /proc; several (`--broker-pid A,B`, the nodes
+    /// of a cluster) are added up.
+    #[arg(long, value_delimiter = ',')]
+    pub broker_pid: Vec<u32>,
     /// Name of the broker, carried into the JSON.
     #[arg(long, default_value = "broker")]
     pub label: String,

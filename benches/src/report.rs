@@ -13,7 +13,8 @@ use std::time::Duration;
 /// Samples the broker process at the moments of a run.
 #[derive(Debug, Default)]
 pub struct BrokerProbe {
-    pid: Option<u32>,
+    /// The processes sampled, added up (the nodes of a cluster); none: nothing recorded.
+    pids: Vec<u32>,
     /// Let the broker settle before the after-connect memory reading (idle hold).
     settle: Duration,
     /// Before any connection.
@@ -27,25 +28,36 @@ pub struct BrokerProbe {
 }
 
 impl BrokerProbe {
-    /// A probe of `pid` (none: records nothing); takes the "before" reading now.
-    pub fn new(pid: Option<u32>, settle: Duration) -> Self {
-        let before = pid.and_then(|p| procfs::sample(Some(p)).ok());
-        BrokerProbe {
-            pid,
+    /// A probe of `pids` (none: records nothing); takes the "before" reading now.
+    pub fn new(pids: Vec<u32>, settle: Duration) -> Self {
+        let mut probe = BrokerProbe {
+            pids,
             settle,
-            before,
             ..Default::default()
-        }
+        };
+        probe.before = probe.take();
+        probe
     }
 
+    /// One reading of every process, added up; `None` if one of them cannot be read.
     fn take(&self) -> Option<ProcSample> {
-        self.pid.and_then(|p| procfs::sample(Some(p)).ok())
+        let mut total: Option<ProcSample> = None;
+        for &p in &self.pids {
+            let s = procfs::sample(Some(p)).ok()?;
+            let t = total.get_or_insert(ProcSample {
+                at_ns: s.at_ns,
+                ..Default::default()
+            });
+            t.rss_kb += s.rss_kb;
+            t.cpu_ticks += s.cpu_ticks;
+        }
+        total
     }
 }
 
 impl Phases for BrokerProbe {
     fn ready(&mut self) -> io::Result<()> {
-        if self.pid.is_some() {
+        if !self.pids.is_empty() {
             std::thread::sleep(self.settle);
         }
         self.ready = self.take();
@@ -62,7 +74,7 @@ impl Phases for BrokerProbe {
 /// Broker process figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BrokerFigures {
-    /// Process id sampled.
+    /// Process id sampled (the first of `--broker-pid`; figures add up all of them).
     pub pid: u32,
     /// RSS before the load generator connected, KiB.
     pub rss_before_kb: u64,
@@ -169,7 +181,7 @@ impl Report {
             Scenario::ConnectStorm => per_sec(c.connects_ok, r.run_start_ns, r.run_end_ns),
             _ => per_sec(c.connects_ok, r.setup_start_ns, r.setup_end_ns),
         };
-        let broker = probe.pid.map(|pid| {
+        let broker = probe.pids.first().map(|&pid| {
             let rss = |s: &Option<ProcSample>| s.map_or(0, |s| s.rss_kb);
             let cpu_pct = match (&probe.start, &probe.end) {
                 (Some(a), Some(b)) => procfs::cpu_percent(a, b),
@@ -462,7 +474,7 @@ mod tests {
     #[test]
     fn memory_per_connection() {
         let probe = BrokerProbe {
-            pid: Some(1),
+            pids: vec![1],
             before: Some(ProcSample {
                 rss_kb: 1000,
                 ..Default::default()

@@ -221,6 +221,7 @@ pub fn run_shard(
         std::thread::sleep(Duration::from_millis(2));
     }
     let setup_end = mono_ns();
+    std::thread::sleep(args.settle);
     hooks.ready()?;
     let me_before = procfs::sample(None).ok();
     ctx.run_start_ns.store(mono_ns(), SeqCst);

@@ -64,8 +64,10 @@ pub fn encode_message(
 }
 
 /// The message a frame's packet carries, as if it arrived now; `None` if it is no PUBLISH.
-pub fn decode_message(packet: &Bytes, now: Instant) -> Option<Message> {
-    let mut buf = BytesMut::from(&packet[..]);
+/// Taken by value: a packet nothing else holds becomes the decoder's buffer without a copy,
+/// and the payload stays a slice of it.
+pub fn decode_message(packet: Bytes, now: Instant) -> Option<Message> {
+    let mut buf = BytesMut::from(packet);
     let mut decoder = Decoder::with_protocol(Protocol::V5, u32::MAX);
     let Ok(Some(Packet::Publish(p))) = decoder.decode(&mut buf) else {
         return None;
@@ -126,7 +128,7 @@ mod tests {
             panic!("not a Publish frame");
         };
         assert_eq!((seq, core), (5, 1));
-        let back = decode_message(&packet, later).unwrap();
+        let back = decode_message(packet, later).unwrap();
         assert_eq!(back.topic, m.topic);
         assert_eq!(back.payload, m.payload);
         assert_eq!((back.qos, back.retain), (QoS::ExactlyOnce, true));

@@ -81,7 +81,7 @@ const TICK: Duration = Duration::from_millis(100);
 struct State {
     /// Every peer ever seen, by name: its id in the cores' indexes (never reused).
     ids: HashMap<String, u16>,
-    peers: HashMap<u16, Peer>,
+    peers: Peers,
     mine: Mine,
     buf: BytesMut,
     takeovers: Takeovers,
@@ -90,10 +90,13 @@ struct State {
     moved: HashMap<Arc<str>, (u16, Instant)>,
 }
 
+/// The peers by id: looked up for every message sent or received, so not with SipHash.
+type Peers = HashMap<u16, Peer, ahash::RandomState>;
+
 /// The links as the takeovers see them: a frame to a peer whose link is up, written once.
 struct Links<'a> {
     ids: &'a HashMap<String, u16>,
-    peers: &'a mut HashMap<u16, Peer>,
+    peers: &'a mut Peers,
 }
 
 impl Wire for Links<'_> {
@@ -380,7 +383,7 @@ impl Router {
                 group,
                 packet,
             } => {
-                if let Some(msg) = p.inbound.message(seq, &packet, now) {
+                if let Some(msg) = p.inbound.message(seq, packet, now) {
                     let group = group.map(Arc::from);
                     let to = usize::from(core) % cores;
                     out.0[to].push(MeshMsg::Cluster(FromCluster::Publish { msg, group }));
@@ -411,7 +414,7 @@ impl Router {
                 }
             }
             Frame::Retain { seq, packet } => {
-                if let Some(msg) = p.inbound.message(seq, &packet, now) {
+                if let Some(msg) = p.inbound.message(seq, packet, now) {
                     // Set or cleared elsewhere since: no longer this node's to restate.
                     st.mine.retained.remove(&msg.topic);
                     out.all(|| MeshMsg::Retain {
@@ -422,20 +425,22 @@ impl Router {
             }
             other => return Err(other),
         }
-        let p = st.peers.get(&id).expect("looked up above");
-        let (routes, messages, bytes) = (
-            (p.inbound.interest.len() + p.inbound.shared.len()) as u64,
-            p.inbound.messages,
-            p.inbound.bytes,
-        );
-        let name = p.name.clone();
-        let last = p.inbound.last_seq;
-        self.board.routes(&name, routes);
-        self.board.link(&name, Direction::Inbound, |l| {
-            l.messages = messages;
-            l.bytes = bytes;
+        Ok(st.peers.get(&id).map_or(0, |p| p.inbound.last_seq))
+    }
+
+    /// Copies what peer `id`'s inbound link brought (its routes, messages, bytes, and the
+    /// `frames` read since the last call) to the status: once per batch read, not per frame.
+    pub fn show_received(&self, id: u16, frames: u64) {
+        let st = self.lock();
+        let Some(p) = st.peers.get(&id) else {
+            return;
+        };
+        let routes = (p.inbound.interest.len() + p.inbound.shared.len()) as u64;
+        self.board.received(&p.name, routes, |l| {
+            l.frames_in += frames;
+            l.messages = p.inbound.messages;
+            l.bytes = p.inbound.bytes;
         });
-        Ok(last)
     }
 
     /// A takeover frame from peer `from`: a request to this node as an id's owner or as the
@@ -780,7 +785,7 @@ impl Inbound {
     }
 
     /// A sequenced frame's message, unless already handed over (`seq` 0: never a duplicate).
-    fn message(&mut self, seq: u64, packet: &Bytes, now: Instant) -> Option<Arc<Message>> {
+    fn message(&mut self, seq: u64, packet: Bytes, now: Instant) -> Option<Arc<Message>> {
         if seq != 0 {
             if seq <= self.last_seq {
                 return None;

@@ -15,6 +15,11 @@
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 
+/// Frames are encoded into blocks of this many bytes, split off one by one: the frames of a
+/// block share one allocation (freed with the last of them), where a buffer grown per frame
+/// took several reallocations per message.
+const BLOCK: usize = 64 << 10;
+
 /// One encoded frame.
 struct Queued {
     /// 0: not sequenced.
@@ -75,6 +80,9 @@ impl SendQueue {
             return false;
         }
         buf.clear();
+        if buf.capacity() < BLOCK / 16 {
+            buf.reserve(BLOCK);
+        }
         if !encode(self.next_seq, buf) {
             return false;
         }

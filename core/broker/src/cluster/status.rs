@@ -147,9 +147,14 @@ impl StatusBoard {
         });
     }
 
-    /// The number of filters `peer` has subscribers for.
-    pub fn routes(&self, peer: &str, routes: u64) {
-        self.with(|s| s.links.entry(peer.to_owned()).or_default().routes = routes);
+    /// The number of filters `peer` has subscribers for, and an update of the inbound link
+    /// from it, in one step.
+    pub fn received(&self, peer: &str, routes: u64, f: impl FnOnce(&mut LinkStatus)) {
+        self.with(|s| {
+            let links = s.links.entry(peer.to_owned()).or_default();
+            links.routes = routes;
+            f(&mut links.inbound);
+        });
     }
 
     /// Marks one direction up; returns the connection's generation for [`Self::set_down`].
