@@ -150,6 +150,24 @@ fn restart_keeps_session_subscription_queue_and_retained() {
     }
 }
 
+/// The directory is free as soon as `stop()` returns: a broker started right after on the
+/// same directory gets it, every time, whatever its connections were doing (a persistent
+/// client with a message on its way to a session on another core).
+#[test]
+fn stop_then_start_on_the_same_directory_in_a_loop() {
+    let d = Durable::new("relock", PersistenceSync::Interval);
+    let mut b = d.start();
+    for i in 0..30 {
+        let (mut c, _) = connect_persistent(b.local_addr(), Protocol::V5, "c");
+        c.subscribe("l/#", QoS::AtLeastOnce);
+        let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
+        p.publish("l/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false);
+        drop(b);
+        b = d.start();
+    }
+    drop(b);
+}
+
 /// Messages sent to the subscriber and not acknowledged before the stop are sent again after
 /// the restart with DUP set and their packet identifiers [MQTT-4.4.0-1]; a QoS 2 message whose
 /// PUBREC was received gets PUBREL, not the PUBLISH again.

@@ -185,9 +185,9 @@ pub(crate) fn open(
     Ok((stores, recovered))
 }
 
-/// Takes `DIR/LOCK` (an exclusive `flock`, released when the last shard's store is dropped),
-/// so a second broker (or a restart in the same process before the first stopped) cannot
-/// write the same logs.
+/// Takes `DIR/LOCK` (an exclusive `flock`, released when the last shard's store closes or is
+/// dropped), so a second broker (or a restart in the same process before the first stopped)
+/// cannot write the same logs.
 fn lock(dir: &Path) -> io::Result<File> {
     use std::os::fd::AsRawFd;
     let f = File::create(dir.join("LOCK"))?;
