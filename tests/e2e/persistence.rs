@@ -157,15 +157,17 @@ fn restart_keeps_session_subscription_queue_and_retained() {
 fn stop_then_start_on_the_same_directory_in_a_loop() {
     let d = Durable::new("relock", PersistenceSync::Interval);
     let mut b = d.start();
+    subscribe_offline(b.local_addr(), Protocol::V5, "c", "l/#", QoS::AtLeastOnce);
     for i in 0..30 {
-        let (mut c, _) = connect_persistent(b.local_addr(), Protocol::V5, "c");
-        c.subscribe("l/#", QoS::AtLeastOnce);
         let mut p = Client::connect(b.local_addr(), Protocol::V5, "p");
         p.publish("l/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false);
         drop(b);
         b = d.start();
     }
-    drop(b);
+    let mut c = resume(b.local_addr(), Protocol::V5, "c");
+    for i in 0..30 {
+        assert_eq!(c.recv_publish().payload, format!("{i}").as_bytes());
+    }
 }
 
 /// Messages sent to the subscriber and not acknowledged before the stop are sent again after
