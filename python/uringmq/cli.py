@@ -15,7 +15,6 @@ import argparse
 import os
 import signal
 import sys
-import threading
 from typing import Any, Dict, List, Optional
 
 __all__ = ["main", "parse_args"]
@@ -85,13 +84,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.environ.get("RUST_LOG") or broker.settings["log_level"], broker.settings["log_format"]
     )
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGINT and SIGTERM are blocked before the broker's threads start (they inherit the mask)
+    # and taken by this thread with sigtimedwait, as the binary does with sigwait. A Python
+    # handler that set a threading.Event hung the process now and then: run while this thread
+    # held that Event's lock (inside its wait), it waited for the lock for ever.
+    signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         broker.start()
     except (ValueError, OSError, RuntimeError) as e:
@@ -100,8 +98,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, host, port in broker.listeners:
         print(f"uringmq: listening on {host}:{port} ({name})", file=sys.stderr, flush=True)
     try:
-        # Short waits so the main thread runs Python's signal handlers promptly.
-        while not stop.wait(0.2):
+        # Short waits, so that a broker that stopped on its own is noticed.
+        while signal.sigtimedwait(signals, 0.2) is None:
             if not broker.is_running:
                 print("uringmq: the broker stopped on its own", file=sys.stderr)
                 return 1

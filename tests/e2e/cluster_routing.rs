@@ -7,7 +7,9 @@
 //! between two brokers), so a test waits until the publishing node knows the routes
 //! (`ClusterStatus::links[peer].routes`) before it publishes.
 
-use crate::cluster::{behind_proxy, cluster_config, node_with, sees_all, status, wait_until};
+use crate::cluster::{
+    behind_proxy, cluster_config, node_with, sees_all, status, wait_until, EVENTUALLY,
+};
 use crate::support::etcd::Etcd;
 use crate::support::*;
 use std::collections::HashSet;
@@ -19,7 +21,7 @@ pub(crate) fn nodes(etcd: &Etcd, prefix: &str, names: &[&str]) -> Vec<Broker> {
         .iter()
         .map(|n| node_with(cluster_config(etcd, n, prefix)))
         .collect();
-    wait_until("every node sees and links the others", WAIT * 2, || {
+    wait_until("every node sees and links the others", EVENTUALLY, || {
         nodes.iter().all(|b| sees_all(b, names))
     });
     nodes
@@ -31,7 +33,7 @@ pub(crate) fn routes(b: &Broker, peer: &str) -> u64 {
 }
 
 pub(crate) fn wait_routes(b: &Broker, peer: &str, n: u64) {
-    wait_until(&format!("{peer}'s {n} route(s) known"), WAIT, || {
+    wait_until(&format!("{peer}'s {n} route(s) known"), EVENTUALLY, || {
         routes(b, peer) == n
     });
 }
@@ -134,22 +136,24 @@ fn retained_messages_are_set_and_cleared_on_every_node() {
     let n = nodes(&etcd, "/retain", &["a", "b", "c"]);
     let mut on_a = client(&n[0], Protocol::V5, "ra");
     on_a.publish("r/1", b"kept", QoS::AtLeastOnce, true);
-    wait_until("c has a's retained message", WAIT, || {
+    wait_until("c has a's retained message", EVENTUALLY, || {
         retained_on(&n[2], "r/#").is_some_and(|p| &p[..] == b"kept")
     });
     let mut on_b = client(&n[1], Protocol::V3_1_1, "rb");
     on_b.publish("r/1", b"", QoS::AtLeastOnce, true);
     for node in &n {
-        wait_until("the clear reached every node", WAIT, || {
+        wait_until("the clear reached every node", EVENTUALLY, || {
             retained_on(node, "r/#").is_none()
         });
     }
 
     // A node that joins later gets what the others retained.
     on_a.publish("r/2", b"before d", QoS::AtLeastOnce, true);
-    wait_until("b has it", WAIT, || retained_on(&n[1], "r/2").is_some());
+    wait_until("b has it", EVENTUALLY, || {
+        retained_on(&n[1], "r/2").is_some()
+    });
     let d = node_with(cluster_config(&etcd, "d", "/retain"));
-    wait_until("d has the retained message set on a", WAIT * 2, || {
+    wait_until("d has the retained message set on a", EVENTUALLY, || {
         retained_on(&d, "r/#").is_some_and(|p| &p[..] == b"before d")
     });
 }
@@ -239,7 +243,7 @@ fn a_link_cut_under_qos1_load_loses_nothing() {
     };
     let a = roomy(cluster_config(&etcd, "a", "/cutload"));
     let b = roomy(b_config);
-    wait_until("a and b linked", WAIT * 2, || {
+    wait_until("a and b linked", EVENTUALLY, || {
         sees_all(&a, &["a", "b"]) && sees_all(&b, &["a", "b"])
     });
     let mut sub = client(&b, Protocol::V5, "sub");

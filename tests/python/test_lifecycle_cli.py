@@ -38,6 +38,44 @@ def test_serves_until_signalled(sig):
         proc.wait()
 
 
+# `uringmq.cli` run with one change: when the main loop enters a wait on a condition (an
+# Event's), SIGTERM is sent first, so that it is handled while the loop holds that condition's
+# lock: the moment a signal hung the command (rarely, under load) when its handler set an Event.
+SIGNAL_INSIDE_THE_WAIT = """
+import os, signal, sys, threading
+from uringmq import cli
+
+real_wait = threading.Condition.wait
+
+def wait(self, timeout=None):
+    if sys._getframe(2).f_code is cli.main.__code__:
+        os.kill(os.getpid(), signal.SIGTERM)
+        # A few thousand bytecodes: the handler runs here, whichever thread got the signal.
+        for _ in range(100000):
+            pass
+    return real_wait(self, timeout)
+
+threading.Condition.wait = wait
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_at_any_moment_of_the_main_loop_stops_it():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_INSIDE_THE_WAIT, "--port", "0", "--cores", "1", "--log-level", "warn"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        assert "listening on 127.0.0.1:" in line, line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_print_config_applies_file_and_flags(tmp_path):
     conf = tmp_path / "u.toml"
     conf.write_text("max_qos = 1\nport = 1999\n")

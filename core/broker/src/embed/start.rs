@@ -220,6 +220,7 @@ fn shared_state(
             .and_then(|c| c.session_store.as_ref())
             .map(|_| Arc::default()),
         publish_debts: Default::default(),
+        settle: Default::default(),
         stats: (0..cores).map(|_| CoreStats::default()).collect(),
         hooks: HookPool::new(
             match (blocking, config.hook_threads) {

@@ -221,6 +221,17 @@ impl Mailbox {
         }
     }
 
+    /// Wakes the owning core without a message: it looks again at what it waits for (the
+    /// rounds at stop, `shard/settle.rs`).
+    pub(crate) fn wake(&self) {
+        self.notified.store(true, Ordering::SeqCst);
+        if let Ok(w) = self.waker.lock() {
+            if let Some(w) = w.as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+
     /// Takes one message (any thread of the owning core may drain).
     pub(crate) fn pop(&self) -> Option<MeshMsg> {
         self.queue.pop()

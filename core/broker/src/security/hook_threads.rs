@@ -343,12 +343,17 @@ mod tests {
 
     #[test]
     fn answers_and_times_out_and_replaces_a_stuck_thread() {
-        let pool = HookPool::new(1, Duration::from_millis(100));
+        // Checks get a deadline no overloaded machine misses; the one that must time out
+        // gets a short one once a thread runs it (taken after its deadline, it would be
+        // dropped unrun instead of making the thread stuck).
+        let pool = HookPool::new(1, Duration::from_secs(60));
         let ok = block_on(pool.run(|| 7).unwrap().answer(|| false));
         assert_eq!(ok, Ok(7));
 
         let (release, hold) = crossbeam_channel::bounded::<()>(0);
-        let stuck = pool.run(move || hold.recv().is_ok()).unwrap();
+        let mut stuck = pool.run(move || hold.recv().is_ok()).unwrap();
+        until_running(&stuck);
+        stuck.deadline = Instant::now() + Duration::from_millis(100);
         let started = Instant::now();
         assert_eq!(block_on(stuck.answer(|| false)), Err(HookError::TimedOut));
         assert!(started.elapsed() < Duration::from_secs(5));

@@ -79,6 +79,9 @@ impl Shard {
             };
             if let Some(msg) = msg {
                 self.shared.mailboxes[c].push(msg);
+                if self.stopping.get() {
+                    self.shared.settle.count_send();
+                }
             }
         }
         drop(outbox);

@@ -6,7 +6,8 @@
 //! with private fields, each defined beside the code that keeps its invariants: `Sessions`
 //! (`sessions.rs`), `Routes` (`route.rs`), `Moves` (`moves.rs`) and `Conns` (`conns.rs`).
 //!
-//! Owns: the `Shard` and its `State` (here), its life and stop (`run.rs`), its side of the mesh
+//! Owns: the `Shard` and its `State` (here), its life and stop (`run.rs`, and the last
+//! exchange with the other cores before the store closes, `settle.rs`), its side of the mesh
 //! (`inbox.rs`), routing, the indexes and the retained replica (`route.rs`), retained
 //! messages racing a new subscription on another core (`fresh.rs`), delivery to a
 //! session (`deliver.rs`), sessions, their keys, timers and end (`sessions.rs`), session moves
@@ -34,6 +35,7 @@ pub(crate) mod persist;
 mod route;
 mod run;
 mod sessions;
+mod settle;
 mod shared;
 pub(crate) mod shared_store;
 mod stats;

@@ -76,9 +76,11 @@ pub(crate) struct Incoming {
     early: Vec<Forwarded>,
     /// The successor's takeover, answered once the install (and move) is complete.
     parked: Option<TakeoverReq>,
-    /// Messages given to the session while forwards may still come (held, so their
-    /// addresses stay unique). Few: the window is one mesh round trip.
-    seen: Vec<Arc<Message>>,
+    /// Messages given to the session while forwards may still come, by address (held, so
+    /// their addresses stay unique). The window is one mesh round trip, but under a flood
+    /// that round trip waits behind the other cores' queues and thousands pass meanwhile:
+    /// a lookup must not grow with them.
+    seen: HashMap<usize, Arc<Message>>,
     /// A session from another node: the copies of its messages not paired yet.
     twins: Option<Box<Twins>>,
 }
@@ -128,10 +130,11 @@ impl Incoming {
         if let Some(t) = &mut self.twins {
             return t.first(msg, false);
         }
-        if self.seen.iter().any(|m| Arc::ptr_eq(m, msg)) {
+        let at = Arc::as_ptr(msg) as usize;
+        if self.seen.contains_key(&at) {
             return false;
         }
-        self.seen.push(msg.clone());
+        self.seen.insert(at, msg.clone());
         true
     }
 }

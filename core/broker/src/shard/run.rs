@@ -60,9 +60,9 @@ impl Shard {
         }
     }
 
-    /// After Stop: waits for the connections, closes the store, ends the other tasks and
-    /// drops what the core still holds.
-    async fn finish(&self) {
+    /// After Stop: waits for the connections, settles with the other cores, closes the
+    /// store, ends the other tasks and drops what the core still holds.
+    async fn finish(self: &Rc<Self>) {
         // Wait for every connection and listener task to finish. A writer blocked on a client
         // that does not read would hold its task for ever, and the sweep that shuts such
         // sockets down hard (`timers.rs`) has ended: so after a grace for the last bytes
@@ -72,6 +72,9 @@ impl Shard {
             self.shut_down_hard();
             self.wait_tasks(STOP_LIMIT).await;
         }
+        // What the other cores still send (their clients' last messages) is handled before
+        // the store closes (`settle.rs`).
+        self.settle().await;
         if let Some(p) = &self.persist {
             // Writes and syncs what is left: a clean stop loses nothing.
             p.store.close().await;
@@ -96,11 +99,21 @@ impl Shard {
     }
 
     /// Waits until every connection and listener task has finished, or `limit` has passed.
-    async fn wait_tasks(&self, limit: Duration) {
+    /// Meanwhile the mailbox is still drained: a connection here may wait for another core
+    /// (a takeover's answer, a barrier's confirmation), and another core's messages for
+    /// sessions here are not to wait for the rounds.
+    async fn wait_tasks(self: &Rc<Self>, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while self.tasks.get() > 0 && Instant::now() < deadline {
+        let mailbox = &self.shared.mailboxes[usize::from(self.id)];
+        loop {
+            mailbox.arm();
+            self.drain_mesh();
+            if self.tasks.get() == 0 || Instant::now() >= deadline {
+                return;
+            }
             monoio::select! {
                 _ = self.tasks_done.wait() => {}
+                _ = mailbox.wait() => {}
                 _ = monoio::time::sleep(Duration::from_millis(20)) => {}
             }
         }

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     /// The way to the cluster's shared session store, with `[cluster] session_store`
     /// (`shared_store.rs`).
     pub(crate) session_feed: Option<Arc<crate::cluster::session_store::SessionFeed>>,
+    /// The cores' rounds at stop (`settle.rs`).
+    pub(crate) settle: super::settle::Settle,
 }
 
 impl Shared {

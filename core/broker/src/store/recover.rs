@@ -185,22 +185,36 @@ pub(crate) fn open(
     Ok((stores, recovered))
 }
 
-/// Takes `DIR/LOCK` (an exclusive `flock`, released when the last shard's store is dropped),
-/// so a second broker (or a restart in the same process before the first stopped) cannot
-/// write the same logs.
+/// Takes `DIR/LOCK` (an exclusive `flock`, released when the last shard's store closes or is
+/// dropped), so a second broker (or a restart in the same process before the first stopped)
+/// cannot write the same logs.
+///
+/// A lock held by someone else is waited for up to [`LOCK_WAIT`]: a child process forked by
+/// another thread of this process (an embedder or a test harness starting a program) holds a
+/// copy of the descriptor, and with it the lock, until it execs, so a broker restarted at
+/// that moment would otherwise be refused although the previous one has stopped.
 fn lock(dir: &Path) -> io::Result<File> {
     use std::os::fd::AsRawFd;
     let f = File::create(dir.join("LOCK"))?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("{} is in use by another broker: {e}", dir.display()),
-        ));
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) || Instant::now() >= deadline {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("{} is in use by another broker: {e}", dir.display()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(f)
 }
+
+/// How long [`lock`] waits for a lock held elsewhere.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 fn read_current(dir: &Path) -> io::Result<Option<u64>> {
     match fs::read_to_string(dir.join(CURRENT)) {

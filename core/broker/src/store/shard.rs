@@ -105,8 +105,10 @@ pub struct ShardStore {
     waiters: RefCell<Vec<Waker>>,
     closing: Cell<bool>,
     running: Cell<bool>,
-    /// The directory's lock, shared by the shards' stores.
-    _lock: Arc<File>,
+    /// The directory's lock, shared by the shards' stores: each lets go of it in `close`,
+    /// so the directory is free once every store closed, even if something (a task of a
+    /// runtime that ended) still holds the store itself.
+    lock: RefCell<Option<Arc<File>>>,
 }
 
 struct Inner {
@@ -202,7 +204,7 @@ impl ShardStore {
             waiters: RefCell::new(Vec::new()),
             closing: Cell::new(false),
             running: Cell::new(false),
-            _lock: lock,
+            lock: RefCell::new(Some(lock)),
         }
     }
 
@@ -290,7 +292,8 @@ impl ShardStore {
     }
 
     /// Writes what is buffered, syncs (unless the policy is `Never`) and ends the task of
-    /// [`ShardStore::run`]; returns once it has (at once when it does not run).
+    /// [`ShardStore::run`]; returns once it has (at once when it does not run), and lets go
+    /// of the directory's lock.
     pub async fn close(&self) {
         self.closing.set(true);
         self.wake_task();
@@ -301,7 +304,8 @@ impl ShardStore {
             self.waiters.borrow_mut().push(cx.waker().clone());
             Poll::Pending
         })
-        .await
+        .await;
+        self.lock.borrow_mut().take();
     }
 
     fn wake_task(&self) {
