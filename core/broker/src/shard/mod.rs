@@ -187,7 +187,7 @@ impl Shard {
             id,
             st: RefCell::new(State {
                 sessions: Sessions::new(),
-                routes: Routes::new(levels, cores),
+                routes: Routes::new(levels, id, cores),
                 moves: Moves::default(),
                 conns: Conns::new(),
             }),
