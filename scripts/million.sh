@@ -3,6 +3,10 @@
 # recording the connect rate and the broker's memory per connection at each step.
 #
 #   scripts/million.sh [--broker uringmq|mosquitto] [--target N] [--hold 10s] [--mqtt 3|5]
+#                      [--filter idle/{i}/cmd]
+#
+# Each connection subscribes to its own filter (`{i}`: its number; '' for none), as #20's goal
+# counts an idle connection: one subscription each.
 #
 # Each step starts a fresh broker (so RSS growth is this step's), opens the connections with
 # uringmq-load (worker processes of <= 18,000 connections each, 80 loopback source addresses,
@@ -19,6 +23,7 @@ BROKER=""
 GOAL=1000000
 HOLD=10s
 MQTT=3
+FILTER="idle/{i}/cmd"
 PORT=18850
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -26,7 +31,8 @@ while [[ $# -gt 0 ]]; do
     --target) GOAL=$2; shift ;;
     --hold) HOLD=$2; shift ;;
     --mqtt) MQTT=$2; shift ;;
-    *) echo "usage: $0 [--broker uringmq|mosquitto] [--target N] [--hold 10s] [--mqtt 3|5]" >&2; exit 2 ;;
+    --filter) FILTER=$2; shift ;;
+    *) echo "usage: $0 [--broker uringmq|mosquitto] [--target N] [--hold 10s] [--mqtt 3|5] [--filter F]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -68,6 +74,7 @@ for n in "${STEPS[@]}"; do
     { echo "million: no broker on port $PORT (see $TMP/broker.log)" >&2; exit 1; }
   procs=$(( (n + 17999) / 18000 ))
   timeout 600 "$LOAD" --port "$PORT" -s idle -c "$n" --procs "$procs" --sources 80 --mqtt "$MQTT" \
+    --idle-filter "$FILTER" \
     --keepalive 60 -d "$HOLD" --connect-timeout 30s --broker-pid "$BROKER_PID" --label "$BROKER" \
     --quiet --json "$TMP/step.json" 2>>"$TMP/load.err"
   python3 - "$TMP/step.json" "$n" <<'PY' || echo "million: step $n produced no report (see $TMP/load.err)"

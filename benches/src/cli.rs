@@ -22,7 +22,8 @@ pub enum Scenario {
     Wildcard,
     /// `--conns` concurrent clients connecting and disconnecting in a loop: CONNACKs per second.
     ConnectStorm,
-    /// Open `--conns` connections with keep-alive and hold them: broker memory per connection.
+    /// Open `--conns` connections with keep-alive, each subscribed to its own
+    /// `--idle-filter`, and hold them: broker memory per connection.
     Idle,
 }
 
@@ -109,6 +110,11 @@ pub struct Args {
     /// Mosquitto's `persistence true`).
     #[arg(long)]
     pub persistent: bool,
+    /// Idle: the filter each connection subscribes to after CONNACK, `{i}` replaced by its
+    /// number over all worker processes: one subscription per device, as a fleet that
+    /// listens on its own command topic (`devices/<id>/cmd`). Empty: connect only.
+    #[arg(long, default_value = "idle/{i}/cmd")]
+    pub idle_filter: String,
     /// Time allowed for TCP connect + CONNACK (+ SUBACK).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

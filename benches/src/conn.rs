@@ -106,8 +106,9 @@ async fn read_frame<T>(
     }
 }
 
-/// TCP connect, CONNECT/CONNACK and, for a subscriber, SUBSCRIBE/SUBACK. Returns the stream,
-/// the bytes read past the handshake and the broker's Receive Maximum.
+/// TCP connect, CONNECT/CONNACK and, for a subscriber or an idle connection with a filter,
+/// SUBSCRIBE/SUBACK. Returns the stream, the bytes read past the handshake and the broker's
+/// Receive Maximum.
 async fn handshake(
     ctx: &Ctx,
     role: Role,
@@ -136,10 +137,13 @@ async fn handshake(
         return Err(OpenError::Refused(ack.code));
     }
     stats.borrow_mut().connect_latency.record(mono_ns() - t0);
-    if let Role::Sub(i) = role {
+    let filter = match role {
+        Role::Sub(i) => Some(ctx.plan.subs[i as usize].filter.clone()),
+        _ => ctx.idle_filter(role),
+    };
+    if let Some(filter) = filter {
         out.clear();
-        let filter = &ctx.plan.subs[i as usize].filter;
-        wire::subscribe(&mut out, v, 1, filter, ctx.args.qos);
+        wire::subscribe(&mut out, v, 1, &filter, ctx.args.qos);
         let (res, _) = s.write_all(out).await;
         res?;
         // Publications cannot arrive before SUBACK: the subscription does not exist until the

@@ -135,6 +135,17 @@ impl Ctx {
             .copied()
     }
 
+    /// The filter idle connection `role` subscribes to (`--idle-filter`), if any.
+    pub fn idle_filter(&self, role: Role) -> Option<String> {
+        let Role::Bare(i) = role else { return None };
+        let pattern = &self.args.idle_filter;
+        if self.args.scenario != Scenario::Idle || pattern.is_empty() {
+            return None;
+        }
+        let global = u64::from(i) * u64::from(self.shards) + u64::from(self.shard);
+        Some(pattern.replace("{i}", &global.to_string()))
+    }
+
     fn roles(&self) -> impl Iterator<Item = Role> + '_ {
         let n = |len: usize| 0..len as u32;
         n(self.plan.pubs.len())
@@ -344,4 +355,26 @@ async fn thread_body(ctx: Arc<Ctx>, t: usize, n: usize) -> WorkerResult {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     stats.take()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn ctx(args: &[&str], shard: u32, shards: u32) -> Ctx {
+        let a = Args::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
+        Ctx::new(&a, "r", shard, shards)
+    }
+
+    #[test]
+    fn idle_connections_subscribe_to_their_own_filter() {
+        let c = ctx(&["-s", "idle", "-c", "4"], 1, 2);
+        assert_eq!(c.idle_filter(Role::Bare(0)).as_deref(), Some("idle/1/cmd"));
+        assert_eq!(c.idle_filter(Role::Bare(1)).as_deref(), Some("idle/3/cmd"));
+        let none = ctx(&["-s", "idle", "--idle-filter", ""], 0, 1);
+        assert_eq!(none.idle_filter(Role::Bare(0)), None);
+        let storm = ctx(&["-s", "connect-storm"], 0, 1);
+        assert_eq!(storm.idle_filter(Role::Bare(0)), None);
+    }
 }

@@ -7,7 +7,17 @@ use crate::conn::{Conn, Parked};
 use crate::shard::Entry;
 use std::mem::size_of;
 use std::rc::Rc;
-use uringmq_session::Session;
+use uringmq_session::{Session, SubOptions, Subscriptions};
+use uringmq_topic::SubscriptionIndex;
+
+/// A trie node of a core's local index: a device's filter below its shared levels is one
+/// node (path compression; `uringmq_topic`'s trie), boxed in its parent's table.
+const LOCAL_NODE: usize = SubscriptionIndex::<u64, SubOptions>::node_size();
+/// A trie node of a core's interest replica (only other cores' filters are in it).
+const INTEREST_NODE: usize = SubscriptionIndex::<u16, ()>::node_size();
+// mimalloc's 96-byte class; a device's subscription is one of each per index it is in.
+const _: () = assert!(LOCAL_NODE <= 96 && INTEREST_NODE <= 96);
+const _: () = assert!(Subscriptions::BOX_SIZE <= 32);
 
 /// Reference counts in front of an `Rc` or `Arc` allocation.
 const COUNTS: usize = 2 * size_of::<usize>();
@@ -15,7 +25,9 @@ const COUNTS: usize = 2 * size_of::<usize>();
 /// (what, bytes asked of the allocator) for each fixed-size allocation of an idle connection,
 /// and (what, bytes per slot) for its slots in the core's and the registry's hash tables (a
 /// table keeps between 1.14 and 2.3 slots per entry). The client id is an `Arc<str>`: the
-/// counts and its bytes.
+/// counts and its bytes. With a subscription (`devices/<id>/cmd`): its node in the local
+/// index (and in each other core's interest replica), the node's level string (`<id>/cmd`),
+/// and the session's record of it (a box and the filter string).
 #[doc(hidden)]
 pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
     vec![
@@ -34,5 +46,9 @@ pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
             "registry slot (Arc<str>, u64)",
             size_of::<(std::sync::Arc<str>, u64)>() + 1,
         ),
+        ("local index node", LOCAL_NODE),
+        ("interest index node (other cores)", INTEREST_NODE),
+        ("session's subscription box", Subscriptions::BOX_SIZE),
+        ("index table slot (Box<node>)", size_of::<usize>() + 1),
     ]
 }

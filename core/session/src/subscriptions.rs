@@ -52,6 +52,11 @@ pub enum OverQuota {
 }
 
 impl Subscriptions {
+    /// Bytes of the box a session's subscriptions take while there is one (the filter string
+    /// aside): the broker's memory accounting, `idle_path_sizes`.
+    #[doc(hidden)]
+    pub const BOX_SIZE: usize = std::mem::size_of::<Filters>();
+
     /// Adds or replaces [MQTT-3.8.4-3] a subscription; returns whether it is new. A
     /// replacement never counts against the limits.
     pub fn insert(

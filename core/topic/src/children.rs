@@ -13,9 +13,16 @@
 use ahash::RandomState;
 use hashbrown::HashTable;
 
-/// A trie node that knows its own level string.
+/// A trie node that knows the level it is found by.
 pub(crate) trait Level {
-    fn level(&self) -> &str;
+    /// The level this node is found by among its siblings.
+    fn key(&self) -> &str;
+
+    /// `self.key() == level`, for nodes that can answer it without finding their key.
+    #[inline]
+    fn has_key(&self, level: &str) -> bool {
+        self.key() == level
+    }
 }
 
 /// Above this many children a node hashes instead of scanning.
@@ -43,18 +50,18 @@ impl<N: Level> Children<N> {
     #[inline]
     pub(crate) fn get(&self, level: &str, hasher: &RandomState) -> Option<&N> {
         match self {
-            Self::Few(few) => few.iter().find(|n| n.level() == level),
+            Self::Few(few) => few.iter().find(|n| n.has_key(level)),
             Self::Many(many) => many
-                .find(hasher.hash_one(level), |n| n.level() == level)
+                .find(hasher.hash_one(level), |n| n.has_key(level))
                 .map(|n| &**n),
         }
     }
 
     pub(crate) fn get_mut(&mut self, level: &str, hasher: &RandomState) -> Option<&mut N> {
         match self {
-            Self::Few(few) => few.iter_mut().find(|n| n.level() == level),
+            Self::Few(few) => few.iter_mut().find(|n| n.has_key(level)),
             Self::Many(many) => many
-                .find_mut(hasher.hash_one(level), |n| n.level() == level)
+                .find_mut(hasher.hash_one(level), |n| n.has_key(level))
                 .map(|n| &mut **n),
         }
     }
@@ -67,11 +74,11 @@ impl<N: Level> Children<N> {
         make: impl FnOnce() -> N,
     ) -> &mut N {
         if let Self::Few(few) = self {
-            if few.len() >= SCAN_MAX && !few.iter().any(|n| n.level() == level) {
+            if few.len() >= SCAN_MAX && !few.iter().any(|n| n.has_key(level)) {
                 let mut many = HashTable::with_capacity(few.len() * 2);
                 for node in few.drain(..) {
-                    many.insert_unique(hasher.hash_one(node.level()), Box::new(node), |n| {
-                        hasher.hash_one(n.level())
+                    many.insert_unique(hasher.hash_one(node.key()), Box::new(node), |n| {
+                        hasher.hash_one(n.key())
                     });
                 }
                 *self = Self::Many(Box::new(many));
@@ -79,7 +86,7 @@ impl<N: Level> Children<N> {
         }
         match self {
             Self::Few(few) => {
-                let at = match few.iter().position(|n| n.level() == level) {
+                let at = match few.iter().position(|n| n.has_key(level)) {
                     Some(at) => at,
                     None => {
                         // Exact growth: `Vec` would otherwise round one child up to four
@@ -94,11 +101,23 @@ impl<N: Level> Children<N> {
             Self::Many(many) => many
                 .entry(
                     hasher.hash_one(level),
-                    |n| n.level() == level,
-                    |n| hasher.hash_one(n.level()),
+                    |n| n.has_key(level),
+                    |n| hasher.hash_one(n.key()),
                 )
                 .or_insert_with(|| Box::new(make()))
                 .into_mut(),
+        }
+    }
+
+    /// The only child, taken out, if there is exactly one.
+    pub(crate) fn take_only(&mut self) -> Option<N> {
+        match self {
+            Self::Few(few) if few.len() == 1 => {
+                let only = few.pop();
+                *few = Vec::new();
+                only
+            }
+            _ => None,
         }
     }
 
@@ -107,7 +126,7 @@ impl<N: Level> Children<N> {
     pub(crate) fn remove(&mut self, level: &str, hasher: &RandomState) -> Option<N> {
         match self {
             Self::Few(few) => {
-                let at = few.iter().position(|n| n.level() == level)?;
+                let at = few.iter().position(|n| n.has_key(level))?;
                 let node = few.swap_remove(at);
                 if few.is_empty() {
                     // Give the allocation back: empty leaves are the common case.
@@ -117,7 +136,7 @@ impl<N: Level> Children<N> {
             }
             Self::Many(many) => {
                 let node = many
-                    .find_entry(hasher.hash_one(level), |n| n.level() == level)
+                    .find_entry(hasher.hash_one(level), |n| n.has_key(level))
                     .ok()?
                     .remove()
                     .0;
@@ -126,7 +145,7 @@ impl<N: Level> Children<N> {
                     *self = Self::Few(few);
                 } else if many.len() * 4 < many.capacity() {
                     // Shrink only at a quarter full so churn around a size cannot thrash.
-                    many.shrink_to(many.len() * 2, |n| hasher.hash_one(n.level()));
+                    many.shrink_to(many.len() * 2, |n| hasher.hash_one(n.key()));
                 }
                 Some(*node)
             }
@@ -166,7 +185,7 @@ mod tests {
     struct Leaf(Box<str>);
 
     impl Level for Leaf {
-        fn level(&self) -> &str {
+        fn key(&self) -> &str {
             &self.0
         }
     }

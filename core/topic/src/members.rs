@@ -1,6 +1,6 @@
 //! The subscribers of one filter (or the members of one shared group).
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -18,29 +18,53 @@ const UNINDEX_BELOW: usize = INDEX_ABOVE / 2;
 /// The subscribers of one filter with their per-subscription values.
 ///
 /// Stored as a contiguous vec (inline for a single subscriber, the common case in IoT
-/// fan-in) so matching iterates plain memory, plus a position map once there are many.
-/// Also carries a round-robin cursor, used for shared-subscription groups.
+/// fan-in) so matching iterates plain memory. What only some sets need (a position map once
+/// there are many, the round-robin cursor of a shared-subscription group) is boxed on first
+/// use: a filter with one subscriber, a device's own command topic, is most of a million-device
+/// index, and every byte here is in each of its trie nodes.
 pub struct Members<S, V> {
     entries: SmallVec<[(S, V); 1]>,
-    // Boxed on purpose: an inline `HashMap` with its hasher is 64 bytes in every filter node,
-    // while almost no filter ever has enough subscribers to need one.
+    /// A `OnceCell` so a PUBLISH can start a group's round while walking the index by `&`
+    /// (each core owns its indexes, so they need `Send`, not `Sync`).
+    extra: OnceCell<Box<Extra<S>>>,
+}
+
+/// The rarely needed part of [`Members`].
+struct Extra<S> {
+    // Boxed on purpose: an inline `HashMap` with its hasher is 64 bytes in every group that
+    // picks, while almost no set ever has enough members to need one.
     #[allow(clippy::box_collection)]
     positions: Option<Box<HashMap<S, u32, RandomState>>>,
     /// Next entry [`Members::pick_next`] serves. Entries before it have been served in this
-    /// round; it is a `Cell` so a PUBLISH can pick while walking the index by `&` (each core
-    /// owns its indexes, so they need `Send`, not `Sync`).
+    /// round.
     cursor: Cell<u32>,
     /// Picks [`Members::pick_weighted`] has served the entry at `cursor` in this round.
     spent: Cell<u32>,
+}
+
+impl<S> Default for Extra<S> {
+    fn default() -> Self {
+        Self {
+            positions: None,
+            cursor: Cell::new(0),
+            spent: Cell::new(0),
+        }
+    }
+}
+
+/// The position map of `extra`, if there is one (a function of the field, so that the
+/// entries can be read while it is borrowed).
+fn positions_mut<S>(
+    extra: &mut OnceCell<Box<Extra<S>>>,
+) -> Option<&mut HashMap<S, u32, RandomState>> {
+    extra.get_mut()?.positions.as_deref_mut()
 }
 
 impl<S, V> Default for Members<S, V> {
     fn default() -> Self {
         Self {
             entries: SmallVec::new(),
-            positions: None,
-            cursor: Cell::new(0),
-            spent: Cell::new(0),
+            extra: OnceCell::new(),
         }
     }
 }
@@ -67,8 +91,21 @@ impl<S: Copy + Eq + Hash, V> Members<S, V> {
         self.entries.iter().map(|(s, v)| (*s, v))
     }
 
+    fn positions(&self) -> Option<&HashMap<S, u32, RandomState>> {
+        self.extra.get()?.positions.as_deref()
+    }
+
+    /// The round-robin state, created on first use.
+    fn extra(&self) -> &Extra<S> {
+        self.extra.get_or_init(Box::default)
+    }
+
+    fn cursor(&self) -> usize {
+        self.extra.get().map_or(0, |e| e.cursor.get() as usize)
+    }
+
     fn position(&self, sub: S) -> Option<usize> {
-        match &self.positions {
+        match self.positions() {
             Some(positions) => positions.get(&sub).map(|&at| at as usize),
             None => self.entries.iter().position(|(s, _)| *s == sub),
         }
@@ -88,7 +125,7 @@ impl<S: Copy + Eq + Hash, V> Members<S, V> {
         }
         self.entries.push((sub, value));
         let at = self.entries.len() - 1;
-        match &mut self.positions {
+        match positions_mut(&mut self.extra) {
             Some(positions) => {
                 positions.insert(sub, at as u32);
             }
@@ -99,7 +136,10 @@ impl<S: Copy + Eq + Hash, V> Members<S, V> {
                     .enumerate()
                     .map(|(at, (s, _))| (*s, at as u32))
                     .collect();
-                self.positions = Some(Box::new(positions));
+                self.extra();
+                if let Some(extra) = self.extra.get_mut() {
+                    extra.positions = Some(Box::new(positions));
+                }
             }
             None => {}
         }
@@ -113,28 +153,35 @@ impl<S: Copy + Eq + Hash, V> Members<S, V> {
     /// twice.
     pub fn remove(&mut self, sub: S) -> Option<V> {
         let at = self.position(sub)?;
-        // Entries move below: the weighted round restarts its count at the cursor.
-        self.spent.set(0);
-        let cursor = self.cursor.get() as usize;
+        let cursor = self.cursor();
         let at = if at < cursor {
             self.swap(at, cursor - 1);
-            self.cursor.set(cursor as u32 - 1);
             cursor - 1
         } else {
             at
         };
+        if let Some(extra) = self.extra.get_mut() {
+            // The removed entry, if served, was the last served: the round goes on from it.
+            extra.cursor.set(cursor.min(at) as u32);
+            // Entries move below: the weighted round restarts its count at the cursor.
+            extra.spent.set(0);
+        }
         // Moves the last (unserved, or the removed one itself) entry into `at`.
         let last = self.entries.len() - 1;
         self.swap(at, last);
         let (removed, value) = self.entries.pop()?;
-        if let Some(positions) = &mut self.positions {
-            positions.remove(&removed);
-            if self.entries.len() < UNINDEX_BELOW {
-                self.positions = None;
+        let few = self.entries.len() < UNINDEX_BELOW;
+        if let Some(extra) = self.extra.get_mut() {
+            if let Some(positions) = &mut extra.positions {
+                positions.remove(&removed);
+                if few {
+                    extra.positions = None;
+                }
             }
         }
         if self.entries.is_empty() {
-            self.entries = SmallVec::new();
+            // Nothing is left to serve: the set takes no more than a new one.
+            *self = Self::default();
         }
         Some(value)
     }
@@ -144,7 +191,7 @@ impl<S: Copy + Eq + Hash, V> Members<S, V> {
             return;
         }
         self.entries.swap(a, b);
-        if let Some(positions) = &mut self.positions {
+        if let Some(positions) = positions_mut(&mut self.extra) {
             positions.insert(self.entries[a].0, a as u32);
             positions.insert(self.entries[b].0, b as u32);
         }
@@ -156,11 +203,11 @@ impl<S: Copy + Eq + Hash, V> Members<S, V> {
         if self.entries.is_empty() {
             return None;
         }
-        let mut at = self.cursor.get() as usize;
+        let mut at = self.cursor();
         if at >= self.entries.len() {
             at = 0;
         }
-        self.cursor.set(at as u32 + 1);
+        self.extra().cursor.set(at as u32 + 1);
         let (sub, value) = &self.entries[at];
         Some((*sub, value))
     }
@@ -171,7 +218,8 @@ impl<S: Copy + Eq + Hash, V> Members<S, V> {
     /// equally. None when all weights are 0. A set uses this or [`Members::pick_next`], not both.
     pub fn pick_weighted(&self, weight: impl Fn(S, &V) -> u32) -> Option<(S, &V)> {
         let n = self.entries.len();
-        let (mut at, mut spent) = (self.cursor.get() as usize, self.spent.get());
+        let extra = self.extra();
+        let (mut at, mut spent) = (extra.cursor.get() as usize, extra.spent.get());
         // One pass over every entry finds a member with weight left, if there is one.
         for _ in 0..=n {
             if at >= n {
@@ -181,8 +229,8 @@ impl<S: Copy + Eq + Hash, V> Members<S, V> {
             let w = weight(*sub, value);
             if spent < w {
                 let done = spent + 1 >= w;
-                self.cursor.set(at as u32 + u32::from(done));
-                self.spent.set(if done { 0 } else { spent + 1 });
+                extra.cursor.set(at as u32 + u32::from(done));
+                extra.spent.set(if done { 0 } else { spent + 1 });
                 return Some((*sub, value));
             }
             (at, spent) = (at + 1, 0);
@@ -241,7 +289,7 @@ mod tests {
         for i in 0..1000u32 {
             m.insert(i, i * 10);
         }
-        assert!(m.positions.is_some());
+        assert!(m.positions().is_some());
         for i in (0..1000u32).step_by(3) {
             assert_eq!(m.remove(i), Some(i * 10));
         }
@@ -251,8 +299,9 @@ mod tests {
         for i in 0..1000u32 {
             m.remove(i);
         }
-        assert!(m.positions.is_none());
+        assert!(m.positions().is_none());
         assert!(m.is_empty());
+        assert!(m.extra.get().is_none(), "an emptied set keeps no box");
     }
 
     #[test]

@@ -21,7 +21,7 @@ struct Node<V> {
 
 impl<V> Level for Node<V> {
     #[inline]
-    fn level(&self) -> &str {
+    fn key(&self) -> &str {
         &self.level
     }
 }

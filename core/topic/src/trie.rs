@@ -1,7 +1,16 @@
-//! The filter trie shared by [`crate::SubscriptionIndex`] and [`crate::SharedIndex`]: one node
-//! per filter level, literal children in a [`Children`] map, and separate slots for `+` (a
+//! The filter trie shared by [`crate::SubscriptionIndex`] and [`crate::SharedIndex`]: nodes
+//! of filter levels, literal children in a [`Children`] map, and separate slots for `+` (a
 //! child node) and `#` (always a leaf, so just a payload). Matching a topic visits only the
 //! nodes that can match it: per level one literal lookup, the `+` child and the `#` payload.
+//!
+//! Path compression: a literal node holds a run of levels (`7/cmd`) when every level of the
+//! run but the last has nothing but the next one: no subscribers, no `+` or `#`, one child.
+//! A million devices subscribing to `devices/<id>/cmd` then cost one node each below
+//! `devices` instead of two, in every index (#20: ~110 bytes per subscription and index).
+//! A node is found among its siblings by its first level; its other levels are compared
+//! whole against the topic's next ones. Inserting splits a run where a filter leaves it;
+//! removing joins a node left with one child and nothing else back into a run. The root and
+//! `+` nodes hold exactly their one level.
 
 use ahash::RandomState;
 
@@ -13,29 +22,9 @@ pub(crate) trait Payload: Default {
     fn is_empty(&self) -> bool;
 }
 
-/// One step of a filter walk.
-enum Step<'a> {
-    Literal(&'a str),
-    Plus,
-    /// Only ever the last step.
-    Hash,
-}
-
-/// A filter's levels as steps. `#` counts as a wildcard only as the whole last level and `+`
-/// only as a whole level; elsewhere they are literal levels no valid topic name can match.
-fn steps(filter: &str) -> impl Iterator<Item = Step<'_>> {
-    let mut levels = filter.split('/').peekable();
-    std::iter::from_fn(move || {
-        let level = levels.next()?;
-        Some(match level {
-            "+" => Step::Plus,
-            "#" if levels.peek().is_none() => Step::Hash,
-            literal => Step::Literal(literal),
-        })
-    })
-}
-
 pub(crate) struct Node<P> {
+    /// One level, or a run of literal levels joined by `/` (the node's subscribers, children
+    /// and wildcard slots are those of the run's last level).
     level: Box<str>,
     children: Children<Node<P>>,
     plus: Option<Box<Node<P>>>,
@@ -45,9 +34,16 @@ pub(crate) struct Node<P> {
 }
 
 impl<P> Level for Node<P> {
+    /// The first level of the run.
     #[inline]
-    fn level(&self) -> &str {
-        &self.level
+    fn key(&self) -> &str {
+        split_level(&self.level).0
+    }
+
+    #[inline]
+    fn has_key(&self, level: &str) -> bool {
+        let run = self.level.as_bytes();
+        run.starts_with(level.as_bytes()) && (run.len() == level.len() || run[level.len()] == b'/')
     }
 }
 
@@ -69,6 +65,95 @@ impl<P: Payload> Node<P> {
             && self.plus.is_none()
             && self.children.is_empty()
     }
+
+    /// Cuts the run after its first `at` bytes (a level boundary): the rest of the run,
+    /// with everything this node held, becomes its only child.
+    fn split(&mut self, at: usize) {
+        let rest = Node {
+            level: self.level[at + 1..].into(),
+            children: std::mem::take(&mut self.children),
+            plus: self.plus.take(),
+            hash: self.hash.take(),
+            here: std::mem::take(&mut self.here),
+        };
+        self.level = self.level[..at].into();
+        self.children = Children::Few(vec![rest]);
+    }
+
+    /// A literal node left with one child and nothing else takes that child in: one run.
+    fn join_only_child(&mut self) {
+        if !(self.here.is_empty() && self.plus.is_none() && self.hash.is_none()) {
+            return;
+        }
+        if let Some(only) = self.children.take_only() {
+            let mut run = String::with_capacity(self.level.len() + 1 + only.level.len());
+            run.push_str(&self.level);
+            run.push('/');
+            run.push_str(&only.level);
+            // Exact capacity: no reallocation on the way into a `Box<str>`.
+            self.level = run.into_boxed_str();
+            self.children = only.children;
+            self.plus = only.plus;
+            self.hash = only.hash;
+            self.here = only.here;
+        }
+    }
+}
+
+/// Bytes of one node with payload `P`.
+pub(crate) const fn node_size<P>() -> usize {
+    std::mem::size_of::<Node<P>>()
+}
+
+/// What is left of `path` (the levels after `level`) once a node found by `level` is passed:
+/// its run's further levels must be the next levels of `path`. `None`: they are not; `Some(None)`:
+/// `path` ends with the run.
+#[inline]
+fn past<'p>(run: &str, level: &str, after: Option<&'p str>) -> Option<Option<&'p str>> {
+    let Some(more) = run.get(level.len() + 1..) else {
+        // A run of one level: the common case, nothing more to compare.
+        return Some(after);
+    };
+    let left = after?.strip_prefix(more)?;
+    if left.is_empty() {
+        Some(None)
+    } else {
+        left.strip_prefix('/').map(Some)
+    }
+}
+
+/// The run of literal levels `path` starts with (up to a `+` or a last `#`), for a new node;
+/// `path` is part of a valid filter, so its first level is literal.
+fn literal_run(path: &str) -> &str {
+    let mut end = 0;
+    let mut rest = Some(path);
+    while let Some(p) = rest {
+        let (level, after) = split_level(p);
+        if level == "+" || (level == "#" && after.is_none()) {
+            break;
+        }
+        end = path.len() - p.len() + level.len();
+        rest = after;
+    }
+    &path[..end]
+}
+
+/// How many bytes of `run` (whole levels) `path` starts with, and what of `path` follows
+/// them. The first level is equal already (the node was found by it).
+fn common_levels<'p>(run: &str, path: &'p str) -> (usize, Option<&'p str>) {
+    let (mut matched, mut start) = (0, 0);
+    let mut rest = Some(path);
+    for level in run.split('/') {
+        let Some(p) = rest else { break };
+        let (first, after) = split_level(p);
+        if first != level {
+            break;
+        }
+        matched = start + level.len();
+        start = matched + 1;
+        rest = after;
+    }
+    (matched, rest)
 }
 
 pub(crate) struct FilterTrie<P> {
@@ -91,13 +176,25 @@ impl<P: Payload> FilterTrie<P> {
     pub(crate) fn entry(&mut self, filter: &str) -> &mut P {
         let Self { root, hasher } = self;
         let mut node = root;
-        for step in steps(filter) {
-            node = match step {
-                Step::Hash => return node.hash.get_or_insert_with(Box::default),
-                Step::Plus => node.plus.get_or_insert_with(|| Box::new(Node::new("+"))),
-                Step::Literal(level) => node
-                    .children
-                    .get_or_insert_with(level, hasher, || Node::new(level)),
+        let mut rest = Some(filter);
+        while let Some(path) = rest {
+            let (level, after) = split_level(path);
+            (node, rest) = match level {
+                "#" if after.is_none() => return node.hash.get_or_insert_with(Box::default),
+                "+" => (
+                    &mut **node.plus.get_or_insert_with(|| Box::new(Node::new("+"))),
+                    after,
+                ),
+                _ => {
+                    let child = node
+                        .children
+                        .get_or_insert_with(level, hasher, || Node::new(literal_run(path)));
+                    let (matched, left) = common_levels(&child.level, path);
+                    if matched < child.level.len() {
+                        child.split(matched);
+                    }
+                    (child, left)
+                }
             };
         }
         &mut node.here
@@ -106,26 +203,31 @@ impl<P: Payload> FilterTrie<P> {
     /// The payload of `filter` if anything subscribes to it.
     pub(crate) fn get(&self, filter: &str) -> Option<&P> {
         let mut node = &self.root;
-        for step in steps(filter) {
-            node = match step {
-                Step::Hash => return node.hash.as_deref(),
-                Step::Plus => node.plus.as_deref()?,
-                Step::Literal(level) => node.children.get(level, &self.hasher)?,
+        let mut rest = Some(filter);
+        while let Some(path) = rest {
+            let (level, after) = split_level(path);
+            (node, rest) = match level {
+                "#" if after.is_none() => return node.hash.as_deref(),
+                "+" => (node.plus.as_deref()?, after),
+                _ => {
+                    let child = node.children.get(level, &self.hasher)?;
+                    (child, past(&child.level, level, after)?)
+                }
             };
         }
         Some(&node.here).filter(|p| !p.is_empty())
     }
 
     /// Applies `change` to the payload of an existing `filter`, then drops every node that no
-    /// longer leads to a subscriber, so subscribe/unsubscribe churn leaves no garbage behind.
-    /// `None` if the filter has no node.
+    /// longer leads to a subscriber (and joins runs again), so subscribe/unsubscribe churn
+    /// leaves no garbage behind. `None` if the filter has no node.
     pub(crate) fn update<R>(
         &mut self,
         filter: &str,
         change: impl FnOnce(&mut P) -> R,
     ) -> Option<R> {
         let Self { root, hasher } = self;
-        update_node(root, &mut steps(filter), hasher, change)
+        update_node(root, Some(filter), hasher, change)
     }
 
     /// Calls `f` with the payload of every filter that matches `topic`, once per filter.
@@ -142,9 +244,7 @@ impl<P: Payload> FilterTrie<P> {
                 self.visit(plus, rest, &mut f);
             }
         }
-        if let Some(child) = root.children.get(level, &self.hasher) {
-            self.visit(child, rest, &mut f);
-        }
+        self.visit_child(root, level, rest, &mut f);
     }
 
     /// `node` matched the topic's levels so far; `rest` is what is left of the topic.
@@ -161,8 +261,22 @@ impl<P: Payload> FilterTrie<P> {
         if let Some(plus) = &node.plus {
             self.visit(plus, rest, f);
         }
+        self.visit_child(node, level, rest, f);
+    }
+
+    /// Visits `node`'s literal child for the topic's next `level`, if its run matches.
+    #[inline]
+    fn visit_child<F: FnMut(&P)>(
+        &self,
+        node: &Node<P>,
+        level: &str,
+        rest: Option<&str>,
+        f: &mut F,
+    ) {
         if let Some(child) = node.children.get(level, &self.hasher) {
-            self.visit(child, rest, f);
+            if let Some(rest) = past(&child.level, level, rest) {
+                self.visit(child, rest, f);
+            }
         }
     }
 
@@ -170,6 +284,23 @@ impl<P: Payload> FilterTrie<P> {
     #[cfg(test)]
     pub(crate) fn root_is_bare(&self) -> bool {
         self.root.is_prunable()
+    }
+
+    /// Every node is as short as the filters need: no run could be joined further (tests
+    /// check that removal joins what insertion split).
+    #[cfg(test)]
+    pub(crate) fn is_compact(&self) -> bool {
+        fn compact<P: Payload>(node: &Node<P>, literal: bool) -> bool {
+            let joinable = literal
+                && node.here.is_empty()
+                && node.plus.is_none()
+                && node.hash.is_none()
+                && node.children.iter().count() == 1;
+            !joinable
+                && node.children.iter().all(|c| compact(c, true))
+                && node.plus.as_deref().is_none_or(|p| compact(p, false))
+        }
+        compact(&self.root, false)
     }
 
     /// Every filter that has subscribers, with its payload, in no particular order.
@@ -181,15 +312,18 @@ impl<P: Payload> FilterTrie<P> {
     }
 }
 
-fn update_node<'f, P: Payload, R>(
+fn update_node<P: Payload, R>(
     node: &mut Node<P>,
-    steps: &mut impl Iterator<Item = Step<'f>>,
+    rest: Option<&str>,
     hasher: &RandomState,
     change: impl FnOnce(&mut P) -> R,
 ) -> Option<R> {
-    match steps.next() {
-        None => Some(change(&mut node.here)),
-        Some(Step::Hash) => {
+    let Some(path) = rest else {
+        return Some(change(&mut node.here));
+    };
+    let (level, after) = split_level(path);
+    match level {
+        "#" if after.is_none() => {
             let payload = node.hash.as_deref_mut()?;
             let result = change(payload);
             if payload.is_empty() {
@@ -197,19 +331,22 @@ fn update_node<'f, P: Payload, R>(
             }
             Some(result)
         }
-        Some(Step::Plus) => {
+        "+" => {
             let plus = node.plus.as_deref_mut()?;
-            let result = update_node(plus, steps, hasher, change)?;
+            let result = update_node(plus, after, hasher, change)?;
             if plus.is_prunable() {
                 node.plus = None;
             }
             Some(result)
         }
-        Some(Step::Literal(level)) => {
+        _ => {
             let child = node.children.get_mut(level, hasher)?;
-            let result = update_node(child, steps, hasher, change)?;
+            let rest = past(&child.level, level, after)?;
+            let result = update_node(child, rest, hasher, change)?;
             if child.is_prunable() {
                 node.children.remove(level, hasher);
+            } else {
+                child.join_only_child();
             }
             Some(result)
         }
@@ -255,5 +392,75 @@ impl<'a, P: Payload> Iterator for Iter<'a, P> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(u32);
+
+    impl Payload for Count {
+        fn is_empty(&self) -> bool {
+            self.0 == 0
+        }
+    }
+
+    fn runs(trie: &FilterTrie<Count>, path: &[&str]) -> Vec<String> {
+        let mut node = &trie.root;
+        for level in path {
+            node = node.children.get(level, &trie.hasher).unwrap();
+        }
+        let mut levels: Vec<String> = node.children.iter().map(|c| c.level.to_string()).collect();
+        levels.sort();
+        levels
+    }
+
+    #[test]
+    fn devices_cost_one_node_each_until_a_filter_splits_the_run() {
+        let mut trie = FilterTrie::<Count>::default();
+        trie.entry("idle/1/cmd").0 += 1;
+        assert_eq!(runs(&trie, &[]), ["idle/1/cmd"]);
+        trie.entry("idle/2/cmd").0 += 1;
+        assert_eq!(runs(&trie, &["idle"]), ["1/cmd", "2/cmd"]);
+        trie.entry("idle/1/status").0 += 1;
+        trie.entry("idle/1").0 += 1;
+        assert_eq!(runs(&trie, &["idle"]), ["1", "2/cmd"]);
+        assert_eq!(runs(&trie, &["idle", "1"]), ["cmd", "status"]);
+        assert!(trie.get("idle/1").is_some() && trie.get("idle/2").is_none());
+        let mut hits = 0;
+        trie.for_each_match("idle/2/cmd", |c| hits += c.0);
+        trie.for_each_match("idle/2/cm", |c| hits += c.0 * 10);
+        trie.for_each_match("idle/2", |c| hits += c.0 * 100);
+        assert_eq!(hits, 1);
+        for filter in ["idle/1/status", "idle/1"] {
+            trie.update(filter, |c| c.0 -= 1);
+        }
+        assert_eq!(runs(&trie, &["idle"]), ["1/cmd", "2/cmd"]);
+        trie.update("idle/2/cmd", |c| c.0 -= 1);
+        assert_eq!(runs(&trie, &[]), ["idle/1/cmd"]);
+        assert!(trie.is_compact());
+    }
+
+    #[test]
+    fn runs_and_their_edges() {
+        assert_eq!(literal_run("a/b/c"), "a/b/c");
+        assert_eq!(literal_run("a/+/c"), "a");
+        assert_eq!(literal_run("a/b/#"), "a/b");
+        assert_eq!(literal_run("a/#/b"), "a/#/b");
+        assert_eq!(literal_run("a//"), "a//");
+        assert_eq!(common_levels("7/cmd", "7/cmd"), (5, None));
+        assert_eq!(common_levels("7/cmd", "7/cmd/x"), (5, Some("x")));
+        assert_eq!(common_levels("7/cmd", "7/cm"), (1, Some("cm")));
+        assert_eq!(common_levels("7/cmd", "7"), (1, None));
+        assert_eq!(common_levels("7//x", "7//y"), (2, Some("y")));
+        assert_eq!(past("7/cmd", "7", Some("cmd")), Some(None));
+        assert_eq!(past("7/cmd", "7", Some("cmd/a")), Some(Some("a")));
+        assert_eq!(past("7/cmd", "7", Some("cmdx")), None);
+        assert_eq!(past("7/cmd", "7", None), None);
+        assert_eq!(past("7/", "7", Some("")), Some(None));
+        assert_eq!(past("7", "7", Some("a")), Some(Some("a")));
     }
 }

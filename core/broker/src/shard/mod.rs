@@ -195,7 +195,7 @@ impl Shard {
             me,
             st: RefCell::new(State {
                 sessions: Sessions::new(),
-                routes: Routes::new(levels, cores),
+                routes: Routes::new(levels, id, cores),
                 moves: Moves::default(),
                 conns: Conns::new(),
             }),

@@ -26,8 +26,13 @@ use uringmq_topic::{SharedFilter, SubscriptionIndex};
 pub(crate) struct Routes {
     /// This core's ordinary subscriptions: session key -> options.
     local: SubscriptionIndex<u64, SubOptions>,
-    /// Replica: which cores have subscribers per filter.
+    /// Replica: which other cores (and nodes) have subscribers per filter. Not this core's
+    /// own filters: they are in `local`, which a PUBLISH is matched against anyway, and a
+    /// second copy of each would cost a trie path per subscription (a whole index on a
+    /// one-core broker, #20).
     interest: SubscriptionIndex<u16, ()>,
+    /// This core's id, which `interest` leaves out.
+    me: u16,
     /// This core's shared-group members and the replica of every core's member counts.
     shared: SharedSubs,
     retained: RetainedStore,
@@ -39,11 +44,12 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
-    /// Empty, for `cores` cores and filters of up to `levels` levels.
-    pub(super) fn new(levels: usize, cores: usize) -> Self {
+    /// Empty, for core `me` of `cores` cores and filters of up to `levels` levels.
+    pub(super) fn new(levels: usize, me: u16, cores: usize) -> Self {
         Routes {
             local: SubscriptionIndex::with_max_levels(levels),
             interest: SubscriptionIndex::with_max_levels(levels),
+            me,
             shared: SharedSubs::new(levels),
             retained: RetainedStore::new(levels),
             scratch_cores: vec![false; cores],
@@ -52,8 +58,12 @@ impl Routes {
         }
     }
 
-    /// Core `core` gained (`add`) or lost its last subscriber of `filter`.
+    /// Core `core` gained (`add`) or lost its last subscriber of `filter`; this core's own
+    /// interest is its local index (recovery hands every core's interest to every core).
     pub(super) fn set_interest(&mut self, filter: &str, core: u16, add: bool) {
+        if core == self.me {
+            return;
+        }
         if add {
             let _ = self.interest.insert(filter, core, ());
         } else {
@@ -98,13 +108,9 @@ impl Routes {
 }
 
 impl Shard {
-    /// Tells every core (this one directly) that this core gained/lost `filter`.
+    /// Tells every other core (and node) that this core gained/lost `filter`.
     fn broadcast_interest(&self, filter: &str, add: bool) {
         let filter: Arc<str> = filter.into();
-        self.st
-            .borrow_mut()
-            .routes
-            .set_interest(&filter, self.id, add);
         if add && self.shared.cores() > 1 {
             self.interest_sent();
         }
@@ -252,7 +258,7 @@ impl Shard {
 
     /// Routes a message: once to every other core (and, in a cluster, every other node) with
     /// subscribers, to the chosen core or node of each matching shared group, then to this
-    /// core's own subscribers.
+    /// core's own subscribers (its local index; the interest replica does not hold them).
     pub(crate) fn route(self: &Rc<Self>, msg: &Arc<Message>) {
         let cross = self.clustered() && super::cluster::crosses(msg);
         self.route_with(msg, cross, true);
@@ -305,7 +311,7 @@ impl Shard {
                     );
                 }
             }
-            st.scratch_cores[me]
+            !st.local.is_empty()
         };
         for node in nodes {
             self.publish_to_node(node, msg, None);
@@ -338,7 +344,6 @@ impl Shard {
     /// Delivers to this core's ordinary subscribers: one copy per session at the highest QoS
     /// of its matching subscriptions, with all their identifiers [MQTT-3.3.5-1].
     pub(crate) fn deliver_local(self: &Rc<Self>, msg: &Arc<Message>) {
-        let now = Instant::now();
         let mut guard = self.st.borrow_mut();
         let st = &mut *guard;
         let mut matches = std::mem::take(&mut st.routes.scratch_matches);
@@ -356,6 +361,11 @@ impl Shard {
                 matches.push((key, d));
             }
         });
+        if matches.is_empty() {
+            st.routes.scratch_matches = matches;
+            return;
+        }
+        let now = Instant::now();
         if matches.len() > 1 {
             matches.sort_unstable_by_key(|(k, _)| *k);
             let mut merged: Vec<(u64, Delivery)> = Vec::with_capacity(matches.len());
