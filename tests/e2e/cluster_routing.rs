@@ -291,3 +291,54 @@ fn a_link_cut_under_qos1_load_loses_nothing() {
         s.links["b"].outbound.resent
     );
 }
+
+/// A node restarted on its `persistence_dir` tells the others what its recovered sessions
+/// subscribe to: its offline persistent subscribers (both versions) get, on reconnect, the
+/// QoS 1 messages published on another node after the restart.
+#[test]
+fn a_restarted_nodes_recovered_subscriptions_reach_the_other_nodes() {
+    let etcd = Etcd::start();
+    let dir = scratch_dir("cluster-recover-b");
+    let start_b = || {
+        broker_with(|c| {
+            c.cluster = Some(cluster_config(&etcd, "b", "/recover"));
+            c.persistence_dir = Some(dir.clone());
+        })
+    };
+    let a = node_with(cluster_config(&etcd, "a", "/recover"));
+    let b = start_b();
+    wait_until("a and b linked", WAIT * 2, || {
+        sees_all(&a, &["a", "b"]) && sees_all(&b, &["a", "b"])
+    });
+    let protocols = [Protocol::V3_1_1, Protocol::V5];
+    for proto in protocols {
+        let id = format!("kept{}", proto as u8);
+        let (mut c, _) = connect_persistent(b.local_addr(), proto, &id);
+        c.subscribe(&format!("kept/{}/#", proto as u8), QoS::AtLeastOnce);
+        c.disconnect();
+    }
+    drop(b);
+    let b = start_b();
+    wait_until("a and b linked again", WAIT * 2, || {
+        sees_all(&a, &["a", "b"]) && sees_all(&b, &["a", "b"])
+    });
+    wait_routes(&a, "b", 2);
+    let mut publisher = client(&a, Protocol::V5, "p");
+    for proto in protocols {
+        for i in 0..5 {
+            let topic = format!("kept/{}/{i}", proto as u8);
+            publisher.publish(&topic, b"m", QoS::AtLeastOnce, false);
+        }
+    }
+    for proto in protocols {
+        let id = format!("kept{}", proto as u8);
+        let (mut c, present) = connect_persistent(b.local_addr(), proto, &id);
+        assert!(present, "{id}: its session was recovered");
+        for i in 0..5 {
+            let p = c.recv_publish();
+            assert_eq!(p.topic, format!("kept/{}/{i}", proto as u8).as_str());
+        }
+        c.expect_nothing();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -25,6 +25,7 @@
 
 use super::{Entry, Shard, Sink};
 use crate::conn::{CloseReason, Conn};
+use crate::mesh::cluster::ToCluster;
 use crate::mesh::{MeshMsg, PersistMsg};
 use crate::store::{
     self, MsgState, Record, Recovered, RecoveredSession, SessionMeta, ShardStore, StoreConfig,
@@ -287,12 +288,35 @@ impl Shard {
             }
             st.sessions.reserve_keys(mine.sessions.len() as u64);
         }
+        self.announce_restored(&replicas);
         let now = Instant::now();
         for (key, rs) in mine.sessions {
             p.stored.borrow_mut().insert(rs.meta.client_id.clone());
             self.restore_session(key, rs, now);
         }
         Some(p)
+    }
+
+    /// Tells the other nodes (through the cluster thread, which restates it to every link)
+    /// what this core's recovered sessions subscribe to, as a SUBSCRIBE does: else a
+    /// restarted node's offline subscribers would get nothing from other nodes until they
+    /// subscribed again. Recovered retained messages are not announced: every node stores
+    /// the ones it hears of, so the others have them, and one replaced or cleared while this
+    /// node was down would come back stale.
+    fn announce_restored(&self, r: &Replicas) {
+        for (filter, _) in r.interest.iter().filter(|(_, core)| *core == self.id) {
+            self.to_cluster(ToCluster::Interest {
+                filter: filter.clone(),
+                add: true,
+            });
+        }
+        for (group, _, members) in r.shared.iter().filter(|(_, core, _)| *core == self.id) {
+            self.to_cluster(ToCluster::Shared {
+                core: self.id,
+                group: group.clone(),
+                members: *members,
+            });
+        }
     }
 
     /// Installs one recovered session as an offline session of this core (before the core
