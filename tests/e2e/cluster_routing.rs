@@ -431,3 +431,42 @@ fn etcd_restarted_under_qos1_traffic_loses_nothing() {
     }
     eprintln!("{total} messages, nodes registered again {took:?} after etcd came back");
 }
+
+/// A node picked for a shared group's message whose members left meanwhile (the sender had
+/// not heard yet) passes the message on to another node's member instead of dropping it.
+/// Node a cannot hear of b's change: what b tells a crosses a proxy that loses it.
+#[test]
+fn a_shared_message_for_a_node_whose_members_left_reaches_another_member() {
+    let etcd = Etcd::start();
+    let (a_config, proxy) = behind_proxy(&etcd, "a", "/repick");
+    let a = node_with(a_config);
+    let (b, c) = (
+        node_with(cluster_config(&etcd, "b", "/repick")),
+        node_with(cluster_config(&etcd, "c", "/repick")),
+    );
+    let n = [a, b, c];
+    wait_until("every node sees and links the others", WAIT * 2, || {
+        n.iter().all(|x| sees_all(x, &["a", "b", "c"]))
+    });
+    let group = "$share/g/r/#";
+    let mut leaving = client(&n[1], Protocol::V5, "leaving");
+    leaving.subscribe(group, QoS::AtLeastOnce);
+    wait_routes(&n[0], "b", 1);
+    proxy.discard();
+    leaving.unsubscribe(&[group]);
+    let mut member = client(&n[2], Protocol::V3_1_1, "member");
+    member.subscribe(group, QoS::AtLeastOnce);
+    wait_routes(&n[1], "c", 1);
+    wait_routes(&n[2], "b", 0);
+    assert_eq!(routes(&n[0], "b"), 1, "a still thinks b has the member");
+    let mut publisher = client(&n[0], Protocol::V5, "p");
+    for i in 0..4 {
+        publisher.publish(&format!("r/{i}"), b"m", QoS::AtLeastOnce, false);
+    }
+    for i in 0..4 {
+        let p = member.recv_publish();
+        assert_eq!(p.topic, format!("r/{i}").as_str());
+    }
+    member.expect_nothing();
+    leaving.expect_nothing();
+}

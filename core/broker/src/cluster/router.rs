@@ -218,12 +218,14 @@ impl Router {
                 node,
                 msg,
                 group,
+                again,
             } => st.publish(
                 node,
                 &msg,
                 Carry::Publish {
                     core,
                     group: group.as_deref(),
+                    again,
                 },
                 now,
             ),
@@ -370,12 +372,14 @@ impl Router {
                 seq,
                 core,
                 group,
+                again,
                 packet,
             } => {
                 if let Some(msg) = p.inbound.message(seq, &packet, now) {
                     let group = group.map(Arc::from);
                     let to = usize::from(core) % cores;
-                    out.0[to].push(MeshMsg::Cluster(FromCluster::Publish { msg, group }));
+                    let m = FromCluster::Publish { msg, group, again };
+                    out.0[to].push(MeshMsg::Cluster(m));
                 }
             }
             Frame::Retain { seq, packet } => {

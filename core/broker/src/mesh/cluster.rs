@@ -54,6 +54,9 @@ pub(crate) enum ToCluster {
         node: u16,
         msg: Arc<Message>,
         group: Option<Arc<str>>,
+        /// A group's message from another node that this node passes on (it had no member
+        /// left): the receiver passes it on no further.
+        again: bool,
     },
     /// A retained message was set (non-empty payload) or cleared here: every node stores it.
     Retain(Arc<Message>),
@@ -91,6 +94,8 @@ pub(crate) enum FromCluster {
     Publish {
         msg: Arc<Message>,
         group: Option<Arc<str>>,
+        /// Passed on by a node that got it from another: not to be passed on again.
+        again: bool,
     },
 }
 
