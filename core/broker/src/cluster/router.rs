@@ -49,6 +49,8 @@ pub struct CoreLink {
     pub hub: Arc<Hub>,
     /// The cores' mailboxes.
     pub mailboxes: Arc<[Mailbox]>,
+    /// The configured bridges, which run on one node of the cluster (`bridges.rs`).
+    pub bridges: Arc<[crate::config::BridgeConfig]>,
 }
 
 /// Routing state of the cluster thread.
