@@ -848,3 +848,62 @@ fn a_qos2_both_way_bridge_is_exactly_once_across_a_remote_restart() {
         "in: missing {missing:?}, not once: {twice:?}"
     );
 }
+
+/// The same `[[bridge]]` on every node of a cluster runs on one live node only, so each
+/// message crosses once (not once per node); when that node goes, another runs it.
+#[test]
+fn a_bridge_configured_on_every_cluster_node_forwards_each_message_once() {
+    use crate::cluster::{cluster_config, sees_all};
+    let etcd = crate::support::etcd::Etcd::start();
+    let remote = broker();
+    let mut far = sub(remote.local_addr(), BridgeProtocol::V5, "far", "out/#");
+    let topics = vec![topic("out/#", Direction::Out, "", "")];
+    let cfg = bridge("cb", remote.local_addr(), BridgeProtocol::V5, topics);
+    let mut nodes: Vec<Broker> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            broker_with(|c| {
+                c.cluster = Some(cluster_config(&etcd, n, "/bridged"));
+                c.bridges.push(cfg.clone());
+            })
+        })
+        .collect();
+    wait_for("a and b linked", || {
+        nodes.iter().all(|n| sees_all(n, &["a", "b"]))
+    });
+    let has = |n: &Broker| n.bridges().iter().any(|s| s.name == "cb");
+    let runs = |n: &Broker| n.bridges().iter().any(|s| s.name == "cb" && s.connected);
+    wait_for("the bridge runs on one node only", || {
+        nodes.iter().filter(|n| has(n)).count() == 1 && nodes.iter().any(runs)
+    });
+    let owner = nodes.iter().position(runs).unwrap();
+    // From the node that does not run it, and from the one that does.
+    let mut publishers: Vec<Client> = (nodes.iter().enumerate())
+        .map(|(i, n)| Client::connect(n.local_addr(), Protocol::V5, &format!("p{i}")))
+        .collect();
+    // The bridge's subscription must be known on the other node before it publishes.
+    wait_for("the bridge's route known", || {
+        crate::cluster::status(&nodes[1 - owner])
+            .links
+            .values()
+            .any(|l| l.routes > 0)
+    });
+    for (i, p) in publishers.iter_mut().enumerate() {
+        p.publish(&format!("out/{i}"), b"m", QoS::AtLeastOnce, false);
+    }
+    let mut got: Vec<String> = (0..2)
+        .map(|_| far.recv_publish().topic.to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["out/0", "out/1"]);
+    far.expect_nothing();
+    // The node running it stops: the other starts it.
+    drop(publishers);
+    let gone = nodes.remove(owner);
+    drop(gone);
+    wait_for("the survivor runs the bridge", || runs(&nodes[0]));
+    let mut p = Client::connect(nodes[0].local_addr(), Protocol::V5, "late");
+    p.publish("out/late", b"m", QoS::AtLeastOnce, false);
+    assert_eq!(far.recv_publish().topic.as_str(), "out/late");
+    far.expect_nothing();
+}

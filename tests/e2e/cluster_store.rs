@@ -93,18 +93,29 @@ fn persistent(proto: Protocol, id: &str) -> Connect {
     c
 }
 
-fn will_client(addr: SocketAddr, id: &str) -> Client {
-    let mut c = persistent(Protocol::V5, id);
+/// `c` with a QoS 1 will to `wills/ID` delayed by `delay` seconds (v5).
+fn with_will(mut c: Connect, delay: Option<u32>) -> Connect {
     c.will = Some(LastWill {
-        topic: format!("wills/{id}").as_str().into(),
+        topic: format!("wills/{}", c.client_id).as_str().into(),
         payload: bytes::Bytes::from_static(b"gone"),
         qos: QoS::AtLeastOnce,
         retain: false,
-        properties: Default::default(),
+        properties: WillProperties {
+            will_delay_interval: delay,
+            ..Default::default()
+        },
     });
+    c
+}
+
+fn connected(addr: SocketAddr, c: Connect) -> Client {
     let (client, ack) = Client::connect_with(addr, c);
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
     client
+}
+
+fn will_client(addr: SocketAddr, id: &str) -> Client {
+    connected(addr, with_will(persistent(Protocol::V5, id), None))
 }
 
 fn watcher(addr: SocketAddr, id: &str) -> Client {
@@ -278,4 +289,57 @@ fn without_a_session_store_a_killed_nodes_sessions_and_wills_are_lost() {
         on_a.recv_within(Duration::from_secs(TTL) + QUIET).is_none(),
         "no will without a session store"
     );
+}
+
+/// The wills the shared store did not keep before: of a connection whose session ends with
+/// it (3.1.1 clean session) and of an offline session whose delayed will was still pending on
+/// the node that died. Each reaches each survivor's subscriber once, the delayed one not
+/// before its delay.
+#[test]
+fn a_killed_nodes_clean_session_and_pending_delayed_wills_go_out_once() {
+    const DELAY: Duration = Duration::from_secs(6);
+    let redis = Redis::start();
+    let mut n = three(Some(&redis), "/wills");
+    let mut watchers = [
+        watcher(n.a.local_addr(), "watch-a"),
+        watcher(n.b.local_addr(), "watch-b"),
+    ];
+    let clean = connect_packet(Protocol::V3_1_1, "clean");
+    let _clean = connected(n.c_addr, with_will(clean, None));
+    let delayed = with_will(
+        persistent(Protocol::V5, "delayed"),
+        Some(DELAY.as_secs() as u32),
+    );
+    // Closed without DISCONNECT: its will waits out its delay on c.
+    drop(connected(n.c_addr, delayed));
+    let closed = std::time::Instant::now();
+    wait_until("both wills are in the store", WAIT, || {
+        redis.command(&["HEXISTS", "/wills/node/c/wills", "clean"]) == ":1"
+            && redis.command(&["PTTL", "/wills/session/delayed"])[1..]
+                .parse::<i64>()
+                .is_ok_and(|ms| ms > 0)
+    });
+    n.c.kill();
+    for w in &mut watchers {
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match w.recv_within(DELAY + WAIT * 2) {
+                Some(Packet::Publish(p)) => {
+                    got.push(p.topic.to_string());
+                    if p.topic.as_str() == "wills/delayed" {
+                        assert!(closed.elapsed() >= DELAY, "published before its delay");
+                    }
+                    w.ack(&p);
+                }
+                other => panic!("wills so far {got:?}, then {other:?}"),
+            }
+        }
+        got.sort();
+        assert_eq!(got, ["wills/clean", "wills/delayed"]);
+    }
+    for w in &mut watchers {
+        w.expect_nothing();
+    }
+    // Nothing of c is left behind.
+    assert_eq!(redis.command(&["EXISTS", "/wills/node/c/wills"]), ":0");
 }

@@ -2,7 +2,8 @@
 //! out, in or both ways, configured like Mosquitto's `connection`/`address`/`topic` lines.
 //!
 //! A bridge is owned by one core (bridge `i` of the config on core `i % cores`; one added at
-//! run time on the next core in turn). It has two sides on that core:
+//! run time on the next core in turn). In a cluster a configured bridge runs on one node only,
+//! started there by the cluster thread (`cluster/bridges.rs`). It has two sides on that core:
 //! - **local**: a session (`Sink::Bridge`, see `link.rs`) subscribed to the `out` filters
 //!   with the local prefix, No Local and Retain As Published. Deliveries reach it through the
 //!   normal routing, so the remote is an ordinary subscriber: a bounded queue, never a brake
@@ -159,8 +160,12 @@ pub(crate) fn remove(shard: &Rc<Shard>, name: &str) -> bool {
     found.is_some()
 }
 
-/// Starts the configured bridges that belong to `core`.
+/// Starts the configured bridges that belong to `core`. In a cluster the cluster thread
+/// starts each on the one node that runs it (`cluster/bridges.rs`).
 pub(crate) fn start_configured(shard: &Rc<Shard>) {
+    if shard.config().cluster.is_some() {
+        return;
+    }
     let cores = shard.shared.cores();
     let mine: Vec<_> = (shard.config().bridges.iter().enumerate())
         .filter(|(i, _)| i % cores == usize::from(shard.id))

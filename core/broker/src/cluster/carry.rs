@@ -18,6 +18,8 @@ pub enum Carry<'a> {
         core: u16,
         /// A shared group.
         group: Option<&'a str>,
+        /// Passed on by a node that got it from another (see `Frame::Publish`).
+        again: bool,
     },
     /// The receiving node's retained store.
     Retain,
@@ -51,7 +53,7 @@ pub fn encode_message(
     });
     let start = begin_frame(out);
     match carry {
-        Carry::Publish { core, group } => put_publish_head(out, seq, core, group),
+        Carry::Publish { core, group, again } => put_publish_head(out, seq, core, group, again),
         Carry::Retain => put_retain_head(out, seq),
         Carry::Forward(head) => put_forward_head(out, seq, &head),
     }
@@ -119,6 +121,7 @@ mod tests {
         let carry = Carry::Publish {
             core: 1,
             group: None,
+            again: false,
         };
         assert!(encode_message(&mut out, 5, carry, &m, later));
         let Ok(Frame::Publish {

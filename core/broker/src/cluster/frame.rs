@@ -92,6 +92,9 @@ pub enum Frame {
         core: u16,
         /// A shared group to give it to one member of, instead of the subscribers.
         group: Option<String>,
+        /// A group's message the sender got from another node and passes on because it had
+        /// no member left: the receiver passes it on no further (no loops).
+        again: bool,
         /// The PUBLISH packet.
         packet: Bytes,
     },
@@ -252,9 +255,10 @@ impl Frame {
                 seq,
                 core,
                 group,
+                again,
                 packet,
             } => {
-                put_publish_head(out, *seq, *core, group.as_deref());
+                put_publish_head(out, *seq, *core, group.as_deref(), *again);
                 out.put_slice(packet);
             }
             Frame::Retain { seq, packet } => {
@@ -353,14 +357,15 @@ fn decode_routing(kind: u8, mut b: &[u8]) -> Result<Frame, FrameError> {
         PUBLISH => {
             let seq = take_u64(&mut b)?;
             let core = take_u16(&mut b)?;
-            let group = match take_u8(&mut b)? {
-                0 => None,
-                _ => Some(take_str(&mut b)?),
+            let (group, again) = match take_u8(&mut b)? {
+                0 => (None, false),
+                flag => (Some(take_str(&mut b)?), flag == GROUP_AGAIN),
             };
             return Ok(Frame::Publish {
                 seq,
                 core,
                 group,
+                again,
                 packet: Bytes::copy_from_slice(b),
             });
         }
@@ -396,15 +401,20 @@ pub fn end_frame(out: &mut BytesMut, start: usize) {
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
+/// A [`Frame::Publish`]'s group flag: a group follows.
+const GROUP: u8 = 1;
+/// A group follows, and the message is passed on (`again`).
+const GROUP_AGAIN: u8 = 2;
+
 /// The fields of a [`Frame::Publish`] before its packet (which follows to the frame's end).
-pub fn put_publish_head(out: &mut BytesMut, seq: u64, core: u16, group: Option<&str>) {
+pub fn put_publish_head(out: &mut BytesMut, seq: u64, core: u16, group: Option<&str>, again: bool) {
     out.put_u8(PUBLISH);
     out.put_u64(seq);
     out.put_u16(core);
     match group {
         None => out.put_u8(0),
         Some(g) => {
-            out.put_u8(1);
+            out.put_u8(if again { GROUP_AGAIN } else { GROUP });
             put_str(out, g);
         }
     }
@@ -653,11 +663,17 @@ mod tests {
             group: "$share/g/a".into(),
             members: 3,
         });
-        for group in [None, Some("$share/g/t".to_owned())] {
+        let groups = [
+            (None, false),
+            (Some("$share/g/t".to_owned()), false),
+            (Some("$share/g/t".to_owned()), true),
+        ];
+        for (group, again) in groups {
             round_trip(Frame::Publish {
                 seq: 7,
                 core: 2,
                 group,
+                again,
                 packet: Bytes::from_static(b"\x30\x03\x00\x01t"),
             });
         }

@@ -8,7 +8,11 @@
 //! unreachable, the lease lost) ends the session: after a backoff the node connects again,
 //! grants a new lease, puts its key again and reads the whole prefix before it watches from
 //! that revision, so nothing between two sessions is missed. The last view is kept meanwhile:
-//! an etcd outage does not cut the links between live nodes.
+//! an etcd outage does not cut the links between live nodes. A node the full read no longer
+//! finds stays in the view for a while ([`DOUBT`]): an etcd that came back without its data
+//! holds only the nodes that registered again so far, and the others, alive, follow within
+//! their backoff; taking them for gone would drop their routes and the messages queued for
+//! them. One that does not come back by then leaves the view.
 //!
 //! etcd is touched only here: never per message, never per CONNECT.
 
@@ -56,6 +60,11 @@ pub struct Membership {
     pub board: Arc<StatusBoard>,
 }
 
+/// How long beyond a lease TTL a node missing from a full read of the prefix stays in the
+/// view: the longest wait between two attempts to reach etcd again (2 s, +20% jitter), with
+/// a margin.
+const DOUBT: Duration = Duration::from_secs(3);
+
 /// An etcd session that ended: why.
 type SessionError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -66,6 +75,8 @@ struct Session {
     keeper: LeaseKeeper,
     alive: LeaseKeepAliveStream,
     watcher: WatchStream,
+    /// Nodes of the last view that the full read did not find, and when they leave it.
+    doubtful: BTreeMap<String, Instant>,
 }
 
 impl Membership {
@@ -129,7 +140,7 @@ impl Membership {
             .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
         let revision = all.header().map_or(0, |h| h.revision());
-        self.replace_view(all.kvs());
+        let doubtful = self.replace_view(all.kvs());
         let watch_from = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision + 1);
@@ -142,6 +153,7 @@ impl Membership {
             keeper,
             alive,
             watcher,
+            doubtful,
         })
     }
 
@@ -163,6 +175,7 @@ impl Membership {
                     if renewed.elapsed() > ttl {
                         return Err("no keep-alive answer within the lease TTL".into());
                     }
+                    self.end_doubts(&mut s.doubtful);
                     s.keeper.keep_alive().await?;
                 }
                 answer = s.alive.message() => match answer? {
@@ -175,7 +188,7 @@ impl Membership {
                         return Err(format!("watch canceled: {}", update.cancel_reason()).into());
                     }
                     for e in update.events() {
-                        self.apply(e.event_type(), e.kv());
+                        self.apply(e.event_type(), e.kv(), &mut s.doubtful);
                     }
                 }
                 _ = stop.wait_for(|s| *s) => {
@@ -188,13 +201,17 @@ impl Membership {
         }
     }
 
-    /// Replaces the view with a full read of the prefix, logging who joined and who left.
-    fn replace_view(&self, kvs: &[KeyValue]) {
-        let fresh: Members = kvs.iter().filter_map(|kv| self.parse(kv)).collect();
+    /// Replaces the view with a full read of the prefix, logging who joined; returns the nodes
+    /// of the old view it lacks, which stay in the view until their deadline.
+    fn replace_view(&self, kvs: &[KeyValue]) -> BTreeMap<String, Instant> {
+        let mut fresh: Members = kvs.iter().filter_map(|kv| self.parse(kv)).collect();
+        let until = Instant::now() + Duration::from_secs(self.config.lease_ttl_secs) + DOUBT;
+        let mut doubtful = BTreeMap::new();
         self.update(|view| {
             for (name, old) in view.iter() {
                 if !fresh.contains_key(name) {
-                    info!(node = %name, addr = %old.addr, "cluster: node left");
+                    doubtful.insert(name.clone(), until);
+                    fresh.insert(name.clone(), old.clone());
                 }
             }
             for (name, rec) in &fresh {
@@ -206,16 +223,42 @@ impl Membership {
             *view = fresh;
             changed
         });
+        doubtful
+    }
+
+    /// Nodes in doubt past their deadline leave the view.
+    fn end_doubts(&self, doubtful: &mut BTreeMap<String, Instant>) {
+        let now = Instant::now();
+        let gone: Vec<String> = (doubtful.iter())
+            .filter(|(_, until)| **until <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            doubtful.remove(&name);
+            self.update(|view| {
+                let left = view.remove(&name).is_some();
+                if left {
+                    info!(node = %name, "cluster: node left (not registered again)");
+                }
+                left
+            });
+        }
     }
 
     /// Applies one watch event.
-    fn apply(&self, kind: EventType, kv: Option<&KeyValue>) {
+    fn apply(
+        &self,
+        kind: EventType,
+        kv: Option<&KeyValue>,
+        doubtful: &mut BTreeMap<String, Instant>,
+    ) {
         let Some(kv) = kv else { return };
         match kind {
             EventType::Put => {
                 let Some((name, rec)) = self.parse(kv) else {
                     return;
                 };
+                doubtful.remove(&name);
                 self.update(|view| {
                     if view.get(&name) == Some(&rec) {
                         return false;
@@ -230,6 +273,7 @@ impl Membership {
                 let Some(name) = key.strip_prefix(&self.config.nodes_prefix()) else {
                     return;
                 };
+                doubtful.remove(name);
                 self.update(|view| {
                     let gone = view.remove(name).is_some();
                     if gone {

@@ -14,10 +14,12 @@
 //! - `session_store.rs`: the shared session store (Redis) and recovery from a node's death.
 //! - `clientids.rs`: which node holds a client id's session, and moving it on a CONNECT;
 //!   `takeover.rs` runs it on the thread.
+//! - `bridges.rs`: which node runs each configured bridge.
 //! - `status.rs`: what the thread knows, for [`crate::Broker::cluster_status`];
 //!   `ops/cluster.rs` puts it in `/metrics`.
 //! - `cli.rs`: `uringmq cluster status`.
 
+mod bridges;
 mod carry;
 pub mod cli;
 pub(crate) mod clientids;
@@ -102,6 +104,11 @@ impl Cluster {
             members,
             board: board.clone(),
         };
+        let bridges = bridges::Bridges {
+            me: config.name.clone(),
+            configured: cores.bridges.clone(),
+            mailboxes: cores.mailboxes.clone(),
+        };
         let router = Arc::new(router::Router::new(
             cores,
             board.clone(),
@@ -143,6 +150,9 @@ impl Cluster {
                     tokio::spawn(links::accept(ctx.clone(), listener));
                     if let Some(store) = store {
                         tokio::spawn(store.run(members_rx.clone()));
+                    }
+                    if !bridges.configured.is_empty() {
+                        tokio::spawn(bridges.follow(members_rx.clone()));
                     }
                     tokio::spawn(links::manage(ctx, members_rx));
                     membership.run(stop_rx).await;

@@ -49,6 +49,8 @@ pub struct CoreLink {
     pub hub: Arc<Hub>,
     /// The cores' mailboxes.
     pub mailboxes: Arc<[Mailbox]>,
+    /// The configured bridges, which run on one node of the cluster (`bridges.rs`).
+    pub bridges: Arc<[crate::config::BridgeConfig]>,
 }
 
 /// Routing state of the cluster thread.
@@ -224,12 +226,14 @@ impl Router {
                 node,
                 msg,
                 group,
+                again,
             } => st.publish(
                 node,
                 &msg,
                 Carry::Publish {
                     core,
                     group: group.as_deref(),
+                    again,
                 },
                 now,
             ),
@@ -381,12 +385,14 @@ impl Router {
                 seq,
                 core,
                 group,
+                again,
                 packet,
             } => {
                 if let Some(msg) = p.inbound.message(seq, packet, now) {
                     let group = group.map(Arc::from);
                     let to = usize::from(core) % cores;
-                    out.0[to].push(MeshMsg::Cluster(FromCluster::Publish { msg, group }));
+                    let m = FromCluster::Publish { msg, group, again };
+                    out.0[to].push(MeshMsg::Cluster(m));
                 }
             }
             Frame::Forward {

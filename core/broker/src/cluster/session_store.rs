@@ -16,6 +16,10 @@
 //!   session (`PEXPIREAT`), so Redis drops what no node will end.
 //! - `{p}/node/{name}/sessions`, a set of the client ids node `name` wrote: all sessions of a
 //!   node are one `SMEMBERS` (stale members are told apart by `n`).
+//! - `{p}/node/{name}/wills`, a hash: client id -> the session fields (with the will) of each
+//!   connection on node `name` that has a will but whose session ends with it (3.1.1 clean
+//!   session, v5 expiry 0): written at CONNECT, deleted when the connection ends (the node
+//!   then publishes or drops the will itself). Nothing is written for clients without a will.
 //! - `{p}/dead/{name}/{started}`: taken (`SET NX`) by the survivor that recovers that node.
 //!
 //! Acknowledgements: under `persistence_sync = "always"` a core holds what a client could
@@ -27,8 +31,11 @@
 //! Node death: when a node leaves the membership view and is still gone one lease TTL later,
 //! the lowest-named live node takes `{p}/dead/...` and, for each session the dead node served,
 //! clears `n`, starts the expiry clock of those that were connected, and publishes their
-//! wills after their will delay (on one of its cores, authorised like any will), unless the
-//! client resumed the session somewhere meanwhile.
+//! wills (on one of its cores, authorised like any will) when due, unless the client resumed
+//! the session somewhere meanwhile: a connected session's will after its delay from now, an
+//! offline session's pending (delayed) will when it was due on the dead node (the stored
+//! session keeps a pending will until it is published). The wills of the node's connections
+//! whose sessions ended with them (`{p}/node/{name}/wills`) go out at once.
 
 use super::membership::Members;
 use super::Backoff;
@@ -132,13 +139,25 @@ impl SessionStore {
         format!("{}/node/{node}/sessions", self.prefix)
     }
 
+    fn wills_key(&self, node: &str) -> String {
+        format!("{}/node/{node}/wills", self.prefix)
+    }
+
     /// Connects (retrying until Redis answers), then serves the feed and watches for dead
     /// nodes until the cluster thread ends.
     pub(crate) async fn run(self, members: watch::Receiver<Members>) {
         let this = Arc::new(self);
-        let conn = this.connect().await;
+        let mut conn = this.connect().await;
+        // Wills of an earlier run's connections, if it stopped and started again before a
+        // survivor recovered it: none of them is connected to this run.
+        let stale = cmd("DEL")
+            .arg(this.wills_key(&this.node))
+            .query_async::<()>(&mut conn)
+            .await;
+        if let Err(e) = stale {
+            warn!(error = %e, "cluster: cannot clear this node's stored wills");
+        }
         tokio::spawn(this.clone().deaths(conn.clone(), members.clone()));
-        let mut conn = conn;
         loop {
             this.feed.wake.notified().await;
             while let Some(l) = this.feed.loads.pop() {
@@ -217,6 +236,14 @@ impl SessionStore {
     fn add(&self, p: &mut Pipeline, stamp: u64, rec: &Record) {
         let frame = || encode_one(stamp, rec);
         match rec {
+            // A session that ends with its connection: only its will is kept (`wills_key`).
+            Record::Session { meta, .. } if meta.session_expiry == 0 => {
+                p.cmd("HSET")
+                    .arg(self.wills_key(&self.node))
+                    .arg(&*meta.client_id)
+                    .arg(frame())
+                    .ignore();
+            }
             Record::Session { meta, fresh } => {
                 let key = self.session_key(&meta.client_id);
                 if *fresh {
@@ -237,6 +264,10 @@ impl SessionStore {
             }
             Record::SessionGone { client_id } => {
                 p.cmd("DEL").arg(self.session_key(client_id)).ignore();
+                p.cmd("HDEL")
+                    .arg(self.wills_key(&self.node))
+                    .arg(&**client_id)
+                    .ignore();
                 p.cmd("SREM")
                     .arg(self.node_key(&self.node))
                     .arg(&**client_id)
@@ -391,8 +422,10 @@ impl SessionStore {
         for id in &ids {
             wills += usize::from(self.release(conn, dead, id).await?);
         }
+        wills += self.connection_wills(conn, dead).await?;
         cmd("DEL")
             .arg(self.node_key(dead))
+            .arg(self.wills_key(dead))
             .query_async::<()>(conn)
             .await?;
         info!(node = %dead, sessions = ids.len(), wills, "cluster: recovered a dead node's sessions");
@@ -421,10 +454,11 @@ impl SessionStore {
             warn!(client_id = id, "cluster: a stored session does not decode");
             return Ok(false);
         };
-        let mut will = None;
+        // Connected: its connection ended with the node, and its will is due after its delay
+        // from now; offline: its will was pending, due when it was on the dead node.
+        let due = meta.will_due(std::time::Instant::now());
+        let will = meta.will.take();
         if meta.expires_at.is_none() {
-            // It was connected: its connection ended with the node.
-            will = meta.will.take();
             meta.expires_at = (meta.session_expiry != u32::MAX)
                 .then(|| SystemTime::now() + Duration::from_secs(u64::from(meta.session_expiry)));
         }
@@ -442,20 +476,10 @@ impl SessionStore {
         expire_with(&mut p, &key, &meta);
         p.query_async::<()>(conn).await?;
         let Some(will) = will else { return Ok(false) };
-        let delay = uringmq_session::will::due(
-            std::time::Instant::now(),
-            meta.will_delay,
-            meta.session_expiry,
-        );
-        let dead_will = DeadWill {
-            client_id: meta.client_id.clone(),
-            username: meta.username.clone(),
-            listener: meta.listener,
-            will,
-        };
+        let dead_will = dead_will(meta, will);
         let (post, mut conn) = (self.post.clone(), conn.clone());
         tokio::spawn(async move {
-            tokio::time::sleep_until(delay.into()).await;
+            tokio::time::sleep_until(due.into()).await;
             // A client that resumed its session before the will delay ended keeps its will
             // unsent [MQTT-3.1.3-9].
             let resumed: Result<bool, _> = cmd("HEXISTS")
@@ -468,6 +492,43 @@ impl SessionStore {
             }
         });
         Ok(true)
+    }
+}
+
+impl SessionStore {
+    /// Publishes the wills of the dead node's connections whose sessions ended with them
+    /// (`{p}/node/NAME/wills`; such a session has no expiry, so its will is due at once).
+    async fn connection_wills(
+        &self,
+        conn: &mut ConnectionManager,
+        dead: &str,
+    ) -> Result<usize, RedisError> {
+        let entries: Vec<(String, Vec<u8>)> = cmd("HGETALL")
+            .arg(self.wills_key(dead))
+            .query_async(conn)
+            .await?;
+        let mut wills = 0;
+        for (id, frame) in entries {
+            let Ok((_, Record::Session { mut meta, .. })) = decode_one(&frame) else {
+                warn!(client_id = id, "cluster: a stored will does not decode");
+                continue;
+            };
+            if let Some(will) = meta.will.take() {
+                (self.post)(ToShard::Will(Box::new(dead_will(meta, will))));
+                wills += 1;
+            }
+        }
+        Ok(wills)
+    }
+}
+
+/// The will of `meta`'s client, to publish as that client.
+fn dead_will(meta: SessionMeta, will: Box<uringmq_codec::LastWill>) -> DeadWill {
+    DeadWill {
+        client_id: meta.client_id,
+        username: meta.username,
+        listener: meta.listener,
+        will,
     }
 }
 

@@ -125,6 +125,7 @@ impl BrokerBuilder {
             let cores = crate::cluster::CoreLink {
                 hub: broker.shared.cluster.clone().unwrap_or_default(),
                 mailboxes: broker.shared.mailboxes.clone(),
+                bridges: broker.shared.config.bridges.clone().into(),
             };
             let sessions = session_wiring(&broker.shared);
             match crate::cluster::Cluster::start(c, broker.ops.metrics_addr(), cores, sessions) {

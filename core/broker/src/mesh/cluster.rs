@@ -58,6 +58,9 @@ pub(crate) enum ToCluster {
         node: u16,
         msg: Arc<Message>,
         group: Option<Arc<str>>,
+        /// A group's message from another node that this node passes on (it had no member
+        /// left): the receiver passes it on no further.
+        again: bool,
     },
     /// A retained message was set (non-empty payload) or cleared here: every node stores it.
     Retain(Arc<Message>),
@@ -102,6 +105,8 @@ pub(crate) enum FromCluster {
     Publish {
         msg: Arc<Message>,
         group: Option<Arc<str>>,
+        /// Passed on by a node that got it from another: not to be passed on again.
+        again: bool,
     },
     /// A delivery for `client_id`'s session, which moved here, from its stub on the node it
     /// left.

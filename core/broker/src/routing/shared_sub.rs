@@ -108,6 +108,22 @@ impl SharedSubs {
     }
 }
 
+impl SharedSubs {
+    /// The node to pass a group's message from another node on to when no core of this node
+    /// has a member of `group` any more (the sender picked this node before it heard that
+    /// its members left): another node with members, weighted by their counts.
+    pub(crate) fn other_node(&self, group: &str) -> Option<u16> {
+        use crate::mesh::cluster::node_of;
+        let share = SharedFilter::parse(group).ok()??;
+        let cores = self.cores.members(share.group, share.filter)?;
+        if cores.iter().any(|(id, _)| node_of(id).is_none()) {
+            return None;
+        }
+        let nodes = |id, s: &CoreShare| node_of(id).map_or(0, |_| s.members);
+        cores.pick_weighted(nodes).and_then(|(id, _)| node_of(id))
+    }
+}
+
 /// The group's filter: `$share/g/filter` -> `filter`.
 pub(crate) fn group_filter(group: &str) -> &str {
     group.splitn(3, '/').nth(2).unwrap_or("")

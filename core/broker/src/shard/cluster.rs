@@ -59,6 +59,7 @@ impl Shard {
             node,
             msg: msg.clone(),
             group,
+            again: false,
         });
     }
 
@@ -96,6 +97,27 @@ impl Shard {
         ))
     }
 
+    /// A message for one member of `group` from another node: to a member here, or, if this
+    /// node has none left (they left after the sender picked this node), passed on once to
+    /// another node that has one, rather than dropped.
+    fn shared_from_node(self: &Rc<Self>, group: Arc<str>, msg: Arc<Message>, again: bool) {
+        let elsewhere = if again {
+            None
+        } else {
+            self.st.borrow().routes.shared_other_node(&group)
+        };
+        match elsewhere {
+            Some(node) => self.to_cluster(ToCluster::Publish {
+                core: self.id,
+                node,
+                msg,
+                group: Some(group),
+                again: true,
+            }),
+            None => self.deliver_shared(&group, &msg, None, true),
+        }
+    }
+
     /// Applies a message of the cluster thread.
     pub(super) fn from_cluster(self: &Rc<Self>, m: FromCluster) {
         match m {
@@ -114,8 +136,8 @@ impl Shard {
                 let mut st = self.st.borrow_mut();
                 st.routes.set_shared_count(&group, node_key(node), members);
             }
-            FromCluster::Publish { msg, group } => match group {
-                Some(group) => self.deliver_shared(&group, &msg, None, true),
+            FromCluster::Publish { msg, group, again } => match group {
+                Some(group) => self.shared_from_node(group, msg, again),
                 None => self.route_here(&msg),
             },
             FromCluster::Forward {

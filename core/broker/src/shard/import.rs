@@ -28,11 +28,7 @@ use uringmq_session::{will, Negotiated, OutEntry, OutState, Queued, Session, Sub
 /// Every queued and in-flight message is in it, QoS 0 ones included (they move with the
 /// session as between cores).
 pub(crate) fn image_of(s: &Session, listener: u16) -> RecoveredSession {
-    let will = s
-        .will
-        .clone()
-        .or_else(|| s.pending_will.as_ref().map(|p| p.will.clone()));
-    let meta = meta_of(s, listener, will);
+    let meta = meta_of(s, listener);
     let inflight = s.inflight.iter().map(|o| StoredMsg {
         id: o.delivery.store_id,
         msg: o.msg.clone(),
@@ -62,8 +58,8 @@ pub(crate) fn image_of(s: &Session, listener: u16) -> RecoveredSession {
     }
 }
 
-/// The stored fields of session `s` with `will` (the store's `SessionMeta`).
-pub(crate) fn meta_of(s: &Session, listener: u16, will: Option<Box<LastWill>>) -> SessionMeta {
+/// The stored fields of session `s` (the store's `SessionMeta`), its pending will included.
+pub(crate) fn meta_of(s: &Session, listener: u16) -> SessionMeta {
     let wall = |at: Instant| SystemTime::now() + at.saturating_duration_since(Instant::now());
     SessionMeta {
         client_id: s.client_id.clone(),
@@ -72,9 +68,17 @@ pub(crate) fn meta_of(s: &Session, listener: u16, will: Option<Box<LastWill>>) -
         listener,
         session_expiry: s.session_expiry(),
         expires_at: s.expires_at.map(wall),
-        will,
+        will: will_of(s),
         will_delay: s.will_delay(),
     }
+}
+
+/// The will `s` has: its connection's, or the one pending since its connection closed
+/// (kept with the session, so that a restart or another node still publishes it when due).
+fn will_of(s: &Session) -> Option<Box<LastWill>> {
+    s.will
+        .clone()
+        .or_else(|| s.pending_will.as_ref().map(|p| p.will.clone()))
 }
 
 /// The offline session an image describes, as recovery builds it: its will pending (its
@@ -100,8 +104,8 @@ pub(crate) fn session_of_image(
         .expires_at
         .filter(|_| meta.session_expiry != u32::MAX)
         .map(instant_of);
+    let due = meta.will_due(now);
     if let Some(w) = meta.will {
-        let due = will::due(now, meta.will_delay, meta.session_expiry);
         s.pending_will = Some(Box::new(will::PendingWill { will: w, due }));
     }
     let unlimited = SubLimits { count: 0, bytes: 0 };

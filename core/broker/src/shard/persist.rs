@@ -25,6 +25,7 @@
 
 use super::{Entry, Shard, Sink};
 use crate::conn::{CloseReason, Conn};
+use crate::mesh::cluster::ToCluster;
 use crate::mesh::{MeshMsg, PersistMsg};
 use crate::store::{
     self, MsgState, Record, Recovered, RecoveredSession, SessionMeta, ShardStore, StoreConfig,
@@ -226,6 +227,8 @@ pub(crate) struct Persist {
     deferred: RefCell<std::collections::VecDeque<(Vec<u64>, Record)>>,
     /// With the cluster's `session_store`: every record also goes there (`shared_store.rs`).
     pub(crate) sharing: Option<Rc<super::shared_store::Sharing>>,
+    /// Client ids whose will alone the shared store holds (see `will_only`).
+    wills: RefCell<HashSet<Arc<str>, ahash::RandomState>>,
 }
 
 impl Shard {
@@ -260,6 +263,7 @@ impl Shard {
             relayed: Cell::new(false),
             parked: RefCell::new(Vec::new()),
             deferred: Default::default(),
+            wills: Default::default(),
             sharing: self
                 .shared
                 .session_feed
@@ -284,12 +288,35 @@ impl Shard {
             }
             st.sessions.reserve_keys(mine.sessions.len() as u64);
         }
+        self.announce_restored(&replicas);
         let now = Instant::now();
         for (key, rs) in mine.sessions {
             p.stored.borrow_mut().insert(rs.meta.client_id.clone());
             self.restore_session(key, rs, now);
         }
         Some(p)
+    }
+
+    /// Tells the other nodes (through the cluster thread, which restates it to every link)
+    /// what this core's recovered sessions subscribe to, as a SUBSCRIBE does: else a
+    /// restarted node's offline subscribers would get nothing from other nodes until they
+    /// subscribed again. Recovered retained messages are not announced: every node stores
+    /// the ones it hears of, so the others have them, and one replaced or cleared while this
+    /// node was down would come back stale.
+    fn announce_restored(&self, r: &Replicas) {
+        for (filter, _) in r.interest.iter().filter(|(_, core)| *core == self.id) {
+            self.to_cluster(ToCluster::Interest {
+                filter: filter.clone(),
+                add: true,
+            });
+        }
+        for (group, _, members) in r.shared.iter().filter(|(_, core, _)| *core == self.id) {
+            self.to_cluster(ToCluster::Shared {
+                core: self.id,
+                group: group.clone(),
+                members: *members,
+            });
+        }
     }
 
     /// Installs one recovered session as an offline session of this core (before the core
@@ -323,7 +350,7 @@ fn durable(e: &Entry) -> bool {
 }
 
 fn meta(e: &Entry, listener: u16) -> SessionMeta {
-    super::import::meta_of(&e.s, listener, e.s.will.clone())
+    super::import::meta_of(&e.s, listener)
 }
 
 fn stored_msg(
@@ -438,13 +465,40 @@ impl Persist {
         }
     }
 
-    /// The session of `client_id` ended: gone from the store (if it was there).
-    fn gone(&self, client_id: &Arc<str>) {
+    /// The session of `client_id` ended: gone from the store (if it was there), and its
+    /// will from the shared store unless `keep_will`.
+    fn gone(&self, client_id: &Arc<str>, keep_will: bool) {
         if self.stored.borrow_mut().remove(client_id) {
             self.push(Record::SessionGone {
                 client_id: client_id.clone(),
             });
+        } else if let Some(s) = self.sharing.as_ref() {
+            if self.wills.borrow_mut().remove(client_id) && !keep_will {
+                s.record(
+                    0,
+                    Record::SessionGone {
+                        client_id: client_id.clone(),
+                    },
+                );
+                // Out before a successor on another core writes the client's next will.
+                s.flush();
+            }
         }
+    }
+
+    /// With `session_store`, a connection whose session ends with it but has a will: the
+    /// shared store keeps the will (and nothing else: the local log keeps nothing of such a
+    /// session), so that a survivor publishes it if this node dies under the connection.
+    fn will_only(&self, e: &Entry, listener: u16) {
+        let Some(s) = self.sharing.as_ref().filter(|_| e.s.will.is_some()) else {
+            return;
+        };
+        if !matches!(e.sink, Sink::Conn(_)) {
+            return;
+        }
+        self.wills.borrow_mut().insert(e.s.client_id.clone());
+        let meta = meta(e, listener);
+        s.record(0, Record::Session { meta, fresh: true });
     }
 
     fn done(&self, client_id: &Arc<str>, id: u64) {
@@ -682,11 +736,12 @@ impl Shard {
         if matches!(e.sink, Sink::Api(_)) {
             return;
         }
+        let listener = self.listener_of(e);
         if durable(e) {
-            let listener = self.listener_of(e);
             p.session(e, listener);
         } else {
-            p.gone(&e.s.client_id);
+            p.gone(&e.s.client_id, false);
+            p.will_only(e, listener);
         }
     }
 
@@ -708,7 +763,9 @@ impl Shard {
     /// A session ended here (expired, clean start, not persistent).
     pub(crate) fn persist_gone(&self, client_id: &Arc<str>) {
         if let Some(p) = &self.persist {
-            p.gone(client_id);
+            // A node that stops counts as dead for its connections' wills (their connections
+            // close without DISCONNECT): the shared store keeps them for a survivor.
+            p.gone(client_id, self.stopping.get());
         }
     }
 

@@ -71,6 +71,11 @@ impl Routes {
         }
     }
 
+    /// See [`SharedSubs::other_node`].
+    pub(super) fn shared_other_node(&self, group: &str) -> Option<u16> {
+        self.shared.other_node(group)
+    }
+
     /// Core `core` has `members` members of shared group `group`.
     pub(super) fn set_shared_count(&mut self, group: &Arc<str>, core: u16, members: u32) {
         self.shared.set_count(group, core, members);

@@ -380,6 +380,7 @@ impl Shard {
                 let author = will.is_some().then(|| self.will_author(e));
                 (will, author, e.s.expires_at.is_some_and(|at| at <= now))
             };
+            let published = will.is_some();
             if let (Some(w), Some(author)) = (will, author) {
                 let origin = Some(Origin {
                     core: self.id,
@@ -390,6 +391,10 @@ impl Shard {
             if expired {
                 add(&self.stats().sessions_expired, 1);
                 self.end_session(key);
+            } else if published {
+                // The stored session loses its will: a restart (or, with `session_store`,
+                // another node) must not publish it again.
+                self.persist_installed(key);
             }
         }
     }

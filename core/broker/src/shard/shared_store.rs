@@ -60,7 +60,8 @@ impl Sharing {
         buf.push((stamp, rec));
     }
 
-    fn flush(&self) {
+    /// Hands what was collected over now (else at the end of the turn).
+    pub(crate) fn flush(&self) {
         let records = std::mem::take(&mut *self.buf.borrow_mut());
         if records.is_empty() {
             return;

@@ -151,6 +151,24 @@ pub struct SessionMeta {
     pub will_delay: u32,
 }
 
+impl SessionMeta {
+    /// When the will in this meta is due, as an `Instant` against `now`: its delay counts
+    /// from when the connection closed, which an offline session's expiry tells (it started
+    /// then), or from `now` for a session whose connection was open (the node that served it
+    /// stopped or died under it).
+    pub fn will_due(&self, now: std::time::Instant) -> std::time::Instant {
+        let closed = match self.expires_at.filter(|_| self.session_expiry != u32::MAX) {
+            Some(at) => {
+                let closed = at - Duration::from_secs(u64::from(self.session_expiry));
+                let ago = SystemTime::now().duration_since(closed).unwrap_or_default();
+                now.checked_sub(ago).unwrap_or(now)
+            }
+            None => now,
+        };
+        uringmq_session::will::due(closed, self.will_delay, self.session_expiry)
+    }
+}
+
 /// Where a stored outbound message is in its exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
