@@ -26,6 +26,19 @@ pub enum Scenario {
     Idle,
 }
 
+/// What each connection of `idle` subscribes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IdleSub {
+    /// Nothing: the connection only connects.
+    None,
+    /// A topic of its own (`.../idle/<i>`): one filter per connection, which a cluster's
+    /// nodes each learn (node-level interest).
+    Own,
+    /// One filter for every connection of a worker process (`.../idle`): one filter per
+    /// process.
+    Shared,
+}
+
 /// Which monoio driver the runtime threads use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Driver {
@@ -59,6 +72,12 @@ pub struct Args {
     /// subscribers on another: the path through a bridge).
     #[arg(long)]
     pub sub_port: Option<u16>,
+    /// The nodes of a cluster, as ports on `--host`: a range `18850-18904` or a list
+    /// `1883,1884`. Worker process `i` connects its subscribers and idle connections to port
+    /// `i % n` and its publishers to port `(i + 1) % n`, so every message crosses between
+    /// nodes. Replaces `--port` and `--sub-port`.
+    #[arg(long, value_parser = parse_ports, conflicts_with = "sub_port")]
+    pub ports: Option<Ports>,
     /// MQTT version: 3 (3.1.1) or 5.
     #[arg(long, default_value = "5", value_parser = parse_version)]
     pub mqtt: Version,
@@ -66,6 +85,8 @@ pub struct Args {
     #[arg(long, short = 'c', default_value_t = 10)]
     pub conns: u32,
     /// Publishers for shared and wildcard (default 4); overrides the scenario's count elsewhere.
+    /// In `idle`: a trickle (paced by `--rate`) of that many publishers (at least one per
+    /// process), each to one of the idle connections, which subscribes to its topic.
     #[arg(long)]
     pub pubs: Option<u32>,
     /// Subscribers; overrides the scenario's count.
@@ -100,6 +121,9 @@ pub struct Args {
     /// Keep-alive in seconds sent in CONNECT (0 disables); PINGREQ goes out at half of it.
     #[arg(long, default_value_t = 30)]
     pub keepalive: u16,
+    /// `idle`: what each connection subscribes to (one filter each, or none).
+    #[arg(long, value_enum, default_value = "none")]
+    pub idle_sub: IdleSub,
     /// Sessions that outlive their connection (3.1.1 clean session 0, v5 clean start 0 with a
     /// session expiry of one hour): what a broker's durable store writes (`persistence_dir`,
     /// Mosquitto's `persistence true`).
@@ -126,9 +150,10 @@ pub struct Args {
     /// (127.0.0.2 onwards) or a range like 127.0.0.2-127.0.0.81. Default: kernel's choice.
     #[arg(long, value_parser = parse_sources)]
     pub sources: Option<Sources>,
-    /// Broker process to sample (RSS, CPU) from /proc.
-    #[arg(long)]
-    pub broker_pid: Option<u32>,
+    /// Broker process to sample (RSS, CPU) from /proc; a list `1,2,3` (the nodes of a
+    /// cluster) is sampled as one broker: RSS and CPU added up.
+    #[arg(long, value_delimiter = ',')]
+    pub broker_pid: Vec<u32>,
     /// Name of the broker, carried into the JSON.
     #[arg(long, default_value = "broker")]
     pub label: String,
@@ -165,6 +190,28 @@ impl Args {
 /// Loopback source addresses to spread connections over.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sources(pub Vec<Ipv4Addr>);
+
+/// Broker ports of a cluster (`--ports`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ports(pub Vec<u16>);
+
+/// `a-b` (inclusive) or `a,b,c`; no port 0.
+pub fn parse_ports(s: &str) -> Result<Ports, String> {
+    let port = |p: &str| -> Result<u16, String> {
+        match p.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("bad port {p:?} in --ports {s:?}")),
+            Ok(v) => Ok(v),
+        }
+    };
+    let ports: Vec<u16> = match s.split_once('-') {
+        Some((a, b)) => (port(a)?..=port(b)?).collect(),
+        None => s.split(',').map(port).collect::<Result<_, _>>()?,
+    };
+    if ports.is_empty() {
+        return Err(format!("empty port range {s:?}"));
+    }
+    Ok(Ports(ports))
+}
 
 /// `3`, `3.1.1`, `4` -> 3.1.1; `5` -> 5.0.
 pub fn parse_version(s: &str) -> Result<Version, String> {
@@ -313,6 +360,19 @@ mod tests {
     fn open_loop_rate_is_spread() {
         let a = parse(&["-r", "1000"]).unwrap();
         assert_eq!(a.rate_per_publisher(4), Some(250.0));
+    }
+
+    #[test]
+    fn port_lists() {
+        assert_eq!(parse_ports("1883-1885").unwrap().0, vec![1883, 1884, 1885]);
+        assert_eq!(parse_ports("1883,2000").unwrap().0, vec![1883, 2000]);
+        assert!(parse_ports("1885-1883").is_err());
+        assert!(parse_ports("0,1").is_err());
+        assert!(parse(&["--ports", "1-3", "--sub-port", "5"]).is_err());
+        assert_eq!(
+            parse(&["--broker-pid", "7,9"]).unwrap().broker_pid,
+            vec![7, 9]
+        );
     }
 
     #[test]
