@@ -62,6 +62,9 @@ pub struct ClusterStatus {
     pub name: String,
     /// Whether this node's key is in etcd now (its etcd session is up).
     pub registered: bool,
+    /// etcd sessions this node started: more than one means it lost its session (etcd
+    /// restarted or unreachable) and registered again.
+    pub sessions: u64,
     /// The registered nodes, this one included, by name.
     pub nodes: Vec<NodeStatus>,
     /// The links with every other node seen, by peer name.
@@ -116,9 +119,12 @@ impl StatusBoard {
         self.with(|s| s.clone())
     }
 
-    /// Whether this node's key is in etcd.
+    /// Whether this node's key is in etcd (`true`: a session started).
     pub fn set_registered(&self, on: bool) {
-        self.with(|s| s.registered = on);
+        self.with(|s| {
+            s.registered = on;
+            s.sessions += u64::from(on);
+        });
     }
 
     /// The members seen in etcd; links of peers that left are forgotten.
@@ -182,5 +188,19 @@ impl StatusBoard {
     /// Counts a refused handshake.
     pub fn auth_failed(&self) {
         self.with(|s| s.link_auth_failures += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_counted() {
+        let board = StatusBoard::new("a");
+        board.set_registered(true);
+        board.set_registered(false);
+        board.set_registered(true);
+        assert_eq!(board.snapshot().sessions, 2);
     }
 }
