@@ -84,10 +84,16 @@ stop_all() {
 }
 finish() {
   stop_all
+  sysctl -q -w "net.ipv4.ip_local_reserved_ports=$RESERVED_BEFORE"
   "$ROOT/scripts/sysctl-setup.sh" restore
   if [[ -n ${KEEP_TMP:-} ]]; then echo "million-cluster: logs kept in $TMP"; else rm -rf "$TMP"; fi
 }
 "$ROOT/scripts/sysctl-setup.sh" apply || exit 1
+# The nodes' ports, kept out of the ephemeral range: links dialed while nodes still start
+# would otherwise take a later node's port.
+RESERVED_BEFORE=$(sysctl -n net.ipv4.ip_local_reserved_ports)
+last=$(( BASE_PORT + NODES - 1 ))
+sysctl -q -w "net.ipv4.ip_local_reserved_ports=$BASE_PORT-$last,$(( BASE_PORT + 1000 ))-$(( last + 1000 )),$(( BASE_PORT + 2000 ))-$(( last + 2000 ))${RESERVED_BEFORE:+,$RESERVED_BEFORE}"
 trap finish EXIT
 trap 'exit 130' INT TERM
 
@@ -113,16 +119,18 @@ start_etcd() {
   return 1
 }
 
-# Node i: MQTT on BASE_PORT+i, /metrics on BASE_PORT+1000+i, links on a free port.
+# Node i: MQTT on BASE_PORT+i, /metrics on BASE_PORT+1000+i, links on BASE_PORT+2000+i (all
+# chosen here: a port 0 of one node could take another's).
 start_nodes() {
   local i port
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/secret"
   for (( i = 0; i < NODES; i++ )); do
+    for port in $(( BASE_PORT + i )) $(( BASE_PORT + 1000 + i )) $(( BASE_PORT + 2000 + i )); do
+      port_open "$port" && { echo "million-cluster: port $port in use (set BASE_PORT)" >&2; return 1; }
+    done
+  done
+  for (( i = 0; i < NODES; i++ )); do
     port=$(( BASE_PORT + i ))
-    if port_open "$port" || port_open $(( port + 1000 )); then
-      echo "million-cluster: port $port or $(( port + 1000 )) in use (set BASE_PORT)" >&2
-      return 1
-    fi
     cat >"$TMP/node$i.toml" <<EOF
 bind = "127.0.0.1"
 port = $port
@@ -134,6 +142,7 @@ metrics_listen = "127.0.0.1:$(( port + 1000 ))"
 name = "n$i"
 etcd = ["$ETCD_URL"]
 prefix = "/million"
+port = $(( port + 2000 ))
 lease_ttl_secs = $TTL
 secret_file = "$TMP/secret"
 EOF
