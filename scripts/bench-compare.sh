@@ -200,7 +200,7 @@ if [[ $QUICK == 1 ]]; then
     "fan-out-q0-max|-s fan-out -c 50 -q 0 --max --mqtt 3"
     "latency-q0-5k|-s pairs -c 10 -q 0 -r 5000 --mqtt 3"
     "connect-storm|-s connect-storm -c 32 --mqtt 3 --sources 8"
-    "idle-2k|-s idle -c 2000 --mqtt 3 --sources 4 --idle-filter idle/{i}/cmd"
+    "idle-2k|-s idle -c 2000 --mqtt 3 --sources 4"
   )
 else
   DUR=10s
@@ -217,8 +217,8 @@ else
     "latency-q1-10k|-s pairs -c 10 -q 1 -r 10000 --mqtt 3"
     "payload-4k-q0|-s pairs -c 8 -q 0 --payload 4096 --max --mqtt 3"
     "connect-storm|-s connect-storm -c 64 --mqtt 3 --sources 8"
-    "idle-10k|-s idle -c 10000 --mqtt 3 --sources 8 --idle-filter idle/{i}/cmd"
-    "idle-10k-v5|-s idle -c 10000 --mqtt 5 --sources 8 --idle-filter idle/{i}/cmd"
+    "idle-10k|-s idle -c 10000 --mqtt 3 --sources 8"
+    "idle-10k-v5|-s idle -c 10000 --mqtt 5 --sources 8"
   )
 fi
 

@@ -23,7 +23,7 @@ BROKER=""
 GOAL=1000000
 HOLD=10s
 MQTT=3
-FILTER="idle/{i}/cmd"
+IDLE_SUB=own
 PORT=18850
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -31,8 +31,8 @@ while [[ $# -gt 0 ]]; do
     --target) GOAL=$2; shift ;;
     --hold) HOLD=$2; shift ;;
     --mqtt) MQTT=$2; shift ;;
-    --filter) FILTER=$2; shift ;;
-    *) echo "usage: $0 [--broker uringmq|mosquitto] [--target N] [--hold 10s] [--mqtt 3|5] [--filter F]" >&2; exit 2 ;;
+    --idle-sub) IDLE_SUB=$2; shift ;;
+    *) echo "usage: $0 [--broker uringmq|mosquitto] [--target N] [--hold 10s] [--mqtt 3|5] [--idle-sub own|shared|none]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -74,7 +74,7 @@ for n in "${STEPS[@]}"; do
     { echo "million: no broker on port $PORT (see $TMP/broker.log)" >&2; exit 1; }
   procs=$(( (n + 17999) / 18000 ))
   timeout 600 "$LOAD" --port "$PORT" -s idle -c "$n" --procs "$procs" --sources 80 --mqtt "$MQTT" \
-    --idle-filter "$FILTER" \
+    --idle-sub "$IDLE_SUB" \
     --keepalive 60 -d "$HOLD" --connect-timeout 30s --broker-pid "$BROKER_PID" --label "$BROKER" \
     --quiet --json "$TMP/step.json" 2>>"$TMP/load.err"
   python3 - "$TMP/step.json" "$n" <<'PY' || echo "million: step $n produced no report (see $TMP/load.err)"

@@ -22,9 +22,21 @@ pub enum Scenario {
     Wildcard,
     /// `--conns` concurrent clients connecting and disconnecting in a loop: CONNACKs per second.
     ConnectStorm,
-    /// Open `--conns` connections with keep-alive, each subscribed to its own
-    /// `--idle-filter`, and hold them: broker memory per connection.
+    /// Open `--conns` connections with keep-alive and hold them: broker memory per connection.
     Idle,
+}
+
+/// What each connection of `idle` subscribes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IdleSub {
+    /// Nothing: the connection only connects.
+    None,
+    /// A topic of its own (`.../idle/<i>`): one filter per connection, which a cluster's
+    /// nodes each learn (node-level interest).
+    Own,
+    /// One filter for every connection of a worker process (`.../idle`): one filter per
+    /// process.
+    Shared,
 }
 
 /// Which monoio driver the runtime threads use.
@@ -57,9 +69,15 @@ pub struct Args {
     #[arg(long, short = 'p', default_value_t = 1883)]
     pub port: u16,
     /// Subscribers connect to this port instead of `--port` (publishers on one broker,
-    /// subscribers on another: the path through a bridge, or across the nodes of a cluster).
+    /// subscribers on another: the path through a bridge).
     #[arg(long)]
     pub sub_port: Option<u16>,
+    /// The nodes of a cluster, as ports on `--host`: a range `18850-18904` or a list
+    /// `1883,1884`. Worker process `i` connects its subscribers and idle connections to port
+    /// `i % n` and its publishers to port `(i + 1) % n`, so every message crosses between
+    /// nodes. Replaces `--port` and `--sub-port`.
+    #[arg(long, value_parser = parse_ports, conflicts_with = "sub_port")]
+    pub ports: Option<Ports>,
     /// MQTT version: 3 (3.1.1) or 5.
     #[arg(long, default_value = "5", value_parser = parse_version)]
     pub mqtt: Version,
@@ -67,6 +85,8 @@ pub struct Args {
     #[arg(long, short = 'c', default_value_t = 10)]
     pub conns: u32,
     /// Publishers for shared and wildcard (default 4); overrides the scenario's count elsewhere.
+    /// In `idle`: a trickle (paced by `--rate`) of that many publishers (at least one per
+    /// process), each to one of the idle connections, which subscribes to its topic.
     #[arg(long)]
     pub pubs: Option<u32>,
     /// Subscribers; overrides the scenario's count.
@@ -95,26 +115,22 @@ pub struct Args {
     /// How long to publish (or hold, or storm): 10, 10s, 500ms, 2m.
     #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Once every connection and subscription is set up, wait this long before publishing
-    /// (a cluster tells the other nodes about a subscription after its SUBACK).
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    pub settle: Duration,
     /// After publishing stops, how long to wait for the last deliveries and acknowledgements.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain: Duration,
     /// Keep-alive in seconds sent in CONNECT (0 disables); PINGREQ goes out at half of it.
     #[arg(long, default_value_t = 30)]
     pub keepalive: u16,
+    /// `idle`: what each connection subscribes to (one filter each, or none). `own` by
+    /// default: #20's idle figure is per connection with one subscription, the shape of a
+    /// fleet where each device listens on its own command topic.
+    #[arg(long, value_enum, default_value = "own")]
+    pub idle_sub: IdleSub,
     /// Sessions that outlive their connection (3.1.1 clean session 0, v5 clean start 0 with a
     /// session expiry of one hour): what a broker's durable store writes (`persistence_dir`,
     /// Mosquitto's `persistence true`).
     #[arg(long)]
     pub persistent: bool,
-    /// Idle: the filter each connection subscribes to after CONNACK, `{i}` replaced by its
-    /// number over all worker processes: one subscription per device, as a fleet that
-    /// listens on its own command topic (`devices/<id>/cmd`). Empty: connect only.
-    #[arg(long, default_value = "idle/{i}/cmd")]
-    pub idle_filter: String,
     /// Time allowed for TCP connect + CONNACK (+ SUBACK).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -136,8 +152,8 @@ pub struct Args {
     /// (127.0.0.2 onwards) or a range like 127.0.0.2-127.0.0.81. Default: kernel's choice.
     #[arg(long, value_parser = parse_sources)]
     pub sources: Option<Sources>,
-    /// Broker process to sample (RSS, CPU) from /proc; several (`--broker-pid A,B`, the nodes
-    /// of a cluster) are added up.
+    /// Broker process to sample (RSS, CPU) from /proc; a list `1,2,3` (the nodes of a
+    /// cluster) is sampled as one broker: RSS and CPU added up.
     #[arg(long, value_delimiter = ',')]
     pub broker_pid: Vec<u32>,
     /// Name of the broker, carried into the JSON.
@@ -176,6 +192,28 @@ impl Args {
 /// Loopback source addresses to spread connections over.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sources(pub Vec<Ipv4Addr>);
+
+/// Broker ports of a cluster (`--ports`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ports(pub Vec<u16>);
+
+/// `a-b` (inclusive) or `a,b,c`; no port 0.
+pub fn parse_ports(s: &str) -> Result<Ports, String> {
+    let port = |p: &str| -> Result<u16, String> {
+        match p.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("bad port {p:?} in --ports {s:?}")),
+            Ok(v) => Ok(v),
+        }
+    };
+    let ports: Vec<u16> = match s.split_once('-') {
+        Some((a, b)) => (port(a)?..=port(b)?).collect(),
+        None => s.split(',').map(port).collect::<Result<_, _>>()?,
+    };
+    if ports.is_empty() {
+        return Err(format!("empty port range {s:?}"));
+    }
+    Ok(Ports(ports))
+}
 
 /// `3`, `3.1.1`, `4` -> 3.1.1; `5` -> 5.0.
 pub fn parse_version(s: &str) -> Result<Version, String> {
@@ -324,6 +362,19 @@ mod tests {
     fn open_loop_rate_is_spread() {
         let a = parse(&["-r", "1000"]).unwrap();
         assert_eq!(a.rate_per_publisher(4), Some(250.0));
+    }
+
+    #[test]
+    fn port_lists() {
+        assert_eq!(parse_ports("1883-1885").unwrap().0, vec![1883, 1884, 1885]);
+        assert_eq!(parse_ports("1883,2000").unwrap().0, vec![1883, 2000]);
+        assert!(parse_ports("1885-1883").is_err());
+        assert!(parse_ports("0,1").is_err());
+        assert!(parse(&["--ports", "1-3", "--sub-port", "5"]).is_err());
+        assert_eq!(
+            parse(&["--broker-pid", "7,9"]).unwrap().broker_pid,
+            vec![7, 9]
+        );
     }
 
     #[test]

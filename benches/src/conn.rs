@@ -30,6 +30,15 @@ pub type Stats = Rc<RefCell<WorkerResult>>;
 /// Most messages a publisher adds to one write.
 const MAX_BATCH: u64 = 4096;
 
+/// How long the writer of a connection that does not publish sleeps when it has no PINGREQ
+/// due: it is woken for anything else (replies to send, the stop). Polling a million idle
+/// connections every 50 ms, as publishers poll, would take the load generator's whole CPU.
+const QUIET_SLEEP: Duration = Duration::from_secs(3600);
+
+/// The writers' wake-ups of one runtime thread: raised when the run stops, so that every
+/// connection sends its DISCONNECT.
+pub type Wakers = Rc<RefCell<Vec<Arc<Signal>>>>;
+
 /// What a connection does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -118,8 +127,9 @@ async fn handshake(
     let t0 = mono_ns();
     let source = ctx.source_for(role);
     let target = match role {
+        Role::Pub(_) => ctx.target,
         Role::Sub(_) => ctx.sub_target,
-        _ => ctx.target,
+        Role::Bare(_) => ctx.bare_target,
     };
     let mut s = net::connect(target, source).await?;
     let v = ctx.args.mqtt;
@@ -139,7 +149,7 @@ async fn handshake(
     stats.borrow_mut().connect_latency.record(mono_ns() - t0);
     let filter = match role {
         Role::Sub(i) => Some(ctx.plan.subs[i as usize].filter.clone()),
-        _ => ctx.idle_filter(role),
+        _ => None,
     };
     if let Some(filter) = filter {
         out.clear();
@@ -162,8 +172,15 @@ async fn handshake(
 }
 
 /// Opens a connection and, on success, spawns its reader and writer. `live` counts readers
-/// still running so the thread can wait for every connection to close.
-pub async fn open(ctx: Arc<Ctx>, role: Role, stats: Stats, live: Rc<Cell<usize>>) -> bool {
+/// still running so the thread can wait for every connection to close; the writer's wake-up
+/// joins `wakers`.
+pub async fn open(
+    ctx: Arc<Ctx>,
+    role: Role,
+    stats: Stats,
+    live: Rc<Cell<usize>>,
+    wakers: Wakers,
+) -> bool {
     let id = client_id(&ctx, role);
     let res =
         monoio::time::timeout(ctx.args.connect_timeout, handshake(&ctx, role, &id, &stats)).await;
@@ -177,6 +194,7 @@ pub async fn open(ctx: Arc<Ctx>, role: Role, stats: Stats, live: Rc<Cell<usize>>
         Role::Pub(i) => ctx.pubs[i as usize].signal.clone(),
         _ => Arc::new(Signal::default()),
     };
+    wakers.borrow_mut().push(signal.clone());
     let shared = Rc::new(Shared {
         out: RefCell::new(Vec::new()),
         signal,
@@ -467,7 +485,11 @@ async fn writer(
         }
         let phase = ctx.phase();
         std::mem::swap(&mut buf, &mut sh.out.borrow_mut());
-        let mut wait = Duration::from_millis(50);
+        let mut wait = if publisher.is_some() {
+            Duration::from_millis(50)
+        } else {
+            QUIET_SLEEP
+        };
         if phase >= Phase::Stop {
             wire::disconnect(&mut buf);
         } else if let (Some(p), Phase::Run) = (publisher.as_mut(), phase) {

@@ -1,7 +1,9 @@
-//! Resident memory and CPU time of a process, from `/proc/<pid>/status` and `/proc/<pid>/stat`.
+//! Resident memory and CPU time of a process, from `/proc/<pid>/status` and `/proc/<pid>/stat`,
+//! and the kernel's own memory, from `/proc/meminfo` and `/proc/net/sockstat`.
 //!
-//! Used for the broker (`--broker-pid`) and for the load generator itself, whose own CPU use
-//! shows whether it, rather than the broker, was the bottleneck.
+//! Used for the broker (`--broker-pid`: one process or the nodes of a cluster), for the load
+//! generator itself, whose own CPU use shows whether it, rather than the broker, was the
+//! bottleneck, and for what the connections cost the kernel (socket structures, buffers).
 
 use std::fs;
 use std::io;
@@ -28,6 +30,54 @@ pub fn sample(pid: Option<u32>) -> io::Result<ProcSample> {
             .ok_or_else(|| io::Error::other("unreadable /proc stat line"))?,
         at_ns: crate::clock::mono_ns(),
     })
+}
+
+/// The processes `pids` as one: RSS and CPU time added up. `None` without pids or when one of
+/// them cannot be read (it is gone: a sum without it would mislead).
+pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
+    let mut total = ProcSample::default();
+    for &p in pids {
+        let s = sample(Some(p)).ok()?;
+        total.rss_kb += s.rss_kb;
+        total.cpu_ticks += s.cpu_ticks;
+        total.at_ns = s.at_ns;
+    }
+    (!pids.is_empty()).then_some(total)
+}
+
+/// Kernel-wide memory: what sockets cost outside any process (both ends of each loopback
+/// connection, and whatever else the machine does meanwhile).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelSample {
+    /// `Slab` of /proc/meminfo, KiB: socket structures, their inodes, files, epoll items.
+    pub slab_kb: u64,
+    /// Pages of TCP socket buffers (`mem` on the TCP line of /proc/net/sockstat).
+    pub tcp_mem_pages: u64,
+    /// TCP sockets allocated (`alloc` on the same line).
+    pub tcp_alloc: u64,
+    /// `MemTotal - MemAvailable`, KiB: the whole machine's use.
+    pub used_kb: u64,
+}
+
+/// Reads the kernel's memory figures.
+pub fn kernel_sample() -> io::Result<KernelSample> {
+    let meminfo = fs::read_to_string("/proc/meminfo")?;
+    let sockstat = fs::read_to_string("/proc/net/sockstat")?;
+    let kb = |key| field(&meminfo, key, key).unwrap_or(0);
+    Ok(KernelSample {
+        slab_kb: kb("Slab:"),
+        tcp_mem_pages: field(&sockstat, "TCP:", "mem").unwrap_or(0),
+        tcp_alloc: field(&sockstat, "TCP:", "alloc").unwrap_or(0),
+        used_kb: kb("MemTotal:").saturating_sub(kb("MemAvailable:")),
+    })
+}
+
+/// The number after the word `name` on the line starting with `line`.
+fn field(text: &str, line: &str, name: &str) -> Option<u64> {
+    let l = text.lines().find(|l| l.starts_with(line))?;
+    let mut words = l.split_whitespace();
+    words.find(|w| *w == name)?;
+    words.next()?.parse().ok()
 }
 
 /// `VmRSS:   1234 kB` -> 1234.
@@ -86,6 +136,24 @@ mod tests {
             Some(5120)
         );
         assert_eq!(parse_rss_kb("Name:\tkthread\n"), None);
+    }
+
+    #[test]
+    fn parses_kernel_lines() {
+        let sockstat = "sockets: used 19\nTCP: inuse 1 orphan 0 tw 0 alloc 7 mem 3\n";
+        assert_eq!(field(sockstat, "TCP:", "mem"), Some(3));
+        assert_eq!(field(sockstat, "TCP:", "alloc"), Some(7));
+        assert_eq!(field("Slab:   290112 kB\n", "Slab:", "Slab:"), Some(290112));
+        assert!(kernel_sample().unwrap().slab_kb > 0);
+    }
+
+    #[test]
+    fn sums_processes() {
+        let me = std::process::id();
+        let one = sample_all(&[me]).unwrap();
+        let two = sample_all(&[me, me]).unwrap();
+        assert!(two.rss_kb > one.rss_kb);
+        assert_eq!(sample_all(&[]), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The figures users compare brokers by, derived from the merged results, as a table and JSON.
 
 use crate::cli::{Args, Scenario};
-use crate::procfs::{self, ProcSample};
+use crate::procfs::{self, KernelSample, ProcSample};
 use crate::run::Phases;
 use crate::stats::{Delivery, LatencySummary, WorkerResult};
 use crate::wire::Version;
@@ -10,10 +10,10 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::Duration;
 
-/// Samples the broker process at the moments of a run.
+/// Samples the broker process(es) and the kernel at the moments of a run.
 #[derive(Debug, Default)]
 pub struct BrokerProbe {
-    /// The processes sampled, added up (the nodes of a cluster); none: nothing recorded.
+    /// The broker's processes (the nodes of a cluster are one broker).
     pids: Vec<u32>,
     /// Let the broker settle before the after-connect memory reading (idle hold).
     settle: Duration,
@@ -25,33 +25,28 @@ pub struct BrokerProbe {
     pub start: Option<ProcSample>,
     /// Publishing stopped.
     pub end: Option<ProcSample>,
+    /// The kernel before any connection.
+    pub kernel_before: Option<KernelSample>,
+    /// The kernel with every connection open.
+    pub kernel_ready: Option<KernelSample>,
+    /// The kernel when publishing stopped.
+    pub kernel_end: Option<KernelSample>,
 }
 
 impl BrokerProbe {
-    /// A probe of `pids` (none: records nothing); takes the "before" reading now.
-    pub fn new(pids: Vec<u32>, settle: Duration) -> Self {
-        let mut probe = BrokerProbe {
-            pids,
+    /// A probe of `pids` (none: records no broker figures); takes the "before" readings now.
+    pub fn new(pids: &[u32], settle: Duration) -> Self {
+        BrokerProbe {
+            pids: pids.to_vec(),
             settle,
+            before: procfs::sample_all(pids),
+            kernel_before: procfs::kernel_sample().ok(),
             ..Default::default()
-        };
-        probe.before = probe.take();
-        probe
+        }
     }
 
-    /// One reading of every process, added up; `None` if one of them cannot be read.
     fn take(&self) -> Option<ProcSample> {
-        let mut total: Option<ProcSample> = None;
-        for &p in &self.pids {
-            let s = procfs::sample(Some(p)).ok()?;
-            let t = total.get_or_insert(ProcSample {
-                at_ns: s.at_ns,
-                ..Default::default()
-            });
-            t.rss_kb += s.rss_kb;
-            t.cpu_ticks += s.cpu_ticks;
-        }
-        total
+        procfs::sample_all(&self.pids)
     }
 }
 
@@ -61,6 +56,7 @@ impl Phases for BrokerProbe {
             std::thread::sleep(self.settle);
         }
         self.ready = self.take();
+        self.kernel_ready = procfs::kernel_sample().ok();
         Ok(())
     }
     fn started(&mut self) {
@@ -68,14 +64,18 @@ impl Phases for BrokerProbe {
     }
     fn stopped(&mut self) {
         self.end = self.take();
+        self.kernel_end = procfs::kernel_sample().ok();
     }
 }
 
 /// Broker process figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BrokerFigures {
-    /// Process id sampled (the first of `--broker-pid`; figures add up all of them).
+    /// Process id sampled (the first, with several).
     pub pid: u32,
+    /// Processes sampled and added up (the nodes of a cluster).
+    #[serde(default)]
+    pub processes: u32,
     /// RSS before the load generator connected, KiB.
     pub rss_before_kb: u64,
     /// RSS with every connection open, KiB.
@@ -92,6 +92,36 @@ pub struct BrokerFigures {
     /// The same with RSS right after every connection opened (and `--settle`).
     #[serde(default)]
     pub mem_per_conn_ready_bytes: f64,
+}
+
+/// What the connections cost the kernel, and the machine, on top of every process: both ends
+/// of each connection (loopback) and whatever else ran meanwhile.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KernelFigures {
+    /// Before any connection.
+    pub before: KernelSample,
+    /// At the moment the broker's memory per connection is taken (see [`BrokerFigures`]).
+    pub held: KernelSample,
+    /// Slab and TCP buffer growth per connection, bytes.
+    pub per_conn_bytes: f64,
+    /// Growth of the machine's used memory (every process and the kernel) per connection.
+    pub machine_per_conn_bytes: f64,
+}
+
+impl KernelFigures {
+    fn new(before: KernelSample, held: KernelSample, conns: u64) -> Self {
+        let grown = |a: u64, b: u64, unit: f64| (b as f64 - a as f64) * unit;
+        let kernel = grown(before.slab_kb, held.slab_kb, 1024.0)
+            + grown(before.tcp_mem_pages, held.tcp_mem_pages, 4096.0);
+        let machine = grown(before.used_kb, held.used_kb, 1024.0);
+        let per = |b: f64| if conns > 0 { b / conns as f64 } else { 0.0 };
+        KernelFigures {
+            before,
+            held,
+            per_conn_bytes: per(kernel),
+            machine_per_conn_bytes: per(machine),
+        }
+    }
 }
 
 /// The report of one run.
@@ -155,6 +185,9 @@ pub struct Report {
     pub foreign: u64,
     /// Broker process figures (`--broker-pid`).
     pub broker: Option<BrokerFigures>,
+    /// Kernel and machine memory figures.
+    #[serde(default)]
+    pub kernel: Option<KernelFigures>,
     /// Load generator CPU while publishing, percent of one core, all processes.
     pub loadgen_cpu_pct: f64,
     /// What `--strict` fails on.
@@ -181,36 +214,13 @@ impl Report {
             Scenario::ConnectStorm => per_sec(c.connects_ok, r.run_start_ns, r.run_end_ns),
             _ => per_sec(c.connects_ok, r.setup_start_ns, r.setup_end_ns),
         };
-        let broker = probe.pids.first().map(|&pid| {
-            let rss = |s: &Option<ProcSample>| s.map_or(0, |s| s.rss_kb);
-            let cpu_pct = match (&probe.start, &probe.end) {
-                (Some(a), Some(b)) => procfs::cpu_percent(a, b),
-                _ => 0.0,
-            };
-            // Signed: a broker that returned memory of earlier runs to the OS may shrink.
-            let grown =
-                |at: &Option<ProcSample>| (rss(at) as f64 - rss(&probe.before) as f64) * 1024.0;
-            let per_conn = |bytes: f64| {
-                if c.connects_ok > 0 {
-                    bytes / c.connects_ok as f64
-                } else {
-                    0.0
-                }
-            };
-            let held = match (args.scenario, &probe.end) {
-                (Scenario::Idle, Some(_)) => &probe.end,
-                _ => &probe.ready,
-            };
-            BrokerFigures {
-                pid,
-                rss_before_kb: rss(&probe.before),
-                rss_ready_kb: rss(&probe.ready),
-                rss_end_kb: rss(&probe.end),
-                cpu_pct,
-                mem_per_conn_bytes: per_conn(grown(held)),
-                mem_per_conn_ready_bytes: per_conn(grown(&probe.ready)),
-            }
-        });
+        let held_at_end = args.scenario == Scenario::Idle && probe.end.is_some();
+        let broker = broker_figures(probe, held_at_end, c.connects_ok);
+        let kernel = match (probe.kernel_before, probe.kernel_ready, probe.kernel_end) {
+            (Some(b), _, Some(e)) if held_at_end => Some(KernelFigures::new(b, e, c.connects_ok)),
+            (Some(b), Some(r), _) => Some(KernelFigures::new(b, r, c.connects_ok)),
+            _ => None,
+        };
         let mut rep = Report {
             label: args.label.clone(),
             scenario,
@@ -248,6 +258,7 @@ impl Report {
             dropped: c.dropped,
             foreign: c.foreign,
             broker,
+            kernel,
             loadgen_cpu_pct: if run_ns > 0 {
                 100.0 * (r.cpu_ticks as f64 / procfs::ticks_per_sec() as f64)
                     / (run_ns as f64 / 1e9)
@@ -307,7 +318,7 @@ impl Report {
         let mut s = String::new();
         let bare = matches!(self.scenario.as_str(), "idle" | "connect-storm");
         let mode = match (self.target_rate, self.inflight) {
-            _ if bare => "no publishing".to_string(),
+            _ if bare && self.pubs == 0 => "no publishing".to_string(),
             (Some(r), _) => format!("open loop {r} msg/s"),
             (_, Some(w)) => format!("closed loop, window {w}"),
             _ => String::new(),
@@ -377,10 +388,11 @@ impl Report {
         if let Some(b) = &self.broker {
             let _ = writeln!(
                 s,
-                "  {:<12} pid {} cpu {:.0}%  rss {} -> {} -> {} KiB  mem/conn {:.0} B \
+                "  {:<12} pid {} ({} processes) cpu {:.0}%  rss {} -> {} -> {} KiB  mem/conn {:.0} B \
                  (after connecting {:.0} B)",
                 "broker",
                 b.pid,
+                b.processes,
                 b.cpu_pct,
                 b.rss_before_kb,
                 b.rss_ready_kb,
@@ -389,11 +401,60 @@ impl Report {
                 b.mem_per_conn_ready_bytes
             );
         }
+        if let Some(k) = &self.kernel {
+            let _ = writeln!(
+                s,
+                "  {:<12} slab {} -> {} KiB, tcp buffers {} -> {} pages: {:.0} B/conn; \
+                 machine {:.0} B/conn",
+                "kernel",
+                k.before.slab_kb,
+                k.held.slab_kb,
+                k.before.tcp_mem_pages,
+                k.held.tcp_mem_pages,
+                k.per_conn_bytes,
+                k.machine_per_conn_bytes
+            );
+        }
         for p in &self.problems {
             let _ = writeln!(s, "  PROBLEM      {p}");
         }
         s
     }
+}
+
+/// The broker's figures; memory per connection with the RSS at the end of the hold if
+/// `held_at_end`, else with every connection open.
+fn broker_figures(probe: &BrokerProbe, held_at_end: bool, conns: u64) -> Option<BrokerFigures> {
+    let pid = *probe.pids.first()?;
+    let rss = |s: &Option<ProcSample>| s.map_or(0, |s| s.rss_kb);
+    let cpu_pct = match (&probe.start, &probe.end) {
+        (Some(a), Some(b)) => procfs::cpu_percent(a, b),
+        _ => 0.0,
+    };
+    // Signed: a broker that returned memory of earlier runs to the OS may shrink.
+    let grown = |at: &Option<ProcSample>| (rss(at) as f64 - rss(&probe.before) as f64) * 1024.0;
+    let per_conn = |bytes: f64| {
+        if conns > 0 {
+            bytes / conns as f64
+        } else {
+            0.0
+        }
+    };
+    let held = if held_at_end {
+        &probe.end
+    } else {
+        &probe.ready
+    };
+    Some(BrokerFigures {
+        pid,
+        processes: probe.pids.len() as u32,
+        rss_before_kb: rss(&probe.before),
+        rss_ready_kb: rss(&probe.ready),
+        rss_end_kb: rss(&probe.end),
+        cpu_pct,
+        mem_per_conn_bytes: per_conn(grown(held)),
+        mem_per_conn_ready_bytes: per_conn(grown(&probe.ready)),
+    })
 }
 
 /// The scenario's command-line name, e.g. "fan-in".
@@ -497,6 +558,25 @@ mod tests {
         // Any other scenario: with every connection open.
         let rep = Report::new(&args(&["-s", "fan-in"]), &result(0, 0), &probe);
         assert_eq!(rep.broker.unwrap().mem_per_conn_bytes, 1024.0);
+    }
+
+    #[test]
+    fn kernel_memory_per_connection() {
+        let before = KernelSample {
+            slab_kb: 100,
+            tcp_mem_pages: 10,
+            tcp_alloc: 0,
+            used_kb: 1000,
+        };
+        let held = KernelSample {
+            slab_kb: 104,
+            tcp_mem_pages: 11,
+            tcp_alloc: 8,
+            used_kb: 1016,
+        };
+        let k = KernelFigures::new(before, held, 4);
+        assert_eq!(k.per_conn_bytes, (4.0 * 1024.0 + 4096.0) / 4.0);
+        assert_eq!(k.machine_per_conn_bytes, 4096.0);
     }
 
     #[test]

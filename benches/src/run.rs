@@ -66,6 +66,8 @@ pub struct Ctx {
     pub target: SocketAddr,
     /// Subscribers' broker address (`--sub-port`, else `target`).
     pub sub_target: SocketAddr,
+    /// Idle and connect-storm connections' broker address.
+    pub bare_target: SocketAddr,
     /// Per publisher.
     pub pubs: Vec<PubState>,
     /// Per receiver group.
@@ -84,6 +86,14 @@ impl Ctx {
     fn new(args: &Args, run: &str, shard: u32, shards: u32) -> Ctx {
         let plan = Plan::new(args, run, shard, shards);
         let shard_rate = args.rate as f64 / f64::from(shards);
+        let (port, sub_port, bare_port) = match &args.ports {
+            // This worker's node, and the next one for its publishers.
+            Some(p) => {
+                let at = |i: u32| p.0[i as usize % p.0.len()];
+                (at(shard + 1), at(shard), at(shard))
+            }
+            None => (args.port, args.sub_port.unwrap_or(args.port), args.port),
+        };
         Ctx {
             rate_per_pub: (!args.max).then(|| shard_rate / plan.pubs.len().max(1) as f64),
             closed_loop: args.max,
@@ -93,8 +103,9 @@ impl Ctx {
                 .iter()
                 .map(|g| Mutex::new(GroupTracker::new(g.expects.clone())))
                 .collect(),
-            target: SocketAddr::new(args.host, args.port),
-            sub_target: SocketAddr::new(args.host, args.sub_port.unwrap_or(args.port)),
+            target: SocketAddr::new(args.host, port),
+            sub_target: SocketAddr::new(args.host, sub_port),
+            bare_target: SocketAddr::new(args.host, bare_port),
             args: args.clone(),
             plan,
             run: run.to_string(),
@@ -133,17 +144,6 @@ impl Ctx {
         sources
             .get((global % sources.len() as u64) as usize)
             .copied()
-    }
-
-    /// The filter idle connection `role` subscribes to (`--idle-filter`), if any.
-    pub fn idle_filter(&self, role: Role) -> Option<String> {
-        let Role::Bare(i) = role else { return None };
-        let pattern = &self.args.idle_filter;
-        if self.args.scenario != Scenario::Idle || pattern.is_empty() {
-            return None;
-        }
-        let global = u64::from(i) * u64::from(self.shards) + u64::from(self.shard);
-        Some(pattern.replace("{i}", &global.to_string()))
     }
 
     fn roles(&self) -> impl Iterator<Item = Role> + '_ {
@@ -310,6 +310,7 @@ async fn thread_body(ctx: Arc<Ctx>, t: usize, n: usize) -> WorkerResult {
         ..WorkerResult::default()
     }));
     let live = Rc::new(Cell::new(0usize));
+    let wakers = conn::Wakers::default();
     let mine: Vec<Role> = ctx
         .roles()
         .enumerate()
@@ -321,7 +322,10 @@ async fn thread_body(ctx: Arc<Ctx>, t: usize, n: usize) -> WorkerResult {
         for chunk in mine.chunks(ctx.args.connect_window as usize) {
             let hs: Vec<_> = chunk
                 .iter()
-                .map(|&r| monoio::spawn(conn::open(ctx.clone(), r, stats.clone(), live.clone())))
+                .map(|&r| {
+                    let (ctx, stats, live) = (ctx.clone(), stats.clone(), live.clone());
+                    monoio::spawn(conn::open(ctx, r, stats, live, wakers.clone()))
+                })
                 .collect();
             for h in hs {
                 h.await;
@@ -349,32 +353,13 @@ async fn thread_body(ctx: Arc<Ctx>, t: usize, n: usize) -> WorkerResult {
         }
     }
     wait_phase(&ctx, Phase::Stop).await;
+    for w in wakers.borrow().iter() {
+        w.notify();
+    }
     // Give every connection time to send DISCONNECT and see the broker close it.
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while live.get() > 0 && std::time::Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     stats.take()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    fn ctx(args: &[&str], shard: u32, shards: u32) -> Ctx {
-        let a = Args::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
-        Ctx::new(&a, "r", shard, shards)
-    }
-
-    #[test]
-    fn idle_connections_subscribe_to_their_own_filter() {
-        let c = ctx(&["-s", "idle", "-c", "4"], 1, 2);
-        assert_eq!(c.idle_filter(Role::Bare(0)).as_deref(), Some("idle/1/cmd"));
-        assert_eq!(c.idle_filter(Role::Bare(1)).as_deref(), Some("idle/3/cmd"));
-        let none = ctx(&["-s", "idle", "--idle-filter", ""], 0, 1);
-        assert_eq!(none.idle_filter(Role::Bare(0)), None);
-        let storm = ctx(&["-s", "connect-storm"], 0, 1);
-        assert_eq!(storm.idle_filter(Role::Bare(0)), None);
-    }
 }

@@ -4,7 +4,7 @@
 //! topic prefix: shards never exchange messages, so each process can account for its own
 //! deliveries and the figures simply add up.
 
-use crate::cli::{Args, Scenario};
+use crate::cli::{Args, IdleSub, Scenario};
 
 /// One publishing connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +106,15 @@ impl Plan {
                     }
                 });
             }
-            Scenario::ConnectStorm | Scenario::Idle => plan.bare = part(args.conns),
+            Scenario::ConnectStorm => plan.bare = part(args.conns),
+            Scenario::Idle => {
+                plan.idle(
+                    &p,
+                    args.idle_sub,
+                    part(args.conns),
+                    args.pubs.map_or(0, part),
+                );
+            }
         }
         plan.fanout = vec![0; plan.pubs.len()];
         for g in &plan.groups {
@@ -120,6 +128,34 @@ impl Plan {
     fn publishers(&mut self, n: u32, topic: impl Fn(u32) -> String) {
         self.pubs
             .extend((0..n).map(|i| PubSpec { topic: topic(i) }));
+    }
+
+    /// `n` idle connections subscribed as `kind` says; the first `pubs` of them subscribe to
+    /// the topic of a publisher of their own instead (the trickle), so each holds one filter.
+    fn idle(&mut self, p: &str, kind: IdleSub, n: u32, pubs: u32) {
+        let pubs = pubs.min(n);
+        self.publishers(pubs, |k| format!("{p}/trickle/{k}"));
+        for k in 0..pubs {
+            self.groups.push(GroupSpec { expects: vec![k] });
+            self.subs.push(SubSpec {
+                filter: format!("{p}/trickle/{k}"),
+                group: self.groups.len() - 1,
+            });
+        }
+        if kind == IdleSub::None {
+            self.bare = n - pubs;
+            return;
+        }
+        // The idle subscribers expect nothing: one empty group for all of them.
+        self.groups.push(GroupSpec { expects: vec![] });
+        let group = self.groups.len() - 1;
+        for s in pubs..n {
+            let filter = match kind {
+                IdleSub::Own => format!("{p}/idle/{s}"),
+                _ => format!("{p}/idle"),
+            };
+            self.subs.push(SubSpec { filter, group });
+        }
     }
 
     /// `n` subscribers, each its own group expecting every publisher.
@@ -201,5 +237,23 @@ mod tests {
             .map(|i| plan(&["-s", "idle", "-c", "10"], i, 4).connections())
             .sum();
         assert_eq!(total, 10);
+    }
+
+    #[test]
+    fn idle_subscriptions_and_trickle() {
+        let p = plan(
+            &["-s", "idle", "-c", "10", "--idle-sub", "own", "--pubs", "2"],
+            0,
+            1,
+        );
+        assert_eq!((p.pubs.len(), p.subs.len(), p.bare), (2, 10, 0));
+        assert_eq!(p.subs[1].filter, p.pubs[1].topic);
+        assert_eq!(p.subs[2].filter, "ul/r/0/idle/2");
+        assert_eq!(p.fanout, vec![1, 1]);
+        assert_eq!(p.connections(), 12);
+        let p = plan(&["-s", "idle", "-c", "10", "--idle-sub", "shared"], 0, 1);
+        assert!(p.pubs.is_empty() && p.subs.iter().all(|s| s.filter == "ul/r/0/idle"));
+        let p = plan(&["-s", "idle", "-c", "10", "--pubs", "3"], 0, 1);
+        assert_eq!((p.subs.len(), p.bare), (3, 7));
     }
 }

@@ -75,6 +75,27 @@ fn three_nodes_see_each_other_and_link() {
     );
 }
 
+/// etcd closes a connection that pings it more often than every 5 s (GOAWAY
+/// `too_many_pings`) unless its own writes come in between: with a lease renewed every 20 s, a
+/// node that pinged every second lost its etcd session about 4 s after registering, and again
+/// and again.
+#[test]
+fn a_node_with_a_long_lease_keeps_its_etcd_session() {
+    let etcd = Etcd::start();
+    let mut long = cluster_config(&etcd, "a", "/long");
+    long.lease_ttl_secs = 60;
+    let a = node_with(long);
+    wait_until("a registered", WAIT * 2, || status(&a).registered);
+    // What is checked is that nothing happens: twice the time the session used to last.
+    std::thread::sleep(Duration::from_secs(8));
+    let s = status(&a);
+    assert!(s.registered, "{s:?}");
+    assert_eq!(
+        s.sessions, 1,
+        "the etcd session was lost and started again: {s:?}"
+    );
+}
+
 #[test]
 fn cluster_status_lists_nodes_and_links_from_etcd_and_metrics() {
     let etcd = Etcd::start();
@@ -95,6 +116,7 @@ fn cluster_status_lists_nodes_and_links_from_etcd_and_metrics() {
     for line in [
         "uringmq_cluster_registered 1",
         "uringmq_cluster_nodes 2",
+        "uringmq_cluster_etcd_sessions_total 1",
         "uringmq_cluster_link_up{peer=\"b\",direction=\"outbound\"} 1",
         "uringmq_cluster_link_connects_total{peer=\"b\",direction=\"inbound\"} 1",
     ] {

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     } else {
         Duration::ZERO
     };
-    let mut probe = BrokerProbe::new(args.broker_pid.clone(), settle);
+    let mut probe = BrokerProbe::new(&args.broker_pid, settle);
     let result = if args.procs > 1 {
         workers::run_parent(&args, &run_id, &mut probe)
     } else {

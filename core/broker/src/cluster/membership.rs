@@ -31,6 +31,16 @@ use tokio::sync::watch;
 use tokio::time::{interval, sleep, timeout, Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
+/// HTTP/2 pings to etcd: at most one per this interval. etcd refuses client pings sooner than
+/// its `--grpc-keepalive-min-time` (5 s by default) after the previous one: on the third such
+/// ping between two of its own writes it sends GOAWAY `too_many_pings` and closes the
+/// connection, ending the session. With 1 s pings a node whose lease renewals (its TTL / 3)
+/// come more than ~4 s apart (`lease_ttl_secs` above ~10) lost its session every few seconds.
+/// A dead etcd is noticed by the renewals anyway (no answer within the TTL).
+const ETCD_PING_EVERY: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection counts as dead.
+const ETCD_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What a node registers about itself (the value of its key, as TOML).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -119,7 +129,7 @@ impl Membership {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(ttl)
-            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2));
+            .with_keep_alive(ETCD_PING_EVERY, ETCD_PING_TIMEOUT);
         let mut client = Client::connect(&self.config.etcd, Some(options)).await?;
         let lease = client
             .lease_grant(self.config.lease_ttl_secs as i64, None)

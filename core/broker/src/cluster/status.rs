@@ -62,6 +62,9 @@ pub struct ClusterStatus {
     pub name: String,
     /// Whether this node's key is in etcd now (its etcd session is up).
     pub registered: bool,
+    /// etcd sessions this node started: more than one means it lost its session (etcd
+    /// restarted or unreachable) and registered again.
+    pub sessions: u64,
     /// The registered nodes, this one included, by name.
     pub nodes: Vec<NodeStatus>,
     /// The links with every other node seen, by peer name.
@@ -116,12 +119,17 @@ impl StatusBoard {
         self.with(|s| s.clone())
     }
 
-    /// Whether this node's key is in etcd.
+    /// Whether this node's key is in etcd (`true`: a session started).
     pub fn set_registered(&self, on: bool) {
-        self.with(|s| s.registered = on);
+        self.with(|s| {
+            s.registered = on;
+            s.sessions += u64::from(on);
+        });
     }
 
-    /// The members seen in etcd; links of peers that left are forgotten.
+    /// The members seen in etcd; links of peers that left are forgotten once down. A peer may
+    /// dial this node before this node's watch shows it (a node that joins dials everyone at
+    /// once): its link is kept, not reset to "never connected" while it serves.
     pub fn set_members(&self, members: &Members) {
         self.with(|s| {
             s.nodes = members
@@ -132,7 +140,8 @@ impl StatusBoard {
                     started: r.started,
                 })
                 .collect();
-            s.links.retain(|peer, _| members.contains_key(peer));
+            s.links
+                .retain(|peer, l| members.contains_key(peer) || l.outbound.up || l.inbound.up);
         });
     }
 
@@ -171,15 +180,23 @@ impl StatusBoard {
 
     /// Marks one direction down, unless a newer connection came up meanwhile (a peer that
     /// dials again may do so before its old connection's end is noticed here) or the peer
-    /// left (its entry went with it).
+    /// left (its entry went with it, or goes now that nothing of it is up).
     pub fn set_down(&self, peer: &str, dir: Direction, generation: u64) {
-        if !self.with(|s| s.links.contains_key(peer)) {
-            return;
-        }
-        self.link(peer, dir, |l| {
+        self.with(|s| {
+            let Some(links) = s.links.get_mut(peer) else {
+                return;
+            };
+            let l = match dir {
+                Direction::Outbound => &mut links.outbound,
+                Direction::Inbound => &mut links.inbound,
+            };
             if l.connects == generation {
                 l.up = false;
                 l.since = Some(SystemTime::now());
+            }
+            let idle = !links.outbound.up && !links.inbound.up;
+            if idle && !s.nodes.iter().any(|n| n.name == peer) {
+                s.links.remove(peer);
             }
         });
     }
@@ -187,5 +204,53 @@ impl StatusBoard {
     /// Counts a refused handshake.
     pub fn auth_failed(&self) {
         self.with(|s| s.link_auth_failures += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::membership::NodeRecord;
+
+    fn members(names: &[&str]) -> Members {
+        names
+            .iter()
+            .map(|n| {
+                let r = NodeRecord {
+                    addr: format!("{n}:1"),
+                    started: 0,
+                    version: String::new(),
+                    metrics: None,
+                };
+                (n.to_string(), r)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_that_dials_before_its_key_is_seen_stays_up() {
+        let board = StatusBoard::new("a");
+        board.set_members(&members(&["a"]));
+        let generation = board.set_up("late", Direction::Inbound);
+        board.set_members(&members(&["a", "b"]));
+        let s = board.snapshot();
+        assert!(s.links["late"].inbound.up, "{s:?}");
+        assert_eq!(s.links["late"].inbound.connects, 1);
+        // It leaves: its entry goes with its last link.
+        board.set_down("late", Direction::Inbound, generation);
+        assert!(!board.snapshot().links.contains_key("late"));
+    }
+
+    #[test]
+    fn a_member_keeps_its_links_down_and_sessions_count() {
+        let board = StatusBoard::new("a");
+        board.set_members(&members(&["a", "b"]));
+        let generation = board.set_up("b", Direction::Outbound);
+        board.set_down("b", Direction::Outbound, generation);
+        assert!(!board.snapshot().links["b"].outbound.up);
+        board.set_registered(true);
+        board.set_registered(false);
+        board.set_registered(true);
+        assert_eq!(board.snapshot().sessions, 2);
     }
 }

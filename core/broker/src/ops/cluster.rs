@@ -82,6 +82,13 @@ pub(super) fn families(s: &ClusterStatus) -> Vec<MetricFamily> {
             vec![sample(GAUGE, f64::from(u8::from(s.registered)), &[])],
         ),
         family(
+            "uringmq_cluster_etcd_sessions_total",
+            "etcd sessions this node started: more than one means it lost its session and \
+             registered again.",
+            COUNTER,
+            vec![sample(COUNTER, s.sessions as f64, &[])],
+        ),
+        family(
             "uringmq_cluster_nodes",
             "Nodes registered in etcd, this one included, as this node sees them.",
             GAUGE,
