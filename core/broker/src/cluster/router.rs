@@ -397,7 +397,7 @@ impl Router {
                 sub_ids,
                 packet,
             } => {
-                if let Some(msg) = p.inbound.message(seq, &packet, now) {
+                if let Some(msg) = p.inbound.message(seq, packet, now) {
                     let delivery = Delivery {
                         qos: QoS::from_u8(qos).unwrap_or(QoS::AtMostOnce),
                         retain,
