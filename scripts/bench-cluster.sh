@@ -3,7 +3,8 @@
 # each figure against a peer measured in the same run.
 #
 #   scripts/bench-cluster.sh [--duration 3s] [--rate 5000] [--lease-ttl 5] [--rounds 1]
-#                            [--hop-runs 3] [--only throughput,hop,connect,kill] [--out DIR]
+#                            [--hop-runs 3] [--reps 30] [--out DIR]
+#                            [--only throughput,hop,connect,takeover,kill]
 #
 #   throughput  closed loop (uringmq-load --max), fan-in (8 publishers, 1 subscriber) and
 #               fan-out (1 publisher, 20 subscribers), QoS 0 and 1: publishers on node a,
@@ -16,6 +17,13 @@
 #   connect     CONNACKs/s and CONNACK latency of a connection storm on node a (with
 #               [cluster]; CPU of a+b+c) and on a one-core node without it, and the writes
 #               and requests etcd served meanwhile.
+#   takeover    a persistent client (QoS 1 subscription) with 0 and 1,000 queued QoS 1
+#               messages, its old connection closed or still open, connects again elsewhere:
+#               ms from CONNECT sent to CONNACK (session present) and to the last queued
+#               message, for a session on node a taken over on node b, against one on core 0
+#               of one2 taken over on its core 1 (source addresses probed for the core the
+#               SO_REUSEPORT hash gives them); --reps of each, alternating, p50/p90 (a
+#               raw-socket Python client; ~30-60 s).
 #   kill        a subscriber on node c, c killed with -9: time until a and b see the link
 #               down and until they drop c's routes (/metrics polled every 10 ms), against
 #               lease_ttl_secs.
@@ -24,7 +32,7 @@
 # and 2 (one2); all brokers share CPU 0 (BROKER_CPUS) and the load generator and etcd get
 # CPU 1 (LOAD_CPUS), so a cross-node path and the one-node path have the same CPU. Binaries: URINGMQ_BIN (default target/ci/uringmq, the `--profile ci`
 # build), LOAD (default target/ci/uringmq-load), ETCD (default etcd, Debian's etcd-server).
-# About 2 minutes with the defaults; loopback only; everything started is stopped on exit.
+# About 3 minutes with the defaults; loopback only; everything started is stopped on exit.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,7 +50,8 @@ RATE=5000
 TTL=5
 ROUNDS=1
 HOP_RUNS=3
-ONLY=throughput,hop,connect,kill
+REPS=30
+ONLY=throughput,hop,connect,takeover,kill
 OUT=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -51,9 +60,10 @@ while [[ $# -gt 0 ]]; do
     --lease-ttl) TTL=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --hop-runs) HOP_RUNS=$2; shift ;;
+    --reps) REPS=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "bench-cluster: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -62,7 +72,9 @@ OUT=${OUT:-$ROOT/target/bench-cluster/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 say() { echo "bench-cluster: $*" >&2; }
 wanted() { [[ ,$ONLY, == *,$1,* ]]; }
-for b in "$URINGMQ_BIN" "$LOAD"; do
+NEED=("$URINGMQ_BIN")
+wanted throughput || wanted hop || wanted connect && NEED+=("$LOAD")
+for b in "${NEED[@]}"; do
   [[ -x $b ]] || { say "missing $b (cargo build --profile ci -p uringmq -p uringmq-bench)"; exit 1; }
 done
 command -v "$ETCD" >/dev/null || { say "missing $ETCD (Debian: apt-get install etcd-server)"; exit 1; }
@@ -204,6 +216,13 @@ for r in $(seq "$ROUNDS"); do
   wanted hop && hop "$r"
 done
 wanted connect && connect_rate
+if wanted takeover; then
+  say "takeover: node a -> node b against core 0 -> core 1 of one2, $REPS repetitions each"
+  taskset -c "$LOAD_CPUS" python3 "$HELPER" takeover --reps "$REPS" \
+    --node-a "${PORT[a]}" "${MPORT[a]}" --node-b "${PORT[b]}" "${MPORT[b]}" \
+    --core "${PORT[one2]}" "${MPORT[one2]}" >"$OUT/takeover.json" ||
+    say "the takeover measurement failed"
+fi
 if wanted kill; then
   say "kill -9 of node c (lease_ttl_secs = $TTL)"
   # Out of the job table: bash would report the job killed by a signal.
