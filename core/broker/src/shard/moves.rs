@@ -283,6 +283,20 @@ impl Shard {
         }
     }
 
+    /// Delivers, in order, what was forwarded to `key` before its install.
+    fn apply_early(&self, st: &mut State, key: u64, inc: &mut Incoming, now: Instant) {
+        for f in std::mem::take(&mut inc.early) {
+            let item = ToDeliver {
+                msg: &f.msg,
+                delivery: f.delivery,
+                group: f.group,
+                now,
+                cache_heads: false,
+            };
+            self.deliver_to(st, key, item);
+        }
+    }
+
     /// After `install_session` of `key` (whose session came from stub `from`, if any):
     /// applies early forwards, then completes the move or answers a parked takeover.
     pub(crate) fn after_install(self: &Rc<Self>, key: u64, from: Option<u64>) {
@@ -293,19 +307,7 @@ impl Shard {
             let Some(mut inc) = st.moves.incoming.remove(&key) else {
                 return;
             };
-            for f in std::mem::take(&mut inc.early) {
-                self.deliver_to(
-                    st,
-                    key,
-                    ToDeliver {
-                        msg: &f.msg,
-                        delivery: f.delivery,
-                        group: f.group,
-                        now,
-                        cache_heads: false,
-                    },
-                );
-            }
+            self.apply_early(st, key, &mut inc, now);
             match from {
                 Some(old) if core_of(old) != self.id => {
                     // Wait for the old core to drop its stub; keep deduplicating until then.
@@ -471,16 +473,7 @@ impl Shard {
             let Some(mut inc) = st.moves.incoming.remove(&key) else {
                 return;
             };
-            for f in std::mem::take(&mut inc.early) {
-                let item = ToDeliver {
-                    msg: &f.msg,
-                    delivery: f.delivery,
-                    group: f.group,
-                    now,
-                    cache_heads: false,
-                };
-                self.deliver_to(st, key, item);
-            }
+            self.apply_early(st, key, &mut inc, now);
             inc.installed = true;
             inc.twins.get_or_insert_with(Default::default);
             let parked = inc.parked.take();
