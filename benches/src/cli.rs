@@ -69,7 +69,7 @@ pub struct Args {
     #[arg(long, short = 'p', default_value_t = 1883)]
     pub port: u16,
     /// Subscribers connect to this port instead of `--port` (publishers on one broker,
-    /// subscribers on another: the path through a bridge).
+    /// subscribers on another: the path through a bridge, or across the nodes of a cluster).
     #[arg(long)]
     pub sub_port: Option<u16>,
     /// The nodes of a cluster, as ports on `--host`: a range `18850-18904` or a list
@@ -115,6 +115,10 @@ pub struct Args {
     /// How long to publish (or hold, or storm): 10, 10s, 500ms, 2m.
     #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Once every connection and subscription is set up, wait this long before publishing
+    /// (a cluster tells the other nodes about a subscription after its SUBACK).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub settle: Duration,
     /// After publishing stops, how long to wait for the last deliveries and acknowledgements.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain: Duration,
