@@ -127,9 +127,10 @@ impl StatusBoard {
         });
     }
 
-    /// The members seen in etcd; links of peers that left are forgotten once down. A peer may
-    /// dial this node before this node's watch shows it (a node that joins dials everyone at
-    /// once): its link is kept, not reset to "never connected" while it serves.
+    /// The members seen in etcd; links of peers outside the view are forgotten, but for a link
+    /// the peer dialed that still serves: a peer may dial this node before this node's watch
+    /// shows it (a node that joins dials everyone at once), and its link is not reset to
+    /// "never connected" while it serves; it goes when that link goes down.
     pub fn set_members(&self, members: &Members) {
         self.with(|s| {
             s.nodes = members
@@ -140,8 +141,14 @@ impl StatusBoard {
                     started: r.started,
                 })
                 .collect();
-            s.links
-                .retain(|peer, l| members.contains_key(peer) || l.outbound.up || l.inbound.up);
+            s.links.retain(|peer, l| {
+                if members.contains_key(peer) {
+                    return true;
+                }
+                // No dialer runs for a peer outside the view (`links::manage` ends it).
+                l.outbound.up = false;
+                l.inbound.up
+            });
         });
     }
 
@@ -194,8 +201,7 @@ impl StatusBoard {
                 l.up = false;
                 l.since = Some(SystemTime::now());
             }
-            let idle = !links.outbound.up && !links.inbound.up;
-            if idle && !s.nodes.iter().any(|n| n.name == peer) {
+            if !links.inbound.up && !s.nodes.iter().any(|n| n.name == peer) {
                 s.links.remove(peer);
             }
         });
@@ -236,7 +242,7 @@ mod tests {
         let s = board.snapshot();
         assert!(s.links["late"].inbound.up, "{s:?}");
         assert_eq!(s.links["late"].inbound.connects, 1);
-        // It leaves: its entry goes with its last link.
+        // It leaves: its entry goes with its link.
         board.set_down("late", Direction::Inbound, generation);
         assert!(!board.snapshot().links.contains_key("late"));
     }
@@ -248,6 +254,10 @@ mod tests {
         let generation = board.set_up("b", Direction::Outbound);
         board.set_down("b", Direction::Outbound, generation);
         assert!(!board.snapshot().links["b"].outbound.up);
+        // b leaves the view: its dialer ends, so nothing of it is shown up.
+        board.set_up("b", Direction::Outbound);
+        board.set_members(&members(&["a"]));
+        assert!(!board.snapshot().links.contains_key("b"));
         board.set_registered(true);
         board.set_registered(false);
         board.set_registered(true);
