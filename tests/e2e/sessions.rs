@@ -216,3 +216,45 @@ fn empty_client_id_rules() {
         .expect("[MQTT-3.2.2-16] assigned id");
     assert!(!id.is_empty());
 }
+
+/// A subscription is effective once SUBACKed, whichever core the publisher is on: a client
+/// subscribes (persistent session), gets SUBACK and goes offline; only then a new client
+/// publishes QoS 1 (on either core, the kernel spreads connections) and the subscriber,
+/// back, must get it. Busy threads load the machine so that the cores lag behind each other.
+#[test]
+fn suback_then_publish_on_any_core_is_delivered() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let b = broker();
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let mut missed = Vec::new();
+    for i in 0..150 {
+        let proto = [Protocol::V3_1_1, Protocol::V5][i % 2];
+        let (id, topic) = (format!("fresh-sub-{i}"), format!("fresh/{i}"));
+        let (mut s, _) = Client::connect_with(b.local_addr(), persistent(proto, &id));
+        s.subscribe(&topic, QoS::AtLeastOnce);
+        s.disconnect();
+        let mut p = Client::connect(b.local_addr(), proto, &format!("fresh-pub-{i}"));
+        p.publish(&topic, b"after suback", QoS::AtLeastOnce, false);
+        p.disconnect();
+        let (mut s, _) = Client::connect_with(b.local_addr(), persistent(proto, &id));
+        match s.recv_within(QUIET) {
+            Some(Packet::Publish(m)) => s.ack(&m),
+            _ => missed.push(i),
+        }
+        s.disconnect();
+    }
+    stop.store(true, Ordering::Relaxed);
+    busy.into_iter().for_each(|t| t.join().unwrap());
+    assert!(missed.is_empty(), "not delivered after SUBACK: {missed:?}");
+}
