@@ -253,7 +253,20 @@ mod tests {
         assert_eq!(p.connections(), 12);
         let p = plan(&["-s", "idle", "-c", "10", "--idle-sub", "shared"], 0, 1);
         assert!(p.pubs.is_empty() && p.subs.iter().all(|s| s.filter == "ul/r/0/idle"));
-        let p = plan(&["-s", "idle", "-c", "10", "--pubs", "3"], 0, 1);
+        let p = plan(
+            &[
+                "-s",
+                "idle",
+                "-c",
+                "10",
+                "--idle-sub",
+                "none",
+                "--pubs",
+                "3",
+            ],
+            0,
+            1,
+        );
         assert_eq!((p.subs.len(), p.bare), (3, 7));
     }
 }
