@@ -1,9 +1,8 @@
 //! Configured bridges in a cluster: each `[[bridge]]` runs on one live node only, so that the
 //! same bridge configured on every node forwards each message once, not once per node.
 //!
-//! The node that runs bridge `NAME` is its rendezvous owner over the live membership: the
-//! node whose name gives the highest [`weight`] with `NAME` (a fixed hash, the same on every
-//! node, so all nodes agree without talking; bridges spread over the nodes). The bridge's
+//! The node that runs bridge `NAME` is its rendezvous owner over the live membership
+//! ([`owner_of`]: all nodes agree without talking; bridges spread over the nodes). The bridge's
 //! local session subscribes like any subscriber, so a message published on any node reaches
 //! it through the cluster's routing and crosses the bridge once. Each time the membership
 //! view changes (a node dies, leaves or joins), every node works its owners out again and
@@ -13,6 +12,7 @@
 //! Bridges added at run time (`Broker::add_bridge`) are that node's own and never moved.
 
 use super::membership::Members;
+use super::rendezvous::owner_of;
 use crate::config::BridgeConfig;
 use crate::mesh::{ApiCmd, Mailbox, MeshMsg};
 use std::sync::Arc;
@@ -73,22 +73,7 @@ impl Bridges {
 
 /// The node among `nodes` that runs bridge `bridge`.
 fn owner<'a>(bridge: &str, nodes: &'a [String]) -> Option<&'a str> {
-    nodes
-        .iter()
-        .max_by_key(|n| weight(bridge, n))
-        .map(String::as_str)
-}
-
-/// The rendezvous weight of node `node` for bridge `bridge`: FNV-1a over both names, then
-/// SplitMix64's finaliser, so that similar names spread. Fixed: every node computes the same.
-fn weight(bridge: &str, node: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bridge.bytes().chain([0]).chain(node.bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    owner_of(bridge, nodes.iter().map(String::as_str))
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ mod frame;
 mod link_auth;
 mod links;
 pub mod membership;
+mod rendezvous;
 mod router;
 mod send_queue;
 pub(crate) mod session_store;
