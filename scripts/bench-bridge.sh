@@ -47,7 +47,6 @@ for b in "$URINGMQ_BIN" "$LOAD" "$MOSQUITTO"; do
   [[ -x $b ]] || { say "missing $b (cargo build --profile ci -p uringmq -p uringmq-bench)"; exit 1; }
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # Two brokers run at once (the remote and a bridging one): scripts/lib/broker.sh starts and
 # stops one at a time, so their pids are kept here.
 PIDS=()

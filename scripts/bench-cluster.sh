@@ -79,8 +79,6 @@ for b in "${NEED[@]}"; do
 done
 command -v "$ETCD" >/dev/null || { say "missing $ETCD (Debian: apt-get install etcd-server)"; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # Several brokers run at once: scripts/lib/broker.sh starts and stops one at a time, so their
 # pids are kept here (etcd's too).
 PIDS=()
