@@ -151,7 +151,8 @@ impl Plan {
         let group = self.groups.len() - 1;
         for s in pubs..n {
             let filter = match kind {
-                IdleSub::Own => format!("{p}/idle/{s}"),
+                IdleSub::Own => format!("{p}/idle/{s}/cmd"),
+                IdleSub::Leaf => format!("{p}/idle/{s}"),
                 _ => format!("{p}/idle"),
             };
             self.subs.push(SubSpec { filter, group });
@@ -248,9 +249,11 @@ mod tests {
         );
         assert_eq!((p.pubs.len(), p.subs.len(), p.bare), (2, 10, 0));
         assert_eq!(p.subs[1].filter, p.pubs[1].topic);
-        assert_eq!(p.subs[2].filter, "ul/r/0/idle/2");
+        assert_eq!(p.subs[2].filter, "ul/r/0/idle/2/cmd");
         assert_eq!(p.fanout, vec![1, 1]);
         assert_eq!(p.connections(), 12);
+        let p = plan(&["-s", "idle", "-c", "10", "--idle-sub", "leaf"], 0, 1);
+        assert_eq!(p.subs[2].filter, "ul/r/0/idle/2");
         let p = plan(&["-s", "idle", "-c", "10", "--idle-sub", "shared"], 0, 1);
         assert!(p.pubs.is_empty() && p.subs.iter().all(|s| s.filter == "ul/r/0/idle"));
         let p = plan(
