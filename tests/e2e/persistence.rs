@@ -541,11 +541,16 @@ impl Process {
         Process { child, addr }
     }
 
-    /// SIGTERM, as `systemctl stop` sends: a clean stop.
+    /// SIGTERM, as `systemctl stop` sends: a clean stop, so the process must end normally. A
+    /// broker that dies of the signal instead crashed: what it had not written yet is lost.
     pub(crate) fn terminate(mut self) {
         // SAFETY: signalling our own child process by its pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.child.wait();
+        let status = self.child.wait().expect("wait for the broker process");
+        assert!(
+            status.success(),
+            "SIGTERM must stop the broker cleanly; it ended with {status}"
+        );
     }
 
     pub(crate) fn kill9(mut self) {
@@ -573,6 +578,23 @@ fn sigterm_restart_of_the_binary_keeps_everything() {
         broker.terminate();
         let broker = Process::start_with(dir.path(), port, "interval");
         queued_and_retained_are_back(broker.addr, proto);
+    }
+}
+
+/// A SIGTERM that comes while the broker is still starting (its port takes connections from
+/// the moment it is bound, before the store is recovered) stops it cleanly once it has
+/// started, like any SIGTERM: it must not kill the process, which would be a crash (what the
+/// cores had not written is lost) where a clean stop was asked for.
+#[test]
+fn sigterm_while_starting_stops_cleanly() {
+    let dir = TempDir::new("sigterm-start");
+    let port = free_port();
+    // A state to recover makes the start take a while.
+    let broker = Process::start_with(dir.path(), port, "interval");
+    queue_and_retain(broker.addr, Protocol::V5);
+    broker.terminate();
+    for _ in 0..5 {
+        Process::start_with(dir.path(), port, "interval").terminate();
     }
 }
 

@@ -58,7 +58,11 @@ fn parse_driver(s: &str) -> Result<Driver, String> {
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread started after), so they
-/// are received by `sigwait` only.
+/// are received by `sigwait` only. Call it before any thread starts, the logging thread included:
+/// the kernel hands a process's signal to any thread that does not block it, and one that comes
+/// while `main` is not in `sigwait` (the broker starts, its port already taking connections)
+/// would kill the process there, a crash where a clean stop was asked for. Blocked, it waits
+/// for `serve_until_stopped`.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: plain signal-mask manipulation on a zeroed, then initialised, sigset.
     unsafe {
@@ -90,12 +94,12 @@ fn main() -> std::process::ExitCode {
         print!("{}", config.to_toml_string());
         return std::process::ExitCode::SUCCESS;
     }
+    let set = block_signals();
     // Held to the end of `main`: dropping it writes the lines still queued.
     let _log = init_logging_background(
         &std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_level.clone()),
         config.log_format,
     );
-    let set = block_signals();
     let mut broker = match Broker::builder(config).start() {
         Ok(b) => b,
         Err(e) => {
