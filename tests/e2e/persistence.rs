@@ -806,7 +806,6 @@ fn kill_9_loses_nothing_acknowledged() {
 /// that a clean stop loses nothing: a core whose clients' messages are still on their way to
 /// another core when the stop begins must not lose them there.
 #[test]
-#[ignore = "under heavy load on epoll ~1 run in 5 still misses a few hundred messages: open"]
 fn sigterm_under_load_loses_nothing_acknowledged() {
     stops_under_load_lose_nothing_acknowledged("interval", Process::terminate);
 }
