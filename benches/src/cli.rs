@@ -37,7 +37,7 @@ pub enum IdleSub {
     Own,
     /// A topic of its own ending in the connection's own level (`.../idle/<i>`). Cheaper for
     /// a broker with a node per level and a hash table per node with children (Mosquitto:
-    /// ~735 B per connection less than `own` at 10,000), so both shapes are worth measuring.
+    /// ~755 B per connection less than `own` at 10,000), so both shapes are worth measuring.
     Leaf,
     /// One filter for every connection of a worker process (`.../idle`): one filter per
     /// process.
