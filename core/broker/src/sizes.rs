@@ -11,12 +11,13 @@ use uringmq_session::{Session, SubOptions, Subscriptions};
 use uringmq_topic::SubscriptionIndex;
 
 /// A trie node of a core's local index: a device's filter below its shared levels is one
-/// node (path compression; `uringmq_topic`'s trie), boxed in its parent's table.
+/// leaf node (path compression; `uringmq_topic`'s trie), boxed in its parent's table; only
+/// inner nodes add a box of children and wildcard slots.
 const LOCAL_NODE: usize = SubscriptionIndex::<u64, SubOptions>::node_size();
 /// A trie node of a core's interest replica (only other cores' filters are in it).
 const INTEREST_NODE: usize = SubscriptionIndex::<u16, ()>::node_size();
-// mimalloc's 96-byte class; a device's subscription is one of each per index it is in.
-const _: () = assert!(LOCAL_NODE <= 96 && INTEREST_NODE <= 96);
+// mimalloc's 64- and 56-byte classes; a device's subscription is one per index it is in.
+const _: () = assert!(LOCAL_NODE <= 64 && INTEREST_NODE <= 56);
 const _: () = assert!(Subscriptions::BOX_SIZE <= 32);
 
 /// Reference counts in front of an `Rc` or `Arc` allocation.

@@ -26,11 +26,34 @@ pub(crate) struct Node<P> {
     /// One level, or a run of literal levels joined by `/` (the node's subscribers, children
     /// and wildcard slots are those of the run's last level).
     level: Box<str>,
+    /// What only inner nodes have, boxed: most nodes of a big index are leaves (a device's
+    /// own filter), which then pay 8 bytes for it instead of 40.
+    branches: Option<Box<Branches<P>>>,
+    /// Subscribers of the filter that ends at this node.
+    here: P,
+}
+
+/// The literal children and wildcard slots of an inner node.
+struct Branches<P> {
     children: Children<Node<P>>,
     plus: Option<Box<Node<P>>>,
     hash: Option<Box<P>>,
-    /// Subscribers of the filter that ends at this node.
-    here: P,
+}
+
+impl<P> Default for Branches<P> {
+    fn default() -> Self {
+        Self {
+            children: Children::default(),
+            plus: None,
+            hash: None,
+        }
+    }
+}
+
+impl<P> Branches<P> {
+    fn is_empty(&self) -> bool {
+        self.plus.is_none() && self.hash.is_none() && self.children.is_empty()
+    }
 }
 
 impl<P> Level for Node<P> {
@@ -51,19 +74,26 @@ impl<P: Payload> Node<P> {
     fn new(level: &str) -> Self {
         Self {
             level: level.into(),
-            children: Children::default(),
-            plus: None,
-            hash: None,
+            branches: None,
             here: P::default(),
+        }
+    }
+
+    /// The node's children and wildcard slots, created on first use.
+    fn branches_mut(&mut self) -> &mut Branches<P> {
+        self.branches.get_or_insert_with(Box::default)
+    }
+
+    /// Gives the branches' box back once nothing is left in it.
+    fn tidy(&mut self) {
+        if self.branches.as_deref().is_some_and(Branches::is_empty) {
+            self.branches = None;
         }
     }
 
     /// Nothing subscribes here or below: the parent may drop this node.
     fn is_prunable(&self) -> bool {
-        self.here.is_empty()
-            && self.hash.is_none()
-            && self.plus.is_none()
-            && self.children.is_empty()
+        self.here.is_empty() && self.branches.is_none()
     }
 
     /// Cuts the run after its first `at` bytes (a level boundary): the rest of the run,
@@ -71,30 +101,33 @@ impl<P: Payload> Node<P> {
     fn split(&mut self, at: usize) {
         let rest = Node {
             level: self.level[at + 1..].into(),
-            children: std::mem::take(&mut self.children),
-            plus: self.plus.take(),
-            hash: self.hash.take(),
+            branches: self.branches.take(),
             here: std::mem::take(&mut self.here),
         };
         self.level = self.level[..at].into();
-        self.children = Children::Few(vec![rest]);
+        self.branches = Some(Box::new(Branches {
+            children: Children::Few(vec![rest]),
+            plus: None,
+            hash: None,
+        }));
     }
 
     /// A literal node left with one child and nothing else takes that child in: one run.
     fn join_only_child(&mut self) {
-        if !(self.here.is_empty() && self.plus.is_none() && self.hash.is_none()) {
+        let Some(branches) = self.branches.as_deref_mut() else {
+            return;
+        };
+        if !(self.here.is_empty() && branches.plus.is_none() && branches.hash.is_none()) {
             return;
         }
-        if let Some(only) = self.children.take_only() {
+        if let Some(only) = branches.children.take_only() {
             let mut run = String::with_capacity(self.level.len() + 1 + only.level.len());
             run.push_str(&self.level);
             run.push('/');
             run.push_str(&only.level);
             // Exact capacity: no reallocation on the way into a `Box<str>`.
             self.level = run.into_boxed_str();
-            self.children = only.children;
-            self.plus = only.plus;
-            self.hash = only.hash;
+            self.branches = only.branches;
             self.here = only.here;
         }
     }
@@ -179,14 +212,17 @@ impl<P: Payload> FilterTrie<P> {
         let mut rest = Some(filter);
         while let Some(path) = rest {
             let (level, after) = split_level(path);
+            let branches = node.branches_mut();
             (node, rest) = match level {
-                "#" if after.is_none() => return node.hash.get_or_insert_with(Box::default),
+                "#" if after.is_none() => return branches.hash.get_or_insert_with(Box::default),
                 "+" => (
-                    &mut **node.plus.get_or_insert_with(|| Box::new(Node::new("+"))),
+                    &mut **branches
+                        .plus
+                        .get_or_insert_with(|| Box::new(Node::new("+"))),
                     after,
                 ),
                 _ => {
-                    let child = node
+                    let child = branches
                         .children
                         .get_or_insert_with(level, hasher, || Node::new(literal_run(path)));
                     let (matched, left) = common_levels(&child.level, path);
@@ -206,11 +242,12 @@ impl<P: Payload> FilterTrie<P> {
         let mut rest = Some(filter);
         while let Some(path) = rest {
             let (level, after) = split_level(path);
+            let branches = node.branches.as_deref()?;
             (node, rest) = match level {
-                "#" if after.is_none() => return node.hash.as_deref(),
-                "+" => (node.plus.as_deref()?, after),
+                "#" if after.is_none() => return branches.hash.as_deref(),
+                "+" => (branches.plus.as_deref()?, after),
                 _ => {
-                    let child = node.children.get(level, &self.hasher)?;
+                    let child = branches.children.get(level, &self.hasher)?;
                     (child, past(&child.level, level, after)?)
                 }
             };
@@ -234,7 +271,9 @@ impl<P: Payload> FilterTrie<P> {
     /// [MQTT-4.7.2-1]: a topic starting with `$` skips the root's `+` and `#`.
     #[inline]
     pub(crate) fn for_each_match(&self, topic: &str, mut f: impl FnMut(&P)) {
-        let root = &self.root;
+        let Some(root) = self.root.branches.as_deref() else {
+            return;
+        };
         let (level, rest) = split_level(topic);
         if !topic.starts_with('$') {
             if let Some(hash) = &root.hash {
@@ -249,8 +288,15 @@ impl<P: Payload> FilterTrie<P> {
 
     /// `node` matched the topic's levels so far; `rest` is what is left of the topic.
     fn visit<F: FnMut(&P)>(&self, node: &Node<P>, rest: Option<&str>, f: &mut F) {
+        let Some(branches) = node.branches.as_deref() else {
+            // A leaf: it matches only where the topic ends.
+            if rest.is_none() {
+                f(&node.here);
+            }
+            return;
+        };
         // `x/#` matches `x` itself and everything below it [MQTT-4.7.1-2].
-        if let Some(hash) = &node.hash {
+        if let Some(hash) = &branches.hash {
             f(hash);
         }
         let Some(rest) = rest else {
@@ -258,22 +304,23 @@ impl<P: Payload> FilterTrie<P> {
             return;
         };
         let (level, rest) = split_level(rest);
-        if let Some(plus) = &node.plus {
+        if let Some(plus) = &branches.plus {
             self.visit(plus, rest, f);
         }
-        self.visit_child(node, level, rest, f);
+        self.visit_child(branches, level, rest, f);
     }
 
-    /// Visits `node`'s literal child for the topic's next `level`, if its run matches.
+    /// Visits the literal child of `branches` for the topic's next `level`, if its run
+    /// matches.
     #[inline]
     fn visit_child<F: FnMut(&P)>(
         &self,
-        node: &Node<P>,
+        branches: &Branches<P>,
         level: &str,
         rest: Option<&str>,
         f: &mut F,
     ) {
-        if let Some(child) = node.children.get(level, &self.hasher) {
+        if let Some(child) = branches.children.get(level, &self.hasher) {
             if let Some(rest) = past(&child.level, level, rest) {
                 self.visit(child, rest, f);
             }
@@ -286,19 +333,23 @@ impl<P: Payload> FilterTrie<P> {
         self.root.is_prunable()
     }
 
-    /// Every node is as short as the filters need: no run could be joined further (tests
-    /// check that removal joins what insertion split).
+    /// Every node is as short as the filters need: no run could be joined further, and no
+    /// node keeps an empty branches box (tests check that removal undoes what insertion did).
     #[cfg(test)]
     pub(crate) fn is_compact(&self) -> bool {
         fn compact<P: Payload>(node: &Node<P>, literal: bool) -> bool {
+            let Some(b) = node.branches.as_deref() else {
+                return true;
+            };
             let joinable = literal
                 && node.here.is_empty()
-                && node.plus.is_none()
-                && node.hash.is_none()
-                && node.children.iter().count() == 1;
+                && b.plus.is_none()
+                && b.hash.is_none()
+                && b.children.iter().count() == 1;
             !joinable
-                && node.children.iter().all(|c| compact(c, true))
-                && node.plus.as_deref().is_none_or(|p| compact(p, false))
+                && !b.is_empty()
+                && b.children.iter().all(|c| compact(c, true))
+                && b.plus.as_deref().is_none_or(|p| compact(p, false))
         }
         compact(&self.root, false)
     }
@@ -321,30 +372,42 @@ fn update_node<P: Payload, R>(
     let Some(path) = rest else {
         return Some(change(&mut node.here));
     };
+    let result = update_branch(node.branches.as_deref_mut()?, path, hasher, change);
+    node.tidy();
+    result
+}
+
+/// [`update_node`] below a node, along the first level of `path`.
+fn update_branch<P: Payload, R>(
+    branches: &mut Branches<P>,
+    path: &str,
+    hasher: &RandomState,
+    change: impl FnOnce(&mut P) -> R,
+) -> Option<R> {
     let (level, after) = split_level(path);
     match level {
         "#" if after.is_none() => {
-            let payload = node.hash.as_deref_mut()?;
+            let payload = branches.hash.as_deref_mut()?;
             let result = change(payload);
             if payload.is_empty() {
-                node.hash = None;
+                branches.hash = None;
             }
             Some(result)
         }
         "+" => {
-            let plus = node.plus.as_deref_mut()?;
+            let plus = branches.plus.as_deref_mut()?;
             let result = update_node(plus, after, hasher, change)?;
             if plus.is_prunable() {
-                node.plus = None;
+                branches.plus = None;
             }
             Some(result)
         }
         _ => {
-            let child = node.children.get_mut(level, hasher)?;
+            let child = branches.children.get_mut(level, hasher)?;
             let rest = past(&child.level, level, after)?;
             let result = update_node(child, rest, hasher, change)?;
             if child.is_prunable() {
-                node.children.remove(level, hasher);
+                branches.children.remove(level, hasher);
             } else {
                 child.join_only_child();
             }
@@ -377,14 +440,16 @@ impl<'a, P: Payload> Iterator for Iter<'a, P> {
             }
             let (node, path) = self.stack.pop()?;
             let path = path.as_deref();
-            if let Some(hash) = &node.hash {
-                self.pending.push((join(path, "#"), hash));
-            }
-            if let Some(plus) = &node.plus {
-                self.stack.push((plus, Some(join(path, "+"))));
-            }
-            for child in node.children.iter() {
-                self.stack.push((child, Some(join(path, &child.level))));
+            if let Some(branches) = node.branches.as_deref() {
+                if let Some(hash) = &branches.hash {
+                    self.pending.push((join(path, "#"), hash));
+                }
+                if let Some(plus) = &branches.plus {
+                    self.stack.push((plus, Some(join(path, "+"))));
+                }
+                for child in branches.children.iter() {
+                    self.stack.push((child, Some(join(path, &child.level))));
+                }
             }
             if let Some(path) = path {
                 if !node.here.is_empty() {
@@ -408,12 +473,16 @@ mod tests {
         }
     }
 
+    fn children(node: &Node<Count>) -> &Children<Node<Count>> {
+        &node.branches.as_deref().unwrap().children
+    }
+
     fn runs(trie: &FilterTrie<Count>, path: &[&str]) -> Vec<String> {
         let mut node = &trie.root;
         for level in path {
-            node = node.children.get(level, &trie.hasher).unwrap();
+            node = children(node).get(level, &trie.hasher).unwrap();
         }
-        let mut levels: Vec<String> = node.children.iter().map(|c| c.level.to_string()).collect();
+        let mut levels: Vec<String> = children(node).iter().map(|c| c.level.to_string()).collect();
         levels.sort();
         levels
     }
