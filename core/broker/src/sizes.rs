@@ -16,8 +16,8 @@ use uringmq_topic::SubscriptionIndex;
 const LOCAL_NODE: usize = SubscriptionIndex::<u64, SubOptions>::node_size();
 /// A trie node of a core's interest replica (only other cores' filters are in it).
 const INTEREST_NODE: usize = SubscriptionIndex::<u16, ()>::node_size();
-// mimalloc's 64- and 56-byte classes; a device's subscription is one per index it is in.
-const _: () = assert!(LOCAL_NODE <= 64 && INTEREST_NODE <= 56);
+// mimalloc's 48- and 40-byte classes; a device's subscription is one per index it is in.
+const _: () = assert!(LOCAL_NODE <= 48 && INTEREST_NODE <= 40);
 const _: () = assert!(Subscriptions::BOX_SIZE <= 32);
 
 /// Reference counts in front of an `Rc` or `Arc` allocation.
