@@ -27,8 +27,9 @@ const COUNTS: usize = 2 * size_of::<usize>();
 /// and (what, bytes per slot) for its slots in the core's and the registry's hash tables (a
 /// table keeps between 1.14 and 2.3 slots per entry). The client id is an `Arc<str>`: the
 /// counts and its bytes. With a subscription (`devices/<id>/cmd`): its node in the local
-/// index (and in each other core's interest replica), the node's level string (`<id>/cmd`),
-/// and the session's record of it (a box and the filter string).
+/// index (and in each other core's interest replica), which holds its level string
+/// (`<id>/cmd`) inline up to 15 bytes, and the session's record of it (a box and the filter
+/// string).
 #[doc(hidden)]
 pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
     vec![

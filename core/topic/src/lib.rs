@@ -14,6 +14,7 @@ mod matches;
 mod members;
 mod name;
 mod retained;
+mod run;
 mod shared;
 mod shared_filter;
 #[cfg(test)]

@@ -16,6 +16,7 @@ use ahash::RandomState;
 
 use crate::children::{Children, Level};
 use crate::levels::split_level;
+use crate::run::Run;
 
 /// What a filter ends in: the subscribers of that filter.
 pub(crate) trait Payload: Default {
@@ -24,8 +25,8 @@ pub(crate) trait Payload: Default {
 
 pub(crate) struct Node<P> {
     /// One level, or a run of literal levels joined by `/` (the node's subscribers, children
-    /// and wildcard slots are those of the run's last level).
-    level: Box<str>,
+    /// and wildcard slots are those of the run's last level); inline when short.
+    level: Run,
     /// What only inner nodes have, boxed: most nodes of a big index are leaves (a device's
     /// own filter), which then pay 8 bytes for it instead of 40.
     branches: Option<Box<Branches<P>>>,
@@ -121,12 +122,7 @@ impl<P: Payload> Node<P> {
             return;
         }
         if let Some(only) = branches.children.take_only() {
-            let mut run = String::with_capacity(self.level.len() + 1 + only.level.len());
-            run.push_str(&self.level);
-            run.push('/');
-            run.push_str(&only.level);
-            // Exact capacity: no reallocation on the way into a `Box<str>`.
-            self.level = run.into_boxed_str();
+            self.level = Run::from(&*format!("{}/{}", &*self.level, &*only.level));
             self.branches = only.branches;
             self.here = only.here;
         }
