@@ -28,8 +28,8 @@ const COUNTS: usize = 2 * size_of::<usize>();
 /// table keeps between 1.14 and 2.3 slots per entry). The client id is an `Arc<str>`: the
 /// counts and its bytes. With a subscription (`devices/<id>/cmd`): its node in the local
 /// index (and in each other core's interest replica), which holds its level string
-/// (`<id>/cmd`) inline up to 15 bytes, and the session's record of it (a box and the filter
-/// string).
+/// (`<id>/cmd`) inline up to 15 bytes, and the session's record of it (a box, which holds
+/// the filter too when it has up to 15 bytes).
 #[doc(hidden)]
 pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
     vec![

@@ -3,6 +3,7 @@
 
 use crate::delivery::SubOptions;
 use std::collections::HashMap;
+use uringmq_topic::SmallStr;
 
 /// The subscriptions of one session. Shared subscriptions are stored under their full
 /// `$share/group/filter`.
@@ -10,14 +11,15 @@ use std::collections::HashMap;
 /// Boxed, and absent until the first subscription: a publisher-only session then carries 8
 /// bytes instead of a map and a byte count (`Session` stays in its size class). A session
 /// with one subscription (a device and its command topic) keeps just that filter, in a
-/// 32-byte box: a hash map for one entry cost 233 bytes. Only SUBSCRIBE, UNSUBSCRIBE and
-/// session moves look here; deliveries go through the indexes.
+/// 32-byte box, the filter inside it when it has up to 15 bytes: a hash map for one entry
+/// cost 233 bytes, a boxed filter string 16-32 more. Only SUBSCRIBE, UNSUBSCRIBE and session
+/// moves look here; deliveries go through the indexes.
 #[derive(Clone, Debug, Default)]
 pub struct Subscriptions(Option<Box<Filters>>);
 
 #[derive(Clone, Debug)]
 enum Filters {
-    One(Box<str>, SubOptions),
+    One(SmallStr, SubOptions),
     Many(Box<Map>),
 }
 
@@ -52,8 +54,8 @@ pub enum OverQuota {
 }
 
 impl Subscriptions {
-    /// Bytes of the box a session's subscriptions take while there is one (the filter string
-    /// aside): the broker's memory accounting, `idle_path_sizes`.
+    /// Bytes of the box a session's subscriptions take while there is one (a filter of over
+    /// 15 bytes aside): the broker's memory accounting, `idle_path_sizes`.
     #[doc(hidden)]
     pub const BOX_SIZE: usize = std::mem::size_of::<Filters>();
 
@@ -83,7 +85,7 @@ impl Subscriptions {
             }
             Some(Filters::One(first, first_opts)) => {
                 let mut m = Box::<Map>::default();
-                m.map.insert(first.into(), first_opts);
+                m.map.insert(first.to_string(), first_opts);
                 m
             }
             Some(Filters::Many(m)) => m,
@@ -118,7 +120,7 @@ impl Subscriptions {
                     .map
                     .drain()
                     .next()
-                    .map(|(f, o)| Box::new(Filters::One(f.into(), o))),
+                    .map(|(f, o)| Box::new(Filters::One(f.as_str().into(), o))),
                 _ => None,
             };
         }
@@ -168,7 +170,7 @@ impl Subscriptions {
     }
 }
 
-// A session with one subscription pays this box and its filter's bytes.
+// A session with one subscription pays this box (and a filter of over 15 bytes).
 const _: () = assert!(std::mem::size_of::<Filters>() <= 32);
 
 #[cfg(test)]
@@ -216,6 +218,15 @@ mod tests {
         assert!(s.remove("a/b").is_none());
         assert!(s.remove("c").is_some());
         assert!(s.is_empty() && s.0.is_none());
+        // A filter too long to sit in the box beside its options.
+        let long = "devices/0123456789abcdef/cmd";
+        assert_eq!(s.insert(long, SubOptions::default(), l), Ok(true));
+        assert_eq!(
+            (s.len(), s.bytes(), s.get(long).is_some()),
+            (1, long.len(), true)
+        );
+        assert_eq!(s.iter().map(|(f, _)| f).collect::<Vec<_>>(), [long]);
+        assert!(s.remove(long).is_some() && s.is_empty());
     }
 
     #[test]

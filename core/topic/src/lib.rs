@@ -14,9 +14,9 @@ mod matches;
 mod members;
 mod name;
 mod retained;
-mod run;
 mod shared;
 mod shared_filter;
+mod small_str;
 #[cfg(test)]
 mod test_support;
 mod trie;
@@ -31,3 +31,4 @@ pub use name::{validate_topic_name, MAX_TOPIC_LEN};
 pub use retained::RetainedStore;
 pub use shared::SharedIndex;
 pub use shared_filter::{SharedFilter, SHARE_PREFIX_LEVEL};
+pub use small_str::SmallStr;

@@ -16,7 +16,7 @@ use ahash::RandomState;
 
 use crate::children::{Children, Level};
 use crate::levels::split_level;
-use crate::run::Run;
+use crate::small_str::SmallStr;
 
 /// What a filter ends in: the subscribers of that filter.
 pub(crate) trait Payload: Default {
@@ -26,7 +26,7 @@ pub(crate) trait Payload: Default {
 pub(crate) struct Node<P> {
     /// One level, or a run of literal levels joined by `/` (the node's subscribers, children
     /// and wildcard slots are those of the run's last level); inline when short.
-    level: Run,
+    level: SmallStr,
     /// What only inner nodes have, boxed: most nodes of a big index are leaves (a device's
     /// own filter), which then pay 8 bytes for it instead of 40.
     branches: Option<Box<Branches<P>>>,
@@ -122,7 +122,7 @@ impl<P: Payload> Node<P> {
             return;
         }
         if let Some(only) = branches.children.take_only() {
-            self.level = Run::from(&*format!("{}/{}", &*self.level, &*only.level));
+            self.level = SmallStr::from(&*format!("{}/{}", &*self.level, &*only.level));
             self.branches = only.branches;
             self.here = only.here;
         }

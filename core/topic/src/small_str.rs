@@ -1,17 +1,19 @@
-//! [`Run`]: the level string of a filter-trie node, inline in the node when short.
+//! [`SmallStr`]: an immutable string in 16 bytes, inline when short.
 //!
-//! A device's own filter (`devices/<id>/cmd`) is one leaf node per index whose run is
-//! `<id>/cmd`; as a `Box<str>` that was a second allocation of 8-24 bytes beside every node.
-//! Runs of up to [`INLINE`] bytes live in the node's 16 bytes; longer ones are boxed twice
-//! (a thin pointer keeps the node at 16 bytes for the run; they are rare in device fleets).
+//! For the strings that every subscription of a device fleet keeps: a trie node's run of
+//! levels (a device's own filter `devices/<id>/cmd` is one leaf node per index whose run is
+//! `<id>/cmd`) and the session's record of its filter. As a `Box<str>` each was a second
+//! allocation of 8-24 bytes beside its owner. Up to [`INLINE`] bytes live in the 16 bytes a
+//! `Box<str>` took; longer strings are boxed behind a thin pointer (two allocations: rare
+//! in device fleets, and the owner stays small).
 
 use std::ops::Deref;
 
 /// Longest run kept inline.
 const INLINE: usize = 15;
 
-/// A node's run of levels (see [`crate::trie`]).
-pub(crate) struct Run(Repr);
+/// An immutable string, inline up to 15 bytes.
+pub struct SmallStr(Repr);
 
 enum Repr {
     // The length's unused values (16..=255) let `Long` be told apart without a tag byte.
@@ -61,9 +63,21 @@ const LENS: [Len; INLINE + 1] = [
     Len::L15,
 ];
 
-const _: () = assert!(std::mem::size_of::<Run>() == 16);
+const _: () = assert!(std::mem::size_of::<SmallStr>() == 16);
 
-impl From<&str> for Run {
+impl Clone for SmallStr {
+    fn clone(&self) -> Self {
+        Self::from(&**self)
+    }
+}
+
+impl std::fmt::Debug for SmallStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl From<&str> for SmallStr {
     fn from(run: &str) -> Self {
         match LENS.get(run.len()) {
             Some(&len) => {
@@ -76,7 +90,7 @@ impl From<&str> for Run {
     }
 }
 
-impl Deref for Run {
+impl Deref for SmallStr {
     type Target = str;
 
     #[inline]
@@ -97,7 +111,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_runs_inline_and_long_ones_boxed() {
+    fn short_strings_inline_and_long_ones_boxed() {
         for run in [
             "",
             "a",
@@ -106,7 +120,7 @@ mod tests {
             "sixteen-bytes-xy",
             "ü/ß/€",
         ] {
-            let r = Run::from(run);
+            let r = SmallStr::from(run);
             assert_eq!(&*r, run);
             assert_eq!(matches!(r.0, Repr::Short(..)), run.len() <= INLINE, "{run}");
         }
