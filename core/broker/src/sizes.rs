@@ -24,12 +24,12 @@ const _: () = assert!(Subscriptions::BOX_SIZE <= 32);
 const COUNTS: usize = 2 * size_of::<usize>();
 
 /// (what, bytes asked of the allocator) for each fixed-size allocation of an idle connection,
-/// and (what, bytes per slot) for its slots in the core's and the registry's hash tables (a
-/// table keeps between 1.14 and 2.3 slots per entry). The client id is an `Arc<str>`: the
-/// counts and its bytes. With a subscription (`devices/<id>/cmd`): its node in the local
-/// index (and in each other core's interest replica), which holds its level string
-/// (`<id>/cmd`) inline up to 15 bytes, and the session's record of it (a box, which holds
-/// the filter too when it has up to 15 bytes).
+/// and (what, bytes per slot) for its slot in the core's slab (one per session, in chunks)
+/// and in the registry's hash table (1.14-2.3 slots per entry). The client id is an
+/// `Arc<str>`: the counts and its bytes. With a subscription (`devices/<id>/cmd`): its node
+/// in the local index (and in each other core's interest replica), which holds its level
+/// string (`<id>/cmd`) inline up to 15 bytes, and the session's record of it (a box, which
+/// holds the filter too when it has up to 15 bytes).
 #[doc(hidden)]
 pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
     vec![
@@ -37,8 +37,8 @@ pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
         ("Rc<Conn> (a connection awake)", COUNTS + size_of::<Conn>()),
         ("Box<Session>", size_of::<Session>()),
         (
-            "session map slot (u64, Entry)",
-            size_of::<(u64, Entry)>() + 1,
+            "session slab slot (key, Option<Entry>)",
+            size_of::<(u64, Option<Entry>)>(),
         ),
         (
             "connection map slot (u64, Rc<Conn>), awake only",

@@ -1,5 +1,6 @@
-//! Hash tables that give memory back: a leaf every owner of a per-connection table uses
-//! (the registry in `mesh`, a core's sessions and connections in `shard`).
+//! Hash tables that give memory back: a leaf every owner of a per-connection hash map uses
+//! (the registry in `mesh`, a core's connections in `shard`; its sessions' slab shrinks its
+//! own way).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};

@@ -121,7 +121,7 @@ pub(super) async fn on_connect(
     let token_acl = granted.token_acl();
     let acl = token_acl.clone();
     crate::conn::will_auth::check_at_connect(core, conn, &n.client_id, &c, acl).await?;
-    let mut claimed = claim_session(core, &n, &c).await;
+    let mut claimed = claim_session(core, conn, &n, &c).await?;
     let properties = if proto.is_v5() {
         let mut p = n.connack_properties(&core.shared.limits);
         conn.exchange.set(granted.apply(&mut p));
@@ -179,11 +179,21 @@ struct Claimed {
 
 /// Claims the client id and takes the session over from wherever it lives [MQTT-3.1.4-3]
 /// (the registry orders CONNECTs with one id; see `shard/moves.rs`), or starts a new one.
-async fn claim_session(core: &Rc<Shard>, n: &Negotiated, c: &Connect) -> Claimed {
+/// Refused (server unavailable) when this core holds the most sessions it can.
+async fn claim_session(
+    core: &Rc<Shard>,
+    conn: &Conn,
+    n: &Negotiated,
+    c: &Connect,
+) -> Result<Claimed, CloseReason> {
     let cfg = &core.shared.config;
     let proto = c.protocol;
     let id: Arc<str> = n.client_id.as_str().into();
-    let claim = core.claim_client_id(&id, n.clean_start);
+    let Some(claim) = core.claim_client_id(&id, n.clean_start) else {
+        warn!(core = core.id, client_id = %id, "CONNECT refused: {}", crate::shard::FULL);
+        refuse(conn, proto, ReasonCode::SERVER_UNAVAILABLE);
+        return Err(CloseReason::Refused(ReasonCode::SERVER_UNAVAILABLE.0));
+    };
     let key = claim.key;
     let unknown = claim.is_new();
     let elsewhere = claim.may_be_elsewhere();
@@ -213,14 +223,14 @@ async fn claim_session(core: &Rc<Shard>, n: &Negotiated, c: &Connect) -> Claimed
     };
     s.client_id = id.clone();
     s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
-    Claimed {
+    Ok(Claimed {
         id,
         key,
         s,
         present,
         moved_from,
         fetched,
-    }
+    })
 }
 
 /// Closed while the CONNECT waited (or its CONNACK cannot fit): the session (this key owns

@@ -70,6 +70,9 @@ pub(crate) enum ImportError {
     /// that one is newer than any image of it.
     #[error("client id {0:?} has a session on this node already")]
     Claimed(Arc<str>),
+    /// The core holds the most sessions it can.
+    #[error("{}", crate::shard::FULL)]
+    Full,
 }
 
 /// Where the answer to an `ApiCmd::Import` goes: a callback, so that both a blocked caller

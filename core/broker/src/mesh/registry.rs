@@ -1,8 +1,9 @@
 //! The client-id registry: which session (and so which core) owns a client identifier.
 //!
 //! Touched only on CONNECT and when a session ends, never per message, so a sharded mutex is
-//! cheap enough. A session key is (core, generation): the core in the high bits (see
-//! [`core_of`]), a per-core counter below, new for every CONNECT. The registry is the
+//! cheap enough. A session key is (core, generation, slot): the core in the high bits (see
+//! [`core_of`]), below it a per-core counter and the session's slot on its core
+//! (`shard/slab.rs`), new for every CONNECT. The registry is the
 //! authority on which generation owns an id: [`Registry::claim`] hands each previous owner to
 //! exactly one successor (see `shard/moves.rs`), and [`Registry::release`] removes the entry only
 //! for the generation that still owns it.

@@ -1,8 +1,9 @@
 //! In-process API commands from `Broker` (`ApiCmd`) handled on a core.
 
 use super::stats::add;
+use super::FULL;
 use super::{Shard, Sink};
-use crate::api::ClientSummary;
+use crate::api::{ApiError, ClientSummary};
 use crate::conn::CloseReason;
 use crate::mesh::{ApiCmd, ApiSink};
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ impl Shard {
                 let key = self.api_subscribe(&filter, opts, sink);
                 // The caller may publish next: our interest must be on its way first.
                 self.flush_mesh();
-                let _ = reply.send(Ok(key));
+                let _ = reply.send(key.ok_or_else(|| ApiError::Session(FULL.to_owned())));
             }
             ApiCmd::Unsubscribe { session } => self.end_session(session),
             ApiCmd::Clients(reply) => {
@@ -84,9 +85,15 @@ impl Shard {
     }
 
     /// An in-process subscription: a session of its own on this core, delivering to `sink`,
-    /// with the retained messages of `filter` first. Returns its key.
-    fn api_subscribe(self: &Rc<Self>, filter: &str, opts: SubOptions, sink: Arc<ApiSink>) -> u64 {
-        let key = self.new_key();
+    /// with the retained messages of `filter` first. Returns its key (None: this core holds
+    /// the most sessions it can).
+    fn api_subscribe(
+        self: &Rc<Self>,
+        filter: &str,
+        opts: SubOptions,
+        sink: Arc<ApiSink>,
+    ) -> Option<u64> {
+        let key = self.new_key()?;
         let n = Negotiated::in_process(format!("$api-{key:x}"), u16::MAX);
         let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
         let _ = s.subs.insert(filter, opts, Default::default());
@@ -96,7 +103,7 @@ impl Shard {
         if !shared && opts.retain_handling != RetainHandling::DoNotSend {
             self.send_retained(key, filter, &opts);
         }
-        key
+        Some(key)
     }
 
     /// Closes the connection of session `session` (`Broker::disconnect`); false if it has none.

@@ -15,7 +15,7 @@
 
 use super::{Shard, Sink};
 use crate::config::Config;
-use crate::mesh::{core_of, ImportError, MeshMsg, TakeoverReq, LEAVING};
+use crate::mesh::{core_of, ImportError, MeshMsg, TakeoverReq};
 use crate::store::{MsgState, RecoveredSession, SessionMeta, StoredMsg};
 use futures_channel::oneshot;
 use std::rc::Rc;
@@ -162,8 +162,9 @@ impl Shard {
     ) -> Result<u64, ImportError> {
         let id = rs.meta.client_id.clone();
         let listener = rs.meta.listener;
-        let key = self.new_key();
+        let key = self.new_key().ok_or(ImportError::Full)?;
         if !self.shared.registry.claim_vacant(&id, key) {
+            self.forget_key(key);
             return Err(ImportError::Claimed(id));
         }
         let s = session_of_image(rs, self.config(), false, Instant::now());
@@ -178,7 +179,7 @@ impl Shard {
 
     /// Takes client `id`'s session away from this node for a successor elsewhere (a CONNECT
     /// on another node, an export). The successor claims the id here with a key of its own
-    /// ([`LEAVING`] set), as a CONNECT on this node would, so it is ordered with this node's
+    /// ([`crate::mesh::LEAVING`] set), as a CONNECT on this node would, so it is ordered with this node's
     /// CONNECTs of the id: one that came before has its install first; one that comes after
     /// finds the session gone. The old connection is drained and closed as for any takeover
     /// (v5: DISCONNECT 0x8E), its will published only if `clean_start` ends the session.
@@ -191,7 +192,7 @@ impl Shard {
         clean_start: bool,
     ) -> oneshot::Receiver<Option<RecoveredSession>> {
         let (tx, rx) = oneshot::channel();
-        let key = self.new_key() | LEAVING;
+        let key = self.st.borrow_mut().sessions.leaving_key(self.id);
         let Some(previous) = self.shared.registry.claim(id, key) else {
             self.shared.registry.release(id, key);
             let _ = tx.send(None);

@@ -36,6 +36,8 @@ mod route;
 mod run;
 mod sessions;
 mod settle;
+mod slab;
+pub(crate) use slab::FULL;
 mod shared;
 pub(crate) mod shared_store;
 mod stats;
@@ -86,9 +88,8 @@ const _: () = assert!(std::mem::size_of::<Sink>() == 2 * std::mem::size_of::<usi
 
 /// A session and where its messages go.
 pub(crate) struct Entry {
-    /// Boxed: a `Session` is several hundred bytes, and the session map's table (kept at up
-    /// to twice the live entries, and retained by the allocator after each growth) would
-    /// otherwise cost that per slot, not per session.
+    /// Boxed: a `Session` is several hundred bytes, and an entry sits in a slot of the
+    /// core's slab (`slab.rs`), which would otherwise cost that per slot, free ones too.
     pub(crate) s: Box<Session>,
     pub(crate) sink: Sink,
     /// The ACL rules of the token its current (or last) connection authenticated with (a
@@ -194,7 +195,7 @@ impl Shard {
             id,
             me,
             st: RefCell::new(State {
-                sessions: Sessions::new(),
+                sessions: Sessions::new(id),
                 routes: Routes::new(levels, id, cores),
                 moves: Moves::default(),
                 conns: Conns::new(),
@@ -239,9 +240,16 @@ impl Shard {
         TaskGuard(self.clone())
     }
 
-    /// A new session key: unique over all cores (the core id is in the high bits).
-    pub(crate) fn new_key(&self) -> u64 {
-        self.st.borrow_mut().sessions.new_key(self.id)
+    /// A new session key, its slot reserved for the session (`slab.rs`): unique over all
+    /// cores (the core id is in the high bits). None when this core holds the most sessions
+    /// it can (2^24).
+    pub(crate) fn new_key(&self) -> Option<u64> {
+        self.st.borrow_mut().sessions.new_key()
+    }
+
+    /// Gives back a key of [`Shard::new_key`] that will have no session.
+    pub(crate) fn forget_key(&self, key: u64) {
+        self.st.borrow_mut().sessions.forget_key(key);
     }
 
     /// An id for a new connection (its key in `conns` and in the hibernation epoll set).

@@ -217,9 +217,14 @@ impl Moves {
 
 impl Shard {
     /// Claims `id` for a new CONNECT (synchronously: the new key is `Incoming` here before
-    /// any other core can learn it) and asks the previous owner for the session.
-    pub(crate) fn claim_client_id(self: &Rc<Self>, id: &Arc<str>, clean_start: bool) -> Claim {
-        let key = self.new_key();
+    /// any other core can learn it) and asks the previous owner for the session. None when
+    /// this core holds the most sessions it can (`slab.rs`).
+    pub(crate) fn claim_client_id(
+        self: &Rc<Self>,
+        id: &Arc<str>,
+        clean_start: bool,
+    ) -> Option<Claim> {
+        let key = self.new_key()?;
         self.st
             .borrow_mut()
             .moves
@@ -241,11 +246,11 @@ impl Shard {
             }
             rx
         });
-        Claim {
+        Some(Claim {
             key,
             previous,
             reply,
-        }
+        })
     }
 
     /// A takeover request for a key of this core: parked while that key's CONNECT or move is

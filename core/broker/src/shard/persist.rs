@@ -142,7 +142,7 @@ impl Boot {
             (sessions.into_iter()).partition(|rs| crate::bridge::is_store_key(&rs.meta.client_id));
         for rs in sessions {
             let core = rs.shard.min(cores - 1) as u16;
-            let key = (u64::from(core) << 48) | (per_core[usize::from(core)].len() as u64 + 1);
+            let key = super::slab::recovered_key(core, per_core[usize::from(core)].len());
             let _ = registry.claim(&rs.meta.client_id, key);
             for (filter, _) in &rs.subs {
                 let f: Arc<str> = Arc::from(&**filter);
@@ -286,7 +286,7 @@ impl Shard {
                 let n = routes.retained_user_len() as u64;
                 self.stats().retained.store(n, Ordering::Relaxed);
             }
-            st.sessions.reserve_keys(mine.sessions.len() as u64);
+            st.sessions.reserve_keys(mine.sessions.len());
         }
         self.announce_restored(&replicas);
         let now = Instant::now();

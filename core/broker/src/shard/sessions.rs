@@ -3,93 +3,111 @@
 //! session expiry.
 
 use super::api_cmds::summary;
+use super::slab::Slab;
 use super::stats::add;
 use super::{Entry, Shard, Sink};
 use crate::conn::will_auth::WillAuthor;
 use crate::conn::{CloseReason, Conn};
 use bytes::BytesMut;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::debug;
+use tracing::{debug, warn};
 use uringmq_codec::LastWill;
 use uringmq_codec::QoS;
 use uringmq_session::{will, Message, Origin, Session, SubOptions};
 
-/// This core's sessions by key, the generator of their keys, and the timers of its offline
+/// This core's sessions by key (in a slab that the key indexes, `slab.rs`, whose module doc
+/// says how keys are made and why a stale key finds nothing), and the timers of its offline
 /// sessions (will delays and expiries).
 ///
-/// A key is never given out twice (see [`Sessions::new_key`]), so a timer or a message that
-/// names a key whose session ended finds nothing; timers are therefore not removed with their
-/// session but checked when they are due.
+/// Timers are therefore not removed with their session but checked when they are due.
 pub(crate) struct Sessions {
-    map: HashMap<u64, Entry, ahash::RandomState>,
-    /// The generation part of the next key.
-    next_key: u64,
+    slab: Slab,
+    /// The last key made for a successor outside this node ([`Sessions::leaving_key`]).
+    leaving: u64,
     /// (due, session key): will delays and session expiries (validated when popped).
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 impl Sessions {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(core: u16) -> Self {
         Sessions {
-            map: HashMap::default(),
-            next_key: 1,
+            slab: Slab::new(core),
+            leaving: 0,
             timers: BinaryHeap::new(),
         }
     }
 
     #[inline]
     pub(crate) fn get(&self, key: u64) -> Option<&Entry> {
-        self.map.get(&key)
+        self.slab.get(key)
     }
 
     #[inline]
     pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut Entry> {
-        self.map.get_mut(&key)
+        self.slab.get_mut(key)
     }
 
     #[inline]
     pub(crate) fn contains(&self, key: u64) -> bool {
-        self.map.contains_key(&key)
+        self.slab.get(key).is_some()
     }
 
+    /// Installs session `key` in the slot its key reserved ([`Sessions::new_key`]).
     pub(crate) fn insert(&mut self, key: u64, e: Entry) {
-        self.map.insert(key, e);
+        if !self.slab.insert(key, e) {
+            // Not reached: every key is installed once, by whoever made it.
+            warn!(
+                key,
+                "session installed under a key that has no slot; dropped"
+            );
+        }
     }
 
     pub(crate) fn remove(&mut self, key: u64) -> Option<Entry> {
-        let e = self.map.remove(&key);
-        crate::table::shrink_table(&mut self.map);
-        e
+        self.slab.remove(key)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.map.values()
+        self.slab.iter().map(|(_, e)| e)
     }
 
     pub(crate) fn iter_keyed(&self) -> impl Iterator<Item = (u64, &Entry)> {
-        self.map.iter().map(|(&k, e)| (k, e))
+        self.slab.iter()
     }
 
     /// Takes every session out, at the end of the core (see `run.rs`).
-    pub(super) fn take_all(&mut self) -> HashMap<u64, Entry, ahash::RandomState> {
-        std::mem::take(&mut self.map)
+    pub(super) fn take_all(&mut self) -> Vec<Entry> {
+        self.slab.take_all()
     }
 
-    /// A new session key: unique over all cores (core `core` in the high 16 bits).
-    pub(super) fn new_key(&mut self, core: u16) -> u64 {
-        let k = self.next_key;
-        self.next_key += 1;
-        (u64::from(core) << 48) | k
+    /// A new session key, its slot reserved for the session (`slab.rs`): unique over all cores
+    /// (the core in the high 16 bits). None when this core holds the most sessions it can.
+    pub(super) fn new_key(&mut self) -> Option<u64> {
+        self.slab.reserve()
     }
 
-    /// The recovered sessions took the generations `1..=n` (see `persist.rs`).
-    pub(super) fn reserve_keys(&mut self, n: u64) {
-        self.next_key = n + 1;
+    /// A key that claims a client id for a successor outside this node
+    /// ([`crate::mesh::LEAVING`] set): never a session here, so it takes no slot; unique
+    /// among this core's keys of its kind for the core's life (a 47-bit counter).
+    pub(super) fn leaving_key(&mut self, core: u16) -> u64 {
+        self.leaving += 1;
+        (u64::from(core) << 48) | crate::mesh::LEAVING | self.leaving
+    }
+
+    /// Gives back a key made by [`Sessions::new_key`] that will have no session.
+    pub(super) fn forget_key(&mut self, key: u64) {
+        self.slab.forget(key);
+    }
+
+    /// The recovered sessions took the keys [`super::slab::recovered_key`] `0..n`
+    /// (see `persist.rs`).
+    pub(super) fn reserve_keys(&mut self, n: usize) {
+        self.slab.reserve_recovered(n);
     }
 
     /// Session `key` has something due at `at` (a delayed will, its expiry).
