@@ -25,11 +25,11 @@ const COUNTS: usize = 2 * size_of::<usize>();
 
 /// (what, bytes asked of the allocator) for each fixed-size allocation of an idle connection,
 /// and (what, bytes per slot) for its slot in the core's slab (one per session, in chunks)
-/// and in the registry's hash table (1.14-2.3 slots per entry). The client id is an
-/// `Arc<str>`: the counts and its bytes. With a subscription (`devices/<id>/cmd`): its node
-/// in the local index (and in each other core's interest replica), which holds its level
-/// string (`<id>/cmd`) inline up to 15 bytes, and the session's record of it (a box, which
-/// holds the filter too when it has up to 15 bytes).
+/// and in the registry (a slot in chunks, and 1.14-2.3 slots of a hash table of their
+/// positions). The client id is an `Arc<str>`: the counts and its bytes. With a subscription
+/// (`devices/<id>/cmd`): its node in the local index (and in each other core's interest
+/// replica), which holds its level string (`<id>/cmd`) inline up to 15 bytes, and the
+/// session's record of it (a box, which holds the filter too when it has up to 15 bytes).
 #[doc(hidden)]
 pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
     vec![
@@ -45,9 +45,11 @@ pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
             size_of::<(u64, Rc<Conn>)>() + 1,
         ),
         (
-            "registry slot (Arc<str>, u64)",
-            size_of::<(std::sync::Arc<str>, u64)>() + 1,
+            "registry slot (Arc<str>, u64), in chunks",
+            size_of::<(std::sync::Arc<str>, u64)>(),
         ),
+        ("registry chunk (64 ids)", crate::mesh::REGISTRY_CHUNK),
+        ("registry table slot (u32)", size_of::<u32>() + 1),
         ("local index node", LOCAL_NODE),
         ("interest index node (other cores)", INTEREST_NODE),
         ("session's subscription box", Subscriptions::BOX_SIZE),

@@ -1,6 +1,6 @@
 //! Hash tables that give memory back: a leaf every owner of a per-connection hash map uses
-//! (the registry in `mesh`, a core's connections in `shard`; its sessions' slab shrinks its
-//! own way).
+//! (a core's connections in `shard`; its sessions' slab and the client-id registry in `mesh`
+//! give theirs back in chunks).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
