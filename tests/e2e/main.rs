@@ -9,6 +9,7 @@ mod auth_hooks;
 mod basic;
 mod bridge;
 mod cluster;
+mod cluster_directory;
 mod cluster_routing;
 mod cluster_store;
 mod cluster_takeover;

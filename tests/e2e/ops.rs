@@ -131,7 +131,7 @@ fn sys_topics_obey_the_acl() {
 }
 
 /// One HTTP/1.1 GET; returns the status code and the body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("metrics endpoint accepts");
     s.set_read_timeout(Some(WAIT)).unwrap();
     write!(
@@ -150,7 +150,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// The sum over every sample of `name` (all labels) in a Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.split(['{', ' ']).next() == Some(name))

@@ -36,6 +36,30 @@
 //! next CONNECT, so that CONNECT starts a new session, and the old one stays offline on its
 //! node until it expires (or, with `session_store`, is resumed from there). A dead holder's
 //! sessions are gone with it unless `session_store` keeps them.
+//!
+//! **What the directory keeps, and when it goes.** An entry (id -> node) stays while that
+//! node has a session of the id: connected, or offline because it outlives its connection
+//! (3.1.1 clean session 0, v5 expiry > 0), so that a CONNECT elsewhere finds it. It goes
+//! - when the node has no session of the id any more: one that ended with its connection
+//!   (3.1.1 clean session, v5 expiry 0, however the connection ended: DISCONNECT, a drop, a
+//!   kick through the API), one whose expiry passed, or one an in-process removal ended. The
+//!   core that ends it tells its cluster thread, which collects the ids over one batch of
+//!   the cores' messages and sends each owner one `IdForget` (`takeover.rs`); the owner
+//!   removes an entry only if it still names the sender, so a newer CONNECT elsewhere keeps
+//!   its entry. The sender leaves out an id that a core of it claimed again meanwhile (its
+//!   registry, read on the cluster thread just before the frame is queued); a CONNECT that
+//!   claims it later sends its own `IdClaim` after that frame on the same link, so the owner
+//!   applies both in the order they happened on the node and never forgets a newer claim.
+//!   A session that moved to another node needs nothing: the entry names that node already.
+//! - when ownership moves (a node joined or left): the owner drops the ids it no longer owns,
+//!   which nobody asks it about again (their new owner starts without them, as said above).
+//!
+//! So an owner holds about one entry per session of its ids that is alive somewhere, and
+//! `uringmq_cluster_client_ids` shows how many. What can stay longer: an `IdForget` written
+//! on a link that goes down is lost like the other requests, and an entry that names a node
+//! that died or restarted without its sessions outlives them; each goes when its id
+//! connects again (the entry then names the new node) and that session ends, or when the
+//! id's ownership moves.
 
 use super::rendezvous::owner_of;
 use std::collections::HashMap;
@@ -50,7 +74,7 @@ pub(crate) const TAKE_WAIT: Duration = Duration::from_secs(3);
 
 /// On the owner node: client id -> the node of its latest CONNECT. Kept by the cluster thread
 /// alone (the cores reach it through their queue to that thread), touched once per CONNECT
-/// that does not find its session on its node.
+/// that does not find its session on its node and once per session that ends.
 #[derive(Default)]
 pub(crate) struct Directory {
     map: HashMap<Arc<str>, Arc<str>, ahash::RandomState>,
@@ -60,6 +84,40 @@ impl Directory {
     /// Records that `node` now has `id`; returns the node that had it before.
     pub(crate) fn claim(&mut self, id: &str, node: &Arc<str>) -> Option<Arc<str>> {
         self.map.insert(Arc::from(id), node.clone())
+    }
+
+    /// `node` has no session of `id` any more: the entry goes if it still names `node` (a
+    /// newer CONNECT elsewhere keeps it). Returns whether it went.
+    pub(crate) fn forget(&mut self, id: &str, node: &str) -> bool {
+        if self.map.get(id).is_none_or(|n| **n != *node) {
+            return false;
+        }
+        self.map.remove(id);
+        crate::table::shrink_table(&mut self.map);
+        true
+    }
+
+    /// After a membership change: drops the ids `me` no longer owns among `members` (their
+    /// new owner has no record of them, so nobody asks here again). Nothing when `me` is not
+    /// in the view (an owner decides only from a view that has it).
+    pub(crate) fn keep_owned<'a>(
+        &mut self,
+        me: &str,
+        members: impl Iterator<Item = &'a str> + Clone,
+    ) -> usize {
+        if !members.clone().any(|m| m == me) {
+            return 0;
+        }
+        let before = self.map.len();
+        self.map
+            .retain(|id, _| owner_of(id, members.clone()) == Some(me));
+        crate::table::shrink_table(&mut self.map);
+        before - self.map.len()
+    }
+
+    /// The ids recorded.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
     }
 }
 
@@ -197,6 +255,73 @@ mod tests {
         assert_eq!(d.claim("id", &a), None);
         assert_eq!(d.claim("id", &b), Some(a.clone()));
         assert_eq!(d.claim("other", &b), None);
+    }
+
+    #[test]
+    fn a_forget_takes_the_entry_only_from_the_node_it_names() {
+        let mut d = Directory::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        d.claim("id", &a);
+        // A CONNECT on b came first: a's late forget leaves b's entry.
+        d.claim("id", &b);
+        assert!(!d.forget("id", "a"));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d.claim("id", &b), Some(b.clone()), "still names b");
+        assert!(d.forget("id", "b"));
+        assert_eq!(d.len(), 0);
+        // Forgetting what is not there is nothing, and the next CONNECT finds no one.
+        assert!(!d.forget("id", "b"));
+        assert!(!d.forget("never", "a"));
+        assert_eq!(d.claim("id", &a), None);
+    }
+
+    #[test]
+    fn a_churn_of_ended_sessions_leaves_nothing_and_gives_memory_back() {
+        let mut d = Directory::default();
+        let a: Arc<str> = "a".into();
+        let ids: Vec<String> = (0..5000).map(|i| format!("clean-{i}")).collect();
+        for id in &ids {
+            d.claim(id, &a);
+        }
+        let grown = d.map.capacity();
+        for id in &ids {
+            assert!(d.forget(id, "a"));
+        }
+        assert_eq!(d.len(), 0);
+        assert!(
+            d.map.capacity() * 4 < grown,
+            "{} of {grown}",
+            d.map.capacity()
+        );
+    }
+
+    #[test]
+    fn after_a_membership_change_the_owner_keeps_only_its_ids() {
+        let mut d = Directory::default();
+        let holder: Arc<str> = "c".into();
+        let ids: Vec<String> = (0..300).map(|i| format!("id-{i}")).collect();
+        let mine: Vec<&String> = ids
+            .iter()
+            .filter(|id| owner_of(id, ["a", "b"]) == Some("b"))
+            .collect();
+        for id in &mine {
+            d.claim(id, &holder);
+        }
+        // Without a view that has this node, nothing is decided.
+        assert_eq!(d.keep_owned("b", ["a", "c"].into_iter()), 0);
+        assert_eq!(d.keep_owned("b", [].into_iter()), 0);
+        // c joins: the ids c now owns go, the others stay.
+        let now_c = mine
+            .iter()
+            .filter(|id| owner_of(id, NODES) == Some("c"))
+            .count();
+        assert!(now_c > 0 && now_c < mine.len(), "{now_c} of {}", mine.len());
+        assert_eq!(d.keep_owned("b", NODES.into_iter()), now_c);
+        assert_eq!(d.len(), mine.len() - now_c);
+        for id in &mine {
+            let kept = d.forget(id, "c");
+            assert_eq!(kept, owner_of(id, NODES) == Some("b"), "{id}");
+        }
     }
 
     fn owned_by(node: &str) -> String {

@@ -10,7 +10,12 @@
 //! After the handshake a link carries pings and routing frames (`router.rs`): the sender's
 //! state (`Sync`, `Interest`, `SharedCount`, `SyncEnd`) and its messages (`Publish`,
 //! `Retain`, each with a link sequence number), and back on the same connection `Pong` and
-//! `Ack`.
+//! `Ack`; and the requests and answers about client ids (`clientids.rs`: `IdClaim`,
+//! `IdClaimed`, `SessionTake`, `SessionGiven`, `Forward`, `IdForget`).
+//!
+//! Frames added within a version (`Forward`, `IdForget`) take type bytes of their own and
+//! leave every other frame's layout as it was; a node of an older build of the same version
+//! would refuse them (an unknown type ends the link), so a cluster runs one build.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -162,6 +167,13 @@ pub enum Frame {
         /// The message as an MQTT 5 PUBLISH (`carry.rs`).
         packet: Bytes,
     },
+    /// To the owner of each of `client_ids`: the sender has no session of it any more (it
+    /// ended there); the owner forgets its entry if it still names the sender (a newer
+    /// CONNECT elsewhere keeps it). Not answered, written once.
+    IdForget {
+        /// The client ids, all owned by the receiver in the sender's view.
+        client_ids: Vec<String>,
+    },
 }
 
 /// A frame that cannot be decoded.
@@ -199,6 +211,7 @@ const ID_CLAIMED: u8 = 41;
 const SESSION_TAKE: u8 = 42;
 const SESSION_GIVEN: u8 = 43;
 const FORWARD: u8 = 44;
+const ID_FORGET: u8 = 45;
 
 impl Frame {
     /// Appends the encoded frame to `out`.
@@ -273,7 +286,8 @@ impl Frame {
             Frame::IdClaim { .. }
             | Frame::IdClaimed { .. }
             | Frame::SessionTake { .. }
-            | Frame::SessionGiven { .. } => encode_takeover(self, out),
+            | Frame::SessionGiven { .. }
+            | Frame::IdForget { .. } => encode_takeover(self, out),
             Frame::Forward {
                 seq,
                 client_id,
@@ -321,7 +335,7 @@ impl Frame {
             },
             PING => Frame::Ping,
             PONG => Frame::Pong,
-            k @ ID_CLAIM..=SESSION_GIVEN => decode_takeover(k, &mut b)?,
+            k @ (ID_CLAIM..=SESSION_GIVEN | ID_FORGET) => decode_takeover(k, &mut b)?,
             FORWARD => return decode_forward(b),
             other => return decode_routing(other, b),
         };
@@ -495,6 +509,13 @@ fn encode_takeover(f: &Frame, out: &mut BytesMut) {
                 out.put_slice(i);
             });
         }
+        Frame::IdForget { client_ids } => {
+            out.put_u8(ID_FORGET);
+            out.put_u32(u32::try_from(client_ids.len()).unwrap_or(u32::MAX));
+            for id in client_ids {
+                put_str(out, id);
+            }
+        }
         _ => unreachable!("called for the frames of `clientids.rs` only"),
     }
 }
@@ -527,6 +548,16 @@ fn decode_takeover(kind: u8, b: &mut &[u8]) -> Result<Frame, FrameError> {
                 Ok(Bytes::from(v))
             })?,
         },
+        ID_FORGET => {
+            let n = take_u32(b)? as usize;
+            // Each id takes at least its 2-byte length: a count beyond that is malformed,
+            // not an allocation.
+            if n > b.len() / 2 {
+                return Err(FrameError::Malformed);
+            }
+            let client_ids = (0..n).map(|_| take_str(b)).collect::<Result<_, _>>()?;
+            Frame::IdForget { client_ids }
+        }
         other => return Err(FrameError::UnknownType(other)),
     })
 }
@@ -715,6 +746,10 @@ mod tests {
             sub_ids: vec![7, 9],
             packet: Bytes::from_static(b"\x30\x03\x00\x01t"),
         });
+        round_trip(Frame::IdForget {
+            client_ids: vec!["dev-1".into(), String::new(), "dev-2".into()],
+        });
+        round_trip(Frame::IdForget { client_ids: vec![] });
     }
 
     #[test]
@@ -734,5 +769,8 @@ mod tests {
         assert_eq!(Frame::decode(&[WELCOME, 1, 2]), Err(FrameError::Malformed));
         assert_eq!(Frame::decode(&[PING, 0]), Err(FrameError::Malformed));
         assert_eq!(Frame::decode(&[]), Err(FrameError::Malformed));
+        // A count of ids beyond what the body holds.
+        let huge = [ID_FORGET, 0xff, 0xff, 0xff, 0xff, 0, 0];
+        assert_eq!(Frame::decode(&huge), Err(FrameError::Malformed));
     }
 }

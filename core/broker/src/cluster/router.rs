@@ -28,7 +28,7 @@ use super::frame::{ForwardHead, Frame};
 use super::membership::Members;
 use super::send_queue::SendQueue;
 use super::status::{Direction, StatusBoard};
-use super::takeover::{Start, Takeovers, Wire};
+use super::takeover::{HeldHere, Start, Takeovers, Wire};
 use crate::cluster::clientids::Reply;
 use crate::mesh::cluster::{FromCluster, Hub, ToCluster, STUB_HOLD};
 use crate::mesh::{ApiCmd, Mailbox, MeshMsg};
@@ -51,6 +51,8 @@ pub struct CoreLink {
     pub mailboxes: Arc<[Mailbox]>,
     /// The configured bridges, which run on one node of the cluster (`bridges.rs`).
     pub bridges: Arc<[crate::config::BridgeConfig]>,
+    /// Whether a core holds a client id (the registry), before its owner is told to forget it.
+    pub held: Arc<HeldHere>,
 }
 
 /// Routing state of the cluster thread.
@@ -259,7 +261,14 @@ impl Router {
                 let (mut links, takeovers) = st.links();
                 takeovers.start(start, view.keys().map(String::as_str), &mut links);
             }
+            ToCluster::Ended(id) => st.takeovers.ended(id),
         });
+        {
+            let view = self.members.borrow();
+            let (mut links, takeovers) = st.links();
+            let members = view.keys().map(String::as_str);
+            takeovers.send_forgets(&self.me, members, &*self.cores.held, &mut links);
+        }
         for p in st.peers.values() {
             if p.out.has_unwritten() {
                 p.wake.notify_one();
@@ -366,7 +375,8 @@ impl Router {
             Frame::IdClaim { .. }
             | Frame::IdClaimed { .. }
             | Frame::SessionTake { .. }
-            | Frame::SessionGiven { .. } => {
+            | Frame::SessionGiven { .. }
+            | Frame::IdForget { .. } => {
                 let (from, last) = (p.name.clone(), p.inbound.last_seq);
                 self.takeover_frame(st, &from, frame, now);
                 return Ok(last);
@@ -478,6 +488,7 @@ impl Router {
             Frame::SessionGiven { req, image } => {
                 takeovers.answer(from, req, Reply::Given(image), now, &mut links);
             }
+            Frame::IdForget { client_ids } => takeovers.forget(from, &client_ids),
             _ => {}
         }
     }
@@ -511,18 +522,30 @@ impl Router {
         }
     }
 
-    /// Ends this node's fetches past their deadline or waiting for a node that left.
+    /// Ends this node's fetches past their deadline or waiting for a node that left; after a
+    /// membership change, drops the directory's ids this node no longer owns; shows the
+    /// directory's size.
     pub async fn tick_takeovers(self: Arc<Self>) {
         let mut every = tokio::time::interval(TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = self.members.clone();
         loop {
             every.tick().await;
             let mut st = self.lock();
-            let view = self.members.borrow();
+            let changed = changes.has_changed().unwrap_or(false);
+            let view = changes.borrow_and_update();
             let now = Instant::now();
             st.moved.retain(|_, (_, until)| *until > now);
+            let members = view.keys().map(String::as_str);
+            if changed {
+                let gone = st.takeovers.keep_owned(&self.me, members.clone());
+                if gone > 0 {
+                    tracing::info!(gone, "cluster: client ids owned elsewhere now dropped");
+                }
+            }
             let (mut links, takeovers) = st.links();
-            takeovers.tick(now, view.keys().map(String::as_str), &mut links);
+            takeovers.tick(now, members, &mut links);
+            self.board.set_client_ids(takeovers.directory_len() as u64);
         }
     }
 

@@ -71,6 +71,9 @@ pub struct ClusterStatus {
     pub links: BTreeMap<String, PeerLinks>,
     /// Link handshakes refused (bad secret, another version, a name clash).
     pub link_auth_failures: u64,
+    /// Client ids in this node's directory: those it owns whose latest CONNECT it recorded
+    /// and whose session has not ended (`clientids.rs`).
+    pub client_ids: u64,
 }
 
 impl ClusterStatus {
@@ -205,6 +208,11 @@ impl StatusBoard {
                 s.links.remove(peer);
             }
         });
+    }
+
+    /// The size of this node's client-id directory.
+    pub fn set_client_ids(&self, n: u64) {
+        self.with(|s| s.client_ids = n);
     }
 
     /// Counts a refused handshake.

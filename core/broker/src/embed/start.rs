@@ -126,6 +126,10 @@ impl BrokerBuilder {
                 hub: broker.shared.cluster.clone().unwrap_or_default(),
                 mailboxes: broker.shared.mailboxes.clone(),
                 bridges: broker.shared.config.bridges.clone().into(),
+                held: {
+                    let shared = broker.shared.clone();
+                    Arc::new(move |id: &str| shared.registry.owner(id).is_some())
+                },
             };
             let sessions = session_wiring(&broker.shared);
             match crate::cluster::Cluster::start(c, broker.ops.metrics_addr(), cores, sessions) {

@@ -80,6 +80,9 @@ pub(crate) enum ToCluster {
         msg: Arc<Message>,
         delivery: Delivery,
     },
+    /// The session of this client id ended on this node (its owner forgets this node for it,
+    /// unless a core claimed the id again meanwhile).
+    Ended(Arc<str>),
 }
 
 /// The answer to [`ToCluster::Fetch`]: the session's image, if one moved here.

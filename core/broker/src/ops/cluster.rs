@@ -1,7 +1,7 @@
 //! The cluster's families in `/metrics` (built from the cluster thread's [`ClusterStatus`]
-//! when scraped, `[cluster]` only): registration, nodes seen, and per link (`peer`,
-//! `direction`) its state, connects, frames, messages, bytes, resends and drops, and per peer
-//! its routes. `uringmq cluster status` reads
+//! when scraped, `[cluster]` only): registration, nodes seen, the client-id directory's
+//! size, and per link (`peer`, `direction`) its state, connects, frames, messages, bytes,
+//! resends and drops, and per peer its routes. `uringmq cluster status` reads
 //! `uringmq_cluster_link_up` from here.
 
 use super::metrics::{family, sample};
@@ -99,6 +99,13 @@ pub(super) fn families(s: &ClusterStatus) -> Vec<MetricFamily> {
             "Link handshakes refused (no cluster secret, another version, a name clash).",
             COUNTER,
             vec![sample(COUNTER, s.link_auth_failures as f64, &[])],
+        ),
+        family(
+            "uringmq_cluster_client_ids",
+            "Client ids this node owns and records the node of (their session lives there); \
+             an entry goes when its session ends or ownership moves.",
+            GAUGE,
+            vec![sample(GAUGE, s.client_ids as f64, &[])],
         ),
     ];
     let routes = s

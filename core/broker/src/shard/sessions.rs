@@ -8,6 +8,7 @@ use super::stats::add;
 use super::{Entry, Shard, Sink};
 use crate::conn::will_auth::WillAuthor;
 use crate::conn::{CloseReason, Conn};
+use crate::mesh::cluster::ToCluster;
 use bytes::BytesMut;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -238,6 +239,8 @@ impl Shard {
         self.end_session_messages(&mut e.s, key);
         if !matches!(e.sink, Sink::Api(_) | Sink::Bridge(_)) {
             self.shared.registry.release(&e.s.client_id, key);
+            // Its owner in the cluster forgets this node for it (`cluster/clientids.rs`).
+            self.to_cluster(ToCluster::Ended(e.s.client_id.clone()));
         }
     }
 
