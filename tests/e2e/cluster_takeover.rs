@@ -148,6 +148,38 @@ fn a_clean_start_on_another_node_ends_the_session_there_with_its_will() {
 }
 
 #[test]
+fn no_local_holds_for_what_the_client_publishes_while_its_session_moves() {
+    let etcd = Etcd::start();
+    let n = nodes(&etcd, "/xnolocal", &["a", "b", "c"]);
+    // Another subscriber on a shows when a message has reached a (and the stub there).
+    let mut watcher = Client::connect(n[0].local_addr(), Protocol::V5, "watcher");
+    watcher.subscribe("nl/#", QoS::AtLeastOnce);
+    let me = persistent(Protocol::V5, "self-talker");
+    let (mut old, _) = Client::connect_with(n[0].local_addr(), me.clone());
+    let no_local = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        no_local: true,
+        ..Default::default()
+    };
+    old.subscribe_with(&[("nl/#", no_local)], Default::default());
+    wait_routes(&n[1], "a", 1);
+    let (mut new, ack) = Client::connect_with(n[1].local_addr(), me);
+    assert!(ack.session_present);
+    expect_taken_over(&mut old);
+    // Within the move window: a's stub still gets what b routes to a, and forwards it.
+    new.publish("nl/x", b"mine", QoS::AtMostOnce, false);
+    assert_eq!(&watcher.recv_publish().payload[..], b"mine");
+    let mut other = Client::connect(n[0].local_addr(), Protocol::V5, "other");
+    other.publish("nl/x", b"theirs", QoS::AtLeastOnce, false);
+    assert_eq!(
+        payloads(&mut new, 1),
+        ["theirs"],
+        "its own message came back through the stub"
+    );
+    new.expect_nothing();
+}
+
+#[test]
 fn two_connects_of_one_id_on_two_nodes_leave_one_connection_and_one_session() {
     let etcd = Etcd::start();
     let n = nodes(&etcd, "/xrace", &["a", "b", "c"]);

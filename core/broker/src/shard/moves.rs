@@ -46,8 +46,10 @@
 //! messages. The guarantee (nothing lost, QoS 2 once) holds when routes converge and a
 //! message crosses a link within those windows; a link down for longer can lose what was
 //! sent to the stub too late, or deliver a second copy after the window (QoS 1 allows it).
-//! Not kept: No Local for a message the client itself published on the new node during the
-//! window (its copy through the stub no longer knows its publisher).
+//! No Local holds in the window too: a message the client itself publishes on the new node
+//! reaches the stub as well, whose copy no longer knows its publisher; the copy No Local kept
+//! from the session on the new node counts as the direct one, so the stub's is its twin and
+//! is dropped.
 
 use super::ToDeliver;
 use crate::mesh::cluster::{ToCluster, STUB_HOLD};
@@ -200,6 +202,18 @@ impl Moves {
     /// Some session whose install is pending holds forwarded deliveries (not written yet).
     pub(crate) fn holds_early(&self) -> bool {
         self.incoming.values().any(Incoming::holds_early)
+    }
+
+    /// No Local kept session `key` from its own `msg`. A session that came from another node
+    /// counts it as a copy that came directly, so that the copy its old node's stub forwards
+    /// (which no longer knows its publisher) pairs with it and is dropped.
+    pub(crate) fn kept_from_own(&mut self, key: u64, msg: &Arc<Message>) {
+        if self.incoming.is_empty() {
+            return;
+        }
+        if let Some(twins) = self.incoming.get_mut(&key).and_then(|i| i.twins.as_mut()) {
+            twins.first(msg, false);
+        }
     }
 
     /// Whether a live delivery of `msg` to `key` is not a duplicate of one that came (or

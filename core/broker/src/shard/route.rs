@@ -354,8 +354,10 @@ impl Shard {
         let mut matches = std::mem::take(&mut st.routes.scratch_matches);
         matches.clear();
         let id = self.id;
+        // The publisher's own session, if No Local kept it from a copy.
+        let mut own = None;
         st.routes.local.for_each_match(&msg.topic, |key, opts| {
-            if let Some(d) = Delivery::live(
+            match Delivery::live(
                 msg,
                 opts,
                 Some(Origin {
@@ -363,9 +365,13 @@ impl Shard {
                     session: key,
                 }),
             ) {
-                matches.push((key, d));
+                Some(d) => matches.push((key, d)),
+                None => own = Some(key),
             }
         });
+        if let Some(key) = own.filter(|k| !matches.iter().any(|(m, _)| m == k)) {
+            st.moves.kept_from_own(key, msg);
+        }
         if matches.is_empty() {
             st.routes.scratch_matches = matches;
             return;
