@@ -144,6 +144,9 @@ impl Membership {
                 Some(PutOptions::new().with_lease(lease)),
             )
             .await?;
+        // Registered from here (its key is in etcd), before the view that links the others:
+        // whoever sees the links up sees it registered.
+        self.board.set_registered(true);
         let (keeper, alive) = client.lease_keep_alive(lease).await?;
         let prefix = self.config.nodes_prefix();
         let all = client
@@ -155,7 +158,6 @@ impl Membership {
             .with_prefix()
             .with_start_revision(revision + 1);
         let watcher = client.watch(prefix.as_str(), Some(watch_from)).await?;
-        self.board.set_registered(true);
         info!(node = %self.config.name, lease, "cluster: registered in etcd");
         Ok(Session {
             client,
