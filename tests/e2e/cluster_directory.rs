@@ -2,7 +2,8 @@
 //! records the node of its latest CONNECT and forgets it when that session ends there, so a
 //! fleet of clean-session clients with ever new ids leaves nothing behind; a persistent
 //! session keeps its entry and moves across nodes; a CONNECT elsewhere that races the end of
-//! the session keeps its own, newer entry. What an operator sees is
+//! the session keeps its own, newer entry; a node that joins takes over some ids and their old
+//! owners drop them. What an operator sees is
 //! `uringmq_cluster_client_ids` in each node's `/metrics`. 3 nodes on a real etcd, both
 //! protocol versions; run on both drivers (`MONOIO_FORCE_LEGACY_DRIVER=1`).
 
@@ -17,20 +18,19 @@ const PROTOCOLS: [Protocol; 2] = [Protocol::V3_1_1, Protocol::V5];
 /// Nodes `a`, `b`, `c` with a metrics endpoint each, linked.
 fn nodes(etcd: &Etcd, prefix: &str) -> Vec<Broker> {
     let names = ["a", "b", "c"];
-    let nodes: Vec<Broker> = names
-        .iter()
-        .map(|n| {
-            let cluster = cluster_config(etcd, n, prefix);
-            broker_with(|c| {
-                c.cluster = Some(cluster);
-                c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-            })
-        })
-        .collect();
+    let nodes: Vec<Broker> = names.iter().map(|n| node(etcd, prefix, n)).collect();
     wait_until("every node sees and links the others", EVENTUALLY, || {
         nodes.iter().all(|b| sees_all(b, &names))
     });
     nodes
+}
+
+fn node(etcd: &Etcd, prefix: &str, name: &str) -> Broker {
+    let cluster = cluster_config(etcd, name, prefix);
+    broker_with(|c| {
+        c.cluster = Some(cluster);
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
 }
 
 /// `uringmq_cluster_client_ids` of each node, scraped from its `/metrics`.
@@ -156,4 +156,28 @@ fn a_connect_elsewhere_racing_the_end_of_a_session_keeps_its_entry() {
         Client::connect(n[2].local_addr(), proto, &id).disconnect();
     }
     wait_directories(&n, "every entry forgotten", |d| d.iter().all(|k| *k == 0));
+}
+
+#[test]
+fn a_node_that_joins_takes_ids_and_their_old_owners_drop_them() {
+    let etcd = Etcd::start();
+    let mut n = nodes(&etcd, "/xjoin");
+    // Offline persistent sessions on a: their entries stay while they live.
+    for i in 0..60 {
+        connect_persistent(n[0].local_addr(), Protocol::V5, &format!("kept-{i}"))
+            .0
+            .disconnect();
+    }
+    wait_directories(&n, "60 ids recorded", |d| d.iter().sum::<u64>() == 60);
+    n.push(node(&etcd, "/xjoin", "d"));
+    wait_until("d linked with every node", EVENTUALLY, || {
+        n.iter().all(|b| sees_all(b, &["a", "b", "c", "d"]))
+    });
+    // d owns some of the ids now and has no record of them (their next CONNECT starts a new
+    // session, as documented); their old owners hold them no longer.
+    wait_directories(&n, "the ids d owns dropped by the others", |d| {
+        d[3] == 0 && d.iter().sum::<u64>() < 60
+    });
+    let left: u64 = directories(&n).iter().sum();
+    assert!(left > 0, "the ids the others still own stay");
 }
