@@ -1,7 +1,8 @@
-//! [`LazyDeque`]: a `VecDeque` boxed on first use, for a session's outbound window and queue.
-//! Both are empty for most of an idle session's life; inline, the two deques cost 64 bytes
-//! of every `Session`, boxed 16 (BENCHMARKS.md, idle memory per connection). Once used, the
-//! box stays, so a busy session does not allocate it again for every message.
+//! [`LazyDeque`]: a `VecDeque` boxed on first use, for a session's outbound window (the queue
+//! boxes its deque with its counters, `queue.rs`). It is empty for most of an idle session's
+//! life; inline, the deque costs 32 bytes of every `Session`, boxed 8 (BENCHMARKS.md, idle
+//! memory per connection). Once used, the box stays, so a busy session does not allocate it
+//! again for every message.
 
 use std::collections::VecDeque;
 
@@ -34,10 +35,6 @@ impl<T> LazyDeque<T> {
         self.0.iter_mut().flat_map(|d| d.iter_mut())
     }
 
-    pub(crate) fn front(&self) -> Option<&T> {
-        self.0.as_ref()?.front()
-    }
-
     pub(crate) fn back_mut(&mut self) -> Option<&mut T> {
         self.0.as_mut()?.back_mut()
     }
@@ -50,16 +47,8 @@ impl<T> LazyDeque<T> {
         self.0.as_mut()?.remove(at)
     }
 
-    pub(crate) fn pop_front(&mut self) -> Option<T> {
-        self.0.as_mut()?.pop_front()
-    }
-
     pub(crate) fn push_back(&mut self, item: T) {
         self.0.get_or_insert_with(Box::default).push_back(item);
-    }
-
-    pub(crate) fn push_front(&mut self, item: T) {
-        self.0.get_or_insert_with(Box::default).push_front(item);
     }
 
     /// Takes every item out, oldest first (and the box with them).
@@ -92,13 +81,13 @@ mod tests {
     #[test]
     fn allocates_on_first_push_and_keeps_order() {
         let mut d = LazyDeque::default();
-        assert!(d.is_empty() && d.0.is_none() && d.pop_front().is_none());
+        assert!(d.is_empty() && d.0.is_none() && d.remove(0).is_none());
+        d.push_back(1);
         d.push_back(2);
         d.push_back(3);
-        d.push_front(1);
         assert_eq!(d.iter().copied().collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(d.split_off_where(|x| x % 2 == 1), [1, 3]);
-        assert_eq!((d.len(), d.front()), (1, Some(&2)));
+        assert_eq!((d.len(), d.back_mut()), (1, Some(&mut 2)));
         assert_eq!(d.drain().collect::<Vec<_>>(), [2]);
         assert!(d.0.is_none());
     }

@@ -63,8 +63,7 @@ impl Session {
             ..
         } = p;
         let topic = self
-            .in_aliases
-            .resolve(topic, properties.topic_alias)
+            .resolve_alias(topic, properties.topic_alias)
             .map_err(Violation::TopicAlias)?;
         check_topic(&topic, limits)?;
         let fresh = qos != QoS::ExactlyOnce || self.receive_qos2(pid, limits)?;
@@ -110,7 +109,7 @@ impl Session {
     /// authoriser is asked about, off the core, before [`Session::handle_publish`]. `None` when
     /// it names none (`handle_publish` then finds the violation).
     pub fn publish_topic(&self, p: &Publish) -> Option<ByteStr> {
-        self.in_aliases.peek(&p.topic, p.properties.topic_alias)
+        self.peek_alias(&p.topic, p.properties.topic_alias)
     }
 
     /// A QoS 2 PUBLISH: true when it is new, false for a retransmission of one awaiting PUBREL

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod message;
 pub mod qos2;
 pub mod queue;
+mod rare;
 pub mod rate;
 pub mod session;
 pub mod subscriptions;

@@ -5,8 +5,8 @@
 //! dropped and counted, as Mosquitto does (`max_queued_messages`): what is queued stays in order.
 
 use crate::delivery::Delivery;
-use crate::deque::LazyDeque;
 use crate::message::Message;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,12 +29,21 @@ pub struct QueueFull;
 /// A bounded FIFO of deliveries.
 #[derive(Clone, Debug)]
 pub struct Queue {
-    items: LazyDeque<Queued>,
-    bytes: usize,
+    /// Made on the first message (or the first one dropped) and kept after: an idle session's
+    /// queue is empty, and inline its deque and counters would cost 48 bytes of every
+    /// `Session`, boxed 8 (BENCHMARKS.md, idle memory per connection).
+    body: Option<Box<Body>>,
     /// The bounds as 32 bits (`Session` stays in its size class); larger ones are clamped to
     /// 4 G messages and 4 GiB, past what one session's queue can hold in practice.
     max_count: u32,
     max_bytes: u32,
+}
+
+/// The queued deliveries and what is counted of them.
+#[derive(Clone, Debug, Default)]
+struct Body {
+    items: VecDeque<Queued>,
+    bytes: usize,
     /// Counters taken (and reset) by the broker after each use: 32 bits are plenty.
     dropped: u32,
     expired: u32,
@@ -44,108 +53,126 @@ impl Queue {
     /// A queue of at most `max_count` messages and `max_bytes` bytes; 0 means unlimited.
     pub fn new(max_count: usize, max_bytes: usize) -> Self {
         Queue {
-            items: LazyDeque::default(),
-            bytes: 0,
+            body: None,
             max_count: u32::try_from(max_count).unwrap_or(u32::MAX),
             max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
-            dropped: 0,
-            expired: 0,
         }
+    }
+
+    fn body(&mut self) -> &mut Body {
+        self.body.get_or_insert_with(Box::default)
     }
 
     /// Appends, or drops the message (counted) when a bound would be exceeded.
     pub fn push(&mut self, item: Queued) -> Result<(), QueueFull> {
         let cost = item.msg.cost();
         let (max_count, max_bytes) = (self.max_count as usize, self.max_bytes as usize);
-        let over_count = max_count != 0 && self.items.len() >= max_count;
-        let over_bytes = max_bytes != 0 && self.bytes + cost > max_bytes;
+        let b = self.body();
+        let over_count = max_count != 0 && b.items.len() >= max_count;
+        let over_bytes = max_bytes != 0 && b.bytes + cost > max_bytes;
         if over_count || over_bytes {
-            self.dropped = self.dropped.saturating_add(1);
+            b.dropped = b.dropped.saturating_add(1);
             return Err(QueueFull);
         }
-        self.bytes += cost;
-        self.items.push_back(item);
+        b.bytes += cost;
+        b.items.push_back(item);
         Ok(())
     }
 
     /// Puts a message back at the front (it could not be sent after all). Not bounded: it was
     /// counted when first queued.
     pub fn push_front(&mut self, item: Queued) {
-        self.bytes += item.msg.cost();
-        self.items.push_front(item);
+        let b = self.body();
+        b.bytes += item.msg.cost();
+        b.items.push_front(item);
     }
 
     /// The oldest message that has not expired at `now`; expired ones are discarded and
     /// counted [MQTT-3.3.2-5].
     pub fn pop(&mut self, now: Instant) -> Option<Queued> {
-        while let Some(item) = self.items.pop_front() {
-            self.bytes -= item.msg.cost();
+        let b = self.body.as_deref_mut()?;
+        while let Some(item) = b.items.pop_front() {
+            b.bytes -= item.msg.cost();
             if item.msg.remaining_expiry(now).is_ok() {
                 return Some(item);
             }
-            self.expired = self.expired.saturating_add(1);
+            b.expired = b.expired.saturating_add(1);
         }
         None
     }
 
     /// The newest message, to note where it is stored (the broker's durable store).
     pub fn back_mut(&mut self) -> Option<&mut Queued> {
-        self.items.back_mut()
+        self.body.as_deref_mut()?.items.back_mut()
     }
 
     /// Everything queued, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Queued> {
-        self.items.iter()
+        self.body.iter().flat_map(|b| b.items.iter())
     }
 
     /// Everything queued, oldest first, to note where each is stored (see
     /// `Inflight::iter_mut`).
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Queued> {
-        self.items.iter_mut()
+        self.body.iter_mut().flat_map(|b| b.items.iter_mut())
     }
 
     /// The oldest message's delivery QoS, if any.
     pub fn front_qos(&self) -> Option<uringmq_codec::QoS> {
-        self.items.front().map(|q| q.delivery.qos)
+        self.body.as_ref()?.items.front().map(|q| q.delivery.qos)
     }
 
     /// Queued messages.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.body.as_ref().map_or(0, |b| b.items.len())
     }
 
     /// Nothing queued.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 
     /// Queued bytes.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.body.as_ref().map_or(0, |b| b.bytes)
     }
 
     /// Messages dropped because the queue was full, since the last call (the broker adds them
     /// to its counters).
     pub fn take_dropped(&mut self) -> u64 {
-        u64::from(std::mem::take(&mut self.dropped))
+        let b = self.body.as_deref_mut();
+        b.map_or(0, |b| u64::from(std::mem::take(&mut b.dropped)))
     }
 
     /// Messages discarded because they expired while queued, since the last call.
     pub fn take_expired(&mut self) -> u64 {
-        u64::from(std::mem::take(&mut self.expired))
+        let b = self.body.as_deref_mut();
+        b.map_or(0, |b| u64::from(std::mem::take(&mut b.expired)))
     }
 
     /// Removes and returns the items `pred` selects, keeping the others in order.
-    pub fn extract(&mut self, pred: impl FnMut(&Queued) -> bool) -> Vec<Queued> {
-        let out = self.items.split_off_where(pred);
-        self.bytes -= out.iter().map(|q| q.msg.cost()).sum::<usize>();
+    pub fn extract(&mut self, mut pred: impl FnMut(&Queued) -> bool) -> Vec<Queued> {
+        let Some(b) = self.body.as_deref_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for q in std::mem::take(&mut b.items) {
+            if pred(&q) {
+                b.bytes -= q.msg.cost();
+                out.push(q);
+            } else {
+                b.items.push_back(q);
+            }
+        }
         out
     }
 
-    /// Empties the queue.
-    pub fn drain(&mut self) -> impl Iterator<Item = Queued> + '_ {
-        self.bytes = 0;
-        self.items.drain()
+    /// Empties the queue (and gives its box back: the counters were taken after each use).
+    pub fn drain(&mut self) -> impl Iterator<Item = Queued> {
+        self.body
+            .take()
+            .into_iter()
+            .flat_map(|b| b.items.into_iter())
     }
 }
 

@@ -4,22 +4,23 @@ use crate::connect::Negotiated;
 use crate::inflight::Inflight;
 use crate::qos2::InboundQos2;
 use crate::queue::Queue;
+use crate::rare::Rare;
 use crate::subscriptions::Subscriptions;
 use crate::topic_alias::{InboundAliases, OutboundAliases};
-use crate::will::PendingWill;
 use std::sync::Arc;
-use std::time::Instant;
-use uringmq_codec::{LastWill, Protocol};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use uringmq_codec::Protocol;
 
 /// The state of one MQTT session. `Send`, so a takeover can move it to another core.
+///
+/// Every session, idle ones included, is one allocation of this size: what an idle one does
+/// not use is boxed on first use, here (`rare`) and in its parts (window, queue, inbound QoS
+/// 2, subscriptions), so that it fits mimalloc's 96-byte class (BENCHMARKS.md, idle memory per
+/// connection).
 #[derive(Clone, Debug)]
 pub struct Session {
     /// Client identifier.
     pub client_id: Arc<str>,
-    /// User name of the current (or last) connection.
-    pub username: Option<Arc<str>>,
-    /// Protocol of the current (or last) connection.
-    pub protocol: Protocol,
     /// Subscriptions.
     pub subs: Subscriptions,
     /// Outbound QoS 1/2 in flight.
@@ -28,34 +29,34 @@ pub struct Session {
     pub queue: Queue,
     /// Inbound QoS 2 awaiting PUBREL.
     pub(crate) qos2_in: InboundQos2,
+    /// User name, wills, expiry time, the alias maps: `None` while all are unset.
+    pub(crate) rare: Option<Box<Rare>>,
+    /// When the current (or last) connection's CONNECT was accepted, by the wall clock, in
+    /// milliseconds since the Unix epoch (0 before), as the broker's API reports it. The wall
+    /// clock rather than a millisecond counter, which wraps after 49.7 days; milliseconds
+    /// rather than a `SystemTime`, half its size, finer than any user of it needs.
+    connected_since_ms: u64,
     /// Session Expiry Interval (u32::MAX: never); DISCONNECT may change it.
     pub(crate) session_expiry: u32,
-    /// Inbound topic aliases (per connection).
-    pub(crate) in_aliases: InboundAliases,
-    /// Outbound topic aliases (per connection).
-    pub out_aliases: OutboundAliases,
     /// The client's Maximum Packet Size (per connection).
     /// (`NonZeroU32`: four bytes; 0 is refused at CONNECT [MQTT-3.1.2-24].)
     pub client_max_packet: Option<std::num::NonZeroU32>,
-    /// Will of the current connection. Boxed, like the pending will: most clients have none,
-    /// and every session, idle ones included, would otherwise carry its ~200 bytes.
-    pub will: Option<Box<LastWill>>,
-    /// Will Delay Interval of the current connection.
-    will_delay: u32,
-    /// A will waiting for its delay after the connection closed.
-    /// Boxed: rare, and every session would carry the room.
-    pub pending_will: Option<Box<PendingWill>>,
-    /// When an offline session ends (None while connected or never).
-    pub expires_at: Option<Instant>,
+    /// Our Topic Alias Maximum for this connection (0 in 3.x: none accepted).
+    pub(crate) in_alias_max: u16,
+    /// The client's Topic Alias Maximum (0: we send no alias).
+    pub(crate) out_alias_max: u16,
+    /// Protocol of the current (or last) connection.
+    pub protocol: Protocol,
     /// Send reason strings (v5 Request Problem Information).
     pub problem_information: bool,
-    /// When the current (or last) connection's CONNECT was accepted, by the wall clock, as
-    /// the broker's API reports it; set by the broker at CONNACK (`UNIX_EPOCH` before).
-    /// Here rather than derived from a millisecond counter, which wraps after 49.7 days.
-    pub connected_since: std::time::SystemTime,
 }
 
 impl Session {
+    /// Bytes of the box of rarely-set fields while a session has one (a user name, a will, an
+    /// expiry time, an alias): the broker's memory accounting, `idle_path_sizes`.
+    #[doc(hidden)]
+    pub const RARE_SIZE: usize = std::mem::size_of::<Rare>();
+
     /// A new session for a connection.
     pub fn new(
         n: &Negotiated,
@@ -66,22 +67,18 @@ impl Session {
     ) -> Self {
         let mut s = Session {
             client_id: n.client_id.as_str().into(),
-            username: None,
-            protocol,
             subs: Subscriptions::default(),
             inflight: Inflight::new(n.outbound_window),
             queue: Queue::new(max_queued, max_queued_bytes),
             qos2_in: InboundQos2::default(),
+            rare: None,
+            connected_since_ms: 0,
             session_expiry: 0,
-            in_aliases: InboundAliases::new(0),
-            out_aliases: OutboundAliases::new(0),
             client_max_packet: None,
-            will: None,
-            will_delay: 0,
-            pending_will: None,
-            expires_at: None,
+            in_alias_max: 0,
+            out_alias_max: 0,
+            protocol,
             problem_information: true,
-            connected_since: std::time::UNIX_EPOCH,
         };
         s.attach(n, protocol, alias_max_in);
         s
@@ -94,17 +91,18 @@ impl Session {
         self.protocol = protocol;
         self.session_expiry = n.session_expiry;
         self.inflight.set_max(n.outbound_window);
-        self.in_aliases = InboundAliases::new(if protocol.is_v5() { alias_max_in } else { 0 });
-        self.out_aliases = OutboundAliases::new(if protocol.is_v5() {
-            n.client_alias_max
-        } else {
-            0
-        });
+        let v5 = protocol.is_v5();
+        self.in_alias_max = if v5 { alias_max_in } else { 0 };
+        self.out_alias_max = if v5 { n.client_alias_max } else { 0 };
         self.client_max_packet = n.client_max_packet.and_then(std::num::NonZeroU32::new);
-        self.will_delay = n.will_delay;
-        self.pending_will = None;
-        self.expires_at = None;
         self.problem_information = n.problem_information;
+        if let Some(r) = self.rare.as_deref_mut() {
+            r.in_aliases = InboundAliases::default();
+            r.out_aliases = OutboundAliases::default();
+            r.pending_will = None;
+            r.expires_at = None;
+        }
+        self.set_will_delay(n.will_delay);
     }
 
     /// Whether the session outlives its connection.
@@ -117,9 +115,16 @@ impl Session {
         self.session_expiry
     }
 
-    /// Will Delay Interval of the current connection, in seconds.
-    pub fn will_delay(&self) -> u32 {
-        self.will_delay
+    /// When the current (or last) connection's CONNECT was accepted (`UNIX_EPOCH` before), to
+    /// the millisecond.
+    pub fn connected_since(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.connected_since_ms)
+    }
+
+    /// Notes when the connection's CONNECT was accepted (the broker does, at CONNACK).
+    pub fn set_connected_since(&mut self, at: SystemTime) {
+        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.connected_since_ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
     }
 
     /// Inbound QoS 2 packet ids received and not yet released (what the durable store keeps).
@@ -136,6 +141,8 @@ impl Session {
 }
 
 // Every session, idle ones included, is one allocation of this size: keep it in mimalloc's
-// 192-byte class (BENCHMARKS.md, idle memory per connection). 248 bytes before the outbound
-// window and the queue were boxed on first use.
-const _: () = assert!(std::mem::size_of::<Session>() <= 192);
+// 96-byte class (BENCHMARKS.md, idle memory per connection). 248 bytes before the outbound
+// window and the queue were boxed on first use, 192 before the rarely-set fields were.
+const _: () = assert!(std::mem::size_of::<Session>() <= 96);
+// The rare part, when there is one, in the 80-byte class.
+const _: () = assert!(std::mem::size_of::<Rare>() <= 80);

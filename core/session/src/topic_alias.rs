@@ -3,6 +3,10 @@
 //! Inbound: the client maps aliases 1..=our Topic Alias Maximum to topics. Outbound: we map
 //! topics to aliases 1..=the client's Topic Alias Maximum, replacing the least recently used
 //! one when all are taken, so repeated topics cost two bytes instead of the whole name.
+//!
+//! The maps are made on first use and the maxima are arguments: the session keeps the two
+//! maxima inline (every v5 session has them) and the maps in its box of rarely-set state
+//! (`Session::rare`), few clients ever using an alias.
 
 use std::collections::HashMap;
 use uringmq_codec::ByteStr;
@@ -21,26 +25,25 @@ pub enum AliasError {
 /// Aliases the client set for its PUBLISH packets.
 #[derive(Clone, Debug, Default)]
 pub struct InboundAliases {
-    /// Index alias - 1; grown to the highest alias the client set (boxed: most clients never
-    /// set one, and every v5 session carries this: the box keeps it one pointer wide).
+    /// Index alias - 1; grown to the highest alias the client set (boxed: the box of rare
+    /// state holding this stays one pointer smaller).
     #[allow(clippy::box_collection)]
     map: Option<Box<Vec<Option<ByteStr>>>>,
-    max: u16,
 }
 
 impl InboundAliases {
-    /// Accepts aliases `1..=max` (the Topic Alias Maximum sent in CONNACK).
-    pub fn new(max: u16) -> Self {
-        InboundAliases { map: None, max }
-    }
-
-    /// Resolves a PUBLISH's topic: a non-empty topic with an alias sets the alias; an empty one
-    /// uses it.
-    pub fn resolve(&mut self, topic: ByteStr, alias: Option<u16>) -> Result<ByteStr, AliasError> {
+    /// Resolves a PUBLISH's topic, accepting aliases `1..=max` (the Topic Alias Maximum sent
+    /// in CONNACK): a non-empty topic with an alias sets the alias; an empty one uses it.
+    pub fn resolve(
+        &mut self,
+        topic: ByteStr,
+        alias: Option<u16>,
+        max: u16,
+    ) -> Result<ByteStr, AliasError> {
         let Some(alias) = alias else {
             return Ok(topic);
         };
-        if alias == 0 || alias > self.max {
+        if alias == 0 || alias > max {
             return Err(AliasError::OutOfRange(alias));
         }
         let at = usize::from(alias - 1);
@@ -59,6 +62,11 @@ impl InboundAliases {
         Ok(topic)
     }
 
+    /// No alias set.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_none()
+    }
+
     /// The topic a PUBLISH names, its own or the one its alias stands for, without setting
     /// anything; `None` where [`InboundAliases::resolve`] would find no topic.
     pub fn peek(&self, topic: &ByteStr, alias: Option<u16>) -> Option<ByteStr> {
@@ -71,11 +79,10 @@ impl InboundAliases {
 }
 
 /// Aliases we assigned for PUBLISH packets to the client. The maps are boxed and made on first
-/// use: every v5 session has this, few ever send with aliases.
+/// use.
 #[derive(Clone, Debug, Default)]
 pub struct OutboundAliases {
     used: Option<Box<OutboundMaps>>,
-    max: u16,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -86,24 +93,17 @@ struct OutboundMaps {
 }
 
 impl OutboundAliases {
-    /// Uses aliases `1..=max` (the client's Topic Alias Maximum; 0 disables aliases).
-    pub fn new(max: u16) -> Self {
-        OutboundAliases {
-            max,
-            ..Default::default()
-        }
+    /// No alias assigned.
+    pub fn is_empty(&self) -> bool {
+        self.used.is_none()
     }
 
-    /// Whether the client accepts aliases at all.
-    pub fn enabled(&self) -> bool {
-        self.max > 0
-    }
-
-    /// The alias to send `topic` with: `(alias, true)` if the client already knows it (send an
-    /// empty topic), `(alias, false)` if this packet sets it (send the topic too). `None` when
-    /// aliases are disabled.
-    pub fn alias_for(&mut self, topic: &ByteStr) -> Option<(u16, bool)> {
-        if self.max == 0 {
+    /// The alias to send `topic` with, among aliases `1..=max` (the client's Topic Alias
+    /// Maximum): `(alias, true)` if the client already knows it (send an empty topic),
+    /// `(alias, false)` if this packet sets it (send the topic too). `None` when aliases are
+    /// disabled (`max` 0).
+    pub fn alias_for(&mut self, topic: &ByteStr, max: u16) -> Option<(u16, bool)> {
+        if max == 0 {
             return None;
         }
         let m = self.used.get_or_insert_with(Box::default);
@@ -112,7 +112,7 @@ impl OutboundAliases {
             *used = m.tick;
             return Some((*alias, true));
         }
-        let alias = if m.by_alias.len() < usize::from(self.max) {
+        let alias = if m.by_alias.len() < usize::from(max) {
             m.by_alias.push(topic.clone());
             m.by_alias.len() as u16
         } else {
@@ -137,25 +137,28 @@ mod tests {
 
     #[test]
     fn inbound_set_then_use() {
-        let mut a = InboundAliases::new(2);
-        assert_eq!(a.resolve("x/y".into(), Some(1)).unwrap(), "x/y");
-        assert_eq!(a.resolve("".into(), Some(1)).unwrap(), "x/y");
-        assert_eq!(a.resolve("".into(), Some(2)), Err(AliasError::Unknown(2)));
+        let mut a = InboundAliases::default();
+        assert_eq!(a.resolve("x/y".into(), Some(1), 2).unwrap(), "x/y");
+        assert_eq!(a.resolve("".into(), Some(1), 2).unwrap(), "x/y");
         assert_eq!(
-            a.resolve("z".into(), Some(3)),
+            a.resolve("".into(), Some(2), 2),
+            Err(AliasError::Unknown(2))
+        );
+        assert_eq!(
+            a.resolve("z".into(), Some(3), 2),
             Err(AliasError::OutOfRange(3))
         );
-        assert_eq!(a.resolve("z".into(), None).unwrap(), "z");
-        assert_eq!(a.resolve("w".into(), Some(1)).unwrap(), "w");
-        assert_eq!(a.resolve("".into(), Some(1)).unwrap(), "w");
+        assert_eq!(a.resolve("z".into(), None, 2).unwrap(), "z");
+        assert_eq!(a.resolve("w".into(), Some(1), 2).unwrap(), "w");
+        assert_eq!(a.resolve("".into(), Some(1), 2).unwrap(), "w");
     }
 
     #[test]
     fn peek_names_the_topic_without_setting_it() {
-        let mut a = InboundAliases::new(2);
+        let mut a = InboundAliases::default();
         assert_eq!(a.peek(&"x".into(), Some(1)), Some("x".into()));
         assert_eq!(a.peek(&"".into(), Some(1)), None, "peeking set nothing");
-        a.resolve("x".into(), Some(1)).unwrap();
+        a.resolve("x".into(), Some(1), 2).unwrap();
         assert_eq!(a.peek(&"".into(), Some(1)), Some("x".into()));
         assert_eq!(a.peek(&"".into(), Some(0)), None);
         assert_eq!(a.peek(&"".into(), None), None);
@@ -163,28 +166,28 @@ mod tests {
 
     #[test]
     fn disabled_inbound_rejects_every_alias() {
-        let mut a = InboundAliases::new(0);
+        let mut a = InboundAliases::default();
         assert_eq!(
-            a.resolve("x".into(), Some(1)),
+            a.resolve("x".into(), Some(1), 0),
             Err(AliasError::OutOfRange(1))
         );
     }
 
     #[test]
     fn outbound_assigns_reuses_and_evicts_least_recent() {
-        let mut o = OutboundAliases::new(2);
+        let mut o = OutboundAliases::default();
         let (a, b, c): (ByteStr, ByteStr, ByteStr) = ("a".into(), "b".into(), "c".into());
-        assert_eq!(o.alias_for(&a), Some((1, false)));
-        assert_eq!(o.alias_for(&b), Some((2, false)));
-        assert_eq!(o.alias_for(&a), Some((1, true)));
+        assert_eq!(o.alias_for(&a, 2), Some((1, false)));
+        assert_eq!(o.alias_for(&b, 2), Some((2, false)));
+        assert_eq!(o.alias_for(&a, 2), Some((1, true)));
         // b is least recently used: c takes alias 2.
-        assert_eq!(o.alias_for(&c), Some((2, false)));
-        assert_eq!(o.alias_for(&c), Some((2, true)));
+        assert_eq!(o.alias_for(&c, 2), Some((2, false)));
+        assert_eq!(o.alias_for(&c, 2), Some((2, true)));
         assert_eq!(
-            o.alias_for(&b),
+            o.alias_for(&b, 2),
             Some((1, false)),
             "a is now the least recently used"
         );
-        assert_eq!(OutboundAliases::new(0).alias_for(&a), None);
+        assert_eq!(OutboundAliases::default().alias_for(&a, 0), None);
     }
 }

@@ -49,7 +49,7 @@ pub(super) async fn pre_authorize(
             access,
             topics,
             e.s.client_id.to_string(),
-            e.s.username.as_deref().map(str::to_owned),
+            e.s.username().map(str::to_owned),
             e.token_acl.clone(),
         )
     };
@@ -143,7 +143,7 @@ pub(super) async fn on_connect(
             core, conn, claimed, token_acl, unfit,
         ));
     }
-    claimed.s.will = c.will.take().map(Box::new);
+    claimed.s.set_will(c.will.take().map(Box::new));
     crate::conn::limits::inherit_publish_debt(core, conn, &claimed.id);
     conn.send_packet(&ack);
     install_connected(core, conn, &n, claimed, token_acl);
@@ -222,7 +222,7 @@ async fn claim_session(
         }
     };
     s.client_id = id.clone();
-    s.username = c.username.as_ref().map(|u| Arc::from(u.as_str()));
+    s.set_username(c.username.as_ref().map(|u| Arc::from(u.as_str())));
     Ok(Claimed {
         id,
         key,
@@ -277,7 +277,7 @@ fn install_connected(
     let key = claimed.key;
     conn.session.set(key);
     conn.set_connected();
-    claimed.s.connected_since = std::time::SystemTime::now();
+    claimed.s.set_connected_since(std::time::SystemTime::now());
     let grace = keepalive::grace(n.keep_alive.secs).map_or(0, |g| g.as_millis().max(1));
     conn.grace_ms.set(u32::try_from(grace).unwrap_or(u32::MAX));
     // A connection accepts one CONNECT [MQTT-3.1.0-2]: set once.

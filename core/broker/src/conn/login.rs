@@ -282,7 +282,7 @@ pub(crate) fn session_info<'a>(
     acl: Option<&'a AclFile>,
     listener: &'a str,
 ) -> ClientInfo<'a> {
-    let mut info = ClientInfo::new(&s.client_id, s.username.as_deref(), listener);
+    let mut info = ClientInfo::new(&s.client_id, s.username(), listener);
     info.acl = acl;
     info
 }
@@ -344,7 +344,7 @@ impl Owned {
             client_id: session
                 .map(|e| e.s.client_id.to_string())
                 .unwrap_or_default(),
-            username: session.and_then(|e| e.s.username.as_deref().map(str::to_owned)),
+            username: session.and_then(|e| e.s.username().map(str::to_owned)),
             listener: conn.listener.to_string(),
             peer: conn.peer(),
             cert_cn: conn

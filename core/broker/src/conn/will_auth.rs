@@ -161,7 +161,7 @@ impl Shard {
         };
         WillAuthor {
             client_id: e.s.client_id.clone(),
-            username: e.s.username.clone(),
+            username: e.s.username_shared(),
             listener,
             peer,
             acl: e.token_acl.clone(),

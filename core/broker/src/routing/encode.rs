@@ -51,7 +51,7 @@ pub(crate) fn write_publish(
         return Written::Expired;
     };
     let v5 = s.protocol.is_v5();
-    let aliases = v5 && s.out_aliases.enabled();
+    let aliases = v5 && s.outbound_aliases();
     match heads {
         Some(heads) if !aliases && (!v5 || o.delivery.sub_ids.is_empty()) => {
             write_shared_head(out, s, o, expiry, heads)
@@ -141,7 +141,7 @@ fn write_individual(
     // An alias adds at most 3 bytes; only use one if that still fits.
     if aliases && fits(len + 3, s.client_max_packet) {
         if let Packet::Publish(p) = &mut packet {
-            if let Some((alias, known)) = s.out_aliases.alias_for(&p.topic) {
+            if let Some((alias, known)) = s.outbound_alias(&p.topic) {
                 p.properties.topic_alias = Some(alias);
                 if known {
                     p.topic = ByteStr::new();

@@ -133,11 +133,11 @@ impl Shard {
 pub(super) fn summary(listener: &str, peer: Option<SocketAddr>, s: &Session) -> ClientSummary {
     ClientSummary {
         client_id: s.client_id.to_string(),
-        username: s.username.as_deref().map(str::to_owned),
+        username: s.username().map(str::to_owned),
         listener: listener.to_owned(),
         peer,
         // The session's protocol is its connection's (`Session::attach`).
         protocol: s.protocol,
-        connected_since: s.connected_since,
+        connected_since: s.connected_since(),
     }
 }

@@ -64,10 +64,10 @@ pub(crate) fn meta_of(s: &Session, listener: u16) -> SessionMeta {
     SessionMeta {
         client_id: s.client_id.clone(),
         protocol: s.protocol,
-        username: s.username.clone(),
+        username: s.username_shared(),
         listener,
         session_expiry: s.session_expiry(),
-        expires_at: s.expires_at.map(wall),
+        expires_at: s.expires_at().map(wall),
         will: will_of(s),
         will_delay: s.will_delay(),
     }
@@ -76,9 +76,8 @@ pub(crate) fn meta_of(s: &Session, listener: u16) -> SessionMeta {
 /// The will `s` has: its connection's, or the one pending since its connection closed
 /// (kept with the session, so that a restart or another node still publishes it when due).
 fn will_of(s: &Session) -> Option<Box<LastWill>> {
-    s.will
-        .clone()
-        .or_else(|| s.pending_will.as_ref().map(|p| p.will.clone()))
+    let pending = || s.pending_will().map(|p| p.will.clone());
+    s.will().map(|w| Box::new(w.clone())).or_else(pending)
 }
 
 /// The offline session an image describes, as recovery builds it: its will pending (its
@@ -97,16 +96,17 @@ pub(crate) fn session_of_image(
     let (count, bytes) = (cfg.max_queued_messages, cfg.max_queued_bytes);
     let mut s = Box::new(Session::new(&n, meta.protocol, count, bytes, 0));
     s.client_id = meta.client_id.clone();
-    s.username = meta.username.clone();
+    s.set_username(meta.username.clone());
     let wall = SystemTime::now();
     let instant_of = |t: SystemTime| now + t.duration_since(wall).unwrap_or_default();
-    s.expires_at = meta
-        .expires_at
-        .filter(|_| meta.session_expiry != u32::MAX)
-        .map(instant_of);
+    s.set_expires_at(
+        meta.expires_at
+            .filter(|_| meta.session_expiry != u32::MAX)
+            .map(instant_of),
+    );
     let due = meta.will_due(now);
     if let Some(w) = meta.will {
-        s.pending_will = Some(Box::new(will::PendingWill { will: w, due }));
+        s.set_pending_will(Some(will::PendingWill { will: w, due }));
     }
     let unlimited = SubLimits { count: 0, bytes: 0 };
     for (filter, opts) in &rs.subs {
@@ -168,7 +168,7 @@ impl Shard {
             return Err(ImportError::Claimed(id));
         }
         let s = session_of_image(rs, self.config(), false, Instant::now());
-        let due = [s.pending_will.as_ref().map(|p| p.due), s.expires_at];
+        let due = [s.pending_will().map(|p| p.due), s.expires_at()];
         self.install_session(key, s, Sink::Offline(listener));
         let mut st = self.st.borrow_mut();
         for at in due.into_iter().flatten() {

@@ -328,7 +328,7 @@ impl Shard {
         for (filter, opts) in s.subs.iter() {
             st.routes.restore_subscription(filter, key, *opts);
         }
-        let due = [s.pending_will.as_ref().map(|p| p.due), s.expires_at];
+        let due = [s.pending_will().map(|p| p.due), s.expires_at()];
         for at in due.into_iter().flatten() {
             st.sessions.schedule(at, key);
         }
@@ -490,7 +490,7 @@ impl Persist {
     /// shared store keeps the will (and nothing else: the local log keeps nothing of such a
     /// session), so that a survivor publishes it if this node dies under the connection.
     fn will_only(&self, e: &Entry, listener: u16) {
-        let Some(s) = self.sharing.as_ref().filter(|_| e.s.will.is_some()) else {
+        let Some(s) = self.sharing.as_ref().filter(|_| e.s.will().is_some()) else {
             return;
         };
         if !matches!(e.sink, Sink::Conn(_)) {

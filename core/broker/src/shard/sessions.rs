@@ -165,11 +165,8 @@ impl Shard {
         // session before then cancels it [MQTT-3.1.2-8]. That is Mosquitto's
         // 07-will-takeover matrix; Mosquitto differs only for a delayed will, which it drops
         // even when the session ends (tests/python/test_mqtt_interop.py marks it).
-        let will =
-            e.s.will
-                .take()
-                .or_else(|| e.s.pending_will.take().map(|p| p.will));
-        e.s.pending_will = None;
+        let pending = e.s.take_pending_will().map(|p| p.will);
+        let will = e.s.take_will().or(pending);
         if let Some(w) = will.filter(|_| ends) {
             self.publish_will(w, author, None, now);
         }
@@ -323,8 +320,7 @@ impl Shard {
             return None;
         }
         let will =
-            e.s.will
-                .take()
+            e.s.take_will()
                 .filter(|_| reason.publishes_will() && !self.stopping.get());
         Some(Closed {
             will,
@@ -350,12 +346,12 @@ impl Shard {
         if let Some(e) = st.sessions.get_mut(key) {
             if let Some(w) = c.will.take() {
                 let due = will::due(now, c.delay, c.expiry);
-                e.s.pending_will = Some(Box::new(will::PendingWill { will: w, due }));
+                e.s.set_pending_will(Some(will::PendingWill { will: w, due }));
                 due_times.push(due);
             }
             if c.expiry != u32::MAX {
                 let at = now + Duration::from_secs(u64::from(c.expiry));
-                e.s.expires_at = Some(at);
+                e.s.set_expires_at(Some(at));
                 due_times.push(at);
             }
             // Shared-group messages of a member that left go to another member.
@@ -394,12 +390,11 @@ impl Shard {
                 if !matches!(e.sink, Sink::Offline(_)) {
                     continue;
                 }
-                let will = match &e.s.pending_will {
-                    Some(p) if p.due <= now => e.s.pending_will.take().map(|p| p.will),
-                    _ => None,
-                };
+                let due = e.s.pending_will().is_some_and(|p| p.due <= now);
+                let will = due.then(|| e.s.take_pending_will()).flatten();
+                let will = will.map(|p| p.will);
                 let author = will.is_some().then(|| self.will_author(e));
-                (will, author, e.s.expires_at.is_some_and(|at| at <= now))
+                (will, author, e.s.expires_at().is_some_and(|at| at <= now))
             };
             let published = will.is_some();
             if let (Some(w), Some(author)) = (will, author) {

@@ -140,10 +140,10 @@ impl Shard {
         let now = Instant::now();
         // Its messages get this node's store ids when it is imaged here (`import.rs`).
         let mut s = super::import::session_of_image(rs, self.config(), false, now);
-        s.will = None;
+        s.set_will(None);
         // Its node died under its last connection: a will without delay was due then and goes
         // out now; a delayed one is cancelled, as the session goes on [MQTT-3.1.3-9].
-        if let Some(p) = s.pending_will.take().filter(|p| p.due <= now) {
+        if let Some(p) = s.take_pending_will().filter(|p| p.due <= now) {
             let listener = self.shared.security.listener_name(listener).into();
             let author = WillAuthor::offline(id.clone(), username, listener);
             self.publish_will(p.will, author, None, now);

@@ -95,3 +95,72 @@ fn a_will_the_broker_cannot_honour_is_refused() {
     );
     assert_eq!(refused(will(QoS::AtLeastOnce, false, "w")), None);
 }
+
+/// A new connection to the session starts its aliases afresh [MQTT-3.3.2-7] and cancels the
+/// previous connection's pending will [MQTT-3.1.3-10]; the session keeps its user name only
+/// while it has one, and gives back the box these live in once all are cleared.
+#[test]
+fn a_new_connection_resets_aliases_and_cancels_the_pending_will() {
+    let mut pair = Pair::v5();
+    let mut p = pair.publish_packet("alias/t", QoS::AtMostOnce);
+    p.properties.topic_alias = Some(1);
+    pair.send(Packet::Publish(p));
+    assert!(pair.session.has_rare(), "an alias set");
+    let pending = crate::PendingWill {
+        will: Box::new(will(QoS::AtMostOnce, false, "w")),
+        due: pair.now,
+    };
+    pair.session.set_pending_will(Some(pending));
+    pair.session.set_username(Some("dev".into()));
+
+    let c = connect_packet(Protocol::V5);
+    let n = crate::negotiate(&c, &pair.limits, || "assigned".into()).unwrap();
+    pair.session
+        .attach(&n, Protocol::V5, pair.limits.topic_alias_maximum);
+    assert!(pair.session.pending_will().is_none());
+    assert_eq!(pair.session.username(), Some("dev"));
+    let mut p = pair.publish_packet("", QoS::AtMostOnce);
+    p.properties.topic_alias = Some(1);
+    pair.send(Packet::Publish(p));
+    let v = pair.expect_violation(ReasonCode::PROTOCOL_ERROR);
+    assert_eq!(
+        *v,
+        crate::Violation::TopicAlias(crate::AliasError::Unknown(1))
+    );
+
+    pair.session.set_username(None);
+    assert!(
+        !pair.session.has_rare(),
+        "nothing left: the box is given back"
+    );
+}
+
+/// The will and its delay, the expiry time: each set and cleared, the box made and given back;
+/// the connection time kept to the millisecond.
+#[test]
+fn rarely_set_fields_live_in_a_box_only_while_set() {
+    let mut pair = Pair::v3();
+    let s = &mut pair.session;
+    assert!(
+        !s.has_rare(),
+        "an idle session without a user name has no box"
+    );
+    s.set_will(Some(Box::new(will(QoS::AtLeastOnce, false, "w"))));
+    s.set_will_delay(5);
+    assert_eq!(
+        (s.will().map(|w| w.qos), s.will_delay()),
+        (Some(QoS::AtLeastOnce), 5)
+    );
+    assert!(s.take_will().is_some() && s.will().is_none());
+    assert!(s.has_rare(), "the delay is still set");
+    s.set_will_delay(0);
+    assert!(!s.has_rare());
+    let at = pair.now + std::time::Duration::from_secs(10);
+    s.set_expires_at(Some(at));
+    assert_eq!(s.expires_at(), Some(at));
+    s.set_expires_at(None);
+    assert!(!s.has_rare());
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_765_000_000_123);
+    s.set_connected_since(t + std::time::Duration::from_micros(456));
+    assert_eq!(s.connected_since(), t);
+}
