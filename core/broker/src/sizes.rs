@@ -24,13 +24,14 @@ const _: () = assert!(Subscriptions::BOX_SIZE <= 32);
 const COUNTS: usize = 2 * size_of::<usize>();
 
 /// (what, bytes asked of the allocator) for each fixed-size allocation of an idle connection
-/// (the session's rare box only with a user name, a will or an expiry time), and (what, bytes
-/// per slot) for its slot in the core's slab (one per session, in chunks) and in the registry
-/// (a slot in chunks, and 1.14-2.3 slots of a hash table of their positions). The client id
-/// is an `Arc<str>`: the counts and its bytes. With a subscription (`devices/<id>/cmd`): its
-/// node in the local index (and in each other core's interest replica), which holds its level
-/// string (`<id>/cmd`) inline up to 15 bytes, and the session's record of it (a box, which
-/// holds the filter too when it has up to 15 bytes).
+/// (the session's rare box only with a user name, a will, an expiry time, a Maximum Packet
+/// Size or inbound QoS 2), and (what, bytes per slot) for its slot in the core's slab (one
+/// per session, in chunks) and in the registry (a slot in chunks, and 1.14-2.3 slots of a
+/// hash table of their positions). The client id is an `Arc<str>`: the counts and its bytes.
+/// With a subscription (`devices/<id>/cmd`): its node in the local index (and in each other
+/// core's interest replica), which holds its level string (`<id>/cmd`) inline up to 15 bytes,
+/// and the session's record of it (a box, which holds the filter too when it has up to 15
+/// bytes).
 #[doc(hidden)]
 pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
     vec![
@@ -38,7 +39,7 @@ pub fn idle_path_sizes() -> Vec<(&'static str, usize)> {
         ("Rc<Conn> (a connection awake)", COUNTS + size_of::<Conn>()),
         ("Box<Session>", size_of::<Session>()),
         (
-            "session's rare box (user name, will, expiry, aliases)",
+            "session's rare box (user name, will, expiry, ...)",
             Session::RARE_SIZE,
         ),
         (

@@ -62,8 +62,14 @@ impl Session {
             payload,
             ..
         } = p;
+        // Our Topic Alias Maximum, as CONNACK announced it (3.x has no aliases).
+        let alias_max = if self.protocol.is_v5() {
+            limits.topic_alias_maximum
+        } else {
+            0
+        };
         let topic = self
-            .resolve_alias(topic, properties.topic_alias)
+            .resolve_alias(topic, properties.topic_alias, alias_max)
             .map_err(Violation::TopicAlias)?;
         check_topic(&topic, limits)?;
         let fresh = qos != QoS::ExactlyOnce || self.receive_qos2(pid, limits)?;
@@ -73,7 +79,7 @@ impl Session {
         let v5 = self.protocol.is_v5();
         if !allowed && qos == QoS::ExactlyOnce && v5 {
             // A PUBREC with an error code ends the exchange: no PUBREL follows.
-            self.qos2_in.release(pid);
+            self.release_qos2_id(pid);
         }
         let code = if !allowed && v5 {
             ReasonCode::NOT_AUTHORIZED
@@ -115,12 +121,11 @@ impl Session {
     /// A QoS 2 PUBLISH: true when it is new, false for a retransmission of one awaiting PUBREL
     /// (which does not count again against our Receive Maximum).
     fn receive_qos2(&mut self, pid: u16, limits: &Limits) -> Result<bool, Violation> {
-        if !self.qos2_in.contains(pid)
-            && flow::inbound_exceeded(self.qos2_in.len(), limits.max_inflight)
-        {
+        let held = self.qos2_in();
+        if !held.contains(pid) && flow::inbound_exceeded(held.len(), limits.max_inflight) {
             return Err(Violation::ReceiveMaximumExceeded);
         }
-        Ok(self.qos2_in.receive(pid))
+        Ok(self.receive_qos2_id(pid))
     }
 
     /// PUBACK: the QoS 1 message leaves the window (the broker may send the next one). An
@@ -146,7 +151,7 @@ impl Session {
     /// PUBREL: the inbound QoS 2 identifier is released (it may be used again), and the
     /// PUBCOMP to send; 0x92 in v5 when the identifier was not awaiting PUBREL.
     pub fn handle_pubrel(&mut self, a: &Ack) -> Packet {
-        let code = if self.qos2_in.release(a.packet_id) {
+        let code = if self.release_qos2_id(a.packet_id) {
             ReasonCode::SUCCESS
         } else {
             self.not_found_code()

@@ -10,12 +10,23 @@ use std::collections::HashSet;
 #[derive(Clone, Debug, Default)]
 pub struct InboundQos2 {
     /// Boxed and made on the first QoS 2 PUBLISH: most sessions never receive one (the box
-    /// keeps this field one pointer wide in every `Session`).
+    /// keeps this field one pointer wide in the session's box of rare state). Kept once made,
+    /// as that box is, so a QoS 2 publisher does not allocate them again for each message.
     #[allow(clippy::box_collection)]
     ids: Option<Box<HashSet<u16, crate::hasher::Seeded>>>,
 }
 
 impl InboundQos2 {
+    /// None received yet.
+    pub const fn new() -> Self {
+        InboundQos2 { ids: None }
+    }
+
+    /// Never received one: nothing allocated.
+    pub(crate) fn is_unused(&self) -> bool {
+        self.ids.is_none()
+    }
+
     /// Records a QoS 2 PUBLISH. Returns true when it is new (route it), false for a
     /// retransmission of a message already routed.
     pub fn receive(&mut self, id: u16) -> bool {

@@ -2,10 +2,13 @@
 //! first use and given back once it is empty again.
 //!
 //! An idle device's session has no user name, no will, no pending will, no expiry time (it is
-//! connected) and no topic alias set: inline, these cost 76 bytes of every session; boxed, 8
-//! (BENCHMARKS.md, idle memory per connection). Each is read on rare paths only (CONNECT,
-//! close, timers, a PUBLISH with an alias), never per delivery without an alias.
+//! connected), no topic alias set, no Maximum Packet Size (3.x, and most v5 clients) and no
+//! QoS 2 PUBLISH awaiting PUBREL: inline, these cost 80 bytes of every session; boxed, 8
+//! (BENCHMARKS.md, idle memory per connection). Most are read on rare paths only (CONNECT,
+//! close, timers, a PUBLISH with an alias or QoS 2); the Maximum Packet Size, on each delivery,
+//! costs one pointer test when unset.
 
+use crate::qos2::InboundQos2;
 use crate::session::Session;
 use crate::topic_alias::{AliasError, InboundAliases, OutboundAliases};
 use crate::will::PendingWill;
@@ -29,8 +32,13 @@ pub(crate) struct Rare {
     pub(crate) in_aliases: InboundAliases,
     /// Outbound topic aliases (per connection).
     pub(crate) out_aliases: OutboundAliases,
+    /// Inbound QoS 2 awaiting PUBREL (keeps the box once a QoS 2 PUBLISH came).
+    pub(crate) qos2_in: InboundQos2,
     /// Will Delay Interval of the current connection, in seconds.
     pub(crate) will_delay: Option<NonZeroU32>,
+    /// The client's Maximum Packet Size (per connection; 0 is refused at CONNECT
+    /// [MQTT-3.1.2-24]).
+    pub(crate) client_max_packet: Option<NonZeroU32>,
 }
 
 impl Rare {
@@ -42,7 +50,9 @@ impl Rare {
             && self.pending_will.is_none()
             && self.in_aliases.is_empty()
             && self.out_aliases.is_empty()
+            && self.qos2_in.is_unused()
             && self.will_delay.is_none()
+            && self.client_max_packet.is_none()
     }
 }
 
@@ -154,6 +164,26 @@ impl Session {
         self.set_rare(at, |r| &mut r.expires_at);
     }
 
+    /// The client's Maximum Packet Size, if it set one.
+    pub fn client_max_packet(&self) -> Option<NonZeroU32> {
+        self.rare()?.client_max_packet
+    }
+
+    pub(crate) fn set_client_max_packet(&mut self, max: Option<NonZeroU32>) {
+        self.set_rare(max, |r| &mut r.client_max_packet);
+    }
+
+    /// Notes an inbound QoS 2 PUBLISH (see [`InboundQos2::receive`]).
+    pub(crate) fn receive_qos2_id(&mut self, id: u16) -> bool {
+        self.rare_mut().qos2_in.receive(id)
+    }
+
+    /// PUBREL, or a refused QoS 2 PUBLISH (see [`InboundQos2::release`]).
+    pub(crate) fn release_qos2_id(&mut self, id: u16) -> bool {
+        let rare = self.rare.as_deref_mut();
+        rare.is_some_and(|r| r.qos2_in.release(id))
+    }
+
     /// Whether PUBLISH packets to the client may carry topic aliases (it announced a Topic
     /// Alias Maximum).
     pub fn outbound_aliases(&self) -> bool {
@@ -169,16 +199,17 @@ impl Session {
         self.rare_mut().out_aliases.alias_for(topic, max)
     }
 
-    /// Resolves an inbound PUBLISH's topic and alias (see [`InboundAliases::resolve`]).
+    /// Resolves an inbound PUBLISH's topic and alias, accepting aliases `1..=max` (see
+    /// [`InboundAliases::resolve`]).
     pub(crate) fn resolve_alias(
         &mut self,
         topic: ByteStr,
         alias: Option<u16>,
+        max: u16,
     ) -> Result<ByteStr, AliasError> {
         if alias.is_none() {
             return Ok(topic);
         }
-        let max = self.in_alias_max;
         let resolved = self.rare_mut().in_aliases.resolve(topic, alias, max);
         if resolved.is_err() {
             self.tidy();

@@ -7,6 +7,7 @@ use crate::queue::Queue;
 use crate::rare::Rare;
 use crate::subscriptions::Subscriptions;
 use crate::topic_alias::{InboundAliases, OutboundAliases};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uringmq_codec::Protocol;
@@ -15,7 +16,7 @@ use uringmq_codec::Protocol;
 ///
 /// Every session, idle ones included, is one allocation of this size: what an idle one does
 /// not use is boxed on first use, here (`rare`) and in its parts (window, queue, inbound QoS
-/// 2, subscriptions), so that it fits mimalloc's 96-byte class (BENCHMARKS.md, idle memory per
+/// 2, subscriptions), so that it fits mimalloc's 80-byte class (BENCHMARKS.md, idle memory per
 /// connection).
 #[derive(Clone, Debug)]
 pub struct Session {
@@ -27,9 +28,8 @@ pub struct Session {
     pub inflight: Inflight,
     /// Messages waiting to be sent.
     pub queue: Queue,
-    /// Inbound QoS 2 awaiting PUBREL.
-    pub(crate) qos2_in: InboundQos2,
-    /// User name, wills, expiry time, the alias maps: `None` while all are unset.
+    /// User name, wills, expiry time, the alias maps, the client's Maximum Packet Size, inbound
+    /// QoS 2 awaiting PUBREL: `None` while all are unset.
     pub(crate) rare: Option<Box<Rare>>,
     /// When the current (or last) connection's CONNECT was accepted, by the wall clock, in
     /// milliseconds since the Unix epoch (0 before), as the broker's API reports it. The wall
@@ -38,12 +38,8 @@ pub struct Session {
     connected_since_ms: u64,
     /// Session Expiry Interval (u32::MAX: never); DISCONNECT may change it.
     pub(crate) session_expiry: u32,
-    /// The client's Maximum Packet Size (per connection).
-    /// (`NonZeroU32`: four bytes; 0 is refused at CONNECT [MQTT-3.1.2-24].)
-    pub client_max_packet: Option<std::num::NonZeroU32>,
-    /// Our Topic Alias Maximum for this connection (0 in 3.x: none accepted).
-    pub(crate) in_alias_max: u16,
-    /// The client's Topic Alias Maximum (0: we send no alias).
+    /// The client's Topic Alias Maximum (0: we send no alias). Ours is the broker's
+    /// (`Limits::topic_alias_maximum`, 0 in 3.x), passed with each PUBLISH.
     pub(crate) out_alias_max: u16,
     /// Protocol of the current (or last) connection.
     pub protocol: Protocol,
@@ -63,38 +59,35 @@ impl Session {
         protocol: Protocol,
         max_queued: usize,
         max_queued_bytes: usize,
-        alias_max_in: u16,
     ) -> Self {
         let mut s = Session {
             client_id: n.client_id.as_str().into(),
             subs: Subscriptions::default(),
             inflight: Inflight::new(n.outbound_window),
             queue: Queue::new(max_queued, max_queued_bytes),
-            qos2_in: InboundQos2::default(),
             rare: None,
             connected_since_ms: 0,
             session_expiry: 0,
-            client_max_packet: None,
-            in_alias_max: 0,
             out_alias_max: 0,
             protocol,
             problem_information: true,
         };
-        s.attach(n, protocol, alias_max_in);
+        s.attach(n, protocol);
         s
     }
 
     /// Applies a (new) connection's negotiated parameters: a resumed session keeps its
     /// subscriptions, queue and in-flight messages; aliases start afresh [MQTT-3.3.2-7]; a
     /// pending will of the previous connection is cancelled [MQTT-3.1.3-10].
-    pub fn attach(&mut self, n: &Negotiated, protocol: Protocol, alias_max_in: u16) {
+    pub fn attach(&mut self, n: &Negotiated, protocol: Protocol) {
         self.protocol = protocol;
         self.session_expiry = n.session_expiry;
         self.inflight.set_max(n.outbound_window);
-        let v5 = protocol.is_v5();
-        self.in_alias_max = if v5 { alias_max_in } else { 0 };
-        self.out_alias_max = if v5 { n.client_alias_max } else { 0 };
-        self.client_max_packet = n.client_max_packet.and_then(std::num::NonZeroU32::new);
+        self.out_alias_max = if protocol.is_v5() {
+            n.client_alias_max
+        } else {
+            0
+        };
         self.problem_information = n.problem_information;
         if let Some(r) = self.rare.as_deref_mut() {
             r.in_aliases = InboundAliases::default();
@@ -103,6 +96,7 @@ impl Session {
             r.expires_at = None;
         }
         self.set_will_delay(n.will_delay);
+        self.set_client_max_packet(n.client_max_packet.and_then(NonZeroU32::new));
     }
 
     /// Whether the session outlives its connection.
@@ -129,20 +123,21 @@ impl Session {
 
     /// Inbound QoS 2 packet ids received and not yet released (what the durable store keeps).
     pub fn qos2_in(&self) -> &InboundQos2 {
-        &self.qos2_in
+        static NONE: InboundQos2 = InboundQos2::new();
+        self.rare.as_deref().map_or(&NONE, |r| &r.qos2_in)
     }
 
     /// Puts back the inbound QoS 2 ids of a session recovered from the durable store.
     pub fn restore_qos2_in(&mut self, ids: impl IntoIterator<Item = u16>) {
         for id in ids {
-            self.qos2_in.receive(id);
+            self.receive_qos2_id(id);
         }
     }
 }
 
 // Every session, idle ones included, is one allocation of this size: keep it in mimalloc's
-// 96-byte class (BENCHMARKS.md, idle memory per connection). 248 bytes before the outbound
+// 80-byte class (BENCHMARKS.md, idle memory per connection). 248 bytes before the outbound
 // window and the queue were boxed on first use, 192 before the rarely-set fields were.
-const _: () = assert!(std::mem::size_of::<Session>() <= 96);
+const _: () = assert!(std::mem::size_of::<Session>() <= 80);
 // The rare part, when there is one, in the 80-byte class.
 const _: () = assert!(std::mem::size_of::<Rare>() <= 80);

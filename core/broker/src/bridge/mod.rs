@@ -205,7 +205,7 @@ fn start(shard: &Rc<Shard>, cfg: Arc<BridgeConfig>) -> Result<(), String> {
     });
     let link = Rc::new(Link::new(&cfg, stats, queue));
     let key = shard.new_key().ok_or(crate::shard::FULL)?;
-    let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
+    let mut s = Session::new(&n, Protocol::V5, 0, 0);
     for t in cfg.topics.iter().filter(|t| t.direction.is_out()) {
         let _ = s
             .subs

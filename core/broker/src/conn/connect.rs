@@ -207,18 +207,14 @@ async fn claim_session(
     if unknown && !n.clean_start && old.is_none() {
         old = core.resume_shared(&id).await;
     }
-    let alias_in = core.shared.limits.topic_alias_maximum;
     let (mut s, present) = match old {
         Some(mut s) if !n.clean_start => {
-            s.attach(n, proto, alias_in);
+            s.attach(n, proto);
             (s, true)
         }
         _ => {
             let (count, bytes) = (cfg.max_queued_messages, cfg.max_queued_bytes);
-            (
-                Box::new(Session::new(n, proto, count, bytes, alias_in)),
-                false,
-            )
+            (Box::new(Session::new(n, proto, count, bytes)), false)
         }
     };
     s.client_id = id.clone();

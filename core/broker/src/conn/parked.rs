@@ -89,7 +89,7 @@ impl Parked {
         conn.session.set(key);
         let _ = conn.client_id.set(s.client_id.clone());
         conn.protocol.set(s.protocol);
-        conn.max_out.set(s.client_max_packet);
+        conn.max_out.set(s.client_max_packet());
         conn.last_seen.set(last_seen);
         conn.grace_ms.set(grace_ms);
         // Just woken: not detached again before it has been quiet for a while.

@@ -112,7 +112,7 @@ fn write_shared_head(
         },
     };
     let head = &heads[at].1;
-    if !fits(head.packet_len(), s.client_max_packet) {
+    if !fits(head.packet_len(), s.client_max_packet()) {
         return Written::TooLarge;
     }
     head.write(o.pid, o.dup, out.buf());
@@ -135,11 +135,11 @@ fn write_individual(
     let Ok(len) = encoded_len(&packet, proto) else {
         return Written::TooLarge;
     };
-    if !fits(len, s.client_max_packet) {
+    if !fits(len, s.client_max_packet()) {
         return Written::TooLarge;
     }
     // An alias adds at most 3 bytes; only use one if that still fits.
-    if aliases && fits(len + 3, s.client_max_packet) {
+    if aliases && fits(len + 3, s.client_max_packet()) {
         if let Packet::Publish(p) = &mut packet {
             if let Some((alias, known)) = s.outbound_alias(&p.topic) {
                 p.properties.topic_alias = Some(alias);

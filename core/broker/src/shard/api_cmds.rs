@@ -95,7 +95,7 @@ impl Shard {
     ) -> Option<u64> {
         let key = self.new_key()?;
         let n = Negotiated::in_process(format!("$api-{key:x}"), u16::MAX);
-        let mut s = Session::new(&n, Protocol::V5, 0, 0, 0);
+        let mut s = Session::new(&n, Protocol::V5, 0, 0);
         let _ = s.subs.insert(filter, opts, Default::default());
         self.install_session(key, Box::new(s), Sink::Api(sink));
         let shared = matches!(SharedFilter::parse(filter), Ok(Some(_)));

@@ -257,7 +257,7 @@ impl Shard {
                             out.buf(),
                             &Packet::PubRel(Ack::new(o.packet_id)),
                             e.s.protocol,
-                            e.s.client_max_packet,
+                            e.s.client_max_packet(),
                         );
                         continue;
                     }

@@ -94,7 +94,7 @@ pub(crate) fn session_of_image(
     let mut n = Negotiated::in_process(meta.client_id.to_string(), cfg.max_inflight);
     n.session_expiry = meta.session_expiry;
     let (count, bytes) = (cfg.max_queued_messages, cfg.max_queued_bytes);
-    let mut s = Box::new(Session::new(&n, meta.protocol, count, bytes, 0));
+    let mut s = Box::new(Session::new(&n, meta.protocol, count, bytes));
     s.client_id = meta.client_id.clone();
     s.set_username(meta.username.clone());
     let wall = SystemTime::now();

@@ -94,7 +94,7 @@ pub(crate) struct Entry {
     pub(crate) sink: Sink,
     /// The ACL rules of the token its current (or last) connection authenticated with (a
     /// JWT's ACL claim): they replace the ACL file for this session. Here rather than in the
-    /// `Session`, which stays in its 96-byte allocation class.
+    /// `Session`, which stays in its 80-byte allocation class.
     pub(crate) token_acl: Option<Arc<uringmq_auth::AclFile>>,
 }
 

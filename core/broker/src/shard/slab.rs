@@ -239,7 +239,7 @@ mod tests {
 
     fn entry() -> Entry {
         let n = uringmq_session::Negotiated::in_process("c".into(), 10);
-        let s = uringmq_session::Session::new(&n, uringmq_codec::Protocol::V5, 0, 0, 0);
+        let s = uringmq_session::Session::new(&n, uringmq_codec::Protocol::V5, 0, 0);
         Entry {
             s: Box::new(s),
             sink: super::super::Sink::Offline(0),

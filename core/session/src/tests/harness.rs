@@ -67,7 +67,7 @@ impl Pair {
     /// Connects a client whose CONNECT is `c`, against the broker's `limits`.
     pub(crate) fn connect(c: &Connect, limits: Limits) -> Result<Pair, ConnectRefused> {
         let n = negotiate(c, &limits, || "assigned".into())?;
-        let session = Session::new(&n, c.protocol, 100, 1 << 20, limits.topic_alias_maximum);
+        let session = Session::new(&n, c.protocol, 100, 1 << 20);
         Ok(Pair {
             session,
             limits,

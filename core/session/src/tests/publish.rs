@@ -124,8 +124,7 @@ fn aliases_do_not_outlive_the_connection() {
         String::new,
     )
     .unwrap();
-    pair.session
-        .attach(&n, Protocol::V5, pair.limits.topic_alias_maximum);
+    pair.session.attach(&n, Protocol::V5);
     p.topic = ByteStr::new();
     pair.send(Packet::Publish(p));
     pair.expect_violation(ReasonCode::PROTOCOL_ERROR);
