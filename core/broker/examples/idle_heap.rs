@@ -2,10 +2,13 @@
 //! allocator (over mimalloc, like the binary), opens N MQTT connections from this process
 //! (CONNECT, CONNACK, then idle) and prints the live heap, the allocations by size (named by
 //! the idle path's types, `uringmq::idle_path_sizes`), what mimalloc's size classes round them
-//! up to, and the RSS growth per connection.
+//! up to, and the RSS growth per connection. Where RSS above the live heap sits: mimalloc's
+//! pages by block size (`mi_heap_visit_blocks`: pages, live blocks, blocks the pages hold, so
+//! how full they are) and RSS by kind of mapping (`/proc/self/smaps`). `--settle=MS`: how long
+//! the connections idle before the figures are taken (2,500 ms).
 //!
 //! ```sh
-//! cargo run --release -p uringmq --example idle_heap -- 4000 [--v5] [--sub] [--awake]
+//! cargo run --release -p uringmq --example idle_heap -- 4000 [--v5] [--sub] [--awake] [--settle=MS]
 //! ```
 //!
 //! The harness's figure (`uringmq-load -s idle`) is RSS per connection of the real binary; this
@@ -95,7 +98,112 @@ fn rss() -> i64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// One mimalloc page (blocks of one size) as `mi_heap_visit_blocks` shows it.
+#[derive(Clone, Copy, Default)]
+struct Page {
+    block: usize,
+    used: usize,
+    capacity: usize,
+}
+
+/// Room for the pages of a snapshot, reserved once before the first: the visitor must not
+/// allocate (it runs inside mimalloc, on pages it may be walking), and a buffer allocated per
+/// snapshot would count as live heap.
+const MAX_PAGES: usize = 1 << 16;
+
+/// mimalloc's size classes (bins) at most.
+const BINS: usize = 80;
+
+/// Per block size: (block size, [pages, of them empty, blocks used, blocks the pages hold]).
+type Blocks = [(usize, [usize; 4]); BINS];
+
+struct Visit<'a> {
+    pages: &'a mut Vec<Page>,
+}
+
+unsafe extern "C" {
+    fn mi_heap_main() -> *mut libmimalloc_sys::mi_heap_t;
+}
+
+unsafe extern "C" fn visit_page(
+    _heap: *const libmimalloc_sys::mi_heap_t,
+    area: *const libmimalloc_sys::mi_heap_area_t,
+    _block: *mut std::ffi::c_void,
+    _size: usize,
+    arg: *mut std::ffi::c_void,
+) -> bool {
+    // SAFETY: mimalloc passes a valid area and our `Visit`.
+    let (area, v) = unsafe { (&*area, &mut *(arg as *mut Visit<'_>)) };
+    if v.pages.len() < v.pages.capacity() {
+        let full = area.full_block_size.max(1);
+        v.pages.push(Page {
+            block: area.full_block_size,
+            used: area.used,
+            capacity: area.committed / full,
+        });
+    }
+    true
+}
+
+/// Every page of mimalloc's main heap (all threads' pages) by block size. The core is idle
+/// when this runs, so its pages do not change under the walk.
+fn pages(buf: &mut Vec<Page>) -> Blocks {
+    buf.clear();
+    let mut v = Visit { pages: buf };
+    // SAFETY: the visitor only writes into the reserved vector.
+    unsafe {
+        libmimalloc_sys::mi_heap_visit_blocks(
+            mi_heap_main(),
+            false,
+            Some(visit_page),
+            &mut v as *mut Visit<'_> as *mut std::ffi::c_void,
+        )
+    };
+    let mut out: Blocks = [(0, [0; 4]); BINS];
+    for p in buf.iter() {
+        let Some(e) = out.iter_mut().find(|(b, e)| *b == p.block || e[0] == 0) else {
+            continue;
+        };
+        e.0 = p.block;
+        e.1[0] += 1;
+        e.1[1] += usize::from(p.used == 0);
+        e.1[2] += p.used;
+        e.1[3] += p.capacity;
+    }
+    out
+}
+
+/// RSS by mapping kind from /proc/self/smaps: mimalloc's arenas (the big anonymous
+/// reservations), other anonymous memory, the rest (files, stacks, io_uring rings).
+fn rss_by_mapping() -> [i64; 3] {
+    let s = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut out = [0i64; 3];
+    let mut kind = 2;
+    for l in s.lines() {
+        let mut f = l.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if let Some((a, b)) = first
+            .split_once('-')
+            .filter(|(a, _)| a.len() >= 8 && a.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            let size =
+                u64::from_str_radix(b, 16).unwrap_or(0) - u64::from_str_radix(a, 16).unwrap_or(0);
+            let name = l.split_whitespace().nth(5);
+            kind = match name {
+                None if size >= 64 << 20 => 0,
+                None => 1,
+                _ => 2,
+            };
+        } else if first == "Rss:" {
+            out[kind] += f.next().and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) * 1024;
+        }
+    }
+    out
+}
+
 struct Snapshot {
+    blocks: Blocks,
+    maps: [i64; 3],
     bytes: i64,
     rounded: i64,
     count: i64,
@@ -104,7 +212,8 @@ struct Snapshot {
     bytes_by_size: Vec<i64>,
 }
 
-fn snapshot() -> Snapshot {
+/// The counters first, then what reading /proc and mimalloc's pages shows.
+fn snapshot(buf: &mut Vec<Page>) -> Snapshot {
     Snapshot {
         bytes: LIVE_BYTES.load(Ordering::Relaxed),
         rounded: LIVE_ROUNDED.load(Ordering::Relaxed),
@@ -115,6 +224,8 @@ fn snapshot() -> Snapshot {
             .iter()
             .map(|a| a.load(Ordering::Relaxed))
             .collect(),
+        maps: rss_by_mapping(),
+        blocks: pages(buf),
     }
 }
 
@@ -174,6 +285,11 @@ fn main() {
     let sub = args.iter().any(|a| a == "--sub");
     // Without hibernation: what an idle connection costs while it keeps its task and stream.
     let awake = args.iter().any(|a| a == "--awake");
+    // How long the connections stay idle before the figures are taken (ms).
+    let settle: u64 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--settle=")?.parse().ok())
+        .unwrap_or(2500);
 
     let config = uringmq::Config {
         port: 0,
@@ -187,19 +303,20 @@ fn main() {
     let addr = broker.local_addr();
 
     // Warm up: the first connections grow the core's maps and the allocator's pages.
+    let mut pages_buf = Vec::with_capacity(MAX_PAGES);
     let mut warm = Vec::new();
     for i in 0..64 {
         warm.push(open(addr, 1_000_000 + i, v5, sub));
     }
     std::thread::sleep(Duration::from_millis(2500));
-    let before = snapshot();
+    let before = snapshot(&mut pages_buf);
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         conns.push(open(addr, i, v5, sub));
     }
     // Past `hibernate_after_ms` (1 s) and a sweep: idle connections have parked.
-    std::thread::sleep(Duration::from_millis(2500));
-    let after = snapshot();
+    std::thread::sleep(Duration::from_millis(settle));
+    let after = snapshot(&mut pages_buf);
     report(n, v5, sub, &before, &after);
     drop(conns);
     drop(warm);
@@ -222,6 +339,7 @@ fn report(n: usize, v5: bool, sub: bool, before: &Snapshot, after: &Snapshot) {
         per(before.count, after.count),
         per(before.rss, after.rss),
     );
+    report_pages(n, before, after);
     let mut sizes = uringmq::idle_path_sizes();
     // The client ids of `connect_packet`: "idle-" and six digits behind the `Arc`'s counts.
     sizes.push(("Arc<str> client id", 16 + 11));
@@ -252,6 +370,52 @@ fn report(n: usize, v5: bool, sub: bool, before: &Snapshot, after: &Snapshot) {
     for (name, size) in &sizes {
         println!("    {size:>4} B  {name}");
     }
+}
+
+fn by_block(blocks: &Blocks) -> std::collections::BTreeMap<usize, [usize; 4]> {
+    blocks.iter().filter(|(_, e)| e[0] > 0).copied().collect()
+}
+
+/// Where RSS above the live heap is: mimalloc's pages by block size (growth over the run,
+/// per connection: live blocks, blocks the pages hold, and how full those pages are at the
+/// end) and RSS by kind of mapping.
+fn report_pages(n: usize, before: &Snapshot, after: &Snapshot) {
+    let (b, a) = (by_block(&before.blocks), by_block(&after.blocks));
+    println!("  mimalloc pages by block size (growth per connection; fill at the end):");
+    let (mut live, mut held) = (0i64, 0i64);
+    for (block, e) in &a {
+        let z = b.get(block).copied().unwrap_or_default();
+        let d = |i: usize| e[i] as i64 - z[i] as i64;
+        let (l, h) = (d(2) * *block as i64, d(3) * *block as i64);
+        live += l;
+        held += h;
+        if (h - l).abs() < 2 * n as i64 && l.abs() < 2 * n as i64 {
+            continue;
+        }
+        println!(
+            "    {block:>6} B: pages {:>3} -> {:>3} ({} empty), live {:>6.1} B, held {:>6.1} B, fill {:>3.0} %",
+            z[0],
+            e[0],
+            e[1],
+            l as f64 / n as f64,
+            h as f64 / n as f64,
+            100.0 * e[2] as f64 / e[3].max(1) as f64,
+        );
+    }
+    let per = |x: i64| x as f64 / n as f64;
+    println!(
+        "    all: live {:.0} B, held in pages {:.0} B (slack {:.0} B)",
+        per(live),
+        per(held),
+        per(held - live)
+    );
+    let m = |i: usize| per(after.maps[i] - before.maps[i]);
+    println!(
+        "  RSS growth by mapping: mimalloc arenas {:.0} B, other anonymous {:.0} B, the rest {:.0} B",
+        m(0),
+        m(1),
+        m(2)
+    );
 }
 
 fn open(addr: std::net::SocketAddr, i: usize, v5: bool, sub: bool) -> TcpStream {
