@@ -29,7 +29,7 @@ fn message(payload: &Bytes) -> Arc<uringmq_session::Message> {
 
 /// The broker's allocator, so the figures are the broker's.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: uringmq::Allocator = uringmq::Allocator;
 
 const RUN: Duration = Duration::from_secs(2);
 const PAYLOAD: usize = 100;

@@ -1,5 +1,5 @@
 //! Where an idle connection's memory goes: embeds a one-core broker behind a counting global
-//! allocator (over mimalloc, like the binary), opens N MQTT connections from this process
+//! allocator (over `uringmq::Allocator`, like the binary), opens N MQTT connections from this process
 //! (CONNECT, CONNACK, then idle) and prints the live heap, the allocations by size (named by
 //! the idle path's types, `uringmq::idle_path_sizes`), what mimalloc's size classes round them
 //! up to, and the RSS growth per connection. Where RSS above the live heap sits: mimalloc's
@@ -59,25 +59,25 @@ fn count(ptr: *mut u8, size: usize, sign: i64) {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's layout.
-        let p = unsafe { mimalloc::MiMalloc.alloc(l) };
+        let p = unsafe { uringmq::Allocator.alloc(l) };
         count(p, l.size(), 1);
         p
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's layout.
-        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(l) };
+        let p = unsafe { uringmq::Allocator.alloc_zeroed(l) };
         count(p, l.size(), 1);
         p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         count(p, l.size(), -1);
         // SAFETY: forwarded with the caller's pointer and layout.
-        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
+        unsafe { uringmq::Allocator.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         count(p, l.size(), -1);
         // SAFETY: forwarded with the caller's arguments.
-        let q = unsafe { mimalloc::MiMalloc.realloc(p, l, new) };
+        let q = unsafe { uringmq::Allocator.realloc(p, l, new) };
         if q.is_null() {
             count(p, l.size(), 1);
         } else {

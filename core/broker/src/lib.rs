@@ -5,6 +5,7 @@
 //! binary and the Python bindings.
 #![warn(missing_docs)]
 
+mod alloc;
 pub mod api;
 mod bridge;
 pub mod cli;
@@ -22,6 +23,7 @@ mod sizes;
 pub mod store;
 mod table;
 
+pub use alloc::Allocator;
 pub use api::*;
 pub use bridge::BridgeState;
 pub use cluster::cli::{status_report as cluster_status_report, ClusterCmd};

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use uringmq::{cli, init_logging_background, Broker, Config, Driver};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: uringmq::Allocator = uringmq::Allocator;
 
 /// A thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Parser, Debug)]
