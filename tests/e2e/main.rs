@@ -2,6 +2,11 @@
 //! (the broker is compiled and linked once), one module per area; a new test file is one `mod`
 //! line below. Test names are `module::test`, e.g. `cargo test -p uringmq-tests -- takeover::`.
 
+/// The binary's allocator, so the embedded brokers run on what production runs on (its
+/// long-lived heap included, `core/broker/src/alloc.rs`).
+#[global_allocator]
+static GLOBAL: uringmq::Allocator = uringmq::Allocator;
+
 mod support;
 
 mod auth;

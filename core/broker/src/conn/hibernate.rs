@@ -138,6 +138,7 @@ pub(crate) const COLLECT_SWEEPS: u8 = 25;
 pub(crate) fn collect_memory() {
     // SAFETY: no preconditions; collects this thread's heap.
     unsafe { libmimalloc_sys::mi_collect(false) }
+    crate::alloc::collect_long_lived();
 }
 
 /// The core's poller: waits until parked connections are ready and wakes them. Runs until the

@@ -111,7 +111,7 @@ impl Conn {
         // Re-keyed (level-checked, re-armed): readiness from now on names the session.
         h.park(self.fd.get(), epoll_key, false).ok()?;
         let (slot, _guard) = self.held.take()?;
-        Some(Box::new(Parked {
+        let parked = Parked {
             slot,
             decoder: self.decoder.get(),
             // SAFETY: a detached connection owns its descriptor; the record takes it over.
@@ -119,7 +119,9 @@ impl Conn {
             last_seen: self.last_seen.get(),
             grace_ms: self.grace_ms.get(),
             peer: self.peer,
-        }))
+        };
+        // The record lasts as long as the connection stays idle.
+        Some(crate::alloc::long_lived(|| Box::new(parked)))
     }
 
     /// Detached (no task, no writer, no stream, an empty out queue), connected and nothing

@@ -137,7 +137,9 @@ impl Shard {
         };
         let inserted = {
             let mut st = self.st.borrow_mut();
-            st.sessions.get_mut(key)?.s.subs.insert(f, opts, limits)
+            let subs = &mut st.sessions.get_mut(key)?.s.subs;
+            // The session's record of the filter lasts as long as the subscription.
+            crate::alloc::long_lived(|| subs.insert(f, opts, limits))
         };
         let Ok(new) = inserted else {
             return Some(Err(ReasonCode::QUOTA_EXCEEDED));

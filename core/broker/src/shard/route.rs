@@ -65,7 +65,8 @@ impl Routes {
             return;
         }
         if add {
-            let _ = self.interest.insert(filter, core, ());
+            // As long-lived as the subscription (`alloc::long_lived`).
+            let _ = crate::alloc::long_lived(|| self.interest.insert(filter, core, ()));
         } else {
             let _ = self.interest.remove(filter, core);
         }
@@ -154,7 +155,8 @@ impl Shard {
         }
         let first = {
             let mut st = self.st.borrow_mut();
-            match st.routes.local.insert(filter, key, opts) {
+            // The node and its level strings last as long as the subscription.
+            match crate::alloc::long_lived(|| st.routes.local.insert(filter, key, opts)) {
                 Ok(ins) => ins.first_subscriber,
                 Err(_) => false,
             }
