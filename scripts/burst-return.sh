@@ -3,8 +3,11 @@
 # (default 19,000: this machine caps a process at 20,000 open files), holds them, closes them,
 # and prints the broker's RSS before, while held, and 1, 3 and 5 s after they closed.
 #
-#   LOAD=.../uringmq-load [MQTT=3|5] [IDLE_SUB=own|shared|none] scripts/burst-return.sh [BROKER_BINARY] [N]
+#   LOAD=.../uringmq-load [MQTT=3|5] [IDLE_SUB=own|shared|none] [HOLD=3s] scripts/burst-return.sh [BROKER_BINARY] [N]
 #
+# HOLD is how long the connections stay open once all are connected (the held figure is RSS
+# at its end): at 3 s the last connections of a 19,000 burst have not all parked, detached
+# and been compacted yet, nor has mimalloc purged what they freed; 10 s shows them settled.
 # Each connection subscribes to a topic of its own (IDLE_SUB=own, uringmq-load's default), the
 # shape of #20's goal (one subscription per idle connection).
 #
@@ -21,6 +24,7 @@ N=${2:-19000}
 PORT=18851
 MQTT=${MQTT:-3}
 IDLE_SUB=${IDLE_SUB:-own}
+HOLD=${HOLD:-3s}
 if [[ -z ${LOAD:-} ]]; then
   (cd "$ROOT" && cargo build -q --release -p uringmq-bench --bin uringmq-load) || exit 1
   LOAD=$TARGET/release/uringmq-load
@@ -37,10 +41,10 @@ before=$(rss_kb)
 # The hold's last RSS sample is the load's report; the connections close when it exits.
 timeout 300 "$LOAD" --port "$PORT" -s idle -c "$N" --procs 2 --sources 40 --mqtt "$MQTT" \
   --idle-sub "$IDLE_SUB" \
-  --keepalive 60 -d 3s --connect-timeout 30s --broker-pid "$BROKER_PID" --label burst \
+  --keepalive 60 -d "$HOLD" --connect-timeout 30s --broker-pid "$BROKER_PID" --label burst \
   --quiet --json "$TMP/held.json" 2>>"$TMP/load.err" || { echo "burst: load failed" >&2; exit 1; }
 held=$(python3 -c 'import json,sys; b=json.load(open(sys.argv[1])).get("broker") or {}; print(int(b.get("mem_per_conn_bytes", 0)))' "$TMP/held.json")
 sleep 1; t1=$(rss_kb); sleep 2; t3=$(rss_kb); sleep 2; t5=$(rss_kb)
-echo "burst: $N connections (MQTT $MQTT, idle-sub $IDLE_SUB); broker RSS before ${before} KiB, held ${held} B/conn;"
+echo "burst: $N connections (MQTT $MQTT, idle-sub $IDLE_SUB, hold $HOLD); broker RSS before ${before} KiB, held ${held} B/conn;"
 echo "       after close: +1 s ${t1} KiB, +3 s ${t3} KiB, +5 s ${t5} KiB"
 echo "       left behind after 5 s: $(( t5 - before )) KiB ($(( (t5 - before) * 1024 / N )) B per connection)"

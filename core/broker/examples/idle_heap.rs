@@ -5,10 +5,11 @@
 //! up to, and the RSS growth per connection. Where RSS above the live heap sits: mimalloc's
 //! pages by block size (`mi_heap_visit_blocks`: pages, live blocks, blocks the pages hold, so
 //! how full they are) and RSS by kind of mapping (`/proc/self/smaps`). `--settle=MS`: how long
-//! the connections idle before the figures are taken (2,500 ms).
+//! the connections idle before the figures are taken (2,500 ms); `--close`: then close them and
+//! show what is left 5 s later.
 //!
 //! ```sh
-//! cargo run --release -p uringmq --example idle_heap -- 4000 [--v5] [--sub] [--awake] [--settle=MS]
+//! cargo run --release -p uringmq --example idle_heap -- 4000 [--v5] [--sub] [--awake] [--settle=MS] [--close]
 //! ```
 //!
 //! The harness's figure (`uringmq-load -s idle`) is RSS per connection of the real binary; this
@@ -122,7 +123,24 @@ struct Visit<'a> {
 }
 
 unsafe extern "C" {
-    fn mi_heap_main() -> *mut libmimalloc_sys::mi_heap_t;
+    fn mi_subproc_main() -> *mut std::ffi::c_void;
+    fn mi_subproc_visit_heaps(
+        subproc: *mut std::ffi::c_void,
+        visitor: unsafe extern "C" fn(
+            *mut libmimalloc_sys::mi_heap_t,
+            *mut std::ffi::c_void,
+        ) -> bool,
+        arg: *mut std::ffi::c_void,
+    ) -> bool;
+}
+
+/// Walks one heap's pages into the `Visit` behind `arg`.
+unsafe extern "C" fn visit_heap(
+    heap: *mut libmimalloc_sys::mi_heap_t,
+    arg: *mut std::ffi::c_void,
+) -> bool {
+    // SAFETY: the visitor only writes into the reserved vector behind `arg`.
+    unsafe { libmimalloc_sys::mi_heap_visit_blocks(heap, false, Some(visit_page), arg) }
 }
 
 unsafe extern "C" fn visit_page(
@@ -145,17 +163,17 @@ unsafe extern "C" fn visit_page(
     true
 }
 
-/// Every page of mimalloc's main heap (all threads' pages) by block size. The core is idle
-/// when this runs, so its pages do not change under the walk.
+/// Every page of every mimalloc heap (the main one and the broker's long-lived one, all
+/// threads' pages) by block size. The core is idle when this runs, so its pages do not change
+/// under the walk.
 fn pages(buf: &mut Vec<Page>) -> Blocks {
     buf.clear();
     let mut v = Visit { pages: buf };
-    // SAFETY: the visitor only writes into the reserved vector.
+    // SAFETY: the visitors only write into the reserved vector.
     unsafe {
-        libmimalloc_sys::mi_heap_visit_blocks(
-            mi_heap_main(),
-            false,
-            Some(visit_page),
+        mi_subproc_visit_heaps(
+            mi_subproc_main(),
+            visit_heap,
             &mut v as *mut Visit<'_> as *mut std::ffi::c_void,
         )
     };
@@ -285,6 +303,8 @@ fn main() {
     let sub = args.iter().any(|a| a == "--sub");
     // Without hibernation: what an idle connection costs while it keeps its task and stream.
     let awake = args.iter().any(|a| a == "--awake");
+    // Then close them all and show what is left 5 s later.
+    let close = args.iter().any(|a| a == "--close");
     // How long the connections stay idle before the figures are taken (ms).
     let settle: u64 = args
         .iter()
@@ -319,6 +339,12 @@ fn main() {
     let after = snapshot(&mut pages_buf);
     report(n, v5, sub, &before, &after);
     drop(conns);
+    if close {
+        // What a burst leaves behind once it closed (scripts/burst-return.sh's question).
+        std::thread::sleep(Duration::from_millis(5000));
+        let closed = snapshot(&mut pages_buf);
+        report_closed(n, &before, &closed);
+    }
     drop(warm);
     drop(broker);
 }
@@ -374,6 +400,18 @@ fn report(n: usize, v5: bool, sub: bool, before: &Snapshot, after: &Snapshot) {
 
 fn by_block(blocks: &Blocks) -> std::collections::BTreeMap<usize, [usize; 4]> {
     blocks.iter().filter(|(_, e)| e[0] > 0).copied().collect()
+}
+
+/// What the closed connections left behind (against the snapshot before they connected).
+fn report_closed(n: usize, before: &Snapshot, closed: &Snapshot) {
+    let per = |a: i64, b: i64| (b - a) as f64 / n as f64;
+    println!(
+        "5 s after they closed, left per connection: live heap {:.0} B, {:.2} allocations; RSS {:.0} B",
+        per(before.bytes, closed.bytes),
+        per(before.count, closed.count),
+        per(before.rss, closed.rss),
+    );
+    report_pages(n, before, closed);
 }
 
 /// Where RSS above the live heap is: mimalloc's pages by block size (growth over the run,
