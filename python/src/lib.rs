@@ -15,6 +15,12 @@ mod subscription;
 
 use pyo3::prelude::*;
 
+/// The broker binary's allocator (mimalloc, each object in its own size class, the long-lived
+/// heap; `uringmq::Allocator`), so a broker embedded in Python holds memory as the binary does.
+/// Python's own objects keep Python's allocator.
+#[global_allocator]
+static GLOBAL: uringmq::Allocator = uringmq::Allocator;
+
 /// Installs the broker's `tracing` log output with a filter such as `"info"` or
 /// `"uringmq=debug"`, as `"text"` lines or `"json"` objects. Only the first call takes effect.
 #[pyfunction]
