@@ -21,9 +21,9 @@
 //! heap, which hold nothing short-lived. Freeing needs nothing special (`mi_free` frees a
 //! block of any heap, from any thread). The cost on every allocation is one thread-local read.
 //!
-//! The binary, the benchmarks and the probe install it (`#[global_allocator]`), so their
-//! figures are the broker's. Where another allocator is installed (the Python module, tests
-//! embedding the broker) [`long_lived`] just runs its closure.
+//! The binary, the Python module, the e2e tests, the store benchmark and the probe install it
+//! (`#[global_allocator]`), so all of them hold memory as the binary does. Where an application
+//! embedding the broker installs another allocator, [`long_lived`] just runs its closure.
 
 use libmimalloc_sys as mi;
 use std::alloc::{GlobalAlloc, Layout};
