@@ -115,6 +115,35 @@ const PLAIN_ALIGN: usize = std::mem::size_of::<usize>();
 /// The broker's global allocator (see the module doc).
 pub struct Allocator;
 
+/// A block for `l`, zeroed or not: from the open [`long_lived`] scope's theap, else the
+/// thread's default one; wider alignments than a word from the default one, aligned.
+///
+/// # Safety
+/// As `GlobalAlloc::alloc`: `l` has a non-zero size.
+#[inline]
+unsafe fn block(l: Layout, zero: bool) -> *mut u8 {
+    let (size, align) = (l.size(), l.align());
+    // SAFETY: plain mimalloc calls with the caller's size and alignment.
+    let p = unsafe {
+        if align > PLAIN_ALIGN {
+            if zero {
+                mi::mi_zalloc_aligned(size, align)
+            } else {
+                mi::mi_malloc_aligned(size, align)
+            }
+        } else {
+            let t = SCOPE.get();
+            match (t.is_null(), zero) {
+                (true, false) => mi::mi_malloc(size),
+                (true, true) => mi::mi_zalloc(size),
+                (false, false) => mi_theap_malloc(t, size),
+                (false, true) => mi_theap_zalloc(t, size),
+            }
+        }
+    };
+    p as *mut u8
+}
+
 // SAFETY: every request goes to mimalloc, with the alignment it asks for unless mimalloc's
 // blocks already have it (PLAIN_ALIGN), from this thread's theap of the main or the long-lived
 // heap; mimalloc frees blocks of any heap with `mi_free`. Wider alignments always take the
@@ -122,36 +151,14 @@ pub struct Allocator;
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: plain mimalloc calls; the size and alignment are the caller's.
-        unsafe {
-            if l.align() <= PLAIN_ALIGN {
-                let t = SCOPE.get();
-                if t.is_null() {
-                    mi::mi_malloc(l.size()) as *mut u8
-                } else {
-                    mi_theap_malloc(t, l.size()) as *mut u8
-                }
-            } else {
-                mi::mi_malloc_aligned(l.size(), l.align()) as *mut u8
-            }
-        }
+        // SAFETY: the caller's layout.
+        unsafe { block(l, false) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        // SAFETY: as `alloc`.
-        unsafe {
-            if l.align() <= PLAIN_ALIGN {
-                let t = SCOPE.get();
-                if t.is_null() {
-                    mi::mi_zalloc(l.size()) as *mut u8
-                } else {
-                    mi_theap_zalloc(t, l.size()) as *mut u8
-                }
-            } else {
-                mi::mi_zalloc_aligned(l.size(), l.align()) as *mut u8
-            }
-        }
+        // SAFETY: the caller's layout.
+        unsafe { block(l, true) }
     }
 
     #[inline]
