@@ -7,7 +7,8 @@ use std::time::UNIX_EPOCH;
 use uringmq::{ClusterStatus, LinkStatus};
 
 /// `{"name", "registered", "nodes": [{"name", "addr", "started"}], "links": {peer:
-/// {"outbound": link, "inbound": link}}, "link_auth_failures"}`.
+/// {"outbound": link, "inbound": link}}, "link_auth_failures", "client_ids"}` (`client_ids`: the
+/// client ids this node owns and keeps in its directory).
 pub(crate) fn status_dict<'py>(py: Python<'py>, s: ClusterStatus) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("name", s.name)?;
@@ -33,6 +34,7 @@ pub(crate) fn status_dict<'py>(py: Python<'py>, s: ClusterStatus) -> PyResult<Bo
     }
     d.set_item("links", links)?;
     d.set_item("link_auth_failures", s.link_auth_failures)?;
+    d.set_item("client_ids", s.client_ids)?;
     Ok(d)
 }
 

@@ -413,7 +413,8 @@ class Broker:
         without them: ``name``, ``registered`` (its key is in etcd now), ``nodes`` (every
         registered node: ``name``, ``addr`` of its links, ``started``), ``links`` (per peer
         name, ``outbound`` (dialed here) and ``inbound``, each with ``up``, ``connects``,
-        ``since``, ``frames_out``, ``frames_in``) and ``link_auth_failures``."""
+        ``since``, ``frames_out``, ``frames_in``), ``link_auth_failures`` and ``client_ids``
+        (how many client ids this node owns and keeps while their sessions live)."""
         return self._native.cluster_status()
 
     @property

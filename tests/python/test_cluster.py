@@ -12,6 +12,8 @@ import pytest
 
 uringmq = pytest.importorskip("uringmq")
 
+from mqtt_helpers import Paho  # noqa: E402
+
 
 def test_two_nodes_register_and_link(mqtt_cluster):
     assert mqtt_cluster.names == ["node0", "node1"]
@@ -82,3 +84,24 @@ def test_a_message_published_on_one_node_reaches_a_subscriber_on_another(mqtt_cl
             got.append(m.payload)
     assert got == [str(i).encode() for i in range(20)]
     sub.close()
+
+
+def _client_ids(cluster) -> int:
+    return sum(node.cluster_status()["client_ids"] for node in cluster.nodes)
+
+
+def _wait_client_ids(cluster, want: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _client_ids(cluster) != want:
+        assert time.monotonic() < deadline, f"client ids {_client_ids(cluster)}, want {want}"
+        time.sleep(0.05)
+
+
+def test_client_ids_are_owned_while_connected_and_forgotten_when_their_sessions_end(mqtt_cluster):
+    # Each id has one owner among the nodes, which keeps it in its directory while the
+    # id's session lives: clean sessions end at DISCONNECT, so the owners forget them.
+    clients = [Paho(mqtt_cluster.nodes[0], client_id=f"owned-{i}") for i in range(20)]
+    _wait_client_ids(mqtt_cluster, 20)
+    for c in clients:
+        c.disconnect()
+    _wait_client_ids(mqtt_cluster, 0)
