@@ -71,7 +71,7 @@ pub(crate) enum ImportError {
     #[error("client id {0:?} has a session on this node already")]
     Claimed(Arc<str>),
     /// The core holds the most sessions it can.
-    #[error("{}", crate::shard::FULL)]
+    #[error("{}", super::FULL)]
     Full,
 }
 

@@ -13,4 +13,4 @@ pub(crate) use messages::{
     ApiCmd, ApiSink, EventFd, ExportReply, ImportError, ImportReply, Mailbox, MeshMsg, PersistMsg,
     TakeoverReq, Target, FROM_NODE,
 };
-pub(crate) use registry::{core_of, leaves_node, Registry, LEAVING, REGISTRY_CHUNK};
+pub(crate) use registry::{core_of, leaves_node, Registry, FULL, LEAVING, REGISTRY_CHUNK};

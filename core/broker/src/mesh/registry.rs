@@ -23,6 +23,10 @@ pub(crate) fn leaves_node(key: u64) -> bool {
     key & LEAVING != 0
 }
 
+/// Why a core makes no more session keys: its slots (`shard/slab.rs`, the low 24 bits of a
+/// key) are all taken. Here, beside the key's layout, so the mesh's import error can name it.
+pub(crate) const FULL: &str = "this core holds the most sessions it can (16,777,216)";
+
 /// The core a session key belongs to.
 pub(crate) fn core_of(key: u64) -> u16 {
     (key >> 48) as u16

@@ -37,7 +37,7 @@ mod run;
 mod sessions;
 mod settle;
 mod slab;
-pub(crate) use slab::FULL;
+pub(crate) use crate::mesh::FULL;
 mod shared;
 pub(crate) mod shared_store;
 mod stats;

@@ -31,11 +31,10 @@ use super::Entry;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-/// Why a core makes no more keys.
-pub(crate) const FULL: &str = "this core holds the most sessions it can (16,777,216)";
-
 /// Bits of the slot in a key.
 const SLOT_BITS: u32 = 24;
+// The figure `crate::mesh::FULL` gives users.
+const _: () = assert!(1 << SLOT_BITS == 16_777_216);
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 /// Generations run over `1..GENERATIONS` (bits 24..46 of a key).
 const GENERATIONS: u64 = 1 << 23;
