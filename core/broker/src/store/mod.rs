@@ -17,10 +17,12 @@
 //! a record pushed after another (in happens-before order, e.g. across a takeover's handoff)
 //! has a larger stamp. A session's records can sit in several logs: when a session moves to
 //! another shard, the new shard pushes an image of it (`Record::Session { fresh: true }`
-//! followed by its subscriptions, messages and QoS 2 ids) and the old shard pushes
-//! `Record::SessionMoved`, which drops it from the old log's live state. Recovery applies
-//! each log in order and keeps, per client id, the version with the highest stamp (a
-//! `SessionGone` counts, so an ended session stays ended). Retained topics are each written by
+//! followed by its subscriptions, messages and QoS 2 ids) and the old shard stops writing
+//! about it (`Shard::persist_moved` forgets the client; it pushes no record, so the old log
+//! keeps its older copy, which the new image outranks by stamp; `Record::SessionMoved` is
+//! read, for logs that have it, but not written). Recovery applies each log in order and
+//! keeps, per client id, the version with the highest stamp (a `SessionGone` counts, so an
+//! ended session stays ended). Retained topics are each written by
 //! one shard, [`retained_owner`], so one log holds all of a topic's records.
 //!
 //! `shared.rs` encodes single records and rebuilds one session from them, for a store shared
